@@ -1,0 +1,1 @@
+/* placeholder */ typedef int shoal__placeholder_t;

@@ -1,0 +1,427 @@
+/*  proto.h: every message of the shoal wire protocol, defined once.
+
+    A message is one ZeroMQ frame: byte 0 is the protocol version (SHOAL_PROTO_VERSION),
+    byte 1 the message type, the rest a msgpack array holding the message's fields in the
+    order given below. Bulk bytes (object data) travel as raw frames after it. Over a
+    ROUTER socket the routing id frame comes first, as usual.
+
+    The tables below generate: the C struct of every record (shoal_wire_NAME_t), its field
+    descriptor (shoal_wire_NAME_desc), the message type enum (SHOAL_MSG_NAME), the message
+    names, and one generic codec that walks the descriptors. docs/protocol.md gives the
+    grammar and who sends what when.
+
+    Evolution: fields are append-only. A decoder ignores fields past those it knows and
+    leaves missing trailing fields zero/NULL, so old and new peers interoperate; a change
+    of meaning bumps SHOAL_PROTO_VERSION, which peers check in their hello.
+
+    Field types and their C form:
+      U64   uint64_t                          msgpack positive int
+      I64   int64_t                           msgpack int
+      STR   char * (NUL-terminated, or NULL)  msgpack str or nil
+      BIN   shoal_wire_bin_t                  msgpack bin
+      REF   shoal_ref_t                       bin of 16 bytes (hi, lo big-endian)
+      REFS  shoal_wire_refs_t                 bin of 16 bytes per ref
+      STRS  shoal_wire_strs_t                 array of str
+      U64S  shoal_wire_u64s_t                 array of int
+      REC   shoal_wire_SUB_t (by value)       array (the nested record)
+      RECS  array of shoal_wire_SUB_t         array of arrays
+*/
+#ifndef SHOAL_PROTO_H_INCLUDED
+#define SHOAL_PROTO_H_INCLUDED
+
+#include "shoal.h"
+
+#include <msgpack.h>
+#include <stddef.h>
+
+#define SHOAL_PROTO_VERSION 1
+
+/*  Small objects travel inline in completions and live in the broker's directory: 64 KiB
+    keeps a 1,000-task completion batch of small results within a few MiB. */
+#define SHOAL_INLINE_MAX (64 * 1024)
+/*  ZMQ_MAXMSGSIZE on sockets that face the network: submission batches are split by the
+    client to stay below it; object bytes move in chunks of SHOAL_CHUNK_SIZE. */
+#define SHOAL_MAX_MSG_SIZE (64 * 1024 * 1024)
+#define SHOAL_CHUNK_SIZE   (1024 * 1024)
+
+/*  Task kinds. */
+enum { SHOAL_KIND_EXEC = 0, SHOAL_KIND_FN = 1 };
+
+/*  Task and object states as the broker reports them. */
+enum {
+    SHOAL_STATE_UNKNOWN = 0, /*  never submitted, or forgotten */
+    SHOAL_STATE_WAITING = 1, /*  waiting for inputs */
+    SHOAL_STATE_READY = 2,   /*  queued at the broker */
+    SHOAL_STATE_RUNNING = 3, /*  dispatched to a worker (queued there or running) */
+    SHOAL_STATE_DONE = 4,
+    SHOAL_STATE_FAILED = 5,
+    SHOAL_STATE_CANCELED = 6,
+    SHOAL_STATE_LOST = 7, /*  the object was lost with its worker, being recomputed */
+};
+const char *shoal_wire_state_name(uint64_t state);
+
+/*  Flags. */
+#define SHOAL_OUT_INLINE   1u /*  output/status/input: data holds the whole object */
+#define SHOAL_WATCH_NODATA 1u /*  watch: do not send inline bytes with statuses */
+
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+} shoal_wire_bin_t;
+typedef struct {
+    shoal_ref_t *items;
+    size_t count;
+} shoal_wire_refs_t;
+typedef struct {
+    char **items;
+    size_t count;
+} shoal_wire_strs_t;
+typedef struct {
+    uint64_t *items;
+    size_t count;
+} shoal_wire_u64s_t;
+
+/*  ----------------------------------------------------------------------------- records
+    F(R, TYPE, name, SUB): R is the record, SUB names the nested record for REC/RECS, else _ . */
+
+/*  A task as submitted. Its id is the ref of output 0; outputs are id with index i. */
+#define SHOAL_WIRE_task(F, R)                                                                     \
+    F(R, REF, id, _)                                                                              \
+    F(R, U64, kind, _)      /*  SHOAL_KIND_EXEC or SHOAL_KIND_FN */                               \
+    F(R, STRS, argv, _)     /*  exec: the command line */                                         \
+    F(R, STR, fn, _)        /*  fn: "lib.so:symbol" */                                            \
+    F(R, BIN, arg, _)       /*  fn: argument bytes */                                             \
+    F(R, REFS, inputs, _)   /*  refs this task reads, in order */                                 \
+    F(R, U64, n_outputs, _) /*  1..SHOAL_MAX_OUTPUTS */                                           \
+    F(R, STR, name, _)      /*  optional name for the outputs */                                  \
+    F(R, U64, retries, _)   /*  extra attempts after a failure of the task itself */              \
+    F(R, I64, priority, _)                                                                        \
+    F(R, STR, job, _)                                                                             \
+    F(R, U64, flags, _)                                                                           \
+    F(R, U64, array_index, _)
+
+/*  Where a task's input is: inline bytes, or the data endpoint of the worker holding it. */
+#define SHOAL_WIRE_input(F, R)                                                                    \
+    F(R, REF, ref, _)                                                                             \
+    F(R, U64, size, _)                                                                            \
+    F(R, U64, flags, _) /*  SHOAL_OUT_INLINE: data is the object */                               \
+    F(R, BIN, data, _)                                                                            \
+    F(R, STR, endpoint, _)                                                                        \
+    F(R, STR, worker, _)
+
+/*  One task handed to a worker. attempt fences off late results of earlier attempts. */
+#define SHOAL_WIRE_dispatch(F, R)                                                                 \
+    F(R, REC, task, task)                                                                         \
+    F(R, U64, attempt, _)                                                                         \
+    F(R, RECS, inputs, input)
+
+/*  One output of a finished task. offset is used between executor and worker only. */
+#define SHOAL_WIRE_output(F, R)                                                                   \
+    F(R, U64, size, _)                                                                            \
+    F(R, U64, flags, _) /*  SHOAL_OUT_INLINE: data is the object */                               \
+    F(R, BIN, data, _)                                                                            \
+    F(R, U64, offset, _)
+
+/*  The end of one task attempt. status is 0 or a SHOAL_E* code (SHOAL_ETASK: the task
+    code failed; exit_code is its exit status, or -N when killed by signal N). */
+#define SHOAL_WIRE_result(F, R)                                                                   \
+    F(R, REF, id, _)                                                                              \
+    F(R, U64, attempt, _)                                                                         \
+    F(R, I64, status, _)                                                                          \
+    F(R, I64, exit_code, _)                                                                       \
+    F(R, STR, error, _)                                                                           \
+    F(R, RECS, outputs, output)                                                                   \
+    F(R, U64, log_size, _)                                                                        \
+    F(R, BIN, log_tail, _)                                                                        \
+    F(R, U64, runtime_us, _)
+
+/*  What the broker knows of a ref. */
+#define SHOAL_WIRE_status(F, R)                                                                   \
+    F(R, REF, ref, _)                                                                             \
+    F(R, U64, state, _)     /*  SHOAL_STATE_* */                                                  \
+    F(R, I64, code, _)      /*  0, or why it failed */                                            \
+    F(R, I64, exit_code, _) /*  of the producing task */                                          \
+    F(R, STR, error, _)                                                                           \
+    F(R, U64, size, _)                                                                            \
+    F(R, U64, flags, _) /*  SHOAL_OUT_INLINE: data is the object */                               \
+    F(R, BIN, data, _)                                                                            \
+    F(R, STR, endpoint, _) /*  data endpoint of the worker holding it */                          \
+    F(R, STR, worker, _)
+
+#define SHOAL_WIRE_worker_info(F, R)                                                              \
+    F(R, STR, name, _)                                                                            \
+    F(R, STR, host, _)                                                                            \
+    F(R, U64, slots, _)                                                                           \
+    F(R, U64, running, _)                                                                         \
+    F(R, U64, queued, _)                                                                          \
+    F(R, U64, done, _)                                                                            \
+    F(R, U64, failed, _)                                                                          \
+    F(R, U64, store_bytes, _)                                                                     \
+    F(R, U64, store_capacity, _)                                                                  \
+    F(R, STR, endpoint, _)
+
+#define SHOAL_WIRE_attempt_ref(F, R)                                                              \
+    F(R, REF, id, _)                                                                              \
+    F(R, U64, attempt, _)
+
+/*  Executor side: an input already in the worker's arena. */
+#define SHOAL_WIRE_e_input(F, R)                                                                  \
+    F(R, U64, offset, _)                                                                          \
+    F(R, U64, size, _)
+
+#define SHOAL_WIRE_e_task(F, R)                                                                   \
+    F(R, REC, task, task)                                                                         \
+    F(R, U64, attempt, _)                                                                         \
+    F(R, RECS, inputs, e_input)
+
+/*  ---------------------------------------------------------------------------- messages */
+
+/*  client -> broker */
+#define SHOAL_WIRE_hello(F, R)                                                                    \
+    F(R, U64, version, _)                                                                         \
+    F(R, U64, client_id, _)                                                                       \
+    F(R, STR, agent, _)
+/*  broker -> client */
+#define SHOAL_WIRE_hello_ok(F, R)                                                                 \
+    F(R, U64, version, _)                                                                         \
+    F(R, STR, events, _) /*  the events endpoint, as a client can connect to it */               \
+    F(R, U64, inline_max, _)                                                                      \
+    F(R, U64, max_msg, _)
+#define SHOAL_WIRE_submit(F, R)                                                                   \
+    F(R, U64, seq, _)                                                                             \
+    F(R, RECS, tasks, task)
+/*  Replies to submit, cancel, remove. code 0 or SHOAL_E*; count: how many were taken. */
+#define SHOAL_WIRE_ack(F, R)                                                                      \
+    F(R, U64, seq, _)                                                                             \
+    F(R, I64, code, _)                                                                            \
+    F(R, STR, error, _)                                                                           \
+    F(R, U64, count, _)
+/*  Ask to be told when each ref is final (done, failed, canceled): the broker answers at
+    once with a status for each that already is, and later for each other. */
+#define SHOAL_WIRE_watch(F, R)                                                                    \
+    F(R, U64, seq, _)                                                                             \
+    F(R, REFS, refs, _)                                                                           \
+    F(R, U64, flags, _)
+#define SHOAL_WIRE_statuses(F, R) F(R, RECS, items, status)
+#define SHOAL_WIRE_cancel(F, R)                                                                   \
+    F(R, U64, seq, _)                                                                             \
+    F(R, REFS, refs, _)
+#define SHOAL_WIRE_remove(F, R)                                                                   \
+    F(R, U64, seq, _)                                                                             \
+    F(R, REFS, refs, _)
+#define SHOAL_WIRE_workers(F, R)     F(R, U64, seq, _)
+#define SHOAL_WIRE_worker_list(F, R) F(R, U64, seq, _) F(R, RECS, workers, worker_info)
+/*  Any side: a request that cannot be served, or a malformed message. */
+#define SHOAL_WIRE_error(F, R)                                                                    \
+    F(R, I64, code, _)                                                                            \
+    F(R, STR, error, _)
+
+/*  worker -> broker: (re)register. held: objects already in its store. */
+#define SHOAL_WIRE_w_hello(F, R)                                                                  \
+    F(R, U64, version, _)                                                                         \
+    F(R, STR, name, _)                                                                            \
+    F(R, STR, host, _)                                                                            \
+    F(R, U64, slots, _)                                                                           \
+    F(R, U64, capacity, _) /*  tasks it accepts at once: slots + prefetch depth */               \
+    F(R, STR, endpoint, _) /*  its data socket, as peers and clients reach it */                 \
+    F(R, U64, store_capacity, _)                                                                  \
+    F(R, U64, pid, _)                                                                             \
+    F(R, REFS, held, _)
+/*  broker -> worker. code < 0: refused (error says why), the worker exits. */
+#define SHOAL_WIRE_w_welcome(F, R)                                                                \
+    F(R, U64, version, _)                                                                         \
+    F(R, U64, heartbeat_ms, _)                                                                    \
+    F(R, I64, code, _)                                                                            \
+    F(R, STR, error, _)
+#define SHOAL_WIRE_w_dispatch(F, R) F(R, RECS, tasks, dispatch)
+#define SHOAL_WIRE_w_started(F, R)  F(R, RECS, tasks, attempt_ref)
+/*  worker -> broker, acknowledged by w_done_ack with the same seq; resent until then. */
+#define SHOAL_WIRE_w_done(F, R)                                                                   \
+    F(R, U64, seq, _)                                                                             \
+    F(R, RECS, results, result)                                                                   \
+    F(R, U64, store_bytes, _)
+#define SHOAL_WIRE_w_done_ack(F, R) F(R, U64, seq, _)
+/*  Both ways, every heartbeat_ms; the broker sends zeros. */
+#define SHOAL_WIRE_heartbeat(F, R)                                                                \
+    F(R, U64, store_bytes, _)                                                                     \
+    F(R, U64, running, _)                                                                         \
+    F(R, U64, queued, _)
+#define SHOAL_WIRE_w_cancel(F, R) F(R, RECS, tasks, attempt_ref)
+#define SHOAL_WIRE_w_drop(F, R)   F(R, REFS, refs, _)
+
+/*  data socket (client or peer worker -> worker's ROUTER). fetch asks for length bytes
+    from offset (0: to the end, in chunks of at most SHOAL_CHUNK_SIZE); the reply data
+    carries the bytes in one raw frame after it. */
+#define SHOAL_WIRE_fetch(F, R)                                                                    \
+    F(R, U64, seq, _)                                                                             \
+    F(R, REF, ref, _)                                                                             \
+    F(R, U64, offset, _)                                                                          \
+    F(R, U64, length, _)
+#define SHOAL_WIRE_data(F, R)                                                                     \
+    F(R, U64, seq, _)                                                                             \
+    F(R, REF, ref, _)                                                                             \
+    F(R, I64, code, _)                                                                            \
+    F(R, STR, error, _)                                                                           \
+    F(R, U64, size, _)                                                                            \
+    F(R, U64, offset, _)
+
+/*  executor <-> worker over ipc:// */
+#define SHOAL_WIRE_e_hello(F, R)                                                                  \
+    F(R, U64, pid, _)                                                                             \
+    F(R, U64, slot, _)
+#define SHOAL_WIRE_e_run(F, R)     F(R, RECS, tasks, e_task)
+#define SHOAL_WIRE_e_started(F, R) F(R, REF, id, _) F(R, U64, attempt, _) F(R, U64, pid, _)
+/*  Asks the worker for arena space for outputs too large to travel inline. */
+#define SHOAL_WIRE_e_alloc(F, R)                                                                  \
+    F(R, REF, id, _)                                                                              \
+    F(R, U64, attempt, _)                                                                         \
+    F(R, U64S, sizes, _)
+#define SHOAL_WIRE_e_alloc_ok(F, R)                                                               \
+    F(R, I64, code, _)                                                                            \
+    F(R, STR, error, _)                                                                           \
+    F(R, U64S, offsets, _)
+/*  outputs: inline (flags SHOAL_OUT_INLINE) or written at offset from e_alloc_ok. */
+#define SHOAL_WIRE_e_done(F, R) F(R, REC, result, result)
+
+/*  Every record, nested ones before their users. */
+#define SHOAL_WIRE_RECORDS(X)                                                                  \
+    X(task)                                                                                    \
+    X(input)                                                                                   \
+    X(dispatch)                                                                                \
+    X(output)                                                                                  \
+    X(result)                                                                                  \
+    X(status)                                                                                  \
+    X(worker_info)                                                                             \
+    X(attempt_ref)                                                                             \
+    X(e_input)                                                                                 \
+    X(e_task)
+
+/*  Every message: X(type number, NAME). Numbers are stable on the wire. */
+#define SHOAL_WIRE_MESSAGES(X)                                                                 \
+    X(1, hello)                                                                                \
+    X(2, hello_ok)                                                                             \
+    X(3, submit)                                                                               \
+    X(4, ack)                                                                                  \
+    X(5, watch)                                                                                \
+    X(6, statuses)                                                                             \
+    X(7, cancel)                                                                               \
+    X(8, remove)                                                                               \
+    X(9, workers)                                                                              \
+    X(10, worker_list)                                                                         \
+    X(11, error)                                                                               \
+    X(20, w_hello)                                                                             \
+    X(21, w_welcome)                                                                           \
+    X(22, w_dispatch)                                                                          \
+    X(23, w_started)                                                                           \
+    X(24, w_done)                                                                              \
+    X(25, w_done_ack)                                                                          \
+    X(26, heartbeat)                                                                           \
+    X(27, w_cancel)                                                                            \
+    X(28, w_drop)                                                                              \
+    X(40, fetch)                                                                               \
+    X(41, data)                                                                                \
+    X(60, e_hello)                                                                             \
+    X(61, e_run)                                                                               \
+    X(62, e_started)                                                                           \
+    X(63, e_alloc)                                                                             \
+    X(64, e_alloc_ok)                                                                          \
+    X(65, e_done)
+
+/*  ------------------------------------------------------------------- generated C types */
+
+#define SHOAL__DECL_U64(n, s)  uint64_t n;
+#define SHOAL__DECL_I64(n, s)  int64_t n;
+#define SHOAL__DECL_STR(n, s)  char *n;
+#define SHOAL__DECL_BIN(n, s)  shoal_wire_bin_t n;
+#define SHOAL__DECL_REF(n, s)  shoal_ref_t n;
+#define SHOAL__DECL_REFS(n, s) shoal_wire_refs_t n;
+#define SHOAL__DECL_STRS(n, s) shoal_wire_strs_t n;
+#define SHOAL__DECL_U64S(n, s) shoal_wire_u64s_t n;
+#define SHOAL__DECL_REC(n, s)  shoal_wire_##s##_t n;
+#define SHOAL__DECL_RECS(n, s)                                                                 \
+    struct {                                                                                   \
+        shoal_wire_##s##_t *items;                                                             \
+        size_t count;                                                                          \
+    } n;
+#define SHOAL__DECL(R, T, n, s) SHOAL__DECL_##T(n, s)
+
+#define SHOAL__DECL_STRUCT(name)                                                               \
+    typedef struct {                                                                           \
+        SHOAL_WIRE_##name(SHOAL__DECL, name)                                                         \
+    } shoal_wire_##name##_t;
+SHOAL_WIRE_RECORDS(SHOAL__DECL_STRUCT)
+#define SHOAL__DECL_MSG_STRUCT(id, name) SHOAL__DECL_STRUCT(name)
+SHOAL_WIRE_MESSAGES(SHOAL__DECL_MSG_STRUCT)
+
+typedef enum {
+#define SHOAL__MSG_ENUM(id, name) SHOAL_MSG_##name = id,
+    SHOAL_WIRE_MESSAGES(SHOAL__MSG_ENUM)
+#undef SHOAL__MSG_ENUM
+} shoal_msg_type_t;
+
+/*  Field descriptors, generated from the tables; the codec walks them. */
+enum {
+    SHOAL_FT_U64,
+    SHOAL_FT_I64,
+    SHOAL_FT_STR,
+    SHOAL_FT_BIN,
+    SHOAL_FT_REF,
+    SHOAL_FT_REFS,
+    SHOAL_FT_STRS,
+    SHOAL_FT_U64S,
+    SHOAL_FT_REC,
+    SHOAL_FT_RECS
+};
+typedef struct shoal_wire_desc shoal_wire_desc_t;
+typedef struct {
+    int type;
+    size_t offset;
+    const char *name;
+    const shoal_wire_desc_t *sub;
+} shoal_wire_field_t;
+struct shoal_wire_desc {
+    const char *name;
+    size_t size;
+    size_t nfields;
+    const shoal_wire_field_t *fields;
+};
+#define SHOAL__DESC_EXTERN(name) extern const shoal_wire_desc_t shoal_wire_##name##_desc;
+SHOAL_WIRE_RECORDS(SHOAL__DESC_EXTERN)
+#define SHOAL__DESC_MSG_EXTERN(id, name) SHOAL__DESC_EXTERN(name)
+SHOAL_WIRE_MESSAGES(SHOAL__DESC_MSG_EXTERN)
+
+/*  A decoded message. The body's strings and arrays live in storage the message owns,
+    until shoal_msg_clear(). */
+typedef struct {
+    int type; /*  SHOAL_MSG_* */
+    union {
+#define SHOAL__MSG_UNION(id, name) shoal_wire_##name##_t name;
+        SHOAL_WIRE_MESSAGES(SHOAL__MSG_UNION)
+#undef SHOAL__MSG_UNION
+    } u;
+    void *storage_; /*  internal */
+} shoal_msg_t;
+
+/*  The name of message type (e.g. "submit"), or NULL if unknown. */
+const char *shoal_msg_name(int type);
+/*  The descriptor of message type, or NULL if unknown. */
+const shoal_wire_desc_t *shoal_msg_desc(int type);
+
+/*  Encodes a message (version, type, msgpack body) into buf, appending. body points to the
+    shoal_wire_NAME_t of type. Returns 0, SHOAL_EINVAL (unknown type) or SHOAL_ENOMEM. */
+int shoal_proto_encode(int type, const void *body, msgpack_sbuffer *buf);
+
+/*  Decodes one message frame. Pure: reads only data[0..size). Returns 0, SHOAL_EVERSION
+    (another protocol version), or SHOAL_EPROTO (truncated, wrong types, unknown message,
+    trailing bytes); on error msg holds nothing to clear. On success call
+    shoal_msg_clear(msg) when done. Never crashes on any input. */
+int shoal_proto_decode(const void *data, size_t size, shoal_msg_t *msg);
+void shoal_msg_clear(shoal_msg_t *msg);
+
+/*  Deep-copies a record of the given descriptor into ONE malloc'd block holding the struct
+    and everything it points to; free() it when done. For keeping parts of a decoded
+    message (the broker keeps each submitted task this way: one allocation a task).
+    Returns NULL on ENOMEM. */
+void *shoal_wire_dup(const shoal_wire_desc_t *desc, const void *src);
+
+#endif

@@ -1,0 +1,338 @@
+/*  test_proto.c: every message round-trips; damaged input is refused, never a crash.
+    The loops run over the message table itself, so a new message is tested by being
+    added to proto.h. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "proto.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+//  Fills a record with values derived from seed, allocating from a simple pool.
+typedef struct {
+    char *blocks[4096];
+    int n;
+} pool_t;
+
+static void *s_pool(pool_t *p, size_t size)
+{
+    assert_true(p->n < 4096);
+    return p->blocks[p->n++] = calloc(1, size ? size : 1);
+}
+
+static void s_pool_free(pool_t *p)
+{
+    for (int i = 0; i < p->n; i++)
+        free(p->blocks[i]);
+    p->n = 0;
+}
+
+static void s_fill(pool_t *p, const shoal_wire_desc_t *desc, void *rec, unsigned seed, int depth)
+{
+    for (size_t i = 0; i < desc->nfields; i++) {
+        const shoal_wire_field_t *f = &desc->fields[i];
+        char *at = (char *)rec + f->offset;
+        unsigned v = seed * 31 + (unsigned)i;
+        switch (f->type) {
+        case SHOAL_FT_U64:
+            *(uint64_t *)at = (uint64_t)v * 0x100000001ull;
+            break;
+        case SHOAL_FT_I64:
+            *(int64_t *)at = (v % 2) ? -(int64_t)v * 1000003 : (int64_t)v;
+            break;
+        case SHOAL_FT_STR: {
+            char *s = s_pool(p, 32);
+            snprintf(s, 32, "%s-%u", f->name, v);
+            *(char **)at = (v % 5 == 0) ? NULL : s;
+            break;
+        }
+        case SHOAL_FT_BIN: {
+            shoal_wire_bin_t *b = (shoal_wire_bin_t *)at;
+            b->size = v % 300;
+            uint8_t *d = s_pool(p, b->size);
+            for (size_t j = 0; j < b->size; j++)
+                d[j] = (uint8_t)(j * 7 + v);
+            b->data = d;
+            break;
+        }
+        case SHOAL_FT_REF:
+            *(shoal_ref_t *)at = shoal_ref_make(v * 0x9E3779B97F4A7C15ull, v, (uint16_t)v);
+            break;
+        case SHOAL_FT_REFS: {
+            shoal_wire_refs_t *r = (shoal_wire_refs_t *)at;
+            r->count = v % 4;
+            r->items = s_pool(p, r->count * sizeof(shoal_ref_t));
+            for (size_t j = 0; j < r->count; j++)
+                r->items[j] = shoal_ref_make(~(uint64_t)v, j, (uint16_t)j);
+            break;
+        }
+        case SHOAL_FT_STRS: {
+            shoal_wire_strs_t *s = (shoal_wire_strs_t *)at;
+            s->count = v % 4;
+            s->items = s_pool(p, (s->count + 1) * sizeof(char *));
+            for (size_t j = 0; j < s->count; j++) {
+                s->items[j] = s_pool(p, 32);
+                snprintf(s->items[j], 32, "arg%zu", j);
+            }
+            break;
+        }
+        case SHOAL_FT_U64S: {
+            shoal_wire_u64s_t *u = (shoal_wire_u64s_t *)at;
+            u->count = v % 5;
+            u->items = s_pool(p, u->count * sizeof(uint64_t));
+            for (size_t j = 0; j < u->count; j++)
+                u->items[j] = UINT64_MAX - j;
+            break;
+        }
+        case SHOAL_FT_REC:
+            s_fill(p, f->sub, at, v, depth + 1);
+            break;
+        case SHOAL_FT_RECS: {
+            struct {
+                char *items;
+                size_t count;
+            } *arr = (void *)at;
+            arr->count = depth > 2 ? 0 : 1 + v % 3;
+            arr->items = s_pool(p, arr->count * f->sub->size);
+            for (size_t j = 0; j < arr->count; j++)
+                s_fill(p, f->sub, arr->items + j * f->sub->size, v + (unsigned)j, depth + 1);
+            break;
+        }
+        }
+    }
+}
+
+static void s_assert_equal(const shoal_wire_desc_t *desc, const void *a, const void *b)
+{
+    for (size_t i = 0; i < desc->nfields; i++) {
+        const shoal_wire_field_t *f = &desc->fields[i];
+        const char *x = (const char *)a + f->offset, *y = (const char *)b + f->offset;
+        switch (f->type) {
+        case SHOAL_FT_U64:
+            assert_int_equal(*(const uint64_t *)x, *(const uint64_t *)y);
+            break;
+        case SHOAL_FT_I64:
+            assert_int_equal(*(const int64_t *)x, *(const int64_t *)y);
+            break;
+        case SHOAL_FT_STR: {
+            const char *s = *(char *const *)x, *t = *(char *const *)y;
+            if (!s)
+                assert_null(t);
+            else
+                assert_string_equal(s, t);
+            break;
+        }
+        case SHOAL_FT_BIN: {
+            const shoal_wire_bin_t *s = (const void *)x, *t = (const void *)y;
+            assert_int_equal(s->size, t->size);
+            assert_memory_equal(s->data, t->data, s->size);
+            break;
+        }
+        case SHOAL_FT_REF:
+            assert_true(shoal_ref_equal(*(const shoal_ref_t *)x, *(const shoal_ref_t *)y));
+            break;
+        case SHOAL_FT_REFS: {
+            const shoal_wire_refs_t *s = (const void *)x, *t = (const void *)y;
+            assert_int_equal(s->count, t->count);
+            for (size_t j = 0; j < s->count; j++)
+                assert_true(shoal_ref_equal(s->items[j], t->items[j]));
+            break;
+        }
+        case SHOAL_FT_STRS: {
+            const shoal_wire_strs_t *s = (const void *)x, *t = (const void *)y;
+            assert_int_equal(s->count, t->count);
+            for (size_t j = 0; j < s->count; j++)
+                assert_string_equal(s->items[j], t->items[j]);
+            break;
+        }
+        case SHOAL_FT_U64S: {
+            const shoal_wire_u64s_t *s = (const void *)x, *t = (const void *)y;
+            assert_int_equal(s->count, t->count);
+            for (size_t j = 0; j < s->count; j++)
+                assert_int_equal(s->items[j], t->items[j]);
+            break;
+        }
+        case SHOAL_FT_REC:
+            s_assert_equal(f->sub, x, y);
+            break;
+        case SHOAL_FT_RECS: {
+            const struct {
+                const char *items;
+                size_t count;
+            } *s = (const void *)x, *t = (const void *)y;
+            assert_int_equal(s->count, t->count);
+            for (size_t j = 0; j < s->count; j++)
+                s_assert_equal(f->sub, s->items + j * f->sub->size, t->items + j * f->sub->size);
+            break;
+        }
+        }
+    }
+}
+
+static const int s_types[] = {
+#define T(id, name) id,
+    SHOAL_WIRE_MESSAGES(T)
+#undef T
+};
+
+static void test_every_message_round_trips(void **state)
+{
+    for (size_t t = 0; t < sizeof s_types / sizeof s_types[0]; t++) {
+        for (unsigned seed = 0; seed < 7; seed++) {
+            const shoal_wire_desc_t *desc = shoal_msg_desc(s_types[t]);
+            assert_non_null(desc);
+            assert_non_null(shoal_msg_name(s_types[t]));
+            pool_t pool = {.n = 0};
+            void *body = s_pool(&pool, desc->size);
+            s_fill(&pool, desc, body, seed + (unsigned)t, 0);
+            msgpack_sbuffer buf;
+            msgpack_sbuffer_init(&buf);
+            assert_int_equal(shoal_proto_encode(s_types[t], body, &buf), 0);
+            shoal_msg_t msg;
+            assert_int_equal(shoal_proto_decode(buf.data, buf.size, &msg), 0);
+            assert_int_equal(msg.type, s_types[t]);
+            s_assert_equal(desc, body, &msg.u);
+            //  A deep copy in one block equals the original too.
+            void *dup = shoal_wire_dup(desc, &msg.u);
+            assert_non_null(dup);
+            shoal_msg_clear(&msg);
+            s_assert_equal(desc, body, dup);
+            free(dup);
+            msgpack_sbuffer_destroy(&buf);
+            s_pool_free(&pool);
+        }
+    }
+}
+
+static void test_truncated_messages_are_refused(void **state)
+{
+    for (size_t t = 0; t < sizeof s_types / sizeof s_types[0]; t++) {
+        const shoal_wire_desc_t *desc = shoal_msg_desc(s_types[t]);
+        pool_t pool = {.n = 0};
+        void *body = s_pool(&pool, desc->size);
+        s_fill(&pool, desc, body, 3, 0);
+        msgpack_sbuffer buf;
+        msgpack_sbuffer_init(&buf);
+        assert_int_equal(shoal_proto_encode(s_types[t], body, &buf), 0);
+        for (size_t len = 0; len < buf.size; len++) {
+            //  Copy to an exact-size heap block so ASan catches any read past the end.
+            char *copy = malloc(len ? len : 1);
+            memcpy(copy, buf.data, len);
+            shoal_msg_t msg;
+            assert_int_equal(shoal_proto_decode(copy, len, &msg), SHOAL_EPROTO);
+            free(copy);
+        }
+        msgpack_sbuffer_destroy(&buf);
+        s_pool_free(&pool);
+    }
+}
+
+static void test_bit_flips_never_crash(void **state)
+{
+    unsigned accepted = 0, refused = 0;
+    for (size_t t = 0; t < sizeof s_types / sizeof s_types[0]; t++) {
+        const shoal_wire_desc_t *desc = shoal_msg_desc(s_types[t]);
+        pool_t pool = {.n = 0};
+        void *body = s_pool(&pool, desc->size);
+        s_fill(&pool, desc, body, 5, 0);
+        msgpack_sbuffer buf;
+        msgpack_sbuffer_init(&buf);
+        assert_int_equal(shoal_proto_encode(s_types[t], body, &buf), 0);
+        char *copy = malloc(buf.size);
+        for (size_t i = 0; i < buf.size; i++) {
+            for (int bit = 0; bit < 8; bit++) {
+                memcpy(copy, buf.data, buf.size);
+                copy[i] ^= (char)(1 << bit);
+                shoal_msg_t msg;
+                int rc = shoal_proto_decode(copy, buf.size, &msg);
+                if (rc == 0) {
+                    accepted++;
+                    shoal_msg_clear(&msg);
+                } else {
+                    assert_true(rc == SHOAL_EPROTO || rc == SHOAL_EVERSION);
+                    refused++;
+                }
+            }
+        }
+        free(copy);
+        msgpack_sbuffer_destroy(&buf);
+        s_pool_free(&pool);
+    }
+    //  Both outcomes must occur: flips in values decode, flips in structure do not.
+    assert_true(accepted > 0);
+    assert_true(refused > 0);
+}
+
+static void test_random_garbage_is_refused(void **state)
+{
+    unsigned seed = 12345;
+    uint8_t buf[512];
+    for (int round = 0; round < 20000; round++) {
+        size_t len = (size_t)(round % 512);
+        for (size_t i = 0; i < len; i++) {
+            seed = seed * 1103515245u + 12345u;
+            buf[i] = (uint8_t)(seed >> 16);
+        }
+        if (len >= 2) {
+            buf[0] = SHOAL_PROTO_VERSION;
+            buf[1] = (uint8_t)s_types[(size_t)round % (sizeof s_types / sizeof s_types[0])];
+        }
+        shoal_msg_t msg;
+        if (shoal_proto_decode(buf, len, &msg) == 0)
+            shoal_msg_clear(&msg);
+    }
+}
+
+static void test_huge_array_header_does_not_allocate(void **state)
+{
+    //  submit with an array claiming 2^32-1 tasks in 7 bytes.
+    const uint8_t bomb[] = {SHOAL_PROTO_VERSION, SHOAL_MSG_submit, 0x92, 0x01, 0xdd, 0xff, 0xff,
+                            0xff, 0xff};
+    shoal_msg_t msg;
+    assert_int_equal(shoal_proto_decode(bomb, sizeof bomb, &msg), SHOAL_EPROTO);
+}
+
+static void test_other_version_and_unknown_type_are_named(void **state)
+{
+    const uint8_t other[] = {SHOAL_PROTO_VERSION + 1, SHOAL_MSG_hello, 0x90};
+    const uint8_t unknown[] = {SHOAL_PROTO_VERSION, 250, 0x90};
+    shoal_msg_t msg;
+    assert_int_equal(shoal_proto_decode(other, sizeof other, &msg), SHOAL_EVERSION);
+    assert_int_equal(shoal_proto_decode(unknown, sizeof unknown, &msg), SHOAL_EPROTO);
+}
+
+static void test_newer_peer_fields_are_skipped_and_missing_ones_zero(void **state)
+{
+    //  hello with 5 fields (2 unknown: a map and a float) decodes; with 1 field too.
+    const uint8_t longer[] = {SHOAL_PROTO_VERSION, SHOAL_MSG_hello, 0x95, 0x01, 0x2a, 0xa1, 'x',
+                              0x81, 0x01, 0x02, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0};
+    const uint8_t shorter[] = {SHOAL_PROTO_VERSION, SHOAL_MSG_hello, 0x91, 0x01};
+    shoal_msg_t msg;
+    assert_int_equal(shoal_proto_decode(longer, sizeof longer, &msg), 0);
+    assert_int_equal(msg.u.hello.client_id, 42);
+    assert_string_equal(msg.u.hello.agent, "x");
+    shoal_msg_clear(&msg);
+    assert_int_equal(shoal_proto_decode(shorter, sizeof shorter, &msg), 0);
+    assert_int_equal(msg.u.hello.version, 1);
+    assert_int_equal(msg.u.hello.client_id, 0);
+    assert_null(msg.u.hello.agent);
+    shoal_msg_clear(&msg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_message_round_trips),
+        cmocka_unit_test(test_truncated_messages_are_refused),
+        cmocka_unit_test(test_bit_flips_never_crash),
+        cmocka_unit_test(test_random_garbage_is_refused),
+        cmocka_unit_test(test_huge_array_header_does_not_allocate),
+        cmocka_unit_test(test_other_version_and_unknown_type_are_named),
+        cmocka_unit_test(test_newer_peer_fields_are_skipped_and_missing_ones_zero),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
