@@ -1,0 +1,29 @@
+/*  broker.h: the shoal broker as an embeddable object with a thin main (cli/).
+
+    One thread, one event loop: a ROUTER for clients and workers, an XPUB for events.
+    shoal_broker_run() blocks until SIGINT/SIGTERM (or shoal_broker_stop from a signal
+    handler) and returns 0, or returns a negative SHOAL_E* code at once when it cannot
+    start (an endpoint in use, a bad state dir), after logging what failed. */
+#ifndef SHOAL_BROKER_H_INCLUDED
+#define SHOAL_BROKER_H_INCLUDED
+
+#include "shoal.h"
+
+typedef struct {
+    const char *listen;    /*  control endpoint; default tcp://127.0.0.1:7400 */
+    const char *events;    /*  events endpoint; default tcp://127.0.0.1:7401 */
+    const char *state_dir; /*  journal of submitted tasks; NULL: none */
+    int heartbeat_ms;      /*  default 1000 */
+    int dead_after;        /*  heartbeats missed before a worker is dead; default 5 */
+} shoal_broker_config_t;
+
+/*  Binds, then prints ONE line on stdout and flushes it, which `shoal up`, scripts and tests
+    read to learn the ports actually bound (ports may be given as * or 0):
+        shoal broker: listening on tcp://127.0.0.1:41234, events on tcp://127.0.0.1:41235
+    then serves until a signal. */
+int shoal_broker_run(const shoal_broker_config_t *config);
+
+/*  Async-signal-safe: asks a running broker loop in this process to stop. */
+void shoal_broker_stop(void);
+
+#endif

@@ -1,0 +1,34 @@
+/*  worker.h: the shoal worker and its executors, embeddable, with a thin main (cli/).
+
+    shoal_worker_run() connects to the broker, starts one executor process per slot
+    (fork + exec of `shoal executor`), keeps results in its store and serves them on its
+    data socket; it blocks until SIGINT/SIGTERM and returns 0 (after killing its
+    executors and closing the store), or returns a negative SHOAL_E* code when it cannot
+    start or the broker refused it (after printing why). */
+#ifndef SHOAL_WORKER_H_INCLUDED
+#define SHOAL_WORKER_H_INCLUDED
+
+#include "shoal.h"
+
+typedef struct {
+    const char *broker;       /*  default $SHOAL_BROKER, else tcp://127.0.0.1:7400 */
+    const char *name;         /*  default the host name; unique per cluster */
+    int slots;                /*  default the number of CPUs */
+    int prefetch;             /*  tasks held beyond slots; default 2 * slots */
+    const char *store_dir;    /*  default ~/.local/state/shoal/NAME */
+    uint64_t shm_size;        /*  arena bytes; default 256 MiB */
+    const char *data;         /*  data socket bind endpoint; default tcp://ADDR:* where ADDR
+                                  is the local address that reaches the broker */
+    const char *advertise;    /*  host peers use to reach the data socket; default ADDR */
+    const char *executor_bin; /*  the shoal binary for executors; default /proc/self/exe */
+    int heartbeat_ms;         /*  default: what the broker's welcome says */
+} shoal_worker_config_t;
+
+int shoal_worker_run(const shoal_worker_config_t *config);
+void shoal_worker_stop(void); /*  async-signal-safe */
+
+/*  `shoal executor ENDPOINT ARENA SLOT` (internal): connects to the worker's executor
+    socket, runs the tasks it is given until the worker goes away. Returns an exit status. */
+int shoal_executor_run(const char *endpoint, const char *arena_path, int slot);
+
+#endif
