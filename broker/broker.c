@@ -1,1 +1,1460 @@
-/* placeholder */ typedef int shoal__placeholder_t;
+/*  broker.c: routing, scheduling, the object directory, events.
+
+    One thread and one loop. Each turn: wait on the ROUTER and the XPUB (up to the next
+    heartbeat tick), drain up to S_DRAIN_MAX messages, then dispatch ready tasks to workers
+    with credit and flush the statuses owed to clients. Everything that goes out is
+    batched per peer per turn: one w_dispatch per worker, one statuses per client.
+
+    State
+    - tasks: by task id (the ref of output 0). A task holds its spec as ONE block
+      (shoal_wire_dup), its state, attempt, the count of inputs not yet available, the
+      tasks that consume it (with multiplicity) and the clients watching it.
+    - objects: the directory, by ref: size, holder, and the bytes when small.
+    - workers: a small array (tens to hundreds), found by routing id or name.
+
+    Availability is tracked per task: a task's outputs are available when it is DONE.
+    When the worker holding them dies, a task whose outputs were not all inline goes
+    back to the queue (lineage) and every consumer not yet finished counts it missing
+    again. */
+#include "broker.h"
+
+#include "common.h"
+#include "refmap.h"
+#include "wire.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#define S_DRAIN_MAX        1000 //  messages per socket per turn, so no socket starves
+#define S_MAX_LOST         3    //  worker deaths a task survives (Dask's allowed-failures)
+#define S_HWM              100000
+#define S_ERROR_MAX        4096 //  bytes of failure text kept per task
+#define S_DISPATCH_BATCH   256  //  tasks per w_dispatch message
+
+/*  ------------------------------------------------------------------------- types */
+
+typedef struct s_worker s_worker_t;
+typedef struct s_task s_task_t;
+
+typedef struct {
+    shoal_wire_peer_t peer;
+    shoal_ref_t ref;
+} s_watch_t;
+
+struct s_task {
+    shoal_wire_task_t *spec; //  one malloc block: shoal_wire_dup
+    uint8_t state;           //  SHOAL_STATE_*
+    uint8_t lost;            //  attempts lost with a worker
+    uint16_t failures;       //  attempts failed by the task itself
+    uint32_t attempt;
+    uint32_t missing; //  inputs whose producer is not DONE
+    bool queued;      //  in the ready queue (entries are checked lazily)
+    bool linked;      //  on its worker's outstanding list
+    bool all_inline;  //  every output lives in the directory: survives its worker
+    s_worker_t *worker;   //  RUNNING: where; DONE: who holds the outputs
+    s_task_t *wprev, *wnext; //  the worker's outstanding list (RUNNING only)
+    s_task_t **consumers;
+    uint32_t n_consumers, cap_consumers;
+    s_watch_t *watchers;
+    uint32_t n_watchers, cap_watchers;
+    int64_t code, exit_code;
+    char *error; //  failure text
+    int64_t submitted_us, dispatched_us;
+};
+
+typedef struct {
+    shoal_ref_t ref;
+    uint64_t size;
+    s_worker_t *worker; //  holder; NULL when only inline
+    uint8_t *data;      //  inline bytes (size of them), or NULL
+} s_object_t;
+
+struct s_worker {
+    shoal_wire_peer_t peer;
+    char name[128], host[256], endpoint[256];
+    uint64_t slots, capacity, store_capacity, store_bytes, pid;
+    uint64_t running, queued; //  as the worker last reported
+    uint64_t done, failed;
+    uint64_t outstanding; //  length of the task list
+    s_task_t *tasks;      //  outstanding (dispatched, no result yet)
+    int64_t last_heard_us;
+    //  The dispatch batch being built this turn.
+    shoal_wire_dispatch_t *batch;
+    size_t n_batch, cap_batch;
+};
+
+typedef struct {
+    shoal_wire_peer_t peer;
+    shoal_wire_status_t *items;
+    size_t count, cap;
+} s_outbox_t;
+
+typedef struct {
+    s_task_t **items;
+    size_t head, count, cap; //  ring buffer
+} s_queue_t;
+
+typedef struct {
+    shoal_broker_config_t cfg;
+    void *ctx, *router, *xpub;
+    char listen_ep[256], events_ep[256];
+    shoal__refmap_t *tasks, *objects;
+    s_worker_t **workers;
+    size_t n_workers, cap_workers;
+    s_queue_t ready;
+    s_outbox_t *outbox;
+    size_t n_outbox, cap_outbox;
+    //  events
+    char **subs; //  subscribed topic prefixes
+    size_t n_subs, cap_subs;
+    uint64_t event_seq;
+    //  counters
+    uint64_t n_submitted, n_done, n_failed, n_malformed, n_waiting, n_running;
+    int64_t next_tick_us;
+} s_broker_t;
+
+static volatile sig_atomic_t s_stop_requested;
+
+void shoal_broker_stop(void)
+{
+    s_stop_requested = 1;
+}
+
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    s_stop_requested = 1;
+}
+
+/*  ------------------------------------------------------------------- small helpers */
+
+#define S_PUSH(arr, n, cap, item)                                                              \
+    do {                                                                                       \
+        if ((n) == (cap)) {                                                                    \
+            size_t ncap__ = (cap) ? (cap) * 2 : 4;                                             \
+            void *p__ = realloc((arr), ncap__ * sizeof *(arr));                                \
+            if (!p__)                                                                          \
+                abort(); /*  out of memory in the broker: nothing sane to do */               \
+            (arr) = p__;                                                                       \
+            (cap) = ncap__;                                                                    \
+        }                                                                                      \
+        (arr)[(n)++] = (item);                                                                 \
+    } while (0)
+
+static char *s_strdup(const char *s)
+{
+    char *d = strdup(s ? s : "");
+    if (!d)
+        abort();
+    return d;
+}
+
+static void s_queue_push(s_queue_t *q, s_task_t *t, bool front)
+{
+    if (q->count == q->cap) {
+        size_t ncap = q->cap ? q->cap * 2 : 1024; //  a power of two, so & replaces %
+        s_task_t **items = malloc(ncap * sizeof *items);
+        if (!items)
+            abort();
+        for (size_t i = 0; i < q->count; i++)
+            items[i] = q->items[(q->head + i) & (q->cap - 1)];
+        free(q->items);
+        q->items = items;
+        q->cap = ncap;
+        q->head = 0;
+    }
+    if (front) {
+        q->head = (q->head - 1) & (q->cap - 1);
+        q->items[q->head] = t;
+    } else
+        q->items[(q->head + q->count) & (q->cap - 1)] = t;
+    q->count++;
+    t->queued = true;
+}
+
+static s_task_t *s_queue_pop(s_queue_t *q)
+{
+    if (!q->count)
+        return NULL;
+    s_task_t *t = q->items[q->head];
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->count--;
+    t->queued = false;
+    return t;
+}
+
+static size_t s_queue_len(const s_queue_t *q)
+{
+    return q->count;
+}
+
+static const char *s_ref_text(shoal_ref_t ref, char buf[SHOAL_REF_TEXT_SIZE])
+{
+    return shoal_ref_format(ref, buf);
+}
+
+static bool s_is_final(uint8_t state)
+{
+    return state == SHOAL_STATE_DONE || state == SHOAL_STATE_FAILED ||
+           state == SHOAL_STATE_CANCELED;
+}
+
+/*  --------------------------------------------------------------------------- events */
+
+static bool s_wants(s_broker_t *self, const char *topic)
+{
+    for (size_t i = 0; i < self->n_subs; i++)
+        if (strncmp(topic, self->subs[i], strlen(self->subs[i])) == 0)
+            return true;
+    return false;
+}
+
+typedef struct {
+    msgpack_sbuffer buf;
+    msgpack_packer pk;
+} s_event_t;
+
+//  Starts an event map with nfields fields besides seq and ts.
+static void s_event_begin(s_broker_t *self, s_event_t *ev, size_t nfields)
+{
+    msgpack_sbuffer_init(&ev->buf);
+    msgpack_packer_init(&ev->pk, &ev->buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&ev->pk, nfields + 2);
+    msgpack_pack_str_with_body(&ev->pk, "seq", 3);
+    msgpack_pack_uint64(&ev->pk, ++self->event_seq);
+    msgpack_pack_str_with_body(&ev->pk, "ts", 2);
+    msgpack_pack_int64(&ev->pk, shoal__wall_us());
+}
+
+static void s_ev_str(s_event_t *ev, const char *key, const char *value)
+{
+    msgpack_pack_str_with_body(&ev->pk, key, strlen(key));
+    if (value)
+        msgpack_pack_str_with_body(&ev->pk, value, strlen(value));
+    else
+        msgpack_pack_nil(&ev->pk);
+}
+
+static void s_ev_int(s_event_t *ev, const char *key, int64_t value)
+{
+    msgpack_pack_str_with_body(&ev->pk, key, strlen(key));
+    msgpack_pack_int64(&ev->pk, value);
+}
+
+static void s_ev_ref(s_event_t *ev, const char *key, shoal_ref_t ref)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    s_ev_str(ev, key, shoal_ref_format(ref, text));
+}
+
+static void s_event_send(s_broker_t *self, const char *topic, s_event_t *ev)
+{
+    //  XPUB drops at its high-water mark rather than block: events are best effort.
+    if (zmq_send(self->xpub, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+        zmq_send(self->xpub, ev->buf.data, ev->buf.size, ZMQ_DONTWAIT);
+    msgpack_sbuffer_destroy(&ev->buf);
+}
+
+static void s_event_task(s_broker_t *self, const char *topic, s_task_t *t)
+{
+    if (!s_wants(self, topic))
+        return;
+    s_event_t ev;
+    bool failed = t->state == SHOAL_STATE_FAILED || t->state == SHOAL_STATE_CANCELED;
+    s_event_begin(self, &ev, failed ? 6 : 4);
+    s_ev_ref(&ev, "task", t->spec->id);
+    s_ev_int(&ev, "attempt", t->attempt);
+    s_ev_str(&ev, "worker", t->worker ? t->worker->name : NULL);
+    s_ev_str(&ev, "job", t->spec->job);
+    if (failed) {
+        s_ev_int(&ev, "code", t->code);
+        s_ev_str(&ev, "error", t->error);
+    }
+    s_event_send(self, topic, &ev);
+}
+
+static void s_event_worker(s_broker_t *self, const char *topic, s_worker_t *w,
+                           const char *reason)
+{
+    if (!s_wants(self, topic))
+        return;
+    s_event_t ev;
+    s_event_begin(self, &ev, 5);
+    s_ev_str(&ev, "worker", w->name);
+    s_ev_str(&ev, "host", w->host);
+    s_ev_int(&ev, "slots", (int64_t)w->slots);
+    s_ev_str(&ev, "endpoint", w->endpoint);
+    s_ev_str(&ev, "reason", reason);
+    s_event_send(self, topic, &ev);
+}
+
+/*  ------------------------------------------------------------------------ statuses */
+
+static s_outbox_t *s_outbox_for(s_broker_t *self, const shoal_wire_peer_t *peer)
+{
+    for (size_t i = 0; i < self->n_outbox; i++)
+        if (shoal_wire_peer_equal(&self->outbox[i].peer, peer))
+            return &self->outbox[i];
+    s_outbox_t box = {.peer = *peer};
+    S_PUSH(self->outbox, self->n_outbox, self->cap_outbox, box);
+    return &self->outbox[self->n_outbox - 1];
+}
+
+static s_object_t *s_object(s_broker_t *self, shoal_ref_t ref)
+{
+    return shoal__refmap_get(self->objects, ref);
+}
+
+//  Fills st with what the broker knows of ref. Strings and bytes are borrowed from the
+//  broker's state: valid until the state changes, so statuses are sent within the turn.
+static void s_status_of(s_broker_t *self, shoal_ref_t ref, shoal_wire_status_t *st,
+                        bool with_data)
+{
+    memset(st, 0, sizeof *st);
+    st->ref = ref;
+    s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
+    s_object_t *o = s_object(self, ref);
+    uint16_t index = shoal_ref_index(ref);
+    if (t && index == SHOAL_REF_LOG_INDEX && s_is_final(t->state)) {
+        if (!o) {
+            st->state = SHOAL_STATE_UNKNOWN;
+            st->code = SHOAL_ENOTFOUND;
+            st->error = "the task left no log (it never started)";
+            return;
+        }
+        t = NULL; //  a final task's log is an object like any other
+    }
+    if (t) {
+        st->state = t->state;
+        st->code = t->code;
+        st->exit_code = t->exit_code;
+        st->error = t->error;
+        if (t->state == SHOAL_STATE_DONE && !o) {
+            st->state = SHOAL_STATE_UNKNOWN;
+            st->code = SHOAL_ENOTFOUND;
+            st->error = (index != SHOAL_REF_LOG_INDEX && index >= t->spec->n_outputs)
+                            ? "no such output: the task has fewer outputs"
+                            : "removed";
+        }
+        if (t->state != SHOAL_STATE_DONE || !o)
+            return;
+    } else if (!o) {
+        st->state = SHOAL_STATE_UNKNOWN;
+        st->code = SHOAL_ENOTFOUND;
+        st->error = "unknown ref: never submitted, or removed";
+        return;
+    }
+    st->state = SHOAL_STATE_DONE;
+    st->size = o->size;
+    if (o->data) {
+        st->flags = SHOAL_OUT_INLINE;
+        if (with_data)
+            st->data = (shoal_wire_bin_t){o->data, o->size};
+    }
+    if (o->worker) {
+        st->endpoint = o->worker->endpoint;
+        st->worker = o->worker->name;
+    }
+}
+
+static void s_owe_status(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_ref_t ref)
+{
+    s_outbox_t *box = s_outbox_for(self, peer);
+    shoal_wire_status_t st;
+    s_status_of(self, ref, &st, true);
+    S_PUSH(box->items, box->count, box->cap, st);
+}
+
+//  Sends the statuses owed, one message per client, split to stay below the size limit.
+static void s_flush_outbox(s_broker_t *self)
+{
+    for (size_t i = 0; i < self->n_outbox; i++) {
+        s_outbox_t *box = &self->outbox[i];
+        size_t start = 0;
+        while (start < box->count) {
+            size_t end = start, bytes = 0;
+            while (end < box->count && (end == start || bytes < SHOAL_MAX_MSG_SIZE / 2))
+                bytes += 256 + box->items[end++].data.size;
+            shoal_wire_statuses_t msg = {.items = {box->items + start, end - start}};
+            int rc = shoal_wire_send(self->router, &box->peer, SHOAL_MSG_statuses, &msg, NULL, 0);
+            if (rc == SHOAL_EAGAIN)
+                shoal__warn("client pipe full: %zu statuses dropped (the client re-watches)",
+                            end - start);
+            start = end;
+        }
+        free(box->items);
+    }
+    self->n_outbox = 0;
+}
+
+/*  --------------------------------------------------------------------------- tasks */
+
+static void s_task_free(s_task_t *t)
+{
+    free(t->spec);
+    free(t->consumers);
+    free(t->watchers);
+    free(t->error);
+    free(t);
+}
+
+static void s_worker_detach(s_task_t *t)
+{
+    s_worker_t *w = t->worker;
+    if (!w || !t->linked)
+        return;
+    t->linked = false;
+    if (t->wprev)
+        t->wprev->wnext = t->wnext;
+    else
+        w->tasks = t->wnext;
+    if (t->wnext)
+        t->wnext->wprev = t->wprev;
+    t->wprev = t->wnext = NULL;
+    w->outstanding--;
+}
+
+static void s_set_error(s_task_t *t, int64_t code, int64_t exit_code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void s_set_error(s_task_t *t, int64_t code, int64_t exit_code, const char *fmt, ...)
+{
+    char text[S_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    free(t->error);
+    t->error = s_strdup(text);
+    t->code = code;
+    t->exit_code = exit_code;
+}
+
+static void s_make_ready(s_broker_t *self, s_task_t *t, bool front)
+{
+    t->state = t->missing ? SHOAL_STATE_WAITING : SHOAL_STATE_READY;
+    if (t->state == SHOAL_STATE_READY && !t->queued)
+        s_queue_push(&self->ready, t, front);
+}
+
+static void s_finish(s_broker_t *self, s_task_t *t, uint8_t state);
+
+//  Inputs of t whose producer is known and not DONE.
+static uint32_t s_count_missing(s_broker_t *self, s_task_t *t)
+{
+    uint32_t n = 0;
+    for (size_t i = 0; i < t->spec->inputs.count; i++) {
+        s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(t->spec->inputs.items[i]));
+        if (p && p->state != SHOAL_STATE_DONE)
+            n++;
+    }
+    return n;
+}
+
+//  A producer's outputs became available (up) or unavailable (down).
+static void s_consumers_update(s_broker_t *self, s_task_t *p, bool up)
+{
+    for (uint32_t i = 0; i < p->n_consumers; i++) {
+        s_task_t *c = p->consumers[i];
+        if (s_is_final(c->state))
+            continue;
+        if (up) {
+            if (c->missing && --c->missing == 0 && c->state == SHOAL_STATE_WAITING)
+                s_make_ready(self, c, false);
+        } else {
+            c->missing++;
+            if (c->state == SHOAL_STATE_READY)
+                c->state = SHOAL_STATE_WAITING; //  its queue entry is skipped lazily
+        }
+    }
+}
+
+//  Fails (or cancels) every consumer not yet final, naming the input that failed.
+static void s_propagate_failure(s_broker_t *self, s_task_t *p)
+{
+    char ptext[SHOAL_REF_TEXT_SIZE];
+    s_ref_text(p->spec->id, ptext);
+    for (uint32_t i = 0; i < p->n_consumers; i++) {
+        s_task_t *c = p->consumers[i];
+        if (s_is_final(c->state))
+            continue;
+        //  Name the exact input ref the consumer reads from p.
+        shoal_ref_t input = p->spec->id;
+        for (size_t k = 0; k < c->spec->inputs.count; k++)
+            if (shoal_ref_equal(shoal_ref_task(c->spec->inputs.items[k]), p->spec->id)) {
+                input = c->spec->inputs.items[k];
+                break;
+            }
+        char itext[SHOAL_REF_TEXT_SIZE];
+        s_ref_text(input, itext);
+        const char *first = p->error ? p->error : "";
+        int len = (int)strcspn(first, "\n");
+        if (p->state == SHOAL_STATE_CANCELED) {
+            s_set_error(c, SHOAL_ECANCELED, 0, "input %s was canceled", itext);
+            s_finish(self, c, SHOAL_STATE_CANCELED);
+        } else {
+            s_set_error(c, SHOAL_ETASK, 0, "input %s failed: %.*s", itext, len, first);
+            s_finish(self, c, SHOAL_STATE_FAILED);
+        }
+    }
+}
+
+static void s_notify_watchers(s_broker_t *self, s_task_t *t)
+{
+    for (uint32_t i = 0; i < t->n_watchers; i++)
+        s_owe_status(self, &t->watchers[i].peer, t->watchers[i].ref);
+    t->n_watchers = 0;
+}
+
+//  The task reaches a final state.
+static void s_finish(s_broker_t *self, s_task_t *t, uint8_t state)
+{
+    if (t->state == SHOAL_STATE_RUNNING)
+        s_worker_detach(t);
+    t->state = state;
+    if (state == SHOAL_STATE_DONE) {
+        self->n_done++;
+        s_event_task(self, "task.finished", t);
+        s_consumers_update(self, t, true);
+    } else {
+        self->n_failed++;
+        t->worker = NULL;
+        s_event_task(self, "task.failed", t);
+        s_propagate_failure(self, t);
+    }
+    s_notify_watchers(self, t);
+}
+
+//  Validates one submitted task; returns 0 or fills err.
+static int s_validate(s_broker_t *self, const shoal_wire_task_t *spec, char *err, size_t errlen)
+{
+    char id[SHOAL_REF_TEXT_SIZE];
+    s_ref_text(spec->id, id);
+    if (shoal_ref_index(spec->id) != 0 || shoal_ref_is_null(spec->id)) {
+        snprintf(err, errlen, "task %s: a task id must be a ref with output index 0", id);
+        return SHOAL_EINVAL;
+    }
+    if (spec->kind == SHOAL_KIND_EXEC) {
+        if (spec->argv.count == 0 || !spec->argv.items[0] || !spec->argv.items[0][0]) {
+            snprintf(err, errlen, "task %s: an exec task needs a command", id);
+            return SHOAL_EINVAL;
+        }
+    } else if (spec->kind == SHOAL_KIND_FN) {
+        if (!spec->fn || !strchr(spec->fn, ':')) {
+            snprintf(err, errlen, "task %s: a fn task needs LIB.so:SYMBOL, got '%s'", id,
+                     spec->fn ? spec->fn : "");
+            return SHOAL_EINVAL;
+        }
+    } else {
+        snprintf(err, errlen, "task %s: unknown task kind %llu", id,
+                 (unsigned long long)spec->kind);
+        return SHOAL_EINVAL;
+    }
+    if (spec->n_outputs < 1 || spec->n_outputs > SHOAL_MAX_OUTPUTS) {
+        snprintf(err, errlen, "task %s: outputs must be 1..%d, got %llu", id, SHOAL_MAX_OUTPUTS,
+                 (unsigned long long)spec->n_outputs);
+        return SHOAL_EINVAL;
+    }
+    (void)self;
+    return 0;
+}
+
+//  Registers t and links it to its inputs' producers. Inputs that the broker does not know
+//  fail the task at once.
+static void s_add_task(s_broker_t *self, s_task_t *t)
+{
+    shoal__refmap_put(self->tasks, t->spec->id, t);
+    self->n_submitted++;
+    s_event_task(self, "task.submitted", t);
+    const shoal_wire_refs_t *in = &t->spec->inputs;
+    for (size_t i = 0; i < in->count; i++) {
+        shoal_ref_t ref = in->items[i];
+        s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
+        char text[SHOAL_REF_TEXT_SIZE];
+        if (p && shoal_ref_index(ref) >= p->spec->n_outputs) {
+            s_set_error(t, SHOAL_ENOTFOUND, 0, "input %s: its task has only %llu outputs",
+                        s_ref_text(ref, text), (unsigned long long)p->spec->n_outputs);
+            s_finish(self, t, SHOAL_STATE_FAILED);
+            return;
+        }
+        if (!p && !s_object(self, ref)) {
+            s_set_error(t, SHOAL_ENOTFOUND, 0, "input %s not found: never submitted, or removed",
+                        s_ref_text(ref, text));
+            s_finish(self, t, SHOAL_STATE_FAILED);
+            return;
+        }
+        if (!p)
+            continue; //  a stored object with no task: available
+        if (p->state == SHOAL_STATE_FAILED || p->state == SHOAL_STATE_CANCELED) {
+            const char *first = p->error ? p->error : "";
+            int len = (int)strcspn(first, "\n");
+            if (p->state == SHOAL_STATE_CANCELED)
+                s_set_error(t, SHOAL_ECANCELED, 0, "input %s was canceled",
+                            s_ref_text(ref, text));
+            else
+                s_set_error(t, SHOAL_ETASK, 0, "input %s failed: %.*s", s_ref_text(ref, text),
+                            len, first);
+            s_finish(self, t, p->state);
+            return;
+        }
+        S_PUSH(p->consumers, p->n_consumers, p->cap_consumers, t);
+        if (p->state != SHOAL_STATE_DONE)
+            t->missing++;
+    }
+    s_make_ready(self, t, false);
+}
+
+/*  ------------------------------------------------------------------------- workers */
+
+static s_worker_t *s_worker_by_peer(s_broker_t *self, const shoal_wire_peer_t *peer)
+{
+    for (size_t i = 0; i < self->n_workers; i++)
+        if (shoal_wire_peer_equal(&self->workers[i]->peer, peer))
+            return self->workers[i];
+    return NULL;
+}
+
+static s_worker_t *s_worker_by_name(s_broker_t *self, const char *name)
+{
+    for (size_t i = 0; i < self->n_workers; i++)
+        if (strcmp(self->workers[i]->name, name) == 0)
+            return self->workers[i];
+    return NULL;
+}
+
+//  A worker is gone (silent, replaced, or shut down): its tasks go back to the queue and
+//  the outputs only it held are recomputed.
+static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
+{
+    shoal__warn("worker %s (%s) left: %s; %llu task(s) requeued", w->name, w->host, reason,
+                (unsigned long long)w->outstanding);
+    s_event_worker(self, "worker.left", w, reason);
+    while (w->tasks) {
+        s_task_t *t = w->tasks;
+        s_worker_detach(t);
+        t->worker = NULL;
+        t->lost++;
+        if (t->lost > S_MAX_LOST) {
+            s_set_error(t, SHOAL_ELOST, 0,
+                        "lost with its worker %d times (last: %s, %s); giving up", t->lost,
+                        w->name, reason);
+            s_finish(self, t, SHOAL_STATE_FAILED);
+        } else
+            s_make_ready(self, t, true);
+    }
+    //  Objects: drop this holder; DONE tasks whose outputs are gone run again.
+    size_t cursor = 0;
+    void *value;
+    shoal_ref_t key;
+    s_object_t **dead = NULL;
+    size_t n_dead = 0, cap_dead = 0;
+    while (shoal__refmap_next(self->objects, &cursor, &key, &value)) {
+        s_object_t *o = value;
+        if (o->worker != w)
+            continue;
+        o->worker = NULL;
+        if (!o->data)
+            S_PUSH(dead, n_dead, cap_dead, o);
+    }
+    //  First take every lost producer out of DONE, then count what each one misses:
+    //  a producer may itself consume another lost producer.
+    s_task_t **rerun = NULL;
+    size_t n_rerun = 0, cap_rerun = 0;
+    for (size_t i = 0; i < n_dead; i++) {
+        s_object_t *o = dead[i];
+        shoal_ref_t ref = o->ref;
+        shoal__refmap_remove(self->objects, ref);
+        free(o->data);
+        free(o);
+        s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
+        if (p && p->state == SHOAL_STATE_DONE && shoal_ref_index(ref) != SHOAL_REF_LOG_INDEX) {
+            //  Lineage: run the producer again; consumers not yet final wait for it.
+            p->state = SHOAL_STATE_WAITING;
+            p->worker = NULL;
+            s_consumers_update(self, p, false);
+            self->n_done--;
+            S_PUSH(rerun, n_rerun, cap_rerun, p);
+        }
+    }
+    for (size_t i = 0; i < n_rerun; i++) {
+        rerun[i]->missing = s_count_missing(self, rerun[i]);
+        s_make_ready(self, rerun[i], true);
+    }
+    free(rerun);
+    free(dead);
+    for (size_t i = 0; i < self->n_workers; i++)
+        if (self->workers[i] == w) {
+            self->workers[i] = self->workers[--self->n_workers];
+            break;
+        }
+    free(w->batch);
+    free(w);
+}
+
+static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer,
+                         shoal_wire_w_hello_t *m)
+{
+    shoal_wire_w_welcome_t reply = {.version = SHOAL_PROTO_VERSION,
+                                    .heartbeat_ms = (uint64_t)self->cfg.heartbeat_ms};
+    char err[512];
+    if (m->version != SHOAL_PROTO_VERSION) {
+        snprintf(err, sizeof err, "protocol version %llu, this broker speaks %d",
+                 (unsigned long long)m->version, SHOAL_PROTO_VERSION);
+        reply.code = SHOAL_EVERSION;
+        reply.error = err;
+        shoal_wire_send(self->router, peer, SHOAL_MSG_w_welcome, &reply, NULL, 0);
+        return;
+    }
+    if (!m->name || !m->name[0] || strlen(m->name) >= 128 || !m->endpoint ||
+        strlen(m->endpoint) >= 256 || m->slots == 0) {
+        reply.code = SHOAL_EINVAL;
+        reply.error = "w_hello needs a name (< 128 bytes), an endpoint and slots > 0";
+        shoal_wire_send(self->router, peer, SHOAL_MSG_w_welcome, &reply, NULL, 0);
+        return;
+    }
+    const char *host = m->host ? m->host : "";
+    s_worker_t *old = s_worker_by_name(self, m->name);
+    if (old) {
+        int64_t silent_ms = (shoal__now_us() - old->last_heard_us) / 1000;
+        bool same_session = shoal_wire_peer_equal(&old->peer, peer);
+        bool same_process = strcmp(old->host, host) == 0 && old->pid == m->pid;
+        if (!same_session && !same_process && silent_ms < 2 * self->cfg.heartbeat_ms) {
+            snprintf(err, sizeof err,
+                     "worker name '%s' is taken by a live worker on %s (pid %llu); give "
+                     "this one another --name",
+                     m->name, old->host, (unsigned long long)old->pid);
+            reply.code = SHOAL_EEXIST;
+            reply.error = err;
+            shoal_wire_send(self->router, peer, SHOAL_MSG_w_welcome, &reply, NULL, 0);
+            return;
+        }
+        s_worker_remove(self, old, same_session || same_process ? "reconnected"
+                                                                 : "replaced by a new process");
+    }
+    s_worker_t *w = calloc(1, sizeof *w);
+    if (!w)
+        abort();
+    w->peer = *peer;
+    shoal__strlcpy(w->name, m->name, sizeof w->name);
+    shoal__strlcpy(w->host, host, sizeof w->host);
+    shoal__strlcpy(w->endpoint, m->endpoint, sizeof w->endpoint);
+    w->slots = m->slots;
+    w->capacity = m->capacity ? m->capacity : m->slots;
+    w->store_capacity = m->store_capacity;
+    w->pid = m->pid;
+    w->last_heard_us = shoal__now_us();
+    S_PUSH(self->workers, self->n_workers, self->cap_workers, w);
+    //  Objects it already holds (a restarted broker, or a worker that re-adopted its store).
+    for (size_t i = 0; i < m->held.count; i++) {
+        s_object_t *o = s_object(self, m->held.items[i]);
+        if (o && !o->worker)
+            o->worker = w;
+    }
+    shoal__info("worker %s joined from %s: %llu slots, data %s", w->name, w->host,
+                (unsigned long long)w->slots, w->endpoint);
+    s_event_worker(self, "worker.joined", w, NULL);
+    shoal_wire_send(self->router, peer, SHOAL_MSG_w_welcome, &reply, NULL, 0);
+}
+
+static void s_on_result(s_broker_t *self, s_worker_t *w, shoal_wire_result_t *r)
+{
+    s_task_t *t = shoal__refmap_get(self->tasks, r->id);
+    if (!t || t->state != SHOAL_STATE_RUNNING || t->worker != w || t->attempt != r->attempt)
+        return; //  fenced: an earlier attempt, a canceled task, or a repeated w_done
+    s_worker_detach(t);
+    if (r->status == 0) {
+        w->done++;
+        t->all_inline = true;
+        for (size_t i = 0; i < r->outputs.count && i < t->spec->n_outputs; i++) {
+            shoal_wire_output_t *out = &r->outputs.items[i];
+            shoal_ref_t ref = shoal_ref_output(t->spec->id, (uint16_t)i);
+            s_object_t *o = s_object(self, ref);
+            if (!o) {
+                o = calloc(1, sizeof *o);
+                if (!o)
+                    abort();
+                o->ref = ref;
+                shoal__refmap_put(self->objects, ref, o);
+            }
+            free(o->data);
+            o->data = NULL;
+            o->size = out->size;
+            o->worker = w;
+            if ((out->flags & SHOAL_OUT_INLINE) && out->data.size == out->size) {
+                o->data = malloc(out->size ? out->size : 1);
+                if (!o->data)
+                    abort();
+                memcpy(o->data, out->data.data, out->size);
+            } else
+                t->all_inline = false;
+        }
+        //  The log: an object too, inline when the tail is all of it.
+        shoal_ref_t log_ref = shoal_ref_output(t->spec->id, SHOAL_REF_LOG_INDEX);
+        s_object_t *log = s_object(self, log_ref);
+        if (!log) {
+            log = calloc(1, sizeof *log);
+            if (!log)
+                abort();
+            log->ref = log_ref;
+            shoal__refmap_put(self->objects, log_ref, log);
+        }
+        free(log->data);
+        log->data = NULL;
+        log->size = r->log_size;
+        log->worker = w;
+        if (r->log_tail.size == r->log_size) {
+            log->data = malloc(r->log_size ? r->log_size : 1);
+            if (!log->data)
+                abort();
+            memcpy(log->data, r->log_tail.data, r->log_size);
+        }
+        t->worker = w;
+        s_finish(self, t, SHOAL_STATE_DONE);
+        return;
+    }
+    //  A failed attempt.
+    w->failed++;
+    t->worker = NULL;
+    char tail[2100] = "";
+    if (r->log_tail.size) {
+        size_t n = SHOAL__MIN(r->log_tail.size, sizeof tail - 1);
+        memcpy(tail, r->log_tail.data + r->log_tail.size - n, n);
+        tail[n] = '\0';
+    }
+    const char *reason = r->error && r->error[0] ? r->error : shoal_strerror((int)r->status);
+    if (r->status == SHOAL_ECANCELED) {
+        s_set_error(t, SHOAL_ECANCELED, 0, "canceled");
+        s_finish(self, t, SHOAL_STATE_CANCELED);
+        return;
+    }
+    if (r->status == SHOAL_ELOST) {
+        //  An input vanished with its worker: not the task's fault; wait for lineage.
+        t->lost++;
+        if (t->lost <= S_MAX_LOST) {
+            s_make_ready(self, t, true);
+            return;
+        }
+    }
+    bool retry = r->status == SHOAL_ETASK && t->failures < t->spec->retries;
+    s_set_error(t, r->status, r->exit_code, "%s on worker %s%s%s", reason, w->name,
+                tail[0] ? "\n" : "", tail);
+    //  A log object for failed tasks too, so `shoal logs` works on them.
+    shoal_ref_t log_ref = shoal_ref_output(t->spec->id, SHOAL_REF_LOG_INDEX);
+    s_object_t *log = s_object(self, log_ref);
+    if (!log) {
+        log = calloc(1, sizeof *log);
+        if (!log)
+            abort();
+        log->ref = log_ref;
+        shoal__refmap_put(self->objects, log_ref, log);
+    }
+    free(log->data);
+    log->size = r->log_size;
+    log->worker = w;
+    log->data = NULL;
+    if (r->log_tail.size == r->log_size) {
+        log->data = malloc(r->log_size ? r->log_size : 1);
+        if (!log->data)
+            abort();
+        memcpy(log->data, r->log_tail.data, r->log_size);
+    }
+    if (retry) {
+        t->failures++;
+        shoal__info("task attempt %u failed, retrying (%u of %llu)", t->attempt, t->failures,
+                    (unsigned long long)t->spec->retries);
+        s_make_ready(self, t, false);
+        return;
+    }
+    s_finish(self, t, SHOAL_STATE_FAILED);
+}
+
+/*  ------------------------------------------------------------------------ dispatch */
+
+//  Bytes of t's inputs that w would have to fetch.
+static uint64_t s_missing_bytes(s_broker_t *self, s_task_t *t, s_worker_t *w)
+{
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < t->spec->inputs.count; i++) {
+        s_object_t *o = s_object(self, t->spec->inputs.items[i]);
+        if (o && !o->data && o->worker != w)
+            bytes += o->size;
+    }
+    return bytes;
+}
+
+//  Placement: the worker with room and the least estimated finish: bytes it lacks at
+//  about 1 GB/s (loopback ZeroMQ, DESIGN.md), then its queue per slot.
+static s_worker_t *s_place(s_broker_t *self, s_task_t *t)
+{
+    s_worker_t *best = NULL;
+    double best_cost = 0;
+    for (size_t i = 0; i < self->n_workers; i++) {
+        s_worker_t *w = self->workers[i];
+        if (w->outstanding >= w->capacity)
+            continue;
+        double cost = (double)s_missing_bytes(self, t, w) / 1e9 +
+                      (double)w->outstanding / (double)w->slots * 1e-3;
+        if (!best || cost < best_cost) {
+            best = w;
+            best_cost = cost;
+        }
+    }
+    return best;
+}
+
+static void s_send_batches(s_broker_t *self);
+
+static void s_dispatch(s_broker_t *self)
+{
+    bool any_room = false;
+    for (size_t i = 0; i < self->n_workers; i++)
+        if (self->workers[i]->outstanding < self->workers[i]->capacity)
+            any_room = true;
+    while (any_room && s_queue_len(&self->ready)) {
+        s_task_t *t = s_queue_pop(&self->ready);
+        if (t->state != SHOAL_STATE_READY)
+            continue; //  canceled or back to waiting since it was queued
+        s_worker_t *w = s_place(self, t);
+        if (!w) {
+            s_queue_push(&self->ready, t, true);
+            break;
+        }
+        t->state = SHOAL_STATE_RUNNING;
+        t->attempt++;
+        t->worker = w;
+        t->dispatched_us = shoal__now_us();
+        t->wprev = NULL;
+        t->wnext = w->tasks;
+        if (w->tasks)
+            w->tasks->wprev = t;
+        w->tasks = t;
+        t->linked = true;
+        w->outstanding++;
+        shoal_wire_dispatch_t d = {.task = *t->spec, .attempt = t->attempt};
+        S_PUSH(w->batch, w->n_batch, w->cap_batch, d);
+        s_event_task(self, "task.dispatched", t);
+    }
+    s_send_batches(self);
+}
+
+static void s_send_batches(s_broker_t *self)
+{
+    for (size_t i = 0; i < self->n_workers; i++) {
+        s_worker_t *w = self->workers[i];
+        for (size_t start = 0; start < w->n_batch; start += S_DISPATCH_BATCH) {
+            size_t n = SHOAL__MIN((size_t)S_DISPATCH_BATCH, w->n_batch - start);
+            //  Where each input is, for the worker to prefetch while the task waits.
+            size_t n_inputs = 0;
+            for (size_t k = 0; k < n; k++)
+                n_inputs += w->batch[start + k].task.inputs.count;
+            shoal_wire_input_t *inputs = calloc(n_inputs ? n_inputs : 1, sizeof *inputs);
+            if (!inputs)
+                abort();
+            shoal_wire_input_t *next = inputs;
+            for (size_t k = 0; k < n; k++) {
+                shoal_wire_dispatch_t *d = &w->batch[start + k];
+                d->inputs.items = next;
+                d->inputs.count = d->task.inputs.count;
+                for (size_t j = 0; j < d->task.inputs.count; j++, next++) {
+                    next->ref = d->task.inputs.items[j];
+                    s_object_t *o = s_object(self, next->ref);
+                    if (!o)
+                        continue; //  cannot happen: READY means every input is DONE
+                    next->size = o->size;
+                    if (o->data) {
+                        next->flags = SHOAL_OUT_INLINE;
+                        next->data = (shoal_wire_bin_t){o->data, o->size};
+                    }
+                    if (o->worker) {
+                        next->endpoint = o->worker->endpoint;
+                        next->worker = o->worker->name;
+                    }
+                }
+            }
+            shoal_wire_w_dispatch_t msg = {.tasks = {w->batch + start, n}};
+            int rc = shoal_wire_send(self->router, &w->peer, SHOAL_MSG_w_dispatch, &msg, NULL, 0);
+            free(inputs);
+            if (rc)
+                //  The worker's pipe is full or it is gone: its heartbeat timeout requeues
+                //  what it holds; these tasks never left, so requeue them now.
+                for (size_t k = 0; k < n; k++) {
+                    s_task_t *t = shoal__refmap_get(self->tasks, w->batch[start + k].task.id);
+                    if (t && t->state == SHOAL_STATE_RUNNING && t->worker == w) {
+                        s_worker_detach(t);
+                        t->worker = NULL;
+                        s_make_ready(self, t, true);
+                    }
+                }
+        }
+        w->n_batch = 0;
+    }
+}
+
+/*  ------------------------------------------------------------------------ clients */
+
+static void s_ack(s_broker_t *self, const shoal_wire_peer_t *peer, uint64_t seq, int code,
+                  const char *error, uint64_t count)
+{
+    shoal_wire_ack_t ack = {.seq = seq, .code = code, .error = (char *)error, .count = count};
+    shoal_wire_send(self->router, peer, SHOAL_MSG_ack, &ack, NULL, 0);
+}
+
+static void s_on_submit(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_submit_t *m)
+{
+    char err[1024];
+    //  Validate the whole batch before taking any of it.
+    for (size_t i = 0; i < m->tasks.count; i++) {
+        int rc = s_validate(self, &m->tasks.items[i], err, sizeof err);
+        if (rc) {
+            s_ack(self, peer, m->seq, rc, err, 0);
+            return;
+        }
+    }
+    uint64_t taken = 0;
+    for (size_t i = 0; i < m->tasks.count; i++) {
+        shoal_wire_task_t *spec = &m->tasks.items[i];
+        if (shoal__refmap_get(self->tasks, spec->id))
+            continue; //  a resend after a lost ack
+        s_task_t *t = calloc(1, sizeof *t);
+        if (!t)
+            abort();
+        t->spec = shoal_wire_dup(&shoal_wire_task_desc, spec);
+        if (!t->spec)
+            abort();
+        t->submitted_us = shoal__now_us();
+        s_add_task(self, t);
+        taken++;
+    }
+    s_ack(self, peer, m->seq, 0, NULL, m->tasks.count);
+    (void)taken;
+}
+
+static void s_on_watch(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_watch_t *m)
+{
+    bool with_data = !(m->flags & SHOAL_WATCH_NODATA);
+    for (size_t i = 0; i < m->refs.count; i++) {
+        shoal_ref_t ref = m->refs.items[i];
+        s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
+        if (t && !s_is_final(t->state)) {
+            //  Once per (peer, ref): a client re-watching must not pile up entries.
+            bool dup = false;
+            for (uint32_t k = 0; k < t->n_watchers && !dup; k++)
+                dup = shoal_ref_equal(t->watchers[k].ref, ref) &&
+                      shoal_wire_peer_equal(&t->watchers[k].peer, peer);
+            if (!dup) {
+                s_watch_t w = {.peer = *peer, .ref = ref};
+                S_PUSH(t->watchers, t->n_watchers, t->cap_watchers, w);
+            }
+            continue;
+        }
+        s_outbox_t *box = s_outbox_for(self, peer);
+        shoal_wire_status_t st;
+        s_status_of(self, ref, &st, with_data);
+        S_PUSH(box->items, box->count, box->cap, st);
+    }
+}
+
+static void s_cancel_task(s_broker_t *self, s_task_t *t)
+{
+    if (s_is_final(t->state))
+        return;
+    if (t->state == SHOAL_STATE_RUNNING && t->worker) {
+        shoal_wire_attempt_ref_t a = {.id = t->spec->id, .attempt = t->attempt};
+        shoal_wire_w_cancel_t msg = {.tasks = {&a, 1}};
+        shoal_wire_send(self->router, &t->worker->peer, SHOAL_MSG_w_cancel, &msg, NULL, 0);
+    }
+    s_set_error(t, SHOAL_ECANCELED, 0, "canceled");
+    s_finish(self, t, SHOAL_STATE_CANCELED);
+}
+
+static void s_on_cancel(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_cancel_t *m)
+{
+    uint64_t count = 0;
+    for (size_t i = 0; i < m->refs.count; i++) {
+        s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(m->refs.items[i]));
+        if (t && !s_is_final(t->state)) {
+            s_cancel_task(self, t);
+            count++;
+        }
+    }
+    s_ack(self, peer, m->seq, 0, NULL, count);
+}
+
+static void s_on_remove(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_remove_t *m)
+{
+    uint64_t count = 0;
+    for (size_t i = 0; i < m->refs.count; i++) {
+        shoal_ref_t ref = m->refs.items[i];
+        s_object_t *o = shoal__refmap_remove(self->objects, ref);
+        if (o) {
+            if (o->worker) {
+                shoal_wire_w_drop_t drop = {.refs = {&o->ref, 1}};
+                shoal_wire_send(self->router, &o->worker->peer, SHOAL_MSG_w_drop, &drop, NULL, 0);
+            }
+            free(o->data);
+            free(o);
+            count++;
+        }
+        //  Forget the task once none of its outputs lives and nothing waits on it.
+        s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
+        if (!t || !s_is_final(t->state))
+            continue;
+        bool live = false;
+        for (uint64_t k = 0; k < t->spec->n_outputs && !live; k++)
+            live = s_object(self, shoal_ref_output(t->spec->id, (uint16_t)k)) != NULL;
+        for (uint32_t k = 0; k < t->n_consumers && !live; k++)
+            live = !s_is_final(t->consumers[k]->state);
+        if (!live) {
+            s_object_t *log = shoal__refmap_remove(
+                self->objects, shoal_ref_output(t->spec->id, SHOAL_REF_LOG_INDEX));
+            if (log) {
+                if (log->worker) {
+                    shoal_wire_w_drop_t drop = {.refs = {&log->ref, 1}};
+                    shoal_wire_send(self->router, &log->worker->peer, SHOAL_MSG_w_drop, &drop,
+                                    NULL, 0);
+                }
+                free(log->data);
+                free(log);
+            }
+            //  Consumers keep pointers to producers only, never the reverse, so a
+            //  producer can go; a consumer being forgotten must leave its producers' lists.
+            for (size_t k = 0; k < t->spec->inputs.count; k++) {
+                s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(t->spec->inputs.items[k]));
+                if (!p)
+                    continue;
+                for (uint32_t j = 0; j < p->n_consumers;)
+                    if (p->consumers[j] == t)
+                        p->consumers[j] = p->consumers[--p->n_consumers];
+                    else
+                        j++;
+            }
+            shoal__refmap_remove(self->tasks, t->spec->id);
+            s_task_free(t);
+        }
+    }
+    s_ack(self, peer, m->seq, 0, NULL, count);
+}
+
+static void s_on_workers(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_workers_t *m)
+{
+    shoal_wire_worker_info_t *items = calloc(self->n_workers ? self->n_workers : 1, sizeof *items);
+    if (!items)
+        abort();
+    for (size_t i = 0; i < self->n_workers; i++) {
+        s_worker_t *w = self->workers[i];
+        items[i] = (shoal_wire_worker_info_t){
+            .name = w->name,
+            .host = w->host,
+            .slots = w->slots,
+            .running = w->running,
+            .queued = w->queued,
+            .done = w->done,
+            .failed = w->failed,
+            .store_bytes = w->store_bytes,
+            .store_capacity = w->store_capacity,
+            .endpoint = w->endpoint,
+        };
+    }
+    shoal_wire_worker_list_t reply = {.seq = m->seq, .workers = {items, self->n_workers}};
+    shoal_wire_send(self->router, peer, SHOAL_MSG_worker_list, &reply, NULL, 0);
+    free(items);
+}
+
+/*  ------------------------------------------------------------------------- the loop */
+
+static void s_handle(s_broker_t *self, shoal_wire_in_t *in)
+{
+    shoal_msg_t *m = &in->msg;
+    const shoal_wire_peer_t *peer = &in->peer;
+    s_worker_t *w = s_worker_by_peer(self, peer);
+    if (w)
+        w->last_heard_us = shoal__now_us();
+    switch (m->type) {
+    case SHOAL_MSG_hello: {
+        shoal_wire_hello_ok_t ok = {.version = SHOAL_PROTO_VERSION,
+                                    .events = self->events_ep,
+                                    .inline_max = SHOAL_INLINE_MAX,
+                                    .max_msg = SHOAL_MAX_MSG_SIZE};
+        if (m->u.hello.version != SHOAL_PROTO_VERSION)
+            shoal_wire_send_error(self->router, peer, SHOAL_EVERSION,
+                                  "protocol version %llu, this broker speaks %d",
+                                  (unsigned long long)m->u.hello.version, SHOAL_PROTO_VERSION);
+        else
+            shoal_wire_send(self->router, peer, SHOAL_MSG_hello_ok, &ok, NULL, 0);
+        break;
+    }
+    case SHOAL_MSG_submit:
+        s_on_submit(self, peer, &m->u.submit);
+        break;
+    case SHOAL_MSG_watch:
+        s_on_watch(self, peer, &m->u.watch);
+        break;
+    case SHOAL_MSG_cancel:
+        s_on_cancel(self, peer, &m->u.cancel);
+        break;
+    case SHOAL_MSG_remove:
+        s_on_remove(self, peer, &m->u.remove);
+        break;
+    case SHOAL_MSG_workers:
+        s_on_workers(self, peer, &m->u.workers);
+        break;
+    case SHOAL_MSG_w_hello:
+        s_on_w_hello(self, peer, &m->u.w_hello);
+        break;
+    case SHOAL_MSG_heartbeat:
+    case SHOAL_MSG_w_started:
+    case SHOAL_MSG_w_done:
+        if (!w) {
+            //  A worker the broker does not know (restarted broker, or declared dead):
+            //  it says hello again and resends what is unacknowledged.
+            shoal_wire_send_error(self->router, peer, SHOAL_ESTATE,
+                                  "unknown worker: send w_hello first");
+            break;
+        }
+        if (m->type == SHOAL_MSG_heartbeat) {
+            w->store_bytes = m->u.heartbeat.store_bytes;
+            w->running = m->u.heartbeat.running;
+            w->queued = m->u.heartbeat.queued;
+        } else if (m->type == SHOAL_MSG_w_started) {
+            for (size_t i = 0; i < m->u.w_started.tasks.count; i++) {
+                shoal_wire_attempt_ref_t *a = &m->u.w_started.tasks.items[i];
+                s_task_t *t = shoal__refmap_get(self->tasks, a->id);
+                if (t && t->state == SHOAL_STATE_RUNNING && t->attempt == a->attempt)
+                    s_event_task(self, "task.started", t);
+            }
+        } else {
+            for (size_t i = 0; i < m->u.w_done.results.count; i++)
+                s_on_result(self, w, &m->u.w_done.results.items[i]);
+            w->store_bytes = m->u.w_done.store_bytes;
+            shoal_wire_w_done_ack_t ack = {.seq = m->u.w_done.seq};
+            shoal_wire_send(self->router, peer, SHOAL_MSG_w_done_ack, &ack, NULL, 0);
+        }
+        break;
+    default:
+        self->n_malformed++;
+        shoal_wire_send_error(self->router, peer, SHOAL_EPROTO,
+                              "unexpected message '%s' at the broker", shoal_msg_name(m->type));
+        break;
+    }
+}
+
+static void s_on_xpub(s_broker_t *self)
+{
+    for (int i = 0; i < S_DRAIN_MAX; i++) {
+        char buf[256];
+        int n = zmq_recv(self->xpub, buf, sizeof buf - 1, ZMQ_DONTWAIT);
+        if (n < 1)
+            return;
+        n = SHOAL__MIN(n, (int)sizeof buf - 1);
+        buf[n] = '\0';
+        if (buf[0] == 1) {
+            S_PUSH(self->subs, self->n_subs, self->cap_subs, s_strdup(buf + 1));
+        } else if (buf[0] == 0) {
+            for (size_t k = 0; k < self->n_subs; k++)
+                if (strcmp(self->subs[k], buf + 1) == 0) {
+                    free(self->subs[k]);
+                    self->subs[k] = self->subs[--self->n_subs];
+                    break;
+                }
+        }
+    }
+}
+
+static void s_tick(s_broker_t *self)
+{
+    int64_t now = shoal__now_us();
+    int64_t dead_us = (int64_t)self->cfg.heartbeat_ms * self->cfg.dead_after * 1000;
+    shoal_wire_heartbeat_t hb = {0};
+    for (size_t i = 0; i < self->n_workers;) {
+        s_worker_t *w = self->workers[i];
+        if (now - w->last_heard_us > dead_us) {
+            char reason[128];
+            snprintf(reason, sizeof reason, "no heartbeat for %lld ms",
+                     (long long)((now - w->last_heard_us) / 1000));
+            s_worker_remove(self, w, reason); //  swaps the last worker into slot i
+            continue;
+        }
+        shoal_wire_send(self->router, &w->peer, SHOAL_MSG_heartbeat, &hb, NULL, 0);
+        i++;
+    }
+    if (s_wants(self, "broker.stats")) {
+        s_event_t ev;
+        s_event_begin(self, &ev, 6);
+        s_ev_int(&ev, "workers", (int64_t)self->n_workers);
+        s_ev_int(&ev, "tasks", (int64_t)shoal__refmap_size(self->tasks));
+        s_ev_int(&ev, "ready", (int64_t)s_queue_len(&self->ready));
+        s_ev_int(&ev, "submitted", (int64_t)self->n_submitted);
+        s_ev_int(&ev, "done", (int64_t)self->n_done);
+        s_ev_int(&ev, "failed", (int64_t)self->n_failed);
+        s_event_send(self, "broker.stats", &ev);
+    }
+}
+
+static bool s_is_loopback(const char *ep)
+{
+    return strncmp(ep, "tcp://127.", 10) == 0 || strncmp(ep, "tcp://localhost:", 16) == 0 ||
+           strncmp(ep, "tcp://[::1]:", 12) == 0 || strncmp(ep, "ipc://", 6) == 0 ||
+           strncmp(ep, "inproc://", 9) == 0;
+}
+
+static int s_bind(void *sock, const char *ep, char *bound, size_t bound_size, const char *what)
+{
+    if (zmq_bind(sock, ep) != 0) {
+        shoal__error("cannot listen for %s on %s: %s", what, ep, zmq_strerror(errno));
+        return errno == EADDRINUSE ? SHOAL_EEXIST : SHOAL_EINVAL;
+    }
+    size_t len = bound_size;
+    zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, bound, &len);
+    return 0;
+}
+
+static void s_destroy(s_broker_t *self)
+{
+    size_t cursor = 0;
+    void *value;
+    while (shoal__refmap_next(self->tasks, &cursor, NULL, &value))
+        s_task_free(value);
+    cursor = 0;
+    while (shoal__refmap_next(self->objects, &cursor, NULL, &value)) {
+        free(((s_object_t *)value)->data);
+        free(value);
+    }
+    shoal__refmap_destroy(&self->tasks);
+    shoal__refmap_destroy(&self->objects);
+    for (size_t i = 0; i < self->n_workers; i++) {
+        free(self->workers[i]->batch);
+        free(self->workers[i]);
+    }
+    free(self->workers);
+    free(self->ready.items);
+    for (size_t i = 0; i < self->n_outbox; i++)
+        free(self->outbox[i].items);
+    free(self->outbox);
+    for (size_t i = 0; i < self->n_subs; i++)
+        free(self->subs[i]);
+    free(self->subs);
+    if (self->router)
+        zmq_close(self->router);
+    if (self->xpub)
+        zmq_close(self->xpub);
+    if (self->ctx)
+        zmq_ctx_term(self->ctx);
+}
+
+int shoal_broker_run(const shoal_broker_config_t *config)
+{
+    s_broker_t self_s = {0}, *self = &self_s;
+    self->cfg = *config;
+    if (!self->cfg.listen)
+        self->cfg.listen = "tcp://127.0.0.1:7400";
+    if (!self->cfg.events)
+        self->cfg.events = "tcp://127.0.0.1:7401";
+    if (self->cfg.heartbeat_ms <= 0)
+        self->cfg.heartbeat_ms = 1000;
+    if (self->cfg.dead_after <= 0)
+        self->cfg.dead_after = 5;
+    if (self->cfg.state_dir) {
+        int rc = shoal__mkdir_p(self->cfg.state_dir, 0700);
+        if (rc) {
+            shoal__error("cannot create state dir %s: %s", self->cfg.state_dir, strerror(-rc));
+            return SHOAL_EIO;
+        }
+    }
+    self->tasks = shoal__refmap_new();
+    self->objects = shoal__refmap_new();
+    self->ctx = zmq_ctx_new();
+    if (!self->tasks || !self->objects || !self->ctx) {
+        s_destroy(self);
+        return SHOAL_ENOMEM;
+    }
+    self->router = zmq_socket(self->ctx, ZMQ_ROUTER);
+    self->xpub = zmq_socket(self->ctx, ZMQ_XPUB);
+    int one = 1, zero = 0, hwm = S_HWM;
+    int64_t maxmsg = SHOAL_MAX_MSG_SIZE;
+    zmq_setsockopt(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(self->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    zmq_setsockopt(self->router, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(self->router, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(self->router, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(self->xpub, ZMQ_LINGER, &zero, sizeof zero);
+    int64_t sub_max = 4096; //  subscriptions are short topic prefixes
+    zmq_setsockopt(self->xpub, ZMQ_MAXMSGSIZE, &sub_max, sizeof sub_max);
+    int rc = s_bind(self->router, self->cfg.listen, self->listen_ep, sizeof self->listen_ep,
+                    "clients and workers");
+    if (rc == 0)
+        rc = s_bind(self->xpub, self->cfg.events, self->events_ep, sizeof self->events_ep,
+                    "events");
+    if (rc) {
+        s_destroy(self);
+        return rc;
+    }
+    if (!s_is_loopback(self->listen_ep))
+        shoal__warn("listening on %s without CURVE: anyone who reaches this address can run "
+                    "commands on every worker (see docs/operations.md)",
+                    self->listen_ep);
+    //  The one line `shoal up`, scripts and tests read to learn the bound ports.
+    printf("shoal broker: listening on %s, events on %s\n", self->listen_ep, self->events_ep);
+    fflush(stdout);
+
+    struct sigaction sa = {.sa_handler = s_on_signal}, old_int, old_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+
+    self->next_tick_us = shoal__now_us() + self->cfg.heartbeat_ms * 1000;
+    shoal_wire_in_t in;
+    while (!s_stop_requested) {
+        int64_t now = shoal__now_us();
+        long timeout = (long)((self->next_tick_us - now) / 1000);
+        if (timeout < 0)
+            timeout = 0;
+        zmq_pollitem_t items[] = {{self->router, 0, ZMQ_POLLIN, 0},
+                                  {self->xpub, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, timeout) < 0) {
+            if (errno == EINTR)
+                continue;
+            shoal__error("poll failed: %s", zmq_strerror(errno));
+            break;
+        }
+        if (items[1].revents & ZMQ_POLLIN)
+            s_on_xpub(self);
+        if (items[0].revents & ZMQ_POLLIN) {
+            for (int i = 0; i < S_DRAIN_MAX; i++) {
+                int r = shoal_wire_recv(self->router, true, &in, ZMQ_DONTWAIT);
+                if (r == SHOAL_EAGAIN || r == SHOAL_EIO)
+                    break;
+                if (r) {
+                    self->n_malformed++;
+                    shoal__debug("malformed message (%s)", shoal_strerror(r));
+                    if (in.peer.size)
+                        shoal_wire_send_error(self->router, &in.peer, r, "%s",
+                                              r == SHOAL_EVERSION
+                                                  ? "protocol version mismatch"
+                                                  : "malformed message");
+                    continue;
+                }
+                s_handle(self, &in);
+                shoal_wire_in_clear(&in);
+                //  Statuses borrow the broker's state: send them before it changes again.
+                s_flush_outbox(self);
+            }
+        }
+        if (shoal__now_us() >= self->next_tick_us) {
+            s_tick(self);
+            self->next_tick_us = shoal__now_us() + self->cfg.heartbeat_ms * 1000;
+        }
+        s_dispatch(self);
+        s_flush_outbox(self);
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    s_stop_requested = 0; //  here, not at the start: a stop that came early still counts
+    shoal__info("stopping: %zu tasks known, %zu workers", shoal__refmap_size(self->tasks),
+                self->n_workers);
+    s_destroy(self);
+    return 0;
+}
