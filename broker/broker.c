@@ -19,6 +19,7 @@
 #include "broker.h"
 
 #include "common.h"
+#include "journal.h"
 #include "refmap.h"
 #include "wire.h"
 
@@ -101,6 +102,8 @@ typedef struct {
 typedef struct {
     shoal_broker_config_t cfg;
     void *ctx, *router, *xpub;
+    shoal__journal_t *journal; //  NULL without --state-dir
+    int64_t dispatch_after_us; //  after a restart: time for workers to say hello again
     char listen_ep[256], events_ep[256];
     shoal__refmap_t *tasks, *objects;
     s_worker_t **workers;
@@ -510,12 +513,28 @@ static void s_notify_watchers(s_broker_t *self, s_task_t *t)
     t->n_watchers = 0;
 }
 
+//  Records a final task's outcome: the statuses of its outputs and log.
+static void s_journal_outcome(s_broker_t *self, s_task_t *t)
+{
+    size_t n = t->spec->n_outputs + 1;
+    shoal_wire_status_t *items = calloc(n, sizeof *items);
+    if (!items)
+        return;
+    for (size_t i = 0; i + 1 < n; i++)
+        s_status_of(self, shoal_ref_output(t->spec->id, (uint16_t)i), &items[i], true);
+    s_status_of(self, shoal_ref_output(t->spec->id, SHOAL_REF_LOG_INDEX), &items[n - 1], true);
+    shoal__journal_final(self->journal, t->spec->id, items, n);
+    free(items);
+}
+
 //  The task reaches a final state.
 static void s_finish(s_broker_t *self, s_task_t *t, uint8_t state)
 {
     if (t->state == SHOAL_STATE_RUNNING)
         s_worker_detach(t);
     t->state = state;
+    if (self->journal)
+        s_journal_outcome(self, t);
     if (state == SHOAL_STATE_DONE) {
         self->n_done++;
         s_event_task(self, "task.finished", t);
@@ -608,6 +627,23 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
     s_make_ready(self, t, false);
 }
 
+/*  Lineage: a DONE task whose outputs are gone runs again; its consumers not yet final
+    count it missing until it is done again. */
+static void s_undo_done(s_broker_t *self, s_task_t *p)
+{
+    p->state = SHOAL_STATE_WAITING;
+    p->worker = NULL;
+    s_consumers_update(self, p, false);
+    self->n_done--;
+}
+
+static void s_rerun(s_broker_t *self, s_task_t *p)
+{
+    s_undo_done(self, p);
+    p->missing = s_count_missing(self, p);
+    s_make_ready(self, p, true);
+}
+
 /*  ------------------------------------------------------------------------- workers */
 
 static s_worker_t *s_worker_by_peer(s_broker_t *self, const shoal_wire_peer_t *peer)
@@ -672,11 +708,7 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
         free(o);
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
         if (p && p->state == SHOAL_STATE_DONE && shoal_ref_index(ref) != SHOAL_REF_LOG_INDEX) {
-            //  Lineage: run the producer again; consumers not yet final wait for it.
-            p->state = SHOAL_STATE_WAITING;
-            p->worker = NULL;
-            s_consumers_update(self, p, false);
-            self->n_done--;
+            s_undo_done(self, p);
             S_PUSH(rerun, n_rerun, cap_rerun, p);
         }
     }
@@ -908,6 +940,26 @@ static s_worker_t *s_place(s_broker_t *self, s_task_t *t)
 
 static void s_send_batches(s_broker_t *self);
 
+//  An input whose bytes are neither inline nor on a live worker (after a broker restart,
+//  until workers report what they hold) is recomputed. Returns false when t must wait.
+static bool s_inputs_available(s_broker_t *self, s_task_t *t)
+{
+    bool ok = true;
+    for (size_t i = 0; i < t->spec->inputs.count; i++) {
+        s_object_t *o = s_object(self, t->spec->inputs.items[i]);
+        if (!o || o->data || o->worker)
+            continue;
+        s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(o->ref));
+        if (p && p->state == SHOAL_STATE_DONE) {
+            shoal__refmap_remove(self->objects, o->ref);
+            free(o);
+            s_rerun(self, p); //  t counts p missing now, and waits
+            ok = false;
+        }
+    }
+    return ok;
+}
+
 static void s_dispatch(s_broker_t *self)
 {
     bool any_room = false;
@@ -918,6 +970,8 @@ static void s_dispatch(s_broker_t *self)
         s_task_t *t = s_queue_pop(&self->ready);
         if (t->state != SHOAL_STATE_READY)
             continue; //  canceled or back to waiting since it was queued
+        if (!s_inputs_available(self, t))
+            continue; //  back to waiting while the producers run again
         s_worker_t *w = s_place(self, t);
         if (!w) {
             s_queue_push(&self->ready, t, true);
@@ -1011,6 +1065,14 @@ static void s_on_submit(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
         int rc = s_validate(self, &m->tasks.items[i], err, sizeof err);
         if (rc) {
             s_ack(self, peer, m->seq, rc, err, 0);
+            return;
+        }
+    }
+    if (self->journal) {
+        int rc = shoal__journal_add_tasks(self->journal, m->tasks.items, m->tasks.count);
+        if (rc) {
+            s_ack(self, peer, m->seq, rc, "the broker cannot write its journal (see its log)",
+                  0);
             return;
         }
     }
@@ -1133,6 +1195,8 @@ static void s_on_remove(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
                         j++;
             }
             shoal__refmap_remove(self->tasks, t->spec->id);
+            if (self->journal)
+                shoal__journal_forget(self->journal, t->spec->id);
             s_task_free(t);
         }
     }
@@ -1294,6 +1358,99 @@ static void s_tick(s_broker_t *self)
     }
 }
 
+/*  ------------------------------------------------------------------------- restart */
+
+static void s_reload_task(void *arg, const shoal_wire_task_t *spec)
+{
+    s_broker_t *self = arg;
+    if (shoal__refmap_get(self->tasks, spec->id))
+        return;
+    s_task_t *t = calloc(1, sizeof *t);
+    if (!t || !(t->spec = shoal_wire_dup(&shoal_wire_task_desc, spec)))
+        abort();
+    t->state = SHOAL_STATE_WAITING;
+    t->submitted_us = shoal__now_us();
+    shoal__refmap_put(self->tasks, t->spec->id, t);
+}
+
+static void s_reload_final(void *arg, shoal_ref_t id, const shoal_wire_statuses_t *outcome)
+{
+    s_broker_t *self = arg;
+    s_task_t *t = shoal__refmap_get(self->tasks, id);
+    if (!t || outcome->items.count == 0)
+        return;
+    const shoal_wire_status_t *first = &outcome->items.items[0];
+    if (first->state == SHOAL_STATE_FAILED || first->state == SHOAL_STATE_CANCELED) {
+        t->state = (uint8_t)first->state;
+        t->code = first->code;
+        t->exit_code = first->exit_code;
+        free(t->error);
+        t->error = s_strdup(first->error);
+        self->n_failed++;
+    } else if (first->state == SHOAL_STATE_DONE) {
+        t->state = SHOAL_STATE_DONE;
+        self->n_done++;
+    }
+    //  Objects: inline bytes come back now; the rest once their worker says hello.
+    for (size_t i = 0; i < outcome->items.count; i++) {
+        const shoal_wire_status_t *st = &outcome->items.items[i];
+        if (st->state != SHOAL_STATE_DONE || s_object(self, st->ref))
+            continue;
+        s_object_t *o = calloc(1, sizeof *o);
+        if (!o)
+            abort();
+        o->ref = st->ref;
+        o->size = st->size;
+        if ((st->flags & SHOAL_OUT_INLINE) && st->data.size == st->size) {
+            o->data = malloc(st->size ? st->size : 1);
+            if (!o->data)
+                abort();
+            memcpy(o->data, st->data.data, st->size);
+        }
+        shoal__refmap_put(self->objects, o->ref, o);
+    }
+}
+
+//  Rebuilds tasks, outcomes and dependencies from the journal, then waits two heartbeats
+//  before dispatching so workers can say hello again and report what they hold.
+static int s_journal_reload(s_broker_t *self)
+{
+    int rc = shoal__journal_load(self->journal, s_reload_task, s_reload_final, self);
+    if (rc)
+        return rc;
+    size_t cursor = 0, pending = 0;
+    void *value;
+    while (shoal__refmap_next(self->tasks, &cursor, NULL, &value)) {
+        s_task_t *t = value;
+        if (s_is_final(t->state))
+            continue;
+        for (size_t i = 0; i < t->spec->inputs.count; i++) {
+            s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(t->spec->inputs.items[i]));
+            if (!p)
+                continue;
+            S_PUSH(p->consumers, p->n_consumers, p->cap_consumers, t);
+            if (p->state != SHOAL_STATE_DONE)
+                t->missing++;
+        }
+        pending++;
+    }
+    //  Failed producers fail their consumers as at submission; the rest become ready.
+    cursor = 0;
+    while (shoal__refmap_next(self->tasks, &cursor, NULL, &value)) {
+        s_task_t *t = value;
+        if (t->state == SHOAL_STATE_FAILED || t->state == SHOAL_STATE_CANCELED)
+            s_propagate_failure(self, t);
+        else if (t->state == SHOAL_STATE_WAITING)
+            s_make_ready(self, t, false);
+    }
+    if (shoal__refmap_size(self->tasks)) {
+        shoal__info("journal: %zu task(s) restored, %zu to run", shoal__refmap_size(self->tasks),
+                    pending);
+        self->dispatch_after_us = shoal__now_us() + 2 * self->cfg.heartbeat_ms * 1000;
+    }
+    return 0;
+}
+
 static bool s_is_loopback(const char *ep)
 {
     return strncmp(ep, "tcp://127.", 10) == 0 || strncmp(ep, "tcp://localhost:", 16) == 0 ||
@@ -1325,6 +1482,7 @@ static void s_destroy(s_broker_t *self)
     }
     shoal__refmap_destroy(&self->tasks);
     shoal__refmap_destroy(&self->objects);
+    shoal__journal_close(&self->journal);
     for (size_t i = 0; i < self->n_workers; i++) {
         free(self->workers[i]->batch);
         free(self->workers[i]);
@@ -1370,6 +1528,15 @@ int shoal_broker_run(const shoal_broker_config_t *config)
     if (!self->tasks || !self->objects || !self->ctx) {
         s_destroy(self);
         return SHOAL_ENOMEM;
+    }
+    if (self->cfg.state_dir) {
+        int rc = shoal__journal_open(self->cfg.state_dir, &self->journal);
+        if (!rc)
+            rc = s_journal_reload(self);
+        if (rc) {
+            s_destroy(self);
+            return rc;
+        }
     }
     self->router = zmq_socket(self->ctx, ZMQ_ROUTER);
     self->xpub = zmq_socket(self->ctx, ZMQ_XPUB);
@@ -1447,8 +1614,11 @@ int shoal_broker_run(const shoal_broker_config_t *config)
             s_tick(self);
             self->next_tick_us = shoal__now_us() + self->cfg.heartbeat_ms * 1000;
         }
-        s_dispatch(self);
+        if (shoal__now_us() >= self->dispatch_after_us)
+            s_dispatch(self);
         s_flush_outbox(self);
+        if (self->journal)
+            shoal__journal_commit(self->journal);
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);

@@ -96,4 +96,21 @@ int shoal_arena_map(const char *path, void **base_p, uint64_t *size_p);
 int shoal_arena_map_range(const char *path, uint64_t offset, uint64_t size, void **p);
 void shoal_arena_unmap(void *p, uint64_t size);
 
+/*  ------------------------------------------------------------------------- testing only
+    Not part of the store's API: hooks for tests/test_store.c. */
+
+/*  Fault injection for fault sweeps (SQLite's habit). While shoal__store_fail_at is N > 0,
+    every fallible step inside the store counts it down: each malloc/calloc/realloc, each
+    system call that opens, sizes, locks or maps the arena, and each LMDB call that can fail
+    (environment, transaction, put, del, drop, commit). The step that brings it to 0 fails
+    as if out of memory (allocations) or with EIO (everything else); later steps run
+    normally. A value still above 0 afterwards means the fault was never reached. 0, the
+    default, disables injection. A plain global: one thread, tests only. */
+extern int shoal__store_fail_at;
+
+/*  The allocator's free list: returns the number of free ranges; *largest (optional)
+    receives the largest free range and *total (optional) the sum of all of them, in bytes.
+    With no allocation fragmenting the arena there is one range of shoal_store_capacity(). */
+size_t shoal__store_free_ranges(const shoal_store_t *self, uint64_t *largest, uint64_t *total);
+
 #endif
