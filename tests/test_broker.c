@@ -316,6 +316,53 @@ static void test_a_name_taken_by_a_live_worker_is_refused(void **state)
     zmq_close(w2);
 }
 
+static void test_a_restarted_broker_keeps_acknowledged_tasks_and_small_results(void **state)
+{
+    fixture_t *f = *state;
+    //  Restart the fixture's broker with a state dir.
+    shoal_broker_stop();
+    pthread_join(f->thread, NULL);
+    char state_dir[128];
+    snprintf(state_dir, sizeof state_dir, "%s/state", f->dir);
+    f->cfg.state_dir = state_dir;
+    assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
+
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_ref_t a_out = shoal_ref_make(7, 1, 0), b_out = shoal_ref_make(7, 2, 0);
+    shoal_wire_task_t tasks[2] = {s_task(1, NULL, 0), s_task(2, &a_out, 1)};
+    s_submit(c, tasks, 1, 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_done(w, a_out, 1, 0, "hello");
+    //  B reaches the broker, but no worker has room for it... because w1 leaves first.
+    zmq_close(w);
+    s_submit(c, tasks + 1, 1, 0);
+    zmq_close(c);
+
+    shoal_broker_stop();
+    pthread_join(f->thread, NULL);
+    assert_int_equal(f->rc, 0);
+    assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
+
+    c = s_client(f);
+    shoal_wire_watch_t watch = {.seq = 1, .refs = {&a_out, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_watch, &watch, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_statuses, &in, 5000);
+    assert_int_equal(in.msg.u.statuses.items.items[0].state, SHOAL_STATE_DONE);
+    assert_memory_equal(in.msg.u.statuses.items.items[0].data.data, "hello", 5);
+    shoal_wire_in_clear(&in);
+    //  B was acknowledged before the restart: a new worker runs it, with A's bytes.
+    w = s_worker(f, "w2", 2);
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_true(shoal_ref_equal(in.msg.u.w_dispatch.tasks.items[0].task.id, b_out));
+    assert_memory_equal(in.msg.u.w_dispatch.tasks.items[0].inputs.items[0].data.data, "hello", 5);
+    shoal_wire_in_clear(&in);
+    zmq_close(w);
+    zmq_close(c);
+}
+
 int main(void)
 {
     shoal__log_init("test", SHOAL_LOG_ERROR);
@@ -331,6 +378,9 @@ int main(void)
             s_teardown),
         cmocka_unit_test_setup_teardown(test_a_name_taken_by_a_live_worker_is_refused, s_setup,
                                         s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_restarted_broker_keeps_acknowledged_tasks_and_small_results, s_setup,
+            s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
