@@ -737,6 +737,30 @@ static void s_store_free(shoal_store_t *self)
     free(self);
 }
 
+int shoal_store_arena_path_for(const char *dir, const char *name, char *buf, size_t size)
+{
+    if (!dir || !*dir || !name || !*name || strchr(name, '/'))
+        return SHOAL_EINVAL;
+    //  The store directory, absolute, names the arena together with the worker's name, so
+    //  two clusters on one host whose workers share names (two `shoal up`s, parallel
+    //  tests) never share an arena, and a restart on the same directory finds its own.
+    char abs[PATH_MAX];
+    if (!realpath(dir, abs)) {
+        char cwd[PATH_MAX];
+        if (dir[0] == '/' || !getcwd(cwd, sizeof cwd))
+            shoal__strlcpy(abs, dir, sizeof abs);
+        else if (snprintf(abs, sizeof abs, "%s/%s", cwd, dir) >= (int)sizeof abs)
+            return SHOAL_EINVAL;
+    }
+    uint64_t h = 0xcbf29ce484222325ull; //  FNV-1a
+    for (const char *p = abs; *p; p++)
+        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    if (snprintf(buf, size, "/dev/shm/shoal-%u-%s-%08x.arena", (unsigned)geteuid(), name,
+                 (unsigned)(h ^ (h >> 32))) >= (int)size)
+        return SHOAL_EINVAL;
+    return 0;
+}
+
 int shoal_store_open(const shoal_store_config_t *config, shoal_store_t **self_p)
 {
     if (!config || !self_p || !config->dir || !*config->dir || !config->name || !*config->name ||
@@ -748,9 +772,7 @@ int shoal_store_open(const shoal_store_config_t *config, shoal_store_t **self_p)
     self->arena_fd = -1;
     self->capacity = s_page_round(config->capacity);
     int rc = SHOAL_EINVAL;
-    if (snprintf(self->arena_path, sizeof self->arena_path, "/dev/shm/shoal-%u-%s.arena",
-                 (unsigned)geteuid(), config->name) >= (int)sizeof self->arena_path ||
-        snprintf(self->index_path, sizeof self->index_path, "%s/index.mdb", config->dir) >=
+    if (snprintf(self->index_path, sizeof self->index_path, "%s/index.mdb", config->dir) >=
             (int)sizeof self->index_path ||
         snprintf(self->lock_path, sizeof self->lock_path, "%s-lock", self->index_path) >=
             (int)sizeof self->lock_path)
@@ -765,6 +787,10 @@ int shoal_store_open(const shoal_store_config_t *config, shoal_store_t **self_p)
         rc = SHOAL_EIO;
         goto fail;
     }
+    rc = shoal_store_arena_path_for(config->dir, config->name, self->arena_path,
+                                    sizeof self->arena_path);
+    if (rc)
+        goto fail;
     const char *why = NULL;
     rc = s_arena_open(self, &why);
     if (rc == 0)

@@ -33,7 +33,7 @@ enum { SHOAL_OBJ_ALLOCATED = 1, SHOAL_OBJ_SEALED = 2 };
 
 typedef struct {
     const char *dir;   /*  store directory (created 0700 if missing): the LMDB index */
-    const char *name;  /*  arena name: the file is /dev/shm/shoal-UID-NAME.arena */
+    const char *name;  /*  arena name: see shoal_store_arena_path_for */
     uint64_t capacity; /*  arena bytes, rounded up to a page */
 } shoal_store_config_t;
 
@@ -59,6 +59,10 @@ void shoal_store_close(shoal_store_t **self_p);
 void shoal_store_destroy(shoal_store_t **self_p);
 
 const char *shoal_store_arena_path(const shoal_store_t *self);
+/*  The arena file a store of this dir and name uses, without opening it (for cleaning up
+    after a worker): /dev/shm/shoal-UID-NAME-HASH.arena, HASH from the absolute dir.
+    0 or SHOAL_EINVAL (bad name, or the path does not fit in size). */
+int shoal_store_arena_path_for(const char *dir, const char *name, char *buf, size_t size);
 uint64_t shoal_store_capacity(const shoal_store_t *self);
 uint64_t shoal_store_used(const shoal_store_t *self);  /*  bytes reserved (page-rounded) */
 size_t shoal_store_count(const shoal_store_t *self);   /*  objects in any state */

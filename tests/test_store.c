@@ -44,7 +44,10 @@ static int setup(void **state)
         return -1;
     }
     snprintf(f->name, sizeof f->name, "test-%d-%d", (int)getpid(), ++s_counter);
-    snprintf(f->arena, sizeof f->arena, "/dev/shm/shoal-%u-%s.arena", (unsigned)geteuid(), f->name);
+    if (shoal_store_arena_path_for(f->dir, f->name, f->arena, sizeof f->arena) != 0) {
+        free(f);
+        return -1;
+    }
     snprintf(f->index, sizeof f->index, "%s/index.mdb", f->dir);
     *state = f;
     return 0;
@@ -844,6 +847,17 @@ static void test_map_range_rejects_unaligned_or_outside_ranges(void **state)
     shoal_arena_unmap(p, 0);
 }
 
+static void test_arena_names_differ_by_store_dir_and_are_stable(void **state)
+{
+    char a[PATH_MAX], b[PATH_MAX], c[PATH_MAX];
+    assert_int_equal(shoal_store_arena_path_for("/tmp/x/one", "w", a, sizeof a), 0);
+    assert_int_equal(shoal_store_arena_path_for("/tmp/x/two", "w", b, sizeof b), 0);
+    assert_int_equal(shoal_store_arena_path_for("/tmp/x/one", "w", c, sizeof c), 0);
+    assert_string_not_equal(a, b);
+    assert_string_equal(a, c);
+    assert_int_equal(shoal_store_arena_path_for("/tmp/x", "a/b", c, sizeof c), SHOAL_EINVAL);
+}
+
 static void test_arena_map_shows_a_reader_the_sealed_bytes(void **state)
 {
     fixture_t *f = *state;
@@ -999,6 +1013,7 @@ int main(void)
         T(test_map_range_gives_a_child_its_range_and_faults_past_it),
         T(test_map_range_rejects_unaligned_or_outside_ranges),
         T(test_arena_map_shows_a_reader_the_sealed_bytes),
+        cmocka_unit_test(test_arena_names_differ_by_store_dir_and_are_stable),
         T(test_fault_sweep_on_a_new_store_fails_cleanly_at_every_step),
         T(test_fault_sweep_on_reopen_never_loses_a_sealed_object),
     };
