@@ -1,1 +1,868 @@
-/* placeholder */ typedef int shoal__placeholder_t;
+/*  executor.c: `shoal executor ENDPOINT ARENA SLOT`, the process that runs task code.
+
+    The worker starts one executor per slot (fork + exec, so task code never shares an
+    address space with the worker's store and sockets). Each executor is the leader of its
+    own process group; the commands of exec tasks run in that group, so the worker kills a
+    task with everything it started by killing the group. The executor maps the worker's
+    arena read-only to read inputs in place, and maps each allocation it writes as its own
+    writable range, so a stray write faults instead of corrupting other objects.
+
+    One task at a time: e_run -> e_started -> (e_alloc -> e_alloc_ok)? -> e_done. The
+    conventions beyond docs/protocol.md are in worker.h. */
+#include "worker.h"
+
+#include "common.h"
+#include "store.h"
+#include "wire.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+//  Bytes of stderr carried in each result: enough for the end of a traceback, and the
+//  broker puts them in the failure reason it shows users.
+#define S_LOG_TAIL 2048
+//  Inline bytes per e_done: 4 MiB keeps the worker's w_done batches of many results far
+//  below SHOAL_MAX_MSG_SIZE (64 MiB); the rest goes through e_alloc.
+#define S_INLINE_BUDGET (4u << 20)
+//  How long the executor waits for its worker between checks that the worker still lives
+//  (PR_SET_PDEATHSIG kills us when it dies; this is the belt to those braces).
+#define S_POLL_MS 1000
+//  Bytes per read/write when copying files: 1 MiB, like the wire's chunks.
+#define S_COPY_CHUNK (1u << 20)
+
+typedef struct s_pending s_pending_t;
+struct s_pending { //  an e_run that arrived while a task was still running
+    shoal_wire_in_t in;
+    s_pending_t *next;
+};
+
+typedef struct {
+    void *ctx, *sock;
+    const char *arena_path;
+    const uint8_t *arena;
+    uint64_t arena_size;
+    pid_t ppid;
+    int slot;
+    const char *scratch_base;
+    s_pending_t *pending, *pending_tail;
+} s_exec_t;
+
+//  One entry of a result: a task output or the log. The bytes are in a file (exec tasks);
+//  fn tasks will hand memory instead (data without path).
+typedef struct {
+    char *path;
+    uint64_t size;
+    uint8_t *data; //  malloc'd copy when it travels inline
+    bool is_inline;
+    bool is_log;
+    size_t index;    //  the output's index; n_outputs for the log
+    uint64_t offset; //  from e_alloc_ok
+} s_out_t;
+
+typedef struct {
+    int status;
+    int64_t exit_code;
+    char error[1024];
+    s_out_t *outs; //  n_outputs + 1 entries (the last is the log), or only the log
+    size_t n_outs;
+    bool has_log;
+    uint64_t log_size;
+    uint8_t log_tail[S_LOG_TAIL];
+    size_t log_tail_size;
+} s_outcome_t;
+
+static void s_fail(s_outcome_t *o, int status, int64_t exit_code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void s_fail(s_outcome_t *o, int status, int64_t exit_code, const char *fmt, ...)
+{
+    if (o->status)
+        return; //  the first reason is the one that matters
+    o->status = status;
+    o->exit_code = exit_code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o->error, sizeof o->error, fmt, ap);
+    va_end(ap);
+}
+
+/*  ------------------------------------------------------------------------- messaging */
+
+static bool s_worker_alive(s_exec_t *self)
+{
+    return getppid() == self->ppid;
+}
+
+//  Sends, waiting while the pipe is full: an executor has nothing better to do.
+static int s_send(s_exec_t *self, int type, const void *body)
+{
+    while (true) {
+        int rc = shoal_wire_send(self->sock, NULL, type, body, NULL, 0);
+        if (rc != SHOAL_EAGAIN)
+            return rc;
+        zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLOUT, 0};
+        if (zmq_poll(&item, 1, S_POLL_MS) < 0 && errno != EINTR)
+            return SHOAL_EIO;
+        if (!s_worker_alive(self))
+            return SHOAL_EUNREACH;
+    }
+}
+
+//  Receives the next message; SHOAL_EUNREACH when the worker is gone.
+static int s_recv(s_exec_t *self, shoal_wire_in_t *in)
+{
+    while (true) {
+        int rc = shoal_wire_recv(self->sock, false, in, ZMQ_DONTWAIT);
+        if (rc == 0)
+            return 0;
+        if (rc == SHOAL_EPROTO || rc == SHOAL_EVERSION) {
+            shoal__warn("executor %d: malformed message from the worker: %s", self->slot,
+                        shoal_strerror(rc));
+            continue;
+        }
+        if (rc != SHOAL_EAGAIN)
+            return rc;
+        zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, S_POLL_MS) < 0 && errno != EINTR)
+            return SHOAL_EIO;
+        if (!s_worker_alive(self))
+            return SHOAL_EUNREACH;
+    }
+}
+
+static void s_pending_push(s_exec_t *self, shoal_wire_in_t *in)
+{
+    s_pending_t *p = malloc(sizeof *p);
+    if (!p) {
+        shoal__error("executor %d: out of memory; dropping a task batch", self->slot);
+        shoal_wire_in_clear(in);
+        return;
+    }
+    p->in = *in;
+    p->next = NULL;
+    if (self->pending_tail)
+        self->pending_tail->next = p;
+    else
+        self->pending = p;
+    self->pending_tail = p;
+}
+
+//  Waits for a message of the given type; e_run batches that arrive meanwhile are kept.
+static int s_await(s_exec_t *self, int type, shoal_wire_in_t *in)
+{
+    while (true) {
+        int rc = s_recv(self, in);
+        if (rc)
+            return rc;
+        if (in->msg.type == type)
+            return 0;
+        if (in->msg.type == SHOAL_MSG_e_run) {
+            s_pending_push(self, in);
+            continue;
+        }
+        shoal__warn("executor %d: unexpected '%s' from the worker", self->slot,
+                    shoal_msg_name(in->msg.type));
+        shoal_wire_in_clear(in);
+    }
+}
+
+/*  --------------------------------------------------------------------------- files */
+
+static void s_remove_at(int at, const char *name, int depth)
+{
+    if (unlinkat(at, name, 0) == 0 || errno == ENOENT)
+        return;
+    if (depth >= 64) //  deeper trees are left behind rather than risk the stack and fds
+        return;
+    int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == EACCES) {
+        fchmodat(at, name, 0700, 0);
+        fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    }
+    if (fd >= 0) {
+        fchmod(fd, 0700); //  so its entries can be unlinked
+        DIR *d = fdopendir(fd);
+        if (!d) {
+            close(fd);
+        } else {
+            struct dirent *e;
+            while ((e = readdir(d)) != NULL) {
+                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                    continue;
+                s_remove_at(dirfd(d), e->d_name, depth + 1);
+            }
+            closedir(d);
+        }
+    }
+    unlinkat(at, name, AT_REMOVEDIR);
+}
+
+void shoal__tree_remove(const char *path)
+{
+    if (path && *path)
+        s_remove_at(AT_FDCWD, path, 0);
+}
+
+//  Writes size bytes at data into a new file at path.
+static int s_write_file(const char *path, const uint8_t *data, uint64_t size)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    uint64_t done = 0;
+    while (done < size) {
+        size_t n = (size_t)SHOAL__MIN(size - done, (uint64_t)S_COPY_CHUNK);
+        ssize_t w = write(fd, data + done, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int err = w < 0 ? errno : EIO;
+            close(fd);
+            return -err;
+        }
+        done += (uint64_t)w;
+    }
+    if (close(fd) != 0)
+        return -errno;
+    return 0;
+}
+
+//  Reads exactly size bytes of the file at path into buf. 0 or a negative errno.
+static int s_read_file(const char *path, uint8_t *buf, uint64_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    uint64_t done = 0;
+    while (done < size) {
+        size_t n = (size_t)SHOAL__MIN(size - done, (uint64_t)S_COPY_CHUNK);
+        ssize_t r = read(fd, buf + done, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) { //  the file shrank since we measured it
+            int err = r < 0 ? errno : EIO;
+            close(fd);
+            return -err;
+        }
+        done += (uint64_t)r;
+    }
+    close(fd);
+    return 0;
+}
+
+//  Size of a regular file. 0, -ENOENT, or another negative errno (-EISDIR: not a file).
+static int s_file_size(const char *path, uint64_t *size)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode))
+        return -EISDIR;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+static char *s_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *s_strdupf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+/*  ------------------------------------------------------------------------ outputs */
+
+static void s_outcome_clear(s_outcome_t *o)
+{
+    for (size_t i = 0; i < o->n_outs; i++) {
+        free(o->outs[i].path);
+        free(o->outs[i].data);
+    }
+    free(o->outs);
+    o->outs = NULL;
+    o->n_outs = 0;
+}
+
+//  Reads the log's size and tail (the end of stderr).
+static void s_take_log(s_outcome_t *o, const char *path)
+{
+    uint64_t size = 0;
+    if (s_file_size(path, &size) != 0)
+        return;
+    o->has_log = true;
+    o->log_size = size;
+    size_t n = (size_t)SHOAL__MIN(size, (uint64_t)S_LOG_TAIL);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t r = pread(fd, o->log_tail, n, (off_t)(size - n));
+    o->log_tail_size = r > 0 ? (size_t)r : 0;
+    close(fd);
+}
+
+//  Decides which entries travel inline, asks the worker for space for the others and
+//  copies their bytes into it. On failure the outcome fails and keeps only what is inline.
+static void s_deliver(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t *o)
+{
+    if (!o->n_outs)
+        return;
+    //  e_alloc names every output and the log, in index order (worker.h).
+    size_t n_sizes = (et->task.n_outputs ? (size_t)et->task.n_outputs : 1) + 1;
+    uint64_t *sizes = malloc(n_sizes * sizeof *sizes);
+    if (!sizes) {
+        s_fail(o, SHOAL_ENOMEM, 0, "executor out of memory");
+        s_outcome_clear(o);
+        return;
+    }
+    for (size_t i = 0; i < n_sizes; i++)
+        sizes[i] = SHOAL_EXEC_INLINE;
+    uint64_t budget = S_INLINE_BUDGET;
+    size_t n_alloc = 0;
+    for (size_t i = 0; i < o->n_outs; i++) {
+        s_out_t *out = &o->outs[i];
+        if (out->size <= SHOAL_INLINE_MAX && out->size <= budget) {
+            out->is_inline = true;
+            budget -= out->size;
+        } else {
+            sizes[out->index] = out->size;
+            n_alloc++;
+        }
+    }
+    bool alloc_ok = true;
+    if (n_alloc) {
+        shoal_wire_e_alloc_t req = {
+            .id = et->task.id, .attempt = et->attempt, .sizes = {sizes, n_sizes}};
+        shoal_wire_in_t in;
+        int rc = s_send(self, SHOAL_MSG_e_alloc, &req);
+        if (rc == 0)
+            rc = s_await(self, SHOAL_MSG_e_alloc_ok, &in);
+        if (rc) {
+            s_fail(o, rc, 0, "cannot ask the worker for output space: %s", shoal_strerror(rc));
+            alloc_ok = false;
+        } else {
+            shoal_wire_e_alloc_ok_t *ok = &in.msg.u.e_alloc_ok;
+            if (ok->code) {
+                s_fail(o, ok->code < 0 ? (int)ok->code : SHOAL_EIO, 0, "%s",
+                       ok->error ? ok->error : shoal_strerror((int)ok->code));
+                alloc_ok = false;
+            } else if (ok->offsets.count != n_sizes) {
+                s_fail(o, SHOAL_EPROTO, 0, "worker answered e_alloc with %zu offsets for %zu",
+                       ok->offsets.count, n_sizes);
+                alloc_ok = false;
+            } else {
+                for (size_t i = 0; i < o->n_outs; i++)
+                    o->outs[i].offset = ok->offsets.items[o->outs[i].index];
+            }
+            shoal_wire_in_clear(&in);
+        }
+    }
+    free(sizes);
+    //  Copy the bytes: inline ones into memory, the others into their arena range.
+    bool *keep = calloc(o->n_outs, sizeof *keep);
+    if (!keep) {
+        s_fail(o, SHOAL_ENOMEM, 0, "executor out of memory");
+        s_outcome_clear(o);
+        return;
+    }
+    for (size_t i = 0; i < o->n_outs; i++) {
+        s_out_t *out = &o->outs[i];
+        keep[i] = out->is_inline || alloc_ok;
+        if (keep[i] && out->path && out->is_inline) {
+            out->data = malloc(out->size ? out->size : 1);
+            int err = out->data ? s_read_file(out->path, out->data, out->size) : -ENOMEM;
+            if (err) {
+                s_fail(o, SHOAL_EIO, 0, "cannot read %s: %s", out->path, strerror(-err));
+                keep[i] = false;
+            }
+        } else if (keep[i] && !out->is_inline) {
+            void *p = NULL;
+            int rc = shoal_arena_map_range(self->arena_path, out->offset, out->size, &p);
+            int err = 0;
+            if (rc == 0) {
+                if (out->path)
+                    err = s_read_file(out->path, p, out->size);
+                else
+                    memcpy(p, out->data, out->size);
+                shoal_arena_unmap(p, out->size);
+            }
+            if (rc || err) {
+                s_fail(o, SHOAL_EIO, 0, "cannot write %llu bytes into the store: %s",
+                       (unsigned long long)out->size, rc ? shoal_strerror(rc) : strerror(-err));
+                keep[i] = false;
+            }
+        }
+    }
+    //  A failed task reports only its log (worker.h); entries dropped here lose their
+    //  allocation, which the worker aborts since the e_done does not name it.
+    size_t kept = 0;
+    for (size_t i = 0; i < o->n_outs; i++) {
+        s_out_t *out = &o->outs[i];
+        if (keep[i] && (o->status == 0 || out->is_log)) {
+            o->outs[kept++] = *out;
+        } else {
+            free(out->path);
+            free(out->data);
+        }
+    }
+    o->n_outs = kept;
+    free(keep);
+}
+
+/*  ------------------------------------------------------------------------ exec kind */
+
+//  A growable NULL-terminated vector of owned strings (an envp).
+typedef struct {
+    char **items;
+    size_t n, cap;
+} s_strv_t;
+
+static int s_strv_push(s_strv_t *v, char *s)
+{
+    if (!s)
+        return SHOAL_ENOMEM;
+    if (v->n + 1 >= v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 64;
+        char **p = realloc(v->items, cap * sizeof *p);
+        if (!p) {
+            free(s);
+            return SHOAL_ENOMEM;
+        }
+        v->items = p;
+        v->cap = cap;
+    }
+    v->items[v->n++] = s;
+    v->items[v->n] = NULL;
+    return 0;
+}
+
+static void s_strv_free(s_strv_t *v)
+{
+    for (size_t i = 0; i < v->n; i++)
+        free(v->items[i]);
+    free(v->items);
+    memset(v, 0, sizeof *v);
+}
+
+//  Variables the executor sets for each task; inherited ones of the same names go.
+static bool s_env_is_ours(const char *entry)
+{
+    static const char *const prefixes[] = {"SHOAL_INPUT_", "SHOAL_OUTPUT_", "SHOAL_TASK_",
+                                           SHOAL_EXEC_SCRATCH_ENV "="};
+    for (size_t i = 0; i < SHOAL__ARRAY_SIZE(prefixes); i++)
+        if (strncmp(entry, prefixes[i], strlen(prefixes[i])) == 0)
+            return true;
+    return false;
+}
+
+//  The scratch of one exec task: DIR (fresh, mkdtemp), DIR/io for the files shoal hands
+//  over (inputs, outputs, stdout, stderr), DIR/work the task's empty working directory.
+//  Sizes leave room for the file names appended below within PATH_MAX.
+typedef struct {
+    char dir[3072], io[3100], work[3100];
+} s_scratch_t;
+
+static int s_scratch_make(s_exec_t *self, s_scratch_t *sc)
+{
+    int err = shoal__mkdir_p(self->scratch_base, 0700);
+    if (err)
+        return err;
+    if (snprintf(sc->dir, sizeof sc->dir, "%s/task-XXXXXX", self->scratch_base) >=
+        (int)sizeof sc->dir) {
+        sc->dir[0] = '\0';
+        return -ENAMETOOLONG;
+    }
+    if (!mkdtemp(sc->dir)) {
+        sc->dir[0] = '\0';
+        return -errno;
+    }
+    snprintf(sc->io, sizeof sc->io, "%s/io", sc->dir);
+    snprintf(sc->work, sizeof sc->work, "%s/work", sc->dir);
+    if (mkdir(sc->io, 0700) != 0 || mkdir(sc->work, 0700) != 0)
+        return -errno;
+    return 0;
+}
+
+//  The child between fork and exec: only async-signal-safe calls, since the executor
+//  runs libzmq threads. It stays in the executor's process group (the worker kills the
+//  group) and dies with the executor.
+static void s_child(pid_t parent, const s_scratch_t *sc, const int fds[3], int errfd, char **argv,
+                    char **envp) __attribute__((noreturn));
+static void s_child(pid_t parent, const s_scratch_t *sc, const int fds[3], int errfd, char **argv,
+                    char **envp)
+{
+    int err = 0;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) //  the executor died before prctl took effect
+        _exit(127);
+    //  Exec keeps ignored dispositions; task code expects the defaults (SIGPIPE above all).
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int i = 0; i < 3 && !err; i++)
+        if (dup2(fds[i], i) < 0)
+            err = errno;
+    //  Nothing of the executor's (sockets, the arena) leaks into task code; errfd is
+    //  close-on-exec already and must stay open until exec.
+    close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
+    if (!err && chdir(sc->work) != 0)
+        err = errno;
+    if (!err) {
+        execvpe(argv[0], argv, envp);
+        err = errno;
+    }
+    ssize_t rc = write(errfd, &err, sizeof err);
+    (void)rc;
+    _exit(127);
+}
+
+static void s_describe_signal(char *buf, size_t size, int sig)
+{
+    const char *abbrev = sigabbrev_np(sig);
+    if (abbrev)
+        snprintf(buf, size, "killed by signal %d (SIG%s)", sig, abbrev);
+    else
+        snprintf(buf, size, "killed by signal %d", sig);
+}
+
+//  Runs the command; sets o's status from how it ended. *ran: the command was started.
+static void s_spawn_and_wait(const shoal_wire_task_t *t, const s_scratch_t *sc, char **envp,
+                             s_outcome_t *o)
+{
+    char path[PATH_MAX];
+    int fds[3] = {-1, -1, -1};
+    int pipefd[2] = {-1, -1};
+    const char *cmd = t->argv.items[0];
+    fds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    snprintf(path, sizeof path, "%s/stdout", sc->io);
+    fds[1] = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    snprintf(path, sizeof path, "%s/stderr", sc->io);
+    fds[2] = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0 || pipe2(pipefd, O_CLOEXEC) != 0) {
+        s_fail(o, SHOAL_EIO, 0, "cannot prepare the files of the task in %s: %s", sc->io,
+               strerror(errno));
+        goto done;
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        s_fail(o, SHOAL_EIO, 0, "cannot fork: %s", strerror(errno));
+        goto done;
+    }
+    if (pid == 0)
+        s_child(parent, sc, fds, pipefd[1], t->argv.items, envp);
+    close(pipefd[1]);
+    pipefd[1] = -1;
+    int exec_err = 0;
+    ssize_t n;
+    do
+        n = read(pipefd[0], &exec_err, sizeof exec_err);
+    while (n < 0 && errno == EINTR);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (n == (ssize_t)sizeof exec_err) {
+        if (exec_err == ENOENT || exec_err == ENOTDIR)
+            s_fail(o, SHOAL_ENOTFOUND, 127, "command not found: %s", cmd);
+        else
+            s_fail(o, SHOAL_ENOTFOUND, 126, "cannot execute %s: %s", cmd, strerror(exec_err));
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+        s_fail(o, SHOAL_ETASK, WEXITSTATUS(status), "exited with status %d", WEXITSTATUS(status));
+    } else if (WIFSIGNALED(status)) {
+        char text[64];
+        s_describe_signal(text, sizeof text, WTERMSIG(status));
+        s_fail(o, SHOAL_ETASK, -WTERMSIG(status), "%s", text);
+    }
+done:
+    for (int i = 0; i < 3; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    for (int i = 0; i < 2; i++)
+        if (pipefd[i] >= 0)
+            close(pipefd[i]);
+}
+
+static void s_run_exec(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t *o)
+{
+    const shoal_wire_task_t *t = &et->task;
+    if (t->argv.count == 0 || !t->argv.items[0] || !t->argv.items[0][0]) {
+        s_fail(o, SHOAL_EINVAL, 0, "exec task without a command");
+        return;
+    }
+    for (size_t i = 0; i < t->argv.count; i++)
+        if (!t->argv.items[i]) {
+            s_fail(o, SHOAL_EINVAL, 0, "exec task with a nil argument %zu", i);
+            return;
+        }
+    size_t n_outputs = t->n_outputs ? (size_t)t->n_outputs : 1;
+    if (n_outputs > SHOAL_MAX_OUTPUTS) {
+        s_fail(o, SHOAL_EINVAL, 0, "%zu outputs; at most %d", n_outputs, SHOAL_MAX_OUTPUTS);
+        return;
+    }
+    s_scratch_t sc;
+    memset(&sc, 0, sizeof sc);
+    int err = s_scratch_make(self, &sc);
+    if (err) {
+        s_fail(o, SHOAL_EIO, 0, "cannot create a scratch directory under %s: %s",
+               self->scratch_base, strerror(-err));
+        shoal__tree_remove(sc.dir);
+        return;
+    }
+    s_strv_t env = {0};
+    char ref_text[SHOAL_REF_TEXT_SIZE];
+    for (size_t i = 0; i < et->inputs.count; i++) {
+        const shoal_wire_e_input_t *in = &et->inputs.items[i];
+        if (in->offset > self->arena_size || in->size > self->arena_size - in->offset) {
+            s_fail(o, SHOAL_EINVAL, 0, "input %zu lies outside the arena", i);
+            goto done;
+        }
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/input-%zu", sc.io, i);
+        err = s_write_file(path, self->arena + in->offset, in->size);
+        if (err) {
+            s_fail(o, SHOAL_EIO, 0, "cannot write input %zu to %s: %s", i, path, strerror(-err));
+            goto done;
+        }
+        if (s_strv_push(&env, s_strdupf("SHOAL_INPUT_%zu=%s", i, path)))
+            goto nomem;
+    }
+    for (size_t i = 1; i < n_outputs; i++)
+        if (s_strv_push(&env, s_strdupf("SHOAL_OUTPUT_%zu=%s/output-%zu", i, sc.io, i)))
+            goto nomem;
+    if (s_strv_push(&env, s_strdupf("SHOAL_TASK_ID=%s", shoal_ref_format(t->id, ref_text))) ||
+        s_strv_push(&env, s_strdupf("SHOAL_TASK_INDEX=%llu", (unsigned long long)t->array_index)))
+        goto nomem;
+    for (char **e = environ; *e; e++)
+        if (!s_env_is_ours(*e) && s_strv_push(&env, strdup(*e)))
+            goto nomem;
+
+    s_spawn_and_wait(t, &sc, env.items, o);
+
+    //  Outputs (when the command succeeded), then the log (always).
+    size_t n_outs = o->status == 0 ? n_outputs + 1 : 1;
+    o->outs = calloc(n_outs, sizeof *o->outs);
+    if (!o->outs)
+        goto nomem;
+    if (o->status == 0) {
+        for (size_t i = 0; i < n_outputs; i++) {
+            s_out_t *out = &o->outs[o->n_outs];
+            out->index = i;
+            out->path =
+                i == 0 ? s_strdupf("%s/stdout", sc.io) : s_strdupf("%s/output-%zu", sc.io, i);
+            if (!out->path)
+                goto nomem;
+            o->n_outs++;
+            err = s_file_size(out->path, &out->size);
+            if (err == -ENOENT)
+                s_fail(o, SHOAL_ETASK, 0, "output %zu was not written ($SHOAL_OUTPUT_%zu)", i, i);
+            else if (err == -EISDIR)
+                s_fail(o, SHOAL_ETASK, 0, "output %zu ($SHOAL_OUTPUT_%zu) is not a regular file", i,
+                       i);
+            else if (err)
+                s_fail(o, SHOAL_EIO, 0, "cannot read output %zu: %s", i, strerror(-err));
+            if (err)
+                break;
+        }
+    }
+    char log_path[PATH_MAX];
+    snprintf(log_path, sizeof log_path, "%s/stderr", sc.io);
+    s_take_log(o, log_path);
+    if (o->has_log) {
+        s_out_t *out = &o->outs[o->n_outs];
+        out->path = strdup(log_path);
+        if (!out->path)
+            goto nomem;
+        out->size = o->log_size;
+        out->is_log = true;
+        out->index = n_outputs;
+        o->n_outs++;
+    }
+    if (o->status) { //  only the log travels for a failed task
+        size_t kept = 0;
+        for (size_t i = 0; i < o->n_outs; i++) {
+            if (o->outs[i].is_log)
+                o->outs[kept++] = o->outs[i];
+            else
+                free(o->outs[i].path);
+        }
+        o->n_outs = kept;
+    }
+    s_deliver(self, et, o);
+    goto done;
+nomem:
+    s_fail(o, SHOAL_ENOMEM, 0, "executor out of memory");
+    s_outcome_clear(o);
+done:
+    s_strv_free(&env);
+    shoal__tree_remove(sc.dir);
+}
+
+/*  -------------------------------------------------------------------------- fn kind */
+
+//  fn tasks (lib.so:symbol, dlopen) come with the next issue; they will fill o->outs with
+//  memory (data, no path) and call s_deliver like exec tasks do.
+static void s_run_fn(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t *o)
+{
+    (void)self;
+    (void)et;
+    s_fail(o, SHOAL_EINVAL, 0, "fn tasks are not supported by this worker yet");
+}
+
+/*  --------------------------------------------------------------------------- tasks */
+
+static void s_run_task(s_exec_t *self, const shoal_wire_e_task_t *et)
+{
+    shoal_wire_e_started_t started = {
+        .id = et->task.id, .attempt = et->attempt, .pid = (uint64_t)getpid()};
+    s_send(self, SHOAL_MSG_e_started, &started);
+
+    s_outcome_t *o = calloc(1, sizeof *o);
+    if (!o) {
+        shoal__error("executor %d: out of memory", self->slot);
+        return;
+    }
+    int64_t t0 = shoal__now_us();
+    if (et->task.kind == SHOAL_KIND_EXEC)
+        s_run_exec(self, et, o);
+    else if (et->task.kind == SHOAL_KIND_FN)
+        s_run_fn(self, et, o);
+    else
+        s_fail(o, SHOAL_EINVAL, 0, "unknown task kind %llu", (unsigned long long)et->task.kind);
+
+    shoal_wire_output_t *outs = calloc(o->n_outs ? o->n_outs : 1, sizeof *outs);
+    if (!outs) {
+        s_fail(o, SHOAL_ENOMEM, 0, "executor out of memory");
+        s_outcome_clear(o);
+        outs = NULL;
+    }
+    for (size_t i = 0; outs && i < o->n_outs; i++) {
+        s_out_t *out = &o->outs[i];
+        outs[i].size = out->size;
+        outs[i].offset = out->is_inline ? 0 : out->offset;
+        if (out->is_inline) {
+            outs[i].flags = SHOAL_OUT_INLINE;
+            outs[i].data = (shoal_wire_bin_t){out->data, out->size};
+        }
+    }
+    shoal_wire_e_done_t done = {.result = {.id = et->task.id,
+                                           .attempt = et->attempt,
+                                           .status = o->status,
+                                           .exit_code = o->exit_code,
+                                           .error = o->status ? o->error : NULL,
+                                           .outputs = {outs, outs ? o->n_outs : 0},
+                                           .log_size = o->log_size,
+                                           .log_tail = {o->log_tail, o->log_tail_size},
+                                           .runtime_us = (uint64_t)(shoal__now_us() - t0)}};
+    int rc = s_send(self, SHOAL_MSG_e_done, &done);
+    if (rc && rc != SHOAL_EUNREACH)
+        shoal__error("executor %d: cannot report a result: %s", self->slot, shoal_strerror(rc));
+    free(outs);
+    s_outcome_clear(o);
+    free(o);
+}
+
+/*  ---------------------------------------------------------------------------- main */
+
+int shoal_executor_run(const char *endpoint, const char *arena_path, int slot)
+{
+    shoal__log_init("executor", SHOAL_LOG_INFO);
+    s_exec_t self = {.arena_path = arena_path, .slot = slot, .ppid = getppid()};
+    if (!endpoint || !arena_path) {
+        shoal__error("usage: shoal executor ENDPOINT ARENA SLOT (started by shoal worker)");
+        return 2;
+    }
+    if (self.ppid == 1) //  our worker is already gone
+        return 1;
+    //  Keep 0-2 taken, so files opened for a task never land there (dup2 onto the same
+    //  fd would keep close-on-exec set and the task would start without them).
+    int fd;
+    while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd < 3)
+        ;
+    if (fd >= 3)
+        close(fd);
+    self.scratch_base = getenv(SHOAL_EXEC_SCRATCH_ENV);
+    if (!self.scratch_base || !*self.scratch_base)
+        self.scratch_base = "/tmp";
+
+    void *base = NULL;
+    int rc = shoal_arena_map(arena_path, &base, &self.arena_size);
+    if (rc) {
+        shoal__error("executor %d: cannot map the arena %s: %s", slot, arena_path,
+                     shoal_strerror(rc));
+        return 1;
+    }
+    self.arena = base;
+    self.ctx = zmq_ctx_new();
+    self.sock = self.ctx ? zmq_socket(self.ctx, ZMQ_DEALER) : NULL;
+    if (!self.sock) {
+        shoal__error("executor %d: cannot create a socket: %s", slot, zmq_strerror(errno));
+        if (self.ctx)
+            zmq_ctx_term(self.ctx);
+        shoal_arena_unmap(base, self.arena_size);
+        return 1;
+    }
+    int linger = 200; //  ms: enough to hand a last e_done to the worker, never a hang
+    int64_t maxmsg = SHOAL_MAX_MSG_SIZE;
+    zmq_setsockopt(self.sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(self.sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    int status = 0;
+    if (zmq_connect(self.sock, endpoint) != 0) {
+        shoal__error("executor %d: cannot connect to %s: %s", slot, endpoint, zmq_strerror(errno));
+        status = 1;
+    } else {
+        shoal_wire_e_hello_t hello = {.pid = (uint64_t)getpid(), .slot = (uint64_t)slot};
+        rc = s_send(&self, SHOAL_MSG_e_hello, &hello);
+        while (rc == 0) {
+            shoal_wire_in_t in;
+            if (self.pending) {
+                s_pending_t *p = self.pending;
+                self.pending = p->next;
+                if (!self.pending)
+                    self.pending_tail = NULL;
+                in = p->in;
+                free(p);
+            } else if ((rc = s_recv(&self, &in)) != 0) {
+                break;
+            }
+            if (in.msg.type == SHOAL_MSG_e_run) {
+                for (size_t i = 0; i < in.msg.u.e_run.tasks.count; i++)
+                    s_run_task(&self, &in.msg.u.e_run.tasks.items[i]);
+            } else {
+                shoal__warn("executor %d: unexpected '%s' from the worker", slot,
+                            shoal_msg_name(in.msg.type));
+            }
+            shoal_wire_in_clear(&in);
+        }
+    }
+    while (self.pending) {
+        s_pending_t *p = self.pending;
+        self.pending = p->next;
+        shoal_wire_in_clear(&p->in);
+        free(p);
+    }
+    zmq_close(self.sock);
+    zmq_ctx_term(self.ctx);
+    shoal_arena_unmap(base, self.arena_size);
+    return status;
+}

@@ -1,1 +1,2452 @@
-/* placeholder */ typedef int shoal__placeholder_t;
+/*  worker.c: the shoal worker daemon.
+
+    One thread, one loop (zmq_poll over raw libzmq sockets and two fds). Each turn: wait
+    for the broker DEALER, the data ROUTER, the executors' ROUTER, the peer DEALERs it
+    fetches from, a signalfd (SIGINT, SIGTERM, SIGCHLD) and a self-pipe (shoal_worker_stop);
+    drain up to S_DRAIN_MAX messages a socket; run the timers; then move work along: send
+    fetch requests for missing inputs, hand runnable tasks to idle executors, and flush
+    what the turn produced, batched: one w_started, one shoal_store_flush (one LMDB
+    transaction) and one w_done (split only to stay far below the message limit).
+
+    Tasks: the broker hands over up to `capacity` tasks (slots + prefetch). Each waits in
+    the local queue while its missing inputs are fetched from the peers that hold them
+    (opportunistic prefetch, chunks of 1 MiB, S_FETCH_WINDOW in flight per peer), then
+    goes FIFO to the next idle executor. Inputs in use by queued or running tasks are
+    counted, so a w_drop of one waits until no task needs it. Copies of other workers'
+    objects made for inputs are evicted, least recently used first, when the store is
+    full.
+
+    Failure: executors run in their own process groups; a cancel or a reset kills the
+    group and starts a new executor. A w_done is kept until acknowledged and resent. A
+    worker the broker forgot (error ESTATE) or that hears nothing for 5 heartbeats says
+    w_hello again, dropping its local queue: the broker has requeued those tasks. */
+#include "worker.h"
+
+#include "common.h"
+#include "refmap.h"
+#include "store.h"
+#include "wire.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define S_DRAIN_MAX  1000 //  messages per socket per turn, so no socket starves
+#define S_DEAD_AFTER 5    //  heartbeats of silence before the broker counts as gone
+#define S_RETRY_MS   100  //  a send that met a full pipe is tried again after this
+//  While the broker connection is not up (ZMQ_IMMEDIATE), hello is tried again after 10 ms
+//  (a loopback connect takes about 1 ms), doubling up to 500 ms.
+#define S_HELLO_RETRY_MIN_MS 10
+#define S_HELLO_RETRY_MAX_MS 500
+#define S_DONE_RESEND_MS     2000 //  an unacknowledged w_done goes again after this
+#define S_DONE_PENDING_MAX   4096 //  unacknowledged w_done messages kept (each <= 8 MiB)
+//  Inline bytes per w_done: 8 MiB stays far below SHOAL_MAX_MSG_SIZE (64 MiB) at the
+//  broker while still carrying ~128 full 64 KiB results.
+#define S_DONE_BUDGET (8u << 20)
+//  Inline bytes per result: a task with many small outputs sends the rest by location.
+#define S_RESULT_INLINE_BUDGET (4u << 20)
+#define S_FETCH_WINDOW         8           //  chunk requests in flight per peer (protocol.md)
+#define S_FETCH_TIMEOUT_MS     10000       //  a peer silent this long with fetches pending is gone
+#define S_PEER_IDLE_MS         60000       //  peer sockets unused this long are closed
+#define S_DATA_REPLY_MAX       (16u << 20) //  bytes per data reply, whatever length asks
+#define S_DATA_STASH_MAX       1024        //  fetch requests held while readers' pipes are full
+#define S_LINGER_MS            200         //  pending sends at close: enough, and never a hang
+#define S_RESPAWN_MAX_MS       10000 //  back-off cap for an executor that keeps dying at start
+#define S_QUEUE_SLACK          64    //  tasks accepted beyond capacity before refusing
+
+/*  ------------------------------------------------------------------------- types */
+
+typedef struct s_task s_task_t;
+typedef struct s_fetch s_fetch_t;
+typedef struct s_peer s_peer_t;
+
+//  A FIFO of tasks (the ready queue, the tasks waiting for room in the store).
+typedef struct {
+    s_task_t *head, *tail;
+    size_t n;
+} s_list_t;
+
+enum { S_TASK_FETCHING, S_TASK_READY, S_TASK_RUNNING };
+
+struct s_task {
+    shoal_wire_dispatch_t *d; //  one malloc block (shoal_wire_dup)
+    int state;
+    size_t missing;        //  inputs still being fetched
+    size_t n_used;         //  inputs looked at and counted in uses (released on free)
+    s_task_t *prev, *next; //  in list
+    s_list_t *list;        //  the ready list, the room list, or NULL
+    int slot;              //  RUNNING: the executor slot
+    shoal_ref_t *allocs;   //  RUNNING: outputs allocated by e_alloc, not yet sealed
+    size_t n_allocs;
+};
+
+//  One object being copied from a peer into the store.
+struct s_fetch {
+    shoal_ref_t ref;
+    s_peer_t *peer;
+    s_fetch_t *next; //  in the peer's FIFO
+    uint64_t size, nchunks, next_chunk, received;
+    uint64_t *got;     //  bitmap of chunks received
+    uint8_t *data;     //  the store allocation
+    uint64_t seq_base; //  replies to requests older than this belong to a discarded try
+    s_task_t **waiters;
+    size_t n_waiters, cap_waiters;
+    char *worker; //  the holder's name, for messages
+};
+
+struct s_peer {
+    char *endpoint;
+    void *sock; //  DEALER, or NULL until needed
+    s_fetch_t *head, *tail;
+    size_t inflight;
+    int64_t last_progress_us; //  last reply, or when work arrived for an idle peer
+    int64_t last_used_us;
+};
+
+enum { S_SLOT_DOWN, S_SLOT_STARTING, S_SLOT_IDLE, S_SLOT_BUSY, S_SLOT_DYING };
+
+typedef struct {
+    int index;
+    int state;
+    pid_t pid;
+    shoal_wire_peer_t peer; //  valid in IDLE and BUSY
+    s_task_t *task;         //  BUSY
+    int fails;              //  deaths in a row before saying hello
+    int64_t respawn_at_us;  //  DOWN: when to start again
+    char index_text[16];
+    char scratch[PATH_MAX];
+    char **envp; //  prepared before any fork: environ + SHOAL_SCRATCH_DIR
+} s_slot_t;
+
+typedef struct {
+    uint64_t seq;
+    shoal_wire_result_t **results; //  blocks from shoal_wire_dup
+    size_t count;
+    int64_t sent_us; //  0: not sent since it was made or since the last hello
+} s_done_t;
+
+//  A fetch request held back while the reader's pipe is full.
+typedef struct {
+    shoal_wire_peer_t peer;
+    shoal_wire_fetch_t req;
+} s_stash_t;
+
+typedef struct {
+    //  configuration, defaults applied
+    char name[128], store_name[80], broker_ep[256], host[256];
+    //  Sizes leave room for what is appended to each within PATH_MAX.
+    char store_dir[PATH_MAX - 64], scratch_dir[PATH_MAX - 32], run_dir[256];
+    char exec_bin[PATH_MAX], exec_path[300], exec_ep[320];
+    char data_ep[300]; //  as advertised
+    int n_slots;
+    uint64_t capacity, shm_size;
+    int heartbeat_ms, fixed_heartbeat_ms;
+
+    void *ctx, *broker, *data, *exec;
+    int sigfd, stop_rd;
+    sigset_t old_mask;
+    bool mask_set;
+    shoal_store_t *store;
+    const char *arena_path;
+
+    //  broker link
+    bool welcomed, hello_warned, stopping;
+    int exit_code;
+    int64_t hello_next_us, hello_since_us, last_heard_us, last_sent_us;
+    int hello_retry_ms;
+
+    //  tasks, inputs and fetches
+    shoal__refmap_t *tasks; //  id -> s_task_t
+    s_list_t ready;         //  all inputs here: waiting for an executor
+    s_list_t room;          //  waiting for space in the store for its next input
+    bool room_changed;      //  space may have been freed since the room list was tried
+    size_t n_running;
+    shoal__refmap_t *uses;    //  ref -> count of queued/running tasks reading it
+    shoal__refmap_t *drops;   //  ref -> (void *)1: w_drop waiting until unused
+    shoal__refmap_t *copies;  //  ref -> last use in ms + 1: input copies made by this run
+    shoal__refmap_t *fetches; //  ref -> s_fetch_t
+    s_peer_t **peers;
+    size_t n_peers, cap_peers;
+    uint64_t fetch_seq;
+
+    s_slot_t *slots;
+
+    //  produced this turn
+    shoal_wire_attempt_ref_t *started;
+    size_t n_started, cap_started;
+    shoal_wire_result_t **results;
+    size_t n_results, cap_results;
+    //  unacknowledged w_done, oldest first
+    s_done_t **done;
+    size_t n_done, cap_done;
+    uint64_t done_seq;
+
+    s_stash_t *stash;
+    size_t n_stash;
+
+    uint64_t n_malformed, n_tasks_done, n_tasks_failed;
+} s_worker_t;
+
+static volatile sig_atomic_t s_stop_flag;
+static volatile int s_stop_wr = -1;
+
+void shoal_worker_stop(void)
+{
+    int saved = errno;
+    s_stop_flag = 1;
+    int fd = s_stop_wr;
+    if (fd >= 0) {
+        char c = 1;
+        ssize_t rc = write(fd, &c, 1);
+        (void)rc;
+    }
+    errno = saved;
+}
+
+#define S_PUSH(arr, n, cap, item)                                                                  \
+    do {                                                                                           \
+        if ((n) == (cap)) {                                                                        \
+            size_t ncap__ = (cap) ? (cap)*2 : 8;                                                   \
+            void *p__ = realloc((arr), ncap__ * sizeof *(arr));                                    \
+            if (!p__)                                                                              \
+                s_oom();                                                                           \
+            (arr) = p__;                                                                           \
+            (cap) = ncap__;                                                                        \
+        }                                                                                          \
+        (arr)[(n)++] = (item);                                                                     \
+    } while (0)
+
+//  Out of memory in the worker's own bookkeeping: nothing sane is left to do, and the
+//  broker requeues what we held once we are gone.
+static void s_oom(void) __attribute__((noreturn));
+static void s_oom(void)
+{
+    shoal__error("worker out of memory");
+    abort();
+}
+
+static void *s_alloc0(size_t size)
+{
+    void *p = calloc(1, size ? size : 1);
+    if (!p)
+        s_oom();
+    return p;
+}
+
+static char *s_strdup(const char *s)
+{
+    char *p = strdup(s ? s : "");
+    if (!p)
+        s_oom();
+    return p;
+}
+
+static const char *s_ref_text(shoal_ref_t ref, char buf[SHOAL_REF_TEXT_SIZE])
+{
+    return shoal_ref_format(ref, buf);
+}
+
+//  "64 MiB"-style sizes for messages.
+static const char *s_size_text(uint64_t bytes, char *buf, size_t size)
+{
+    if (bytes >= (1ull << 30) && bytes % (1ull << 30) == 0)
+        snprintf(buf, size, "%llu GiB", (unsigned long long)(bytes >> 30));
+    else if (bytes >= (1ull << 20) && bytes % (1ull << 20) == 0)
+        snprintf(buf, size, "%llu MiB", (unsigned long long)(bytes >> 20));
+    else if (bytes >= (1ull << 10) && bytes % (1ull << 10) == 0)
+        snprintf(buf, size, "%llu KiB", (unsigned long long)(bytes >> 10));
+    else
+        snprintf(buf, size, "%llu bytes", (unsigned long long)bytes);
+    return buf;
+}
+
+static size_t s_n_outputs(const s_task_t *t)
+{
+    return t->d->task.n_outputs ? (size_t)t->d->task.n_outputs : 1;
+}
+
+//  Malformed input is counted; the first few are logged, then every 1000th, so a
+//  flood of garbage cannot flood the log too.
+static void s_malformed(s_worker_t *self, const char *where, int rc)
+{
+    self->n_malformed++;
+    if (self->n_malformed <= 10 || self->n_malformed % 1000 == 0)
+        shoal__warn("malformed message on the %s socket (%s); %llu so far", where,
+                    shoal_strerror(rc), (unsigned long long)self->n_malformed);
+}
+
+/*  ------------------------------------------------------------------------ results */
+
+//  Queues one result for this turn's w_done (the record is copied).
+static void s_result_add(s_worker_t *self, const shoal_wire_result_t *r)
+{
+    shoal_wire_result_t *copy = shoal_wire_dup(&shoal_wire_result_desc, r);
+    if (!copy)
+        s_oom();
+    S_PUSH(self->results, self->n_results, self->cap_results, copy);
+    if (r->status == 0)
+        self->n_tasks_done++;
+    else
+        self->n_tasks_failed++;
+}
+
+static void s_result_fail(s_worker_t *self, shoal_ref_t id, uint64_t attempt, int status,
+                          const char *error)
+{
+    shoal_wire_result_t r = {
+        .id = id, .attempt = attempt, .status = status, .error = (char *)error};
+    s_result_add(self, &r);
+}
+
+/*  ------------------------------------------------------------------- input bookkeeping */
+
+static uintptr_t s_uses(s_worker_t *self, shoal_ref_t ref)
+{
+    return (uintptr_t)shoal__refmap_get(self->uses, ref);
+}
+
+static void s_use_acquire(s_worker_t *self, shoal_ref_t ref)
+{
+    if (shoal__refmap_put(self->uses, ref, (void *)(s_uses(self, ref) + 1)))
+        s_oom();
+    if (shoal__refmap_get(self->copies, ref) &&
+        shoal__refmap_put(self->copies, ref, (void *)(uintptr_t)(shoal__now_ms() + 1)))
+        s_oom();
+}
+
+static void s_use_release(s_worker_t *self, shoal_ref_t ref)
+{
+    uintptr_t n = s_uses(self, ref);
+    if (n > 1) {
+        shoal__refmap_put(self->uses, ref, (void *)(n - 1)); //  replaces: cannot fail
+        return;
+    }
+    shoal__refmap_remove(self->uses, ref);
+    if (shoal__refmap_remove(self->drops, ref)) {
+        shoal__refmap_remove(self->copies, ref);
+        shoal_store_delete(self->store, ref);
+    }
+}
+
+//  Deletes the least recently used copy no task reads. false: nothing to evict.
+static bool s_evict_one(s_worker_t *self)
+{
+    size_t cursor = 0;
+    shoal_ref_t key, best = {0, 0};
+    void *value;
+    uintptr_t best_ms = UINTPTR_MAX;
+    bool found = false;
+    while (shoal__refmap_next(self->copies, &cursor, &key, &value)) {
+        if (s_uses(self, key) || shoal__refmap_get(self->fetches, key))
+            continue;
+        if ((uintptr_t)value < best_ms) {
+            best_ms = (uintptr_t)value;
+            best = key;
+            found = true;
+        }
+    }
+    if (!found)
+        return false;
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal__debug("evicting input copy %s to make room", s_ref_text(best, text));
+    shoal__refmap_remove(self->copies, best);
+    shoal__refmap_remove(self->drops, best);
+    shoal_store_delete(self->store, best);
+    return true;
+}
+
+//  shoal_store_alloc, evicting unused input copies while the store is full.
+static int s_store_alloc(s_worker_t *self, shoal_ref_t ref, uint64_t size, shoal_store_obj_t *obj)
+{
+    int rc;
+    while ((rc = shoal_store_alloc(self->store, ref, size, obj)) == SHOAL_EFULL)
+        if (!s_evict_one(self))
+            break;
+    return rc;
+}
+
+static int s_store_put(s_worker_t *self, shoal_ref_t ref, const void *data, uint64_t size)
+{
+    int rc;
+    while ((rc = shoal_store_put(self->store, ref, data, size)) == SHOAL_EFULL)
+        if (!s_evict_one(self))
+            break;
+    return rc;
+}
+
+//  Before storing a task output: an object of the same ref left by an earlier attempt
+//  (or by the same task before a re-hello) goes, unless a task still reads it.
+static int s_clear_for_output(s_worker_t *self, shoal_ref_t ref)
+{
+    shoal_store_obj_t obj;
+    if (shoal_store_lookup(self->store, ref, &obj) != 0)
+        return 0;
+    if (s_uses(self, ref) || shoal__refmap_get(self->fetches, ref))
+        return SHOAL_EEXIST;
+    shoal__refmap_remove(self->copies, ref);
+    shoal__refmap_remove(self->drops, ref);
+    shoal_store_delete(self->store, ref);
+    return 0;
+}
+
+static void s_store_text(s_worker_t *self, char *buf, size_t size)
+{
+    char used[32], cap[32];
+    snprintf(buf, size, "the store holds %s of %s",
+             s_size_text(shoal_store_used(self->store), used, sizeof used),
+             s_size_text(shoal_store_capacity(self->store), cap, sizeof cap));
+}
+
+/*  ------------------------------------------------------------------------- tasks */
+
+static void s_list_push(s_list_t *list, s_task_t *t, bool front)
+{
+    t->list = list;
+    list->n++;
+    if (front) {
+        t->prev = NULL;
+        t->next = list->head;
+        if (list->head)
+            list->head->prev = t;
+        else
+            list->tail = t;
+        list->head = t;
+    } else {
+        t->next = NULL;
+        t->prev = list->tail;
+        if (list->tail)
+            list->tail->next = t;
+        else
+            list->head = t;
+        list->tail = t;
+    }
+}
+
+static void s_list_unlink(s_task_t *t)
+{
+    s_list_t *list = t->list;
+    if (!list)
+        return;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        list->head = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    else
+        list->tail = t->prev;
+    t->prev = t->next = NULL;
+    t->list = NULL;
+    list->n--;
+}
+
+static void s_ready_push(s_worker_t *self, s_task_t *t, bool front)
+{
+    t->state = S_TASK_READY;
+    s_list_push(&self->ready, t, front);
+}
+
+static void s_fetch_abandon(s_worker_t *self, s_fetch_t *f);
+static void s_slot_kill(s_worker_t *self, s_slot_t *slot);
+
+//  Unlinks t from everything that holds it and frees it: its inputs are released, fetches
+//  nobody else waits for are abandoned, unsealed output allocations aborted.
+static void s_task_free(s_worker_t *self, s_task_t *t)
+{
+    const shoal_wire_task_t *task = &t->d->task;
+    if (shoal__refmap_get(self->tasks, task->id) == t)
+        shoal__refmap_remove(self->tasks, task->id);
+    s_list_unlink(t);
+    self->room_changed = true;
+    if (t->state == S_TASK_FETCHING) {
+        for (size_t i = 0; i < t->n_used; i++) {
+            s_fetch_t *f = shoal__refmap_get(self->fetches, task->inputs.items[i]);
+            if (!f)
+                continue;
+            size_t kept = 0;
+            for (size_t k = 0; k < f->n_waiters; k++)
+                if (f->waiters[k] != t)
+                    f->waiters[kept++] = f->waiters[k];
+            f->n_waiters = kept;
+            if (!kept)
+                s_fetch_abandon(self, f);
+        }
+    }
+    if (t->state == S_TASK_RUNNING) {
+        self->n_running--;
+        if (t->slot >= 0 && self->slots[t->slot].task == t)
+            self->slots[t->slot].task = NULL;
+    }
+    for (size_t i = 0; i < t->n_allocs; i++)
+        shoal_store_abort(self->store, t->allocs[i]);
+    free(t->allocs);
+    for (size_t i = 0; i < t->n_used; i++)
+        s_use_release(self, task->inputs.items[i]);
+    free(t->d);
+    free(t);
+}
+
+//  Drops t; a running one takes its executor's process group with it.
+static void s_task_kill(s_worker_t *self, s_task_t *t)
+{
+    if (t->state == S_TASK_RUNNING && t->slot >= 0 && self->slots[t->slot].task == t)
+        s_slot_kill(self, &self->slots[t->slot]);
+    s_task_free(self, t);
+}
+
+//  Reports t as failed (no outputs) and drops it.
+static void s_task_fail(s_worker_t *self, s_task_t *t, int status, int64_t exit_code,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void s_task_fail(s_worker_t *self, s_task_t *t, int status, int64_t exit_code,
+                        const char *fmt, ...)
+{
+    char error[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(error, sizeof error, fmt, ap);
+    va_end(ap);
+    shoal_wire_result_t r = {.id = t->d->task.id,
+                             .attempt = t->d->attempt,
+                             .status = status,
+                             .exit_code = exit_code,
+                             .error = error};
+    s_result_add(self, &r);
+    s_task_kill(self, t);
+}
+
+//  Fails every task in waiters that still exists. Ids are taken first: failing one task
+//  frees it, and a task that reads the same input twice is listed twice.
+static void s_fail_waiters(s_worker_t *self, s_task_t **waiters, size_t n, int status,
+                           const char *error)
+{
+    shoal_wire_attempt_ref_t *ids = s_alloc0(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = (shoal_wire_attempt_ref_t){waiters[i]->d->task.id, waiters[i]->d->attempt};
+    for (size_t i = 0; i < n; i++) {
+        s_task_t *t = shoal__refmap_get(self->tasks, ids[i].id);
+        if (t && t->d->attempt == ids[i].attempt)
+            s_task_fail(self, t, status, 0, "%s", error);
+    }
+    free(ids);
+}
+
+/*  ------------------------------------------------------------------------- fetches */
+
+static s_peer_t *s_peer_get(s_worker_t *self, const char *endpoint)
+{
+    for (size_t i = 0; i < self->n_peers; i++)
+        if (strcmp(self->peers[i]->endpoint, endpoint) == 0)
+            return self->peers[i];
+    s_peer_t *p = s_alloc0(sizeof *p);
+    p->endpoint = s_strdup(endpoint);
+    p->last_used_us = shoal__now_us();
+    S_PUSH(self->peers, self->n_peers, self->cap_peers, p);
+    return p;
+}
+
+static int s_peer_connect(s_worker_t *self, s_peer_t *p)
+{
+    if (p->sock)
+        return 0;
+    p->sock = zmq_socket(self->ctx, ZMQ_DEALER);
+    if (!p->sock)
+        return SHOAL_EIO;
+    int linger = 0; //  requests to a peer we give up on are worthless
+    int64_t maxmsg = SHOAL_MAX_MSG_SIZE;
+    zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(p->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (zmq_connect(p->sock, p->endpoint) != 0) {
+        zmq_close(p->sock);
+        p->sock = NULL;
+        return SHOAL_EINVAL;
+    }
+    p->inflight = 0;
+    return 0;
+}
+
+static void s_peer_close(s_peer_t *p)
+{
+    if (p->sock)
+        zmq_close(p->sock);
+    p->sock = NULL;
+    p->inflight = 0;
+}
+
+static void s_peer_unlink(s_peer_t *p, s_fetch_t *f)
+{
+    s_fetch_t **at = &p->head, *prev = NULL;
+    while (*at && *at != f) {
+        prev = *at;
+        at = &(*at)->next;
+    }
+    if (!*at)
+        return;
+    *at = f->next;
+    if (p->tail == f)
+        p->tail = prev;
+    f->next = NULL;
+}
+
+static void s_fetch_free(s_fetch_t *f)
+{
+    free(f->got);
+    free(f->worker);
+    free(f->waiters);
+    free(f);
+}
+
+//  Drops a fetch: its allocation is aborted; replies still on their way are ignored.
+static void s_fetch_abandon(s_worker_t *self, s_fetch_t *f)
+{
+    shoal_store_abort(self->store, f->ref);
+    s_peer_unlink(f->peer, f);
+    shoal__refmap_remove(self->fetches, f->ref);
+    shoal__refmap_remove(self->copies, f->ref);
+    s_fetch_free(f);
+}
+
+static void s_fetch_fail(s_worker_t *self, s_fetch_t *f, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void s_fetch_fail(s_worker_t *self, s_fetch_t *f, int status, const char *fmt, ...)
+{
+    char error[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(error, sizeof error, fmt, ap);
+    va_end(ap);
+    shoal__warn("%s", error);
+    s_task_t **waiters = f->waiters;
+    size_t n = f->n_waiters;
+    f->waiters = NULL;
+    f->n_waiters = 0;
+    s_fetch_abandon(self, f);
+    s_fail_waiters(self, waiters, n, status, error);
+    free(waiters);
+}
+
+//  All bytes are in: seal, and the tasks waiting only for this input become runnable.
+static void s_fetch_done(s_worker_t *self, s_fetch_t *f)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    int rc = shoal_store_seal(self->store, f->ref);
+    if (rc) {
+        s_fetch_fail(self, f, SHOAL_EIO, "input %s: cannot seal its copy: %s",
+                     s_ref_text(f->ref, text), shoal_strerror(rc));
+        return;
+    }
+    shoal__debug("fetched input %s (%llu bytes) from %s", s_ref_text(f->ref, text),
+                 (unsigned long long)f->size, f->peer->endpoint);
+    s_peer_unlink(f->peer, f);
+    shoal__refmap_remove(self->fetches, f->ref);
+    for (size_t i = 0; i < f->n_waiters; i++) {
+        s_task_t *t = f->waiters[i];
+        //  A task on the room list has inputs left to look at: it is not ready yet.
+        if (--t->missing == 0 && t->state == S_TASK_FETCHING && !t->list &&
+            t->n_used == t->d->task.inputs.count)
+            s_ready_push(self, t, false);
+    }
+    s_fetch_free(f);
+}
+
+//  (Re)starts a fetch for size bytes: allocates them and forgets earlier requests.
+static int s_fetch_reset(s_worker_t *self, s_fetch_t *f, uint64_t size)
+{
+    shoal_store_obj_t obj;
+    int rc = s_store_alloc(self, f->ref, size, &obj);
+    if (rc)
+        return rc;
+    f->size = size;
+    f->data = obj.data;
+    f->nchunks = (size + SHOAL_CHUNK_SIZE - 1) / SHOAL_CHUNK_SIZE;
+    f->next_chunk = f->received = 0;
+    free(f->got);
+    f->got = s_alloc0((size_t)((f->nchunks + 63) / 64) * sizeof *f->got);
+    f->seq_base = self->fetch_seq + 1;
+    return 0;
+}
+
+//  Starts copying input in from the peer that holds it; t waits for it. Returns 0,
+//  SHOAL_ELOST (error says why), or the store's code when there is no room.
+static int s_fetch_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_t *t, char *error,
+                         size_t size)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    const char *holder = in->worker && in->worker[0] ? in->worker : "?";
+    s_peer_t *p = s_peer_get(self, in->endpoint);
+    if (s_peer_connect(self, p) != 0) {
+        snprintf(error, size, "input %s: cannot connect to worker %s at %s",
+                 s_ref_text(in->ref, text), holder, in->endpoint);
+        return SHOAL_ELOST;
+    }
+    s_fetch_t *f = s_alloc0(sizeof *f);
+    f->ref = in->ref;
+    f->peer = p;
+    int rc = s_fetch_reset(self, f, in->size);
+    if (rc) {
+        s_fetch_free(f);
+        return rc;
+    }
+    f->worker = s_strdup(holder);
+    if (shoal__refmap_put(self->fetches, f->ref, f) ||
+        shoal__refmap_put(self->copies, f->ref, (void *)(uintptr_t)(shoal__now_ms() + 1)))
+        s_oom();
+    if (!p->head)
+        p->last_progress_us = shoal__now_us();
+    if (p->tail)
+        p->tail->next = f;
+    else
+        p->head = f;
+    p->tail = f;
+    S_PUSH(f->waiters, f->n_waiters, f->cap_waiters, t);
+    return 0;
+}
+
+//  Keeps S_FETCH_WINDOW chunk requests in flight per peer, oldest fetch first.
+static void s_fetch_pump(s_worker_t *self)
+{
+    int64_t now = shoal__now_us();
+    for (size_t i = 0; i < self->n_peers; i++) {
+        s_peer_t *p = self->peers[i];
+        while (p->sock && p->inflight < S_FETCH_WINDOW) {
+            s_fetch_t *f = p->head;
+            while (f && f->next_chunk >= f->nchunks)
+                f = f->next;
+            if (!f)
+                break;
+            uint64_t offset = f->next_chunk * SHOAL_CHUNK_SIZE;
+            shoal_wire_fetch_t req = {.seq = self->fetch_seq + 1,
+                                      .ref = f->ref,
+                                      .offset = offset,
+                                      .length =
+                                          SHOAL__MIN((uint64_t)SHOAL_CHUNK_SIZE, f->size - offset)};
+            int rc = shoal_wire_send(p->sock, NULL, SHOAL_MSG_fetch, &req, NULL, 0);
+            if (rc)
+                break; //  full pipe: next turn; a dead peer: its timeout fails the fetches
+            self->fetch_seq++;
+            if (p->inflight++ == 0)
+                p->last_progress_us = now;
+            p->last_used_us = now;
+            f->next_chunk++;
+        }
+    }
+}
+
+static void s_on_peer_msg(s_worker_t *self, s_peer_t *p, shoal_wire_in_t *in)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_msg_t *m = &in->msg;
+    if (m->type == SHOAL_MSG_error) {
+        if (p->inflight)
+            p->inflight--;
+        shoal__warn("worker at %s answered a fetch with an error: %s", p->endpoint,
+                    m->u.error.error ? m->u.error.error : shoal_strerror((int)m->u.error.code));
+        return;
+    }
+    if (m->type != SHOAL_MSG_data) {
+        s_malformed(self, "peer", SHOAL_EPROTO);
+        return;
+    }
+    if (p->inflight)
+        p->inflight--;
+    p->last_progress_us = p->last_used_us = shoal__now_us();
+    const shoal_wire_data_t *d = &m->u.data;
+    s_fetch_t *f = shoal__refmap_get(self->fetches, d->ref);
+    if (!f || f->peer != p || d->seq < f->seq_base)
+        return; //  for an abandoned fetch or an earlier try
+    s_ref_text(f->ref, text);
+    if (d->code) {
+        s_fetch_fail(self, f, SHOAL_ELOST, "input %s: worker %s at %s answered: %s", text,
+                     f->worker, p->endpoint, d->error ? d->error : shoal_strerror((int)d->code));
+        return;
+    }
+    if (d->size != f->size) {
+        //  The broker's size was stale: start again with the holder's.
+        shoal_store_abort(self->store, f->ref);
+        int rc = s_fetch_reset(self, f, d->size);
+        if (rc) {
+            char sz[32], st[128];
+            s_store_text(self, st, sizeof st);
+            s_fetch_fail(self, f, SHOAL_EFULL, "no room for input %s (%s, on worker %s): %s; %s",
+                         text, s_size_text(d->size, sz, sizeof sz), f->worker, shoal_strerror(rc),
+                         st);
+        } else if (f->nchunks == 0) {
+            s_fetch_done(self, f);
+        }
+        return;
+    }
+    uint64_t idx = d->offset / SHOAL_CHUNK_SIZE;
+    size_t len = in->has_raw ? zmq_msg_size(&in->raw) : 0;
+    uint64_t want = idx < f->nchunks
+                        ? SHOAL__MIN((uint64_t)SHOAL_CHUNK_SIZE, f->size - idx * SHOAL_CHUNK_SIZE)
+                        : 0;
+    if (!in->has_raw || d->offset % SHOAL_CHUNK_SIZE || idx >= f->nchunks || len != want ||
+        (f->got[idx / 64] >> (idx % 64)) & 1) {
+        s_malformed(self, "peer", SHOAL_EPROTO);
+        s_fetch_fail(self, f, SHOAL_ELOST,
+                     "input %s: worker %s at %s sent a bad chunk (offset %llu, %zu bytes)", text,
+                     f->worker, p->endpoint, (unsigned long long)d->offset, len);
+        return;
+    }
+    memcpy(f->data + d->offset, zmq_msg_data(&in->raw), len);
+    f->got[idx / 64] |= 1ull << (idx % 64);
+    if (++f->received == f->nchunks)
+        s_fetch_done(self, f);
+}
+
+//  Fails the fetches of peers that stopped answering; closes peers long unused.
+static void s_peers_tick(s_worker_t *self, int64_t now)
+{
+    for (size_t i = 0; i < self->n_peers;) {
+        s_peer_t *p = self->peers[i];
+        if (p->head && now - p->last_progress_us > (int64_t)S_FETCH_TIMEOUT_MS * 1000) {
+            char text[SHOAL_REF_TEXT_SIZE];
+            while (p->head)
+                s_fetch_fail(self, p->head, SHOAL_ELOST,
+                             "input %s: no answer from worker %s at %s for %d s",
+                             s_ref_text(p->head->ref, text), p->head->worker, p->endpoint,
+                             S_FETCH_TIMEOUT_MS / 1000);
+            s_peer_close(p);
+            p->last_used_us = now;
+        }
+        if (!p->head && now - p->last_used_us > (int64_t)S_PEER_IDLE_MS * 1000) {
+            s_peer_close(p);
+            free(p->endpoint);
+            free(p);
+            self->peers[i] = self->peers[--self->n_peers];
+            continue;
+        }
+        i++;
+    }
+}
+
+/*  -------------------------------------------------------------------- dispatches */
+
+//  The broker's location record for input i of d (matched by ref), or NULL.
+static const shoal_wire_input_t *s_input_record(const shoal_wire_dispatch_t *d, size_t i)
+{
+    shoal_ref_t ref = d->task.inputs.items[i];
+    if (i < d->inputs.count && shoal_ref_equal(d->inputs.items[i].ref, ref))
+        return &d->inputs.items[i];
+    for (size_t k = 0; k < d->inputs.count; k++)
+        if (shoal_ref_equal(d->inputs.items[k].ref, ref))
+            return &d->inputs.items[k];
+    return NULL;
+}
+
+//  Whether space in the store may still free up without anyone's help: a running or
+//  runnable task will finish and release the copies it reads; a fetching task will become
+//  runnable. t (not on any list) does not count.
+static bool s_room_may_free(s_worker_t *self)
+{
+    size_t others = self->n_running + self->ready.n + self->room.n + 1;
+    return self->n_running || self->ready.n || shoal__refmap_size(self->tasks) > others;
+}
+
+enum { S_INPUTS_WAIT, S_INPUTS_ROOM, S_INPUTS_FAILED };
+
+//  Looks at the inputs of t not looked at yet: present, inline (stored now), or to be
+//  fetched. t becomes READY, keeps waiting for fetches, waits on the room list (the store
+//  is full, but running tasks will free space: prefetching must not fail what running
+//  the tasks one by one would not), or fails (and is freed).
+static int s_task_start_inputs(s_worker_t *self, s_task_t *t, bool retry)
+{
+    const shoal_wire_task_t *task = &t->d->task;
+    char error[1024], text[SHOAL_REF_TEXT_SIZE], sz[32], st[128];
+    int status = 0;
+    t->state = S_TASK_FETCHING;
+    for (size_t i = t->n_used; i < task->inputs.count && !status; i++) {
+        shoal_ref_t ref = task->inputs.items[i];
+        const shoal_wire_input_t *in = s_input_record(t->d, i);
+        s_use_acquire(self, ref);
+        t->n_used++;
+        s_fetch_t *f = shoal__refmap_get(self->fetches, ref);
+        if (f) {
+            S_PUSH(f->waiters, f->n_waiters, f->cap_waiters, t);
+            t->missing++;
+            continue;
+        }
+        shoal_store_obj_t obj;
+        if (shoal_store_lookup(self->store, ref, &obj) == 0) {
+            if (obj.state == SHOAL_OBJ_SEALED)
+                continue;
+            status = SHOAL_ESTATE;
+            snprintf(error, sizeof error, "input %s is still being written on worker %s",
+                     s_ref_text(ref, text), self->name);
+            break;
+        }
+        bool has_inline = in && (in->flags & SHOAL_OUT_INLINE) && in->data.size == in->size;
+        bool remote =
+            in && in->endpoint && in->endpoint[0] && strcmp(in->endpoint, self->data_ep) != 0;
+        if (!has_inline && !remote) {
+            status = SHOAL_ELOST;
+            snprintf(error, sizeof error, "input %s is not in the store of worker %s%s",
+                     s_ref_text(ref, text), self->name,
+                     in && in->endpoint && in->endpoint[0] ? "" : " and no other worker has it");
+            break;
+        }
+        int rc;
+        if (has_inline || in->size == 0) {
+            rc = s_store_put(self, ref, in->size ? (const void *)in->data.data : "", in->size);
+            if (rc == 0 &&
+                shoal__refmap_put(self->copies, ref, (void *)(uintptr_t)(shoal__now_ms() + 1)))
+                s_oom();
+        } else {
+            rc = s_fetch_start(self, in, t, error, sizeof error);
+            if (rc == 0)
+                t->missing++;
+        }
+        if (rc == SHOAL_EFULL && s_room_may_free(self)) {
+            //  Look at this input again when space frees up.
+            s_use_release(self, ref);
+            t->n_used--;
+            s_list_push(&self->room, t, retry);
+            return S_INPUTS_ROOM;
+        }
+        if (rc && rc != SHOAL_ELOST) {
+            s_store_text(self, st, sizeof st);
+            status = rc;
+            snprintf(error, sizeof error, "no room for input %s (%s%s%s): %s; %s",
+                     s_ref_text(ref, text), s_size_text(in->size, sz, sizeof sz),
+                     remote ? ", on worker " : "",
+                     remote ? (in->worker && in->worker[0] ? in->worker : "?") : "",
+                     shoal_strerror(rc), st);
+        } else if (rc) {
+            status = rc; //  error says why
+        }
+    }
+    if (status) {
+        shoal__warn("%s", error);
+        s_task_fail(self, t, status, 0, "%s", error);
+        return S_INPUTS_FAILED;
+    }
+    if (t->missing == 0)
+        s_ready_push(self, t, false);
+    return S_INPUTS_WAIT;
+}
+
+//  Space may have been freed: tasks waiting for room try again, oldest first.
+static void s_room_retry(s_worker_t *self)
+{
+    while (self->room.head && self->room_changed) {
+        self->room_changed = false;
+        while (self->room.head) {
+            s_task_t *t = self->room.head;
+            s_list_unlink(t);
+            if (s_task_start_inputs(self, t, true) == S_INPUTS_ROOM)
+                break;
+        }
+    }
+    self->room_changed = false;
+}
+
+static void s_on_dispatch(s_worker_t *self, const shoal_wire_w_dispatch_t *m)
+{
+    for (size_t i = 0; i < m->tasks.count; i++) {
+        const shoal_wire_dispatch_t *d = &m->tasks.items[i];
+        s_task_t *old = shoal__refmap_get(self->tasks, d->task.id);
+        if (old) {
+            if (old->d->attempt >= d->attempt)
+                continue;           //  a repeat
+            s_task_kill(self, old); //  superseded; the broker fences its result anyway
+        }
+        if (shoal__refmap_size(self->tasks) >= self->capacity + S_QUEUE_SLACK) {
+            char error[256];
+            snprintf(error, sizeof error, "the local queue of worker %s is full (%zu tasks)",
+                     self->name, shoal__refmap_size(self->tasks));
+            s_result_fail(self, d->task.id, d->attempt, SHOAL_EFULL, error);
+            continue;
+        }
+        s_task_t *t = s_alloc0(sizeof *t);
+        t->d = shoal_wire_dup(&shoal_wire_dispatch_desc, d);
+        if (!t->d)
+            s_oom();
+        t->slot = -1;
+        if (shoal__refmap_put(self->tasks, d->task.id, t))
+            s_oom();
+        s_task_start_inputs(self, t, false);
+    }
+}
+
+static void s_on_cancel(s_worker_t *self, const shoal_wire_w_cancel_t *m)
+{
+    for (size_t i = 0; i < m->tasks.count; i++) {
+        const shoal_wire_attempt_ref_t *a = &m->tasks.items[i];
+        s_task_t *t = shoal__refmap_get(self->tasks, a->id);
+        if (!t || (a->attempt && t->d->attempt != a->attempt))
+            continue;
+        s_task_fail(self, t, SHOAL_ECANCELED, 0, "canceled");
+    }
+}
+
+static void s_on_drop(s_worker_t *self, const shoal_wire_w_drop_t *m)
+{
+    shoal__debug("w_drop: %zu objects", m->refs.count);
+    for (size_t i = 0; i < m->refs.count; i++) {
+        shoal_ref_t ref = m->refs.items[i];
+        shoal_store_obj_t obj;
+        if (shoal_store_lookup(self->store, ref, &obj) != 0)
+            continue;
+        if (s_uses(self, ref) || shoal__refmap_get(self->fetches, ref)) {
+            //  A queued or running task reads it: delete when the last one is done.
+            if (shoal__refmap_put(self->drops, ref, (void *)1))
+                s_oom();
+            continue;
+        }
+        if (obj.state != SHOAL_OBJ_SEALED)
+            continue; //  an output being written by a running task: its task owns it
+        shoal__refmap_remove(self->copies, ref);
+        shoal_store_delete(self->store, ref);
+        self->room_changed = true;
+    }
+}
+
+/*  ----------------------------------------------------------------------- executors */
+
+static void s_describe_status(int status, char *buf, size_t size, int64_t *exit_code)
+{
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        const char *abbrev = sigabbrev_np(sig);
+        snprintf(buf, size, "killed by signal %d (SIG%s)", sig, abbrev ? abbrev : "?");
+        *exit_code = -sig;
+    } else {
+        snprintf(buf, size, "exited with status %d", WEXITSTATUS(status));
+        *exit_code = WEXITSTATUS(status);
+    }
+}
+
+//  The child between fork and exec of `shoal executor`: only async-signal-safe calls,
+//  since the worker runs libzmq threads. Everything it needs was prepared before fork.
+static void s_exec_child(const char *bin, char *const argv[], char *const envp[], pid_t parent)
+    __attribute__((noreturn));
+static void s_exec_child(const char *bin, char *const argv[], char *const envp[], pid_t parent)
+{
+    //  Its own process group (and session): exec tasks run in it and die with it.
+    setsid();
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) //  the worker died before prctl took effect
+        _exit(127);
+    //  The OOM killer should pick task code, not the worker and its store (0 is neutral,
+    //  1000 always first; 500 leaves room for what users raise themselves).
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t rc = write(fd, "500", 3);
+        (void)rc;
+        close(fd);
+    }
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    close_range(3, ~0u, CLOSE_RANGE_CLOEXEC); //  no worker fd (store, sockets) leaks
+    execve(bin, argv, envp);
+    static const char msg[] = "shoal worker: cannot exec the executor binary\n";
+    ssize_t rc = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)rc;
+    _exit(127);
+}
+
+static void s_slot_spawn(s_worker_t *self, s_slot_t *slot)
+{
+    char *argv[] = {"shoal",          "executor", self->exec_ep, (char *)self->arena_path,
+                    slot->index_text, NULL};
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        shoal__warn("cannot start an executor for slot %d: fork: %s", slot->index, strerror(errno));
+        slot->state = S_SLOT_DOWN;
+        slot->respawn_at_us = shoal__now_us() + 1000000;
+        return;
+    }
+    if (pid == 0)
+        s_exec_child(self->exec_bin, argv, slot->envp, parent);
+    slot->pid = pid;
+    slot->state = S_SLOT_STARTING;
+    memset(&slot->peer, 0, sizeof slot->peer);
+    shoal__debug("executor for slot %d started (pid %d)", slot->index, (int)pid);
+}
+
+//  Kills the executor's process group (the executor and the task it runs); the SIGCHLD
+//  that follows starts a new one.
+static void s_slot_kill(s_worker_t *self, s_slot_t *slot)
+{
+    (void)self;
+    if (slot->pid > 0) {
+        kill(-slot->pid, SIGKILL);
+        kill(slot->pid, SIGKILL); //  in case it had not called setsid yet
+        slot->state = S_SLOT_DYING;
+    } else {
+        slot->state = S_SLOT_DOWN;
+    }
+    slot->task = NULL;
+    memset(&slot->peer, 0, sizeof slot->peer);
+}
+
+static s_slot_t *s_slot_by_pid(s_worker_t *self, pid_t pid)
+{
+    for (int i = 0; i < self->n_slots; i++)
+        if (self->slots[i].pid == pid)
+            return &self->slots[i];
+    return NULL;
+}
+
+static s_slot_t *s_slot_by_peer(s_worker_t *self, const shoal_wire_peer_t *peer)
+{
+    for (int i = 0; i < self->n_slots; i++) {
+        s_slot_t *slot = &self->slots[i];
+        if ((slot->state == S_SLOT_IDLE || slot->state == S_SLOT_BUSY) &&
+            shoal_wire_peer_equal(&slot->peer, peer))
+            return slot;
+    }
+    return NULL;
+}
+
+//  Collects dead children: an executor that died fails its task and is started again.
+static void s_reap(s_worker_t *self)
+{
+    int status;
+    pid_t pid;
+    int64_t now = shoal__now_us();
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        s_slot_t *slot = s_slot_by_pid(self, pid);
+        if (!slot)
+            continue;
+        kill(-pid, SIGKILL); //  whatever its tasks left behind in its group
+        shoal__tree_remove(slot->scratch);
+        slot->pid = 0;
+        memset(&slot->peer, 0, sizeof slot->peer);
+        if (slot->state == S_SLOT_DYING) { //  we killed it
+            slot->state = S_SLOT_DOWN;
+            slot->respawn_at_us = now;
+            continue;
+        }
+        char how[96];
+        int64_t exit_code;
+        s_describe_status(status, how, sizeof how, &exit_code);
+        s_task_t *t = slot->task;
+        slot->task = NULL;
+        if (t) {
+            char text[SHOAL_REF_TEXT_SIZE];
+            shoal__warn("executor for slot %d (pid %d) %s while running task %s", slot->index,
+                        (int)pid, how, s_ref_text(t->d->task.id, text));
+            s_task_fail(self, t, SHOAL_ETASK, exit_code, "executor died: %s", how);
+        } else if (slot->state == S_SLOT_STARTING) {
+            slot->fails++;
+            if (slot->fails <= 3 || slot->fails % 100 == 0)
+                shoal__error("executor for slot %d (pid %d) %s before it said hello (%s %s); "
+                             "%d times in a row",
+                             slot->index, (int)pid, how, self->exec_bin, self->exec_ep,
+                             slot->fails);
+        } else {
+            shoal__warn("executor for slot %d (pid %d) %s", slot->index, (int)pid, how);
+        }
+        slot->state = S_SLOT_DOWN;
+        //  Back off when it dies at start (a broken binary): 200 ms doubling up to 10 s.
+        int64_t delay_ms = slot->fails ? SHOAL__MIN((int64_t)100 << SHOAL__MIN(slot->fails, 7),
+                                                    (int64_t)S_RESPAWN_MAX_MS)
+                                       : 0;
+        slot->respawn_at_us = now + delay_ms * 1000;
+    }
+}
+
+//  The queue is FIFO: hand the oldest runnable task to each idle executor.
+static void s_schedule(s_worker_t *self)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    for (int k = 0; k < self->n_slots && self->ready.head; k++) {
+        s_slot_t *slot = &self->slots[k];
+        while (slot->state == S_SLOT_IDLE && self->ready.head) {
+            s_task_t *t = self->ready.head;
+            s_list_unlink(t);
+            const shoal_wire_task_t *task = &t->d->task;
+            shoal_wire_e_input_t *ins = s_alloc0(task->inputs.count * sizeof *ins);
+            size_t lost = SIZE_MAX;
+            for (size_t i = 0; i < task->inputs.count && lost == SIZE_MAX; i++) {
+                shoal_store_obj_t obj;
+                if (shoal_store_lookup(self->store, task->inputs.items[i], &obj) != 0 ||
+                    obj.state != SHOAL_OBJ_SEALED)
+                    lost = i;
+                else
+                    ins[i] = (shoal_wire_e_input_t){obj.offset, obj.size};
+            }
+            if (lost != SIZE_MAX) {
+                free(ins);
+                s_task_fail(self, t, SHOAL_ELOST, 0,
+                            "input %s vanished from the store of worker %s",
+                            s_ref_text(task->inputs.items[lost], text), self->name);
+                continue;
+            }
+            shoal_wire_e_task_t et = {
+                .task = *task, .attempt = t->d->attempt, .inputs = {ins, task->inputs.count}};
+            shoal_wire_e_run_t msg = {.tasks = {&et, 1}};
+            int rc = shoal_wire_send(self->exec, &slot->peer, SHOAL_MSG_e_run, &msg, NULL, 0);
+            free(ins);
+            if (rc) {
+                s_ready_push(self, t, true);
+                if (rc != SHOAL_EAGAIN) {
+                    shoal__warn("executor for slot %d is unreachable (%s); restarting it",
+                                slot->index, shoal_strerror(rc));
+                    s_slot_kill(self, slot);
+                }
+                break;
+            }
+            t->state = S_TASK_RUNNING;
+            t->slot = k;
+            slot->task = t;
+            slot->state = S_SLOT_BUSY;
+            self->n_running++;
+        }
+    }
+}
+
+static void s_on_e_alloc(s_worker_t *self, s_slot_t *slot, const shoal_wire_e_alloc_t *m)
+{
+    s_task_t *t = slot->task;
+    shoal_wire_e_alloc_ok_t reply = {0};
+    char error[512], sz[32], st[128];
+    uint64_t *offsets = NULL;
+    if (!t || !shoal_ref_equal(m->id, t->d->task.id) || m->attempt != t->d->attempt) {
+        reply.code = SHOAL_ESTATE;
+        reply.error = "e_alloc for a task this executor is not running";
+        goto send;
+    }
+    size_t n_out = s_n_outputs(t);
+    if (m->sizes.count != n_out + 1) {
+        reply.code = SHOAL_EPROTO;
+        snprintf(error, sizeof error, "e_alloc with %zu sizes for %zu outputs and the log",
+                 m->sizes.count, n_out);
+        reply.error = error;
+        goto send;
+    }
+    offsets = s_alloc0(m->sizes.count * sizeof *offsets);
+    t->allocs = realloc(t->allocs, (t->n_allocs + m->sizes.count) * sizeof *t->allocs);
+    if (!t->allocs)
+        s_oom();
+    size_t first = t->n_allocs;
+    for (size_t i = 0; i < m->sizes.count; i++) {
+        uint64_t size = m->sizes.items[i];
+        if (size == SHOAL_EXEC_INLINE) {
+            offsets[i] = SHOAL_EXEC_INLINE;
+            continue;
+        }
+        bool is_log = i == n_out;
+        shoal_ref_t ref =
+            shoal_ref_output(t->d->task.id, is_log ? SHOAL_REF_LOG_INDEX : (uint16_t)i);
+        shoal_store_obj_t obj;
+        int rc = s_clear_for_output(self, ref);
+        if (rc == 0)
+            rc = s_store_alloc(self, ref, size, &obj);
+        if (rc) {
+            for (size_t k = first; k < t->n_allocs; k++)
+                shoal_store_abort(self->store, t->allocs[k]);
+            t->n_allocs = first;
+            char what[32];
+            if (is_log)
+                snprintf(what, sizeof what, "the log");
+            else
+                snprintf(what, sizeof what, "output %zu", i);
+            s_store_text(self, st, sizeof st);
+            if (rc == SHOAL_EFULL)
+                snprintf(error, sizeof error, "store full: no room for %s (%s); %s", what,
+                         s_size_text(size, sz, sizeof sz), st);
+            else if (rc == SHOAL_ETOOBIG)
+                snprintf(error, sizeof error, "%s (%s) is larger than the whole store (%s)", what,
+                         s_size_text(size, sz, sizeof sz),
+                         s_size_text(shoal_store_capacity(self->store), st, sizeof st));
+            else
+                snprintf(error, sizeof error, "cannot allocate %s (%s): %s", what,
+                         s_size_text(size, sz, sizeof sz), shoal_strerror(rc));
+            reply.code = rc;
+            reply.error = error;
+            goto send;
+        }
+        offsets[i] = obj.offset;
+        t->allocs[t->n_allocs++] = ref;
+    }
+    reply.offsets = (shoal_wire_u64s_t){offsets, m->sizes.count};
+send:;
+    int rc = shoal_wire_send(self->exec, &slot->peer, SHOAL_MSG_e_alloc_ok, &reply, NULL, 0);
+    if (rc)
+        shoal__warn("cannot answer the executor of slot %d: %s", slot->index, shoal_strerror(rc));
+    free(offsets);
+}
+
+//  Stores one result entry: inline bytes are put, allocated ones sealed.
+static int s_store_entry(s_worker_t *self, s_task_t *t, shoal_ref_t ref,
+                         const shoal_wire_output_t *o)
+{
+    if (o->flags & SHOAL_OUT_INLINE) {
+        if (o->data.size != o->size)
+            return SHOAL_EPROTO;
+        int rc = s_clear_for_output(self, ref);
+        return rc ? rc : s_store_put(self, ref, o->size ? (const void *)o->data.data : "", o->size);
+    }
+    for (size_t k = 0; k < t->n_allocs; k++) {
+        if (!shoal_ref_equal(t->allocs[k], ref))
+            continue;
+        shoal_store_obj_t obj;
+        if (shoal_store_lookup(self->store, ref, &obj) != 0 || obj.state != SHOAL_OBJ_ALLOCATED ||
+            obj.offset != o->offset || obj.size != o->size)
+            return SHOAL_EPROTO;
+        t->allocs[k] = t->allocs[--t->n_allocs];
+        return shoal_store_seal(self->store, ref);
+    }
+    return SHOAL_EPROTO;
+}
+
+static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_result_t *r)
+{
+    char error[1024], text[SHOAL_REF_TEXT_SIZE], sz[32], st[128];
+    s_task_t *t = slot->task;
+    if (!t || !shoal_ref_equal(r->id, t->d->task.id) || r->attempt != t->d->attempt) {
+        shoal__warn("executor of slot %d reported a task it was not running (%s)", slot->index,
+                    s_ref_text(r->id, text));
+        return;
+    }
+    shoal_ref_t id = t->d->task.id;
+    size_t n_out = s_n_outputs(t);
+    //  Codes are small negatives (shoal.h); anything else from an executor is a failure.
+    int status = r->status == 0                       ? 0
+                 : r->status < 0 && r->status > -1000 ? (int)r->status
+                                                      : SHOAL_ETASK;
+    const char *reason = r->error && r->error[0] ? r->error : NULL;
+    size_t count = r->outputs.count;
+    size_t stored = 0; //  outputs 0..stored-1 are in the store
+    bool log_kept = false;
+    bool shape_ok = status == 0 ? (count == n_out || count == n_out + 1) : count <= 1;
+    if (!shape_ok) {
+        snprintf(error, sizeof error, "executor sent %zu result entries for %zu outputs", count,
+                 n_out);
+        status = SHOAL_EPROTO;
+        reason = error;
+        count = 0;
+    }
+    int first_status = status;
+    for (size_t i = 0; i < count; i++) {
+        bool is_log = first_status == 0 ? i == n_out : true;
+        if (!is_log && status != 0)
+            continue; //  a failed task keeps no outputs; s_task_free aborts their space
+        shoal_ref_t ref = shoal_ref_output(id, is_log ? SHOAL_REF_LOG_INDEX : (uint16_t)i);
+        const shoal_wire_output_t *o = &r->outputs.items[i];
+        if (is_log && o->size == 0 && (o->flags & SHOAL_OUT_INLINE))
+            continue; //  the broker keeps an empty log inline: no index entry for it
+        int rc = s_store_entry(self, t, ref, o);
+        if (rc == 0) {
+            if (is_log)
+                log_kept = true;
+            else
+                stored = i + 1;
+            continue;
+        }
+        if (is_log) {
+            shoal__warn("cannot keep the log of task %s: %s", s_ref_text(id, text),
+                        shoal_strerror(rc));
+        } else if (status == 0) {
+            s_store_text(self, st, sizeof st);
+            snprintf(error, sizeof error, "cannot keep output %zu (%s): %s; %s", i,
+                     s_size_text(o->size, sz, sizeof sz),
+                     rc == SHOAL_EEXIST ? "an object of that name is in use" : shoal_strerror(rc),
+                     st);
+            status = rc == SHOAL_ETOOBIG ? SHOAL_EFULL : rc;
+            reason = error;
+        }
+    }
+    if (status != 0)
+        for (size_t i = 0; i < stored; i++) //  a failed task leaves no outputs behind
+            shoal_store_delete(self->store, shoal_ref_output(id, (uint16_t)i));
+
+    //  The result for the broker: sizes, and the bytes of small outputs so the broker can
+    //  answer small gets itself, even after this worker is gone.
+    shoal_wire_output_t *outs = NULL;
+    size_t n = 0;
+    if (status == 0) {
+        outs = s_alloc0(n_out * sizeof *outs);
+        uint64_t budget = S_RESULT_INLINE_BUDGET;
+        for (size_t i = 0; i < n_out; i++) {
+            shoal_store_obj_t obj;
+            if (shoal_store_lookup(self->store, shoal_ref_output(id, (uint16_t)i), &obj) != 0)
+                continue; //  cannot happen: stored above
+            outs[i].size = obj.size;
+            if (obj.size <= SHOAL_INLINE_MAX && obj.size <= budget) {
+                outs[i].flags = SHOAL_OUT_INLINE;
+                outs[i].data = (shoal_wire_bin_t){obj.data, obj.size};
+                budget -= obj.size;
+            }
+        }
+        n = n_out;
+    }
+    shoal_wire_result_t res = {.id = id,
+                               .attempt = t->d->attempt,
+                               .status = status,
+                               .exit_code = r->exit_code,
+                               .error = status ? (char *)(reason ? reason : shoal_strerror(status))
+                                               : NULL,
+                               .outputs = {outs, n},
+                               //  A log that could not be kept: its tail stands in for it
+                               //  (the broker keeps a log whose tail is all of it inline).
+                               .log_size = log_kept ? r->log_size : r->log_tail.size,
+                               .log_tail = r->log_tail,
+                               .runtime_us = r->runtime_us};
+    s_result_add(self, &res);
+    free(outs);
+    slot->task = NULL;
+    slot->state = S_SLOT_IDLE;
+    s_task_free(self, t); //  aborts allocations the result did not name
+}
+
+static void s_on_exec_msg(s_worker_t *self, shoal_wire_in_t *in)
+{
+    shoal_msg_t *m = &in->msg;
+    if (m->type == SHOAL_MSG_e_hello) {
+        uint64_t k = m->u.e_hello.slot;
+        s_slot_t *slot = k < (uint64_t)self->n_slots ? &self->slots[k] : NULL;
+        if (!slot || slot->state != S_SLOT_STARTING || (uint64_t)slot->pid != m->u.e_hello.pid) {
+            shoal__debug("ignoring e_hello from pid %llu for slot %llu",
+                         (unsigned long long)m->u.e_hello.pid, (unsigned long long)k);
+            return;
+        }
+        slot->peer = in->peer;
+        slot->state = S_SLOT_IDLE;
+        slot->fails = 0;
+        return;
+    }
+    s_slot_t *slot = s_slot_by_peer(self, &in->peer);
+    if (!slot)
+        return; //  the last words of an executor we killed
+    s_task_t *t = slot->task;
+    switch (m->type) {
+    case SHOAL_MSG_e_started:
+        if (t && shoal_ref_equal(m->u.e_started.id, t->d->task.id) &&
+            m->u.e_started.attempt == t->d->attempt) {
+            shoal_wire_attempt_ref_t a = {t->d->task.id, t->d->attempt};
+            S_PUSH(self->started, self->n_started, self->cap_started, a);
+        }
+        break;
+    case SHOAL_MSG_e_alloc:
+        s_on_e_alloc(self, slot, &m->u.e_alloc);
+        break;
+    case SHOAL_MSG_e_done:
+        s_on_e_done(self, slot, &m->u.e_done.result);
+        break;
+    default:
+        s_malformed(self, "executor", SHOAL_EPROTO);
+        break;
+    }
+}
+
+/*  ---------------------------------------------------------------------- data server */
+
+static const char s_empty[1] = "";
+
+//  Answers one fetch. Returns what shoal_wire_send returned (SHOAL_EAGAIN: try later).
+static int s_serve_fetch(s_worker_t *self, const shoal_wire_peer_t *peer,
+                         const shoal_wire_fetch_t *req)
+{
+    char error[256], text[SHOAL_REF_TEXT_SIZE];
+    shoal_wire_data_t reply = {.seq = req->seq, .ref = req->ref, .offset = req->offset};
+    shoal_store_obj_t obj;
+    if (shoal_store_lookup(self->store, req->ref, &obj) != 0) {
+        reply.code = SHOAL_ENOTFOUND;
+        snprintf(error, sizeof error, "object %s is not on worker %s", s_ref_text(req->ref, text),
+                 self->name);
+    } else if (obj.state != SHOAL_OBJ_SEALED) {
+        reply.code = SHOAL_EAGAIN;
+        snprintf(error, sizeof error, "object %s is not sealed yet", s_ref_text(req->ref, text));
+    } else if (req->offset > obj.size) {
+        reply.code = SHOAL_EINVAL;
+        reply.size = obj.size;
+        snprintf(error, sizeof error, "offset %llu is beyond the %llu bytes of object %s",
+                 (unsigned long long)req->offset, (unsigned long long)obj.size,
+                 s_ref_text(req->ref, text));
+    } else {
+        reply.size = obj.size;
+        uint64_t len = req->length ? req->length : SHOAL_CHUNK_SIZE;
+        len = SHOAL__MIN(len, obj.size - req->offset);
+        len = SHOAL__MIN(len, (uint64_t)S_DATA_REPLY_MAX);
+        //  Copied into the frame: a zero-copy frame would read freed space if the object
+        //  were deleted while the frame waits in the pipe.
+        return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply,
+                               len ? (const void *)(obj.data + req->offset) : s_empty, (size_t)len);
+    }
+    reply.error = error;
+    return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply, s_empty, 0);
+}
+
+static bool s_stash_has(s_worker_t *self, const shoal_wire_peer_t *peer)
+{
+    for (size_t i = 0; i < self->n_stash; i++)
+        if (shoal_wire_peer_equal(&self->stash[i].peer, peer))
+            return true;
+    return false;
+}
+
+//  A reader's pipe is full: keep its request (in order behind its others) for later.
+static void s_stash_push(s_worker_t *self, const shoal_wire_peer_t *peer,
+                         const shoal_wire_fetch_t *req)
+{
+    if (self->n_stash == S_DATA_STASH_MAX) {
+        //  The reader times out and asks again; better than unbounded memory.
+        s_malformed(self, "data (overflow)", SHOAL_EAGAIN);
+        return;
+    }
+    if (!self->stash)
+        self->stash = s_alloc0(S_DATA_STASH_MAX * sizeof *self->stash);
+    self->stash[self->n_stash].peer = *peer;
+    self->stash[self->n_stash].req = *req;
+    self->n_stash++;
+}
+
+//  Retries held requests in order; a reader still full keeps the rest of its requests.
+static void s_stash_retry(s_worker_t *self)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < self->n_stash; i++) {
+        s_stash_t *e = &self->stash[i];
+        bool blocked = false;
+        for (size_t k = 0; k < kept && !blocked; k++)
+            blocked = shoal_wire_peer_equal(&self->stash[k].peer, &e->peer);
+        if (!blocked && s_serve_fetch(self, &e->peer, &e->req) != SHOAL_EAGAIN)
+            continue; //  sent, or the reader is gone
+        self->stash[kept++] = *e;
+    }
+    self->n_stash = kept;
+}
+
+static void s_on_data_msg(s_worker_t *self, shoal_wire_in_t *in)
+{
+    if (in->msg.type != SHOAL_MSG_fetch) {
+        s_malformed(self, "data", SHOAL_EPROTO);
+        shoal_wire_send_error(self->data, &in->peer, SHOAL_EPROTO,
+                              "unexpected '%s' on the data socket of worker %s (send fetch)",
+                              shoal_msg_name(in->msg.type), self->name);
+        return;
+    }
+    const shoal_wire_fetch_t *req = &in->msg.u.fetch;
+    if (s_stash_has(self, &in->peer) || s_serve_fetch(self, &in->peer, req) == SHOAL_EAGAIN)
+        s_stash_push(self, &in->peer, req);
+}
+
+/*  ---------------------------------------------------------------------- broker link */
+
+static int s_broker_send(s_worker_t *self, int type, const void *body)
+{
+    int rc = shoal_wire_send(self->broker, NULL, type, body, NULL, 0);
+    if (rc == 0)
+        self->last_sent_us = shoal__now_us();
+    return rc;
+}
+
+static void s_send_hello(s_worker_t *self)
+{
+    int64_t now = shoal__now_us();
+    //  held: sealed objects, so a restarted broker learns them; copies of other workers'
+    //  objects made by this run are left out (they may be evicted without notice).
+    size_t cap = shoal_store_count(self->store);
+    shoal_ref_t *held = s_alloc0(cap * sizeof *held);
+    size_t n = 0, cursor = 0;
+    shoal_store_obj_t obj;
+    while (n < cap && shoal_store_next(self->store, &cursor, &obj))
+        if (!shoal__refmap_get(self->copies, obj.ref))
+            held[n++] = obj.ref;
+    shoal_wire_w_hello_t hello = {.version = SHOAL_PROTO_VERSION,
+                                  .name = self->name,
+                                  .host = self->host,
+                                  .slots = (uint64_t)self->n_slots,
+                                  .capacity = self->capacity,
+                                  .endpoint = self->data_ep,
+                                  .store_capacity = shoal_store_capacity(self->store),
+                                  .pid = (uint64_t)getpid(),
+                                  .held = {held, n}};
+    int rc = s_broker_send(self, SHOAL_MSG_w_hello, &hello);
+    free(held);
+    if (rc == 0) {
+        self->hello_next_us = now + (int64_t)S_DEAD_AFTER * self->heartbeat_ms * 1000;
+        self->hello_retry_ms = 0;
+    } else {
+        //  SHOAL_EAGAIN: not connected yet (ZMQ_IMMEDIATE keeps hellos from piling up in
+        //  a pipe to nowhere and arriving as a burst later).
+        if (rc != SHOAL_EAGAIN)
+            shoal__warn("cannot send w_hello to %s: %s", self->broker_ep, shoal_strerror(rc));
+        self->hello_retry_ms = self->hello_retry_ms
+                                   ? SHOAL__MIN(2 * self->hello_retry_ms, S_HELLO_RETRY_MAX_MS)
+                                   : S_HELLO_RETRY_MIN_MS;
+        self->hello_next_us = now + (int64_t)self->hello_retry_ms * 1000;
+    }
+}
+
+//  Starts over with the broker: it has requeued (or will) everything it gave us.
+static void s_rehello(s_worker_t *self, const char *why)
+{
+    size_t n = shoal__refmap_size(self->tasks);
+    shoal__warn("%s; saying hello again (dropping %zu local tasks, %zu of them running)", why, n,
+                self->n_running);
+    s_task_t **all = s_alloc0(n * sizeof *all);
+    size_t cursor = 0, k = 0;
+    shoal_ref_t key;
+    void *value;
+    while (k < n && shoal__refmap_next(self->tasks, &cursor, &key, &value))
+        all[k++] = value;
+    for (size_t i = 0; i < k; i++)
+        s_task_kill(self, all[i]);
+    free(all);
+    self->n_started = 0;
+    self->welcomed = false;
+    self->hello_warned = false;
+    self->hello_next_us = 0;
+    self->hello_since_us = self->last_heard_us = shoal__now_us();
+}
+
+static void s_on_welcome(s_worker_t *self, const shoal_wire_w_welcome_t *w)
+{
+    if (w->code < 0) {
+        shoal__error("broker refused worker %s: %s", self->name,
+                     w->error && w->error[0] ? w->error : shoal_strerror((int)w->code));
+        self->exit_code = (int)w->code;
+        self->stopping = true;
+        return;
+    }
+    if (self->welcomed)
+        return; //  the answer to a repeated hello
+    if (w->version != SHOAL_PROTO_VERSION) {
+        shoal__error("the broker at %s speaks protocol version %llu, this worker %d",
+                     self->broker_ep, (unsigned long long)w->version, SHOAL_PROTO_VERSION);
+        self->exit_code = SHOAL_EVERSION;
+        self->stopping = true;
+        return;
+    }
+    self->welcomed = true;
+    self->heartbeat_ms =
+        self->fixed_heartbeat_ms
+            ? self->fixed_heartbeat_ms
+            : (w->heartbeat_ms && w->heartbeat_ms < 3600000 ? (int)w->heartbeat_ms : 1000);
+    shoal__info("worker %s joined the broker at %s (heartbeat %d ms)", self->name, self->broker_ep,
+                self->heartbeat_ms);
+    for (size_t i = 0; i < self->n_done; i++)
+        self->done[i]->sent_us = 0; //  resend what is unacknowledged now
+    self->last_sent_us = 0;         //  and a heartbeat, so the broker knows our store now
+}
+
+static void s_done_free(s_done_t *d)
+{
+    for (size_t i = 0; i < d->count; i++)
+        free(d->results[i]);
+    free(d->results);
+    free(d);
+}
+
+static void s_on_done_ack(s_worker_t *self, uint64_t seq)
+{
+    for (size_t i = 0; i < self->n_done; i++)
+        if (self->done[i]->seq == seq) {
+            s_done_free(self->done[i]);
+            memmove(&self->done[i], &self->done[i + 1],
+                    (self->n_done - i - 1) * sizeof *self->done);
+            self->n_done--;
+            return;
+        }
+}
+
+static void s_on_broker_msg(s_worker_t *self, shoal_wire_in_t *in)
+{
+    self->last_heard_us = shoal__now_us();
+    shoal_msg_t *m = &in->msg;
+    switch (m->type) {
+    case SHOAL_MSG_w_welcome:
+        s_on_welcome(self, &m->u.w_welcome);
+        break;
+    case SHOAL_MSG_w_dispatch:
+        s_on_dispatch(self, &m->u.w_dispatch);
+        break;
+    case SHOAL_MSG_w_done_ack:
+        s_on_done_ack(self, m->u.w_done_ack.seq);
+        break;
+    case SHOAL_MSG_heartbeat:
+        break;
+    case SHOAL_MSG_w_cancel:
+        s_on_cancel(self, &m->u.w_cancel);
+        break;
+    case SHOAL_MSG_w_drop:
+        s_on_drop(self, &m->u.w_drop);
+        break;
+    case SHOAL_MSG_error:
+        if (m->u.error.code == SHOAL_ESTATE) {
+            //  Errors for messages sent before our hello arrive before its welcome: one
+            //  hello answers them all.
+            if (self->welcomed)
+                s_rehello(self, "the broker does not know this worker");
+        } else {
+            shoal__warn("the broker says: %s (%s)", m->u.error.error ? m->u.error.error : "",
+                        shoal_strerror((int)m->u.error.code));
+        }
+        break;
+    default:
+        s_malformed(self, "broker", SHOAL_EPROTO);
+        break;
+    }
+}
+
+/*  ---------------------------------------------------------------------------- flush */
+
+//  Rough encoded size of a result, to split w_done batches.
+static size_t s_result_bytes(const shoal_wire_result_t *r)
+{
+    size_t n = 128 + (r->error ? strlen(r->error) : 0) + r->log_tail.size;
+    for (size_t i = 0; i < r->outputs.count; i++)
+        n += 32 + r->outputs.items[i].data.size;
+    return n;
+}
+
+static int s_done_send(s_worker_t *self, s_done_t *d)
+{
+    shoal_wire_result_t *items = s_alloc0(d->count * sizeof *items);
+    for (size_t i = 0; i < d->count; i++)
+        items[i] = *d->results[i];
+    shoal_wire_w_done_t msg = {
+        .seq = d->seq, .results = {items, d->count}, .store_bytes = shoal_store_used(self->store)};
+    int rc = s_broker_send(self, SHOAL_MSG_w_done, &msg);
+    free(items);
+    if (rc == 0)
+        d->sent_us = shoal__now_us();
+    return rc;
+}
+
+//  The end of a turn: one index commit, then what the turn produced goes to the broker.
+static void s_flush(s_worker_t *self)
+{
+    if (self->n_results) {
+        //  Outputs must be in the index before anyone is told they exist.
+        int rc = shoal_store_flush(self->store);
+        if (rc)
+            shoal__warn("cannot commit the store index: %s (retrying next turn)",
+                        shoal_strerror(rc));
+        for (size_t i = 0; i < self->n_results;) {
+            s_done_t *d = s_alloc0(sizeof *d);
+            d->seq = ++self->done_seq;
+            size_t start = i, bytes = 0;
+            while (i < self->n_results) {
+                size_t b = s_result_bytes(self->results[i]);
+                if (i > start && bytes + b > S_DONE_BUDGET)
+                    break;
+                bytes += b;
+                i++;
+            }
+            d->count = i - start;
+            d->results = s_alloc0(d->count * sizeof *d->results);
+            memcpy(d->results, self->results + start, d->count * sizeof *d->results);
+            S_PUSH(self->done, self->n_done, self->cap_done, d);
+        }
+        self->n_results = 0;
+        while (self->n_done > S_DONE_PENDING_MAX) {
+            shoal__warn("dropping unacknowledged results (seq %llu): the broker is not "
+                        "answering",
+                        (unsigned long long)self->done[0]->seq);
+            s_done_free(self->done[0]);
+            memmove(self->done, self->done + 1, (self->n_done - 1) * sizeof *self->done);
+            self->n_done--;
+        }
+    }
+    if (!self->welcomed)
+        return;
+    if (self->n_started) {
+        shoal_wire_w_started_t msg = {.tasks = {self->started, self->n_started}};
+        //  Started notes are informational: on a full pipe keep them a while, not forever.
+        if (s_broker_send(self, SHOAL_MSG_w_started, &msg) == 0 ||
+            self->n_started > 4 * self->capacity)
+            self->n_started = 0;
+    }
+    int64_t now = shoal__now_us();
+    for (size_t i = 0; i < self->n_done; i++) {
+        s_done_t *d = self->done[i];
+        if (d->sent_us && now - d->sent_us < (int64_t)S_DONE_RESEND_MS * 1000)
+            continue;
+        if (s_done_send(self, d) == SHOAL_EAGAIN)
+            break;
+    }
+    if (now - self->last_sent_us >= (int64_t)self->heartbeat_ms * 1000) {
+        shoal_wire_heartbeat_t hb = {.store_bytes = shoal_store_used(self->store),
+                                     .running = self->n_running,
+                                     .queued = shoal__refmap_size(self->tasks) - self->n_running};
+        s_broker_send(self, SHOAL_MSG_heartbeat, &hb);
+        self->last_sent_us = now; //  even on a full pipe: the next try is a beat away
+    }
+}
+
+/*  ----------------------------------------------------------------------------- loop */
+
+static void s_deadline(int64_t *next, int64_t when)
+{
+    if (when < *next)
+        *next = when;
+}
+
+//  Milliseconds until the earliest timer.
+static long s_poll_timeout(s_worker_t *self)
+{
+    int64_t now = shoal__now_us();
+    int64_t next = now + 1000000;
+    int64_t hb_us = (int64_t)self->heartbeat_ms * 1000;
+    int64_t retry = now + S_RETRY_MS * 1000;
+    if (self->n_stash)
+        s_deadline(&next, now + 2000); //  2 ms: a reader's pipe drains quickly
+    if (!self->welcomed) {
+        s_deadline(&next, self->hello_next_us);
+    } else {
+        s_deadline(&next, self->last_sent_us + hb_us);
+        s_deadline(&next, self->last_heard_us + S_DEAD_AFTER * hb_us + 1000);
+        if (self->n_started)
+            s_deadline(&next, retry);
+        for (size_t i = 0; i < self->n_done; i++)
+            s_deadline(&next, self->done[i]->sent_us
+                                  ? self->done[i]->sent_us + S_DONE_RESEND_MS * 1000
+                                  : retry);
+    }
+    for (int i = 0; i < self->n_slots; i++) {
+        if (self->slots[i].state == S_SLOT_DOWN)
+            s_deadline(&next, self->slots[i].respawn_at_us);
+        if (self->slots[i].state == S_SLOT_IDLE && self->ready.head)
+            s_deadline(&next, retry); //  an e_run met a full pipe
+    }
+    for (size_t i = 0; i < self->n_peers; i++) {
+        s_peer_t *p = self->peers[i];
+        if (p->head)
+            s_deadline(&next, p->last_progress_us + S_FETCH_TIMEOUT_MS * 1000 + 1000);
+        else
+            s_deadline(&next, p->last_used_us + S_PEER_IDLE_MS * 1000 + 1000);
+        if (p->head && p->inflight < S_FETCH_WINDOW)
+            s_deadline(&next, retry); //  a fetch request met a full pipe
+    }
+    if (next <= now)
+        return 0;
+    return (long)((next - now + 999) / 1000);
+}
+
+static void s_timers(s_worker_t *self)
+{
+    int64_t now = shoal__now_us();
+    int64_t hb_us = (int64_t)self->heartbeat_ms * 1000;
+    if (!self->welcomed) {
+        if (now >= self->hello_next_us) {
+            if (!self->hello_warned && now - self->hello_since_us >= S_DEAD_AFTER * hb_us) {
+                shoal__warn("no answer from the broker at %s yet; still trying", self->broker_ep);
+                self->hello_warned = true;
+            }
+            s_send_hello(self);
+        }
+    } else if (now - self->last_heard_us > S_DEAD_AFTER * hb_us) {
+        char why[384];
+        snprintf(why, sizeof why, "no word from the broker at %s for %lld ms", self->broker_ep,
+                 (long long)((now - self->last_heard_us) / 1000));
+        s_rehello(self, why);
+        s_send_hello(self);
+    }
+    s_peers_tick(self, now);
+    for (int i = 0; i < self->n_slots; i++) {
+        s_slot_t *slot = &self->slots[i];
+        if (slot->state == S_SLOT_DOWN && now >= slot->respawn_at_us)
+            s_slot_spawn(self, slot);
+    }
+}
+
+static void s_on_signals(s_worker_t *self)
+{
+    struct signalfd_siginfo si;
+    while (read(self->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) {
+            shoal__info("worker %s: %s, stopping", self->name, strsignal((int)si.ssi_signo));
+            self->stopping = true;
+        }
+    }
+    s_reap(self);
+}
+
+//  Reads up to S_DRAIN_MAX messages from sock, handing each to fn.
+static void s_drain(s_worker_t *self, void *sock, bool router, const char *what,
+                    void (*fn)(s_worker_t *, shoal_wire_in_t *))
+{
+    for (int i = 0; i < S_DRAIN_MAX && !self->stopping; i++) {
+        shoal_wire_in_t in;
+        int rc = shoal_wire_recv(sock, router, &in, ZMQ_DONTWAIT);
+        if (rc == SHOAL_EAGAIN || rc == SHOAL_EIO)
+            return;
+        if (rc) {
+            s_malformed(self, what, rc);
+            if (router && in.peer.size && sock == self->data)
+                shoal_wire_send_error(sock, &in.peer, rc,
+                                      rc == SHOAL_EVERSION
+                                          ? "protocol version mismatch: this worker speaks %d"
+                                          : "malformed message (protocol version %d)",
+                                      SHOAL_PROTO_VERSION);
+            continue;
+        }
+        fn(self, &in);
+        shoal_wire_in_clear(&in);
+    }
+}
+
+static void s_loop(s_worker_t *self)
+{
+    zmq_pollitem_t *items = NULL;
+    s_peer_t **polled = NULL;
+    size_t cap = 0;
+    while (!self->stopping && !s_stop_flag) {
+        size_t n = 5 + self->n_peers;
+        if (n > cap) {
+            cap = n * 2;
+            items = realloc(items, cap * sizeof *items);
+            polled = realloc(polled, cap * sizeof *polled);
+            if (!items || !polled)
+                s_oom();
+        }
+        items[0] = (zmq_pollitem_t){self->broker, 0, ZMQ_POLLIN, 0};
+        //  While requests wait for a reader's pipe, new ones wait in libzmq (backpressure).
+        items[1] = (zmq_pollitem_t){self->data, 0, self->n_stash ? 0 : ZMQ_POLLIN, 0};
+        items[2] = (zmq_pollitem_t){self->exec, 0, ZMQ_POLLIN, 0};
+        items[3] = (zmq_pollitem_t){NULL, self->sigfd, ZMQ_POLLIN, 0};
+        items[4] = (zmq_pollitem_t){NULL, self->stop_rd, ZMQ_POLLIN, 0};
+        size_t k = 5;
+        for (size_t i = 0; i < self->n_peers; i++)
+            if (self->peers[i]->sock) {
+                polled[k] = self->peers[i];
+                items[k++] = (zmq_pollitem_t){self->peers[i]->sock, 0, ZMQ_POLLIN, 0};
+            }
+        int rc = zmq_poll(items, (int)k, s_poll_timeout(self));
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue;
+            shoal__error("zmq_poll: %s", zmq_strerror(errno));
+            self->exit_code = SHOAL_EIO;
+            break;
+        }
+        if (items[3].revents)
+            s_on_signals(self);
+        if (items[4].revents) {
+            char buf[64];
+            while (read(self->stop_rd, buf, sizeof buf) > 0)
+                ;
+            self->stopping = true;
+        }
+        if (self->stopping)
+            break;
+        if (items[0].revents)
+            s_drain(self, self->broker, false, "broker", s_on_broker_msg);
+        if (items[2].revents)
+            s_drain(self, self->exec, true, "executor", s_on_exec_msg);
+        if (self->n_stash)
+            s_stash_retry(self);
+        if (items[1].revents && !self->n_stash)
+            s_drain(self, self->data, true, "data", s_on_data_msg);
+        for (size_t i = 5; i < k; i++) {
+            s_peer_t *p = polled[i];
+            if (!items[i].revents)
+                continue;
+            for (int m = 0; m < S_DRAIN_MAX && p->sock; m++) {
+                shoal_wire_in_t in;
+                int r = shoal_wire_recv(p->sock, false, &in, ZMQ_DONTWAIT);
+                if (r == SHOAL_EAGAIN || r == SHOAL_EIO)
+                    break;
+                if (r) {
+                    s_malformed(self, "peer", r);
+                    continue;
+                }
+                s_on_peer_msg(self, p, &in);
+                shoal_wire_in_clear(&in);
+            }
+        }
+        if (self->stopping)
+            break;
+        s_timers(self);
+        if (self->room.head && self->room_changed)
+            s_room_retry(self);
+        s_fetch_pump(self);
+        s_schedule(self);
+        s_flush(self);
+    }
+    free(items);
+    free(polled);
+}
+
+/*  ---------------------------------------------------------------------------- setup */
+
+static int s_cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+//  The worker's name made safe for a file name (the arena is shoal-UID-NAME.arena).
+static void s_sanitise(const char *name, char *out, size_t size)
+{
+    size_t n = 0;
+    for (const char *p = name; *p && n + 1 < size && n < 64; p++) {
+        char c = *p;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_' || (c == '.' && n > 0);
+        out[n++] = ok ? c : '_';
+    }
+    out[n] = '\0';
+    if (!n)
+        shoal__strlcpy(out, "worker", size);
+}
+
+//  The local IPv4 address that reaches the broker: connect() a UDP socket (nothing is
+//  sent) and read back the address the kernel chose. 127.0.0.1 when it cannot tell.
+static void s_local_addr(const char *broker_ep, char *out, size_t size)
+{
+    shoal__strlcpy(out, "127.0.0.1", size);
+    if (strncmp(broker_ep, "tcp://", 6) != 0)
+        return;
+    const char *h = broker_ep + 6;
+    const char *semi = strchr(h, ';'); //  tcp://source;host:port
+    if (semi)
+        h = semi + 1;
+    const char *colon = strrchr(h, ':');
+    char host[256];
+    size_t len = colon ? (size_t)(colon - h) : 0;
+    if (!len || len >= sizeof host || h[0] == '[' || h[0] == '*')
+        return;
+    memcpy(host, h, len);
+    host[len] = '\0';
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(host, colon + 1, &hints, &res);
+    if (rc != 0 || !res) {
+        shoal__warn("cannot resolve the broker host '%s' (%s); advertising 127.0.0.1", host,
+                    gai_strerror(rc));
+        return;
+    }
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
+        inet_ntop(AF_INET, &sa.sin_addr, out, (socklen_t)size);
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+}
+
+//  Creates path 0700, or accepts an existing directory of ours (not a symlink).
+static int s_private_dir(const char *path)
+{
+    if (mkdir(path, 0700) == 0)
+        return 0;
+    if (errno != EEXIST)
+        return -errno;
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode) || st.st_uid != getuid())
+        return -EPERM;
+    if ((st.st_mode & 077) && chmod(path, 0700) != 0)
+        return -errno;
+    return 0;
+}
+
+//  Removes the run directories of workers that are gone (killed: nobody cleaned up), so
+//  the base does not grow without bound. kill(pid, 0) says whether the pid exists.
+static void s_clean_run_dirs(const char *base)
+{
+    DIR *d = opendir(base);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        if (e->d_name[0] != 'w' || !e->d_name[1])
+            continue;
+        long pid = strtol(e->d_name + 1, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid())
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char path[PATH_MAX];
+        if (snprintf(path, sizeof path, "%s/%s", base, e->d_name) < (int)sizeof path)
+            shoal__tree_remove(path);
+    }
+    closedir(d);
+}
+
+//  The executors' ipc endpoint lives in a private runtime directory, one per worker
+//  process; sun_path holds 107 characters, so a long $XDG_RUNTIME_DIR falls back to /tmp.
+static int s_make_run_dir(s_worker_t *self)
+{
+    char bases[2][PATH_MAX];
+    int n = 0;
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    if (xdg && xdg[0] == '/' && strlen(xdg) < 200)
+        snprintf(bases[n++], PATH_MAX, "%s/shoal", xdg);
+    snprintf(bases[n++], PATH_MAX, "/tmp/shoal-%u", (unsigned)getuid());
+    int err = -ENAMETOOLONG;
+    for (int i = 0; i < n; i++) {
+        if ((err = s_private_dir(bases[i])) != 0)
+            continue;
+        s_clean_run_dirs(bases[i]);
+        if (snprintf(self->run_dir, sizeof self->run_dir, "%s/w%d", bases[i], (int)getpid()) >=
+                (int)sizeof self->run_dir ||
+            snprintf(self->exec_path, sizeof self->exec_path, "%s/exec.sock", self->run_dir) >
+                107) {
+            err = -ENAMETOOLONG;
+            continue;
+        }
+        if ((err = s_private_dir(self->run_dir)) != 0)
+            continue;
+        unlink(self->exec_path); //  left by a dead process that had our pid
+        snprintf(self->exec_ep, sizeof self->exec_ep, "ipc://%s", self->exec_path);
+        return 0;
+    }
+    shoal__error("cannot make a private runtime directory (%s): %s", bases[n - 1], strerror(-err));
+    self->run_dir[0] = '\0';
+    return SHOAL_EIO;
+}
+
+static char **s_make_envp(const char *scratch)
+{
+    size_t n = 0;
+    for (char **e = environ; *e; e++)
+        n++;
+    char **envp = s_alloc0((n + 2) * sizeof *envp);
+    size_t k = 0;
+    size_t skip = strlen(SHOAL_EXEC_SCRATCH_ENV "=");
+    for (char **e = environ; *e; e++)
+        if (strncmp(*e, SHOAL_EXEC_SCRATCH_ENV "=", skip) != 0)
+            envp[k++] = s_strdup(*e);
+    if (asprintf(&envp[k], "%s=%s", SHOAL_EXEC_SCRATCH_ENV, scratch) < 0)
+        s_oom();
+    return envp;
+}
+
+static void *s_socket(s_worker_t *self, int type, bool mandatory)
+{
+    void *sock = zmq_socket(self->ctx, type);
+    if (!sock)
+        return NULL;
+    int linger = S_LINGER_MS, one = 1;
+    int64_t maxmsg = SHOAL_MAX_MSG_SIZE;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (mandatory)
+        zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    return sock;
+}
+
+static int s_setup(s_worker_t *self, const shoal_worker_config_t *cfg)
+{
+    //  Configuration and its defaults (worker.h).
+    const char *name = cfg->name && cfg->name[0] ? cfg->name : shoal__hostname();
+    if (strlen(name) >= sizeof self->name) {
+        shoal__error("worker name '%s' is too long (at most %zu bytes)", name,
+                     sizeof self->name - 1);
+        return SHOAL_EINVAL;
+    }
+    shoal__strlcpy(self->name, name, sizeof self->name);
+    s_sanitise(self->name, self->store_name, sizeof self->store_name);
+    shoal__strlcpy(self->host, shoal__hostname(), sizeof self->host);
+    const char *broker = cfg->broker && cfg->broker[0] ? cfg->broker : getenv("SHOAL_BROKER");
+    shoal__strlcpy(self->broker_ep, broker && broker[0] ? broker : "tcp://127.0.0.1:7400",
+                   sizeof self->broker_ep);
+    self->n_slots = cfg->slots > 0 ? cfg->slots : s_cpu_count();
+    if (self->n_slots > 4096) {
+        shoal__error("%d slots is too many (at most 4096)", self->n_slots);
+        return SHOAL_EINVAL;
+    }
+    int prefetch = cfg->prefetch > 0 ? cfg->prefetch : cfg->prefetch < 0 ? 0 : 2 * self->n_slots;
+    self->capacity = (uint64_t)self->n_slots + (uint64_t)prefetch;
+    self->shm_size = cfg->shm_size ? cfg->shm_size : 256ull << 20;
+    self->fixed_heartbeat_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms : 0;
+    self->heartbeat_ms = self->fixed_heartbeat_ms ? self->fixed_heartbeat_ms : 1000;
+    if (cfg->store_dir && cfg->store_dir[0]) {
+        if (strlen(cfg->store_dir) >= sizeof self->store_dir) {
+            shoal__error("store directory path too long: %s", cfg->store_dir);
+            return SHOAL_EINVAL;
+        }
+        shoal__strlcpy(self->store_dir, cfg->store_dir, sizeof self->store_dir);
+    } else {
+        const char *home = getenv("HOME");
+        if (home && home[0])
+            snprintf(self->store_dir, sizeof self->store_dir, "%s/.local/state/shoal/%s", home,
+                     self->store_name);
+        else
+            snprintf(self->store_dir, sizeof self->store_dir, "/tmp/shoal-%u/state/%s",
+                     (unsigned)getuid(), self->store_name);
+    }
+    shoal__strlcpy(self->exec_bin,
+                   cfg->executor_bin && cfg->executor_bin[0] ? cfg->executor_bin : "/proc/self/exe",
+                   sizeof self->exec_bin);
+
+    //  Signals go to a signalfd in the poll set. Blocked before the zmq context exists,
+    //  so libzmq's threads inherit the mask and never take them.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGCHLD);
+    if (pthread_sigmask(SIG_BLOCK, &set, &self->old_mask) != 0)
+        return SHOAL_EIO;
+    self->mask_set = true;
+    self->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    int fds[2];
+    if (self->sigfd < 0 || pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        shoal__error("cannot set up signal handling: %s", strerror(errno));
+        return SHOAL_EIO;
+    }
+    self->stop_rd = fds[0];
+    s_stop_wr = fds[1];
+    s_stop_flag = 0;
+
+    shoal_store_config_t sc = {
+        .dir = self->store_dir, .name = self->store_name, .capacity = self->shm_size};
+    int rc = shoal_store_open(&sc, &self->store);
+    if (rc) {
+        shoal__error("cannot open the store in %s: %s", self->store_dir, shoal_strerror(rc));
+        return rc;
+    }
+    self->arena_path = shoal_store_arena_path(self->store);
+
+    //  Scratch for exec tasks: whatever a killed worker left is stale.
+    snprintf(self->scratch_dir, sizeof self->scratch_dir, "%s/scratch", self->store_dir);
+    shoal__tree_remove(self->scratch_dir);
+    int err = shoal__mkdir_p(self->scratch_dir, 0700);
+    if (err) {
+        shoal__error("cannot create %s: %s", self->scratch_dir, strerror(-err));
+        return SHOAL_EIO;
+    }
+    if ((rc = s_make_run_dir(self)) != 0)
+        return rc;
+
+    self->ctx = zmq_ctx_new();
+    if (!self->ctx)
+        return SHOAL_EIO;
+    self->exec = s_socket(self, ZMQ_ROUTER, true);
+    if (!self->exec || zmq_bind(self->exec, self->exec_ep) != 0) {
+        shoal__error("cannot bind the executor socket %s: %s", self->exec_ep, zmq_strerror(errno));
+        return SHOAL_EIO;
+    }
+    char addr[64], bind_ep[300], last[300];
+    s_local_addr(self->broker_ep, addr, sizeof addr);
+    if (cfg->data && cfg->data[0])
+        shoal__strlcpy(bind_ep, cfg->data, sizeof bind_ep);
+    else
+        snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", addr);
+    self->data = s_socket(self, ZMQ_ROUTER, true);
+    size_t last_len = sizeof last;
+    if (!self->data || zmq_bind(self->data, bind_ep) != 0 ||
+        zmq_getsockopt(self->data, ZMQ_LAST_ENDPOINT, last, &last_len) != 0) {
+        shoal__error("cannot bind the data socket %s: %s", bind_ep, zmq_strerror(errno));
+        return SHOAL_EIO;
+    }
+    //  Advertise --advertise, else the address bound when it is a real one, else the
+    //  address that reaches the broker (a wildcard bind reads back as 0.0.0.0).
+    const char *port = strrchr(last, ':');
+    bool wildcard = strncmp(last, "tcp://0.0.0.0:", 14) == 0;
+    if (strncmp(last, "tcp://", 6) == 0 && port &&
+        ((cfg->advertise && cfg->advertise[0]) || wildcard))
+        snprintf(self->data_ep, sizeof self->data_ep, "tcp://%s%s",
+                 cfg->advertise && cfg->advertise[0] ? cfg->advertise : addr, port);
+    else
+        shoal__strlcpy(self->data_ep, last, sizeof self->data_ep);
+
+    self->broker = s_socket(self, ZMQ_DEALER, false);
+    int one = 1;
+    if (self->broker)
+        zmq_setsockopt(self->broker, ZMQ_IMMEDIATE, &one, sizeof one);
+    if (!self->broker || zmq_connect(self->broker, self->broker_ep) != 0) {
+        shoal__error("cannot connect to the broker at %s: %s", self->broker_ep,
+                     zmq_strerror(errno));
+        return SHOAL_EINVAL;
+    }
+
+    self->slots = s_alloc0((size_t)self->n_slots * sizeof *self->slots);
+    for (int i = 0; i < self->n_slots; i++) {
+        s_slot_t *slot = &self->slots[i];
+        slot->index = i;
+        snprintf(slot->index_text, sizeof slot->index_text, "%d", i);
+        snprintf(slot->scratch, sizeof slot->scratch, "%s/slot-%d", self->scratch_dir, i);
+        slot->envp = s_make_envp(slot->scratch);
+    }
+    char size_text[32];
+    shoal__info("worker %s: %d slots, data %s, store %s (arena %s, %s)", self->name, self->n_slots,
+                self->data_ep, self->store_dir, self->arena_path,
+                s_size_text(shoal_store_capacity(self->store), size_text, sizeof size_text));
+    if (shoal_store_count(self->store))
+        shoal__info("re-adopted %zu objects (%s) from the store", shoal_store_count(self->store),
+                    s_size_text(shoal_store_used(self->store), size_text, sizeof size_text));
+    for (int i = 0; i < self->n_slots; i++)
+        s_slot_spawn(self, &self->slots[i]);
+    self->hello_next_us = 0;
+    self->hello_since_us = self->last_heard_us = shoal__now_us();
+    return 0;
+}
+
+static void s_teardown(s_worker_t *self)
+{
+    if (self->store)
+        shoal__info("worker %s: %llu tasks done, %llu failed, %llu malformed messages", self->name,
+                    (unsigned long long)self->n_tasks_done,
+                    (unsigned long long)self->n_tasks_failed,
+                    (unsigned long long)self->n_malformed);
+    //  Executors first: kill their groups, then collect them (SIGKILL cannot be caught;
+    //  2 s covers a process stuck in the kernel for a moment).
+    if (self->slots) {
+        for (int i = 0; i < self->n_slots; i++)
+            if (self->slots[i].pid > 0) {
+                kill(-self->slots[i].pid, SIGKILL);
+                kill(self->slots[i].pid, SIGKILL);
+            }
+        int64_t deadline = shoal__now_us() + 2000000;
+        while (true) {
+            int left = 0;
+            for (int i = 0; i < self->n_slots; i++) {
+                s_slot_t *slot = &self->slots[i];
+                if (slot->pid > 0) {
+                    pid_t r = waitpid(slot->pid, NULL, WNOHANG);
+                    if (r == slot->pid || (r < 0 && errno == ECHILD))
+                        slot->pid = 0;
+                    else
+                        left++;
+                }
+            }
+            int64_t wait_ms = (deadline - shoal__now_us()) / 1000;
+            if (!left || wait_ms <= 0 || self->sigfd < 0)
+                break;
+            //  SIGCHLD arrives on the signalfd when the next one dies.
+            struct pollfd pfd = {.fd = self->sigfd, .events = POLLIN};
+            if (poll(&pfd, 1, (int)wait_ms) > 0) {
+                struct signalfd_siginfo si;
+                while (read(self->sigfd, &si, sizeof si) == (ssize_t)sizeof si)
+                    ;
+            }
+        }
+        for (int i = 0; i < self->n_slots; i++) {
+            self->slots[i].pid = 0;
+            self->slots[i].task = NULL;
+        }
+    }
+    //  Tasks: nothing more will be reported (the broker requeues them when it notices we
+    //  are gone); their allocations are aborted, their fetches abandoned.
+    if (self->tasks) {
+        size_t n = shoal__refmap_size(self->tasks), cursor = 0, k = 0;
+        s_task_t **all = s_alloc0(n * sizeof *all);
+        shoal_ref_t key;
+        void *value;
+        while (k < n && shoal__refmap_next(self->tasks, &cursor, &key, &value))
+            all[k++] = value;
+        for (size_t i = 0; i < k; i++)
+            s_task_free(self, all[i]);
+        free(all);
+    }
+    for (size_t i = 0; i < self->n_peers; i++) {
+        s_peer_t *p = self->peers[i];
+        while (p->head)
+            s_fetch_abandon(self, p->head);
+        s_peer_close(p);
+        free(p->endpoint);
+        free(p);
+    }
+    free(self->peers);
+    for (size_t i = 0; i < self->n_results; i++)
+        free(self->results[i]);
+    free(self->results);
+    for (size_t i = 0; i < self->n_done; i++)
+        s_done_free(self->done[i]);
+    free(self->done);
+    free(self->started);
+    free(self->stash);
+    if (self->broker)
+        zmq_close(self->broker);
+    if (self->data)
+        zmq_close(self->data);
+    if (self->exec)
+        zmq_close(self->exec);
+    if (self->ctx)
+        zmq_ctx_term(self->ctx);
+    shoal_store_close(&self->store);
+    if (self->run_dir[0]) {
+        unlink(self->exec_path);
+        rmdir(self->run_dir);
+    }
+    if (self->scratch_dir[0])
+        shoal__tree_remove(self->scratch_dir);
+    if (self->slots) {
+        for (int i = 0; i < self->n_slots; i++) {
+            char **envp = self->slots[i].envp;
+            for (size_t k = 0; envp && envp[k]; k++)
+                free(envp[k]);
+            free(envp);
+        }
+        free(self->slots);
+    }
+    shoal__refmap_destroy(&self->tasks);
+    shoal__refmap_destroy(&self->uses);
+    shoal__refmap_destroy(&self->drops);
+    shoal__refmap_destroy(&self->copies);
+    shoal__refmap_destroy(&self->fetches);
+    int wr = s_stop_wr;
+    s_stop_wr = -1;
+    if (wr >= 0)
+        close(wr);
+    if (self->stop_rd >= 0)
+        close(self->stop_rd);
+    if (self->sigfd >= 0)
+        close(self->sigfd);
+    if (self->mask_set) {
+        //  Collect children that died meanwhile before SIGCHLD is unblocked.
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        pthread_sigmask(SIG_SETMASK, &self->old_mask, NULL);
+    }
+}
+
+int shoal_worker_run(const shoal_worker_config_t *config)
+{
+    shoal_worker_config_t none;
+    memset(&none, 0, sizeof none);
+    if (!config)
+        config = &none;
+    shoal__log_init("worker", SHOAL_LOG_INFO);
+    s_worker_t *self = s_alloc0(sizeof *self);
+    self->sigfd = self->stop_rd = -1;
+    self->tasks = shoal__refmap_new();
+    self->uses = shoal__refmap_new();
+    self->drops = shoal__refmap_new();
+    self->copies = shoal__refmap_new();
+    self->fetches = shoal__refmap_new();
+    if (!self->tasks || !self->uses || !self->drops || !self->copies || !self->fetches)
+        s_oom();
+    int rc = s_setup(self, config);
+    if (rc == 0) {
+        s_loop(self);
+        rc = self->exit_code;
+        if (self->welcomed)
+            s_flush(self); //  a last chance for results of this turn
+    }
+    s_teardown(self);
+    free(self);
+    return rc;
+}

@@ -23,6 +23,8 @@ typedef struct {
     const char *executor_bin; /*  the shoal binary for executors; default /proc/self/exe */
     int heartbeat_ms;         /*  default: what the broker's welcome says */
 } shoal_worker_config_t;
+/*  Zero (or NULL) in any field means "the default" above; prefetch < 0 means no prefetch
+    (capacity = slots). */
 
 int shoal_worker_run(const shoal_worker_config_t *config);
 void shoal_worker_stop(void); /*  async-signal-safe */
@@ -30,5 +32,26 @@ void shoal_worker_stop(void); /*  async-signal-safe */
 /*  `shoal executor ENDPOINT ARENA SLOT` (internal): connects to the worker's executor
     socket, runs the tasks it is given until the worker goes away. Returns an exit status. */
 int shoal_executor_run(const char *endpoint, const char *arena_path, int slot);
+
+/*  ------------------------------------------------------------------------------------
+    Worker <-> executor conventions, beyond docs/protocol.md (both ends live in worker/):
+    - An executor runs e_run's tasks one after another; the worker sends one task per
+      e_run in this version and keeps the rest in its local queue.
+    - e_done's result.outputs: the task's n_outputs outputs in order, then ONE more entry,
+      the task's log (stderr; stored as shoal_ref_output(id, SHOAL_REF_LOG_INDEX)). A failed
+      task (status != 0) sends only the log entry, or no entry at all.
+    - e_alloc's sizes has n_outputs + 1 entries: output i at index i, the log last;
+      SHOAL_EXEC_INLINE marks one that needs no space (it travels inline, or a failed task
+      does not report it). e_alloc_ok's offsets has one entry per size (SHOAL_EXEC_INLINE
+      for those skipped). The worker seals the allocations an e_done names and aborts the
+      rest.
+    - The executor makes each task's scratch directory under $SHOAL_SCRATCH_DIR (set per
+      slot by the worker, which wipes it when an executor dies). */
+#define SHOAL_EXEC_INLINE      UINT64_MAX
+#define SHOAL_EXEC_SCRATCH_ENV "SHOAL_SCRATCH_DIR"
+
+/*  rm -rf path, not following symlinks, making unreadable directories readable on the
+    way (task code may chmod its scratch). Best effort, bounded depth (64). */
+void shoal__tree_remove(const char *path);
 
 #endif
