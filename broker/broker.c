@@ -666,8 +666,10 @@ static s_worker_t *s_worker_by_name(s_broker_t *self, const char *name)
 //  the outputs only it held are recomputed.
 static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
 {
-    shoal__warn("worker %s (%s) left: %s; %llu task(s) requeued", w->name, w->host, reason,
-                (unsigned long long)w->outstanding);
+    //  A clean stop is news, not trouble.
+    shoal__log(strncmp(reason, "shut down", 9) == 0 ? SHOAL_LOG_INFO : SHOAL_LOG_WARN,
+               "worker %s (%s) left: %s; %llu task(s) requeued", w->name, w->host, reason,
+               (unsigned long long)w->outstanding);
     s_event_worker(self, "worker.left", w, reason);
     while (w->tasks) {
         s_task_t *t = w->tasks;
@@ -1214,8 +1216,10 @@ static void s_on_workers(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
             .name = w->name,
             .host = w->host,
             .slots = w->slots,
-            .running = w->running,
-            .queued = w->queued,
+            //  The broker's own count, exact at every moment (heartbeats carry the
+            //  worker's, but only when it has sent nothing else for a while).
+            .running = SHOAL__MIN(w->outstanding, w->slots),
+            .queued = w->outstanding - SHOAL__MIN(w->outstanding, w->slots),
             .done = w->done,
             .failed = w->failed,
             .store_bytes = w->store_bytes,
@@ -1268,6 +1272,14 @@ static void s_handle(s_broker_t *self, shoal_wire_in_t *in)
         break;
     case SHOAL_MSG_w_hello:
         s_on_w_hello(self, peer, &m->u.w_hello);
+        break;
+    case SHOAL_MSG_w_bye:
+        if (w) {
+            char reason[160];
+            snprintf(reason, sizeof reason, "shut down (%s)",
+                     m->u.w_bye.reason ? m->u.w_bye.reason : "no reason given");
+            s_worker_remove(self, w, reason);
+        }
         break;
     case SHOAL_MSG_heartbeat:
     case SHOAL_MSG_w_started:

@@ -248,6 +248,8 @@ typedef struct {
     F(R, U64, queued, _)
 #define SHOAL_WIRE_w_cancel(F, R) F(R, RECS, tasks, attempt_ref)
 #define SHOAL_WIRE_w_drop(F, R)   F(R, REFS, refs, _)
+/*  worker -> broker on a clean shutdown: requeue my tasks now, my name is free. */
+#define SHOAL_WIRE_w_bye(F, R) F(R, STR, reason, _)
 
 /*  data socket (client or peer worker -> worker's ROUTER). fetch asks for length bytes
     from offset (0: to the end, in chunks of at most SHOAL_CHUNK_SIZE); the reply data
@@ -318,6 +320,7 @@ typedef struct {
     X(26, heartbeat)                                                                           \
     X(27, w_cancel)                                                                            \
     X(28, w_drop)                                                                              \
+    X(29, w_bye)                                                                               \
     X(40, fetch)                                                                               \
     X(41, data)                                                                                \
     X(60, e_hello)                                                                             \

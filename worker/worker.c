@@ -2378,8 +2378,15 @@ static void s_teardown(s_worker_t *self)
     free(self->done);
     free(self->started);
     free(self->stash);
-    if (self->broker)
+    if (self->broker) {
+        //  A clean stop frees our name at once and requeues our tasks without waiting for
+        //  the broker to notice our silence; the linger period lets it leave.
+        if (self->welcomed) {
+            shoal_wire_w_bye_t bye = {.reason = "worker stopped"};
+            shoal_wire_send(self->broker, NULL, SHOAL_MSG_w_bye, &bye, NULL, 0);
+        }
         zmq_close(self->broker);
+    }
     if (self->data)
         zmq_close(self->data);
     if (self->exec)
