@@ -573,6 +573,11 @@ static int s_validate(s_broker_t *self, const shoal_wire_task_t *spec, char *err
                  (unsigned long long)spec->kind);
         return SHOAL_EINVAL;
     }
+    for (size_t i = 0; i < spec->inputs.count; i++)
+        if (shoal_ref_equal(shoal_ref_task(spec->inputs.items[i]), spec->id)) {
+            snprintf(err, errlen, "task %s: input %zu is an output of the task itself", id, i);
+            return SHOAL_EINVAL;
+        }
     if (spec->n_outputs < 1 || spec->n_outputs > SHOAL_MAX_OUTPUTS) {
         snprintf(err, errlen, "task %s: outputs must be 1..%d, got %llu", id, SHOAL_MAX_OUTPUTS,
                  (unsigned long long)spec->n_outputs);

@@ -279,6 +279,11 @@ static void test_bad_batches_and_garbage_get_errors_and_the_broker_keeps_serving
     shoal_wire_task_t t = s_task(1, NULL, 0);
     t.n_outputs = 0;
     s_submit(c, &t, 1, SHOAL_EINVAL);
+    //  A task that reads its own output would wait forever: refused.
+    shoal_ref_t self_out = t.id;
+    shoal_wire_task_t loop = s_task(2, &self_out, 1);
+    loop.inputs.items[0] = loop.id;
+    s_submit(c, &loop, 1, SHOAL_EINVAL);
     //  Random frames.
     unsigned seed = 99;
     for (int i = 0; i < 200; i++) {
