@@ -1,1 +1,716 @@
-/* placeholder */ typedef int shoal__placeholder_t;
+/*  cmd_client.c: the client subcommands: run, submit, wait, get, logs, cancel, rm, workers.
+
+    Each connects with a deadline (a missing broker is exit 2 naming the address), does one
+    thing through libshoal and maps the outcome onto the shared exit statuses. The CLI
+    keeps what it makes: objects stay in the cluster until `shoal rm` (except `shoal run`,
+    whose refs nobody else knows: it removes them once printed). */
+#include "cli.h"
+
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+    OPT_BROKER = 256,
+    OPT_TIMEOUT,
+    OPT_INPUT,
+    OPT_OUTPUTS,
+    OPT_NAME,
+    OPT_RETRIES,
+    OPT_JOB,
+    OPT_EXEC,
+    OPT_FN,
+    OPT_ANY,
+};
+
+#define S_BROKER_HELP                                                                              \
+    "  --broker URL     the broker (default $SHOAL_BROKER, else " CLI_DEFAULT_BROKER ")\n"
+#define S_HELP_HELP "  -h, --help       show this help\n"
+
+/*  A request that should be answered at once (acks, worker lists): 10 s. */
+#define S_REPLY_TIMEOUT_MS 10000
+/*  After a task finished, its log is normally there at once: wait at most this long. */
+#define S_LOG_TIMEOUT_MS 5000
+
+//  Writes all of data to fd. 0 or -errno.
+static int s_write_all(int fd, const void *data, size_t size)
+{
+    const char *p = data;
+    while (size) {
+        ssize_t n = write(fd, p, size);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        size -= (size_t)n;
+    }
+    return 0;
+}
+
+//  Prints "PREFIX: reason" for a final, failed status; continuation lines (the tail of
+//  the task's stderr) are indented.
+static void s_print_reason(FILE *out, const char *prefix, const shoal_status_t *st)
+{
+    char text[256];
+    const char *reason = st->error;
+    if (!reason || !*reason) {
+        if (st->state == SHOAL_STATUS_UNKNOWN)
+            reason = "not found (never submitted, or removed)";
+        else if (st->exit_code > 0)
+            snprintf(text, sizeof text, "exit status %d", st->exit_code), reason = text;
+        else if (st->exit_code < 0)
+            snprintf(text, sizeof text, "killed by signal %d (%s)", -st->exit_code,
+                     strsignal(-st->exit_code)),
+                reason = text;
+        else
+            reason = shoal_strerror(st->code);
+    }
+    fprintf(out, "%s: ", prefix);
+    for (const char *p = reason; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        fprintf(out, "%s%.*s\n", p == reason ? "" : "    ", (int)len, p);
+        if (!nl)
+            break;
+        p = nl + 1;
+        if (!*p)
+            break;
+    }
+}
+
+//  After a call on refs failed with rc: if ref has a final failed status, prints the
+//  reason and returns CLI_EXIT_FAILED; else prints the error and returns 2 or 3.
+static int s_report(const char *cmd, shoal_t *client, shoal_ref_t ref, int rc)
+{
+    shoal_status_t st;
+    char text[SHOAL_REF_TEXT_SIZE];
+    if (shoal_status(client, ref, &st) == 0 && st.code != 0) {
+        char prefix[64 + SHOAL_REF_TEXT_SIZE];
+        snprintf(prefix, sizeof prefix, "shoal %s: %s", cmd, shoal_ref_format(ref, text));
+        s_print_reason(stderr, prefix, &st);
+        return CLI_EXIT_FAILED;
+    }
+    return cli_fail(cmd, cli_exit_for(rc), "%s", shoal_last_error(client));
+}
+
+/*  --------------------------------------------------------------------- run, submit */
+
+typedef struct {
+    const char *broker;
+    int timeout_ms;
+    shoal_ref_t *inputs;
+    size_t n_inputs;
+    uint64_t outputs, retries;
+    const char *name, *job;
+    bool exec, fn;
+    char **command;
+} s_task_opts_t;
+
+static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o, const char *help,
+                        bool submit)
+{
+    static const struct option run_opts[] = {
+        {"broker", required_argument, NULL, OPT_BROKER},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"input", required_argument, NULL, OPT_INPUT},
+        {"retries", required_argument, NULL, OPT_RETRIES},
+        {"job", required_argument, NULL, OPT_JOB},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    static const struct option submit_opts[] = {
+        {"broker", required_argument, NULL, OPT_BROKER},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"input", required_argument, NULL, OPT_INPUT},
+        {"outputs", required_argument, NULL, OPT_OUTPUTS},
+        {"name", required_argument, NULL, OPT_NAME},
+        {"retries", required_argument, NULL, OPT_RETRIES},
+        {"job", required_argument, NULL, OPT_JOB},
+        {"exec", no_argument, NULL, OPT_EXEC},
+        {"fn", required_argument, NULL, OPT_FN},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    o->broker = cli_default_broker();
+    o->outputs = 1;
+    o->inputs = calloc((size_t)argc, sizeof *o->inputs); //  at most one per argument
+    if (!o->inputs)
+        return cli_fail(cmd, CLI_EXIT_USAGE, "out of memory");
+    cli_getopt_reset();
+    int c, rc;
+    while ((c = getopt_long(argc, argv, "+h", submit ? submit_opts : run_opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            fputs(help, stdout);
+            return -1;
+        case OPT_BROKER:
+            o->broker = optarg;
+            break;
+        case OPT_TIMEOUT:
+            if ((rc = cli_parse_timeout(cmd, optarg, &o->timeout_ms)) != 0)
+                return rc;
+            break;
+        case OPT_INPUT:
+            if ((rc = cli_parse_ref(cmd, optarg, &o->inputs[o->n_inputs])) != 0)
+                return rc;
+            o->n_inputs++;
+            break;
+        case OPT_OUTPUTS:
+            if ((rc = cli_parse_number(cmd, "--outputs", optarg, 1, SHOAL_MAX_OUTPUTS,
+                                       &o->outputs)) != 0)
+                return rc;
+            break;
+        case OPT_RETRIES:
+            if ((rc = cli_parse_number(cmd, "--retries", optarg, 0, 1000, &o->retries)) != 0)
+                return rc;
+            break;
+        case OPT_NAME:
+            o->name = optarg;
+            break;
+        case OPT_JOB:
+            o->job = optarg;
+            break;
+        case OPT_EXEC:
+            o->exec = true;
+            break;
+        case OPT_FN:
+            o->fn = true;
+            break;
+        default:
+            return cli_bad_option(cmd);
+        }
+    }
+    if (o->fn)
+        return cli_usage(cmd, "--fn tasks are not supported yet; use --exec -- COMMAND [ARG]...");
+    if (optind >= argc)
+        return cli_usage(cmd, "no command given (expected [--] COMMAND [ARG]...)");
+    o->command = argv + optind;
+    return 0;
+}
+
+static const char s_run_help[] =
+    "Usage: shoal run [OPTIONS] [--] COMMAND [ARG]...\n"
+    "\n"
+    "Runs COMMAND on a worker of the cluster and waits for it. Its stdout is written to\n"
+    "stdout, its stderr to stderr, and shoal exits with its exit status (128+N when it\n"
+    "was killed by signal N, 127 when the command was not found, 1 when the task failed\n"
+    "otherwise). Ctrl-C cancels the task.\n"
+    "\n"
+    "Options:\n" S_BROKER_HELP
+    "  --timeout S      cancel the task after S seconds and exit 3 (default: no limit)\n"
+    "  --input REF      make object REF the file $SHOAL_INPUT_i of the command (repeat for\n"
+    "                   i = 0, 1, ...)\n"
+    "  --retries N      run it again up to N times when it fails\n"
+    "  --job NAME       group the task under job NAME\n" S_HELP_HELP;
+
+static volatile sig_atomic_t s_interrupted;
+
+static void s_on_interrupt(int sig)
+{
+    s_interrupted = sig;
+}
+
+//  Gets ref and writes its bytes to fd. 0 or the libshoal code.
+static int s_get_to_fd(shoal_t *client, shoal_ref_t ref, int timeout_ms, int fd)
+{
+    shoal_view_t view;
+    int rc = shoal_get(client, ref, timeout_ms, &view);
+    if (rc)
+        return rc;
+    s_write_all(fd, view.data, view.size);
+    shoal_view_release(&view);
+    return 0;
+}
+
+int cli_cmd_run(int argc, char **argv)
+{
+    const char *cmd = "run";
+    shoal__log_init("client", SHOAL_LOG_WARN);
+    s_task_opts_t o = {.timeout_ms = -1};
+    int rc = s_parse_task(cmd, argc, argv, &o, s_run_help, false);
+    if (rc) {
+        free(o.inputs);
+        return rc < 0 ? CLI_EXIT_OK : rc;
+    }
+    shoal_t *client = NULL;
+    if ((rc = cli_connect(cmd, o.broker, &client)) != 0) {
+        free(o.inputs);
+        return rc;
+    }
+    shoal_task_spec_t spec = {
+        .kind = SHOAL_TASK_EXEC,
+        .argv = (const char *const *)o.command,
+        .inputs = o.inputs,
+        .n_inputs = o.n_inputs,
+        .n_outputs = 1,
+        .retries = (unsigned)o.retries,
+        .job = o.job,
+    };
+    shoal_ref_t id;
+    int status = CLI_EXIT_OK;
+    if ((rc = shoal_submit(client, &spec, &id)) != 0) {
+        status = cli_fail(cmd, CLI_EXIT_USAGE, "%s", shoal_last_error(client));
+        goto done;
+    }
+    shoal_ref_t log = shoal_ref_output(id, SHOAL_REF_LOG_INDEX);
+
+    //  Wait in slices so that Ctrl-C (which only sets a flag here) can cancel the task.
+    struct sigaction sa = {.sa_handler = s_on_interrupt}, old_int, old_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    int64_t deadline = o.timeout_ms < 0 ? -1 : shoal__now_ms() + o.timeout_ms;
+    for (;;) {
+        int slice = 200;
+        if (deadline >= 0)
+            slice = (int)SHOAL__MAX(SHOAL__MIN((int64_t)slice, deadline - shoal__now_ms()), 0);
+        rc = shoal_wait(client, &id, 1, false, slice);
+        if (rc != SHOAL_ETIMEDOUT)
+            break;
+        if (s_interrupted || (deadline >= 0 && shoal__now_ms() >= deadline))
+            break;
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (rc == SHOAL_ETIMEDOUT) {
+        shoal_cancel(client, &id, 1, S_REPLY_TIMEOUT_MS);
+        if (s_interrupted) {
+            status = 128 + s_interrupted;
+            fprintf(stderr, "shoal run: interrupted: task canceled\n");
+        } else
+            status = cli_fail(cmd, CLI_EXIT_TIMEOUT, "timed out after %g s: task canceled",
+                              o.timeout_ms / 1000.0);
+        goto done;
+    }
+
+    shoal_status_t st;
+    if (rc == 0) {
+        int left = deadline < 0 ? -1 : (int)SHOAL__MAX(deadline - shoal__now_ms(), 0);
+        if ((rc = s_get_to_fd(client, id, left, STDOUT_FILENO)) != 0) {
+            status = s_report(cmd, client, id, rc);
+            goto done;
+        }
+        s_get_to_fd(client, log, S_LOG_TIMEOUT_MS, STDERR_FILENO);
+    } else if (shoal_status(client, id, &st) != 0) {
+        //  No final status: the call itself failed (the broker went away...).
+        status = cli_fail(cmd, cli_exit_for(rc), "%s", shoal_last_error(client));
+        goto done;
+    } else {
+        //  The task failed: its stderr, the reason unless it is a plain non-zero exit
+        //  (the stderr says it all then), and an exit status like the command's own.
+        bool have_log = s_get_to_fd(client, log, S_LOG_TIMEOUT_MS, STDERR_FILENO) == 0;
+        bool plain_exit = st.code == SHOAL_ETASK && st.exit_code > 0;
+        if (!plain_exit) {
+            const char *why = st.error && *st.error ? st.error : shoal_strerror(st.code);
+            fprintf(stderr, "shoal run: %.*s\n", (int)strcspn(why, "\n"), why);
+        } else if (!have_log && st.error)
+            s_print_reason(stderr, "shoal run", &st);
+        if (st.exit_code > 0)
+            status = st.exit_code > 255 ? 255 : st.exit_code;
+        else if (st.exit_code < 0)
+            status = 128 + (-st.exit_code > 127 ? 127 : -st.exit_code);
+        else if (st.code == SHOAL_ENOTFOUND && o.n_inputs == 0)
+            status = 127;
+        else
+            status = CLI_EXIT_FAILED;
+    }
+    //  Nobody else knows these refs: do not leave the objects behind.
+    shoal_ref_t mine[2] = {id, log};
+    shoal_remove(client, mine, 2, S_REPLY_TIMEOUT_MS);
+
+done:
+    shoal_disconnect(&client);
+    free(o.inputs);
+    return status;
+}
+
+static const char s_submit_help[] =
+    "Usage: shoal submit [OPTIONS] --exec [--] COMMAND [ARG]...\n"
+    "\n"
+    "Submits a task and prints the refs of its outputs, one a line, once the broker has\n"
+    "acknowledged it (it may not have run yet: `shoal wait` or `shoal get` them). Refs\n"
+    "can be named at once as --input of further tasks: that builds a dependency graph.\n"
+    "\n"
+    "Options:\n" S_BROKER_HELP
+    "  --exec           the task runs COMMAND [ARG]... (the default when a command\n"
+    "                   follows): output 0 is its stdout, output i >= 1 the file it\n"
+    "                   writes at $SHOAL_OUTPUT_i; its stderr is kept as its log\n"
+    "  --fn LIB:SYM     a C function task (not supported yet)\n"
+    "  --input REF      make object REF the file $SHOAL_INPUT_i of the command (repeat for\n"
+    "                   i = 0, 1, ...); the task runs once its inputs exist\n"
+    "  --outputs N      number of outputs, 1..1024 (default 1)\n"
+    "  --name NAME      a name for the outputs\n"
+    "  --retries N      run it again up to N times when it fails\n"
+    "  --job NAME       group the task under job NAME\n"
+    "  --timeout S      wait at most S seconds for the acknowledgement (default 30)\n" S_HELP_HELP;
+
+int cli_cmd_submit(int argc, char **argv)
+{
+    const char *cmd = "submit";
+    shoal__log_init("client", SHOAL_LOG_WARN);
+    s_task_opts_t o = {.timeout_ms = 30000};
+    int rc = s_parse_task(cmd, argc, argv, &o, s_submit_help, true);
+    if (rc) {
+        free(o.inputs);
+        return rc < 0 ? CLI_EXIT_OK : rc;
+    }
+    shoal_t *client = NULL;
+    if ((rc = cli_connect(cmd, o.broker, &client)) != 0) {
+        free(o.inputs);
+        return rc;
+    }
+    shoal_task_spec_t spec = {
+        .kind = SHOAL_TASK_EXEC,
+        .argv = (const char *const *)o.command,
+        .inputs = o.inputs,
+        .n_inputs = o.n_inputs,
+        .n_outputs = (unsigned)o.outputs,
+        .name = o.name,
+        .retries = (unsigned)o.retries,
+        .job = o.job,
+    };
+    shoal_ref_t id;
+    int status = CLI_EXIT_OK;
+    if ((rc = shoal_submit(client, &spec, &id)) != 0 ||
+        (rc = shoal_flush(client, o.timeout_ms)) != 0) {
+        status = cli_fail(cmd, cli_exit_for(rc), "%s", shoal_last_error(client));
+    } else {
+        for (uint64_t i = 0; i < o.outputs; i++) {
+            char text[SHOAL_REF_TEXT_SIZE];
+            printf("%s\n", shoal_ref_format(shoal_ref_output(id, (uint16_t)i), text));
+        }
+        if (fflush(stdout) != 0)
+            status = cli_fail(cmd, CLI_EXIT_USAGE, "writing to stdout: %s", strerror(errno));
+    }
+    shoal_disconnect(&client);
+    free(o.inputs);
+    return status;
+}
+
+/*  ------------------------------------------------------------------- ref commands */
+
+/*  Options shared by the commands that take refs. */
+typedef struct {
+    const char *broker;
+    int timeout_ms;
+    bool any;
+    const char *output;
+    shoal_ref_t *refs;
+    size_t n_refs;
+} s_ref_opts_t;
+
+enum { S_WITH_TIMEOUT = 1, S_WITH_ANY = 2, S_WITH_OUTPUT = 4, S_ONE_REF = 8 };
+
+static int s_parse_refs(const char *cmd, int argc, char **argv, s_ref_opts_t *o, const char *help,
+                        unsigned with)
+{
+    static const struct option opts[] = {
+        {"broker", required_argument, NULL, OPT_BROKER},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"any", no_argument, NULL, OPT_ANY},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    o->broker = cli_default_broker();
+    cli_getopt_reset();
+    int c, rc;
+    while ((c = getopt_long(argc, argv, (with & S_WITH_OUTPUT) ? "+ho:" : "+h", opts, NULL)) !=
+           -1) {
+        switch (c) {
+        case 'h':
+            fputs(help, stdout);
+            return -1;
+        case OPT_BROKER:
+            o->broker = optarg;
+            break;
+        case OPT_TIMEOUT:
+            if (!(with & S_WITH_TIMEOUT))
+                return cli_usage(cmd, "unrecognized option '--timeout'");
+            if ((rc = cli_parse_timeout(cmd, optarg, &o->timeout_ms)) != 0)
+                return rc;
+            break;
+        case OPT_ANY:
+            if (!(with & S_WITH_ANY))
+                return cli_usage(cmd, "unrecognized option '--any'");
+            o->any = true;
+            break;
+        case 'o':
+            if (!(with & S_WITH_OUTPUT))
+                return cli_usage(cmd, "unrecognized option '--output'");
+            o->output = optarg;
+            break;
+        default:
+            return cli_bad_option(cmd);
+        }
+    }
+    size_t n = (size_t)(argc - optind);
+    if (n == 0)
+        return cli_usage(cmd, (with & S_ONE_REF) ? "no ref given" : "no refs given");
+    if ((with & S_ONE_REF) && n > 1)
+        return cli_usage(cmd, "one ref at a time (got %zu)", n);
+    o->refs = calloc(n, sizeof *o->refs);
+    if (!o->refs)
+        return cli_fail(cmd, CLI_EXIT_USAGE, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        if ((rc = cli_parse_ref(cmd, argv[optind + (int)i], &o->refs[i])) != 0)
+            return rc;
+    o->n_refs = n;
+    return 0;
+}
+
+static const char s_wait_help[] =
+    "Usage: shoal wait [OPTIONS] REF...\n"
+    "\n"
+    "Waits until every REF has finished (with --any: one of them). Exit status 0 when all\n"
+    "succeeded; 1 when one failed, after listing each failed one on stderr as\n"
+    "`REF: reason` (its exit status or signal and the tail of its stderr, what could not\n"
+    "be found, or which input failed); 3 on timeout, saying how many are unfinished.\n"
+    "With --any, prints the first ref that succeeded.\n"
+    "\n"
+    "Options:\n" S_BROKER_HELP "  --timeout S      give up after S seconds (default: no limit)\n"
+    "  --any            return as soon as one REF has finished\n" S_HELP_HELP;
+
+int cli_cmd_wait(int argc, char **argv)
+{
+    const char *cmd = "wait";
+    shoal__log_init("client", SHOAL_LOG_WARN);
+    s_ref_opts_t o = {.timeout_ms = -1};
+    int rc = s_parse_refs(cmd, argc, argv, &o, s_wait_help, S_WITH_TIMEOUT | S_WITH_ANY);
+    shoal_t *client = NULL;
+    if (rc || (rc = cli_connect(cmd, o.broker, &client)) != 0) {
+        free(o.refs);
+        return rc < 0 ? CLI_EXIT_OK : rc;
+    }
+    rc = shoal_wait(client, o.refs, o.n_refs, o.any, o.timeout_ms);
+    int status = CLI_EXIT_OK;
+    size_t unfinished = 0, failed = 0;
+    bool printed = false;
+    for (size_t i = 0; i < o.n_refs; i++) {
+        shoal_status_t st;
+        char text[SHOAL_REF_TEXT_SIZE];
+        shoal_ref_format(o.refs[i], text);
+        if (shoal_status(client, o.refs[i], &st) != 0)
+            unfinished++;
+        else if (st.code != 0) {
+            failed++;
+            s_print_reason(stderr, text, &st);
+        } else if (o.any && rc == 0 && !printed) {
+            printf("%s\n", text);
+            printed = true;
+        }
+    }
+    if (rc == SHOAL_ETIMEDOUT)
+        status = cli_fail(cmd, CLI_EXIT_TIMEOUT, "timed out after %g s: %zu of %zu unfinished",
+                          o.timeout_ms / 1000.0, unfinished, o.n_refs);
+    else if (rc != 0 && failed > 0)
+        status = CLI_EXIT_FAILED;
+    else if (rc != 0)
+        status = cli_fail(cmd, cli_exit_for(rc), "%s", shoal_last_error(client));
+    shoal_disconnect(&client);
+    free(o.refs);
+    return status;
+}
+
+static const char s_get_help[] =
+    "Usage: shoal get [OPTIONS] REF\n"
+    "\n"
+    "Waits for object REF and writes its bytes to stdout (or FILE). When the task that\n"
+    "produces it failed, exits 1 with the reason.\n"
+    "\n"
+    "Options:\n" S_BROKER_HELP
+    "  -o, --output FILE  write to FILE instead (created or truncated once the bytes are\n"
+    "                   here: a failure leaves no file behind)\n"
+    "  --timeout S      give up after S seconds (default: no limit)\n" S_HELP_HELP;
+
+int cli_cmd_get(int argc, char **argv)
+{
+    const char *cmd = "get";
+    shoal__log_init("client", SHOAL_LOG_WARN);
+    s_ref_opts_t o = {.timeout_ms = -1};
+    int rc =
+        s_parse_refs(cmd, argc, argv, &o, s_get_help, S_WITH_TIMEOUT | S_WITH_OUTPUT | S_ONE_REF);
+    shoal_t *client = NULL;
+    if (rc || (rc = cli_connect(cmd, o.broker, &client)) != 0) {
+        free(o.refs);
+        return rc < 0 ? CLI_EXIT_OK : rc;
+    }
+    shoal_view_t view;
+    int status = CLI_EXIT_OK;
+    rc = shoal_get(client, o.refs[0], o.timeout_ms, &view);
+    if (rc) {
+        status = s_report(cmd, client, o.refs[0], rc);
+    } else {
+        int fd = STDOUT_FILENO;
+        if (o.output && (fd = open(o.output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) < 0)
+            status = cli_fail(cmd, CLI_EXIT_USAGE, "%s: %s", o.output, strerror(errno));
+        else {
+            int wrc = s_write_all(fd, view.data, view.size);
+            if (o.output && close(fd) != 0 && wrc == 0)
+                wrc = -errno;
+            if (wrc)
+                status = cli_fail(cmd, CLI_EXIT_USAGE, "writing %s: %s",
+                                  o.output ? o.output : "stdout", strerror(-wrc));
+        }
+        shoal_view_release(&view);
+    }
+    shoal_disconnect(&client);
+    free(o.refs);
+    return status;
+}
+
+static const char s_logs_help[] =
+    "Usage: shoal logs [OPTIONS] REF\n"
+    "\n"
+    "Prints the stderr of the task that produces REF (any of its outputs names it),\n"
+    "waiting for the task to finish.\n"
+    "\n"
+    "Options:\n" S_BROKER_HELP
+    "  --timeout S      give up after S seconds (default: no limit)\n" S_HELP_HELP;
+
+int cli_cmd_logs(int argc, char **argv)
+{
+    const char *cmd = "logs";
+    shoal__log_init("client", SHOAL_LOG_WARN);
+    s_ref_opts_t o = {.timeout_ms = -1};
+    int rc = s_parse_refs(cmd, argc, argv, &o, s_logs_help, S_WITH_TIMEOUT | S_ONE_REF);
+    shoal_t *client = NULL;
+    if (rc || (rc = cli_connect(cmd, o.broker, &client)) != 0) {
+        free(o.refs);
+        return rc < 0 ? CLI_EXIT_OK : rc;
+    }
+    shoal_ref_t log = shoal_ref_output(o.refs[0], SHOAL_REF_LOG_INDEX);
+    int status = CLI_EXIT_OK;
+    if ((rc = s_get_to_fd(client, log, o.timeout_ms, STDOUT_FILENO)) != 0)
+        status = s_report(cmd, client, log, rc);
+    shoal_disconnect(&client);
+    free(o.refs);
+    return status;
+}
+
+static int s_refs_call(const char *cmd, int argc, char **argv, const char *help,
+                       int (*call)(shoal_t *, const shoal_ref_t *, size_t, int))
+{
+    shoal__log_init("client", SHOAL_LOG_WARN);
+    s_ref_opts_t o = {.timeout_ms = S_REPLY_TIMEOUT_MS};
+    int rc = s_parse_refs(cmd, argc, argv, &o, help, S_WITH_TIMEOUT);
+    shoal_t *client = NULL;
+    if (rc || (rc = cli_connect(cmd, o.broker, &client)) != 0) {
+        free(o.refs);
+        return rc < 0 ? CLI_EXIT_OK : rc;
+    }
+    int status = CLI_EXIT_OK;
+    if ((rc = call(client, o.refs, o.n_refs, o.timeout_ms)) < 0)
+        status = cli_fail(cmd, cli_exit_for(rc), "%s", shoal_last_error(client));
+    shoal_disconnect(&client);
+    free(o.refs);
+    return status;
+}
+
+static const char s_cancel_help[] =
+    "Usage: shoal cancel [OPTIONS] REF...\n"
+    "\n"
+    "Cancels the tasks that produce each REF: queued ones never run, running ones are\n"
+    "killed, and the tasks that depend on them are canceled too. Finished tasks are left\n"
+    "alone.\n"
+    "\n"
+    "Options:\n" S_BROKER_HELP
+    "  --timeout S      wait at most S seconds for the broker (default 10)\n" S_HELP_HELP;
+
+int cli_cmd_cancel(int argc, char **argv)
+{
+    return s_refs_call("cancel", argc, argv, s_cancel_help, shoal_cancel);
+}
+
+static const char s_rm_help[] =
+    "Usage: shoal rm [OPTIONS] REF...\n"
+    "\n"
+    "Removes objects from the cluster: the workers drop their bytes and the broker\n"
+    "forgets them.\n"
+    "\n"
+    "Options:\n" S_BROKER_HELP
+    "  --timeout S      wait at most S seconds for the broker (default 10)\n" S_HELP_HELP;
+
+int cli_cmd_rm(int argc, char **argv)
+{
+    return s_refs_call("rm", argc, argv, s_rm_help, shoal_remove);
+}
+
+/*  ------------------------------------------------------------------------- workers */
+
+static const char s_workers_help[] =
+    "Usage: shoal workers [OPTIONS]\n"
+    "\n"
+    "Lists the live workers: name, host, slots, tasks running, queued, done and failed,\n"
+    "and store use (used/capacity).\n"
+    "\n"
+    "Options:\n" S_BROKER_HELP S_HELP_HELP;
+
+int cli_cmd_workers(int argc, char **argv)
+{
+    const char *cmd = "workers";
+    shoal__log_init("client", SHOAL_LOG_WARN);
+    static const struct option opts[] = {
+        {"broker", required_argument, NULL, OPT_BROKER},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *broker = cli_default_broker();
+    cli_getopt_reset();
+    int c;
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            fputs(s_workers_help, stdout);
+            return CLI_EXIT_OK;
+        case OPT_BROKER:
+            broker = optarg;
+            break;
+        default:
+            return cli_bad_option(cmd);
+        }
+    }
+    if (optind < argc)
+        return cli_usage(cmd, "unexpected argument: %s", argv[optind]);
+    shoal_t *client = NULL;
+    int rc = cli_connect(cmd, broker, &client);
+    if (rc)
+        return rc;
+    shoal_worker_info_t *list = NULL;
+    size_t n = 0;
+    if ((rc = shoal_workers(client, &list, &n, S_REPLY_TIMEOUT_MS)) != 0) {
+        int status = cli_fail(cmd, cli_exit_for(rc), "%s", shoal_last_error(client));
+        shoal_disconnect(&client);
+        return status;
+    }
+    //  Column widths from the content, at least the header's.
+    int wn = 4, wh = 4;
+    for (size_t i = 0; i < n; i++) {
+        wn = SHOAL__MAX(wn, (int)strlen(list[i].name));
+        wh = SHOAL__MAX(wh, (int)strlen(list[i].host));
+    }
+    printf("%-*s  %-*s  %5s  %7s  %6s  %8s  %6s  %s\n", wn, "NAME", wh, "HOST", "SLOTS", "RUNNING",
+           "QUEUED", "DONE", "FAILED", "STORE");
+    for (size_t i = 0; i < n; i++) {
+        const shoal_worker_info_t *w = &list[i];
+        char used[16], cap[16];
+        printf("%-*s  %-*s  %5u  %7llu  %6llu  %8llu  %6llu  %s/%s\n", wn, w->name, wh, w->host,
+               w->slots, (unsigned long long)w->running, (unsigned long long)w->queued,
+               (unsigned long long)w->done, (unsigned long long)w->failed,
+               cli_human_size(w->store_bytes, used, sizeof used),
+               cli_human_size(w->store_capacity, cap, sizeof cap));
+    }
+    shoal_workers_free(&list, n);
+    shoal_disconnect(&client);
+    return CLI_EXIT_OK;
+}

@@ -1,1 +1,1530 @@
-/* placeholder */ typedef int shoal__placeholder_t;
+/*  client.c: libshoal, a client of a shoal cluster. include/shoal.h is the manual.
+
+    One thread and no background thread of our own: every call that waits runs the socket
+    loop (s_run) until its condition holds or its deadline passes, and takes in whatever
+    the broker sent meanwhile: acks free submission batches, statuses fill the cache, an
+    error message is kept for the call that is waiting (or the next one).
+
+    What must arrive is acknowledged and resent: libzmq drops what is queued on a
+    connection that closes. A socket monitor tells us when the connection to the broker
+    comes back after a drop; we then greet the broker again and resend, in order, every
+    unacknowledged batch, the pending request and every watch that has no final answer.
+    While connected, a batch or request unanswered for a second while the broker has
+    said nothing at all for a second is resent too (the broker's replies are
+    idempotent). */
+#include "shoal.h"
+
+#include "common.h"
+#include "refmap.h"
+#include "wire.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define S_SAME(a, b) _Static_assert((int)(a) == (int)(b), #a " is the wire's " #b)
+S_SAME(SHOAL_TASK_EXEC, SHOAL_KIND_EXEC);
+S_SAME(SHOAL_TASK_FN, SHOAL_KIND_FN);
+S_SAME(SHOAL_STATUS_UNKNOWN, SHOAL_STATE_UNKNOWN);
+S_SAME(SHOAL_STATUS_WAITING, SHOAL_STATE_WAITING);
+S_SAME(SHOAL_STATUS_READY, SHOAL_STATE_READY);
+S_SAME(SHOAL_STATUS_RUNNING, SHOAL_STATE_RUNNING);
+S_SAME(SHOAL_STATUS_DONE, SHOAL_STATE_DONE);
+S_SAME(SHOAL_STATUS_FAILED, SHOAL_STATE_FAILED);
+S_SAME(SHOAL_STATUS_CANCELED, SHOAL_STATE_CANCELED);
+S_SAME(SHOAL_STATUS_LOST, SHOAL_STATE_LOST);
+
+/*  A batch goes out at 1,000 tasks or 1 MiB of encoded tasks, whichever comes first: big
+    enough that the ~90 us per-message cost of a round trip vanishes per task, small enough
+    that the broker handles one in a few milliseconds and a resend costs little. */
+#define S_BATCH_TASKS 1000
+#define S_BATCH_BYTES (1024 * 1024)
+/*  Unanswered for this long while the broker is silent: resend. */
+#define S_RESEND_MS 1000
+/*  At most this many batches are resent per round: if the oldest get through, their acks
+    restart the flow; resending thousands would only fill the pipe with duplicates. */
+#define S_RESEND_BATCHES 16
+/*  On close, queued bytes get this long to leave: acks make delivery safe, and
+    shoal_disconnect must not hang on a dead broker. */
+#define S_LINGER_MS 200
+/*  The loop wakes at least this often to run its timers. */
+#define S_TICK_MS 200
+/*  Refs still open this long after the last watch went out are watched again: the broker
+    drops statuses for a client whose pipe is full, expecting it to ask again, and keeps
+    one watch per client and ref, so asking again costs it nothing but the message. */
+#define S_REWATCH_MS 5000
+/*  Refs per watch/cancel/remove message: 64 Ki refs are 1 MiB on the wire. */
+#define S_REFS_PER_MSG 65536
+/*  Fetches in flight per object (credit): 8 MiB keeps a loopback or LAN link busy. */
+#define S_FETCH_CREDIT 8
+/*  A data socket that returns nothing for this long gets its fetches again; after
+    S_FETCH_STALLS such rounds the worker counts as unreachable. */
+#define S_FETCH_STALL_MS 3000
+#define S_FETCH_STALLS   3
+/*  How many times shoal_get asks the broker again after the holder failed it. */
+#define S_GET_RELOCATES 3
+#define S_STR_(x)       #x
+#define S_STR(x)        S_STR_(x)
+#define S_AGENT                                                                                    \
+    "libshoal/" S_STR(SHOAL_VERSION_MAJOR) "." S_STR(SHOAL_VERSION_MINOR) "." S_STR(               \
+        SHOAL_VERSION_PATCH)
+/*  Room for the message frame around the largest single task. */
+#define S_MSG_SLACK 4096
+
+typedef struct s_batch {
+    struct s_batch *next;
+    uint64_t seq;
+    void **tasks; //  each one shoal_wire_task_t block from shoal_wire_dup
+    size_t count;
+    int64_t sent_ms; //  0: not handed to libzmq yet
+} s_batch_t;
+
+//  What we know of one ref. status is one shoal_wire_dup block; once final it is never
+//  replaced, so the error string shoal_status lends stays put.
+typedef struct {
+    shoal_wire_status_t *status;
+    bool watched; //  a watch was sent (or is queued in to_watch)
+    bool final;
+} s_entry_t;
+
+typedef struct {
+    char *endpoint;
+    void *sock;
+} s_data_t;
+
+struct shoal {
+    void *ctx;
+    void *sock;    //  DEALER to the broker
+    void *monitor; //  PAIR receiving the DEALER's connect/disconnect events
+    char *url;
+    char *events;
+    uint64_t max_msg;
+    uint64_t client_id;
+    uint64_t counter; //  last task counter used
+    uint64_t seq;     //  last message sequence number used
+    bool connected, was_disconnected, reconnected;
+    int64_t last_rx_ms; //  when the broker last said anything
+
+    //  Submissions: buffered here until a batch fills, then unacknowledged batches.
+    void **pending;
+    size_t n_pending, cap_pending, pending_bytes;
+    s_batch_t *unacked, *unacked_tail;
+    int refused_code; //  first batch the broker refused, until shoal_flush reports it
+    char *refused_error;
+
+    //  An error message from the broker, for the call that is waiting.
+    int async_code;
+    char async_error[512];
+
+    //  Statuses, and refs whose watch is still to be sent.
+    shoal__refmap_t *refs;
+    shoal_ref_t *to_watch;
+    size_t n_to_watch, cap_to_watch;
+    size_t n_open;         //  entries watched and not final
+    int64_t last_watch_ms; //  when watches last went out
+
+    //  The one request (cancel, remove, workers) waiting for its reply.
+    int req_type;
+    uint64_t req_seq;
+    const shoal_wire_refs_t *req_refs;
+    int64_t req_sent_ms; //  0: to send
+    bool req_done;
+    int64_t req_code;
+    uint64_t req_count;
+    char *req_error;
+    shoal_wire_worker_list_t *req_workers;
+
+    s_data_t *data;
+    size_t n_data;
+
+    char error[1024];
+};
+
+static _Thread_local char s_connect_error[512];
+
+/*  ------------------------------------------------------------------------- helpers */
+
+static int s_fail(shoal_t *self, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int s_fail(shoal_t *self, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(self->error, sizeof self->error, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static int64_t s_deadline(int timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : shoal__now_ms() + timeout_ms;
+}
+
+static bool s_expired(int64_t deadline)
+{
+    return deadline >= 0 && shoal__now_ms() >= deadline;
+}
+
+//  Milliseconds to poll: until the deadline, at most cap.
+static long s_poll_ms(int64_t deadline, long cap)
+{
+    if (deadline < 0)
+        return cap;
+    int64_t left = deadline - shoal__now_ms();
+    return left <= 0 ? 0 : (long)SHOAL__MIN(left, (int64_t)cap);
+}
+
+static char *s_strdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void *s_socket(void *ctx, int type, int linger)
+{
+    void *sock = zmq_socket(ctx, type);
+    if (!sock)
+        return NULL;
+    int64_t maxmsg = SHOAL_MAX_MSG_SIZE;
+    zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    return sock;
+}
+
+static bool s_state_final(uint64_t state)
+{
+    return state == SHOAL_STATE_DONE || state == SHOAL_STATE_FAILED ||
+           state == SHOAL_STATE_CANCELED || state == SHOAL_STATE_UNKNOWN;
+}
+
+/*  The failure code of a final status: 0 when done. */
+static int s_status_code(const shoal_wire_status_t *st)
+{
+    switch (st->state) {
+    case SHOAL_STATE_DONE:
+        return 0;
+    case SHOAL_STATE_UNKNOWN:
+        return st->code < 0 ? (int)st->code : SHOAL_ENOTFOUND;
+    case SHOAL_STATE_CANCELED:
+        return st->code < 0 ? (int)st->code : SHOAL_ECANCELED;
+    default:
+        return st->code < 0 && st->code >= INT_MIN ? (int)st->code : SHOAL_ETASK;
+    }
+}
+
+const char *shoal_state_name(int state)
+{
+    return state < 0 ? "invalid" : shoal_wire_state_name((uint64_t)state);
+}
+
+/*  ------------------------------------------------------------------ status cache */
+
+static s_entry_t *s_entry(shoal_t *self, shoal_ref_t ref, bool create)
+{
+    s_entry_t *e = shoal__refmap_get(self->refs, ref);
+    if (e || !create)
+        return e;
+    e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    if (shoal__refmap_put(self->refs, ref, e) != 0) {
+        free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static void s_entry_drop(shoal_t *self, shoal_ref_t ref)
+{
+    s_entry_t *e = shoal__refmap_remove(self->refs, ref);
+    if (e) {
+        if (e->watched && !e->final)
+            self->n_open--;
+        free(e->status);
+        free(e);
+    }
+}
+
+//  Keeps a status. The first final one for a ref stays; later ones are dropped, so
+//  borrowed pointers into it stay valid. Returns 0 or SHOAL_ENOMEM.
+static int s_keep_status(shoal_t *self, const shoal_wire_status_t *st)
+{
+    s_entry_t *e = s_entry(self, st->ref, true);
+    if (!e)
+        return SHOAL_ENOMEM;
+    if (e->final)
+        return 0;
+    shoal_wire_status_t *copy = shoal_wire_dup(&shoal_wire_status_desc, st);
+    if (!copy)
+        return SHOAL_ENOMEM;
+    free(e->status);
+    e->status = copy;
+    e->final = s_state_final(st->state);
+    if (e->final && e->watched)
+        self->n_open--;
+    return 0;
+}
+
+//  A status made here, for the refs of a task the broker refused.
+static int s_keep_failure(shoal_t *self, shoal_ref_t ref, int code, const char *error)
+{
+    shoal_wire_status_t st = {.ref = ref, .state = SHOAL_STATE_FAILED, .code = code};
+    st.error = (char *)error;
+    return s_keep_status(self, &st);
+}
+
+/*  --------------------------------------------------------------------------- sends */
+
+static void s_batch_free(s_batch_t *b)
+{
+    for (size_t i = 0; i < b->count; i++)
+        free(b->tasks[i]);
+    free(b->tasks);
+    free(b);
+}
+
+static int s_batch_send(shoal_t *self, s_batch_t *b)
+{
+    shoal_wire_task_t *items = malloc(b->count * sizeof *items);
+    if (!items)
+        return SHOAL_ENOMEM;
+    for (size_t i = 0; i < b->count; i++)
+        items[i] = *(shoal_wire_task_t *)b->tasks[i];
+    shoal_wire_submit_t msg = {.seq = b->seq};
+    msg.tasks.items = items;
+    msg.tasks.count = b->count;
+    int rc = shoal_wire_send(self->sock, NULL, SHOAL_MSG_submit, &msg, NULL, 0);
+    free(items);
+    if (rc == 0)
+        b->sent_ms = shoal__now_ms();
+    else
+        shoal__debug("submit seq %llu: %s", (unsigned long long)b->seq, shoal_strerror(rc));
+    return rc;
+}
+
+//  Moves the buffered tasks into a batch and tries to send it; a batch that cannot be
+//  sent now (full pipe) stays queued with sent_ms 0 and goes out from the loop.
+static int s_seal_pending(shoal_t *self)
+{
+    if (self->n_pending == 0)
+        return 0;
+    s_batch_t *b = calloc(1, sizeof *b);
+    if (!b)
+        return SHOAL_ENOMEM;
+    b->seq = ++self->seq;
+    b->tasks = self->pending;
+    b->count = self->n_pending;
+    self->pending = NULL;
+    self->n_pending = self->cap_pending = self->pending_bytes = 0;
+    if (self->unacked_tail)
+        self->unacked_tail->next = b;
+    else
+        self->unacked = b;
+    self->unacked_tail = b;
+    int rc = s_batch_send(self, b);
+    return rc == SHOAL_EAGAIN ? 0 : rc;
+}
+
+static bool s_unsent_batches(const shoal_t *self)
+{
+    for (s_batch_t *b = self->unacked; b; b = b->next)
+        if (b->sent_ms == 0)
+            return true;
+    return false;
+}
+
+static int s_send_hello(shoal_t *self)
+{
+    shoal_wire_hello_t hello = {.version = SHOAL_PROTO_VERSION, .client_id = self->client_id};
+    hello.agent = S_AGENT;
+    return shoal_wire_send(self->sock, NULL, SHOAL_MSG_hello, &hello, NULL, 0);
+}
+
+//  Sends queued watches, in messages of at most S_REFS_PER_MSG refs. Watches wait while
+//  a submission batch is unsent: the broker must see a task before a watch on it.
+static int s_send_watches(shoal_t *self)
+{
+    if (self->n_to_watch == 0 || s_unsent_batches(self))
+        return 0;
+    size_t done = 0;
+    int rc = 0;
+    while (done < self->n_to_watch) {
+        size_t n = SHOAL__MIN(self->n_to_watch - done, (size_t)S_REFS_PER_MSG);
+        shoal_wire_watch_t w = {.seq = ++self->seq, .flags = 0};
+        w.refs.items = self->to_watch + done;
+        w.refs.count = n;
+        rc = shoal_wire_send(self->sock, NULL, SHOAL_MSG_watch, &w, NULL, 0);
+        if (rc)
+            break;
+        done += n;
+    }
+    memmove(self->to_watch, self->to_watch + done,
+            (self->n_to_watch - done) * sizeof *self->to_watch);
+    self->n_to_watch -= done;
+    if (done)
+        self->last_watch_ms = shoal__now_ms();
+    return rc == SHOAL_EAGAIN ? 0 : rc;
+}
+
+static int s_queue_watch(shoal_t *self, shoal_ref_t ref)
+{
+    if (self->n_to_watch == self->cap_to_watch) {
+        size_t cap = self->cap_to_watch ? self->cap_to_watch * 2 : 64;
+        shoal_ref_t *grown = realloc(self->to_watch, cap * sizeof *grown);
+        if (!grown)
+            return SHOAL_ENOMEM;
+        self->to_watch = grown;
+        self->cap_to_watch = cap;
+    }
+    self->to_watch[self->n_to_watch++] = ref;
+    return 0;
+}
+
+static int s_send_request(shoal_t *self)
+{
+    int rc;
+    if (self->req_type == SHOAL_MSG_workers) {
+        shoal_wire_workers_t w = {.seq = self->req_seq};
+        rc = shoal_wire_send(self->sock, NULL, SHOAL_MSG_workers, &w, NULL, 0);
+    } else {
+        //  cancel and remove share their layout: seq, refs
+        shoal_wire_cancel_t c = {.seq = self->req_seq, .refs = *self->req_refs};
+        rc = shoal_wire_send(self->sock, NULL, self->req_type, &c, NULL, 0);
+    }
+    if (rc == 0)
+        self->req_sent_ms = shoal__now_ms();
+    return rc == SHOAL_EAGAIN ? 0 : rc;
+}
+
+//  Queues a watch for every open ref again (the queue restarts from scratch, so nothing
+//  goes twice).
+static int s_rewatch(shoal_t *self)
+{
+    self->n_to_watch = 0;
+    size_t cursor = 0;
+    shoal_ref_t ref;
+    void *value;
+    while (self->n_open && shoal__refmap_next(self->refs, &cursor, &ref, &value)) {
+        s_entry_t *e = value;
+        int rc;
+        if (e->watched && !e->final && (rc = s_queue_watch(self, ref)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+//  The connection came back: greet the broker again, then resend in order everything
+//  that may have been lost with the old connection.
+static int s_resend_all(shoal_t *self)
+{
+    shoal__info("connection to %s is back: resending", self->url);
+    int rc = s_send_hello(self);
+    if (rc && rc != SHOAL_EAGAIN)
+        return rc;
+    for (s_batch_t *b = self->unacked; b; b = b->next)
+        b->sent_ms = 0;
+    if (self->req_type && !self->req_done)
+        self->req_sent_ms = 0;
+    return s_rewatch(self);
+}
+
+//  Timers: what is unsent goes out; what is unanswered for a second while the broker is
+//  silent goes out again.
+static int s_timers(shoal_t *self)
+{
+    int rc;
+    if (self->reconnected) {
+        self->reconnected = false;
+        if ((rc = s_resend_all(self)) != 0)
+            return rc;
+    }
+    int64_t now = shoal__now_ms();
+    bool silent = self->connected && now - self->last_rx_ms >= S_RESEND_MS;
+    int resent = 0;
+    for (s_batch_t *b = self->unacked; b; b = b->next) {
+        bool due = b->sent_ms == 0 ||
+                   (silent && now - b->sent_ms >= S_RESEND_MS && resent < S_RESEND_BATCHES);
+        if (!due)
+            continue;
+        if (b->sent_ms)
+            resent++;
+        rc = s_batch_send(self, b);
+        if (rc == SHOAL_EAGAIN)
+            break; //  keep the order: nothing after an unsent batch
+        if (rc)
+            return rc;
+    }
+    if (self->n_open && self->n_to_watch == 0 && self->connected &&
+        now - self->last_watch_ms >= S_REWATCH_MS) {
+        shoal__debug("watching %zu open refs again", self->n_open);
+        if ((rc = s_rewatch(self)) != 0)
+            return rc;
+    }
+    if ((rc = s_send_watches(self)) != 0)
+        return rc;
+    if (self->req_type && !self->req_done && !s_unsent_batches(self) &&
+        (self->req_sent_ms == 0 || (silent && now - self->req_sent_ms >= S_RESEND_MS)))
+        return s_send_request(self);
+    return 0;
+}
+
+/*  ------------------------------------------------------------------------ receives */
+
+static void s_on_ack(shoal_t *self, const shoal_wire_ack_t *ack)
+{
+    s_batch_t *prev = NULL;
+    for (s_batch_t *b = self->unacked; b; prev = b, b = b->next) {
+        if (b->seq != ack->seq)
+            continue;
+        if (ack->code < 0) {
+            const char *why = ack->error ? ack->error : shoal_strerror((int)ack->code);
+            shoal__debug("submit seq %llu refused: %s", (unsigned long long)b->seq, why);
+            if (!self->refused_code) {
+                self->refused_code = (int)ack->code;
+                free(self->refused_error);
+                self->refused_error = s_strdup(why);
+            }
+            //  Waiting on the refused tasks' refs fails with the broker's reason.
+            for (size_t i = 0; i < b->count; i++) {
+                const shoal_wire_task_t *t = b->tasks[i];
+                char text[1024];
+                snprintf(text, sizeof text, "submission refused: %s", why);
+                for (uint64_t j = 0; j < t->n_outputs; j++)
+                    s_keep_failure(self, shoal_ref_output(t->id, (uint16_t)j), (int)ack->code,
+                                   text);
+                s_keep_failure(self, shoal_ref_output(t->id, SHOAL_REF_LOG_INDEX), (int)ack->code,
+                               text);
+            }
+        }
+        if (prev)
+            prev->next = b->next;
+        else
+            self->unacked = b->next;
+        if (self->unacked_tail == b)
+            self->unacked_tail = prev;
+        s_batch_free(b);
+        return;
+    }
+    if (self->req_type && !self->req_done && ack->seq == self->req_seq &&
+        self->req_type != SHOAL_MSG_workers) {
+        self->req_done = true;
+        self->req_code = ack->code;
+        self->req_count = ack->count;
+        free(self->req_error);
+        self->req_error = s_strdup(ack->error);
+    }
+    //  else: a duplicate ack for a resend; nothing to do
+}
+
+static void s_handle(shoal_t *self, shoal_wire_in_t *in)
+{
+    shoal_msg_t *msg = &in->msg;
+    switch (msg->type) {
+    case SHOAL_MSG_ack:
+        s_on_ack(self, &msg->u.ack);
+        break;
+    case SHOAL_MSG_statuses:
+        for (size_t i = 0; i < msg->u.statuses.items.count; i++)
+            if (s_keep_status(self, &msg->u.statuses.items.items[i]) != 0 && !self->async_code) {
+                self->async_code = SHOAL_ENOMEM;
+                snprintf(self->async_error, sizeof self->async_error,
+                         "out of memory keeping task statuses");
+            }
+        break;
+    case SHOAL_MSG_worker_list:
+        if (self->req_type == SHOAL_MSG_workers && !self->req_done &&
+            msg->u.worker_list.seq == self->req_seq) {
+            self->req_workers = shoal_wire_dup(&shoal_wire_worker_list_desc, &msg->u.worker_list);
+            self->req_done = true;
+            self->req_code = self->req_workers ? 0 : SHOAL_ENOMEM;
+        }
+        break;
+    case SHOAL_MSG_error:
+        shoal__debug("broker error %lld: %s", (long long)msg->u.error.code,
+                     msg->u.error.error ? msg->u.error.error : "");
+        if (!self->async_code) {
+            int64_t code = msg->u.error.code;
+            self->async_code = code < 0 && code >= INT_MIN ? (int)code : SHOAL_EPROTO;
+            snprintf(self->async_error, sizeof self->async_error, "broker %s: %s", self->url,
+                     msg->u.error.error ? msg->u.error.error : shoal_strerror((int)code));
+        }
+        break;
+    case SHOAL_MSG_hello_ok:
+        //  A greeting again after a reconnect: the broker may have been replaced.
+        if (msg->u.hello_ok.version != SHOAL_PROTO_VERSION && !self->async_code) {
+            self->async_code = SHOAL_EVERSION;
+            snprintf(self->async_error, sizeof self->async_error,
+                     "broker %s speaks protocol %llu, we speak %d", self->url,
+                     (unsigned long long)msg->u.hello_ok.version, SHOAL_PROTO_VERSION);
+        }
+        break;
+    default:
+        shoal__debug("ignoring %s from the broker", shoal_msg_name(msg->type));
+        break;
+    }
+}
+
+static void s_on_monitor(shoal_t *self)
+{
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, self->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            return;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&m) >= 6)
+            memcpy(&event, zmq_msg_data(&m), sizeof event);
+        bool more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+        if (more) { //  the second frame names the endpoint
+            zmq_msg_init(&m);
+            zmq_msg_recv(&m, self->monitor, 0);
+            zmq_msg_close(&m);
+        }
+        if (event == ZMQ_EVENT_CONNECTED) {
+            if (self->was_disconnected)
+                self->reconnected = true;
+            self->connected = true;
+            self->was_disconnected = false;
+            self->last_rx_ms = shoal__now_ms();
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            shoal__info("lost the connection to %s", self->url);
+            self->connected = false;
+            self->was_disconnected = true;
+        }
+    }
+}
+
+//  Reads everything the broker has sent so far, without waiting. 0 or SHOAL_EIO.
+static int s_drain(shoal_t *self)
+{
+    //  A bound so that a flood of statuses cannot starve the caller's own work.
+    for (int i = 0; i < 10000; i++) {
+        shoal_wire_in_t in;
+        int rc = shoal_wire_recv(self->sock, false, &in, ZMQ_DONTWAIT);
+        if (rc == SHOAL_EAGAIN)
+            return 0;
+        if (rc == SHOAL_EIO)
+            return errno == EINTR ? 0 : SHOAL_EIO;
+        self->last_rx_ms = shoal__now_ms();
+        if (rc) {
+            //  A broker must not send us garbage; count it by logging, carry on.
+            shoal__warn("malformed message from the broker %s: %s", self->url, shoal_strerror(rc));
+            continue;
+        }
+        s_handle(self, &in);
+        shoal_wire_in_clear(&in);
+    }
+    return 0;
+}
+
+/*  One turn of the loop: timers, then poll the broker (and extra, when given) for up to
+    ms, then take in what arrived. *extra_ready says whether extra is readable. */
+static int s_turn(shoal_t *self, long ms, void *extra, bool *extra_ready)
+{
+    int rc = s_timers(self);
+    if (rc)
+        return rc;
+    zmq_pollitem_t items[3] = {
+        {self->sock, 0, ZMQ_POLLIN, 0},
+        {self->monitor, 0, ZMQ_POLLIN, 0},
+        {extra, 0, ZMQ_POLLIN, 0},
+    };
+    int n = zmq_poll(items, extra ? 3 : 2, ms);
+    if (n < 0 && errno != EINTR)
+        return s_fail(self, SHOAL_EIO, "poll: %s", zmq_strerror(errno));
+    if (extra_ready)
+        *extra_ready = n > 0 && extra && (items[2].revents & ZMQ_POLLIN);
+    if (n > 0 && (items[1].revents & ZMQ_POLLIN))
+        s_on_monitor(self);
+    if (n > 0 && (items[0].revents & ZMQ_POLLIN) && (rc = s_drain(self)) != 0)
+        return s_fail(self, rc, "receiving from the broker %s: %s", self->url, zmq_strerror(errno));
+    return 0;
+}
+
+//  Returns (and clears) an error message the broker sent, into self->error.
+static int s_take_async(shoal_t *self)
+{
+    if (!self->async_code)
+        return 0;
+    int code = self->async_code;
+    self->async_code = 0;
+    return s_fail(self, code, "%s", self->async_error);
+}
+
+/*  Runs the loop until done() says so, the deadline passes (SHOAL_ETIMEDOUT, with no
+    message: the caller says what it waited for) or an error arrives. */
+static int s_run(shoal_t *self, int64_t deadline, bool (*done)(shoal_t *, void *), void *arg)
+{
+    for (;;) {
+        int rc = s_take_async(self);
+        if (rc)
+            return rc;
+        if (done(self, arg))
+            return 0;
+        if (s_expired(deadline))
+            return SHOAL_ETIMEDOUT;
+        if ((rc = s_turn(self, s_poll_ms(deadline, S_TICK_MS), NULL, NULL)) != 0)
+            return rc;
+    }
+}
+
+/*  ----------------------------------------------------------------------- connect */
+
+static void s_destroy(shoal_t *self)
+{
+    for (size_t i = 0; i < self->n_data; i++) {
+        zmq_close(self->data[i].sock);
+        free(self->data[i].endpoint);
+    }
+    free(self->data);
+    if (self->monitor) {
+        zmq_socket_monitor(self->sock, NULL, 0);
+        zmq_close(self->monitor);
+    }
+    if (self->sock)
+        zmq_close(self->sock);
+    if (self->ctx)
+        zmq_ctx_term(self->ctx);
+    for (size_t i = 0; i < self->n_pending; i++)
+        free(self->pending[i]);
+    free(self->pending);
+    while (self->unacked) {
+        s_batch_t *next = self->unacked->next;
+        s_batch_free(self->unacked);
+        self->unacked = next;
+    }
+    if (self->refs) {
+        size_t cursor = 0;
+        void *value;
+        while (shoal__refmap_next(self->refs, &cursor, NULL, &value)) {
+            free(((s_entry_t *)value)->status);
+            free(value);
+        }
+        shoal__refmap_destroy(&self->refs);
+    }
+    free(self->to_watch);
+    free(self->req_error);
+    free(self->req_workers);
+    free(self->refused_error);
+    free(self->events);
+    free(self->url);
+    free(self);
+}
+
+//  Accepts tcp://HOST:PORT with a non-empty host and a numeric port.
+static bool s_tcp_url_ok(const char *url)
+{
+    const char *host = url + 6;
+    const char *colon = strrchr(host, ':');
+    if (!colon || colon == host || !colon[1])
+        return false;
+    for (const char *p = colon + 1; *p; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    return true;
+}
+
+int shoal_connect(const char *url, int timeout_ms, shoal_t **self_p)
+{
+    s_connect_error[0] = '\0';
+    if (!url || !self_p) {
+        snprintf(s_connect_error, sizeof s_connect_error, "shoal_connect: NULL argument");
+        return SHOAL_EINVAL;
+    }
+    if (strncmp(url, "tcp://", 6) != 0) {
+        const char *sep = strstr(url, "://");
+        if (sep)
+            snprintf(s_connect_error, sizeof s_connect_error,
+                     "%.*s:// URLs are not supported yet (use tcp://HOST:PORT)",
+                     (int)SHOAL__MIN(sep - url, 32), url);
+        else
+            snprintf(s_connect_error, sizeof s_connect_error,
+                     "not a broker URL: %s (expected tcp://HOST:PORT)", url);
+        return SHOAL_EINVAL;
+    }
+    if (!s_tcp_url_ok(url)) {
+        snprintf(s_connect_error, sizeof s_connect_error,
+                 "not a broker URL: %s (expected tcp://HOST:PORT)", url);
+        return SHOAL_EINVAL;
+    }
+
+    shoal_t *self = calloc(1, sizeof *self);
+    if (!self || !(self->url = strdup(url)) || !(self->refs = shoal__refmap_new())) {
+        if (self)
+            s_destroy(self);
+        snprintf(s_connect_error, sizeof s_connect_error, "out of memory");
+        return SHOAL_ENOMEM;
+    }
+    self->client_id = shoal__random64();
+    self->max_msg = SHOAL_MAX_MSG_SIZE;
+    int rc = SHOAL_EIO;
+    self->ctx = zmq_ctx_new();
+    if (!self->ctx || !(self->sock = s_socket(self->ctx, ZMQ_DEALER, S_LINGER_MS)) ||
+        !(self->monitor = zmq_socket(self->ctx, ZMQ_PAIR))) {
+        snprintf(s_connect_error, sizeof s_connect_error, "cannot make a socket: %s",
+                 zmq_strerror(errno));
+        goto fail;
+    }
+    //  ZMTP heartbeats: a broker whose host vanished without closing the connection is
+    //  noticed within 5 s, the connection is dropped and remade, and we resend.
+    int ivl = 1000, ttl = 5000, reconnect_max = 2000;
+    zmq_setsockopt(self->sock, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(self->sock, ZMQ_HEARTBEAT_TIMEOUT, &ttl, sizeof ttl);
+    zmq_setsockopt(self->sock, ZMQ_RECONNECT_IVL_MAX, &reconnect_max, sizeof reconnect_max);
+    char monitor_ep[64];
+    snprintf(monitor_ep, sizeof monitor_ep, "inproc://shoal-monitor-%016llx",
+             (unsigned long long)self->client_id);
+    if (zmq_socket_monitor(self->sock, monitor_ep, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) !=
+            0 ||
+        zmq_connect(self->monitor, monitor_ep) != 0) {
+        snprintf(s_connect_error, sizeof s_connect_error, "cannot monitor a socket: %s",
+                 zmq_strerror(errno));
+        goto fail;
+    }
+    if (zmq_connect(self->sock, url) != 0) {
+        snprintf(s_connect_error, sizeof s_connect_error, "cannot connect to %s: %s", url,
+                 zmq_strerror(errno));
+        rc = errno == EINVAL || errno == EPROTONOSUPPORT ? SHOAL_EINVAL : SHOAL_EIO;
+        goto fail;
+    }
+    if ((rc = s_send_hello(self)) != 0) {
+        snprintf(s_connect_error, sizeof s_connect_error, "cannot greet %s: %s", url,
+                 shoal_strerror(rc));
+        goto fail;
+    }
+
+    //  Wait for hello_ok: read it here rather than in s_handle, which only sees it again
+    //  after a reconnect.
+    int64_t deadline = s_deadline(timeout_ms);
+    bool greeted = false;
+    while (!greeted) {
+        if (s_expired(deadline)) {
+            rc = SHOAL_EUNREACH;
+            snprintf(s_connect_error, sizeof s_connect_error,
+                     "no broker answered at %s within %d ms", url, timeout_ms);
+            goto fail;
+        }
+        zmq_pollitem_t items[2] = {{self->sock, 0, ZMQ_POLLIN, 0},
+                                   {self->monitor, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, s_poll_ms(deadline, S_TICK_MS)) < 0 && errno != EINTR) {
+            rc = SHOAL_EIO;
+            snprintf(s_connect_error, sizeof s_connect_error, "poll: %s", zmq_strerror(errno));
+            goto fail;
+        }
+        if (items[1].revents & ZMQ_POLLIN)
+            s_on_monitor(self);
+        if (!(items[0].revents & ZMQ_POLLIN))
+            continue;
+        shoal_wire_in_t in;
+        rc = shoal_wire_recv(self->sock, false, &in, ZMQ_DONTWAIT);
+        if (rc == SHOAL_EAGAIN)
+            continue;
+        if (rc) {
+            snprintf(s_connect_error, sizeof s_connect_error, "%s answered with a bad greeting: %s",
+                     url, shoal_strerror(rc));
+            goto fail;
+        }
+        self->last_rx_ms = shoal__now_ms();
+        if (in.msg.type == SHOAL_MSG_hello_ok) {
+            const shoal_wire_hello_ok_t *ok = &in.msg.u.hello_ok;
+            if (ok->version != SHOAL_PROTO_VERSION) {
+                rc = SHOAL_EVERSION;
+                snprintf(s_connect_error, sizeof s_connect_error,
+                         "the broker at %s speaks protocol %llu, this client %d", url,
+                         (unsigned long long)ok->version, SHOAL_PROTO_VERSION);
+                shoal_wire_in_clear(&in);
+                goto fail;
+            }
+            self->events = s_strdup(ok->events ? ok->events : "");
+            if (ok->max_msg)
+                self->max_msg = SHOAL__MIN(ok->max_msg, (uint64_t)SHOAL_MAX_MSG_SIZE);
+            greeted = true;
+        } else if (in.msg.type == SHOAL_MSG_error) {
+            int64_t code = in.msg.u.error.code;
+            rc = code < 0 && code >= INT_MIN ? (int)code : SHOAL_EPROTO;
+            snprintf(s_connect_error, sizeof s_connect_error, "the broker at %s refused: %s", url,
+                     in.msg.u.error.error ? in.msg.u.error.error : shoal_strerror(rc));
+            shoal_wire_in_clear(&in);
+            goto fail;
+        }
+        shoal_wire_in_clear(&in);
+    }
+    if (!self->events) {
+        rc = SHOAL_ENOMEM;
+        snprintf(s_connect_error, sizeof s_connect_error, "out of memory");
+        goto fail;
+    }
+    *self_p = self;
+    return 0;
+
+fail:
+    s_destroy(self);
+    return rc;
+}
+
+void shoal_disconnect(shoal_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    shoal_t *self = *self_p;
+    //  Best effort, no waiting: whoever needs delivery calls shoal_flush first.
+    if (s_seal_pending(self) == 0)
+        for (s_batch_t *b = self->unacked; b; b = b->next)
+            if (b->sent_ms == 0 && s_batch_send(self, b) != 0)
+                break;
+    s_destroy(self);
+    *self_p = NULL;
+}
+
+const char *shoal_last_error(const shoal_t *self)
+{
+    return self ? self->error : s_connect_error;
+}
+
+const char *shoal_events_endpoint(const shoal_t *self)
+{
+    return self && self->events ? self->events : "";
+}
+
+/*  ------------------------------------------------------------------------- submit */
+
+//  An upper bound of a task's encoded size: msgpack spends at most 5 bytes of header on
+//  each string or binary, 9 on each integer.
+static size_t s_task_wire_size(const shoal_task_spec_t *spec, size_t argc)
+{
+    size_t size = 16 + 2 + 16 + 13 * 9;
+    for (size_t i = 0; i < argc; i++)
+        size += strlen(spec->argv[i]) + 5;
+    size += (spec->fn ? strlen(spec->fn) : 0) + 5;
+    size += spec->arg_size + 5;
+    size += spec->n_inputs * 16 + 5;
+    size += (spec->name ? strlen(spec->name) : 0) + 5;
+    size += (spec->job ? strlen(spec->job) : 0) + 5;
+    return size;
+}
+
+int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task_id)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    if (!spec || !task_id)
+        return s_fail(self, SHOAL_EINVAL, "shoal_submit: NULL argument");
+    size_t argc = 0;
+    if (spec->kind == SHOAL_TASK_EXEC) {
+        while (spec->argv && spec->argv[argc])
+            argc++;
+        //  The broker refuses a whole batch for one bad task: catch here all it would
+        //  refuse, so one mistake cannot sink the tasks batched with it.
+        if (argc == 0 || !spec->argv[0][0])
+            return s_fail(self, SHOAL_EINVAL, "an exec task needs a command (argv is empty)");
+    } else if (spec->kind == SHOAL_TASK_FN) {
+        const char *colon = spec->fn ? strchr(spec->fn, ':') : NULL;
+        if (!colon || colon == spec->fn || !colon[1])
+            return s_fail(self, SHOAL_EINVAL, "a fn task needs fn as \"lib.so:symbol\", not %s",
+                          spec->fn ? spec->fn : "NULL");
+    } else
+        return s_fail(self, SHOAL_EINVAL, "unknown task kind %d", spec->kind);
+    if (spec->n_outputs > SHOAL_MAX_OUTPUTS)
+        return s_fail(self, SHOAL_EINVAL, "%u outputs: at most %d", spec->n_outputs,
+                      SHOAL_MAX_OUTPUTS);
+    if ((spec->n_inputs && !spec->inputs) || (spec->arg_size && !spec->arg))
+        return s_fail(self, SHOAL_EINVAL, "shoal_submit: inputs or arg is NULL");
+    size_t wire = s_task_wire_size(spec, argc);
+    if (wire + S_MSG_SLACK > self->max_msg)
+        return s_fail(self, SHOAL_ETOOBIG,
+                      "a task of %zu bytes does not fit in one message (at most %llu)", wire,
+                      (unsigned long long)(self->max_msg - S_MSG_SLACK));
+    if (self->counter + 1 >= ((uint64_t)1 << 48))
+        return s_fail(self, SHOAL_EINVAL, "this connection has used up its 2^48 task ids");
+
+    //  A full batch leaves before this task joins it, so no batch exceeds the bounds.
+    if (self->n_pending >= S_BATCH_TASKS ||
+        (self->n_pending && self->pending_bytes + wire > S_BATCH_BYTES)) {
+        int rc = s_seal_pending(self);
+        if (rc)
+            return s_fail(self, rc, "sending a batch of tasks: %s", shoal_strerror(rc));
+        //  Take in acks now and then, so a long stream of submissions without any wait
+        //  does not keep every batch in memory.
+        if ((rc = s_drain(self)) != 0)
+            return s_fail(self, rc, "receiving from the broker %s", self->url);
+        if (self->connected && (rc = s_timers(self)) != 0)
+            return s_fail(self, rc, "sending to the broker %s: %s", self->url, shoal_strerror(rc));
+    }
+    if (self->n_pending == self->cap_pending) {
+        size_t cap = self->cap_pending ? self->cap_pending * 2 : 64;
+        void **grown = realloc(self->pending, cap * sizeof *grown);
+        if (!grown)
+            return s_fail(self, SHOAL_ENOMEM, "out of memory");
+        self->pending = grown;
+        self->cap_pending = cap;
+    }
+
+    shoal_ref_t id = shoal_ref_make(self->client_id, self->counter + 1, 0);
+    shoal_wire_task_t t = {
+        .id = id,
+        .kind = (uint64_t)spec->kind,
+        .fn = (char *)spec->fn,
+        .n_outputs = spec->n_outputs ? spec->n_outputs : 1,
+        .name = (char *)spec->name,
+        .retries = spec->retries,
+        .priority = spec->priority,
+        .job = (char *)spec->job,
+    };
+    t.argv.items = (char **)spec->argv;
+    t.argv.count = argc;
+    t.arg.data = spec->arg;
+    t.arg.size = spec->arg_size;
+    t.inputs.items = (shoal_ref_t *)spec->inputs;
+    t.inputs.count = spec->n_inputs;
+    void *copy = shoal_wire_dup(&shoal_wire_task_desc, &t);
+    if (!copy)
+        return s_fail(self, SHOAL_ENOMEM, "out of memory");
+    self->pending[self->n_pending++] = copy;
+    self->pending_bytes += wire;
+    self->counter++;
+    *task_id = id;
+    return 0;
+}
+
+static bool s_all_acked(shoal_t *self, void *arg)
+{
+    return self->unacked == NULL;
+}
+
+//  Sends what is buffered; then, when wait_acks, waits for every ack.
+static int s_flush(shoal_t *self, int64_t deadline, bool wait_acks)
+{
+    int rc = s_seal_pending(self);
+    if (rc)
+        return s_fail(self, rc, "sending a batch of tasks: %s", shoal_strerror(rc));
+    if (!wait_acks)
+        return 0;
+    rc = s_run(self, deadline, s_all_acked, NULL);
+    if (rc == SHOAL_ETIMEDOUT) {
+        size_t n = 0;
+        for (s_batch_t *b = self->unacked; b; b = b->next)
+            n += b->count;
+        return s_fail(self, rc, "the broker at %s has not acknowledged %zu submitted tasks",
+                      self->url, n);
+    }
+    return rc;
+}
+
+int shoal_flush(shoal_t *self, int timeout_ms)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    int rc = s_flush(self, s_deadline(timeout_ms), true);
+    if (rc == 0 && self->refused_code) {
+        rc = s_fail(self, self->refused_code, "%s",
+                    self->refused_error ? self->refused_error : "submission refused");
+        self->refused_code = 0;
+    }
+    return rc;
+}
+
+/*  --------------------------------------------------------------------------- wait */
+
+typedef struct {
+    const shoal_ref_t *refs;
+    size_t n;
+    bool any;
+    size_t first_open; //  all-mode: refs before it are final
+} s_wait_t;
+
+static bool s_is_final(shoal_t *self, shoal_ref_t ref)
+{
+    s_entry_t *e = shoal__refmap_get(self->refs, ref);
+    return e && e->final;
+}
+
+static bool s_wait_done(shoal_t *self, void *arg)
+{
+    s_wait_t *w = arg;
+    if (w->any) {
+        for (size_t i = 0; i < w->n; i++)
+            if (s_is_final(self, w->refs[i]))
+                return true;
+        return false;
+    }
+    while (w->first_open < w->n && s_is_final(self, w->refs[w->first_open]))
+        w->first_open++;
+    return w->first_open == w->n;
+}
+
+//  "ref 0123...: reason" into self->error; returns code.
+static int s_fail_status(shoal_t *self, const shoal_wire_status_t *st, int code)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(st->ref, text);
+    if (st->error && *st->error)
+        return s_fail(self, code, "%s: %s", text, st->error);
+    if (st->state == SHOAL_STATE_UNKNOWN)
+        return s_fail(self, code, "%s: not found (never submitted, or removed)", text);
+    if (st->exit_code > 0)
+        return s_fail(self, code, "%s: exit status %lld", text, (long long)st->exit_code);
+    if (st->exit_code < 0)
+        return s_fail(self, code, "%s: killed by signal %lld", text, -(long long)st->exit_code);
+    return s_fail(self, code, "%s: %s", text, shoal_strerror(code));
+}
+
+static int s_wait(shoal_t *self, const shoal_ref_t *refs, size_t n, bool any, int64_t deadline)
+{
+    int rc = s_flush(self, deadline, false);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        s_entry_t *e = s_entry(self, refs[i], true);
+        if (!e)
+            return s_fail(self, SHOAL_ENOMEM, "out of memory");
+        if (e->final || e->watched)
+            continue;
+        if ((rc = s_queue_watch(self, refs[i])) != 0)
+            return s_fail(self, rc, "out of memory");
+        e->watched = true;
+        self->n_open++;
+    }
+    s_wait_t w = {refs, n, any, 0};
+    rc = s_run(self, deadline, s_wait_done, &w);
+    if (rc == SHOAL_ETIMEDOUT) {
+        size_t open = 0;
+        for (size_t i = 0; i < n; i++)
+            open += !s_is_final(self, refs[i]);
+        return s_fail(self, rc, "%zu of %zu refs unfinished", open, n);
+    }
+    if (rc)
+        return rc;
+    //  Final: succeed if all (any: one) did, else report the first failure.
+    const shoal_wire_status_t *failed = NULL;
+    for (size_t i = 0; i < n; i++) {
+        s_entry_t *e = shoal__refmap_get(self->refs, refs[i]);
+        if (!e || !e->final)
+            continue;
+        if (s_status_code(e->status) == 0) {
+            if (any)
+                return 0;
+        } else if (!failed)
+            failed = e->status;
+    }
+    return failed ? s_fail_status(self, failed, s_status_code(failed)) : 0;
+}
+
+int shoal_wait(shoal_t *self, const shoal_ref_t *refs, size_t n, bool any, int timeout_ms)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    if (n == 0)
+        return 0;
+    if (!refs)
+        return s_fail(self, SHOAL_EINVAL, "shoal_wait: refs is NULL");
+    return s_wait(self, refs, n, any, s_deadline(timeout_ms));
+}
+
+int shoal_status(shoal_t *self, shoal_ref_t ref, shoal_status_t *status)
+{
+    if (!self || !status)
+        return SHOAL_EINVAL;
+    s_entry_t *e = shoal__refmap_get(self->refs, ref);
+    if (!e || !e->final) {
+        char text[SHOAL_REF_TEXT_SIZE];
+        return s_fail(self, SHOAL_EAGAIN, "%s: no final status yet", shoal_ref_format(ref, text));
+    }
+    const shoal_wire_status_t *st = e->status;
+    status->ref = ref;
+    status->state = (int)st->state;
+    status->code = s_status_code(st);
+    status->exit_code =
+        (int)SHOAL__MAX(SHOAL__MIN(st->exit_code, (int64_t)INT_MAX), (int64_t)INT_MIN);
+    status->error = st->error;
+    status->size = st->size;
+    return 0;
+}
+
+/*  --------------------------------------------------------------------------- fetch */
+
+void shoal_view_release(shoal_view_t *view)
+{
+    if (!view)
+        return;
+    free(view->priv_);
+    memset(view, 0, sizeof *view);
+}
+
+//  A buffer for size bytes. Fresh pages cost more than the copy (256 MiB: 270 ms into
+//  fresh pages, 130 ms with huge pages, on these machines), so big buffers are aligned
+//  to 2 MiB and asked for huge pages.
+static void *s_buffer(size_t size)
+{
+    if (size < 4 * 1024 * 1024)
+        return malloc(size ? size : 1);
+    void *p = NULL;
+    if (posix_memalign(&p, 2 * 1024 * 1024, size) != 0)
+        return NULL;
+    madvise(p, size, MADV_HUGEPAGE);
+    return p;
+}
+
+static void *s_data_socket(shoal_t *self, const char *endpoint)
+{
+    for (size_t i = 0; i < self->n_data; i++)
+        if (strcmp(self->data[i].endpoint, endpoint) == 0)
+            return self->data[i].sock;
+    s_data_t *grown = realloc(self->data, (self->n_data + 1) * sizeof *grown);
+    if (!grown)
+        return NULL;
+    self->data = grown;
+    //  Fetches are idempotent and resent on a stall: nothing to linger for.
+    void *sock = s_socket(self->ctx, ZMQ_DEALER, 0);
+    if (!sock)
+        return NULL;
+    char *copy = strdup(endpoint);
+    if (!copy || zmq_connect(sock, endpoint) != 0) {
+        free(copy);
+        zmq_close(sock);
+        return NULL;
+    }
+    self->data[self->n_data].endpoint = copy;
+    self->data[self->n_data].sock = sock;
+    self->n_data++;
+    return sock;
+}
+
+enum { S_CHUNK_TODO, S_CHUNK_SENT, S_CHUNK_DONE };
+
+static int s_send_fetch(void *sock, uint64_t seq, shoal_ref_t ref, uint64_t offset)
+{
+    shoal_wire_fetch_t f = {.seq = seq, .ref = ref, .offset = offset, .length = SHOAL_CHUNK_SIZE};
+    return shoal_wire_send(sock, NULL, SHOAL_MSG_fetch, &f, NULL, 0);
+}
+
+/*  Fetches size bytes of ref from endpoint into a new buffer, S_FETCH_CREDIT chunks in
+    flight; chunk i is fetch seq base + i. Returns 0 with *buf_p, or SHOAL_ENOTFOUND /
+    SHOAL_EUNREACH (the caller asks the broker again), SHOAL_ETIMEDOUT, another code. */
+static int s_fetch(shoal_t *self, shoal_ref_t ref, const char *endpoint, uint64_t size,
+                   int64_t deadline, void **buf_p)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(ref, text);
+    if (size > SIZE_MAX / 2)
+        return s_fail(self, SHOAL_ENOMEM, "%s: %llu bytes do not fit in memory", text,
+                      (unsigned long long)size);
+    void *sock = s_data_socket(self, endpoint);
+    if (!sock)
+        return s_fail(self, SHOAL_EIO, "cannot connect to the worker at %s: %s", endpoint,
+                      zmq_strerror(errno));
+    size_t n_chunks = (size_t)((size + SHOAL_CHUNK_SIZE - 1) / SHOAL_CHUNK_SIZE);
+    uint8_t *buf = s_buffer((size_t)size);
+    uint8_t *state = calloc(n_chunks, 1);
+    if (!buf || !state) {
+        free(buf);
+        free(state);
+        return s_fail(self, SHOAL_ENOMEM, "%s: no memory for %llu bytes", text,
+                      (unsigned long long)size);
+    }
+    uint64_t base = self->seq + 1;
+    self->seq += n_chunks;
+    size_t next = 0, done = 0, in_flight = 0;
+    int stalls = 0, rc = 0;
+    int64_t last_progress = shoal__now_ms();
+    while (done < n_chunks) {
+        //  Keep the credit used: send the next chunks.
+        while (in_flight < S_FETCH_CREDIT && next < n_chunks) {
+            if (state[next] == S_CHUNK_TODO) {
+                int src = s_send_fetch(sock, base + next, ref, (uint64_t)next * SHOAL_CHUNK_SIZE);
+                if (src == SHOAL_EAGAIN)
+                    break;
+                if (src) {
+                    rc = s_fail(self, src, "fetching %s from %s: %s", text, endpoint,
+                                shoal_strerror(src));
+                    goto out;
+                }
+                state[next] = S_CHUNK_SENT;
+                in_flight++;
+            }
+            next++;
+        }
+        if (s_expired(deadline)) {
+            rc = s_fail(self, SHOAL_ETIMEDOUT, "%s: %zu of %zu chunks fetched from %s", text, done,
+                        n_chunks, endpoint);
+            goto out;
+        }
+        if (shoal__now_ms() - last_progress >= S_FETCH_STALL_MS) {
+            if (++stalls >= S_FETCH_STALLS) {
+                rc = s_fail(self, SHOAL_EUNREACH, "the worker at %s does not answer for %s",
+                            endpoint, text);
+                goto out;
+            }
+            //  Ask again for what is outstanding; the worker's replies are idempotent.
+            shoal__debug("fetch of %s from %s stalled: asking again", text, endpoint);
+            for (size_t i = 0; i < next; i++)
+                if (state[i] == S_CHUNK_SENT)
+                    s_send_fetch(sock, base + i, ref, (uint64_t)i * SHOAL_CHUNK_SIZE);
+            last_progress = shoal__now_ms();
+        }
+        bool ready = false;
+        if ((rc = s_turn(self, s_poll_ms(deadline, S_TICK_MS), sock, &ready)) != 0)
+            goto out;
+        if ((rc = s_take_async(self)) != 0)
+            goto out;
+        while (ready) {
+            shoal_wire_in_t in;
+            int rrc = shoal_wire_recv(sock, false, &in, ZMQ_DONTWAIT);
+            if (rrc == SHOAL_EAGAIN)
+                break;
+            if (rrc == SHOAL_EIO && errno == EINTR)
+                break;
+            if (rrc) {
+                shoal__warn("malformed reply from the worker at %s: %s", endpoint,
+                            shoal_strerror(rrc));
+                if (rrc == SHOAL_EIO) {
+                    rc = s_fail(self, rrc, "receiving from %s: %s", endpoint, zmq_strerror(errno));
+                    goto out;
+                }
+                continue;
+            }
+            if (in.msg.type == SHOAL_MSG_error) {
+                rc = s_fail(self, in.msg.u.error.code < 0 ? (int)in.msg.u.error.code : SHOAL_EPROTO,
+                            "the worker at %s: %s", endpoint,
+                            in.msg.u.error.error ? in.msg.u.error.error : "error");
+                shoal_wire_in_clear(&in);
+                goto out;
+            }
+            //  Replies to fetches of an earlier, abandoned get are ignored.
+            const shoal_wire_data_t *d = &in.msg.u.data;
+            uint64_t idx = d->seq - base;
+            if (in.msg.type != SHOAL_MSG_data || d->seq < base || idx >= n_chunks ||
+                !shoal_ref_equal(d->ref, ref) || state[idx] != S_CHUNK_SENT) {
+                shoal_wire_in_clear(&in);
+                continue;
+            }
+            if (d->code == SHOAL_EAGAIN) {
+                //  Not sealed yet (v1 has no streaming reads): ask again on the next stall.
+                shoal_wire_in_clear(&in);
+                continue;
+            }
+            if (d->code < 0) {
+                int code = d->code >= INT_MIN ? (int)d->code : SHOAL_EPROTO;
+                rc = s_fail(self, code, "%s on the worker at %s: %s", text, endpoint,
+                            d->error ? d->error : shoal_strerror(code));
+                shoal_wire_in_clear(&in);
+                goto out;
+            }
+            uint64_t offset = idx * SHOAL_CHUNK_SIZE;
+            size_t want = (size_t)SHOAL__MIN((uint64_t)SHOAL_CHUNK_SIZE, size - offset);
+            size_t got = in.has_raw ? zmq_msg_size(&in.raw) : 0;
+            if (d->size != size || d->offset != offset || got != want) {
+                rc = s_fail(self, SHOAL_EPROTO,
+                            "%s from %s: chunk at %llu of %llu bytes (object %llu), expected "
+                            "%zu bytes of %llu",
+                            text, endpoint, (unsigned long long)d->offset, (unsigned long long)got,
+                            (unsigned long long)d->size, want, (unsigned long long)size);
+                shoal_wire_in_clear(&in);
+                goto out;
+            }
+            memcpy(buf + offset, zmq_msg_data(&in.raw), got);
+            shoal_wire_in_clear(&in);
+            state[idx] = S_CHUNK_DONE;
+            in_flight--;
+            done++;
+            stalls = 0;
+            last_progress = shoal__now_ms();
+        }
+    }
+out:
+    free(state);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *buf_p = buf;
+    return 0;
+}
+
+int shoal_get(shoal_t *self, shoal_ref_t ref, int timeout_ms, shoal_view_t *view)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    if (!view)
+        return s_fail(self, SHOAL_EINVAL, "shoal_get: view is NULL");
+    int64_t deadline = s_deadline(timeout_ms);
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(ref, text);
+    for (int attempt = 0;; attempt++) {
+        int rc = s_wait(self, &ref, 1, false, deadline);
+        if (rc)
+            return rc;
+        const shoal_wire_status_t *st = ((s_entry_t *)shoal__refmap_get(self->refs, ref))->status;
+        void *buf = NULL;
+        if ((st->flags & SHOAL_OUT_INLINE) || st->size == 0) {
+            size_t size = (st->flags & SHOAL_OUT_INLINE) ? st->data.size : 0;
+            if (!(buf = malloc(size ? size : 1)))
+                return s_fail(self, SHOAL_ENOMEM, "out of memory");
+            if (size)
+                memcpy(buf, st->data.data, size);
+            view->data = buf;
+            view->size = size;
+            view->priv_ = buf;
+            return 0;
+        }
+        if (!st->endpoint || !*st->endpoint) {
+            rc = s_fail(self, SHOAL_ELOST, "%s: done, but the broker names no worker holding it",
+                        text);
+        } else {
+            rc = s_fetch(self, ref, st->endpoint, st->size, deadline, &buf);
+            if (rc == 0) {
+                view->data = buf;
+                view->size = (size_t)st->size;
+                view->priv_ = buf;
+                return 0;
+            }
+        }
+        bool relocate = rc == SHOAL_ENOTFOUND || rc == SHOAL_EUNREACH || rc == SHOAL_ELOST;
+        if (!relocate || attempt >= S_GET_RELOCATES || s_expired(deadline))
+            return rc;
+        //  The holder lost it or is gone: forget what we knew and ask the broker again
+        //  (it recomputes lost objects from their task).
+        shoal__info("%s: %s; asking the broker again", text, self->error);
+        s_entry_drop(self, ref);
+    }
+}
+
+/*  ---------------------------------------------------------- cancel, remove, workers */
+
+static bool s_req_done(shoal_t *self, void *arg)
+{
+    return self->req_done;
+}
+
+//  Runs one request to its reply. The caller has set req_type (and req_refs).
+static int s_request(shoal_t *self, int64_t deadline)
+{
+    self->req_seq = ++self->seq;
+    self->req_sent_ms = 0;
+    self->req_done = false;
+    self->req_code = 0;
+    self->req_count = 0;
+    free(self->req_error);
+    self->req_error = NULL;
+    int rc = s_run(self, deadline, s_req_done, NULL);
+    if (rc == SHOAL_ETIMEDOUT)
+        rc = s_fail(self, rc, "the broker at %s did not answer %s in time", self->url,
+                    shoal_msg_name(self->req_type));
+    else if (rc == 0 && self->req_code < 0) {
+        int code = self->req_code >= INT_MIN ? (int)self->req_code : SHOAL_EPROTO;
+        rc = s_fail(self, code, "%s", self->req_error ? self->req_error : shoal_strerror(code));
+    }
+    self->req_type = 0;
+    self->req_refs = NULL;
+    return rc;
+}
+
+static int s_refs_request(shoal_t *self, int type, const shoal_ref_t *refs, size_t n,
+                          int timeout_ms)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    if (n && !refs)
+        return s_fail(self, SHOAL_EINVAL, "%s: refs is NULL", shoal_msg_name(type));
+    int64_t deadline = s_deadline(timeout_ms);
+    int rc = s_flush(self, deadline, false);
+    if (rc)
+        return rc;
+    uint64_t count = 0;
+    for (size_t done = 0; done < n;) {
+        shoal_wire_refs_t chunk = {(shoal_ref_t *)refs + done,
+                                   SHOAL__MIN(n - done, (size_t)S_REFS_PER_MSG)};
+        self->req_type = type;
+        self->req_refs = &chunk;
+        if ((rc = s_request(self, deadline)) != 0)
+            return rc;
+        count += self->req_count;
+        done += chunk.count;
+    }
+    if (type == SHOAL_MSG_remove)
+        for (size_t i = 0; i < n; i++)
+            s_entry_drop(self, refs[i]);
+    return (int)SHOAL__MIN(count, (uint64_t)INT_MAX);
+}
+
+int shoal_cancel(shoal_t *self, const shoal_ref_t *refs, size_t n, int timeout_ms)
+{
+    return s_refs_request(self, SHOAL_MSG_cancel, refs, n, timeout_ms);
+}
+
+int shoal_remove(shoal_t *self, const shoal_ref_t *refs, size_t n, int timeout_ms)
+{
+    return s_refs_request(self, SHOAL_MSG_remove, refs, n, timeout_ms);
+}
+
+int shoal_workers(shoal_t *self, shoal_worker_info_t **list, size_t *n, int timeout_ms)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    if (!list || !n)
+        return s_fail(self, SHOAL_EINVAL, "shoal_workers: NULL argument");
+    self->req_type = SHOAL_MSG_workers;
+    free(self->req_workers);
+    self->req_workers = NULL;
+    int rc = s_request(self, s_deadline(timeout_ms));
+    if (rc)
+        return rc;
+    const shoal_wire_worker_list_t *wl = self->req_workers;
+    size_t count = wl->workers.count;
+    //  One block: the array, then the strings.
+    size_t bytes = (count ? count : 1) * sizeof(shoal_worker_info_t);
+    for (size_t i = 0; i < count; i++) {
+        const shoal_wire_worker_info_t *w = &wl->workers.items[i];
+        bytes += (w->name ? strlen(w->name) : 0) + (w->host ? strlen(w->host) : 0) +
+                 (w->endpoint ? strlen(w->endpoint) : 0) + 3;
+    }
+    shoal_worker_info_t *out = malloc(bytes);
+    if (!out) {
+        free(self->req_workers);
+        self->req_workers = NULL;
+        return s_fail(self, SHOAL_ENOMEM, "out of memory");
+    }
+    char *strings = (char *)(out + (count ? count : 1));
+    for (size_t i = 0; i < count; i++) {
+        const shoal_wire_worker_info_t *w = &wl->workers.items[i];
+        const char *src[3] = {w->name ? w->name : "", w->host ? w->host : "",
+                              w->endpoint ? w->endpoint : ""};
+        const char *dst[3];
+        for (int k = 0; k < 3; k++) {
+            size_t len = strlen(src[k]) + 1;
+            memcpy(strings, src[k], len);
+            dst[k] = strings;
+            strings += len;
+        }
+        out[i] = (shoal_worker_info_t){
+            .name = dst[0],
+            .host = dst[1],
+            .endpoint = dst[2],
+            .slots = (unsigned)SHOAL__MIN(w->slots, (uint64_t)UINT_MAX),
+            .running = w->running,
+            .queued = w->queued,
+            .done = w->done,
+            .failed = w->failed,
+            .store_bytes = w->store_bytes,
+            .store_capacity = w->store_capacity,
+        };
+    }
+    free(self->req_workers);
+    self->req_workers = NULL;
+    *list = out;
+    *n = count;
+    return 0;
+}
+
+void shoal_workers_free(shoal_worker_info_t **list, size_t n)
+{
+    (void)n;
+    if (!list)
+        return;
+    free(*list);
+    *list = NULL;
+}
