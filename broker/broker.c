@@ -30,11 +30,11 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#define S_DRAIN_MAX        1000 //  messages per socket per turn, so no socket starves
-#define S_MAX_LOST         3    //  worker deaths a task survives (Dask's allowed-failures)
-#define S_HWM              100000
-#define S_ERROR_MAX        4096 //  bytes of failure text kept per task
-#define S_DISPATCH_BATCH   256  //  tasks per w_dispatch message
+#define S_DRAIN_MAX      1000 //  messages per socket per turn, so no socket starves
+#define S_MAX_LOST       3    //  worker deaths a task survives (Dask's allowed-failures)
+#define S_HWM            100000
+#define S_ERROR_MAX      4096 //  bytes of failure text kept per task
+#define S_DISPATCH_BATCH 256  //  tasks per w_dispatch message
 
 /*  ------------------------------------------------------------------------- types */
 
@@ -52,11 +52,11 @@ struct s_task {
     uint8_t lost;            //  attempts lost with a worker
     uint16_t failures;       //  attempts failed by the task itself
     uint32_t attempt;
-    uint32_t missing; //  inputs whose producer is not DONE
-    bool queued;      //  in the ready queue (entries are checked lazily)
-    bool linked;      //  on its worker's outstanding list
-    bool all_inline;  //  every output lives in the directory: survives its worker
-    s_worker_t *worker;   //  RUNNING: where; DONE: who holds the outputs
+    uint32_t missing;        //  inputs whose producer is not DONE
+    bool queued;             //  in the ready queue (entries are checked lazily)
+    bool linked;             //  on its worker's outstanding list
+    bool all_inline;         //  every output lives in the directory: survives its worker
+    s_worker_t *worker;      //  RUNNING: where; DONE: who holds the outputs
     s_task_t *wprev, *wnext; //  the worker's outstanding list (RUNNING only)
     s_task_t **consumers;
     uint32_t n_consumers, cap_consumers;
@@ -135,17 +135,17 @@ static void s_on_signal(int sig)
 
 /*  ------------------------------------------------------------------- small helpers */
 
-#define S_PUSH(arr, n, cap, item)                                                              \
-    do {                                                                                       \
-        if ((n) == (cap)) {                                                                    \
-            size_t ncap__ = (cap) ? (cap) * 2 : 4;                                             \
-            void *p__ = realloc((arr), ncap__ * sizeof *(arr));                                \
-            if (!p__)                                                                          \
-                abort(); /*  out of memory in the broker: nothing sane to do */               \
-            (arr) = p__;                                                                       \
-            (cap) = ncap__;                                                                    \
-        }                                                                                      \
-        (arr)[(n)++] = (item);                                                                 \
+#define S_PUSH(arr, n, cap, item)                                                                  \
+    do {                                                                                           \
+        if ((n) == (cap)) {                                                                        \
+            size_t ncap__ = (cap) ? (cap)*2 : 4;                                                   \
+            void *p__ = realloc((arr), ncap__ * sizeof *(arr));                                    \
+            if (!p__)                                                                              \
+                abort(); /*  out of memory in the broker: nothing sane to do */                    \
+            (arr) = p__;                                                                           \
+            (cap) = ncap__;                                                                        \
+        }                                                                                          \
+        (arr)[(n)++] = (item);                                                                     \
     } while (0)
 
 static char *s_strdup(const char *s)
@@ -280,8 +280,7 @@ static void s_event_task(s_broker_t *self, const char *topic, s_task_t *t)
     s_event_send(self, topic, &ev);
 }
 
-static void s_event_worker(s_broker_t *self, const char *topic, s_worker_t *w,
-                           const char *reason)
+static void s_event_worker(s_broker_t *self, const char *topic, s_worker_t *w, const char *reason)
 {
     if (!s_wants(self, topic))
         return;
@@ -314,8 +313,7 @@ static s_object_t *s_object(s_broker_t *self, shoal_ref_t ref)
 
 //  Fills st with what the broker knows of ref. Strings and bytes are borrowed from the
 //  broker's state: valid until the state changes, so statuses are sent within the turn.
-static void s_status_of(s_broker_t *self, shoal_ref_t ref, shoal_wire_status_t *st,
-                        bool with_data)
+static void s_status_of(s_broker_t *self, shoal_ref_t ref, shoal_wire_status_t *st, bool with_data)
 {
     memset(st, 0, sizeof *st);
     st->ref = ref;
@@ -617,11 +615,10 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
             const char *first = p->error ? p->error : "";
             int len = (int)strcspn(first, "\n");
             if (p->state == SHOAL_STATE_CANCELED)
-                s_set_error(t, SHOAL_ECANCELED, 0, "input %s was canceled",
-                            s_ref_text(ref, text));
+                s_set_error(t, SHOAL_ECANCELED, 0, "input %s was canceled", s_ref_text(ref, text));
             else
-                s_set_error(t, SHOAL_ETASK, 0, "input %s failed: %.*s", s_ref_text(ref, text),
-                            len, first);
+                s_set_error(t, SHOAL_ETASK, 0, "input %s failed: %.*s", s_ref_text(ref, text), len,
+                            first);
             s_finish(self, t, p->state);
             return;
         }
@@ -683,8 +680,8 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
         t->lost++;
         if (t->lost > S_MAX_LOST) {
             s_set_error(t, SHOAL_ELOST, 0,
-                        "lost with its worker %d times (last: %s, %s); giving up", t->lost,
-                        w->name, reason);
+                        "lost with its worker %d times (last: %s, %s); giving up", t->lost, w->name,
+                        reason);
             s_finish(self, t, SHOAL_STATE_FAILED);
         } else
             s_make_ready(self, t, true);
@@ -734,8 +731,7 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
     free(w);
 }
 
-static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer,
-                         shoal_wire_w_hello_t *m)
+static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_w_hello_t *m)
 {
     shoal_wire_w_welcome_t reply = {.version = SHOAL_PROTO_VERSION,
                                     .heartbeat_ms = (uint64_t)self->cfg.heartbeat_ms};
@@ -771,8 +767,8 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer,
             shoal_wire_send(self->router, peer, SHOAL_MSG_w_welcome, &reply, NULL, 0);
             return;
         }
-        s_worker_remove(self, old, same_session || same_process ? "reconnected"
-                                                                 : "replaced by a new process");
+        s_worker_remove(self, old,
+                        same_session || same_process ? "reconnected" : "replaced by a new process");
     }
     s_worker_t *w = calloc(1, sizeof *w);
     if (!w)
@@ -1078,8 +1074,7 @@ static void s_on_submit(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
     if (self->journal) {
         int rc = shoal__journal_add_tasks(self->journal, m->tasks.items, m->tasks.count);
         if (rc) {
-            s_ack(self, peer, m->seq, rc, "the broker cannot write its journal (see its log)",
-                  0);
+            s_ack(self, peer, m->seq, rc, "the broker cannot write its journal (see its log)", 0);
             return;
         }
     }
@@ -1183,8 +1178,8 @@ static void s_on_remove(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
             if (log) {
                 if (log->worker) {
                     shoal_wire_w_drop_t drop = {.refs = {&log->ref, 1}};
-                    shoal_wire_send(self->router, &log->worker->peer, SHOAL_MSG_w_drop, &drop,
-                                    NULL, 0);
+                    shoal_wire_send(self->router, &log->worker->peer, SHOAL_MSG_w_drop, &drop, NULL,
+                                    0);
                 }
                 free(log->data);
                 free(log);
@@ -1192,7 +1187,8 @@ static void s_on_remove(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
             //  Consumers keep pointers to producers only, never the reverse, so a
             //  producer can go; a consumer being forgotten must leave its producers' lists.
             for (size_t k = 0; k < t->spec->inputs.count; k++) {
-                s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(t->spec->inputs.items[k]));
+                s_task_t *p =
+                    shoal__refmap_get(self->tasks, shoal_ref_task(t->spec->inputs.items[k]));
                 if (!p)
                     continue;
                 for (uint32_t j = 0; j < p->n_consumers;)
@@ -1570,8 +1566,8 @@ int shoal_broker_run(const shoal_broker_config_t *config)
     int rc = s_bind(self->router, self->cfg.listen, self->listen_ep, sizeof self->listen_ep,
                     "clients and workers");
     if (rc == 0)
-        rc = s_bind(self->xpub, self->cfg.events, self->events_ep, sizeof self->events_ep,
-                    "events");
+        rc =
+            s_bind(self->xpub, self->cfg.events, self->events_ep, sizeof self->events_ep, "events");
     if (rc) {
         s_destroy(self);
         return rc;
@@ -1596,8 +1592,7 @@ int shoal_broker_run(const shoal_broker_config_t *config)
         long timeout = (long)((self->next_tick_us - now) / 1000);
         if (timeout < 0)
             timeout = 0;
-        zmq_pollitem_t items[] = {{self->router, 0, ZMQ_POLLIN, 0},
-                                  {self->xpub, 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[] = {{self->router, 0, ZMQ_POLLIN, 0}, {self->xpub, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, timeout) < 0) {
             if (errno == EINTR)
                 continue;
@@ -1616,9 +1611,8 @@ int shoal_broker_run(const shoal_broker_config_t *config)
                     shoal__debug("malformed message (%s)", shoal_strerror(r));
                     if (in.peer.size)
                         shoal_wire_send_error(self->router, &in.peer, r, "%s",
-                                              r == SHOAL_EVERSION
-                                                  ? "protocol version mismatch"
-                                                  : "malformed message");
+                                              r == SHOAL_EVERSION ? "protocol version mismatch"
+                                                                  : "malformed message");
                     continue;
                 }
                 s_handle(self, &in);

@@ -147,8 +147,8 @@ static s_op_t *s_op(shoal__journal_t *self, shoal_ref_t id, bool is_final)
     return op;
 }
 
-void shoal__journal_final(shoal__journal_t *self, shoal_ref_t id,
-                          const shoal_wire_status_t *items, size_t n)
+void shoal__journal_final(shoal__journal_t *self, shoal_ref_t id, const shoal_wire_status_t *items,
+                          size_t n)
 {
     s_op_t *op = s_op(self, id, true);
     if (!op)

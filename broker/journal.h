@@ -21,8 +21,8 @@ void shoal__journal_close(shoal__journal_t **self_p);
 int shoal__journal_add_tasks(shoal__journal_t *self, const shoal_wire_task_t *tasks, size_t n);
 /*  Queues the final outcome of task id: statuses of its outputs (done) or of the task
     (failed, canceled). Copied. */
-void shoal__journal_final(shoal__journal_t *self, shoal_ref_t id,
-                          const shoal_wire_status_t *items, size_t n);
+void shoal__journal_final(shoal__journal_t *self, shoal_ref_t id, const shoal_wire_status_t *items,
+                          size_t n);
 /*  Queues forgetting task id (its outputs were all removed). */
 void shoal__journal_forget(shoal__journal_t *self, shoal_ref_t id);
 /*  Commits what was queued in one transaction. 0 or SHOAL_EIO (logged; kept for the next

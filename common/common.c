@@ -15,8 +15,8 @@ const char *shoal_strerror(int code)
     switch (code) {
     case SHOAL_OK:
         return "success";
-#define SHOAL__ERR_CASE(name, value, text)                                                     \
-    case name:                                                                                 \
+#define SHOAL__ERR_CASE(name, value, text)                                                         \
+    case name:                                                                                     \
         return text;
         SHOAL_ERRORS(SHOAL__ERR_CASE)
 #undef SHOAL__ERR_CASE
@@ -159,10 +159,26 @@ int shoal__parse_size(const char *text, uint64_t *bytes)
     switch (*end) {
     case '\0':
         break;
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    case 't': case 'T': shift = 40; end++; break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        end++;
+        break;
     default:
         return SHOAL_EINVAL;
     }

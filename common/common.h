@@ -25,10 +25,10 @@ bool shoal__log_enabled(int level);
 #define shoal__error(...) shoal__log(SHOAL_LOG_ERROR, __VA_ARGS__)
 #define shoal__warn(...)  shoal__log(SHOAL_LOG_WARN, __VA_ARGS__)
 #define shoal__info(...)  shoal__log(SHOAL_LOG_INFO, __VA_ARGS__)
-#define shoal__debug(...)                                                                      \
-    do {                                                                                       \
-        if (shoal__log_enabled(SHOAL_LOG_DEBUG))                                               \
-            shoal__log(SHOAL_LOG_DEBUG, __VA_ARGS__);                                          \
+#define shoal__debug(...)                                                                          \
+    do {                                                                                           \
+        if (shoal__log_enabled(SHOAL_LOG_DEBUG))                                                   \
+            shoal__log(SHOAL_LOG_DEBUG, __VA_ARGS__);                                              \
     } while (0)
 
 /*  64 random bits from getrandom(2); never zero. */
@@ -50,8 +50,8 @@ int shoal__mkdir_p(const char *path, unsigned mode);
 /*  The local host name (never empty). */
 const char *shoal__hostname(void);
 
-#define SHOAL__MIN(a, b) ((a) < (b) ? (a) : (b))
-#define SHOAL__MAX(a, b) ((a) > (b) ? (a) : (b))
+#define SHOAL__MIN(a, b)     ((a) < (b) ? (a) : (b))
+#define SHOAL__MAX(a, b)     ((a) > (b) ? (a) : (b))
 #define SHOAL__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -123,8 +123,7 @@ void *shoal__refmap_remove(shoal__refmap_t *self, shoal_ref_t key)
     }
 }
 
-bool shoal__refmap_next(const shoal__refmap_t *self, size_t *cursor, shoal_ref_t *key,
-                        void **value)
+bool shoal__refmap_next(const shoal__refmap_t *self, size_t *cursor, shoal_ref_t *key, void **value)
 {
     for (size_t i = *cursor; i <= self->mask; i++) {
         if (self->slots[i].value) {

@@ -23,14 +23,13 @@
 #define SHOAL__SUB_U64S(s) NULL
 #define SHOAL__SUB_REC(s)  &shoal_wire_##s##_desc
 #define SHOAL__SUB_RECS(s) &shoal_wire_##s##_desc
-#define SHOAL__FIELD(R, T, n, s)                                                               \
+#define SHOAL__FIELD(R, T, n, s)                                                                   \
     {SHOAL_FT_##T, offsetof(shoal_wire_##R##_t, n), #n, SHOAL__SUB_##T(s)},
-#define SHOAL__DEFINE_DESC(name)                                                               \
-    static const shoal_wire_field_t s_fields_##name[] = {SHOAL_WIRE_##name(SHOAL__FIELD,    \
-                                                                               name)};        \
-    const shoal_wire_desc_t shoal_wire_##name##_desc = {                                      \
-        #name, sizeof(shoal_wire_##name##_t), SHOAL__ARRAY_SIZE(s_fields_##name),              \
-        s_fields_##name};
+#define SHOAL__DEFINE_DESC(name)                                                                   \
+    static const shoal_wire_field_t s_fields_##name[] = {SHOAL_WIRE_##name(SHOAL__FIELD, name)};   \
+    const shoal_wire_desc_t shoal_wire_##name##_desc = {#name, sizeof(shoal_wire_##name##_t),      \
+                                                        SHOAL__ARRAY_SIZE(s_fields_##name),        \
+                                                        s_fields_##name};
 #define SHOAL__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 SHOAL_WIRE_RECORDS(SHOAL__DEFINE_DESC)
 #define SHOAL__DEFINE_MSG_DESC(id, name) SHOAL__DEFINE_DESC(name)
@@ -39,8 +38,8 @@ SHOAL_WIRE_MESSAGES(SHOAL__DEFINE_MSG_DESC)
 const char *shoal_msg_name(int type)
 {
     switch (type) {
-#define SHOAL__NAME_CASE(id, name)                                                             \
-    case id:                                                                                   \
+#define SHOAL__NAME_CASE(id, name)                                                                 \
+    case id:                                                                                       \
         return #name;
         SHOAL_WIRE_MESSAGES(SHOAL__NAME_CASE)
     default:
@@ -51,8 +50,8 @@ const char *shoal_msg_name(int type)
 const shoal_wire_desc_t *shoal_msg_desc(int type)
 {
     switch (type) {
-#define SHOAL__DESC_CASE(id, name)                                                             \
-    case id:                                                                                   \
+#define SHOAL__DESC_CASE(id, name)                                                                 \
+    case id:                                                                                       \
         return &shoal_wire_##name##_desc;
         SHOAL_WIRE_MESSAGES(SHOAL__DESC_CASE)
     default:
@@ -271,12 +270,18 @@ static int s_read_intval(s_rd_t *r, bool *negative, uint64_t *u, int64_t *s)
         return 0;
     }
     switch (b) {
-    case 0xcc: case 0xcd: case 0xce: case 0xcf:
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf:
         if (s_read_be(r, (size_t)1 << (b - 0xcc), &v))
             return -1;
         *u = v;
         return 0;
-    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3: {
         size_t n = (size_t)1 << (b - 0xd0);
         if (s_read_be(r, n, &v))
             return -1;
@@ -393,16 +398,42 @@ static int s_skip(s_rd_t *r, int depth)
     }
     r->p++;
     switch (b) {
-    case 0xcc: case 0xd0: n = 1; break;
-    case 0xcd: case 0xd1: n = 2; break;
-    case 0xca: case 0xce: case 0xd2: n = 4; break;
-    case 0xcb: case 0xcf: case 0xd3: n = 8; break;
-    case 0xd4: n = 2; break; //  fixext: type byte + 1, 2, 4, 8, 16
-    case 0xd5: n = 3; break;
-    case 0xd6: n = 5; break;
-    case 0xd7: n = 9; break;
-    case 0xd8: n = 17; break;
-    case 0xc7: case 0xc8: case 0xc9: {
+    case 0xcc:
+    case 0xd0:
+        n = 1;
+        break;
+    case 0xcd:
+    case 0xd1:
+        n = 2;
+        break;
+    case 0xca:
+    case 0xce:
+    case 0xd2:
+        n = 4;
+        break;
+    case 0xcb:
+    case 0xcf:
+    case 0xd3:
+        n = 8;
+        break;
+    case 0xd4:
+        n = 2;
+        break; //  fixext: type byte + 1, 2, 4, 8, 16
+    case 0xd5:
+        n = 3;
+        break;
+    case 0xd6:
+        n = 5;
+        break;
+    case 0xd7:
+        n = 9;
+        break;
+    case 0xd8:
+        n = 17;
+        break;
+    case 0xc7:
+    case 0xc8:
+    case 0xc9: {
         if (s_read_be(r, (size_t)1 << (b - 0xc7), &n))
             return -1;
         n += 1; //  the ext type byte
@@ -436,8 +467,8 @@ static int s_skip(s_rd_t *r, int depth)
     return 0;
 }
 
-static int s_read_record(s_rd_t *r, shoal_msg_t *msg, const shoal_wire_desc_t *desc,
-                         void *rec, int depth);
+static int s_read_record(s_rd_t *r, shoal_msg_t *msg, const shoal_wire_desc_t *desc, void *rec,
+                         int depth);
 
 static int s_read_field(s_rd_t *r, shoal_msg_t *msg, const shoal_wire_field_t *f, char *at,
                         int depth)
@@ -556,17 +587,16 @@ static int s_read_field(s_rd_t *r, shoal_msg_t *msg, const shoal_wire_field_t *f
     return -1;
 }
 
-static int s_read_record(s_rd_t *r, shoal_msg_t *msg, const shoal_wire_desc_t *desc,
-                         void *rec, int depth)
+static int s_read_record(s_rd_t *r, shoal_msg_t *msg, const shoal_wire_desc_t *desc, void *rec,
+                         int depth)
 {
     size_t count;
     if (depth > S_MAX_DEPTH || s_read_array(r, &count))
         return -1;
     for (size_t i = 0; i < count; i++) {
-        int rc = i < desc->nfields
-                     ? s_read_field(r, msg, &desc->fields[i], (char *)rec + desc->fields[i].offset,
-                                    depth)
-                     : s_skip(r, depth + 1);
+        int rc = i < desc->nfields ? s_read_field(r, msg, &desc->fields[i],
+                                                  (char *)rec + desc->fields[i].offset, depth)
+                                   : s_skip(r, depth + 1);
         if (rc)
             return rc;
     }

@@ -85,166 +85,166 @@ typedef struct {
     F(R, TYPE, name, SUB): R is the record, SUB names the nested record for REC/RECS, else _ . */
 
 /*  A task as submitted. Its id is the ref of output 0; outputs are id with index i. */
-#define SHOAL_WIRE_task(F, R)                                                                     \
-    F(R, REF, id, _)                                                                              \
-    F(R, U64, kind, _)      /*  SHOAL_KIND_EXEC or SHOAL_KIND_FN */                               \
-    F(R, STRS, argv, _)     /*  exec: the command line */                                         \
-    F(R, STR, fn, _)        /*  fn: "lib.so:symbol" */                                            \
-    F(R, BIN, arg, _)       /*  fn: argument bytes */                                             \
-    F(R, REFS, inputs, _)   /*  refs this task reads, in order */                                 \
-    F(R, U64, n_outputs, _) /*  1..SHOAL_MAX_OUTPUTS */                                           \
-    F(R, STR, name, _)      /*  optional name for the outputs */                                  \
-    F(R, U64, retries, _)   /*  extra attempts after a failure of the task itself */              \
-    F(R, I64, priority, _)                                                                        \
-    F(R, STR, job, _)                                                                             \
-    F(R, U64, flags, _)                                                                           \
+#define SHOAL_WIRE_task(F, R)                                                                      \
+    F(R, REF, id, _)                                                                               \
+    F(R, U64, kind, _)      /*  SHOAL_KIND_EXEC or SHOAL_KIND_FN */                                \
+    F(R, STRS, argv, _)     /*  exec: the command line */                                          \
+    F(R, STR, fn, _)        /*  fn: "lib.so:symbol" */                                             \
+    F(R, BIN, arg, _)       /*  fn: argument bytes */                                              \
+    F(R, REFS, inputs, _)   /*  refs this task reads, in order */                                  \
+    F(R, U64, n_outputs, _) /*  1..SHOAL_MAX_OUTPUTS */                                            \
+    F(R, STR, name, _)      /*  optional name for the outputs */                                   \
+    F(R, U64, retries, _)   /*  extra attempts after a failure of the task itself */               \
+    F(R, I64, priority, _)                                                                         \
+    F(R, STR, job, _)                                                                              \
+    F(R, U64, flags, _)                                                                            \
     F(R, U64, array_index, _)
 
 /*  Where a task's input is: inline bytes, or the data endpoint of the worker holding it. */
-#define SHOAL_WIRE_input(F, R)                                                                    \
-    F(R, REF, ref, _)                                                                             \
-    F(R, U64, size, _)                                                                            \
-    F(R, U64, flags, _) /*  SHOAL_OUT_INLINE: data is the object */                               \
-    F(R, BIN, data, _)                                                                            \
-    F(R, STR, endpoint, _)                                                                        \
+#define SHOAL_WIRE_input(F, R)                                                                     \
+    F(R, REF, ref, _)                                                                              \
+    F(R, U64, size, _)                                                                             \
+    F(R, U64, flags, _) /*  SHOAL_OUT_INLINE: data is the object */                                \
+    F(R, BIN, data, _)                                                                             \
+    F(R, STR, endpoint, _)                                                                         \
     F(R, STR, worker, _)
 
 /*  One task handed to a worker. attempt fences off late results of earlier attempts. */
-#define SHOAL_WIRE_dispatch(F, R)                                                                 \
-    F(R, REC, task, task)                                                                         \
-    F(R, U64, attempt, _)                                                                         \
+#define SHOAL_WIRE_dispatch(F, R)                                                                  \
+    F(R, REC, task, task)                                                                          \
+    F(R, U64, attempt, _)                                                                          \
     F(R, RECS, inputs, input)
 
 /*  One output of a finished task. offset is used between executor and worker only. */
-#define SHOAL_WIRE_output(F, R)                                                                   \
-    F(R, U64, size, _)                                                                            \
-    F(R, U64, flags, _) /*  SHOAL_OUT_INLINE: data is the object */                               \
-    F(R, BIN, data, _)                                                                            \
+#define SHOAL_WIRE_output(F, R)                                                                    \
+    F(R, U64, size, _)                                                                             \
+    F(R, U64, flags, _) /*  SHOAL_OUT_INLINE: data is the object */                                \
+    F(R, BIN, data, _)                                                                             \
     F(R, U64, offset, _)
 
 /*  The end of one task attempt. status is 0 or a SHOAL_E* code (SHOAL_ETASK: the task
     code failed; exit_code is its exit status, or -N when killed by signal N). */
-#define SHOAL_WIRE_result(F, R)                                                                   \
-    F(R, REF, id, _)                                                                              \
-    F(R, U64, attempt, _)                                                                         \
-    F(R, I64, status, _)                                                                          \
-    F(R, I64, exit_code, _)                                                                       \
-    F(R, STR, error, _)                                                                           \
-    F(R, RECS, outputs, output)                                                                   \
-    F(R, U64, log_size, _)                                                                        \
-    F(R, BIN, log_tail, _)                                                                        \
+#define SHOAL_WIRE_result(F, R)                                                                    \
+    F(R, REF, id, _)                                                                               \
+    F(R, U64, attempt, _)                                                                          \
+    F(R, I64, status, _)                                                                           \
+    F(R, I64, exit_code, _)                                                                        \
+    F(R, STR, error, _)                                                                            \
+    F(R, RECS, outputs, output)                                                                    \
+    F(R, U64, log_size, _)                                                                         \
+    F(R, BIN, log_tail, _)                                                                         \
     F(R, U64, runtime_us, _)
 
 /*  What the broker knows of a ref. */
-#define SHOAL_WIRE_status(F, R)                                                                   \
-    F(R, REF, ref, _)                                                                             \
-    F(R, U64, state, _)     /*  SHOAL_STATE_* */                                                  \
-    F(R, I64, code, _)      /*  0, or why it failed */                                            \
-    F(R, I64, exit_code, _) /*  of the producing task */                                          \
-    F(R, STR, error, _)                                                                           \
-    F(R, U64, size, _)                                                                            \
-    F(R, U64, flags, _) /*  SHOAL_OUT_INLINE: data is the object */                               \
-    F(R, BIN, data, _)                                                                            \
-    F(R, STR, endpoint, _) /*  data endpoint of the worker holding it */                          \
+#define SHOAL_WIRE_status(F, R)                                                                    \
+    F(R, REF, ref, _)                                                                              \
+    F(R, U64, state, _)     /*  SHOAL_STATE_* */                                                   \
+    F(R, I64, code, _)      /*  0, or why it failed */                                             \
+    F(R, I64, exit_code, _) /*  of the producing task */                                           \
+    F(R, STR, error, _)                                                                            \
+    F(R, U64, size, _)                                                                             \
+    F(R, U64, flags, _) /*  SHOAL_OUT_INLINE: data is the object */                                \
+    F(R, BIN, data, _)                                                                             \
+    F(R, STR, endpoint, _) /*  data endpoint of the worker holding it */                           \
     F(R, STR, worker, _)
 
-#define SHOAL_WIRE_worker_info(F, R)                                                              \
-    F(R, STR, name, _)                                                                            \
-    F(R, STR, host, _)                                                                            \
-    F(R, U64, slots, _)                                                                           \
-    F(R, U64, running, _)                                                                         \
-    F(R, U64, queued, _)                                                                          \
-    F(R, U64, done, _)                                                                            \
-    F(R, U64, failed, _)                                                                          \
-    F(R, U64, store_bytes, _)                                                                     \
-    F(R, U64, store_capacity, _)                                                                  \
+#define SHOAL_WIRE_worker_info(F, R)                                                               \
+    F(R, STR, name, _)                                                                             \
+    F(R, STR, host, _)                                                                             \
+    F(R, U64, slots, _)                                                                            \
+    F(R, U64, running, _)                                                                          \
+    F(R, U64, queued, _)                                                                           \
+    F(R, U64, done, _)                                                                             \
+    F(R, U64, failed, _)                                                                           \
+    F(R, U64, store_bytes, _)                                                                      \
+    F(R, U64, store_capacity, _)                                                                   \
     F(R, STR, endpoint, _)
 
-#define SHOAL_WIRE_attempt_ref(F, R)                                                              \
-    F(R, REF, id, _)                                                                              \
+#define SHOAL_WIRE_attempt_ref(F, R)                                                               \
+    F(R, REF, id, _)                                                                               \
     F(R, U64, attempt, _)
 
 /*  Executor side: an input already in the worker's arena. */
-#define SHOAL_WIRE_e_input(F, R)                                                                  \
-    F(R, U64, offset, _)                                                                          \
+#define SHOAL_WIRE_e_input(F, R)                                                                   \
+    F(R, U64, offset, _)                                                                           \
     F(R, U64, size, _)
 
-#define SHOAL_WIRE_e_task(F, R)                                                                   \
-    F(R, REC, task, task)                                                                         \
-    F(R, U64, attempt, _)                                                                         \
+#define SHOAL_WIRE_e_task(F, R)                                                                    \
+    F(R, REC, task, task)                                                                          \
+    F(R, U64, attempt, _)                                                                          \
     F(R, RECS, inputs, e_input)
 
 /*  ---------------------------------------------------------------------------- messages */
 
 /*  client -> broker */
-#define SHOAL_WIRE_hello(F, R)                                                                    \
-    F(R, U64, version, _)                                                                         \
-    F(R, U64, client_id, _)                                                                       \
+#define SHOAL_WIRE_hello(F, R)                                                                     \
+    F(R, U64, version, _)                                                                          \
+    F(R, U64, client_id, _)                                                                        \
     F(R, STR, agent, _)
 /*  broker -> client */
-#define SHOAL_WIRE_hello_ok(F, R)                                                                 \
-    F(R, U64, version, _)                                                                         \
-    F(R, STR, events, _) /*  the events endpoint, as a client can connect to it */               \
-    F(R, U64, inline_max, _)                                                                      \
+#define SHOAL_WIRE_hello_ok(F, R)                                                                  \
+    F(R, U64, version, _)                                                                          \
+    F(R, STR, events, _) /*  the events endpoint, as a client can connect to it */                 \
+    F(R, U64, inline_max, _)                                                                       \
     F(R, U64, max_msg, _)
-#define SHOAL_WIRE_submit(F, R)                                                                   \
-    F(R, U64, seq, _)                                                                             \
+#define SHOAL_WIRE_submit(F, R)                                                                    \
+    F(R, U64, seq, _)                                                                              \
     F(R, RECS, tasks, task)
 /*  Replies to submit, cancel, remove. code 0 or SHOAL_E*; count: how many were taken. */
-#define SHOAL_WIRE_ack(F, R)                                                                      \
-    F(R, U64, seq, _)                                                                             \
-    F(R, I64, code, _)                                                                            \
-    F(R, STR, error, _)                                                                           \
+#define SHOAL_WIRE_ack(F, R)                                                                       \
+    F(R, U64, seq, _)                                                                              \
+    F(R, I64, code, _)                                                                             \
+    F(R, STR, error, _)                                                                            \
     F(R, U64, count, _)
 /*  Ask to be told when each ref is final (done, failed, canceled): the broker answers at
     once with a status for each that already is, and later for each other. */
-#define SHOAL_WIRE_watch(F, R)                                                                    \
-    F(R, U64, seq, _)                                                                             \
-    F(R, REFS, refs, _)                                                                           \
+#define SHOAL_WIRE_watch(F, R)                                                                     \
+    F(R, U64, seq, _)                                                                              \
+    F(R, REFS, refs, _)                                                                            \
     F(R, U64, flags, _)
 #define SHOAL_WIRE_statuses(F, R) F(R, RECS, items, status)
-#define SHOAL_WIRE_cancel(F, R)                                                                   \
-    F(R, U64, seq, _)                                                                             \
+#define SHOAL_WIRE_cancel(F, R)                                                                    \
+    F(R, U64, seq, _)                                                                              \
     F(R, REFS, refs, _)
-#define SHOAL_WIRE_remove(F, R)                                                                   \
-    F(R, U64, seq, _)                                                                             \
+#define SHOAL_WIRE_remove(F, R)                                                                    \
+    F(R, U64, seq, _)                                                                              \
     F(R, REFS, refs, _)
 #define SHOAL_WIRE_workers(F, R)     F(R, U64, seq, _)
 #define SHOAL_WIRE_worker_list(F, R) F(R, U64, seq, _) F(R, RECS, workers, worker_info)
 /*  Any side: a request that cannot be served, or a malformed message. */
-#define SHOAL_WIRE_error(F, R)                                                                    \
-    F(R, I64, code, _)                                                                            \
+#define SHOAL_WIRE_error(F, R)                                                                     \
+    F(R, I64, code, _)                                                                             \
     F(R, STR, error, _)
 
 /*  worker -> broker: (re)register. held: objects already in its store. */
-#define SHOAL_WIRE_w_hello(F, R)                                                                  \
-    F(R, U64, version, _)                                                                         \
-    F(R, STR, name, _)                                                                            \
-    F(R, STR, host, _)                                                                            \
-    F(R, U64, slots, _)                                                                           \
-    F(R, U64, capacity, _) /*  tasks it accepts at once: slots + prefetch depth */               \
-    F(R, STR, endpoint, _) /*  its data socket, as peers and clients reach it */                 \
-    F(R, U64, store_capacity, _)                                                                  \
-    F(R, U64, pid, _)                                                                             \
+#define SHOAL_WIRE_w_hello(F, R)                                                                   \
+    F(R, U64, version, _)                                                                          \
+    F(R, STR, name, _)                                                                             \
+    F(R, STR, host, _)                                                                             \
+    F(R, U64, slots, _)                                                                            \
+    F(R, U64, capacity, _) /*  tasks it accepts at once: slots + prefetch depth */                 \
+    F(R, STR, endpoint, _) /*  its data socket, as peers and clients reach it */                   \
+    F(R, U64, store_capacity, _)                                                                   \
+    F(R, U64, pid, _)                                                                              \
     F(R, REFS, held, _)
 /*  broker -> worker. code < 0: refused (error says why), the worker exits. */
-#define SHOAL_WIRE_w_welcome(F, R)                                                                \
-    F(R, U64, version, _)                                                                         \
-    F(R, U64, heartbeat_ms, _)                                                                    \
-    F(R, I64, code, _)                                                                            \
+#define SHOAL_WIRE_w_welcome(F, R)                                                                 \
+    F(R, U64, version, _)                                                                          \
+    F(R, U64, heartbeat_ms, _)                                                                     \
+    F(R, I64, code, _)                                                                             \
     F(R, STR, error, _)
 #define SHOAL_WIRE_w_dispatch(F, R) F(R, RECS, tasks, dispatch)
 #define SHOAL_WIRE_w_started(F, R)  F(R, RECS, tasks, attempt_ref)
 /*  worker -> broker, acknowledged by w_done_ack with the same seq; resent until then. */
-#define SHOAL_WIRE_w_done(F, R)                                                                   \
-    F(R, U64, seq, _)                                                                             \
-    F(R, RECS, results, result)                                                                   \
+#define SHOAL_WIRE_w_done(F, R)                                                                    \
+    F(R, U64, seq, _)                                                                              \
+    F(R, RECS, results, result)                                                                    \
     F(R, U64, store_bytes, _)
 #define SHOAL_WIRE_w_done_ack(F, R) F(R, U64, seq, _)
 /*  Both ways, every heartbeat_ms; the broker sends zeros. */
-#define SHOAL_WIRE_heartbeat(F, R)                                                                \
-    F(R, U64, store_bytes, _)                                                                     \
-    F(R, U64, running, _)                                                                         \
+#define SHOAL_WIRE_heartbeat(F, R)                                                                 \
+    F(R, U64, store_bytes, _)                                                                      \
+    F(R, U64, running, _)                                                                          \
     F(R, U64, queued, _)
 #define SHOAL_WIRE_w_cancel(F, R) F(R, RECS, tasks, attempt_ref)
 #define SHOAL_WIRE_w_drop(F, R)   F(R, REFS, refs, _)
@@ -254,80 +254,80 @@ typedef struct {
 /*  data socket (client or peer worker -> worker's ROUTER). fetch asks for length bytes
     from offset (0: to the end, in chunks of at most SHOAL_CHUNK_SIZE); the reply data
     carries the bytes in one raw frame after it. */
-#define SHOAL_WIRE_fetch(F, R)                                                                    \
-    F(R, U64, seq, _)                                                                             \
-    F(R, REF, ref, _)                                                                             \
-    F(R, U64, offset, _)                                                                          \
+#define SHOAL_WIRE_fetch(F, R)                                                                     \
+    F(R, U64, seq, _)                                                                              \
+    F(R, REF, ref, _)                                                                              \
+    F(R, U64, offset, _)                                                                           \
     F(R, U64, length, _)
-#define SHOAL_WIRE_data(F, R)                                                                     \
-    F(R, U64, seq, _)                                                                             \
-    F(R, REF, ref, _)                                                                             \
-    F(R, I64, code, _)                                                                            \
-    F(R, STR, error, _)                                                                           \
-    F(R, U64, size, _)                                                                            \
+#define SHOAL_WIRE_data(F, R)                                                                      \
+    F(R, U64, seq, _)                                                                              \
+    F(R, REF, ref, _)                                                                              \
+    F(R, I64, code, _)                                                                             \
+    F(R, STR, error, _)                                                                            \
+    F(R, U64, size, _)                                                                             \
     F(R, U64, offset, _)
 
 /*  executor <-> worker over ipc:// */
-#define SHOAL_WIRE_e_hello(F, R)                                                                  \
-    F(R, U64, pid, _)                                                                             \
+#define SHOAL_WIRE_e_hello(F, R)                                                                   \
+    F(R, U64, pid, _)                                                                              \
     F(R, U64, slot, _)
 #define SHOAL_WIRE_e_run(F, R)     F(R, RECS, tasks, e_task)
 #define SHOAL_WIRE_e_started(F, R) F(R, REF, id, _) F(R, U64, attempt, _) F(R, U64, pid, _)
 /*  Asks the worker for arena space for outputs too large to travel inline. */
-#define SHOAL_WIRE_e_alloc(F, R)                                                                  \
-    F(R, REF, id, _)                                                                              \
-    F(R, U64, attempt, _)                                                                         \
+#define SHOAL_WIRE_e_alloc(F, R)                                                                   \
+    F(R, REF, id, _)                                                                               \
+    F(R, U64, attempt, _)                                                                          \
     F(R, U64S, sizes, _)
-#define SHOAL_WIRE_e_alloc_ok(F, R)                                                               \
-    F(R, I64, code, _)                                                                            \
-    F(R, STR, error, _)                                                                           \
+#define SHOAL_WIRE_e_alloc_ok(F, R)                                                                \
+    F(R, I64, code, _)                                                                             \
+    F(R, STR, error, _)                                                                            \
     F(R, U64S, offsets, _)
 /*  outputs: inline (flags SHOAL_OUT_INLINE) or written at offset from e_alloc_ok. */
 #define SHOAL_WIRE_e_done(F, R) F(R, REC, result, result)
 
 /*  Every record, nested ones before their users. */
-#define SHOAL_WIRE_RECORDS(X)                                                                  \
-    X(task)                                                                                    \
-    X(input)                                                                                   \
-    X(dispatch)                                                                                \
-    X(output)                                                                                  \
-    X(result)                                                                                  \
-    X(status)                                                                                  \
-    X(worker_info)                                                                             \
-    X(attempt_ref)                                                                             \
-    X(e_input)                                                                                 \
+#define SHOAL_WIRE_RECORDS(X)                                                                      \
+    X(task)                                                                                        \
+    X(input)                                                                                       \
+    X(dispatch)                                                                                    \
+    X(output)                                                                                      \
+    X(result)                                                                                      \
+    X(status)                                                                                      \
+    X(worker_info)                                                                                 \
+    X(attempt_ref)                                                                                 \
+    X(e_input)                                                                                     \
     X(e_task)
 
 /*  Every message: X(type number, NAME). Numbers are stable on the wire. */
-#define SHOAL_WIRE_MESSAGES(X)                                                                 \
-    X(1, hello)                                                                                \
-    X(2, hello_ok)                                                                             \
-    X(3, submit)                                                                               \
-    X(4, ack)                                                                                  \
-    X(5, watch)                                                                                \
-    X(6, statuses)                                                                             \
-    X(7, cancel)                                                                               \
-    X(8, remove)                                                                               \
-    X(9, workers)                                                                              \
-    X(10, worker_list)                                                                         \
-    X(11, error)                                                                               \
-    X(20, w_hello)                                                                             \
-    X(21, w_welcome)                                                                           \
-    X(22, w_dispatch)                                                                          \
-    X(23, w_started)                                                                           \
-    X(24, w_done)                                                                              \
-    X(25, w_done_ack)                                                                          \
-    X(26, heartbeat)                                                                           \
-    X(27, w_cancel)                                                                            \
-    X(28, w_drop)                                                                              \
-    X(29, w_bye)                                                                               \
-    X(40, fetch)                                                                               \
-    X(41, data)                                                                                \
-    X(60, e_hello)                                                                             \
-    X(61, e_run)                                                                               \
-    X(62, e_started)                                                                           \
-    X(63, e_alloc)                                                                             \
-    X(64, e_alloc_ok)                                                                          \
+#define SHOAL_WIRE_MESSAGES(X)                                                                     \
+    X(1, hello)                                                                                    \
+    X(2, hello_ok)                                                                                 \
+    X(3, submit)                                                                                   \
+    X(4, ack)                                                                                      \
+    X(5, watch)                                                                                    \
+    X(6, statuses)                                                                                 \
+    X(7, cancel)                                                                                   \
+    X(8, remove)                                                                                   \
+    X(9, workers)                                                                                  \
+    X(10, worker_list)                                                                             \
+    X(11, error)                                                                                   \
+    X(20, w_hello)                                                                                 \
+    X(21, w_welcome)                                                                               \
+    X(22, w_dispatch)                                                                              \
+    X(23, w_started)                                                                               \
+    X(24, w_done)                                                                                  \
+    X(25, w_done_ack)                                                                              \
+    X(26, heartbeat)                                                                               \
+    X(27, w_cancel)                                                                                \
+    X(28, w_drop)                                                                                  \
+    X(29, w_bye)                                                                                   \
+    X(40, fetch)                                                                                   \
+    X(41, data)                                                                                    \
+    X(60, e_hello)                                                                                 \
+    X(61, e_run)                                                                                   \
+    X(62, e_started)                                                                               \
+    X(63, e_alloc)                                                                                 \
+    X(64, e_alloc_ok)                                                                              \
     X(65, e_done)
 
 /*  ------------------------------------------------------------------- generated C types */
@@ -341,16 +341,16 @@ typedef struct {
 #define SHOAL__DECL_STRS(n, s) shoal_wire_strs_t n;
 #define SHOAL__DECL_U64S(n, s) shoal_wire_u64s_t n;
 #define SHOAL__DECL_REC(n, s)  shoal_wire_##s##_t n;
-#define SHOAL__DECL_RECS(n, s)                                                                 \
-    struct {                                                                                   \
-        shoal_wire_##s##_t *items;                                                             \
-        size_t count;                                                                          \
+#define SHOAL__DECL_RECS(n, s)                                                                     \
+    struct {                                                                                       \
+        shoal_wire_##s##_t *items;                                                                 \
+        size_t count;                                                                              \
     } n;
 #define SHOAL__DECL(R, T, n, s) SHOAL__DECL_##T(n, s)
 
-#define SHOAL__DECL_STRUCT(name)                                                               \
-    typedef struct {                                                                           \
-        SHOAL_WIRE_##name(SHOAL__DECL, name)                                                         \
+#define SHOAL__DECL_STRUCT(name)                                                                   \
+    typedef struct {                                                                               \
+        SHOAL_WIRE_##name(SHOAL__DECL, name)                                                       \
     } shoal_wire_##name##_t;
 SHOAL_WIRE_RECORDS(SHOAL__DECL_STRUCT)
 #define SHOAL__DECL_MSG_STRUCT(id, name) SHOAL__DECL_STRUCT(name)

@@ -158,8 +158,8 @@ void shoal_wire_in_clear(shoal_wire_in_t *in)
     }
 }
 
-void shoal_wire_send_error(void *sock, const shoal_wire_peer_t *peer, int code,
-                           const char *fmt, ...)
+void shoal_wire_send_error(void *sock, const shoal_wire_peer_t *peer, int code, const char *fmt,
+                           ...)
 {
     char text[512];
     va_list ap;

@@ -56,7 +56,7 @@ int shoal_wire_recv(void *sock, bool router, shoal_wire_in_t *in, int flags);
 void shoal_wire_in_clear(shoal_wire_in_t *in);
 
 /*  Sends an error message (type error) with code and text; ignores send failures. */
-void shoal_wire_send_error(void *sock, const shoal_wire_peer_t *peer, int code,
-                           const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void shoal_wire_send_error(void *sock, const shoal_wire_peer_t *peer, int code, const char *fmt,
+                           ...) __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -64,16 +64,15 @@ const char *shoal_store_arena_path(const shoal_store_t *self);
     0 or SHOAL_EINVAL (bad name, or the path does not fit in size). */
 int shoal_store_arena_path_for(const char *dir, const char *name, char *buf, size_t size);
 uint64_t shoal_store_capacity(const shoal_store_t *self);
-uint64_t shoal_store_used(const shoal_store_t *self);  /*  bytes reserved (page-rounded) */
-size_t shoal_store_count(const shoal_store_t *self);   /*  objects in any state */
-uint8_t *shoal_store_base(const shoal_store_t *self);  /*  the arena mapping */
+uint64_t shoal_store_used(const shoal_store_t *self); /*  bytes reserved (page-rounded) */
+size_t shoal_store_count(const shoal_store_t *self);  /*  objects in any state */
+uint8_t *shoal_store_base(const shoal_store_t *self); /*  the arena mapping */
 
 /*  Reserves size bytes for ref (size 0 is allowed: it takes no space). On success *obj
     describes the new ALLOCATED object; obj->data is writable. Returns 0, SHOAL_EEXIST (ref
     already in the store), SHOAL_ETOOBIG (size exceeds the whole arena), SHOAL_EFULL (no
     free range large enough now), SHOAL_ENOMEM. */
-int shoal_store_alloc(shoal_store_t *self, shoal_ref_t ref, uint64_t size,
-                      shoal_store_obj_t *obj);
+int shoal_store_alloc(shoal_store_t *self, shoal_ref_t ref, uint64_t size, shoal_store_obj_t *obj);
 /*  ALLOCATED -> SEALED. 0, SHOAL_ENOTFOUND, SHOAL_ESTATE (already sealed). */
 int shoal_store_seal(shoal_store_t *self, shoal_ref_t ref);
 /*  Drops an ALLOCATED object and frees its space. 0, SHOAL_ENOTFOUND, SHOAL_ESTATE. */

@@ -38,8 +38,8 @@ static int s_setup(void **state)
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->listen, sizeof f->listen, "ipc://%s/b.sock", f->dir);
     snprintf(f->events, sizeof f->events, "ipc://%s/e.sock", f->dir);
-    f->cfg = (shoal_broker_config_t){.listen = f->listen, .events = f->events,
-                                     .heartbeat_ms = 100, .dead_after = 10};
+    f->cfg = (shoal_broker_config_t){
+        .listen = f->listen, .events = f->events, .heartbeat_ms = 100, .dead_after = 10};
     assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
     f->ctx = zmq_ctx_new();
     *state = f;
@@ -93,9 +93,13 @@ static void s_expect(void *sock, int type, shoal_wire_in_t *in, int timeout_ms)
 static void *s_worker(fixture_t *f, const char *name, uint64_t pid)
 {
     void *w = s_dealer(f);
-    shoal_wire_w_hello_t hello = {.version = SHOAL_PROTO_VERSION, .name = (char *)name,
-                                  .host = "testhost", .slots = 1, .capacity = 4,
-                                  .endpoint = "tcp://127.0.0.1:1", .pid = pid};
+    shoal_wire_w_hello_t hello = {.version = SHOAL_PROTO_VERSION,
+                                  .name = (char *)name,
+                                  .host = "testhost",
+                                  .slots = 1,
+                                  .capacity = 4,
+                                  .endpoint = "tcp://127.0.0.1:1",
+                                  .pid = pid};
     assert_int_equal(shoal_wire_send(w, NULL, SHOAL_MSG_w_hello, &hello, NULL, 0), 0);
     shoal_wire_in_t in;
     s_expect(w, SHOAL_MSG_w_welcome, &in, 5000);
@@ -120,8 +124,10 @@ static char *s_argv_echo[] = {"echo", "hi", NULL};
 
 static shoal_wire_task_t s_task(uint64_t n, shoal_ref_t *inputs, size_t n_inputs)
 {
-    return (shoal_wire_task_t){.id = shoal_ref_make(7, n, 0), .kind = SHOAL_KIND_EXEC,
-                               .argv = {s_argv_echo, 2}, .inputs = {inputs, n_inputs},
+    return (shoal_wire_task_t){.id = shoal_ref_make(7, n, 0),
+                               .kind = SHOAL_KIND_EXEC,
+                               .argv = {s_argv_echo, 2},
+                               .inputs = {inputs, n_inputs},
                                .n_outputs = 1};
 }
 
@@ -137,9 +143,12 @@ static void s_submit(void *c, shoal_wire_task_t *tasks, size_t n, int expect_cod
 
 static void s_done(void *w, shoal_ref_t id, uint64_t attempt, int64_t status, const char *data)
 {
-    shoal_wire_output_t out = {.size = data ? strlen(data) : 0, .flags = SHOAL_OUT_INLINE,
+    shoal_wire_output_t out = {.size = data ? strlen(data) : 0,
+                               .flags = SHOAL_OUT_INLINE,
                                .data = {(const uint8_t *)data, data ? strlen(data) : 0}};
-    shoal_wire_result_t r = {.id = id, .attempt = attempt, .status = status,
+    shoal_wire_result_t r = {.id = id,
+                             .attempt = attempt,
+                             .status = status,
                              .exit_code = status ? 3 : 0,
                              .error = status ? "exited with status 3" : NULL,
                              .outputs = {&out, status ? 0 : 1}};
@@ -308,8 +317,11 @@ static void test_a_name_taken_by_a_live_worker_is_refused(void **state)
     fixture_t *f = *state;
     void *w1 = s_worker(f, "same", 1);
     void *w2 = s_dealer(f);
-    shoal_wire_w_hello_t hello = {.version = SHOAL_PROTO_VERSION, .name = "same",
-                                  .host = "otherhost", .slots = 1, .endpoint = "tcp://x:1",
+    shoal_wire_w_hello_t hello = {.version = SHOAL_PROTO_VERSION,
+                                  .name = "same",
+                                  .host = "otherhost",
+                                  .slots = 1,
+                                  .endpoint = "tcp://x:1",
                                   .pid = 2};
     assert_int_equal(shoal_wire_send(w2, NULL, SHOAL_MSG_w_hello, &hello, NULL, 0), 0);
     shoal_wire_in_t in;

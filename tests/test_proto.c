@@ -290,8 +290,8 @@ static void test_random_garbage_is_refused(void **state)
 static void test_huge_array_header_does_not_allocate(void **state)
 {
     //  submit with an array claiming 2^32-1 tasks in 7 bytes.
-    const uint8_t bomb[] = {SHOAL_PROTO_VERSION, SHOAL_MSG_submit, 0x92, 0x01, 0xdd, 0xff, 0xff,
-                            0xff, 0xff};
+    const uint8_t bomb[] = {
+        SHOAL_PROTO_VERSION, SHOAL_MSG_submit, 0x92, 0x01, 0xdd, 0xff, 0xff, 0xff, 0xff};
     shoal_msg_t msg;
     assert_int_equal(shoal_proto_decode(bomb, sizeof bomb, &msg), SHOAL_EPROTO);
 }
@@ -308,8 +308,25 @@ static void test_other_version_and_unknown_type_are_named(void **state)
 static void test_newer_peer_fields_are_skipped_and_missing_ones_zero(void **state)
 {
     //  hello with 5 fields (2 unknown: a map and a float) decodes; with 1 field too.
-    const uint8_t longer[] = {SHOAL_PROTO_VERSION, SHOAL_MSG_hello, 0x95, 0x01, 0x2a, 0xa1, 'x',
-                              0x81, 0x01, 0x02, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0};
+    const uint8_t longer[] = {SHOAL_PROTO_VERSION,
+                              SHOAL_MSG_hello,
+                              0x95,
+                              0x01,
+                              0x2a,
+                              0xa1,
+                              'x',
+                              0x81,
+                              0x01,
+                              0x02,
+                              0xcb,
+                              0,
+                              0,
+                              0,
+                              0,
+                              0,
+                              0,
+                              0,
+                              0};
     const uint8_t shorter[] = {SHOAL_PROTO_VERSION, SHOAL_MSG_hello, 0x91, 0x01};
     shoal_msg_t msg;
     assert_int_equal(shoal_proto_decode(longer, sizeof longer, &msg), 0);
