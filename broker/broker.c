@@ -320,11 +320,14 @@ static void s_status_of(s_broker_t *self, shoal_ref_t ref, shoal_wire_status_t *
     s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
     s_object_t *o = s_object(self, ref);
     uint16_t index = shoal_ref_index(ref);
-    if (t && index == SHOAL_REF_LOG_INDEX && s_is_final(t->state)) {
+    if (t && (index == SHOAL_REF_LOG_INDEX || index == SHOAL_REF_STDOUT_INDEX) &&
+        s_is_final(t->state)) {
         if (!o) {
             st->state = SHOAL_STATE_UNKNOWN;
             st->code = SHOAL_ENOTFOUND;
-            st->error = "the task left no log (it never started)";
+            st->error = index == SHOAL_REF_LOG_INDEX
+                            ? "the task left no log (it never started)"
+                            : "the task left no stdout of a failed command";
             return;
         }
         t = NULL; //  a final task's log is an object like any other
@@ -514,13 +517,14 @@ static void s_notify_watchers(s_broker_t *self, s_task_t *t)
 //  Records a final task's outcome: the statuses of its outputs and log.
 static void s_journal_outcome(s_broker_t *self, s_task_t *t)
 {
-    size_t n = t->spec->n_outputs + 1;
+    size_t n = t->spec->n_outputs + 2;
     shoal_wire_status_t *items = calloc(n, sizeof *items);
     if (!items)
         return;
     for (size_t i = 0; i + 1 < n; i++)
         s_status_of(self, shoal_ref_output(t->spec->id, (uint16_t)i), &items[i], true);
-    s_status_of(self, shoal_ref_output(t->spec->id, SHOAL_REF_LOG_INDEX), &items[n - 1], true);
+    s_status_of(self, shoal_ref_output(t->spec->id, SHOAL_REF_LOG_INDEX), &items[n - 2], true);
+    s_status_of(self, shoal_ref_output(t->spec->id, SHOAL_REF_STDOUT_INDEX), &items[n - 1], true);
     shoal__journal_final(self->journal, t->spec->id, items, n);
     free(items);
 }
@@ -897,6 +901,27 @@ static void s_on_result(s_broker_t *self, s_worker_t *w, shoal_wire_result_t *r)
             abort();
         memcpy(log->data, r->log_tail.data, r->log_size);
     }
+    //  The end of a failed command's stdout, kept inline (SHOAL_REF_STDOUT_INDEX).
+    for (size_t i = 0; i < r->outputs.count; i++) {
+        shoal_wire_output_t *out = &r->outputs.items[i];
+        if (!(out->flags & SHOAL_OUT_STDOUT) || !(out->flags & SHOAL_OUT_INLINE))
+            continue;
+        shoal_ref_t ref = shoal_ref_output(t->spec->id, SHOAL_REF_STDOUT_INDEX);
+        s_object_t *o = s_object(self, ref);
+        if (!o) {
+            o = calloc(1, sizeof *o);
+            if (!o)
+                abort();
+            o->ref = ref;
+            shoal__refmap_put(self->objects, ref, o);
+        }
+        free(o->data);
+        o->size = out->data.size;
+        o->data = malloc(o->size ? o->size : 1);
+        if (!o->data)
+            abort();
+        memcpy(o->data, out->data.data, o->size);
+    }
     if (retry) {
         t->failures++;
         shoal__info("task attempt %u failed, retrying (%u of %llu)", t->attempt, t->failures,
@@ -1173,6 +1198,12 @@ static void s_on_remove(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
         for (uint32_t k = 0; k < t->n_consumers && !live; k++)
             live = !s_is_final(t->consumers[k]->state);
         if (!live) {
+            s_object_t *tail = shoal__refmap_remove(
+                self->objects, shoal_ref_output(t->spec->id, SHOAL_REF_STDOUT_INDEX));
+            if (tail) {
+                free(tail->data);
+                free(tail);
+            }
             s_object_t *log = shoal__refmap_remove(
                 self->objects, shoal_ref_output(t->spec->id, SHOAL_REF_LOG_INDEX));
             if (log) {

@@ -308,6 +308,9 @@ int cli_cmd_run(int argc, char **argv)
     } else {
         //  The task failed: its stderr, the reason unless it is a plain non-zero exit
         //  (the stderr says it all then), and an exit status like the command's own.
+        //  What the command wrote on stdout before failing (its last 64 KiB), if anything.
+        s_get_to_fd(client, shoal_ref_output(id, SHOAL_REF_STDOUT_INDEX), S_LOG_TIMEOUT_MS,
+                    STDOUT_FILENO);
         bool have_log = s_get_to_fd(client, log, S_LOG_TIMEOUT_MS, STDERR_FILENO) == 0;
         bool plain_exit = st.code == SHOAL_ETASK && st.exit_code > 0;
         if (!plain_exit) {
@@ -325,8 +328,8 @@ int cli_cmd_run(int argc, char **argv)
             status = CLI_EXIT_FAILED;
     }
     //  Nobody else knows these refs: do not leave the objects behind.
-    shoal_ref_t mine[2] = {id, log};
-    shoal_remove(client, mine, 2, S_REPLY_TIMEOUT_MS);
+    shoal_ref_t mine[3] = {id, log, shoal_ref_output(id, SHOAL_REF_STDOUT_INDEX)};
+    shoal_remove(client, mine, 3, S_REPLY_TIMEOUT_MS);
 
 done:
     shoal_disconnect(&client);

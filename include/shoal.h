@@ -69,7 +69,11 @@ typedef struct {
 #define SHOAL_REF_TEXT_SIZE 33
 /*  Output index 0xffff of a task names its log (the stderr of an exec task). */
 #define SHOAL_REF_LOG_INDEX 0xffff
-#define SHOAL_MAX_OUTPUTS   1024
+/*  Output index 0xfffe of a task whose exec command failed names the end of what it wrote
+    on stdout (its last 64 KiB): a failed task has no outputs, but its output is often
+    the explanation. `shoal run` prints it. */
+#define SHOAL_REF_STDOUT_INDEX 0xfffe
+#define SHOAL_MAX_OUTPUTS      1024
 
 /*  Writes ref as 32 hex digits into buf; returns buf. */
 char *shoal_ref_format(shoal_ref_t ref, char buf[SHOAL_REF_TEXT_SIZE]);

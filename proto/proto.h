@@ -61,7 +61,10 @@ enum {
 const char *shoal_wire_state_name(uint64_t state);
 
 /*  Flags. */
-#define SHOAL_OUT_INLINE   1u /*  output/status/input: data holds the whole object */
+#define SHOAL_OUT_INLINE 1u /*  output/status/input: data holds the whole object */
+#define SHOAL_OUT_STDOUT                                                                           \
+    2u                        /*  result output of a FAILED exec attempt: the tail of its          \
+                                  stdout (inline), kept as index SHOAL_REF_STDOUT_INDEX */
 #define SHOAL_WATCH_NODATA 1u /*  watch: do not send inline bytes with statuses */
 
 typedef struct {

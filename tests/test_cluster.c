@@ -155,6 +155,16 @@ static void test_run_exits_with_the_task_exit_status(void **state)
     h_assert_exit(h_run(c, CMD_MS, "run", "--", "true", NULL), 0);
 }
 
+static void test_run_of_a_failing_command_still_prints_its_stdout_and_stderr(void **state)
+{
+    h_cluster_t *c = s_c(state);
+    h_result_t *r =
+        h_run(c, CMD_MS, "run", "--", "sh", "-c", "echo out; echo err >&2; exit 3", NULL);
+    h_assert_exit(r, 3);
+    assert_string_equal(r->out, "out\n");
+    assert_true(h_contains(r->err, "err"));
+}
+
 static void test_run_exits_128_plus_the_signal_that_killed_the_task(void **state)
 {
     h_cluster_t *c = s_c(state);
@@ -583,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_run_prints_the_task_output_and_exits_zero),
         cmocka_unit_test(test_run_passes_what_follows_the_double_dash_untouched),
         cmocka_unit_test(test_run_exits_with_the_task_exit_status),
+        cmocka_unit_test(test_run_of_a_failing_command_still_prints_its_stdout_and_stderr),
         cmocka_unit_test(test_run_exits_128_plus_the_signal_that_killed_the_task),
         cmocka_unit_test(test_a_missing_command_fails_clearly_and_the_worker_runs_the_next_task),
         cmocka_unit_test(test_a_failing_task_reports_its_exit_status_and_stderr_tail),

@@ -81,6 +81,8 @@ typedef struct {
     uint64_t log_size;
     uint8_t log_tail[S_LOG_TAIL];
     size_t log_tail_size;
+    uint8_t *stdout_tail; //  a failed command's last SHOAL_INLINE_MAX bytes of stdout
+    size_t stdout_tail_size;
 } s_outcome_t;
 
 static void s_fail(s_outcome_t *o, int status, int64_t exit_code, const char *fmt, ...)
@@ -290,6 +292,9 @@ static char *s_strdupf(const char *fmt, ...)
 
 static void s_outcome_clear(s_outcome_t *o)
 {
+    free(o->stdout_tail);
+    o->stdout_tail = NULL;
+    o->stdout_tail_size = 0;
     for (size_t i = 0; i < o->n_outs; i++) {
         free(o->outs[i].path);
         free(o->outs[i].data);
@@ -314,6 +319,21 @@ static void s_take_log(s_outcome_t *o, const char *path)
     ssize_t r = pread(fd, o->log_tail, n, (off_t)(size - n));
     o->log_tail_size = r > 0 ? (size_t)r : 0;
     close(fd);
+}
+
+//  Reads the end of a failed command's stdout into o->stdout_tail.
+static void s_take_stdout_tail(s_outcome_t *o, const char *path)
+{
+    uint64_t size = 0;
+    if (s_file_size(path, &size) != 0 || size == 0)
+        return;
+    size_t n = (size_t)SHOAL__MIN(size, (uint64_t)SHOAL_INLINE_MAX);
+    o->stdout_tail = malloc(n);
+    int fd = o->stdout_tail ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    ssize_t r = fd >= 0 ? pread(fd, o->stdout_tail, n, (off_t)(size - n)) : -1;
+    if (fd >= 0)
+        close(fd);
+    o->stdout_tail_size = r > 0 ? (size_t)r : 0;
 }
 
 //  Decides which entries travel inline, asks the worker for space for the others and
@@ -698,6 +718,12 @@ static void s_run_exec(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_
         out->index = n_outputs;
         o->n_outs++;
     }
+    if (o->status == SHOAL_ETASK) {
+        //  The command ran and failed: the end of its stdout is often the explanation.
+        char out_path[PATH_MAX];
+        snprintf(out_path, sizeof out_path, "%s/stdout", sc.io);
+        s_take_stdout_tail(o, out_path);
+    }
     if (o->status) { //  only the log travels for a failed task
         size_t kept = 0;
         for (size_t i = 0; i < o->n_outs; i++) {
@@ -750,7 +776,8 @@ static void s_run_task(s_exec_t *self, const shoal_wire_e_task_t *et)
     else
         s_fail(o, SHOAL_EINVAL, 0, "unknown task kind %llu", (unsigned long long)et->task.kind);
 
-    shoal_wire_output_t *outs = calloc(o->n_outs ? o->n_outs : 1, sizeof *outs);
+    //  One more entry, last, for the stdout tail of a failed command (worker.h).
+    shoal_wire_output_t *outs = calloc(o->n_outs + 1, sizeof *outs);
     if (!outs) {
         s_fail(o, SHOAL_ENOMEM, 0, "executor out of memory");
         s_outcome_clear(o);
@@ -765,12 +792,18 @@ static void s_run_task(s_exec_t *self, const shoal_wire_e_task_t *et)
             outs[i].data = (shoal_wire_bin_t){out->data, out->size};
         }
     }
+    size_t n_outs = outs ? o->n_outs : 0;
+    if (outs && o->status && o->stdout_tail_size) {
+        outs[n_outs++] = (shoal_wire_output_t){.size = o->stdout_tail_size,
+                                               .flags = SHOAL_OUT_INLINE | SHOAL_OUT_STDOUT,
+                                               .data = {o->stdout_tail, o->stdout_tail_size}};
+    }
     shoal_wire_e_done_t done = {.result = {.id = et->task.id,
                                            .attempt = et->attempt,
                                            .status = o->status,
                                            .exit_code = o->exit_code,
                                            .error = o->status ? o->error : NULL,
-                                           .outputs = {outs, outs ? o->n_outs : 0},
+                                           .outputs = {outs, n_outs},
                                            .log_size = o->log_size,
                                            .log_tail = {o->log_tail, o->log_tail_size},
                                            .runtime_us = (uint64_t)(shoal__now_us() - t0)}};

@@ -1337,6 +1337,12 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
     size_t count = r->outputs.count;
     size_t stored = 0; //  outputs 0..stored-1 are in the store
     bool log_kept = false;
+    //  A failed command may add, last, the tail of its stdout (SHOAL_OUT_STDOUT): it is
+    //  not stored here, only forwarded to the broker, which keeps it inline.
+    const shoal_wire_output_t *stdout_tail = NULL;
+    if (status != 0 && count > 0 && (r->outputs.items[count - 1].flags & SHOAL_OUT_STDOUT) &&
+        (r->outputs.items[count - 1].flags & SHOAL_OUT_INLINE))
+        stdout_tail = &r->outputs.items[--count];
     bool shape_ok = status == 0 ? (count == n_out || count == n_out + 1) : count <= 1;
     if (!shape_ok) {
         snprintf(error, sizeof error, "executor sent %zu result entries for %zu outputs", count,
@@ -1398,6 +1404,10 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
             }
         }
         n = n_out;
+    } else if (stdout_tail) {
+        outs = s_alloc0(sizeof *outs);
+        outs[0] = *stdout_tail;
+        n = 1;
     }
     shoal_wire_result_t res = {.id = id,
                                .attempt = t->d->attempt,

@@ -39,7 +39,9 @@ int shoal_executor_run(const char *endpoint, const char *arena_path, int slot);
       e_run in this version and keeps the rest in its local queue.
     - e_done's result.outputs: the task's n_outputs outputs in order, then ONE more entry,
       the task's log (stderr; stored as shoal_ref_output(id, SHOAL_REF_LOG_INDEX)). A failed
-      task (status != 0) sends only the log entry, or no entry at all.
+      task (status != 0) sends only the log entry, or no entry at all, then possibly one
+      entry flagged SHOAL_OUT_INLINE | SHOAL_OUT_STDOUT: the end of a failed command's
+      stdout, which the worker forwards to the broker without storing it.
     - e_alloc's sizes has n_outputs + 1 entries: output i at index i, the log last;
       SHOAL_EXEC_INLINE marks one that needs no space (it travels inline, or a failed task
       does not report it). e_alloc_ok's offsets has one entry per size (SHOAL_EXEC_INLINE
