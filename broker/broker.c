@@ -11,6 +11,10 @@
       tasks that consume it (with multiplicity) and the clients watching it.
     - objects: the directory, by ref: size, holder, and the bytes when small.
     - workers: a small array (tens to hundreds), found by routing id or name.
+    - jobs: by name. A job counts its tasks by state and lists them in job order; a task
+      points to its job and knows its place in that list (16 bytes a task, plus 8 to 16
+      in the job's list), so every state change and every forgotten task updates the job
+      in O(1).
 
     Availability is tracked per task: a task's outputs are available when it is DONE.
     When the worker holding them dies, a task whose outputs were not all inline goes
@@ -40,6 +44,7 @@
 
 typedef struct s_worker s_worker_t;
 typedef struct s_task s_task_t;
+typedef struct s_job s_job_t;
 
 typedef struct {
     shoal_wire_peer_t peer;
@@ -65,6 +70,24 @@ struct s_task {
     int64_t code, exit_code;
     char *error; //  failure text
     int64_t submitted_us, dispatched_us;
+    s_job_t *job;     //  NULL when submitted without one
+    uint32_t job_pos; //  its index in job->tasks
+};
+
+/*  The tasks submitted under one name. tasks is in job order: submission order, with each
+    run of array tasks (array_index > 0) sorted by index (s_job_tidy, lazily: arrays are
+    submitted in order, so sorting is rare). A forgotten task leaves a NULL hole, squeezed
+    out once holes are half the list, so leaving costs O(1) amortized. */
+struct s_job {
+    s_job_t *next; //  the next job whose name has the same hash
+    char *name;
+    uint64_t created;  //  creation order, for listing
+    uint64_t count[8]; //  tasks by SHOAL_STATE_*
+    uint64_t total;    //  tasks in the job (holes aside)
+    s_task_t **tasks;
+    uint32_t n_tasks, cap_tasks; //  slots used (holes included) and allocated
+    bool unsorted;               //  an array task came after one with a larger index
+    size_t slot;                 //  its index in the broker's jobs array
 };
 
 typedef struct {
@@ -106,6 +129,10 @@ typedef struct {
     int64_t dispatch_after_us; //  after a restart: time for workers to say hello again
     char listen_ep[256], events_ep[256];
     shoal__refmap_t *tasks, *objects;
+    shoal__refmap_t *job_names; //  hash of a name -> chain of jobs with that hash
+    s_job_t **jobs;
+    size_t n_jobs, cap_jobs;
+    uint64_t jobs_created;
     s_worker_t **workers;
     size_t n_workers, cap_workers;
     s_queue_t ready;
@@ -438,9 +465,156 @@ static void s_set_error(s_task_t *t, int64_t code, int64_t exit_code, const char
     t->exit_code = exit_code;
 }
 
+/*  ---------------------------------------------------------------------------- jobs */
+
+//  A job name's key in job_names: FNV-1a and the length. Names whose keys collide share
+//  a chain, so a collision costs a strcmp, never a wrong job.
+static shoal_ref_t s_job_key(const char *name)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t len = 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++, len++)
+        h = (h ^ *p) * 0x100000001b3ull;
+    return (shoal_ref_t){h, len};
+}
+
+static s_job_t *s_job_find(s_broker_t *self, const char *name)
+{
+    for (s_job_t *j = shoal__refmap_get(self->job_names, s_job_key(name)); j; j = j->next)
+        if (strcmp(j->name, name) == 0)
+            return j;
+    return NULL;
+}
+
+static s_job_t *s_job_get(s_broker_t *self, const char *name)
+{
+    s_job_t *j = s_job_find(self, name);
+    if (j)
+        return j;
+    if (!(j = calloc(1, sizeof *j)))
+        abort();
+    j->name = s_strdup(name);
+    j->created = ++self->jobs_created;
+    shoal_ref_t key = s_job_key(name);
+    j->next = shoal__refmap_get(self->job_names, key);
+    if (shoal__refmap_put(self->job_names, key, j) != 0)
+        abort();
+    j->slot = self->n_jobs;
+    S_PUSH(self->jobs, self->n_jobs, self->cap_jobs, j);
+    return j;
+}
+
+static void s_job_free(s_broker_t *self, s_job_t *j)
+{
+    shoal_ref_t key = s_job_key(j->name);
+    s_job_t *head = shoal__refmap_get(self->job_names, key);
+    if (head == j) {
+        if (j->next)
+            shoal__refmap_put(self->job_names, key, j->next); //  replaces: never grows
+        else
+            shoal__refmap_remove(self->job_names, key);
+    } else
+        for (s_job_t *p = head; p; p = p->next)
+            if (p->next == j) {
+                p->next = j->next;
+                break;
+            }
+    self->jobs[j->slot] = self->jobs[--self->n_jobs];
+    self->jobs[j->slot]->slot = j->slot;
+    free(j->tasks);
+    free(j->name);
+    free(j);
+}
+
+static int s_job_order(const void *a, const void *b)
+{
+    const s_task_t *x = *(s_task_t *const *)a, *y = *(s_task_t *const *)b;
+    if (x->spec->array_index != y->spec->array_index)
+        return x->spec->array_index < y->spec->array_index ? -1 : 1;
+    return x->job_pos < y->job_pos ? -1 : x->job_pos > y->job_pos;
+}
+
+//  Squeezes out the holes and sorts each run of array tasks by index (ties, and tasks
+//  outside arrays, keep submission order), then renumbers job_pos.
+static void s_job_tidy(s_job_t *j)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < j->n_tasks; i++)
+        if (j->tasks[i])
+            j->tasks[n++] = j->tasks[i];
+    j->n_tasks = n;
+    if (j->unsorted) {
+        for (uint32_t start = 0, end; start < n; start = end) {
+            for (end = start; end < n && j->tasks[end]->spec->array_index; end++)
+                ;
+            if (end - start > 1)
+                qsort(j->tasks + start, end - start, sizeof *j->tasks, s_job_order);
+            end += end == start;
+        }
+        j->unsorted = false;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        j->tasks[i]->job_pos = i;
+    //  A job that shrank a lot gives the memory back.
+    if (n && j->cap_tasks > 64 && n < j->cap_tasks / 4) {
+        s_task_t **smaller = realloc(j->tasks, (size_t)n * 2 * sizeof *smaller);
+        if (smaller) {
+            j->tasks = smaller;
+            j->cap_tasks = n * 2;
+        }
+    }
+}
+
+//  A new task joins the job its spec names (if any), counted in its current state.
+static void s_job_join(s_broker_t *self, s_task_t *t)
+{
+    if (!t->spec->job || !t->spec->job[0])
+        return;
+    s_job_t *j = s_job_get(self, t->spec->job);
+    uint64_t index = t->spec->array_index;
+    //  The last slot is never a hole (s_job_leave trims them).
+    if (index && j->n_tasks && j->tasks[j->n_tasks - 1]->spec->array_index > index)
+        j->unsorted = true;
+    if (j->n_tasks == UINT32_MAX)
+        abort(); //  4 billion tasks in one job: the broker ran out of memory long before
+    S_PUSH(j->tasks, j->n_tasks, j->cap_tasks, t);
+    t->job = j;
+    t->job_pos = j->n_tasks - 1;
+    j->count[t->state]++;
+    j->total++;
+}
+
+//  A forgotten task leaves its job; the last one to leave frees it.
+static void s_job_leave(s_broker_t *self, s_task_t *t)
+{
+    s_job_t *j = t->job;
+    if (!j)
+        return;
+    j->count[t->state]--;
+    j->total--;
+    j->tasks[t->job_pos] = NULL;
+    t->job = NULL;
+    while (j->n_tasks && !j->tasks[j->n_tasks - 1])
+        j->n_tasks--;
+    if (j->total == 0)
+        s_job_free(self, j);
+    else if (j->n_tasks - j->total > j->n_tasks / 2)
+        s_job_tidy(j);
+}
+
+//  Every change of a task's state goes through here, so its job's counts stay exact.
+static void s_set_state(s_task_t *t, uint8_t state)
+{
+    if (t->job) {
+        t->job->count[t->state]--;
+        t->job->count[state]++;
+    }
+    t->state = state;
+}
+
 static void s_make_ready(s_broker_t *self, s_task_t *t, bool front)
 {
-    t->state = t->missing ? SHOAL_STATE_WAITING : SHOAL_STATE_READY;
+    s_set_state(t, t->missing ? SHOAL_STATE_WAITING : SHOAL_STATE_READY);
     if (t->state == SHOAL_STATE_READY && !t->queued)
         s_queue_push(&self->ready, t, front);
 }
@@ -472,7 +646,7 @@ static void s_consumers_update(s_broker_t *self, s_task_t *p, bool up)
         } else {
             c->missing++;
             if (c->state == SHOAL_STATE_READY)
-                c->state = SHOAL_STATE_WAITING; //  its queue entry is skipped lazily
+                s_set_state(c, SHOAL_STATE_WAITING); //  its queue entry is skipped lazily
         }
     }
 }
@@ -534,7 +708,7 @@ static void s_finish(s_broker_t *self, s_task_t *t, uint8_t state)
 {
     if (t->state == SHOAL_STATE_RUNNING)
         s_worker_detach(t);
-    t->state = state;
+    s_set_state(t, state);
     if (self->journal)
         s_journal_outcome(self, t);
     if (state == SHOAL_STATE_DONE) {
@@ -580,6 +754,11 @@ static int s_validate(s_broker_t *self, const shoal_wire_task_t *spec, char *err
             snprintf(err, errlen, "task %s: input %zu is an output of the task itself", id, i);
             return SHOAL_EINVAL;
         }
+    if (spec->job && strlen(spec->job) > SHOAL_JOB_NAME_MAX) {
+        snprintf(err, errlen, "task %s: a job name has at most %d bytes, got %zu", id,
+                 SHOAL_JOB_NAME_MAX, strlen(spec->job));
+        return SHOAL_EINVAL;
+    }
     if (spec->n_outputs < 1 || spec->n_outputs > SHOAL_MAX_OUTPUTS) {
         snprintf(err, errlen, "task %s: outputs must be 1..%d, got %llu", id, SHOAL_MAX_OUTPUTS,
                  (unsigned long long)spec->n_outputs);
@@ -637,7 +816,7 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
     count it missing until it is done again. */
 static void s_undo_done(s_broker_t *self, s_task_t *p)
 {
-    p->state = SHOAL_STATE_WAITING;
+    s_set_state(p, SHOAL_STATE_WAITING);
     p->worker = NULL;
     s_consumers_update(self, p, false);
     self->n_done--;
@@ -1005,7 +1184,7 @@ static void s_dispatch(s_broker_t *self)
             s_queue_push(&self->ready, t, true);
             break;
         }
-        t->state = SHOAL_STATE_RUNNING;
+        s_set_state(t, SHOAL_STATE_RUNNING);
         t->attempt++;
         t->worker = w;
         t->dispatched_us = shoal__now_us();
@@ -1115,6 +1294,7 @@ static void s_on_submit(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
         if (!t->spec)
             abort();
         t->submitted_us = shoal__now_us();
+        s_job_join(self, t);
         s_add_task(self, t);
         taken++;
     }
@@ -1160,8 +1340,32 @@ static void s_cancel_task(s_broker_t *self, s_task_t *t)
     s_finish(self, t, SHOAL_STATE_CANCELED);
 }
 
+static uint64_t s_job_unfinished(const s_job_t *j)
+{
+    return j->count[SHOAL_STATE_WAITING] + j->count[SHOAL_STATE_READY] +
+           j->count[SHOAL_STATE_RUNNING];
+}
+
+#define S_NO_JOB_SIZE (SHOAL_JOB_NAME_MAX + 128)
+
+static const char *s_no_job(char err[S_NO_JOB_SIZE], const char *name)
+{
+    snprintf(err, S_NO_JOB_SIZE, "no job named '%.*s' (never submitted, or all its tasks removed)",
+             SHOAL_JOB_NAME_MAX, name ? name : "");
+    return err;
+}
+
+//  count: the tasks named by refs that were canceled, plus the job's tasks that were
+//  unfinished and are canceled now (dependents outside the job are canceled too, but
+//  not counted).
 static void s_on_cancel(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_cancel_t *m)
 {
+    s_job_t *job = NULL;
+    if (m->job && m->job[0] && !(job = s_job_find(self, m->job))) {
+        char err[S_NO_JOB_SIZE];
+        s_ack(self, peer, m->seq, SHOAL_ENOTFOUND, s_no_job(err, m->job), 0);
+        return;
+    }
     uint64_t count = 0;
     for (size_t i = 0; i < m->refs.count; i++) {
         s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(m->refs.items[i]));
@@ -1169,6 +1373,14 @@ static void s_on_cancel(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
             s_cancel_task(self, t);
             count++;
         }
+    }
+    if (job) {
+        //  Canceling never removes a task from a job, so the list stays put meanwhile.
+        uint64_t before = s_job_unfinished(job);
+        for (uint32_t i = 0; i < job->n_tasks; i++)
+            if (job->tasks[i])
+                s_cancel_task(self, job->tasks[i]);
+        count += before - s_job_unfinished(job);
     }
     s_ack(self, peer, m->seq, 0, NULL, count);
 }
@@ -1231,6 +1443,7 @@ static void s_on_remove(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
             shoal__refmap_remove(self->tasks, t->spec->id);
             if (self->journal)
                 shoal__journal_forget(self->journal, t->spec->id);
+            s_job_leave(self, t);
             s_task_free(t);
         }
     }
@@ -1262,6 +1475,71 @@ static void s_on_workers(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
     shoal_wire_worker_list_t reply = {.seq = m->seq, .workers = {items, self->n_workers}};
     shoal_wire_send(self->router, peer, SHOAL_MSG_worker_list, &reply, NULL, 0);
     free(items);
+}
+
+//  Jobs in creation order: the newest S_JOB_LIST_MAX of them, the rest counted as
+//  omitted (100,000 jobs of 255-byte names stay below 32 MiB).
+#define S_JOB_LIST_MAX 100000
+
+static int s_job_created_order(const void *a, const void *b)
+{
+    const s_job_t *x = *(s_job_t *const *)a, *y = *(s_job_t *const *)b;
+    return x->created < y->created ? -1 : x->created > y->created;
+}
+
+static void s_on_jobs(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_jobs_t *m)
+{
+    size_t n = self->n_jobs, skip = n > S_JOB_LIST_MAX ? n - S_JOB_LIST_MAX : 0;
+    s_job_t **sorted = malloc((n ? n : 1) * sizeof *sorted);
+    shoal_wire_job_info_t *items = calloc(n ? n : 1, sizeof *items);
+    if (!sorted || !items)
+        abort();
+    memcpy(sorted, self->jobs, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, s_job_created_order);
+    for (size_t i = skip; i < n; i++) {
+        const s_job_t *j = sorted[i];
+        items[i - skip] = (shoal_wire_job_info_t){
+            .name = j->name,
+            .waiting = j->count[SHOAL_STATE_WAITING],
+            .ready = j->count[SHOAL_STATE_READY],
+            .running = j->count[SHOAL_STATE_RUNNING],
+            .done = j->count[SHOAL_STATE_DONE],
+            .failed = j->count[SHOAL_STATE_FAILED],
+            .canceled = j->count[SHOAL_STATE_CANCELED],
+            .total = j->total,
+        };
+    }
+    shoal_wire_job_list_t reply = {.seq = m->seq, .jobs = {items, n - skip}, .omitted = skip};
+    shoal_wire_send(self->router, peer, SHOAL_MSG_job_list, &reply, NULL, 0);
+    free(items);
+    free(sorted);
+}
+
+static void s_on_job_tasks(s_broker_t *self, const shoal_wire_peer_t *peer,
+                           shoal_wire_job_tasks_t *m)
+{
+    shoal_wire_job_tasks_reply_t reply = {.seq = m->seq, .offset = m->offset};
+    char err[S_NO_JOB_SIZE];
+    s_job_t *j = m->name ? s_job_find(self, m->name) : NULL;
+    if (!j) {
+        reply.code = SHOAL_ENOTFOUND;
+        reply.error = (char *)s_no_job(err, m->name);
+        shoal_wire_send(self->router, peer, SHOAL_MSG_job_tasks_reply, &reply, NULL, 0);
+        return;
+    }
+    s_job_tidy(j); //  no holes: positions are offsets
+    size_t n = 0;
+    if (m->offset < j->n_tasks)
+        n = SHOAL__MIN((size_t)(j->n_tasks - m->offset), (size_t)SHOAL_JOB_TASKS_MAX);
+    shoal_ref_t *refs = malloc((n ? n : 1) * sizeof *refs);
+    if (!refs)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        refs[i] = j->tasks[m->offset + i]->spec->id;
+    reply.tasks = (shoal_wire_refs_t){refs, n};
+    reply.total = j->n_tasks;
+    shoal_wire_send(self->router, peer, SHOAL_MSG_job_tasks_reply, &reply, NULL, 0);
+    free(refs);
 }
 
 /*  ------------------------------------------------------------------------- the loop */
@@ -1301,6 +1579,12 @@ static void s_handle(s_broker_t *self, shoal_wire_in_t *in)
         break;
     case SHOAL_MSG_workers:
         s_on_workers(self, peer, &m->u.workers);
+        break;
+    case SHOAL_MSG_jobs:
+        s_on_jobs(self, peer, &m->u.jobs);
+        break;
+    case SHOAL_MSG_job_tasks:
+        s_on_job_tasks(self, peer, &m->u.job_tasks);
         break;
     case SHOAL_MSG_w_hello:
         s_on_w_hello(self, peer, &m->u.w_hello);
@@ -1415,6 +1699,7 @@ static void s_reload_task(void *arg, const shoal_wire_task_t *spec)
     t->state = SHOAL_STATE_WAITING;
     t->submitted_us = shoal__now_us();
     shoal__refmap_put(self->tasks, t->spec->id, t);
+    s_job_join(self, t);
 }
 
 static void s_reload_final(void *arg, shoal_ref_t id, const shoal_wire_statuses_t *outcome)
@@ -1425,14 +1710,14 @@ static void s_reload_final(void *arg, shoal_ref_t id, const shoal_wire_statuses_
         return;
     const shoal_wire_status_t *first = &outcome->items.items[0];
     if (first->state == SHOAL_STATE_FAILED || first->state == SHOAL_STATE_CANCELED) {
-        t->state = (uint8_t)first->state;
+        s_set_state(t, (uint8_t)first->state);
         t->code = first->code;
         t->exit_code = first->exit_code;
         free(t->error);
         t->error = s_strdup(first->error);
         self->n_failed++;
     } else if (first->state == SHOAL_STATE_DONE) {
-        t->state = SHOAL_STATE_DONE;
+        s_set_state(t, SHOAL_STATE_DONE);
         self->n_done++;
     }
     //  Objects: inline bytes come back now; the rest once their worker says hello.
@@ -1526,6 +1811,13 @@ static void s_destroy(s_broker_t *self)
     }
     shoal__refmap_destroy(&self->tasks);
     shoal__refmap_destroy(&self->objects);
+    for (size_t i = 0; i < self->n_jobs; i++) {
+        free(self->jobs[i]->tasks);
+        free(self->jobs[i]->name);
+        free(self->jobs[i]);
+    }
+    free(self->jobs);
+    shoal__refmap_destroy(&self->job_names);
     shoal__journal_close(&self->journal);
     for (size_t i = 0; i < self->n_workers; i++) {
         free(self->workers[i]->batch);
@@ -1568,8 +1860,9 @@ int shoal_broker_run(const shoal_broker_config_t *config)
     }
     self->tasks = shoal__refmap_new();
     self->objects = shoal__refmap_new();
+    self->job_names = shoal__refmap_new();
     self->ctx = zmq_ctx_new();
-    if (!self->tasks || !self->objects || !self->ctx) {
+    if (!self->tasks || !self->objects || !self->job_names || !self->ctx) {
         s_destroy(self);
         return SHOAL_ENOMEM;
     }

@@ -29,6 +29,7 @@ static const s_command_t s_commands[] = {
     {"cancel", cli_cmd_cancel, "cancel tasks (and the tasks that depend on them)"},
     {"rm", cli_cmd_rm, "remove objects from the cluster"},
     {"workers", cli_cmd_workers, "list the workers"},
+    {"jobs", cli_cmd_jobs, "list the jobs: their tasks by state"},
 };
 
 static void s_usage(FILE *out)

@@ -15,6 +15,7 @@
 #include "shoal.h"
 
 #include "common.h"
+#include "local.h"
 #include "refmap.h"
 #include "wire.h"
 
@@ -136,14 +137,19 @@ struct shoal {
     uint64_t req_count;
     char *req_error;
     shoal_wire_worker_list_t *req_workers;
+    const char *req_job; //  job_tasks, cancel: the job named (borrowed from the caller)
+    uint64_t req_offset; //  job_tasks: the first task wanted
+    void *req_job_reply; //  job_list or job_tasks_reply: one shoal_wire_dup block
 
     s_data_t *data;
     size_t n_data;
 
     char error[1024];
+    shoal__local_t *local; //  local://: the cluster we started, stopped on disconnect
 };
 
-static _Thread_local char s_connect_error[512];
+//  Room for a local cluster's failure: where it looked for the binary, its stderr's tail.
+static _Thread_local char s_connect_error[1024];
 
 /*  ------------------------------------------------------------------------- helpers */
 
@@ -388,9 +394,19 @@ static int s_send_request(shoal_t *self)
     if (self->req_type == SHOAL_MSG_workers) {
         shoal_wire_workers_t w = {.seq = self->req_seq};
         rc = shoal_wire_send(self->sock, NULL, SHOAL_MSG_workers, &w, NULL, 0);
+    } else if (self->req_type == SHOAL_MSG_jobs) {
+        shoal_wire_jobs_t j = {.seq = self->req_seq};
+        rc = shoal_wire_send(self->sock, NULL, SHOAL_MSG_jobs, &j, NULL, 0);
+    } else if (self->req_type == SHOAL_MSG_job_tasks) {
+        shoal_wire_job_tasks_t j = {
+            .seq = self->req_seq, .name = (char *)self->req_job, .offset = self->req_offset};
+        rc = shoal_wire_send(self->sock, NULL, SHOAL_MSG_job_tasks, &j, NULL, 0);
     } else {
-        //  cancel and remove share their layout: seq, refs
-        shoal_wire_cancel_t c = {.seq = self->req_seq, .refs = *self->req_refs};
+        //  cancel and remove share their layout: seq, refs (cancel adds a job)
+        shoal_wire_cancel_t c = {.seq = self->req_seq};
+        if (self->req_refs)
+            c.refs = *self->req_refs;
+        c.job = self->req_type == SHOAL_MSG_cancel ? (char *)self->req_job : NULL;
         rc = shoal_wire_send(self->sock, NULL, self->req_type, &c, NULL, 0);
     }
     if (rc == 0)
@@ -507,8 +523,9 @@ static void s_on_ack(shoal_t *self, const shoal_wire_ack_t *ack)
         s_batch_free(b);
         return;
     }
-    if (self->req_type && !self->req_done && ack->seq == self->req_seq &&
-        self->req_type != SHOAL_MSG_workers) {
+    //  Only cancel and remove are answered with an ack.
+    if ((self->req_type == SHOAL_MSG_cancel || self->req_type == SHOAL_MSG_remove) &&
+        !self->req_done && ack->seq == self->req_seq) {
         self->req_done = true;
         self->req_code = ack->code;
         self->req_count = ack->count;
@@ -516,6 +533,26 @@ static void s_on_ack(shoal_t *self, const shoal_wire_ack_t *ack)
         self->req_error = s_strdup(ack->error);
     }
     //  else: a duplicate ack for a resend; nothing to do
+}
+
+//  The reply to the pending jobs or job_tasks request: kept whole for the call waiting.
+static void s_on_job_reply(shoal_t *self, const shoal_msg_t *msg)
+{
+    bool list = msg->type == SHOAL_MSG_job_list;
+    uint64_t seq = list ? msg->u.job_list.seq : msg->u.job_tasks_reply.seq;
+    if (self->req_type != (list ? SHOAL_MSG_jobs : SHOAL_MSG_job_tasks) || self->req_done ||
+        seq != self->req_seq)
+        return; //  a late reply to a resend
+    free(self->req_job_reply);
+    self->req_job_reply =
+        list ? shoal_wire_dup(&shoal_wire_job_list_desc, &msg->u.job_list)
+             : shoal_wire_dup(&shoal_wire_job_tasks_reply_desc, &msg->u.job_tasks_reply);
+    self->req_done = true;
+    self->req_code = !self->req_job_reply ? SHOAL_ENOMEM : list ? 0 : msg->u.job_tasks_reply.code;
+    if (!list && self->req_code < 0) {
+        free(self->req_error);
+        self->req_error = s_strdup(msg->u.job_tasks_reply.error);
+    }
 }
 
 static void s_handle(shoal_t *self, shoal_wire_in_t *in)
@@ -532,6 +569,10 @@ static void s_handle(shoal_t *self, shoal_wire_in_t *in)
                 snprintf(self->async_error, sizeof self->async_error,
                          "out of memory keeping task statuses");
             }
+        break;
+    case SHOAL_MSG_job_list:
+    case SHOAL_MSG_job_tasks_reply:
+        s_on_job_reply(self, msg);
         break;
     case SHOAL_MSG_worker_list:
         if (self->req_type == SHOAL_MSG_workers && !self->req_done &&
@@ -710,6 +751,7 @@ static void s_destroy(shoal_t *self)
     free(self->to_watch);
     free(self->req_error);
     free(self->req_workers);
+    free(self->req_job_reply);
     free(self->refused_error);
     free(self->events);
     free(self->url);
@@ -729,6 +771,32 @@ static bool s_tcp_url_ok(const char *url)
     return true;
 }
 
+//  local://N: start `shoal up` (client/local.c), then connect to its broker.
+static int s_connect_local(const char *url, int timeout_ms, shoal_t **self_p)
+{
+    int64_t deadline = s_deadline(timeout_ms);
+    shoal__local_t *local = NULL;
+    char endpoint[256];
+    int rc = shoal__local_start(url, deadline, &local, endpoint, sizeof endpoint, s_connect_error,
+                                sizeof s_connect_error);
+    if (rc)
+        return rc;
+    //  Its broker has just said it is ready: a greeting takes milliseconds, but give it a
+    //  second even when the start used up the timeout.
+    int left = timeout_ms < 0 ? -1 : (int)SHOAL__MAX(deadline - shoal__now_ms(), (int64_t)1000);
+    shoal_t *self = NULL;
+    if ((rc = shoal_connect(endpoint, left, &self)) != 0) {
+        char why[sizeof s_connect_error];
+        shoal__strlcpy(why, s_connect_error, sizeof why);
+        snprintf(s_connect_error, sizeof s_connect_error, "%.200s: started, but %.700s", url, why);
+        shoal__local_stop(&local);
+        return rc;
+    }
+    self->local = local;
+    *self_p = self;
+    return 0;
+}
+
 int shoal_connect(const char *url, int timeout_ms, shoal_t **self_p)
 {
     s_connect_error[0] = '\0';
@@ -736,11 +804,13 @@ int shoal_connect(const char *url, int timeout_ms, shoal_t **self_p)
         snprintf(s_connect_error, sizeof s_connect_error, "shoal_connect: NULL argument");
         return SHOAL_EINVAL;
     }
+    if (strncmp(url, "local://", 8) == 0)
+        return s_connect_local(url, timeout_ms, self_p);
     if (strncmp(url, "tcp://", 6) != 0) {
         const char *sep = strstr(url, "://");
         if (sep)
             snprintf(s_connect_error, sizeof s_connect_error,
-                     "%.*s:// URLs are not supported yet (use tcp://HOST:PORT)",
+                     "%.*s:// URLs are not supported yet (use tcp://HOST:PORT or local://N)",
                      (int)SHOAL__MIN(sep - url, 32), url);
         else
             snprintf(s_connect_error, sizeof s_connect_error,
@@ -877,8 +947,11 @@ void shoal_disconnect(shoal_t **self_p)
         for (s_batch_t *b = self->unacked; b; b = b->next)
             if (b->sent_ms == 0 && s_batch_send(self, b) != 0)
                 break;
+    shoal__local_t *local = self->local;
     s_destroy(self);
     *self_p = NULL;
+    //  After our sockets are closed, so the broker does not wait for us.
+    shoal__local_stop(&local);
 }
 
 const char *shoal_last_error(const shoal_t *self)
@@ -889,6 +962,11 @@ const char *shoal_last_error(const shoal_t *self)
 const char *shoal_events_endpoint(const shoal_t *self)
 {
     return self && self->events ? self->events : "";
+}
+
+const char *shoal_broker_endpoint(const shoal_t *self)
+{
+    return self && self->url ? self->url : "";
 }
 
 /*  ------------------------------------------------------------------------- submit */
@@ -932,6 +1010,9 @@ int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task
     if (spec->n_outputs > SHOAL_MAX_OUTPUTS)
         return s_fail(self, SHOAL_EINVAL, "%u outputs: at most %d", spec->n_outputs,
                       SHOAL_MAX_OUTPUTS);
+    if (spec->job && strlen(spec->job) > SHOAL_JOB_NAME_MAX)
+        return s_fail(self, SHOAL_EINVAL, "a job name has at most %d bytes, got %zu",
+                      SHOAL_JOB_NAME_MAX, strlen(spec->job));
     if ((spec->n_inputs && !spec->inputs) || (spec->arg_size && !spec->arg))
         return s_fail(self, SHOAL_EINVAL, "shoal_submit: inputs or arg is NULL");
     size_t wire = s_task_wire_size(spec, argc);
@@ -974,6 +1055,7 @@ int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task
         .retries = spec->retries,
         .priority = spec->priority,
         .job = (char *)spec->job,
+        .array_index = spec->array_index,
     };
     t.argv.items = (char **)spec->argv;
     t.argv.count = argc;
@@ -1420,6 +1502,7 @@ static int s_request(shoal_t *self, int64_t deadline)
     }
     self->req_type = 0;
     self->req_refs = NULL;
+    self->req_job = NULL;
     return rc;
 }
 
@@ -1527,4 +1610,167 @@ void shoal_workers_free(shoal_worker_info_t **list, size_t n)
         return;
     free(*list);
     *list = NULL;
+}
+
+/*  ----------------------------------------------------------------- jobs and arrays */
+
+int shoal_submit_array(shoal_t *self, const shoal_task_spec_t *spec, uint64_t first, uint64_t last,
+                       shoal_ref_t *ids)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    if (!spec || !ids)
+        return s_fail(self, SHOAL_EINVAL, "shoal_submit_array: NULL argument");
+    if (last < first || (first == 0 && last == UINT64_MAX))
+        return s_fail(self, SHOAL_EINVAL, "shoal_submit_array: %llu..%llu is not a range",
+                      (unsigned long long)first, (unsigned long long)last);
+    //  The copies differ by their index only: what shoal_submit refuses, it refuses for
+    //  the first one, before anything is submitted.
+    shoal_task_spec_t one = *spec;
+    char job[sizeof "array-" + SHOAL_REF_TEXT_SIZE], text[SHOAL_REF_TEXT_SIZE];
+    if (!one.job || !*one.job) {
+        //  shoal_submit gives the next task this id.
+        shoal_ref_t first_id = shoal_ref_make(self->client_id, self->counter + 1, 0);
+        snprintf(job, sizeof job, "array-%s", shoal_ref_format(first_id, text));
+        one.job = job;
+    }
+    for (uint64_t i = 0;; i++) {
+        one.array_index = first + i;
+        int rc = shoal_submit(self, &one, &ids[i]);
+        if (rc)
+            return rc;
+        if (one.array_index == last)
+            return 0;
+    }
+}
+
+static int s_check_job(shoal_t *self, const char *call, const char *name)
+{
+    if (!name || !*name)
+        return s_fail(self, SHOAL_EINVAL, "%s: no job name", call);
+    if (strlen(name) > SHOAL_JOB_NAME_MAX)
+        return s_fail(self, SHOAL_EINVAL, "%s: a job name has at most %d bytes, got %zu", call,
+                      SHOAL_JOB_NAME_MAX, strlen(name));
+    return 0;
+}
+
+int shoal_jobs(shoal_t *self, shoal_job_info_t **list, size_t *n, int timeout_ms)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    if (!list || !n)
+        return s_fail(self, SHOAL_EINVAL, "shoal_jobs: NULL argument");
+    int64_t deadline = s_deadline(timeout_ms);
+    int rc = s_flush(self, deadline, false);
+    if (rc)
+        return rc;
+    self->req_type = SHOAL_MSG_jobs;
+    rc = s_request(self, deadline);
+    shoal_wire_job_list_t *jl = self->req_job_reply;
+    self->req_job_reply = NULL;
+    if (rc) {
+        free(jl);
+        return rc;
+    }
+    //  One block: the array, then the names.
+    size_t count = jl->jobs.count;
+    size_t bytes = (count ? count : 1) * sizeof(shoal_job_info_t);
+    for (size_t i = 0; i < count; i++)
+        bytes += (jl->jobs.items[i].name ? strlen(jl->jobs.items[i].name) : 0) + 1;
+    shoal_job_info_t *out = malloc(bytes);
+    if (!out) {
+        free(jl);
+        return s_fail(self, SHOAL_ENOMEM, "out of memory");
+    }
+    char *strings = (char *)(out + (count ? count : 1));
+    for (size_t i = 0; i < count; i++) {
+        const shoal_wire_job_info_t *j = &jl->jobs.items[i];
+        size_t len = (j->name ? strlen(j->name) : 0) + 1;
+        memcpy(strings, j->name ? j->name : "", len);
+        out[i] = (shoal_job_info_t){
+            .name = strings,
+            .waiting = j->waiting,
+            .ready = j->ready,
+            .running = j->running,
+            .done = j->done,
+            .failed = j->failed,
+            .canceled = j->canceled,
+            .total = j->total,
+        };
+        strings += len;
+    }
+    free(jl);
+    *list = out;
+    *n = count;
+    return 0;
+}
+
+void shoal_jobs_free(shoal_job_info_t **list, size_t n)
+{
+    (void)n;
+    if (!list)
+        return;
+    free(*list);
+    *list = NULL;
+}
+
+int shoal_job_tasks(shoal_t *self, const char *name, shoal_ref_t **refs, size_t *n, int timeout_ms)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    if (!refs || !n)
+        return s_fail(self, SHOAL_EINVAL, "shoal_job_tasks: NULL argument");
+    int rc = s_check_job(self, "shoal_job_tasks", name);
+    int64_t deadline = s_deadline(timeout_ms);
+    if (rc || (rc = s_flush(self, deadline, false)) != 0)
+        return rc;
+    //  Pages of up to SHOAL_JOB_TASKS_MAX refs, until the job's total is reached (or a
+    //  page comes back empty: tasks were forgotten meanwhile).
+    shoal_ref_t *out = NULL;
+    size_t got = 0, total = 0;
+    do {
+        self->req_type = SHOAL_MSG_job_tasks;
+        self->req_job = name;
+        self->req_offset = got;
+        rc = s_request(self, deadline);
+        shoal_wire_job_tasks_reply_t *r = self->req_job_reply;
+        self->req_job_reply = NULL;
+        shoal_ref_t *grown = NULL;
+        if (rc == 0 && r->tasks.count &&
+            !(grown = realloc(out, (got + r->tasks.count) * sizeof *grown)))
+            rc = s_fail(self, SHOAL_ENOMEM, "out of memory");
+        if (rc) {
+            free(r);
+            free(out);
+            return rc;
+        }
+        if (grown) {
+            memcpy(grown + got, r->tasks.items, r->tasks.count * sizeof *grown);
+            out = grown;
+            got += r->tasks.count;
+        }
+        total = r->tasks.count ? (size_t)r->total : got;
+        free(r);
+    } while (got < total);
+    if (!got)
+        return s_fail(self, SHOAL_ENOTFOUND, "job '%s' has no tasks any more", name);
+    *refs = out;
+    *n = got;
+    return 0;
+}
+
+int shoal_cancel_job(shoal_t *self, const char *name, int timeout_ms)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    int rc = s_check_job(self, "shoal_cancel_job", name);
+    int64_t deadline = s_deadline(timeout_ms);
+    if (rc || (rc = s_flush(self, deadline, false)) != 0)
+        return rc;
+    self->req_type = SHOAL_MSG_cancel;
+    self->req_refs = NULL;
+    self->req_job = name;
+    if ((rc = s_request(self, deadline)) != 0)
+        return rc;
+    return (int)SHOAL__MIN(self->req_count, (uint64_t)INT_MAX);
 }

@@ -16,6 +16,7 @@
 #ifndef SHOAL_H_INCLUDED
 #define SHOAL_H_INCLUDED
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -130,33 +131,77 @@ static inline bool shoal_ref_is_null(shoal_ref_t r)
     - Calls retry on EINTR: a signal does not cut a wait short. To react to signals, wait
       in slices (short timeouts) and check a flag between them.
     - Objects outlive the connection: shoal_disconnect does not release them. Remove
-      what you no longer need (shoal_remove), or the workers' stores fill up. */
+      what you no longer need (shoal_remove), or the workers' stores fill up. (A local://
+      cluster is stopped on disconnect, and its objects go with it.) */
 
 typedef struct shoal shoal_t;
 
 /*  Connects to a cluster and greets its broker (hello -> hello_ok) within timeout_ms.
-    url: "tcp://HOST:PORT", an existing broker (`shoal broker`, `shoal up`). local://N
-    (start a cluster on this host) and slurm:// are not supported yet.
+    url is one of:
+    - "tcp://HOST:PORT": an existing broker (`shoal broker`, `shoal up`).
+    - "local://N" or "local://N?OPTION=VALUE&...": a cluster of this handle's own, like
+      dask.distributed.Client() or ray.init() without an address: a broker and N workers
+      (1..256; "local://" alone means 2) on free ports of 127.0.0.1, started now and
+      stopped by shoal_disconnect. It is `shoal up` run as a child process; libshoal
+      finds the `shoal` binary as $SHOAL_BIN, else `shoal` in the directory of the
+      running program, else in the bindir shoal was built to be installed in
+      (CMAKE_INSTALL_PREFIX/bin, /usr/local/bin by default), else on PATH. Options (taken
+      as written, without percent-decoding):
+        slots=N    tasks each worker runs at once (default: the CPUs divided among the
+                   workers, at least 1)
+        shm=SIZE   each worker's store memory in /dev/shm, such as 64M or 1G (default
+                   256M). It is committed RAM and there is no swap: N x SIZE must fit
+        log=FILE   append the cluster's stderr (the broker's and workers' logs) to FILE.
+                   By default it goes to an unnamed temporary file, whose last lines the
+                   error message quotes when the cluster fails to start
+      timeout_ms covers the start (about 0.3 s for 2 workers here) and the greeting
+      (which gets at least 1 s once the cluster is up).
+      Starting forks the calling process and execs `shoal`, with only async-signal-safe
+      calls in between: safe in a program with threads. The cluster has its own process
+      group, so a Ctrl-C at the terminal reaches only the program, which stops it by
+      disconnecting or exiting; and it gets SIGTERM when the thread that called
+      shoal_connect ends (PR_SET_PDEATHSIG, which follows the thread, not the process),
+      so it never outlives the program, even one killed outright: connect from a thread
+      that lives as long as the handle (the main thread, say). Its stores are temporary:
+      objects go with the cluster. SHOAL_LOG (debug, info, warn, error) in the
+      environment sets the daemons' log level. libshoal waits for the child by its pid
+      only; a program that reaps any child (waitpid(-1)) is tolerated.
+    - slurm:// is not supported yet.
     On success *self_p is a new handle owned by the caller: release it with
     shoal_disconnect(). Its client id is a fresh random 64-bit number, so the refs it
     makes never collide with another client's.
     Returns 0, or:
-      SHOAL_EINVAL    url is NULL or malformed, or its scheme is not supported (yet);
+      SHOAL_EINVAL    url is NULL or malformed (for local://: N out of range, an unknown
+                      option or a bad value; nothing is started), or its scheme is not
+                      supported (yet);
       SHOAL_EUNREACH  nobody answered within timeout_ms. ZeroMQ's connect never fails, so
                       silence is the only sign of a missing broker; the message names
                       the address;
       SHOAL_EVERSION  the broker speaks another protocol version;
-      SHOAL_ENOMEM, SHOAL_EIO  no memory, or no socket could be made;
+      SHOAL_ENOTFOUND local://: no `shoal` binary; the message says where it looked;
+      SHOAL_ETIMEDOUT local://: the cluster was not ready within timeout_ms. What was
+                      started is stopped again (which can take a moment longer) and the
+                      message quotes the end of its stderr;
+      SHOAL_EIO       no socket could be made; local://: `shoal up` could not run or
+                      ended before it was ready, and the message says how it ended and
+                      quotes the end of its stderr;
+      SHOAL_ENOMEM;
       another SHOAL_E* code: the broker refused the greeting with that code.
-    On failure *self_p is untouched and shoal_last_error(NULL) gives the reason (kept per
-    thread). timeout_ms < 0 waits forever. */
+    On failure *self_p is untouched, nothing started is left running, and
+    shoal_last_error(NULL) gives the reason (kept per thread). timeout_ms < 0 waits
+    forever. */
 int shoal_connect(const char *url, int timeout_ms, shoal_t **self_p);
 
 /*  Sends what shoal_submit has buffered (without waiting for acknowledgements: call
     shoal_flush first to know they arrived), closes the sockets, waits at most 200 ms for
     queued bytes to leave, frees everything and sets *self_p to NULL. Views from
     shoal_get stay valid until released. The objects this client made stay in the
-    cluster until removed. NULL-safe. */
+    cluster until removed. NULL-safe.
+    A local:// handle then stops its cluster: SIGTERM to `shoal up`, which stops the
+    workers, then the broker, and removes their stores and their arenas in /dev/shm.
+    It waits for that (well under a second here; `shoal up` is killed if it has not
+    ended after 30 s). Objects go with the cluster; an abnormal end of `shoal up` is
+    logged on stderr. */
 void shoal_disconnect(shoal_t **self_p);
 
 /*  The explanation of the last failing call on self, or, with self NULL, of the last
@@ -167,6 +212,12 @@ const char *shoal_last_error(const shoal_t *self);
 /*  The events endpoint the broker announced in its greeting (a SUB socket connects to
     it). Borrowed until shoal_disconnect. */
 const char *shoal_events_endpoint(const shoal_t *self);
+
+/*  The broker this handle talks to: the tcp:// URL given to shoal_connect or, for
+    local://, the address of the broker it started, where other programs and the shoal
+    command can reach the same cluster (SHOAL_BROKER=...). Borrowed until
+    shoal_disconnect; "" for NULL. */
+const char *shoal_broker_endpoint(const shoal_t *self);
 
 /*  ---------------------------------------------------------------------------- tasks */
 
@@ -194,6 +245,9 @@ typedef struct {
     unsigned retries;   /*  extra attempts after a failure of the task itself */
     const char *job;    /*  optional job the task belongs to; NULL for none */
     int priority;       /*  higher runs first; default 0 */
+    /*  Its index in an array: $SHOAL_TASK_INDEX of an exec task, shoal_task_index() of a
+        fn task; 0 outside arrays. See "jobs and arrays" (also for job names). */
+    uint64_t array_index;
 } shoal_task_spec_t;
 
 /*  Submits a task. Its id comes back at once in *task_id (the ref of its output 0);
@@ -319,6 +373,309 @@ typedef struct {
 int shoal_workers(shoal_t *self, shoal_worker_info_t **list, size_t *n, int timeout_ms);
 /*  Frees a list from shoal_workers and sets *list to NULL. NULL-safe. */
 void shoal_workers_free(shoal_worker_info_t **list, size_t n);
+
+/*  ---------------------------------------------------------------------- jobs and arrays
+
+    A job is a name that groups tasks (spec.job; `shoal submit --job NAME`), as in
+    HyperQueue: the broker counts a job's tasks by state, lists them, and cancels them
+    together. A job exists while the broker knows any of its tasks: it appears with its
+    first task and goes when its last task is forgotten (once every output of it is
+    removed). Several clients may submit into the same job.
+
+    An array is a set of tasks that differ by their index (spec.array_index): an exec task
+    reads it in $SHOAL_TASK_INDEX, a fn task with shoal_task_index(). shoal_submit_array
+    submits one.
+
+    Job order, in which shoal_job_tasks lists a job's tasks (and `shoal get --job`
+    concatenates their outputs): submission order, except that each run of consecutive
+    array tasks (index > 0) is sorted by index. So an array is listed in index order
+    however it was submitted, and tasks outside arrays (index 0) keep their place. */
+
+/*  Job names are at most this many bytes: so a list of 100,000 jobs stays within half of
+    the 64 MiB message limit. */
+#define SHOAL_JOB_NAME_MAX 255
+
+/*  Submits an array: one task per index first..last (inclusive), in index order, each a
+    copy of spec with array_index set to its index (spec->array_index is ignored). ids
+    receives the ids of the last - first + 1 tasks, in index order. The tasks form the
+    job spec->job, or with spec->job NULL or "", the job "array-<id of the first task>"
+    (ids[0] as 32 hex digits). Like shoal_submit, this only buffers: call shoal_flush to
+    know the broker has them.
+    Returns 0; SHOAL_EINVAL (spec or ids NULL, last < first, first == 0 and last ==
+    UINT64_MAX, or what shoal_submit refuses), SHOAL_ETOOBIG, SHOAL_ENOMEM as shoal_submit.
+    A spec that shoal_submit refuses fails before any task is submitted. A failure later
+    on (out of memory, a batch that cannot be sent) leaves the tasks before it submitted,
+    their ids in ids. */
+int shoal_submit_array(shoal_t *self, const shoal_task_spec_t *spec, uint64_t first, uint64_t last,
+                       shoal_ref_t *ids);
+
+/*  One job as the broker counts it: its tasks by state (the SHOAL_STATUS_* they are in). */
+typedef struct {
+    const char *name;
+    uint64_t waiting;  /*  waiting for inputs */
+    uint64_t ready;    /*  inputs there, queued at the broker */
+    uint64_t running;  /*  on a worker, queued there or running */
+    uint64_t done;     /*  succeeded */
+    uint64_t failed;   /*  failed, or an input failed */
+    uint64_t canceled; /*  canceled, or an input was */
+    uint64_t total;    /*  the sum: the tasks the broker knows in the job */
+} shoal_job_info_t;
+
+/*  Lists the jobs, oldest first (the 100,000 newest when there are more). On success
+    *list is a new array of *n entries (*n may be 0), owned by the caller with everything
+    it points to: free it with shoal_jobs_free(list, *n). Sends buffered submissions first,
+    so the counts include them.
+    Returns 0, SHOAL_ETIMEDOUT, SHOAL_EINVAL (NULL arguments), the code of an error message
+    from the broker, SHOAL_ENOMEM, SHOAL_EIO. On failure *list and *n are untouched. */
+int shoal_jobs(shoal_t *self, shoal_job_info_t **list, size_t *n, int timeout_ms);
+/*  Frees a list from shoal_jobs and sets *list to NULL. NULL-safe. */
+void shoal_jobs_free(shoal_job_info_t **list, size_t n);
+
+/*  The ids of the tasks of job name (the refs of their outputs 0), in job order (see
+    above). Sends buffered submissions first, so tasks just submitted are listed; tasks
+    that join the job later are not. On success *refs is a new array of *n (>= 1) refs,
+    owned by the caller: release it with free().
+    Returns 0; SHOAL_ENOTFOUND (no such job: never submitted, or all its tasks were
+    removed; shoal_last_error names it); SHOAL_EINVAL (name NULL, empty or longer than
+    SHOAL_JOB_NAME_MAX, refs or n NULL); SHOAL_ETIMEDOUT; the code of an error message from
+    the broker; SHOAL_ENOMEM; SHOAL_EIO. On failure *refs and *n are untouched. */
+int shoal_job_tasks(shoal_t *self, const char *name, shoal_ref_t **refs, size_t *n, int timeout_ms);
+
+/*  Cancels every unfinished task of job name, as shoal_cancel does: queued ones never
+    run, running ones are killed, and their dependents (in the job or not) are canceled
+    too. Sends buffered submissions first, so tasks just submitted are canceled as well.
+    Returns how many of the job's tasks were canceled (>= 0: 0 when all had finished);
+    SHOAL_ENOTFOUND (no such job; shoal_last_error names it); SHOAL_EINVAL (name NULL,
+    empty or too long); else as shoal_cancel. */
+int shoal_cancel_job(shoal_t *self, const char *name, int timeout_ms);
+
+/*  -------------------------------------------------------------- Task API for fn plugins
+
+    A fn task runs a C function from a shared library (a "plugin") inside an executor
+    process of a worker. Submit it with kind SHOAL_TASK_FN and fn "LIB:SYMBOL" (on the
+    command line: `shoal submit --fn LIB:SYMBOL [--arg TEXT]`). The executor splits fn at
+    its LAST ':', loads LIB with dlopen(LIB, RTLD_NOW | RTLD_LOCAL) and looks SYMBOL up
+    with dlsym. LIB is resolved on the worker, as dlopen does: a path with a '/' is opened
+    as given (a relative one from the worker's working directory: prefer absolute
+    paths); a bare file name is searched in LD_LIBRARY_PATH and the system's library
+    directories. Each executor loads a library once and keeps it loaded for its whole
+    life (it never calls dlclose): rebuilding a plugin takes effect in new executors only.
+    A library that cannot be loaded fails the task with SHOAL_ENOTFOUND and "cannot load
+    plugin LIB: <the dynamic loader's reason>"; a missing symbol with SHOAL_ENOTFOUND and
+    "plugin LIB has no function SYMBOL".
+
+    The function has the type shoal_task_fn_t:
+
+        SHOAL_PLUGIN_EXPORT int SYMBOL(shoal_task_t *t);
+
+    A plugin includes only this header and does NOT link libshoal: everything it asks of
+    shoal goes through the table of function pointers in t->api, which the static inline
+    helpers below wrap (SQLite's loadable extensions do the same with
+    sqlite3_api_routines). So there is never a second copy of libshoal's state in an
+    executor, and a plugin keeps working with later executors, whose tables only grow.
+    Build it as a shared module:
+
+        cc -shared -fPIC -O2 -I/path/to/shoal/include -o libmine.so mine.c
+
+    A minimal plugin:
+
+        #include <shoal.h>
+        #include <stdio.h>
+        #include <stdlib.h>
+
+        SHOAL_PLUGIN_EXPORT int twice(shoal_task_t *t)
+        {
+            const char *arg = shoal_task_arg(t, NULL); //  NUL-terminated
+            char out[32];
+            int n = snprintf(out, sizeof out, "%lld\n", 2 * atoll(arg));
+            return shoal_task_output_put(t, 0, out, (size_t)n);
+        }
+
+    examples/plugins/ has more (sum of inputs, concatenation, a Monte Carlo estimate of pi).
+
+    The contract
+    - Return 0 for success: every output 0 .. n_outputs-1 must then be sealed (by
+      shoal_task_output_put, or shoal_task_output_alloc then shoal_task_output_seal), else
+      the task fails naming the first output that was never written or never sealed.
+    - Return anything else for failure: the task fails (SHOAL_ETASK) with the message
+      given to shoal_task_set_error, else "SYMBOL returned N"; the outputs written so far
+      are dropped. A positive N is also the task's exit code, what `shoal run` exits with.
+      --retries applies as for exec tasks.
+    - Inputs are zero-copy, read-only views of objects in the worker's store: the executor
+      maps the store read-only, so writing through an input pointer faults.
+    - Outputs up to 64 KiB (SHOAL_INLINE_MAX, within 4 MiB for all of a task's small
+      outputs) are allocated in the executor's memory and travel inline with the result;
+      larger ones are allocated in the worker's store (one round trip to the worker each)
+      and mapped writable for just their range, between guard pages, so a write beyond an
+      allocation faults instead of corrupting another object. The size is fixed when an
+      output is allocated: allocate exactly what it will hold.
+    - What the function writes on stdout or stderr (the file descriptors 1 and 2) is the
+      task's log: `shoal logs REF` prints it, and its end is added to the failure reason
+      of a failed task.
+    - An executor runs one task at a time. The library stays loaded between tasks, so its
+      global state lives on from one task to the next on the same executor: fine for
+      caches, but results must not depend on it (another executor, or a new one after a
+      crash, starts afresh). Call the helpers only from the thread that runs the function
+      and only until it returns.
+    - A crash (a segfault, abort(), exit(), the OOM killer) ends the executor, never the
+      worker: the task fails with "executor died: killed by signal N (SIGxxx)" (or "exited
+      with status N") and the worker starts a new executor for the next task.
+    - Misuse of the helpers (an index out of range, allocating an output twice, sealing
+      one that was not allocated, sealing twice, NULL pointers) returns a negative
+      SHOAL_E* code and changes nothing. It never crashes the executor: only the
+      plugin's own bugs (a wild pointer, a write beyond an allocation) do.
+
+    Lifetimes (all borrowed from the executor)
+    - t, the argument bytes and the input views: valid until the function returns. Copy
+      what you need to keep. Never keep t: called through a kept t, the helpers refuse
+      (SHOAL_ESTATE) while the executor is idle, but act on whatever task it runs next.
+    - The memory shoal_task_output_alloc gives: writable until shoal_task_output_seal of
+      that output or the return of the function, whichever comes first; not after.
+
+    Error codes the helpers return: SHOAL_EINVAL (an index out of range, a NULL pointer),
+    SHOAL_ESTATE (the output's state does not allow the call, or no task is running), and
+    for allocations SHOAL_EFULL (the worker's store has no room),
+    SHOAL_ETOOBIG (larger than the whole store), SHOAL_ENOMEM, SHOAL_EIO (the worker could
+    not be reached or the range could not be mapped). A failed allocation also records a
+    reason (which output, how large, how full the store is) that becomes the task's
+    failure reason unless the function sets its own. */
+
+typedef struct shoal_task shoal_task_t;
+
+/*  The type of a task function. */
+typedef int shoal_task_fn_t(shoal_task_t *t);
+
+/*  Marks a task function as exported from its library, so dlsym finds it even when the
+    library is built with -fvisibility=hidden. */
+#if defined(__GNUC__)
+#define SHOAL_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define SHOAL_PLUGIN_EXPORT
+#endif
+
+/*  The table an executor hands to task functions. Append-only: entries are added at the
+    end, never removed or reordered, and size tells how many this executor has. A plugin
+    that uses an entry added after version 1 checks SHOAL_TASK_API_HAS(t, entry) first.
+    Call the entries through the helpers below, not directly. */
+#define SHOAL_TASK_API_VERSION 1
+
+typedef struct shoal_task_api {
+    size_t size;      /*  sizeof (shoal_task_api_t) as the executor was built */
+    unsigned version; /*  the executor's SHOAL_TASK_API_VERSION */
+    const void *(*arg)(shoal_task_t *t, size_t *size);
+    uint64_t (*index)(shoal_task_t *t);
+    shoal_ref_t (*id)(shoal_task_t *t);
+    size_t (*n_inputs)(shoal_task_t *t);
+    int (*input)(shoal_task_t *t, size_t i, const void **data, size_t *size);
+    size_t (*n_outputs)(shoal_task_t *t);
+    int (*output_alloc)(shoal_task_t *t, size_t i, size_t size, void **data);
+    int (*output_seal)(shoal_task_t *t, size_t i);
+    int (*output_put)(shoal_task_t *t, size_t i, const void *data, size_t size);
+    void (*set_error)(shoal_task_t *t, const char *fmt, va_list ap);
+    const char *(*strerror)(int code);
+} shoal_task_api_t;
+
+/*  What a task function receives. Only api is public; the executor keeps its own state
+    behind it. */
+struct shoal_task {
+    const shoal_task_api_t *api;
+};
+
+#define SHOAL_TASK_API_HAS(t, entry)                                                               \
+    ((t)->api->size >= offsetof(shoal_task_api_t, entry) + sizeof((t)->api->entry))
+
+/*  The argument bytes of the task (spec.arg, `--arg TEXT`, `--arg-file FILE`); their
+    number in *size when size is not NULL. Never NULL: with no argument, "" and 0. The
+    bytes are followed by a NUL that *size does not count, so a text argument can be used
+    as a C string as it is. */
+static inline const void *shoal_task_arg(shoal_task_t *t, size_t *size)
+{
+    return t->api->arg(t, size);
+}
+
+/*  The task's index in its array (`shoal submit --array A-B`), 0 outside arrays. */
+static inline uint64_t shoal_task_index(shoal_task_t *t)
+{
+    return t->api->index(t);
+}
+
+/*  The task's id (the ref of its output 0). */
+static inline shoal_ref_t shoal_task_id(shoal_task_t *t)
+{
+    return t->api->id(t);
+}
+
+/*  How many inputs the task has (spec.n_inputs, the `--input` options). */
+static inline size_t shoal_task_n_inputs(shoal_task_t *t)
+{
+    return t->api->n_inputs(t);
+}
+
+/*  Input i: *data points at its *size bytes, in place in the worker's store (no copy),
+    read-only (a write faults), valid until the function returns. *data is never NULL on
+    success, even for an empty input. The bytes are not NUL-terminated: respect *size.
+    Returns 0, or SHOAL_EINVAL (i >= shoal_task_n_inputs, or data or size NULL), leaving
+    *data and *size untouched. */
+static inline int shoal_task_input(shoal_task_t *t, size_t i, const void **data, size_t *size)
+{
+    return t->api->input(t, i, data, size);
+}
+
+/*  How many outputs the task has (spec.n_outputs, `--outputs N`): at least 1. */
+static inline size_t shoal_task_n_outputs(shoal_task_t *t)
+{
+    return t->api->n_outputs(t);
+}
+
+/*  Allocates output i with exactly size bytes and points *data at them, writable until
+    shoal_task_output_seal(t, i) or the return of the function. The bytes are not zeroed.
+    size 0 is fine (a valid pointer to nothing). Returns 0; SHOAL_EINVAL (i out of range,
+    data NULL); SHOAL_ESTATE (output i is already allocated or sealed, or the function
+    returned); SHOAL_EFULL, SHOAL_ETOOBIG, SHOAL_ENOMEM, SHOAL_EIO (no space: see the
+    error codes above). On failure *data is untouched. */
+static inline int shoal_task_output_alloc(shoal_task_t *t, size_t i, size_t size, void **data)
+{
+    return t->api->output_alloc(t, i, size, data);
+}
+
+/*  Makes output i final: its bytes are the task's output i once the function returns 0.
+    The memory from shoal_task_output_alloc must not be touched after this. Returns 0,
+    SHOAL_EINVAL (i out of range), SHOAL_ESTATE (output i was not allocated, is sealed
+    already, or the function returned). */
+static inline int shoal_task_output_seal(shoal_task_t *t, size_t i)
+{
+    return t->api->output_seal(t, i);
+}
+
+/*  Allocates output i with size bytes, copies data into it and seals it: the simple way
+    for outputs built in the function's own memory. data may be NULL when size is 0.
+    Returns as shoal_task_output_alloc (SHOAL_EINVAL also for data NULL with size > 0). */
+static inline int shoal_task_output_put(shoal_task_t *t, size_t i, const void *data, size_t size)
+{
+    return t->api->output_put(t, i, data, size);
+}
+
+/*  Sets the reason the task fails with when the function returns non-zero (printf
+    format; up to 1 KiB is kept; a later call replaces it). Without one the reason is
+    "SYMBOL returned N". Ignored when the function returns 0. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static inline void
+shoal_task_set_error(shoal_task_t *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    t->api->set_error(t, fmt, ap);
+    va_end(ap);
+}
+
+/*  A static string naming a SHOAL_E* code, like shoal_strerror (which a plugin, not
+    linking libshoal, cannot call). */
+static inline const char *shoal_task_strerror(shoal_task_t *t, int code)
+{
+    return t->api->strerror(code);
+}
 
 #ifdef __cplusplus
 }

@@ -67,6 +67,10 @@ const char *shoal_wire_state_name(uint64_t state);
                                   stdout (inline), kept as index SHOAL_REF_STDOUT_INDEX */
 #define SHOAL_WATCH_NODATA 1u /*  watch: do not send inline bytes with statuses */
 
+/*  A job_tasks_reply carries at most this many refs (16 MiB); the client asks for the
+    rest from offset. Job names are at most SHOAL_JOB_NAME_MAX bytes (shoal.h). */
+#define SHOAL_JOB_TASKS_MAX (1024 * 1024)
+
 typedef struct {
     const uint8_t *data;
     size_t size;
@@ -99,9 +103,9 @@ typedef struct {
     F(R, STR, name, _)      /*  optional name for the outputs */                                   \
     F(R, U64, retries, _)   /*  extra attempts after a failure of the task itself */               \
     F(R, I64, priority, _)                                                                         \
-    F(R, STR, job, _)                                                                              \
+    F(R, STR, job, _) /*  NULL or the job it belongs to, <= SHOAL_JOB_NAME_MAX bytes */            \
     F(R, U64, flags, _)                                                                            \
-    F(R, U64, array_index, _)
+    F(R, U64, array_index, _) /*  its index in an array: $SHOAL_TASK_INDEX; 0 otherwise */
 
 /*  Where a task's input is: inline bytes, or the data endpoint of the worker holding it. */
 #define SHOAL_WIRE_input(F, R)                                                                     \
@@ -163,6 +167,18 @@ typedef struct {
     F(R, U64, store_capacity, _)                                                                   \
     F(R, STR, endpoint, _)
 
+/*  One job as the broker counts it: its tasks by state. total counts every task the
+    broker still knows in the job (forgotten ones have left it). */
+#define SHOAL_WIRE_job_info(F, R)                                                                  \
+    F(R, STR, name, _)                                                                             \
+    F(R, U64, waiting, _)                                                                          \
+    F(R, U64, ready, _)                                                                            \
+    F(R, U64, running, _)                                                                          \
+    F(R, U64, done, _)                                                                             \
+    F(R, U64, failed, _)                                                                           \
+    F(R, U64, canceled, _)                                                                         \
+    F(R, U64, total, _)
+
 #define SHOAL_WIRE_attempt_ref(F, R)                                                               \
     F(R, REF, id, _)                                                                               \
     F(R, U64, attempt, _)
@@ -206,14 +222,36 @@ typedef struct {
     F(R, REFS, refs, _)                                                                            \
     F(R, U64, flags, _)
 #define SHOAL_WIRE_statuses(F, R) F(R, RECS, items, status)
+/*  job: also every unfinished task of that job (NULL: none). */
 #define SHOAL_WIRE_cancel(F, R)                                                                    \
     F(R, U64, seq, _)                                                                              \
-    F(R, REFS, refs, _)
+    F(R, REFS, refs, _)                                                                            \
+    F(R, STR, job, _)
 #define SHOAL_WIRE_remove(F, R)                                                                    \
     F(R, U64, seq, _)                                                                              \
     F(R, REFS, refs, _)
 #define SHOAL_WIRE_workers(F, R)     F(R, U64, seq, _)
 #define SHOAL_WIRE_worker_list(F, R) F(R, U64, seq, _) F(R, RECS, workers, worker_info)
+/*  Jobs: jobs -> job_list (omitted: jobs left out to keep the reply below 32 MiB);
+    job_tasks -> job_tasks_reply: the ids of a job's tasks in job order, at most
+    SHOAL_JOB_TASKS_MAX from offset; total is how many the job has. An unknown job is
+    code SHOAL_ENOTFOUND. */
+#define SHOAL_WIRE_jobs(F, R) F(R, U64, seq, _)
+#define SHOAL_WIRE_job_list(F, R)                                                                  \
+    F(R, U64, seq, _)                                                                              \
+    F(R, RECS, jobs, job_info)                                                                     \
+    F(R, U64, omitted, _)
+#define SHOAL_WIRE_job_tasks(F, R)                                                                 \
+    F(R, U64, seq, _)                                                                              \
+    F(R, STR, name, _)                                                                             \
+    F(R, U64, offset, _)
+#define SHOAL_WIRE_job_tasks_reply(F, R)                                                           \
+    F(R, U64, seq, _)                                                                              \
+    F(R, I64, code, _)                                                                             \
+    F(R, STR, error, _)                                                                            \
+    F(R, REFS, tasks, _)                                                                           \
+    F(R, U64, offset, _)                                                                           \
+    F(R, U64, total, _)
 /*  Any side: a request that cannot be served, or a malformed message. */
 #define SHOAL_WIRE_error(F, R)                                                                     \
     F(R, I64, code, _)                                                                             \
@@ -299,7 +337,8 @@ typedef struct {
     X(worker_info)                                                                                 \
     X(attempt_ref)                                                                                 \
     X(e_input)                                                                                     \
-    X(e_task)
+    X(e_task)                                                                                      \
+    X(job_info)
 
 /*  Every message: X(type number, NAME). Numbers are stable on the wire. */
 #define SHOAL_WIRE_MESSAGES(X)                                                                     \
@@ -314,6 +353,10 @@ typedef struct {
     X(9, workers)                                                                                  \
     X(10, worker_list)                                                                             \
     X(11, error)                                                                                   \
+    X(12, jobs)                                                                                    \
+    X(13, job_list)                                                                                \
+    X(14, job_tasks)                                                                               \
+    X(15, job_tasks_reply)                                                                         \
     X(20, w_hello)                                                                                 \
     X(21, w_welcome)                                                                               \
     X(22, w_dispatch)                                                                              \

@@ -380,6 +380,363 @@ static void test_a_restarted_broker_keeps_acknowledged_tasks_and_small_results(v
     zmq_close(c);
 }
 
+/*  ------------------------------------------------------------------------- jobs */
+
+//  A task in job (NULL: none) with an array index.
+static shoal_wire_task_t s_job_task(uint64_t n, const char *job, uint64_t index,
+                                    shoal_ref_t *inputs, size_t n_inputs)
+{
+    shoal_wire_task_t t = s_task(n, inputs, n_inputs);
+    t.job = (char *)job;
+    t.array_index = index;
+    return t;
+}
+
+//  Asks for the job list and copies the entry of name into *info (found: true).
+static bool s_job_info(void *c, const char *name, shoal_wire_job_info_t *info)
+{
+    static uint64_t seq = 1000;
+    shoal_wire_jobs_t req = {.seq = ++seq};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_jobs, &req, NULL, 0), 0);
+    shoal_wire_in_t in;
+    s_expect(c, SHOAL_MSG_job_list, &in, 5000);
+    assert_int_equal(in.msg.u.job_list.seq, seq);
+    bool found = false;
+    for (size_t i = 0; i < in.msg.u.job_list.jobs.count; i++) {
+        shoal_wire_job_info_t *j = &in.msg.u.job_list.jobs.items[i];
+        if (strcmp(j->name, name) == 0) {
+            *info = *j;
+            info->name = NULL; //  borrowed from the message
+            found = true;
+        }
+    }
+    shoal_wire_in_clear(&in);
+    return found;
+}
+
+static void s_assert_counts(void *c, const char *name, uint64_t waiting, uint64_t ready,
+                            uint64_t running, uint64_t done, uint64_t failed, uint64_t canceled)
+{
+    shoal_wire_job_info_t j;
+    assert_true(s_job_info(c, name, &j));
+    if (j.waiting != waiting || j.ready != ready || j.running != running || j.done != done ||
+        j.failed != failed || j.canceled != canceled)
+        fail_msg("job %s: waiting %llu ready %llu running %llu done %llu failed %llu canceled "
+                 "%llu, expected %llu %llu %llu %llu %llu %llu",
+                 name, (unsigned long long)j.waiting, (unsigned long long)j.ready,
+                 (unsigned long long)j.running, (unsigned long long)j.done,
+                 (unsigned long long)j.failed, (unsigned long long)j.canceled,
+                 (unsigned long long)waiting, (unsigned long long)ready,
+                 (unsigned long long)running, (unsigned long long)done, (unsigned long long)failed,
+                 (unsigned long long)canceled);
+    assert_int_equal(j.total, waiting + ready + running + done + failed + canceled);
+}
+
+/*  Asks for the tasks of job; returns the reply's code, and the refs in *in (clear it). */
+static int64_t s_job_tasks(void *c, const char *name, uint64_t offset, shoal_wire_in_t *in)
+{
+    static uint64_t seq = 2000;
+    shoal_wire_job_tasks_t req = {.seq = ++seq, .name = (char *)name, .offset = offset};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_job_tasks, &req, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_job_tasks_reply, in, 5000);
+    assert_int_equal(in->msg.u.job_tasks_reply.seq, seq);
+    return in->msg.u.job_tasks_reply.code;
+}
+
+static void test_a_job_counts_its_tasks_through_every_state(void **state)
+{
+    fixture_t *f = *state;
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    //  A and C run at once, B waits for A; D is in no job and E in another.
+    shoal_ref_t a = shoal_ref_make(7, 1, 0), b = shoal_ref_make(7, 2, 0);
+    shoal_ref_t cc = shoal_ref_make(7, 3, 0);
+    shoal_wire_task_t tasks[5] = {s_job_task(1, "j", 0, NULL, 0), s_job_task(2, "j", 0, &a, 1),
+                                  s_job_task(3, "j", 0, NULL, 0), s_task(4, NULL, 0),
+                                  s_job_task(5, "other", 0, NULL, 0)};
+    s_submit(c, tasks, 5, 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_int_equal(in.msg.u.w_dispatch.tasks.count, 4); //  the worker's credit
+    shoal_wire_in_clear(&in);
+    s_assert_counts(c, "j", 1, 0, 2, 0, 0, 0);
+    s_assert_counts(c, "other", 0, 0, 1, 0, 0, 0);
+
+    s_done(w, a, 1, 0, "a"); //  B becomes ready and runs
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_true(shoal_ref_equal(in.msg.u.w_dispatch.tasks.items[0].task.id, b));
+    shoal_wire_in_clear(&in);
+    s_assert_counts(c, "j", 0, 0, 2, 1, 0, 0);
+    s_done(w, cc, 1, SHOAL_ETASK, NULL);
+    s_done(w, b, 1, 0, "b");
+    s_assert_counts(c, "j", 0, 0, 0, 2, 1, 0);
+
+    //  Forgotten tasks leave their job; the job goes with its last task.
+    shoal_ref_t e = shoal_ref_make(7, 5, 0);
+    s_done(w, e, 1, 0, "e");
+    shoal_wire_remove_t rm = {.seq = 3, .refs = {&e, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_remove, &rm, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    shoal_wire_job_info_t info;
+    assert_false(s_job_info(c, "other", &info));
+    assert_int_equal(s_job_tasks(c, "other", 0, &in), SHOAL_ENOTFOUND);
+    shoal_wire_in_clear(&in);
+    rm.refs = (shoal_wire_refs_t){&b, 1};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_remove, &rm, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_assert_counts(c, "j", 0, 0, 0, 1, 1, 0);
+    zmq_close(w);
+    zmq_close(c);
+}
+
+static void test_job_tasks_lists_arrays_by_index_and_other_tasks_in_submission_order(void **state)
+{
+    fixture_t *f = *state;
+    void *c = s_client(f);
+    //  Counters 1..6 with array indices 3, 1, 2, none, 5, 4: the job lists 1 2 3 X 4 5.
+    shoal_wire_task_t tasks[6] = {
+        s_job_task(1, "arr", 3, NULL, 0), s_job_task(2, "arr", 1, NULL, 0),
+        s_job_task(3, "arr", 2, NULL, 0), s_job_task(4, "arr", 0, NULL, 0),
+        s_job_task(5, "arr", 5, NULL, 0), s_job_task(6, "arr", 4, NULL, 0)};
+    s_submit(c, tasks, 6, 0);
+    static const uint64_t want[6] = {2, 3, 1, 4, 6, 5};
+    shoal_wire_in_t in;
+    assert_int_equal(s_job_tasks(c, "arr", 0, &in), 0);
+    assert_int_equal(in.msg.u.job_tasks_reply.total, 6);
+    assert_int_equal(in.msg.u.job_tasks_reply.tasks.count, 6);
+    for (int i = 0; i < 6; i++)
+        assert_true(shoal_ref_equal(in.msg.u.job_tasks_reply.tasks.items[i],
+                                    shoal_ref_make(7, want[i], 0)));
+    shoal_wire_in_clear(&in);
+    //  From an offset, and past the end.
+    assert_int_equal(s_job_tasks(c, "arr", 4, &in), 0);
+    assert_int_equal(in.msg.u.job_tasks_reply.tasks.count, 2);
+    assert_true(shoal_ref_equal(in.msg.u.job_tasks_reply.tasks.items[0], shoal_ref_make(7, 6, 0)));
+    shoal_wire_in_clear(&in);
+    assert_int_equal(s_job_tasks(c, "arr", 9, &in), 0);
+    assert_int_equal(in.msg.u.job_tasks_reply.tasks.count, 0);
+    assert_int_equal(in.msg.u.job_tasks_reply.total, 6);
+    shoal_wire_in_clear(&in);
+    //  A resent batch does not add the tasks twice.
+    s_submit(c, tasks, 6, 0);
+    s_assert_counts(c, "arr", 0, 6, 0, 0, 0, 0);
+    //  An unknown job is an error naming it.
+    assert_int_equal(s_job_tasks(c, "no-such-job", 0, &in), SHOAL_ENOTFOUND);
+    assert_non_null(strstr(in.msg.u.job_tasks_reply.error, "no-such-job"));
+    shoal_wire_in_clear(&in);
+    //  A job name longer than SHOAL_JOB_NAME_MAX refuses the batch.
+    char long_name[SHOAL_JOB_NAME_MAX + 2];
+    memset(long_name, 'x', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    shoal_wire_task_t t = s_job_task(7, long_name, 0, NULL, 0);
+    s_submit(c, &t, 1, SHOAL_EINVAL);
+    zmq_close(c);
+}
+
+static void test_cancel_by_job_cancels_its_unfinished_tasks_and_their_dependents(void **state)
+{
+    fixture_t *f = *state;
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    //  P1..P5 in job c (four run, one stays queued), Q in c waits for P1, S in no job
+    //  waits for Q; D is done before the cancel and stays done.
+    shoal_ref_t p1 = shoal_ref_make(7, 1, 0), q = shoal_ref_make(7, 6, 0);
+    shoal_ref_t s = shoal_ref_make(7, 7, 0), d = shoal_ref_make(7, 8, 0);
+    shoal_wire_task_t first = s_job_task(8, "c", 0, NULL, 0);
+    s_submit(c, &first, 1, 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_done(w, d, 1, 0, "d");
+    shoal_wire_task_t tasks[7];
+    for (int i = 0; i < 5; i++)
+        tasks[i] = s_job_task((uint64_t)i + 1, "c", 0, NULL, 0);
+    tasks[5] = s_job_task(6, "c", 0, &p1, 1);
+    tasks[6] = s_task(7, &q, 1);
+    s_submit(c, tasks, 7, 0);
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_int_equal(in.msg.u.w_dispatch.tasks.count, 4);
+    shoal_wire_in_clear(&in);
+    s_assert_counts(c, "c", 1, 1, 4, 1, 0, 0);
+
+    //  An unknown job: nothing is canceled, the error names it.
+    shoal_wire_cancel_t cancel = {.seq = 5, .job = "nope"};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_cancel, &cancel, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    assert_int_equal(in.msg.u.ack.code, SHOAL_ENOTFOUND);
+    assert_non_null(strstr(in.msg.u.ack.error, "nope"));
+    shoal_wire_in_clear(&in);
+
+    cancel = (shoal_wire_cancel_t){.seq = 6, .job = "c"};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_cancel, &cancel, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    assert_int_equal(in.msg.u.ack.code, 0);
+    assert_int_equal(in.msg.u.ack.count, 6);
+    shoal_wire_in_clear(&in);
+    //  The worker is told to kill the four it runs.
+    for (int i = 0; i < 4; i++) {
+        s_expect(w, SHOAL_MSG_w_cancel, &in, 5000);
+        shoal_wire_in_clear(&in);
+    }
+    s_assert_counts(c, "c", 0, 0, 0, 1, 0, 6);
+    //  The dependent outside the job is canceled too, naming its input.
+    shoal_wire_watch_t watch = {.seq = 7, .refs = {&s, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_watch, &watch, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_statuses, &in, 5000);
+    assert_int_equal(in.msg.u.statuses.items.items[0].state, SHOAL_STATE_CANCELED);
+    char text[SHOAL_REF_TEXT_SIZE];
+    assert_non_null(strstr(in.msg.u.statuses.items.items[0].error, shoal_ref_format(q, text)));
+    shoal_wire_in_clear(&in);
+    //  A late result of a canceled task changes nothing.
+    s_done(w, p1, 1, 0, "late");
+    s_assert_counts(c, "c", 0, 0, 0, 1, 0, 6);
+    zmq_close(w);
+    zmq_close(c);
+}
+
+static void test_a_worker_lost_and_lineage_reruns_keep_job_counts_exact(void **state)
+{
+    fixture_t *f = *state;
+    void *w1 = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    //  A's output is big (held by w1 only); B reads it and waits for a free slot.
+    shoal_ref_t a = shoal_ref_make(7, 1, 0);
+    shoal_wire_task_t ta = s_job_task(1, "l", 0, NULL, 0);
+    s_submit(c, &ta, 1, 0);
+    shoal_wire_in_t in;
+    s_expect(w1, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    shoal_wire_output_t out = {.size = 1 << 20}; //  not inline: only w1 holds it
+    shoal_wire_result_t r = {.id = a, .attempt = 1, .outputs = {&out, 1}};
+    shoal_wire_w_done_t done = {.seq = 100, .results = {&r, 1}};
+    assert_int_equal(shoal_wire_send(w1, NULL, SHOAL_MSG_w_done, &done, NULL, 0), 0);
+    s_expect(w1, SHOAL_MSG_w_done_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_assert_counts(c, "l", 0, 0, 0, 1, 0, 0);
+    //  w1 shuts down: A's output is gone, A runs again (lineage), so it is not done.
+    shoal_wire_w_bye_t bye = {.reason = "test"};
+    assert_int_equal(shoal_wire_send(w1, NULL, SHOAL_MSG_w_bye, &bye, NULL, 0), 0);
+    shoal_wire_job_info_t info;
+    int64_t deadline = shoal__now_ms() + 5000;
+    do
+        assert_true(s_job_info(c, "l", &info));
+    while (info.done && shoal__now_ms() < deadline);
+    s_assert_counts(c, "l", 0, 1, 0, 0, 0, 0);
+    //  A new worker runs it again.
+    void *w2 = s_worker(f, "w2", 2);
+    s_expect(w2, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_int_equal(in.msg.u.w_dispatch.tasks.items[0].attempt, 2);
+    shoal_wire_in_clear(&in);
+    s_assert_counts(c, "l", 0, 0, 1, 0, 0, 0);
+    zmq_close(w1);
+    zmq_close(w2);
+    zmq_close(c);
+}
+
+//  Removes the outputs 0 of tasks 7:n for each n in counters.
+static void s_remove(void *c, const uint64_t *counters, size_t n)
+{
+    shoal_ref_t refs[16];
+    for (size_t i = 0; i < n; i++)
+        refs[i] = shoal_ref_make(7, counters[i], 0);
+    shoal_wire_remove_t rm = {.seq = 9, .refs = {refs, n}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_remove, &rm, NULL, 0), 0);
+    shoal_wire_in_t in;
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+}
+
+static void s_assert_job_tasks(void *c, const char *name, const uint64_t *counters, size_t n)
+{
+    shoal_wire_in_t in;
+    assert_int_equal(s_job_tasks(c, name, 0, &in), 0);
+    assert_int_equal(in.msg.u.job_tasks_reply.total, n);
+    assert_int_equal(in.msg.u.job_tasks_reply.tasks.count, n);
+    for (size_t i = 0; i < n; i++)
+        assert_true(shoal_ref_equal(in.msg.u.job_tasks_reply.tasks.items[i],
+                                    shoal_ref_make(7, counters[i], 0)));
+    shoal_wire_in_clear(&in);
+}
+
+static void test_forgotten_tasks_leave_their_job_which_keeps_its_order(void **state)
+{
+    fixture_t *f = *state;
+    void *c = s_client(f);
+    //  Ten tasks (no worker: they stay queued), canceled, so that removing their outputs
+    //  forgets them.
+    shoal_wire_task_t tasks[10];
+    for (int i = 0; i < 10; i++)
+        tasks[i] = s_job_task((uint64_t)i + 1, "holes", 0, NULL, 0);
+    s_submit(c, tasks, 10, 0);
+    shoal_wire_cancel_t cancel = {.seq = 8, .job = "holes"};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_cancel, &cancel, NULL, 0), 0);
+    shoal_wire_in_t in;
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    assert_int_equal(in.msg.u.ack.count, 10);
+    shoal_wire_in_clear(&in);
+    //  Holes in the middle (more than half: squeezed out), then at the end.
+    s_remove(c, (const uint64_t[]){2, 3, 4, 5, 6, 8}, 6);
+    s_assert_job_tasks(c, "holes", (const uint64_t[]){1, 7, 9, 10}, 4);
+    s_assert_counts(c, "holes", 0, 0, 0, 0, 0, 4);
+    s_remove(c, (const uint64_t[]){10}, 1);
+    s_assert_job_tasks(c, "holes", (const uint64_t[]){1, 7, 9}, 3);
+    //  New tasks join at the end.
+    shoal_wire_task_t more = s_job_task(11, "holes", 0, NULL, 0);
+    s_submit(c, &more, 1, 0);
+    s_assert_job_tasks(c, "holes", (const uint64_t[]){1, 7, 9, 11}, 4);
+    s_assert_counts(c, "holes", 0, 1, 0, 0, 0, 3);
+    //  The last task out takes the job with it.
+    cancel.seq = 10;
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_cancel, &cancel, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    assert_int_equal(in.msg.u.ack.count, 1);
+    shoal_wire_in_clear(&in);
+    s_remove(c, (const uint64_t[]){1, 7, 9, 11}, 4);
+    shoal_wire_job_info_t info;
+    assert_false(s_job_info(c, "holes", &info));
+    zmq_close(c);
+}
+
+static void test_a_restarted_broker_knows_its_jobs_again(void **state)
+{
+    fixture_t *f = *state;
+    shoal_broker_stop();
+    pthread_join(f->thread, NULL);
+    char state_dir[128];
+    snprintf(state_dir, sizeof state_dir, "%s/state", f->dir);
+    f->cfg.state_dir = state_dir;
+    assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
+
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_ref_t a = shoal_ref_make(7, 1, 0);
+    shoal_wire_task_t tasks[3] = {s_job_task(1, "keep", 2, NULL, 0),
+                                  s_job_task(2, "keep", 1, &a, 1), s_job_task(3, "keep", 3, &a, 1)};
+    s_submit(c, tasks, 3, 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_done(w, a, 1, SHOAL_ETASK, NULL); //  fails its two dependents
+    s_assert_counts(c, "keep", 0, 0, 0, 0, 3, 0);
+    zmq_close(w);
+    zmq_close(c);
+
+    shoal_broker_stop();
+    pthread_join(f->thread, NULL);
+    assert_int_equal(f->rc, 0);
+    assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
+    c = s_client(f);
+    s_assert_counts(c, "keep", 0, 0, 0, 0, 3, 0);
+    assert_int_equal(s_job_tasks(c, "keep", 0, &in), 0);
+    assert_int_equal(in.msg.u.job_tasks_reply.tasks.count, 3);
+    assert_true(shoal_ref_equal(in.msg.u.job_tasks_reply.tasks.items[0], shoal_ref_make(7, 2, 0)));
+    assert_true(shoal_ref_equal(in.msg.u.job_tasks_reply.tasks.items[1], a));
+    shoal_wire_in_clear(&in);
+    zmq_close(c);
+}
+
 int main(void)
 {
     shoal__log_init("test", SHOAL_LOG_ERROR);
@@ -398,6 +755,20 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_restarted_broker_keeps_acknowledged_tasks_and_small_results, s_setup,
             s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_job_counts_its_tasks_through_every_state, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_job_tasks_lists_arrays_by_index_and_other_tasks_in_submission_order, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_cancel_by_job_cancels_its_unfinished_tasks_and_their_dependents, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_worker_lost_and_lineage_reruns_keep_job_counts_exact,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_forgotten_tasks_leave_their_job_which_keeps_its_order,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_restarted_broker_knows_its_jobs_again, s_setup,
+                                        s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,8 +7,14 @@
     arena read-only to read inputs in place, and maps each allocation it writes as its own
     writable range, so a stray write faults instead of corrupting other objects.
 
-    One task at a time: e_run -> e_started -> (e_alloc -> e_alloc_ok)? -> e_done. The
-    conventions beyond docs/protocol.md are in worker.h. */
+    fn tasks ("LIB.so:SYMBOL") run in the executor itself: the library is dlopen'ed once
+    and the function called with a shoal_task_t whose function table (shoal.h, "Task API
+    for fn plugins") is implemented here. A crash in it kills the executor, which the
+    worker reports and replaces.
+
+    One task at a time: e_run -> e_started -> (e_alloc -> e_alloc_ok)* -> e_done (exec
+    tasks ask once; fn tasks once per large output). The conventions beyond
+    docs/protocol.md are in worker.h. */
 #include "worker.h"
 
 #include "common.h"
@@ -16,6 +22,7 @@
 #include "wire.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -23,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -48,7 +56,46 @@ struct s_pending { //  an e_run that arrived while a task was still running
     s_pending_t *next;
 };
 
+typedef struct s_exec s_exec_t;
+
+//  A plugin library, loaded once per executor and kept for its life: dlclose would
+//  invite crashes from whatever the library left behind (threads, atexit handlers,
+//  pointers into it), and a handful of libraries per executor cost nothing.
 typedef struct {
+    char *path;
+    void *handle;
+} s_plugin_t;
+
+//  One output of a fn task, as the task function builds it.
+enum { S_FN_EMPTY, S_FN_ALLOCATED, S_FN_SEALED };
+typedef struct {
+    int state;
+    bool in_arena;   //  else malloc'd memory that travels inline
+    uint8_t *data;   //  malloc'd, or the writable mapping of the arena range until sealed
+    uint64_t size;   //  as allocated
+    uint64_t offset; //  in the arena, from e_alloc_ok
+} s_fn_out_t;
+
+//  The fn task being run: public part first, so the shoal_task_t * the function gets is a
+//  pointer to this. It lives in the executor (one task at a time), so a call through a
+//  stale pointer after the function returned finds running == false and is refused.
+typedef struct {
+    shoal_task_t pub;
+    s_exec_t *exec;
+    const shoal_wire_e_task_t *et;
+    const char *symbol;
+    bool running;
+    const uint8_t *arg; //  NUL-terminated copy in exec->arg_buf
+    size_t arg_size;
+    size_t n_outputs;
+    s_fn_out_t *outs;
+    uint64_t inline_budget; //  of S_INLINE_BUDGET, what small outputs may still take
+    bool has_error;
+    char error[1024];       //  from shoal_task_set_error
+    char alloc_error[1024]; //  why the last allocation failed, the default reason
+} s_fn_task_t;
+
+struct s_exec {
     void *ctx, *sock;
     const char *arena_path;
     const uint8_t *arena;
@@ -57,10 +104,20 @@ typedef struct {
     int slot;
     const char *scratch_base;
     s_pending_t *pending, *pending_tail;
-} s_exec_t;
+    //  fn tasks
+    s_plugin_t *plugins;
+    size_t n_plugins, cap_plugins;
+    char *last_fn; //  the fn string of the last task, and what it resolved to
+    shoal_task_fn_t *last_call;
+    uint8_t *arg_buf;
+    size_t arg_cap;
+    int log_fd;               //  memfd taking fds 1 and 2 while a task function runs
+    int saved_out, saved_err; //  the executor's own fds 1 and 2
+    s_fn_task_t fn;
+};
 
-//  One entry of a result: a task output or the log. The bytes are in a file (exec tasks);
-//  fn tasks will hand memory instead (data without path).
+//  One entry of a result: a task output or the log. The bytes are in a file (exec tasks),
+//  or in memory or already in the arena (fn tasks: data or offset, no path).
 typedef struct {
     char *path;
     uint64_t size;
@@ -746,13 +803,470 @@ done:
 
 /*  -------------------------------------------------------------------------- fn kind */
 
-//  fn tasks (lib.so:symbol, dlopen) come with the next issue; they will fill o->outs with
-//  memory (data, no path) and call s_deliver like exec tasks do.
+//  Asks the worker for arena space for one result entry (output index, or n_outputs for
+//  the log) and gives its offset. Several e_alloc per task are fine (worker.h): each names
+//  one entry, the others SHOAL_EXEC_INLINE. On failure err says why.
+static int s_alloc_one(s_exec_t *self, const shoal_wire_e_task_t *et, size_t n_outputs,
+                       size_t index, uint64_t size, uint64_t *offset, char *err, size_t err_size)
+{
+    uint64_t *sizes = malloc((n_outputs + 1) * sizeof *sizes);
+    if (!sizes) {
+        snprintf(err, err_size, "executor out of memory");
+        return SHOAL_ENOMEM;
+    }
+    for (size_t i = 0; i <= n_outputs; i++)
+        sizes[i] = SHOAL_EXEC_INLINE;
+    sizes[index] = size;
+    shoal_wire_e_alloc_t req = {
+        .id = et->task.id, .attempt = et->attempt, .sizes = {sizes, n_outputs + 1}};
+    shoal_wire_in_t in;
+    int rc = s_send(self, SHOAL_MSG_e_alloc, &req);
+    if (rc == 0)
+        rc = s_await(self, SHOAL_MSG_e_alloc_ok, &in);
+    free(sizes);
+    if (rc) {
+        snprintf(err, err_size, "cannot ask the worker for output space: %s", shoal_strerror(rc));
+        return rc == SHOAL_ENOMEM ? rc : SHOAL_EIO;
+    }
+    const shoal_wire_e_alloc_ok_t *ok = &in.msg.u.e_alloc_ok;
+    if (ok->code) {
+        rc = ok->code < 0 && ok->code > -1000 ? (int)ok->code : SHOAL_EIO;
+        snprintf(err, err_size, "%s", ok->error ? ok->error : shoal_strerror(rc));
+    } else if (ok->offsets.count != n_outputs + 1 ||
+               ok->offsets.items[index] == SHOAL_EXEC_INLINE) {
+        rc = SHOAL_EIO;
+        snprintf(err, err_size, "the worker answered e_alloc with %zu offsets for %zu",
+                 ok->offsets.count, n_outputs + 1);
+    } else {
+        *offset = ok->offsets.items[index];
+    }
+    shoal_wire_in_clear(&in);
+    return rc;
+}
+
+//  The function table (shoal.h). Every entry checks what the plugin hands it: misuse is
+//  an error code, never a crash of the executor.
+
+static s_fn_task_t *s_fn_task(shoal_task_t *t)
+{
+    s_fn_task_t *f = (s_fn_task_t *)t;
+    return f && f->running ? f : NULL;
+}
+
+static const void *s_api_arg(shoal_task_t *t, size_t *size)
+{
+    s_fn_task_t *f = s_fn_task(t);
+    if (size)
+        *size = f ? f->arg_size : 0;
+    return f ? (const void *)f->arg : "";
+}
+
+static uint64_t s_api_index(shoal_task_t *t)
+{
+    s_fn_task_t *f = s_fn_task(t);
+    return f ? f->et->task.array_index : 0;
+}
+
+static shoal_ref_t s_api_id(shoal_task_t *t)
+{
+    s_fn_task_t *f = s_fn_task(t);
+    shoal_ref_t none = {0, 0};
+    return f ? f->et->task.id : none;
+}
+
+static size_t s_api_n_inputs(shoal_task_t *t)
+{
+    s_fn_task_t *f = s_fn_task(t);
+    return f ? f->et->inputs.count : 0;
+}
+
+static int s_api_input(shoal_task_t *t, size_t i, const void **data, size_t *size)
+{
+    s_fn_task_t *f = s_fn_task(t);
+    if (!f)
+        return t ? SHOAL_ESTATE : SHOAL_EINVAL;
+    if (!data || !size || i >= f->et->inputs.count)
+        return SHOAL_EINVAL;
+    //  Bounds were checked before the call (s_run_fn).
+    const shoal_wire_e_input_t *in = &f->et->inputs.items[i];
+    *data = f->exec->arena + in->offset;
+    *size = (size_t)in->size;
+    return 0;
+}
+
+static size_t s_api_n_outputs(shoal_task_t *t)
+{
+    s_fn_task_t *f = s_fn_task(t);
+    return f ? f->n_outputs : 0;
+}
+
+static int s_api_output_alloc(shoal_task_t *t, size_t i, size_t size, void **data)
+{
+    s_fn_task_t *f = s_fn_task(t);
+    if (!f)
+        return t ? SHOAL_ESTATE : SHOAL_EINVAL;
+    if (!data || i >= f->n_outputs)
+        return SHOAL_EINVAL;
+    s_fn_out_t *out = &f->outs[i];
+    if (out->state != S_FN_EMPTY)
+        return SHOAL_ESTATE;
+    //  Small outputs live here and travel inline in e_done: no round trip to the worker.
+    if (size <= SHOAL_INLINE_MAX && size <= f->inline_budget) {
+        out->data = malloc(size ? size : 1);
+        if (!out->data) {
+            snprintf(f->alloc_error, sizeof f->alloc_error,
+                     "out of memory for output %zu (%zu bytes)", i, size);
+            return SHOAL_ENOMEM;
+        }
+        f->inline_budget -= size;
+        out->in_arena = false;
+    } else {
+        uint64_t offset = 0;
+        int rc = s_alloc_one(f->exec, f->et, f->n_outputs, i, size, &offset, f->alloc_error,
+                             sizeof f->alloc_error);
+        if (rc)
+            return rc;
+        void *p = NULL;
+        //  The worker aborts this allocation at e_done if mapping fails: it is not named.
+        rc = shoal_arena_map_range(f->exec->arena_path, offset, size, &p);
+        if (rc) {
+            snprintf(f->alloc_error, sizeof f->alloc_error,
+                     "cannot map output %zu (%zu bytes at %llu of the store): %s", i, size,
+                     (unsigned long long)offset, shoal_strerror(rc));
+            return SHOAL_EIO;
+        }
+        out->data = p;
+        out->offset = offset;
+        out->in_arena = true;
+    }
+    out->size = size;
+    out->state = S_FN_ALLOCATED;
+    *data = out->data;
+    return 0;
+}
+
+static int s_api_output_seal(shoal_task_t *t, size_t i)
+{
+    s_fn_task_t *f = s_fn_task(t);
+    if (!f)
+        return t ? SHOAL_ESTATE : SHOAL_EINVAL;
+    if (i >= f->n_outputs)
+        return SHOAL_EINVAL;
+    s_fn_out_t *out = &f->outs[i];
+    if (out->state != S_FN_ALLOCATED)
+        return SHOAL_ESTATE;
+    if (out->in_arena) { //  the bytes are in the store: our writable window closes
+        shoal_arena_unmap(out->data, out->size);
+        out->data = NULL;
+    }
+    out->state = S_FN_SEALED;
+    return 0;
+}
+
+static int s_api_output_put(shoal_task_t *t, size_t i, const void *data, size_t size)
+{
+    if (!data && size)
+        return SHOAL_EINVAL;
+    void *p = NULL;
+    int rc = s_api_output_alloc(t, i, size, &p);
+    if (rc)
+        return rc;
+    if (size)
+        memcpy(p, data, size);
+    return s_api_output_seal(t, i);
+}
+
+static void s_api_set_error(shoal_task_t *t, const char *fmt, va_list ap)
+{
+    s_fn_task_t *f = s_fn_task(t);
+    if (!f || !fmt)
+        return;
+    vsnprintf(f->error, sizeof f->error, fmt, ap);
+    f->has_error = true;
+}
+
+static const shoal_task_api_t s_api = {
+    .size = sizeof(shoal_task_api_t),
+    .version = SHOAL_TASK_API_VERSION,
+    .arg = s_api_arg,
+    .index = s_api_index,
+    .id = s_api_id,
+    .n_inputs = s_api_n_inputs,
+    .input = s_api_input,
+    .n_outputs = s_api_n_outputs,
+    .output_alloc = s_api_output_alloc,
+    .output_seal = s_api_output_seal,
+    .output_put = s_api_output_put,
+    .set_error = s_api_set_error,
+    .strerror = shoal_strerror,
+};
+
+//  Finds the function of "LIB:SYMBOL" (split at the last ':', so LIB may hold colons),
+//  loading LIB once per executor. NULL with o failed when it cannot.
+static shoal_task_fn_t *s_resolve(s_exec_t *self, const char *fn, s_outcome_t *o)
+{
+    if (self->last_fn && strcmp(self->last_fn, fn) == 0)
+        return self->last_call;
+    const char *colon = strrchr(fn, ':');
+    char *path = strndup(fn, (size_t)(colon - fn));
+    if (!path) {
+        s_fail(o, SHOAL_ENOMEM, 0, "executor out of memory");
+        return NULL;
+    }
+    const char *symbol = colon + 1;
+    void *handle = NULL;
+    for (size_t i = 0; i < self->n_plugins && !handle; i++)
+        if (strcmp(self->plugins[i].path, path) == 0)
+            handle = self->plugins[i].handle;
+    if (!handle) {
+        if (self->n_plugins == self->cap_plugins) {
+            size_t cap = self->cap_plugins ? self->cap_plugins * 2 : 8;
+            s_plugin_t *p = realloc(self->plugins, cap * sizeof *p);
+            if (!p) {
+                s_fail(o, SHOAL_ENOMEM, 0, "executor out of memory");
+                free(path);
+                return NULL;
+            }
+            self->plugins = p;
+            self->cap_plugins = cap;
+        }
+        dlerror();
+        handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (!handle) {
+            //  Not cached: the library may appear (be built, be copied) before the next try.
+            const char *why = dlerror();
+            s_fail(o, SHOAL_ENOTFOUND, 0, "cannot load plugin %s: %s", path,
+                   why ? why : "dlopen failed");
+            free(path);
+            return NULL;
+        }
+        self->plugins[self->n_plugins++] = (s_plugin_t){path, handle};
+        path = NULL; //  the table owns it
+    }
+    dlerror();
+    void *sym = dlsym(handle, symbol);
+    if (!sym || dlerror()) {
+        s_fail(o, SHOAL_ENOTFOUND, 0, "plugin %.*s has no function %s", (int)(colon - fn), fn,
+               symbol);
+        free(path);
+        return NULL;
+    }
+    free(path);
+    char *copy = strdup(fn);
+    if (copy) {
+        free(self->last_fn);
+        self->last_fn = copy;
+        //  POSIX guarantees a data pointer from dlsym converts to a function pointer.
+        *(void **)&self->last_call = sym;
+        return self->last_call;
+    }
+    shoal_task_fn_t *call;
+    *(void **)&call = sym;
+    return call;
+}
+
+//  The task's stdout and stderr: fds 1 and 2 point at a memfd while the function runs.
+static void s_capture_begin(s_exec_t *self)
+{
+    fflush(stdout);
+    fflush(stderr);
+    if (self->log_fd < 0)
+        return;
+    if (ftruncate(self->log_fd, 0) != 0 || lseek(self->log_fd, 0, SEEK_SET) != 0 ||
+        dup2(self->log_fd, STDOUT_FILENO) < 0 || dup2(self->log_fd, STDERR_FILENO) < 0) {
+        dup2(self->saved_out, STDOUT_FILENO);
+        dup2(self->saved_err, STDERR_FILENO);
+    }
+}
+
+//  Ends the capture; returns how many bytes the task wrote.
+static uint64_t s_capture_end(s_exec_t *self)
+{
+    fflush(stdout); //  what printf left buffered belongs to the task
+    fflush(stderr);
+    if (self->log_fd < 0)
+        return 0;
+    dup2(self->saved_out, STDOUT_FILENO);
+    dup2(self->saved_err, STDERR_FILENO);
+    struct stat st;
+    return fstat(self->log_fd, &st) == 0 && st.st_size > 0 ? (uint64_t)st.st_size : 0;
+}
+
+//  Reads size bytes of the log memfd from offset into buf. 0 or a negative errno.
+static int s_log_read(s_exec_t *self, uint8_t *buf, uint64_t offset, uint64_t size)
+{
+    uint64_t done = 0;
+    while (done < size) {
+        size_t n = (size_t)SHOAL__MIN(size - done, (uint64_t)S_COPY_CHUNK);
+        ssize_t r = pread(self->log_fd, buf + done, n, (off_t)(offset + done));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? -errno : -EIO;
+        done += (uint64_t)r;
+    }
+    return 0;
+}
+
+//  Adds the captured log (size bytes) as the last entry of o->outs (room is reserved):
+//  inline when small, else in arena space of its own. A log that cannot be kept is
+//  dropped: its tail still travels with the result and stands in for it.
+static void s_fn_take_log(s_exec_t *self, s_fn_task_t *f, s_outcome_t *o, uint64_t size)
+{
+    o->has_log = true;
+    o->log_size = size;
+    size_t tail = (size_t)SHOAL__MIN(size, (uint64_t)S_LOG_TAIL);
+    if (s_log_read(self, o->log_tail, size - tail, tail) == 0)
+        o->log_tail_size = tail;
+    s_out_t *out = &o->outs[o->n_outs];
+    *out = (s_out_t){.size = size, .is_log = true, .index = f->n_outputs};
+    char err[512];
+    int rc = 0;
+    if (size <= SHOAL_INLINE_MAX && size <= f->inline_budget) {
+        out->data = malloc(size);
+        rc = out->data ? s_log_read(self, out->data, 0, size) : -ENOMEM;
+        out->is_inline = true;
+        snprintf(err, sizeof err, "%s", strerror(-rc));
+    } else {
+        rc = s_alloc_one(self, f->et, f->n_outputs, f->n_outputs, size, &out->offset, err,
+                         sizeof err);
+        void *p = NULL;
+        if (rc == 0 && (rc = shoal_arena_map_range(self->arena_path, out->offset, size, &p)) != 0)
+            snprintf(err, sizeof err, "%s", shoal_strerror(rc));
+        if (rc == 0) {
+            rc = s_log_read(self, p, 0, size);
+            if (rc)
+                snprintf(err, sizeof err, "%s", strerror(-rc));
+            shoal_arena_unmap(p, size);
+        }
+    }
+    if (rc) {
+        char text[SHOAL_REF_TEXT_SIZE];
+        shoal__warn("executor %d: dropping the log of task %s (%llu bytes): %s", self->slot,
+                    shoal_ref_format(f->et->task.id, text), (unsigned long long)size, err);
+        free(out->data);
+        *out = (s_out_t){0};
+        return;
+    }
+    o->n_outs++;
+}
+
+//  Frees what fn tasks left in the executor. Libraries stay loaded (see s_plugin_t).
+static void s_fn_cleanup(s_exec_t *self)
+{
+    for (size_t i = 0; i < self->n_plugins; i++)
+        free(self->plugins[i].path);
+    free(self->plugins);
+    free(self->last_fn);
+    free(self->arg_buf);
+    int fds[3] = {self->log_fd, self->saved_out, self->saved_err};
+    for (int i = 0; i < 3; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    self->plugins = NULL;
+    self->last_fn = NULL;
+    self->arg_buf = NULL;
+    self->log_fd = self->saved_out = self->saved_err = -1;
+}
+
 static void s_run_fn(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t *o)
 {
-    (void)self;
-    (void)et;
-    s_fail(o, SHOAL_EINVAL, 0, "fn tasks are not supported by this worker yet");
+    const shoal_wire_task_t *t = &et->task;
+    const char *colon = t->fn ? strrchr(t->fn, ':') : NULL;
+    if (!colon || colon == t->fn || !colon[1]) {
+        s_fail(o, SHOAL_EINVAL, 0, "fn task without \"LIB:SYMBOL\" (got %s)",
+               t->fn ? t->fn : "nothing");
+        return;
+    }
+    size_t n_outputs = t->n_outputs ? (size_t)t->n_outputs : 1;
+    if (n_outputs > SHOAL_MAX_OUTPUTS) {
+        s_fail(o, SHOAL_EINVAL, 0, "%zu outputs; at most %d", n_outputs, SHOAL_MAX_OUTPUTS);
+        return;
+    }
+    for (size_t i = 0; i < et->inputs.count; i++) {
+        const shoal_wire_e_input_t *in = &et->inputs.items[i];
+        if (in->offset > self->arena_size || in->size > self->arena_size - in->offset) {
+            s_fail(o, SHOAL_EINVAL, 0, "input %zu lies outside the arena", i);
+            return;
+        }
+    }
+    //  The argument with a NUL after it (shoal.h promises one), in a buffer that grows.
+    if (t->arg.size + 1 > self->arg_cap) {
+        uint8_t *p = realloc(self->arg_buf, t->arg.size + 1);
+        if (!p) {
+            s_fail(o, SHOAL_ENOMEM, 0, "executor out of memory for an argument of %zu bytes",
+                   t->arg.size);
+            return;
+        }
+        self->arg_buf = p;
+        self->arg_cap = t->arg.size + 1;
+    }
+    if (t->arg.size)
+        memcpy(self->arg_buf, t->arg.data, t->arg.size);
+    self->arg_buf[t->arg.size] = '\0';
+    //  outs: the outputs, then the log.
+    o->outs = calloc(n_outputs + 1, sizeof *o->outs);
+    s_fn_out_t *fouts = calloc(n_outputs, sizeof *fouts);
+    if (!o->outs || !fouts) {
+        free(fouts);
+        s_fail(o, SHOAL_ENOMEM, 0, "executor out of memory");
+        return;
+    }
+
+    s_capture_begin(self); //  before dlopen: what a library's constructors print is logged
+    shoal_task_fn_t *call = s_resolve(self, t->fn, o);
+    s_fn_task_t *f = &self->fn;
+    *f = (s_fn_task_t){.pub = {.api = &s_api},
+                       .exec = self,
+                       .et = et,
+                       .symbol = colon + 1,
+                       .arg = self->arg_buf,
+                       .arg_size = t->arg.size,
+                       .n_outputs = n_outputs,
+                       .outs = fouts,
+                       .inline_budget = S_INLINE_BUDGET};
+    int rc = 0;
+    if (call) {
+        f->running = true;
+        rc = call(&f->pub);
+        f->running = false;
+    }
+    uint64_t log_size = s_capture_end(self);
+
+    if (call && rc != 0) {
+        const char *why = f->has_error ? f->error : f->alloc_error;
+        if (*why)
+            s_fail(o, SHOAL_ETASK, rc > 0 ? rc : 0, "%s", why);
+        else
+            s_fail(o, SHOAL_ETASK, rc > 0 ? rc : 0, "%s returned %d", f->symbol, rc);
+    }
+    for (size_t i = 0; call && i < n_outputs && o->status == 0; i++) {
+        if (fouts[i].state == S_FN_EMPTY)
+            s_fail(o, SHOAL_ETASK, 0, "%s returned 0 but never wrote output %zu (of %zu)",
+                   f->symbol, i, n_outputs);
+        else if (fouts[i].state == S_FN_ALLOCATED)
+            s_fail(o, SHOAL_ETASK, 0, "%s returned 0 but never sealed output %zu", f->symbol, i);
+    }
+    //  Outputs move into o (a failed task keeps none: the worker aborts their space).
+    for (size_t i = 0; i < n_outputs; i++) {
+        s_fn_out_t *fo = &fouts[i];
+        if (o->status == 0) {
+            o->outs[o->n_outs++] = (s_out_t){.size = fo->size,
+                                             .data = fo->in_arena ? NULL : fo->data,
+                                             .is_inline = !fo->in_arena,
+                                             .index = i,
+                                             .offset = fo->offset};
+        } else if (fo->in_arena) {
+            if (fo->state == S_FN_ALLOCATED)
+                shoal_arena_unmap(fo->data, fo->size);
+        } else {
+            free(fo->data);
+        }
+    }
+    if (log_size)
+        s_fn_take_log(self, f, o, log_size);
+    f->outs = NULL;
+    free(fouts);
 }
 
 /*  --------------------------------------------------------------------------- tasks */
@@ -820,7 +1334,12 @@ static void s_run_task(s_exec_t *self, const shoal_wire_e_task_t *et)
 int shoal_executor_run(const char *endpoint, const char *arena_path, int slot)
 {
     shoal__log_init("executor", SHOAL_LOG_INFO);
-    s_exec_t self = {.arena_path = arena_path, .slot = slot, .ppid = getppid()};
+    s_exec_t self = {.arena_path = arena_path,
+                     .slot = slot,
+                     .ppid = getppid(),
+                     .log_fd = -1,
+                     .saved_out = -1,
+                     .saved_err = -1};
     if (!endpoint || !arena_path) {
         shoal__error("usage: shoal executor ENDPOINT ARENA SLOT (started by shoal worker)");
         return 2;
@@ -834,6 +1353,17 @@ int shoal_executor_run(const char *endpoint, const char *arena_path, int slot)
         ;
     if (fd >= 3)
         close(fd);
+    //  fn tasks write their stdout and stderr into this memfd (their log); the executor's
+    //  own fds 1 and 2 are kept aside to be put back after each call.
+    self.log_fd = memfd_create("shoal-fn-log", MFD_CLOEXEC);
+    self.saved_out = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+    self.saved_err = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (self.log_fd < 0 || self.saved_out < 0 || self.saved_err < 0) {
+        shoal__warn("executor %d: fn tasks will have no log: %s", slot, strerror(errno));
+        if (self.log_fd >= 0)
+            close(self.log_fd);
+        self.log_fd = -1;
+    }
     self.scratch_base = getenv(SHOAL_EXEC_SCRATCH_ENV);
     if (!self.scratch_base || !*self.scratch_base)
         self.scratch_base = "/tmp";
@@ -897,5 +1427,6 @@ int shoal_executor_run(const char *endpoint, const char *arena_path, int slot)
     zmq_close(self.sock);
     zmq_ctx_term(self.ctx);
     shoal_arena_unmap(base, self.arena_size);
+    s_fn_cleanup(&self);
     return status;
 }

@@ -46,7 +46,11 @@ int shoal_executor_run(const char *endpoint, const char *arena_path, int slot);
       SHOAL_EXEC_INLINE marks one that needs no space (it travels inline, or a failed task
       does not report it). e_alloc_ok's offsets has one entry per size (SHOAL_EXEC_INLINE
       for those skipped). The worker seals the allocations an e_done names and aborts the
-      rest.
+      rest. A task may send several e_alloc: a fn task sends one per large output as the
+      function allocates it (only that index sized, the others SHOAL_EXEC_INLINE), and one
+      for a large log; it never names the same output twice.
+    - fn tasks: what the function writes on fds 1 and 2 is its log (the executor points
+      them at a memfd around the call); a log entry is sent only when it is not empty.
     - The executor makes each task's scratch directory under $SHOAL_SCRATCH_DIR (set per
       slot by the worker, which wipes it when an executor dies). */
 #define SHOAL_EXEC_INLINE      UINT64_MAX

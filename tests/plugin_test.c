@@ -1,0 +1,161 @@
+/*  plugin_test.c: task functions that exercise the corners of the fn task API, for
+    tests/test_plugins.c (libshoal_test_plugin.so). Like every plugin it includes shoal.h
+    only and does not link libshoal. The friendly examples are in examples/plugins/. */
+#include <shoal.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+//  Checks cond; on failure sets the task's error naming the line and returns 1.
+#define CHECK(t, cond)                                                                             \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            shoal_task_set_error((t), "check failed at plugin_test.c:%d: %s", __LINE__, #cond);    \
+            return 1;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+//  Every misuse of the API the header lists returns its error code and changes nothing;
+//  then output 0 is written properly. Expects one input and one output.
+SHOAL_PLUGIN_EXPORT int api_misuse(shoal_task_t *t)
+{
+    CHECK(t, t->api->size >= sizeof(shoal_task_api_t));
+    CHECK(t, t->api->version >= 1);
+    CHECK(t, SHOAL_TASK_API_HAS(t, strerror));
+    CHECK(t, strcmp(shoal_task_strerror(t, SHOAL_EINVAL), "invalid argument") == 0);
+    CHECK(t, shoal_task_n_inputs(t) == 1);
+    CHECK(t, shoal_task_n_outputs(t) == 1);
+
+    const void *data = NULL;
+    size_t size = 0;
+    CHECK(t, shoal_task_input(t, 1, &data, &size) == SHOAL_EINVAL);
+    CHECK(t, shoal_task_input(t, (size_t)-1, &data, &size) == SHOAL_EINVAL);
+    CHECK(t, shoal_task_input(t, 0, NULL, &size) == SHOAL_EINVAL);
+    CHECK(t, shoal_task_input(t, 0, &data, NULL) == SHOAL_EINVAL);
+    CHECK(t, data == NULL && size == 0); //  untouched on failure
+    CHECK(t, shoal_task_input(t, 0, &data, &size) == 0 && data != NULL);
+
+    void *p = NULL;
+    CHECK(t, shoal_task_output_alloc(t, 1, 10, &p) == SHOAL_EINVAL);
+    CHECK(t, shoal_task_output_alloc(t, 0, 10, NULL) == SHOAL_EINVAL);
+    CHECK(t, shoal_task_output_seal(t, 0) == SHOAL_ESTATE); //  not allocated
+    CHECK(t, shoal_task_output_seal(t, 7) == SHOAL_EINVAL);
+    CHECK(t, shoal_task_output_put(t, 0, NULL, 5) == SHOAL_EINVAL);
+    CHECK(t, shoal_task_output_put(t, 3, "x", 1) == SHOAL_EINVAL);
+    CHECK(t, p == NULL);
+
+    CHECK(t, shoal_task_output_alloc(t, 0, 5, &p) == 0 && p != NULL);
+    void *q = NULL;
+    CHECK(t, shoal_task_output_alloc(t, 0, 5, &q) == SHOAL_ESTATE); //  allocated twice
+    CHECK(t, q == NULL);
+    CHECK(t, shoal_task_output_put(t, 0, "yyyyy", 5) == SHOAL_ESTATE);
+    memcpy(p, "fine\n", 5);
+    CHECK(t, shoal_task_output_seal(t, 0) == 0);
+    CHECK(t, shoal_task_output_seal(t, 0) == SHOAL_ESTATE); //  sealed twice
+    CHECK(t, shoal_task_output_alloc(t, 0, 5, &q) == SHOAL_ESTATE);
+    return 0;
+}
+
+//  arg: one size per output. Output i gets that many bytes, byte j being (i + j) % 253:
+//  small and large outputs mixed, allocated first, written, then sealed in reverse order.
+SHOAL_PLUGIN_EXPORT int outputs(shoal_task_t *t)
+{
+    size_t n = shoal_task_n_outputs(t);
+    const char *arg = shoal_task_arg(t, NULL);
+    unsigned char **mem = calloc(n, sizeof *mem);
+    size_t *sizes = calloc(n, sizeof *sizes);
+    int rc = 1;
+    if (!mem || !sizes)
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        char *end;
+        sizes[i] = strtoull(arg, &end, 10);
+        if (end == arg) {
+            shoal_task_set_error(t, "outputs: %zu outputs but fewer sizes", n);
+            goto done;
+        }
+        arg = end;
+        int err = shoal_task_output_alloc(t, i, sizes[i], (void **)&mem[i]);
+        if (err) {
+            shoal_task_set_error(t, "outputs: alloc %zu (%zu bytes): %s", i, sizes[i],
+                                 shoal_task_strerror(t, err));
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < sizes[i]; j++)
+            mem[i][j] = (unsigned char)((i + j) % 253);
+    for (size_t i = n; i-- > 0;)
+        if (shoal_task_output_seal(t, i) != 0)
+            goto done;
+    rc = 0;
+done:
+    free(mem);
+    free(sizes);
+    return rc;
+}
+
+//  Allocates output 0 and returns 0 without sealing it.
+SHOAL_PLUGIN_EXPORT int unsealed(shoal_task_t *t)
+{
+    void *p;
+    return shoal_task_output_alloc(t, 0, 100, &p) ? 2 : 0;
+}
+
+//  Writes output 0 of two and returns 0.
+SHOAL_PLUGIN_EXPORT int half_written(shoal_task_t *t)
+{
+    return shoal_task_output_put(t, 0, "a", 1) ? 2 : 0;
+}
+
+//  Returns 3 without a message.
+SHOAL_PLUGIN_EXPORT int returns_three(shoal_task_t *t)
+{
+    (void)t;
+    return 3;
+}
+
+//  Prints on stdout (buffered and not) and stderr, which make the task's log; its output
+//  stays clean. arg: how many bytes of 'x' to add to stderr (a log beyond 64 KiB).
+SHOAL_PLUGIN_EXPORT int noisy(shoal_task_t *t)
+{
+    printf("printf to stdout\n"); //  left in stdio's buffer: the executor flushes it
+    ssize_t w = write(STDOUT_FILENO, "write to stdout\n", 16);
+    fprintf(stderr, "fprintf to stderr\n");
+    size_t extra = (size_t)strtoull(shoal_task_arg(t, NULL), NULL, 10);
+    for (size_t i = 0; i < extra; i++)
+        fputc(i % 64 == 63 ? '\n' : 'x', stderr);
+    (void)w;
+    return shoal_task_output_put(t, 0, "quiet\n", 6) ? 1 : 0;
+}
+
+//  Output 0: "ID INDEX N_INPUTS N_OUTPUTS ARG_SIZE NUL" where ID is the task's ref as 32
+//  hex digits and NUL is 1 when the argument is followed by a NUL byte.
+SHOAL_PLUGIN_EXPORT int info(shoal_task_t *t)
+{
+    shoal_ref_t id = shoal_task_id(t);
+    size_t arg_size;
+    const char *arg = shoal_task_arg(t, &arg_size);
+    char buf[160];
+    int n =
+        snprintf(buf, sizeof buf, "%016llx%016llx %llu %zu %zu %zu %d\n", (unsigned long long)id.hi,
+                 (unsigned long long)id.lo, (unsigned long long)shoal_task_index(t),
+                 shoal_task_n_inputs(t), shoal_task_n_outputs(t), arg_size, arg[arg_size] == '\0');
+    for (size_t i = 0; i < shoal_task_n_outputs(t); i++)
+        if (shoal_task_output_put(t, i, buf, (size_t)n))
+            return 1;
+    return 0;
+}
+
+//  Writes into its read-only input view: the write faults and kills the executor.
+SHOAL_PLUGIN_EXPORT int write_input(shoal_task_t *t)
+{
+    const void *data;
+    size_t size;
+    if (shoal_task_input(t, 0, &data, &size) || size == 0)
+        return 2;
+    *(volatile char *)data = 'X';
+    return shoal_task_output_put(t, 0, "wrote\n", 6) ? 1 : 0;
+}
