@@ -1385,69 +1385,108 @@ static void s_on_cancel(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
     s_ack(self, peer, m->seq, 0, NULL, count);
 }
 
+//  Drops ref from the directory and from the worker holding it. True if it was there.
+static bool s_drop_object(s_broker_t *self, shoal_ref_t ref)
+{
+    s_object_t *o = shoal__refmap_remove(self->objects, ref);
+    if (!o)
+        return false;
+    if (o->worker) {
+        shoal_wire_w_drop_t drop = {.refs = {&o->ref, 1}};
+        shoal_wire_send(self->router, &o->worker->peer, SHOAL_MSG_w_drop, &drop, NULL, 0);
+    }
+    free(o->data);
+    free(o);
+    return true;
+}
+
+//  Forgets a final task once none of its outputs lives and nothing waits on it: its log
+//  and stdout tail go with it.
+static void s_maybe_forget(s_broker_t *self, s_task_t *t)
+{
+    if (!s_is_final(t->state))
+        return;
+    for (uint64_t k = 0; k < t->spec->n_outputs; k++)
+        if (s_object(self, shoal_ref_output(t->spec->id, (uint16_t)k)))
+            return;
+    for (uint32_t k = 0; k < t->n_consumers; k++)
+        if (!s_is_final(t->consumers[k]->state))
+            return;
+    s_drop_object(self, shoal_ref_output(t->spec->id, SHOAL_REF_STDOUT_INDEX));
+    s_drop_object(self, shoal_ref_output(t->spec->id, SHOAL_REF_LOG_INDEX));
+    //  Consumers keep pointers to producers only, never the reverse, so a producer can
+    //  go; a consumer being forgotten must leave its producers' lists.
+    for (size_t k = 0; k < t->spec->inputs.count; k++) {
+        s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(t->spec->inputs.items[k]));
+        if (!p)
+            continue;
+        for (uint32_t j = 0; j < p->n_consumers;)
+            if (p->consumers[j] == t)
+                p->consumers[j] = p->consumers[--p->n_consumers];
+            else
+                j++;
+    }
+    shoal__refmap_remove(self->tasks, t->spec->id);
+    if (self->journal)
+        shoal__journal_forget(self->journal, t->spec->id);
+    s_job_leave(self, t);
+    s_task_free(t);
+}
+
 static void s_on_remove(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_remove_t *m)
 {
     uint64_t count = 0;
     for (size_t i = 0; i < m->refs.count; i++) {
         shoal_ref_t ref = m->refs.items[i];
-        s_object_t *o = shoal__refmap_remove(self->objects, ref);
-        if (o) {
-            if (o->worker) {
-                shoal_wire_w_drop_t drop = {.refs = {&o->ref, 1}};
-                shoal_wire_send(self->router, &o->worker->peer, SHOAL_MSG_w_drop, &drop, NULL, 0);
-            }
-            free(o->data);
-            free(o);
-            count++;
-        }
-        //  Forget the task once none of its outputs lives and nothing waits on it.
+        count += s_drop_object(self, ref);
         s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
-        if (!t || !s_is_final(t->state))
-            continue;
-        bool live = false;
-        for (uint64_t k = 0; k < t->spec->n_outputs && !live; k++)
-            live = s_object(self, shoal_ref_output(t->spec->id, (uint16_t)k)) != NULL;
-        for (uint32_t k = 0; k < t->n_consumers && !live; k++)
-            live = !s_is_final(t->consumers[k]->state);
-        if (!live) {
-            s_object_t *tail = shoal__refmap_remove(
-                self->objects, shoal_ref_output(t->spec->id, SHOAL_REF_STDOUT_INDEX));
-            if (tail) {
-                free(tail->data);
-                free(tail);
-            }
-            s_object_t *log = shoal__refmap_remove(
-                self->objects, shoal_ref_output(t->spec->id, SHOAL_REF_LOG_INDEX));
-            if (log) {
-                if (log->worker) {
-                    shoal_wire_w_drop_t drop = {.refs = {&log->ref, 1}};
-                    shoal_wire_send(self->router, &log->worker->peer, SHOAL_MSG_w_drop, &drop, NULL,
-                                    0);
-                }
-                free(log->data);
-                free(log);
-            }
-            //  Consumers keep pointers to producers only, never the reverse, so a
-            //  producer can go; a consumer being forgotten must leave its producers' lists.
-            for (size_t k = 0; k < t->spec->inputs.count; k++) {
-                s_task_t *p =
-                    shoal__refmap_get(self->tasks, shoal_ref_task(t->spec->inputs.items[k]));
-                if (!p)
-                    continue;
-                for (uint32_t j = 0; j < p->n_consumers;)
-                    if (p->consumers[j] == t)
-                        p->consumers[j] = p->consumers[--p->n_consumers];
-                    else
-                        j++;
-            }
-            shoal__refmap_remove(self->tasks, t->spec->id);
-            if (self->journal)
-                shoal__journal_forget(self->journal, t->spec->id);
-            s_job_leave(self, t);
-            s_task_free(t);
-        }
+        if (t)
+            s_maybe_forget(self, t);
     }
     s_ack(self, peer, m->seq, 0, NULL, count);
+}
+
+static int s_newest_first(const void *a, const void *b)
+{
+    uint64_t x = (*(s_task_t *const *)a)->spec->id.lo, y = (*(s_task_t *const *)b)->spec->id.lo;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void s_on_release(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_release_t *m)
+{
+    //  Collect first: canceling and forgetting change the maps being walked.
+    s_task_t **mine = NULL;
+    size_t n = 0, cap = 0, cursor = 0;
+    void *value;
+    while (shoal__refmap_next(self->tasks, &cursor, NULL, &value))
+        if (((s_task_t *)value)->spec->id.hi == m->client_id)
+            S_PUSH(mine, n, cap, (s_task_t *)value);
+    for (size_t i = 0; i < n; i++)
+        s_cancel_task(self, mine[i]); //  no-op for final ones
+    for (size_t i = 0; i < n; i++) {
+        s_task_t *t = mine[i];
+        for (uint64_t k = 0; k < t->spec->n_outputs; k++)
+            s_drop_object(self, shoal_ref_output(t->spec->id, (uint16_t)k));
+    }
+    //  A task is forgotten only once its consumers are final and its outputs gone, so
+    //  forget consumers before producers: tasks of one client were submitted in counter
+    //  order, and a consumer always comes after its producers.
+    qsort(mine, n, sizeof *mine, s_newest_first);
+    for (size_t i = 0; i < n; i++)
+        s_maybe_forget(self, mine[i]);
+    //  Objects it stored without a task.
+    shoal_ref_t *objs = NULL;
+    size_t n_objs = 0, cap_objs = 0;
+    cursor = 0;
+    shoal_ref_t key;
+    while (shoal__refmap_next(self->objects, &cursor, &key, &value))
+        if (key.hi == m->client_id && !shoal__refmap_get(self->tasks, shoal_ref_task(key)))
+            S_PUSH(objs, n_objs, cap_objs, key);
+    for (size_t i = 0; i < n_objs; i++)
+        s_drop_object(self, objs[i]);
+    free(objs);
+    free(mine);
+    s_ack(self, peer, m->seq, 0, NULL, n);
 }
 
 static void s_on_workers(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_workers_t *m)
@@ -1576,6 +1615,9 @@ static void s_handle(s_broker_t *self, shoal_wire_in_t *in)
         break;
     case SHOAL_MSG_remove:
         s_on_remove(self, peer, &m->u.remove);
+        break;
+    case SHOAL_MSG_release:
+        s_on_release(self, peer, &m->u.release);
         break;
     case SHOAL_MSG_workers:
         s_on_workers(self, peer, &m->u.workers);

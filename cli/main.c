@@ -186,8 +186,11 @@ int cli_connect(const char *cmd, const char *url, shoal_t **self_p)
             fprintf(stderr, "shoal %s: ignoring SHOAL_CONNECT_TIMEOUT=%s: not seconds\n", cmd, env);
     }
     int rc = shoal_connect(url, timeout_ms, self_p);
-    if (rc == 0)
+    if (rc == 0) {
+        //  A command's tasks outlive it: `shoal submit` exits once the broker has them.
+        shoal_keep(*self_p, true);
         return 0;
+    }
     if (rc == SHOAL_EUNREACH)
         return cli_fail(cmd, CLI_EXIT_USAGE,
                         "no broker answered at %s within %g s: is `shoal broker` (or `shoal "

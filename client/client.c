@@ -41,8 +41,11 @@ S_SAME(SHOAL_STATUS_LOST, SHOAL_STATE_LOST);
 /*  A batch goes out at 1,000 tasks or 1 MiB of encoded tasks, whichever comes first: big
     enough that the ~90 us per-message cost of a round trip vanishes per task, small enough
     that the broker handles one in a few milliseconds and a resend costs little. */
-#define S_BATCH_TASKS 1000
-#define S_BATCH_BYTES (1024 * 1024)
+//  How long disconnect waits for the broker to acknowledge a release: a dead broker must
+//  not hold up a program that is exiting.
+#define S_RELEASE_TIMEOUT_MS 2000
+#define S_BATCH_TASKS        1000
+#define S_BATCH_BYTES        (1024 * 1024)
 /*  Unanswered for this long while the broker is silent: resend. */
 #define S_RESEND_MS 1000
 /*  At most this many batches are resent per round: if the oldest get through, their acks
@@ -107,6 +110,7 @@ struct shoal {
     uint64_t counter; //  last task counter used
     uint64_t seq;     //  last message sequence number used
     bool connected, was_disconnected, reconnected;
+    bool keep;          //  leave what we own on the cluster at disconnect (shoal_keep)
     int64_t last_rx_ms; //  when the broker last said anything
 
     //  Submissions: buffered here until a batch fills, then unacknowledged batches.
@@ -397,6 +401,9 @@ static int s_send_request(shoal_t *self)
     } else if (self->req_type == SHOAL_MSG_jobs) {
         shoal_wire_jobs_t j = {.seq = self->req_seq};
         rc = shoal_wire_send(self->sock, NULL, SHOAL_MSG_jobs, &j, NULL, 0);
+    } else if (self->req_type == SHOAL_MSG_release) {
+        shoal_wire_release_t r = {.seq = self->req_seq, .client_id = self->client_id};
+        rc = shoal_wire_send(self->sock, NULL, SHOAL_MSG_release, &r, NULL, 0);
     } else if (self->req_type == SHOAL_MSG_job_tasks) {
         shoal_wire_job_tasks_t j = {
             .seq = self->req_seq, .name = (char *)self->req_job, .offset = self->req_offset};
@@ -523,8 +530,9 @@ static void s_on_ack(shoal_t *self, const shoal_wire_ack_t *ack)
         s_batch_free(b);
         return;
     }
-    //  Only cancel and remove are answered with an ack.
-    if ((self->req_type == SHOAL_MSG_cancel || self->req_type == SHOAL_MSG_remove) &&
+    //  Only cancel, remove and release are answered with an ack.
+    if ((self->req_type == SHOAL_MSG_cancel || self->req_type == SHOAL_MSG_remove ||
+         self->req_type == SHOAL_MSG_release) &&
         !self->req_done && ack->seq == self->req_seq) {
         self->req_done = true;
         self->req_code = ack->code;
@@ -937,6 +945,8 @@ fail:
     return rc;
 }
 
+static int s_request(shoal_t *self, int64_t deadline);
+
 void shoal_disconnect(shoal_t **self_p)
 {
     if (!self_p || !*self_p)
@@ -947,11 +957,23 @@ void shoal_disconnect(shoal_t **self_p)
         for (s_batch_t *b = self->unacked; b; b = b->next)
             if (b->sent_ms == 0 && s_batch_send(self, b) != 0)
                 break;
+    //  Release what we own, unless asked to keep it (a local cluster goes away whole).
+    if (!self->keep && !self->local && self->counter > 0 && self->connected) {
+        self->req_type = SHOAL_MSG_release;
+        if (s_request(self, s_deadline(S_RELEASE_TIMEOUT_MS)) != 0)
+            shoal__warn("disconnect: could not release this client's tasks: %s", self->error);
+    }
     shoal__local_t *local = self->local;
     s_destroy(self);
     *self_p = NULL;
     //  After our sockets are closed, so the broker does not wait for us.
     shoal__local_stop(&local);
+}
+
+void shoal_keep(shoal_t *self, bool keep)
+{
+    if (self)
+        self->keep = keep;
 }
 
 const char *shoal_last_error(const shoal_t *self)

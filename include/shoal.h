@@ -193,16 +193,25 @@ typedef struct shoal shoal_t;
 int shoal_connect(const char *url, int timeout_ms, shoal_t **self_p);
 
 /*  Sends what shoal_submit has buffered (without waiting for acknowledgements: call
-    shoal_flush first to know they arrived), closes the sockets, waits at most 200 ms for
-    queued bytes to leave, frees everything and sets *self_p to NULL. Views from
-    shoal_get stay valid until released. The objects this client made stay in the
-    cluster until removed. NULL-safe.
+    shoal_flush first to know they arrived), then RELEASES what this client owns, unless
+    shoal_keep(self, true) was called: the broker cancels its unfinished tasks (and their
+    dependents, whoever submitted them), drops their outputs and logs and forgets them,
+    as Dask's Client.close() does with its futures. It waits at most 2 s for the broker
+    to confirm (a warning on stderr if it does not). Then it closes the sockets, waits at
+    most 200 ms for queued bytes to leave, frees everything and sets *self_p to NULL.
+    Views from shoal_get stay valid until released. NULL-safe.
     A local:// handle then stops its cluster: SIGTERM to `shoal up`, which stops the
     workers, then the broker, and removes their stores and their arenas in /dev/shm.
     It waits for that (well under a second here; `shoal up` is killed if it has not
     ended after 30 s). Objects go with the cluster; an abnormal end of `shoal up` is
     logged on stderr. */
 void shoal_disconnect(shoal_t **self_p);
+
+/*  keep = true: shoal_disconnect leaves this client's tasks running and their results
+    stored, for other clients (who know the refs) or a later run; remove them with
+    shoal_remove. The `shoal` command keeps: `shoal submit` exits right after the broker
+    has the task. Default false. NULL-safe. */
+void shoal_keep(shoal_t *self, bool keep);
 
 /*  The explanation of the last failing call on self, or, with self NULL, of the last
     failing shoal_connect in this thread. "" when there is none. Borrowed: valid until

@@ -245,6 +245,12 @@ typedef struct {
     F(R, U64, seq, _)                                                                              \
     F(R, STR, name, _)                                                                             \
     F(R, U64, offset, _)
+/*  Release everything a client owns (tasks whose ids carry its client id, and their
+    objects): unfinished tasks are canceled, outputs and logs dropped, tasks forgotten.
+    libshoal sends it on disconnect unless told to keep. Answered by ack (count: tasks). */
+#define SHOAL_WIRE_release(F, R)                                                                   \
+    F(R, U64, seq, _)                                                                              \
+    F(R, U64, client_id, _)
 #define SHOAL_WIRE_job_tasks_reply(F, R)                                                           \
     F(R, U64, seq, _)                                                                              \
     F(R, I64, code, _)                                                                             \
@@ -357,6 +363,7 @@ typedef struct {
     X(13, job_list)                                                                                \
     X(14, job_tasks)                                                                               \
     X(15, job_tasks_reply)                                                                         \
+    X(16, release)                                                                                 \
     X(20, w_hello)                                                                                 \
     X(21, w_welcome)                                                                               \
     X(22, w_dispatch)                                                                              \

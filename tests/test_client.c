@@ -920,6 +920,37 @@ static void test_a_second_client_reaches_the_local_cluster(void **state)
     shoal_view_release(&view);
 }
 
+static void test_disconnect_releases_what_the_client_owns_unless_it_keeps_it(void **state)
+{
+    const char *url = shoal_broker_endpoint(s_sh);
+    //  A client that does not keep: its finished result is dropped and its running task
+    //  canceled when it disconnects.
+    shoal_t *a = NULL;
+    assert_int_equal(shoal_connect(url, T_CONNECT_MS, &a), 0);
+    shoal_ref_t done = s_sh_c(a, "echo kept?");
+    shoal_ref_t running = s_sh_c(a, "sleep 30");
+    assert_int_equal(shoal_wait(a, &done, 1, false, T_WAIT_MS), 0);
+    shoal_disconnect(&a);
+    shoal_status_t st;
+    assert_int_equal(shoal_wait(s_sh, &done, 1, false, T_WAIT_MS), SHOAL_ENOTFOUND);
+    assert_int_equal(shoal_status(s_sh, done, &st), 0);
+    assert_int_equal(st.state, SHOAL_STATUS_UNKNOWN);
+    //  The sleep is gone too (canceled and forgotten), long before its 30 s.
+    assert_int_equal(shoal_wait(s_sh, &running, 1, false, 5000 * h_scale()), SHOAL_ENOTFOUND);
+
+    //  A client that keeps: its result outlives it.
+    shoal_t *b = NULL;
+    assert_int_equal(shoal_connect(url, T_CONNECT_MS, &b), 0);
+    shoal_keep(b, true);
+    shoal_ref_t kept = s_sh_c(b, "echo kept");
+    assert_int_equal(shoal_wait(b, &kept, 1, false, T_WAIT_MS), 0);
+    shoal_disconnect(&b);
+    char *text = s_get_text(s_sh, kept, NULL);
+    assert_string_equal(text, "kept\n");
+    free(text);
+    assert_true(shoal_remove(s_sh, &kept, 1, T_WAIT_MS) >= 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest alone[] = {
@@ -950,6 +981,7 @@ int main(void)
         cmocka_unit_test(test_a_batch_the_broker_refuses_is_reported_by_flush),
         cmocka_unit_test(test_calls_refuse_null_arguments),
         cmocka_unit_test(test_a_second_client_reaches_the_local_cluster),
+        cmocka_unit_test(test_disconnect_releases_what_the_client_owns_unless_it_keeps_it),
     };
     h_bin(); //  $SHOAL_BIN must name the binary
     int failed = cmocka_run_group_tests_name("client", alone, NULL, NULL);
