@@ -42,8 +42,9 @@
 #define S_DRAIN_MAX      1000 //  messages per socket per turn, so no socket starves
 #define S_MAX_LOST       3    //  worker deaths a task survives (Dask's allowed-failures)
 #define S_HWM            100000
-#define S_ERROR_MAX      4096 //  bytes of failure text kept per task
-#define S_DISPATCH_BATCH 256  //  tasks per w_dispatch message
+#define S_ERROR_MAX      4096        //  bytes of failure text kept per task
+#define S_DISPATCH_BATCH 256         //  tasks per w_dispatch message
+#define S_DISPATCH_BYTES (16u << 20) //  a quarter of SHOAL_MAX_MSG_SIZE, for headroom
 
 /*  ------------------------------------------------------------------------- types */
 
@@ -69,7 +70,10 @@ typedef struct {
 /*  What a task needs only sometimes, allocated on first use: a queued task that nothing
     consumes, nobody watches and that has not failed has none. */
 typedef struct {
-    s_task_t **consumers; //  with multiplicity: one entry per input naming this task
+    //  By id, with multiplicity (one entry per input naming this task). Ids, not pointers:
+    //  a forgotten consumer leaves a stale entry that lookups skip, so forgetting costs
+    //  nothing here (scanning producers' lists was quadratic: 16 s for 100,000 consumers).
+    shoal_ref_t *consumers;
     uint32_t n_consumers, cap_consumers;
     s_watch_t *watchers;
     uint32_t n_watchers, cap_watchers;
@@ -108,6 +112,7 @@ struct s_task {
     bool queued : 1;     //  in the ready queue (entries are checked lazily)
     bool linked : 1;     //  on its worker's outstanding list
     bool all_inline : 1; //  every output lives in the directory: survives its worker
+    bool doomed : 1;     //  forgotten while in the ready queue: recycled when popped
 };
 
 /*  The tasks submitted under one name. tasks is in job order: submission order, with each
@@ -289,6 +294,12 @@ static inline const shoal_ref_t *s_inputs(const s_task_t *t)
 static inline uint32_t s_n_consumers(const s_task_t *t)
 {
     return t->x ? t->x->n_consumers : 0;
+}
+
+//  Consumer i of t, or NULL if it was forgotten.
+static inline s_task_t *s_consumer(shoal__refmap_t *tasks, const s_task_t *t, uint32_t i)
+{
+    return shoal__refmap_get(tasks, t->x->consumers[i]);
 }
 
 static inline const char *s_error(const s_task_t *t)
@@ -476,8 +487,12 @@ static void s_flush_outbox(s_broker_t *self)
         size_t start = 0;
         while (start < box->count) {
             size_t end = start, bytes = 0;
-            while (end < box->count && (end == start || bytes < SHOAL_MAX_MSG_SIZE / 2))
-                bytes += 256 + box->items[end++].data.size;
+            while (end < box->count && (end == start || bytes < SHOAL_MAX_MSG_SIZE / 2)) {
+                const shoal_wire_status_t *st = &box->items[end++];
+                bytes += 128 + st->data.size + (st->error ? strlen(st->error) : 0) +
+                         (st->endpoint ? strlen(st->endpoint) : 0) +
+                         (st->worker ? strlen(st->worker) : 0);
+            }
             shoal_wire_statuses_t msg = {.items = {box->items + start, end - start}};
             int rc = shoal_wire_send(self->router, &box->peer, SHOAL_MSG_statuses, &msg, NULL, 0);
             if (rc == SHOAL_EAGAIN)
@@ -616,6 +631,10 @@ static void s_task_wire(const s_task_t *t, shoal_wire_task_t *w, char **argv_buf
     w->name = t->x ? t->x->name : NULL;
     w->flags = t->x ? t->x->flags : 0;
     w->inputs = (shoal_wire_refs_t){(shoal_ref_t *)s_inputs(t), t->n_inputs};
+    argv_buf[t->n_argv] = NULL;
+    w->argv = (shoal_wire_strs_t){argv_buf, t->n_argv};
+    if (!t->var)
+        return;
     const uint8_t *p = t->var + (size_t)t->n_inputs * sizeof(shoal_ref_t);
     w->arg = (shoal_wire_bin_t){p, t->arg_size};
     p += t->arg_size;
@@ -623,8 +642,6 @@ static void s_task_wire(const s_task_t *t, shoal_wire_task_t *w, char **argv_buf
         argv_buf[i] = (char *)p;
         p += strlen((const char *)p) + 1;
     }
-    argv_buf[t->n_argv] = NULL;
-    w->argv = (shoal_wire_strs_t){argv_buf, t->n_argv};
 }
 
 static void s_task_free(s_broker_t *self, s_task_t *t)
@@ -638,6 +655,15 @@ static void s_task_free(s_broker_t *self, s_task_t *t)
     }
     free(t->var);
     s_fn_release(self, t->fn);
+    t->x = NULL;
+    t->var = NULL;
+    t->fn = NULL;
+    if (t->queued) {
+        //  Its ready-queue entry still points here: recycle it when popped.
+        t->doomed = true;
+        t->state = SHOAL_STATE_UNKNOWN;
+        return;
+    }
     t->x = (s_task_x_t *)self->free_tasks;
     self->free_tasks = t;
 }
@@ -840,8 +866,8 @@ static uint32_t s_count_missing(s_broker_t *self, s_task_t *t)
 static void s_consumers_update(s_broker_t *self, s_task_t *p, bool up)
 {
     for (uint32_t i = 0; i < s_n_consumers(p); i++) {
-        s_task_t *c = p->x->consumers[i];
-        if (s_is_final(c->state))
+        s_task_t *c = s_consumer(self->tasks, p, i);
+        if (!c || s_is_final(c->state))
             continue;
         if (up) {
             if (c->missing && --c->missing == 0 && c->state == SHOAL_STATE_WAITING)
@@ -855,33 +881,44 @@ static void s_consumers_update(s_broker_t *self, s_task_t *p, bool up)
 }
 
 //  Fails (or cancels) every consumer not yet final, naming the input that failed.
-static void s_propagate_failure(s_broker_t *self, s_task_t *p)
+static void s_finish_one(s_broker_t *self, s_task_t *t, uint8_t state);
+
+//  Fails (or cancels) every task downstream of p not yet final, each naming the input
+//  that failed. With a worklist, not recursion: a chain of 25,000 tasks overflowed the
+//  stack.
+static void s_propagate_failure(s_broker_t *self, s_task_t *p0)
 {
-    char ptext[SHOAL_REF_TEXT_SIZE];
-    s_ref_text(p->id, ptext);
-    for (uint32_t i = 0; i < s_n_consumers(p); i++) {
-        s_task_t *c = p->x->consumers[i];
-        if (s_is_final(c->state))
-            continue;
-        //  Name the exact input ref the consumer reads from p.
-        shoal_ref_t input = p->id;
-        for (uint32_t k = 0; k < c->n_inputs; k++)
-            if (shoal_ref_equal(shoal_ref_task(s_inputs(c)[k]), p->id)) {
-                input = s_inputs(c)[k];
-                break;
+    s_task_t **work = NULL;
+    size_t n = 0, cap = 0;
+    S_PUSH(work, n, cap, p0);
+    while (n) {
+        s_task_t *p = work[--n];
+        for (uint32_t i = 0; i < s_n_consumers(p); i++) {
+            s_task_t *c = s_consumer(self->tasks, p, i);
+            if (!c || s_is_final(c->state))
+                continue;
+            //  Name the exact input ref the consumer reads from p.
+            shoal_ref_t input = p->id;
+            for (uint32_t k = 0; k < c->n_inputs; k++)
+                if (shoal_ref_equal(shoal_ref_task(s_inputs(c)[k]), p->id)) {
+                    input = s_inputs(c)[k];
+                    break;
+                }
+            char itext[SHOAL_REF_TEXT_SIZE];
+            s_ref_text(input, itext);
+            const char *first = s_error(p) ? s_error(p) : "";
+            int len = (int)strcspn(first, "\n");
+            if (p->state == SHOAL_STATE_CANCELED) {
+                s_set_error(c, SHOAL_ECANCELED, 0, "input %s was canceled", itext);
+                s_finish_one(self, c, SHOAL_STATE_CANCELED);
+            } else {
+                s_set_error(c, SHOAL_ETASK, 0, "input %s failed: %.*s", itext, len, first);
+                s_finish_one(self, c, SHOAL_STATE_FAILED);
             }
-        char itext[SHOAL_REF_TEXT_SIZE];
-        s_ref_text(input, itext);
-        const char *first = s_error(p) ? s_error(p) : "";
-        int len = (int)strcspn(first, "\n");
-        if (p->state == SHOAL_STATE_CANCELED) {
-            s_set_error(c, SHOAL_ECANCELED, 0, "input %s was canceled", itext);
-            s_finish(self, c, SHOAL_STATE_CANCELED);
-        } else {
-            s_set_error(c, SHOAL_ETASK, 0, "input %s failed: %.*s", itext, len, first);
-            s_finish(self, c, SHOAL_STATE_FAILED);
+            S_PUSH(work, n, cap, c);
         }
     }
+    free(work);
 }
 
 static void s_notify_watchers(s_broker_t *self, s_task_t *t)
@@ -909,10 +946,18 @@ static void s_journal_outcome(s_broker_t *self, s_task_t *t)
 }
 
 //  The task reaches a final state.
-static void s_finish(s_broker_t *self, s_task_t *t, uint8_t state)
+//  A task reaches a final state, without touching what depends on it (s_finish does).
+static void s_finish_one(s_broker_t *self, s_task_t *t, uint8_t state)
 {
-    if (t->state == SHOAL_STATE_RUNNING)
+    if (t->state == SHOAL_STATE_RUNNING) {
+        //  Failed from upstream while running (during lineage): stop it on its worker.
+        if (state != SHOAL_STATE_DONE && t->worker && t->linked) {
+            shoal_wire_attempt_ref_t a = {.id = t->id, .attempt = t->attempt};
+            shoal_wire_w_cancel_t msg = {.tasks = {&a, 1}};
+            shoal_wire_send(self->router, &t->worker->peer, SHOAL_MSG_w_cancel, &msg, NULL, 0);
+        }
         s_worker_detach(t);
+    }
     s_set_state(t, state);
     if (self->journal)
         s_journal_outcome(self, t);
@@ -924,9 +969,15 @@ static void s_finish(s_broker_t *self, s_task_t *t, uint8_t state)
         self->n_failed++;
         t->worker = NULL;
         s_event_task(self, "task.failed", t);
-        s_propagate_failure(self, t);
     }
     s_notify_watchers(self, t);
+}
+
+static void s_finish(s_broker_t *self, s_task_t *t, uint8_t state)
+{
+    s_finish_one(self, t, state);
+    if (state != SHOAL_STATE_DONE)
+        s_propagate_failure(self, t);
 }
 
 //  Validates one submitted task; returns 0 or fills err.
@@ -1010,7 +1061,7 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
             return;
         }
         s_task_x_t *px = s_x(p);
-        S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t);
+        S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t->id);
         if (p->state != SHOAL_STATE_DONE)
             t->missing++;
     }
@@ -1124,6 +1175,8 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
     }
     free(rerun);
     free(dead);
+    //  Statuses owed borrow its name and endpoint: send them before they go.
+    s_flush_outbox(self);
     for (size_t i = 0; i < self->n_workers; i++)
         if (self->workers[i] == w) {
             self->workers[i] = self->workers[--self->n_workers];
@@ -1169,8 +1222,6 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
             shoal_wire_send(self->router, peer, SHOAL_MSG_w_welcome, &reply, NULL, 0);
             return;
         }
-        s_worker_remove(self, old,
-                        same_session || same_process ? "reconnected" : "replaced by a new process");
     }
     s_worker_t *w = calloc(1, sizeof *w);
     if (!w)
@@ -1184,13 +1235,44 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
     w->store_capacity = m->store_capacity;
     w->pid = m->pid;
     w->last_heard_us = shoal__now_us();
+    if (old) {
+        bool same = shoal_wire_peer_equal(&old->peer, peer) ||
+                    (strcmp(old->host, host) == 0 && old->pid == m->pid);
+        //  The same process saying hello again still has its store: what it says it holds
+        //  moves to the new entry instead of being recomputed.
+        if (same)
+            for (size_t i = 0; i < m->held.count; i++) {
+                s_object_t *o = s_object(self, m->held.items[i]);
+                if (o && o->worker == old)
+                    o->worker = w;
+            }
+        s_worker_remove(self, old, same ? "reconnected" : "replaced by a new process");
+    }
     S_PUSH(self->workers, self->n_workers, self->cap_workers, w);
     //  Objects it already holds (a restarted broker, or a worker that re-adopted its store).
+    //  What nobody can name any more (no directory entry, no live task) it drops, or its
+    //  store would fill with orphans.
+    shoal_ref_t *orphans = NULL;
+    size_t n_orphans = 0, cap_orphans = 0;
     for (size_t i = 0; i < m->held.count; i++) {
-        s_object_t *o = s_object(self, m->held.items[i]);
-        if (o && !o->worker)
-            o->worker = w;
+        shoal_ref_t ref = m->held.items[i];
+        s_object_t *o = s_object(self, ref);
+        if (o) {
+            if (!o->worker)
+                o->worker = w;
+            continue;
+        }
+        s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
+        if (!t || s_is_final(t->state))
+            S_PUSH(orphans, n_orphans, cap_orphans, ref);
     }
+    if (n_orphans) {
+        shoal_wire_w_drop_t drop = {.refs = {orphans, n_orphans}};
+        shoal_wire_send(self->router, peer, SHOAL_MSG_w_drop, &drop, NULL, 0);
+        shoal__info("worker %s holds %zu object(s) nobody can name any more: dropped", w->name,
+                    n_orphans);
+    }
+    free(orphans);
     shoal__info("worker %s joined from %s: %llu slots, data %s", w->name, w->host,
                 (unsigned long long)w->slots, w->endpoint);
     s_event_worker(self, "worker.joined", w, NULL);
@@ -1200,8 +1282,22 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
 static void s_on_result(s_broker_t *self, s_worker_t *w, shoal_wire_result_t *r)
 {
     s_task_t *t = shoal__refmap_get(self->tasks, r->id);
-    if (!t || t->state != SHOAL_STATE_RUNNING || t->worker != w || t->attempt != r->attempt)
-        return; //  fenced: an earlier attempt, a canceled task, or a repeated w_done
+    if (!t || t->state != SHOAL_STATE_RUNNING || t->worker != w || t->attempt != r->attempt) {
+        //  Fenced: an earlier attempt, a canceled task, or a repeated w_done. Outputs it
+        //  stored that no entry will ever name are dropped, unless this worker holds or
+        //  makes that task's outputs (same refs) for its current attempt.
+        if (r->status == 0 && (!t || t->worker != w)) {
+            shoal_ref_t refs[SHOAL_MAX_OUTPUTS + 1];
+            size_t n = 0;
+            for (size_t i = 0; i < r->outputs.count && i < SHOAL_MAX_OUTPUTS; i++)
+                if (!(r->outputs.items[i].flags & SHOAL_OUT_STDOUT))
+                    refs[n++] = shoal_ref_output(r->id, (uint16_t)i);
+            refs[n++] = shoal_ref_output(r->id, SHOAL_REF_LOG_INDEX);
+            shoal_wire_w_drop_t drop = {.refs = {refs, n}};
+            shoal_wire_send(self->router, &w->peer, SHOAL_MSG_w_drop, &drop, NULL, 0);
+        }
+        return;
+    }
     s_worker_detach(t);
     if (r->status == 0) {
         w->done++;
@@ -1394,6 +1490,12 @@ static void s_dispatch(s_broker_t *self)
             any_room = true;
     while (any_room && s_queue_len(&self->ready)) {
         s_task_t *t = s_queue_pop(&self->ready);
+        if (t->doomed) { //  forgotten while queued (s_task_free)
+            t->doomed = false;
+            t->x = (s_task_x_t *)self->free_tasks;
+            self->free_tasks = t;
+            continue;
+        }
         if (t->state != SHOAL_STATE_READY)
             continue; //  canceled or back to waiting since it was queued
         if (!s_inputs_available(self, t))
@@ -1414,12 +1516,39 @@ static void s_dispatch(s_broker_t *self)
     s_send_batches(self);
 }
 
+//  About how many bytes t takes in a w_dispatch (inputs inline at most).
+static uint64_t s_dispatch_bytes(s_broker_t *self, const s_task_t *t)
+{
+    uint64_t bytes = 256 + t->arg_size + (uint64_t)t->n_inputs * 96;
+    const char *argv =
+        t->var ? (const char *)t->var + (size_t)t->n_inputs * sizeof(shoal_ref_t) + t->arg_size
+               : NULL;
+    for (uint16_t i = 0; argv && i < t->n_argv; i++) {
+        size_t len = strlen(argv) + 1;
+        bytes += len;
+        argv += len;
+    }
+    for (uint32_t i = 0; i < t->n_inputs; i++) {
+        s_object_t *o = s_object(self, s_inputs(t)[i]);
+        if (o && o->data)
+            bytes += o->size;
+    }
+    return bytes;
+}
+
 static void s_send_batches(s_broker_t *self)
 {
     for (size_t i = 0; i < self->n_workers; i++) {
         s_worker_t *w = self->workers[i];
-        for (size_t start = 0; start < w->n_batch; start += S_DISPATCH_BATCH) {
-            size_t n = SHOAL__MIN((size_t)S_DISPATCH_BATCH, w->n_batch - start);
+        for (size_t start = 0, n; start < w->n_batch; start += n) {
+            //  At most S_DISPATCH_BATCH tasks and about S_DISPATCH_BYTES a message: a
+            //  message over the worker's ZMQ_MAXMSGSIZE would cut its link for good.
+            uint64_t bytes = 0;
+            for (n = 0; start + n < w->n_batch && n < S_DISPATCH_BATCH &&
+                        (n == 0 || bytes < S_DISPATCH_BYTES);
+                 n++)
+                bytes += s_dispatch_bytes(self, w->batch[start + n]);
+            uint64_t inline_budget = S_DISPATCH_BYTES;
             //  The wire form of each task, and where each input is, for the worker to
             //  prefetch while the task waits. One scratch block for the whole message.
             size_t n_inputs = 0, n_argv = 0;
@@ -1448,9 +1577,12 @@ static void s_send_batches(s_broker_t *self)
                     if (!o)
                         continue; //  cannot happen: READY means every input is DONE
                     next->size = o->size;
-                    if (o->data) {
+                    //  Inline while the message's budget lasts; past it, where the bytes
+                    //  are (a holder) is enough. Bytes only the directory has go inline.
+                    if (o->data && (!o->worker || o->size <= inline_budget)) {
                         next->flags = SHOAL_OUT_INLINE;
                         next->data = (shoal_wire_bin_t){o->data, o->size};
+                        inline_budget -= SHOAL__MIN(inline_budget, o->size);
                     }
                     if (o->worker) {
                         next->endpoint = o->worker->endpoint;
@@ -1550,11 +1682,7 @@ static void s_cancel_task(s_broker_t *self, s_task_t *t)
 {
     if (s_is_final(t->state))
         return;
-    if (t->state == SHOAL_STATE_RUNNING && t->worker) {
-        shoal_wire_attempt_ref_t a = {.id = t->id, .attempt = t->attempt};
-        shoal_wire_w_cancel_t msg = {.tasks = {&a, 1}};
-        shoal_wire_send(self->router, &t->worker->peer, SHOAL_MSG_w_cancel, &msg, NULL, 0);
-    }
+    //  s_finish_one tells its worker to stop it if it is running.
     s_set_error(t, SHOAL_ECANCELED, 0, "canceled");
     s_finish(self, t, SHOAL_STATE_CANCELED);
 }
@@ -1625,27 +1753,19 @@ static void s_maybe_forget(s_broker_t *self, s_task_t *t)
 {
     if (!s_is_final(t->state))
         return;
+    //  Statuses owed borrow the task's strings: send them before they go.
+    if (self->n_outbox)
+        s_flush_outbox(self);
     for (uint64_t k = 0; k < t->n_outputs; k++)
         if (s_object(self, shoal_ref_output(t->id, (uint16_t)k)))
             return;
-    for (uint32_t k = 0; k < s_n_consumers(t); k++)
-        if (!s_is_final(t->x->consumers[k]->state))
+    for (uint32_t k = 0; k < s_n_consumers(t); k++) {
+        s_task_t *c = s_consumer(self->tasks, t, k);
+        if (c && !s_is_final(c->state))
             return;
+    }
     s_drop_object(self, shoal_ref_output(t->id, SHOAL_REF_STDOUT_INDEX));
     s_drop_object(self, shoal_ref_output(t->id, SHOAL_REF_LOG_INDEX));
-    //  Consumers keep pointers to producers only, never the reverse, so a producer can
-    //  go; a consumer being forgotten must leave its producers' lists.
-    for (uint32_t k = 0; k < t->n_inputs; k++) {
-        s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(s_inputs(t)[k]));
-        if (!p || !p->x)
-            continue;
-        s_task_x_t *px = p->x;
-        for (uint32_t j = 0; j < px->n_consumers;)
-            if (px->consumers[j] == t)
-                px->consumers[j] = px->consumers[--px->n_consumers];
-            else
-                j++;
-    }
     shoal__refmap_remove(self->tasks, t->id);
     if (self->journal)
         shoal__journal_forget(self->journal, t->id);
@@ -1653,13 +1773,35 @@ static void s_maybe_forget(s_broker_t *self, s_task_t *t)
     s_task_free(self, t);
 }
 
+//  Output ref of p is gone (removed or released): every consumer not yet final that
+//  reads it fails now, naming it, rather than finding nothing when it is dispatched.
+static void s_fail_readers(s_broker_t *self, s_task_t *p, shoal_ref_t ref)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    for (uint32_t i = 0; i < s_n_consumers(p); i++) {
+        s_task_t *c = s_consumer(self->tasks, p, i);
+        if (!c || s_is_final(c->state))
+            continue;
+        for (uint32_t k = 0; k < c->n_inputs; k++)
+            if (shoal_ref_equal(s_inputs(c)[k], ref)) {
+                s_set_error(c, SHOAL_ENOTFOUND, 0, "input %s was removed before it was read",
+                            s_ref_text(ref, text));
+                s_finish(self, c, SHOAL_STATE_FAILED);
+                break;
+            }
+    }
+}
+
 static void s_on_remove(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_remove_t *m)
 {
     uint64_t count = 0;
     for (size_t i = 0; i < m->refs.count; i++) {
         shoal_ref_t ref = m->refs.items[i];
-        count += s_drop_object(self, ref);
+        bool dropped = s_drop_object(self, ref);
+        count += dropped;
         s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
+        if (t && dropped && shoal_ref_index(ref) < t->n_outputs)
+            s_fail_readers(self, t, ref);
         if (t)
             s_maybe_forget(self, t);
     }
@@ -1685,8 +1827,11 @@ static void s_on_release(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
         s_cancel_task(self, mine[i]); //  no-op for final ones
     for (size_t i = 0; i < n; i++) {
         s_task_t *t = mine[i];
-        for (uint64_t k = 0; k < t->n_outputs; k++)
-            s_drop_object(self, shoal_ref_output(t->id, (uint16_t)k));
+        for (uint64_t k = 0; k < t->n_outputs; k++) {
+            shoal_ref_t ref = shoal_ref_output(t->id, (uint16_t)k);
+            if (s_drop_object(self, ref))
+                s_fail_readers(self, t, ref); //  other clients' tasks that still need it
+        }
     }
     //  A task is forgotten only once its consumers are final and its outputs gone, so
     //  forget consumers before producers: tasks of one client were submitted in counter
@@ -2023,7 +2168,7 @@ static int s_journal_reload(s_broker_t *self)
             if (!p)
                 continue;
             s_task_x_t *px = s_x(p);
-            S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t);
+            S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t->id);
             if (p->state != SHOAL_STATE_DONE)
                 t->missing++;
         }

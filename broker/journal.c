@@ -13,6 +13,8 @@
 //  The journal is sparse: LMDB reserves address space, not disk. 64 GiB holds ~100 M
 //  tasks of ordinary size.
 #define S_MAP_SIZE (64ull << 30)
+//  Outcomes kept in memory while the journal cannot be written (a full disk).
+#define S_MAX_OPS (1u << 20)
 
 typedef struct {
     uint8_t key[16];
@@ -169,8 +171,9 @@ int shoal__journal_commit(shoal__journal_t *self)
 {
     if (!self->n_ops)
         return 0;
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    bool begun = rc == 0;
     for (size_t i = 0; i < self->n_ops && !rc; i++) {
         s_op_t *op = &self->ops[i];
         MDB_val k = {16, op->key};
@@ -190,10 +193,19 @@ int shoal__journal_commit(shoal__journal_t *self)
     }
     if (!rc)
         rc = mdb_txn_commit(txn);
-    else
+    else if (begun)
         mdb_txn_abort(txn);
     if (rc) {
+        //  Kept for the next commit, but not without bound: past S_MAX_OPS the oldest
+        //  outcomes are dropped (those tasks would run again after a restart).
         shoal__error("cannot commit to the journal %s: %s", self->path, mdb_strerror(rc));
+        if (self->n_ops > S_MAX_OPS) {
+            size_t drop = self->n_ops - S_MAX_OPS;
+            for (size_t i = 0; i < drop; i++)
+                msgpack_sbuffer_destroy(&self->ops[i].value);
+            memmove(self->ops, self->ops + drop, S_MAX_OPS * sizeof *self->ops);
+            self->n_ops = S_MAX_OPS;
+        }
         return s_map(rc);
     }
     for (size_t i = 0; i < self->n_ops; i++)
@@ -245,10 +257,13 @@ static int s_scan(shoal__journal_t *self, MDB_txn *txn, MDB_dbi dbi, int type,
 int shoal__journal_load(shoal__journal_t *self, shoal__journal_task_fn *on_task,
                         shoal__journal_final_fn *on_final, void *arg)
 {
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     int rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
-    if (!rc)
-        rc = s_scan(self, txn, self->tasks, SHOAL_MSG_submit, on_task, on_final, arg);
+    if (rc) {
+        shoal__error("cannot read the journal %s: %s", self->path, mdb_strerror(rc));
+        return SHOAL_EIO;
+    }
+    rc = s_scan(self, txn, self->tasks, SHOAL_MSG_submit, on_task, on_final, arg);
     if (!rc)
         rc = s_scan(self, txn, self->finals, SHOAL_MSG_statuses, on_task, on_final, arg);
     mdb_txn_abort(txn);

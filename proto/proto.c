@@ -195,9 +195,21 @@ typedef struct s_chunk {
     max_align_t data[];
 } s_chunk_t;
 
+//  What a decoded message may allocate: S_AMPLIFY times its bytes, plus some. A record
+//  costs its struct (up to ~150 bytes) however few bytes it took on the wire (an empty
+//  array is one byte), so without a cap a 64 MiB message could make a peer allocate GBs.
+//  Real messages stay under 10x (a no-op task: ~60 bytes on the wire, 144 decoded).
+#define S_AMPLIFY     32
+#define S_AMPLIFY_MIN (1u << 20)
+
 static void *s_alloc(shoal_msg_t *msg, size_t size)
 {
     size = (size + 15) & ~(size_t)15;
+    if (size > msg->budget_) {
+        msg->budget_ = SIZE_MAX; //  marks the failure as malformed, not out of memory
+        return NULL;
+    }
+    msg->budget_ -= size;
     s_chunk_t *c = msg->storage_;
     if (!c || c->size - c->used < size) {
         size_t cap = size > 8192 ? size : 8192;
@@ -617,14 +629,18 @@ int shoal_proto_decode(const void *data, size_t size, shoal_msg_t *msg)
     if (!desc)
         return SHOAL_EPROTO;
     msg->type = bytes[1];
+    msg->budget_ = size > (SIZE_MAX / 2 - S_AMPLIFY_MIN) / S_AMPLIFY
+                       ? SIZE_MAX / 2
+                       : size * S_AMPLIFY + S_AMPLIFY_MIN;
     s_rd_t r = {bytes + 2, bytes + size};
     int rc = s_read_record(&r, msg, desc, &msg->u, 0);
     if (rc == 0 && r.p != r.end)
         rc = -1; //  trailing bytes
     if (rc) {
+        bool over_budget = msg->budget_ == SIZE_MAX;
         shoal_msg_clear(msg);
         memset(msg, 0, sizeof *msg);
-        return rc == -2 ? SHOAL_ENOMEM : SHOAL_EPROTO;
+        return rc == -2 && !over_budget ? SHOAL_ENOMEM : SHOAL_EPROTO;
     }
     return 0;
 }

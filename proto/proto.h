@@ -318,7 +318,9 @@ typedef struct {
 #define SHOAL_WIRE_e_hello(F, R)                                                                   \
     F(R, U64, pid, _)                                                                              \
     F(R, U64, slot, _)
-#define SHOAL_WIRE_e_run(F, R)     F(R, RECS, tasks, e_task)
+/*  seq (appended): the batch's number, which the executor writes in its progress page
+    (worker.h) so the worker knows which task runs; 0 from an older worker. */
+#define SHOAL_WIRE_e_run(F, R)     F(R, RECS, tasks, e_task) F(R, U64, seq, _)
 #define SHOAL_WIRE_e_started(F, R) F(R, REF, id, _) F(R, U64, attempt, _) F(R, U64, pid, _)
 /*  Asks the worker for arena space for outputs too large to travel inline. */
 #define SHOAL_WIRE_e_alloc(F, R)                                                                   \
@@ -331,6 +333,9 @@ typedef struct {
     F(R, U64S, offsets, _)
 /*  outputs: inline (flags SHOAL_OUT_INLINE) or written at offset from e_alloc_ok. */
 #define SHOAL_WIRE_e_done(F, R) F(R, REC, result, result)
+/*  The results of several tasks of one e_run, in the order they ran (worker.h says when
+    the executor sends them). */
+#define SHOAL_WIRE_e_done_batch(F, R) F(R, RECS, results, result)
 
 /*  Every record, nested ones before their users. */
 #define SHOAL_WIRE_RECORDS(X)                                                                      \
@@ -381,7 +386,8 @@ typedef struct {
     X(62, e_started)                                                                               \
     X(63, e_alloc)                                                                                 \
     X(64, e_alloc_ok)                                                                              \
-    X(65, e_done)
+    X(65, e_done)                                                                                  \
+    X(66, e_done_batch)
 
 /*  ------------------------------------------------------------------- generated C types */
 
@@ -456,6 +462,7 @@ typedef struct {
 #undef SHOAL__MSG_UNION
     } u;
     void *storage_; /*  internal */
+    size_t budget_; /*  internal: bytes decoding may still allocate */
 } shoal_msg_t;
 
 /*  The name of message type (e.g. "submit"), or NULL if unknown. */

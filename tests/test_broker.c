@@ -22,7 +22,12 @@ typedef struct {
     shoal_broker_config_t cfg;
     int rc;
     void *ctx;
+    void *socks[64]; //  open test sockets: teardown closes what a failed test left open,
+    int n_socks;     //  or zmq_ctx_term would wait for them forever
 } fixture_t;
+
+static fixture_t *s_fixture; //  the running test's, for s_close
+static void s_close(void *sock);
 
 static void *s_broker_thread(void *arg)
 {
@@ -42,6 +47,7 @@ static int s_setup(void **state)
         .listen = f->listen, .events = f->events, .heartbeat_ms = 100, .dead_after = 10};
     assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
     f->ctx = zmq_ctx_new();
+    s_fixture = f;
     *state = f;
     return 0;
 }
@@ -51,6 +57,8 @@ static int s_teardown(void **state)
     fixture_t *f = *state;
     shoal_broker_stop();
     pthread_join(f->thread, NULL);
+    while (f->n_socks)
+        s_close(f->socks[0]);
     zmq_ctx_term(f->ctx);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
@@ -60,9 +68,22 @@ static int s_teardown(void **state)
     return 0;
 }
 
+static void s_close(void *sock)
+{
+    fixture_t *f = s_fixture;
+    for (int i = 0; i < f->n_socks; i++)
+        if (f->socks[i] == sock) {
+            f->socks[i] = f->socks[--f->n_socks];
+            break;
+        }
+    zmq_close(sock);
+}
+
 static void *s_dealer(fixture_t *f)
 {
     void *s = zmq_socket(f->ctx, ZMQ_DEALER);
+    assert_true(f->n_socks < 64);
+    f->socks[f->n_socks++] = s;
     int zero = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
     assert_int_equal(zmq_connect(s, f->listen), 0);
@@ -80,7 +101,8 @@ static void s_expect(void *sock, int type, shoal_wire_in_t *in, int timeout_ms)
         if (zmq_poll(&item, 1, (long)left) < 1)
             continue;
         assert_int_equal(shoal_wire_recv(sock, false, in, 0), 0);
-        if (in->msg.type == SHOAL_MSG_heartbeat && type != SHOAL_MSG_heartbeat) {
+        if ((in->msg.type == SHOAL_MSG_heartbeat || in->msg.type == SHOAL_MSG_w_drop) &&
+            in->msg.type != type) {
             shoal_wire_in_clear(in);
             continue;
         }
@@ -196,8 +218,8 @@ static void test_dependent_tasks_run_in_order_with_inputs_inline(void **state)
     assert_int_equal(st->size, 5);
     assert_memory_equal(st->data.data, "world", 5);
     shoal_wire_in_clear(&in);
-    zmq_close(w);
-    zmq_close(c);
+    s_close(w);
+    s_close(c);
 }
 
 static void test_failure_fails_dependents_naming_the_input(void **state)
@@ -237,8 +259,8 @@ static void test_failure_fails_dependents_naming_the_input(void **state)
     assert_int_equal(in.msg.u.statuses.items.items[0].state, SHOAL_STATE_FAILED);
     assert_non_null(strstr(in.msg.u.statuses.items.items[0].error, "failed"));
     shoal_wire_in_clear(&in);
-    zmq_close(w);
-    zmq_close(c);
+    s_close(w);
+    s_close(c);
 }
 
 static void test_silent_worker_is_declared_dead_and_its_task_runs_elsewhere(void **state)
@@ -276,9 +298,9 @@ static void test_silent_worker_is_declared_dead_and_its_task_runs_elsewhere(void
     s_expect(w1, SHOAL_MSG_error, &in, 5000);
     assert_int_equal(in.msg.u.error.code, SHOAL_ESTATE);
     shoal_wire_in_clear(&in);
-    zmq_close(w1);
-    zmq_close(w2);
-    zmq_close(c);
+    s_close(w1);
+    s_close(w2);
+    s_close(c);
 }
 
 static void test_bad_batches_and_garbage_get_errors_and_the_broker_keeps_serving(void **state)
@@ -308,8 +330,8 @@ static void test_bad_batches_and_garbage_get_errors_and_the_broker_keeps_serving
     shoal_wire_in_clear(&in);
     //  Still serving: a hello is answered.
     void *c2 = s_client(f);
-    zmq_close(c2);
-    zmq_close(c);
+    s_close(c2);
+    s_close(c);
 }
 
 static void test_a_name_taken_by_a_live_worker_is_refused(void **state)
@@ -329,8 +351,8 @@ static void test_a_name_taken_by_a_live_worker_is_refused(void **state)
     assert_int_equal(in.msg.u.w_welcome.code, SHOAL_EEXIST);
     assert_non_null(strstr(in.msg.u.w_welcome.error, "taken"));
     shoal_wire_in_clear(&in);
-    zmq_close(w1);
-    zmq_close(w2);
+    s_close(w1);
+    s_close(w2);
 }
 
 static void test_a_restarted_broker_keeps_acknowledged_tasks_and_small_results(void **state)
@@ -354,9 +376,9 @@ static void test_a_restarted_broker_keeps_acknowledged_tasks_and_small_results(v
     shoal_wire_in_clear(&in);
     s_done(w, a_out, 1, 0, "hello");
     //  B reaches the broker, but no worker has room for it... because w1 leaves first.
-    zmq_close(w);
+    s_close(w);
     s_submit(c, tasks + 1, 1, 0);
-    zmq_close(c);
+    s_close(c);
 
     shoal_broker_stop();
     pthread_join(f->thread, NULL);
@@ -376,8 +398,8 @@ static void test_a_restarted_broker_keeps_acknowledged_tasks_and_small_results(v
     assert_true(shoal_ref_equal(in.msg.u.w_dispatch.tasks.items[0].task.id, b_out));
     assert_memory_equal(in.msg.u.w_dispatch.tasks.items[0].inputs.items[0].data.data, "hello", 5);
     shoal_wire_in_clear(&in);
-    zmq_close(w);
-    zmq_close(c);
+    s_close(w);
+    s_close(c);
 }
 
 /*  ------------------------------------------------------------------------- jobs */
@@ -487,8 +509,8 @@ static void test_a_job_counts_its_tasks_through_every_state(void **state)
     s_expect(c, SHOAL_MSG_ack, &in, 5000);
     shoal_wire_in_clear(&in);
     s_assert_counts(c, "j", 0, 0, 0, 1, 1, 0);
-    zmq_close(w);
-    zmq_close(c);
+    s_close(w);
+    s_close(c);
 }
 
 static void test_job_tasks_lists_arrays_by_index_and_other_tasks_in_submission_order(void **state)
@@ -532,7 +554,7 @@ static void test_job_tasks_lists_arrays_by_index_and_other_tasks_in_submission_o
     long_name[sizeof long_name - 1] = '\0';
     shoal_wire_task_t t = s_job_task(7, long_name, 0, NULL, 0);
     s_submit(c, &t, 1, SHOAL_EINVAL);
-    zmq_close(c);
+    s_close(c);
 }
 
 static void test_cancel_by_job_cancels_its_unfinished_tasks_and_their_dependents(void **state)
@@ -592,8 +614,8 @@ static void test_cancel_by_job_cancels_its_unfinished_tasks_and_their_dependents
     //  A late result of a canceled task changes nothing.
     s_done(w, p1, 1, 0, "late");
     s_assert_counts(c, "c", 0, 0, 0, 1, 0, 6);
-    zmq_close(w);
-    zmq_close(c);
+    s_close(w);
+    s_close(c);
 }
 
 static void test_a_worker_lost_and_lineage_reruns_keep_job_counts_exact(void **state)
@@ -630,9 +652,9 @@ static void test_a_worker_lost_and_lineage_reruns_keep_job_counts_exact(void **s
     assert_int_equal(in.msg.u.w_dispatch.tasks.items[0].attempt, 2);
     shoal_wire_in_clear(&in);
     s_assert_counts(c, "l", 0, 0, 1, 0, 0, 0);
-    zmq_close(w1);
-    zmq_close(w2);
-    zmq_close(c);
+    s_close(w1);
+    s_close(w2);
+    s_close(c);
 }
 
 //  Removes the outputs 0 of tasks 7:n for each n in counters.
@@ -696,7 +718,7 @@ static void test_forgotten_tasks_leave_their_job_which_keeps_its_order(void **st
     s_remove(c, (const uint64_t[]){1, 7, 9, 11}, 4);
     shoal_wire_job_info_t info;
     assert_false(s_job_info(c, "holes", &info));
-    zmq_close(c);
+    s_close(c);
 }
 
 static void test_a_restarted_broker_knows_its_jobs_again(void **state)
@@ -720,8 +742,8 @@ static void test_a_restarted_broker_knows_its_jobs_again(void **state)
     shoal_wire_in_clear(&in);
     s_done(w, a, 1, SHOAL_ETASK, NULL); //  fails its two dependents
     s_assert_counts(c, "keep", 0, 0, 0, 0, 3, 0);
-    zmq_close(w);
-    zmq_close(c);
+    s_close(w);
+    s_close(c);
 
     shoal_broker_stop();
     pthread_join(f->thread, NULL);
@@ -734,7 +756,100 @@ static void test_a_restarted_broker_knows_its_jobs_again(void **state)
     assert_true(shoal_ref_equal(in.msg.u.job_tasks_reply.tasks.items[0], shoal_ref_make(7, 2, 0)));
     assert_true(shoal_ref_equal(in.msg.u.job_tasks_reply.tasks.items[1], a));
     shoal_wire_in_clear(&in);
-    zmq_close(c);
+    s_close(c);
+}
+
+static void test_a_failure_at_the_head_of_a_long_chain_fails_it_all(void **state)
+{
+    //  30,000 tasks, each reading the previous: failing the head used to recurse once per
+    //  task and overflow the stack at about 25,000.
+    fixture_t *f = *state;
+    enum { N = 30000 };
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_wire_task_t *tasks = calloc(N, sizeof *tasks);
+    shoal_ref_t *outs = calloc(N, sizeof *outs);
+    for (uint64_t i = 0; i < N; i++) {
+        outs[i] = shoal_ref_make(7, i + 1, 0);
+        tasks[i] = s_task(i + 1, i ? &outs[i - 1] : NULL, i ? 1 : 0);
+    }
+    s_submit(c, tasks, N, 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_done(w, outs[0], 1, SHOAL_ETASK, NULL);
+    shoal_wire_watch_t watch = {.seq = 2, .refs = {&outs[N - 1], 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_watch, &watch, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_statuses, &in, 10000);
+    assert_int_equal(in.msg.u.statuses.items.items[0].state, SHOAL_STATE_FAILED);
+    char text[SHOAL_REF_TEXT_SIZE];
+    assert_non_null(
+        strstr(in.msg.u.statuses.items.items[0].error, shoal_ref_format(outs[N - 2], text)));
+    shoal_wire_in_clear(&in);
+    free(tasks);
+    free(outs);
+    s_close(w);
+    s_close(c);
+}
+
+static void test_a_queued_task_canceled_and_removed_is_never_dispatched(void **state)
+{
+    //  Its ready-queue entry outlives it: the entry must be dropped, not dispatched (this
+    //  was a use-after-free once a worker joined).
+    fixture_t *f = *state;
+    void *c = s_client(f);
+    shoal_wire_task_t t = s_task(1, NULL, 0), u = s_task(2, NULL, 0);
+    s_submit(c, &t, 1, 0);
+    shoal_wire_cancel_t cancel = {.seq = 5, .refs = {&t.id, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_cancel, &cancel, NULL, 0), 0);
+    shoal_wire_in_t in;
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    shoal_wire_remove_t rm = {.seq = 6, .refs = {&t.id, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_remove, &rm, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_submit(c, &u, 1, 0);
+    void *w = s_worker(f, "w1", 1);
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_int_equal(in.msg.u.w_dispatch.tasks.count, 1);
+    assert_true(shoal_ref_equal(in.msg.u.w_dispatch.tasks.items[0].task.id, u.id));
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
+static void test_a_removed_input_fails_its_waiting_reader_naming_it(void **state)
+{
+    fixture_t *f = *state;
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_ref_t a_out = shoal_ref_make(7, 1, 0), b_out = shoal_ref_make(7, 2, 0);
+    shoal_wire_task_t a = s_task(1, NULL, 0), b = s_task(2, &a_out, 1);
+    b.kind = SHOAL_KIND_FN; //  b stays waiting: no worker can take it while w1 holds a
+    b.fn = "lib.so:f";
+    s_submit(c, &a, 1, 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_done(w, a_out, 1, 0, "x");
+    s_close(w); //  no worker takes b
+    //  b arrives once a is done, then a's output is removed before b runs.
+    s_submit(c, &b, 1, 0);
+    shoal_wire_remove_t rm = {.seq = 6, .refs = {&a_out, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_remove, &rm, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    shoal_wire_watch_t watch = {.seq = 7, .refs = {&b_out, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_watch, &watch, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_statuses, &in, 5000);
+    //  Queued or dispatched to the closed w1, b is not final, so it fails at once.
+    shoal_wire_status_t *st = &in.msg.u.statuses.items.items[0];
+    assert_int_equal(st->state, SHOAL_STATE_FAILED);
+    assert_int_equal(st->code, SHOAL_ENOTFOUND);
+    assert_non_null(strstr(st->error, "removed"));
+    shoal_wire_in_clear(&in);
+    s_close(c);
 }
 
 int main(void)
@@ -769,6 +884,12 @@ int main(void)
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_restarted_broker_knows_its_jobs_again, s_setup,
                                         s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_failure_at_the_head_of_a_long_chain_fails_it_all,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_queued_task_canceled_and_removed_is_never_dispatched,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_removed_input_fails_its_waiting_reader_naming_it,
+                                        s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -296,6 +296,29 @@ static void test_huge_array_header_does_not_allocate(void **state)
     assert_int_equal(shoal_proto_decode(bomb, sizeof bomb, &msg), SHOAL_EPROTO);
 }
 
+static void test_empty_records_cannot_amplify_allocation(void **state)
+{
+    //  A submit of 60,000 empty task records: 3 bytes each on the wire (an empty array),
+    //  144 decoded; refused rather than allocating ~8.6 MB for 180 KB.
+    size_t n = 60000, size = 2 + 1 + 1 + 1 + 5 + n;
+    uint8_t *buf = malloc(size);
+    uint8_t *p = buf;
+    *p++ = SHOAL_PROTO_VERSION;
+    *p++ = SHOAL_MSG_submit;
+    *p++ = 0x92; //  [seq, tasks]
+    *p++ = 0x01;
+    *p++ = 0xdd; //  array32
+    *p++ = (uint8_t)(n >> 24);
+    *p++ = (uint8_t)(n >> 16);
+    *p++ = (uint8_t)(n >> 8);
+    *p++ = (uint8_t)n;
+    memset(p, 0x90, n); //  empty records
+    size = (size_t)(p - buf) + n;
+    shoal_msg_t msg;
+    assert_int_equal(shoal_proto_decode(buf, size, &msg), SHOAL_EPROTO);
+    free(buf);
+}
+
 static void test_other_version_and_unknown_type_are_named(void **state)
 {
     const uint8_t other[] = {SHOAL_PROTO_VERSION + 1, SHOAL_MSG_hello, 0x90};
@@ -348,6 +371,7 @@ int main(void)
         cmocka_unit_test(test_bit_flips_never_crash),
         cmocka_unit_test(test_random_garbage_is_refused),
         cmocka_unit_test(test_huge_array_header_does_not_allocate),
+        cmocka_unit_test(test_empty_records_cannot_amplify_allocation),
         cmocka_unit_test(test_other_version_and_unknown_type_are_named),
         cmocka_unit_test(test_newer_peer_fields_are_skipped_and_missing_ones_zero),
     };
