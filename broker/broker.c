@@ -191,6 +191,8 @@ typedef struct {
     size_t n_slabs, cap_slabs;
     s_str_t *fns[S_FN_BUCKETS];
     int64_t next_tick_us;
+    //  Bytes of small objects kept in the directory, and how many it may keep.
+    uint64_t inline_bytes, inline_budget;
 } s_broker_t;
 
 static volatile sig_atomic_t s_stop_requested;
@@ -415,6 +417,48 @@ static s_outbox_t *s_outbox_for(s_broker_t *self, const shoal_wire_peer_t *peer)
 static s_object_t *s_object(s_broker_t *self, shoal_ref_t ref)
 {
     return shoal__refmap_get(self->objects, ref);
+}
+
+static void s_object_free_data(s_broker_t *self, s_object_t *o)
+{
+    if (o->data) {
+        self->inline_bytes -= o->size;
+        free(o->data);
+        o->data = NULL;
+    }
+}
+
+/*  Records ref: size bytes held by holder, and a copy of data (the whole object, or NULL)
+    kept in the directory while the inline budget lasts (SHOAL_INLINE_BUDGET), or
+    whatever the budget when no worker holds it. Returns whether the bytes are inline. */
+static bool s_object_set(s_broker_t *self, shoal_ref_t ref, uint64_t size, const void *data,
+                         s_worker_t *holder)
+{
+    s_object_t *o = s_object(self, ref);
+    if (!o) {
+        if (!(o = calloc(1, sizeof *o)))
+            abort();
+        o->ref = ref;
+        shoal__refmap_put(self->objects, ref, o);
+    }
+    s_object_free_data(self, o);
+    o->size = size;
+    o->worker = holder;
+    if (!data || (holder && self->inline_bytes + size > self->inline_budget))
+        return false;
+    if (!(o->data = malloc(size ? size : 1)))
+        abort();
+    memcpy(o->data, data, size);
+    self->inline_bytes += size;
+    return true;
+}
+
+//  A task's log: an object too, inline when the tail it came with is all of it.
+static void s_log_set(s_broker_t *self, s_task_t *t, const shoal_wire_result_t *r, s_worker_t *w)
+{
+    bool whole = r->log_tail.size == r->log_size;
+    s_object_set(self, shoal_ref_output(t->id, SHOAL_REF_LOG_INDEX), r->log_size,
+                 whole ? r->log_tail.data : NULL, w);
 }
 
 //  Fills st with what the broker knows of ref. Strings and bytes are borrowed from the
@@ -1161,7 +1205,7 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
         s_object_t *o = dead[i];
         shoal_ref_t ref = o->ref;
         shoal__refmap_remove(self->objects, ref);
-        free(o->data);
+        s_object_free_data(self, o);
         free(o);
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
         if (p && p->state == SHOAL_STATE_DONE && shoal_ref_index(ref) != SHOAL_REF_LOG_INDEX) {
@@ -1304,47 +1348,12 @@ static void s_on_result(s_broker_t *self, s_worker_t *w, shoal_wire_result_t *r)
         t->all_inline = true;
         for (size_t i = 0; i < r->outputs.count && i < t->n_outputs; i++) {
             shoal_wire_output_t *out = &r->outputs.items[i];
-            shoal_ref_t ref = shoal_ref_output(t->id, (uint16_t)i);
-            s_object_t *o = s_object(self, ref);
-            if (!o) {
-                o = calloc(1, sizeof *o);
-                if (!o)
-                    abort();
-                o->ref = ref;
-                shoal__refmap_put(self->objects, ref, o);
-            }
-            free(o->data);
-            o->data = NULL;
-            o->size = out->size;
-            o->worker = w;
-            if ((out->flags & SHOAL_OUT_INLINE) && out->data.size == out->size) {
-                o->data = malloc(out->size ? out->size : 1);
-                if (!o->data)
-                    abort();
-                memcpy(o->data, out->data.data, out->size);
-            } else
+            bool whole = (out->flags & SHOAL_OUT_INLINE) && out->data.size == out->size;
+            if (!s_object_set(self, shoal_ref_output(t->id, (uint16_t)i), out->size,
+                              whole ? out->data.data : NULL, w))
                 t->all_inline = false;
         }
-        //  The log: an object too, inline when the tail is all of it.
-        shoal_ref_t log_ref = shoal_ref_output(t->id, SHOAL_REF_LOG_INDEX);
-        s_object_t *log = s_object(self, log_ref);
-        if (!log) {
-            log = calloc(1, sizeof *log);
-            if (!log)
-                abort();
-            log->ref = log_ref;
-            shoal__refmap_put(self->objects, log_ref, log);
-        }
-        free(log->data);
-        log->data = NULL;
-        log->size = r->log_size;
-        log->worker = w;
-        if (r->log_tail.size == r->log_size) {
-            log->data = malloc(r->log_size ? r->log_size : 1);
-            if (!log->data)
-                abort();
-            memcpy(log->data, r->log_tail.data, r->log_size);
-        }
+        s_log_set(self, t, r, w);
         t->worker = w;
         s_finish(self, t, SHOAL_STATE_DONE);
         return;
@@ -1376,45 +1385,14 @@ static void s_on_result(s_broker_t *self, s_worker_t *w, shoal_wire_result_t *r)
     s_set_error(t, r->status, r->exit_code, "%s on worker %s%s%s", reason, w->name,
                 tail[0] ? "\n" : "", tail);
     //  A log object for failed tasks too, so `shoal logs` works on them.
-    shoal_ref_t log_ref = shoal_ref_output(t->id, SHOAL_REF_LOG_INDEX);
-    s_object_t *log = s_object(self, log_ref);
-    if (!log) {
-        log = calloc(1, sizeof *log);
-        if (!log)
-            abort();
-        log->ref = log_ref;
-        shoal__refmap_put(self->objects, log_ref, log);
-    }
-    free(log->data);
-    log->size = r->log_size;
-    log->worker = w;
-    log->data = NULL;
-    if (r->log_tail.size == r->log_size) {
-        log->data = malloc(r->log_size ? r->log_size : 1);
-        if (!log->data)
-            abort();
-        memcpy(log->data, r->log_tail.data, r->log_size);
-    }
-    //  The end of a failed command's stdout, kept inline (SHOAL_REF_STDOUT_INDEX).
+    s_log_set(self, t, r, w);
+    //  The end of a failed command's stdout, kept inline (SHOAL_REF_STDOUT_INDEX): no
+    //  worker holds it, so the directory keeps it whatever the budget.
     for (size_t i = 0; i < r->outputs.count; i++) {
         shoal_wire_output_t *out = &r->outputs.items[i];
-        if (!(out->flags & SHOAL_OUT_STDOUT) || !(out->flags & SHOAL_OUT_INLINE))
-            continue;
-        shoal_ref_t ref = shoal_ref_output(t->id, SHOAL_REF_STDOUT_INDEX);
-        s_object_t *o = s_object(self, ref);
-        if (!o) {
-            o = calloc(1, sizeof *o);
-            if (!o)
-                abort();
-            o->ref = ref;
-            shoal__refmap_put(self->objects, ref, o);
-        }
-        free(o->data);
-        o->size = out->data.size;
-        o->data = malloc(o->size ? o->size : 1);
-        if (!o->data)
-            abort();
-        memcpy(o->data, out->data.data, o->size);
+        if ((out->flags & SHOAL_OUT_STDOUT) && (out->flags & SHOAL_OUT_INLINE))
+            s_object_set(self, shoal_ref_output(t->id, SHOAL_REF_STDOUT_INDEX), out->data.size,
+                         out->data.data, NULL);
     }
     if (retry) {
         t->failures++;
@@ -1742,7 +1720,7 @@ static bool s_drop_object(s_broker_t *self, shoal_ref_t ref)
         shoal_wire_w_drop_t drop = {.refs = {&o->ref, 1}};
         shoal_wire_send(self->router, &o->worker->peer, SHOAL_MSG_w_drop, &drop, NULL, 0);
     }
-    free(o->data);
+    s_object_free_data(self, o);
     free(o);
     return true;
 }
@@ -2135,18 +2113,8 @@ static void s_reload_final(void *arg, shoal_ref_t id, const shoal_wire_statuses_
         const shoal_wire_status_t *st = &outcome->items.items[i];
         if (st->state != SHOAL_STATE_DONE || s_object(self, st->ref))
             continue;
-        s_object_t *o = calloc(1, sizeof *o);
-        if (!o)
-            abort();
-        o->ref = st->ref;
-        o->size = st->size;
-        if ((st->flags & SHOAL_OUT_INLINE) && st->data.size == st->size) {
-            o->data = malloc(st->size ? st->size : 1);
-            if (!o->data)
-                abort();
-            memcpy(o->data, st->data.data, st->size);
-        }
-        shoal__refmap_put(self->objects, o->ref, o);
+        bool whole = (st->flags & SHOAL_OUT_INLINE) && st->data.size == st->size;
+        s_object_set(self, st->ref, st->size, whole ? st->data.data : NULL, NULL);
     }
 }
 
@@ -2271,6 +2239,7 @@ int shoal_broker_run(const shoal_broker_config_t *config)
         self->cfg.heartbeat_ms = 1000;
     if (self->cfg.dead_after <= 0)
         self->cfg.dead_after = 5;
+    self->inline_budget = self->cfg.inline_budget ? self->cfg.inline_budget : SHOAL_INLINE_BUDGET;
     if (self->cfg.state_dir) {
         int rc = shoal__mkdir_p(self->cfg.state_dir, 0700);
         if (rc) {

@@ -759,6 +759,39 @@ static void test_a_restarted_broker_knows_its_jobs_again(void **state)
     s_close(c);
 }
 
+static void test_small_results_stay_inline_only_within_the_budget(void **state)
+{
+    fixture_t *f = *state;
+    shoal_broker_stop();
+    pthread_join(f->thread, NULL);
+    f->cfg.inline_budget = 8; //  bytes: "hello" fits, "world!!" then does not
+    assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_wire_task_t tasks[2] = {s_task(1, NULL, 0), s_task(2, NULL, 0)};
+    s_submit(c, tasks, 2, 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_done(w, tasks[0].id, 1, 0, "hello");
+    s_done(w, tasks[1].id, 1, 0, "world!!");
+    shoal_ref_t refs[2] = {tasks[0].id, tasks[1].id};
+    shoal_wire_watch_t watch = {.seq = 2, .refs = {refs, 2}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_watch, &watch, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_statuses, &in, 5000);
+    assert_int_equal(in.msg.u.statuses.items.count, 2);
+    shoal_wire_status_t *a = &in.msg.u.statuses.items.items[0];
+    shoal_wire_status_t *b = &in.msg.u.statuses.items.items[1];
+    assert_int_equal(a->flags & SHOAL_OUT_INLINE, SHOAL_OUT_INLINE);
+    assert_memory_equal(a->data.data, "hello", 5);
+    assert_int_equal(b->flags & SHOAL_OUT_INLINE, 0); //  over budget: fetch it from w1
+    assert_int_equal(b->size, 7);
+    assert_string_equal(b->endpoint, "tcp://127.0.0.1:1");
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
 static void test_a_failure_at_the_head_of_a_long_chain_fails_it_all(void **state)
 {
     //  30,000 tasks, each reading the previous: failing the head used to recurse once per
@@ -884,6 +917,8 @@ int main(void)
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_restarted_broker_knows_its_jobs_again, s_setup,
                                         s_teardown),
+        cmocka_unit_test_setup_teardown(test_small_results_stay_inline_only_within_the_budget,
+                                        s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_failure_at_the_head_of_a_long_chain_fails_it_all,
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_queued_task_canceled_and_removed_is_never_dispatched,
