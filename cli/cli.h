@@ -38,6 +38,7 @@ int cli_cmd_cancel(int argc, char **argv);
 int cli_cmd_rm(int argc, char **argv);
 int cli_cmd_workers(int argc, char **argv);
 int cli_cmd_jobs(int argc, char **argv);
+int cli_cmd_bench(int argc, char **argv);
 
 /*  $SHOAL_BROKER if set and not empty, else CLI_DEFAULT_BROKER. */
 const char *cli_default_broker(void);
