@@ -191,8 +191,8 @@ typedef struct {
     size_t n_slabs, cap_slabs;
     s_str_t *fns[S_FN_BUCKETS];
     int64_t next_tick_us;
-    //  Bytes of small objects kept in the directory, and how many it may keep.
-    uint64_t inline_bytes, inline_budget;
+    //  Bytes of small objects kept in the directory (broker.stats).
+    uint64_t inline_bytes;
 } s_broker_t;
 
 static volatile sig_atomic_t s_stop_requested;
@@ -428,9 +428,11 @@ static void s_object_free_data(s_broker_t *self, s_object_t *o)
     }
 }
 
-/*  Records ref: size bytes held by holder, and a copy of data (the whole object, or NULL)
-    kept in the directory while the inline budget lasts (SHOAL_INLINE_BUDGET), or
-    whatever the budget when no worker holds it. Returns whether the bytes are inline. */
+/*  Records ref: size bytes held by holder (NULL: no worker keeps it), and a copy of data
+    (the whole object, or NULL). Workers do not keep outputs they send whole (<= 64 KiB)
+    nor logs the broker gets whole: for those the directory's copy is the only one, so it
+    is kept whatever its size, until the object is removed. Returns whether the bytes are
+    inline. */
 static bool s_object_set(s_broker_t *self, shoal_ref_t ref, uint64_t size, const void *data,
                          s_worker_t *holder)
 {
@@ -444,7 +446,7 @@ static bool s_object_set(s_broker_t *self, shoal_ref_t ref, uint64_t size, const
     s_object_free_data(self, o);
     o->size = size;
     o->worker = holder;
-    if (!data || (holder && self->inline_bytes + size > self->inline_budget))
+    if (!data)
         return false;
     if (!(o->data = malloc(size ? size : 1)))
         abort();
@@ -458,7 +460,7 @@ static void s_log_set(s_broker_t *self, s_task_t *t, const shoal_wire_result_t *
 {
     bool whole = r->log_tail.size == r->log_size;
     s_object_set(self, shoal_ref_output(t->id, SHOAL_REF_LOG_INDEX), r->log_size,
-                 whole ? r->log_tail.data : NULL, w);
+                 whole ? r->log_tail.data : NULL, whole ? NULL : w);
 }
 
 //  Fills st with what the broker knows of ref. Strings and bytes are borrowed from the
@@ -1350,7 +1352,7 @@ static void s_on_result(s_broker_t *self, s_worker_t *w, shoal_wire_result_t *r)
             shoal_wire_output_t *out = &r->outputs.items[i];
             bool whole = (out->flags & SHOAL_OUT_INLINE) && out->data.size == out->size;
             if (!s_object_set(self, shoal_ref_output(t->id, (uint16_t)i), out->size,
-                              whole ? out->data.data : NULL, w))
+                              whole ? out->data.data : NULL, whole ? NULL : w))
                 t->all_inline = false;
         }
         s_log_set(self, t, r, w);
@@ -2065,7 +2067,8 @@ static void s_tick(s_broker_t *self)
     }
     if (s_wants(self, "broker.stats")) {
         s_event_t ev;
-        s_event_begin(self, &ev, 6);
+        s_event_begin(self, &ev, 7);
+        s_ev_int(&ev, "inline_bytes", (int64_t)self->inline_bytes);
         s_ev_int(&ev, "workers", (int64_t)self->n_workers);
         s_ev_int(&ev, "tasks", (int64_t)shoal__refmap_size(self->tasks));
         s_ev_int(&ev, "ready", (int64_t)s_queue_len(&self->ready));
@@ -2239,7 +2242,6 @@ int shoal_broker_run(const shoal_broker_config_t *config)
         self->cfg.heartbeat_ms = 1000;
     if (self->cfg.dead_after <= 0)
         self->cfg.dead_after = 5;
-    self->inline_budget = self->cfg.inline_budget ? self->cfg.inline_budget : SHOAL_INLINE_BUDGET;
     if (self->cfg.state_dir) {
         int rc = shoal__mkdir_p(self->cfg.state_dir, 0700);
         if (rc) {

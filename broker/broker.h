@@ -9,19 +9,12 @@
 
 #include "shoal.h"
 
-/*  Small results (<= 64 KiB) are kept in the broker's directory, so a client gets them
-    without asking a worker, even after that worker is gone, within this many bytes. */
-#define SHOAL_INLINE_BUDGET (256ull << 20)
-
 typedef struct {
-    const char *listen;     /*  control endpoint; default tcp://127.0.0.1:7400 */
-    const char *events;     /*  events endpoint; default tcp://127.0.0.1:7401 */
-    const char *state_dir;  /*  journal of submitted tasks; NULL: none */
-    int heartbeat_ms;       /*  default 1000 */
-    int dead_after;         /*  heartbeats missed before a worker is dead; default 5 */
-    uint64_t inline_budget; /*  bytes of small results kept in the directory (beyond it,
-                                clients fetch them from their worker); default
-                                SHOAL_INLINE_BUDGET */
+    const char *listen;    /*  control endpoint; default tcp://127.0.0.1:7400 */
+    const char *events;    /*  events endpoint; default tcp://127.0.0.1:7401 */
+    const char *state_dir; /*  journal of submitted tasks; NULL: none */
+    int heartbeat_ms;      /*  default 1000 */
+    int dead_after;        /*  heartbeats missed before a worker is dead; default 5 */
 } shoal_broker_config_t;
 
 /*  Binds, then prints ONE line on stdout and flushes it, which `shoal up`, scripts and tests

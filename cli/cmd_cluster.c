@@ -36,7 +36,6 @@ enum {
     OPT_LISTEN = 256,
     OPT_EVENTS,
     OPT_STATE_DIR,
-    OPT_INLINE_BUDGET,
     OPT_BROKER,
     OPT_SLOTS,
     OPT_STORE_DIR,
@@ -83,10 +82,7 @@ static const char s_broker_help[] =
     "                     " CLI_DEFAULT_BROKER "; tcp://127.0.0.1:* picks a free port).\n"
     "                     Anything beyond loopback lets whoever reaches it run commands.\n"
     "  --events EP        events endpoint (default " CLI_DEFAULT_EVENTS ")\n"
-    "  --state-dir DIR    keep a journal of submitted tasks in DIR (default: none)\n"
-    "  --inline-budget SIZE  memory for small results kept at the broker, so clients get\n"
-    "                     them without asking a worker (default 256M); beyond it they are\n"
-    "                     fetched from their worker\n" S_HELP_HELP;
+    "  --state-dir DIR    keep a journal of submitted tasks in DIR (default: none)\n" S_HELP_HELP;
 
 int cli_cmd_broker(int argc, char **argv)
 {
@@ -95,7 +91,6 @@ int cli_cmd_broker(int argc, char **argv)
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"events", required_argument, NULL, OPT_EVENTS},
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
-        {"inline-budget", required_argument, NULL, OPT_INLINE_BUDGET},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -116,12 +111,6 @@ int cli_cmd_broker(int argc, char **argv)
         case OPT_STATE_DIR:
             config.state_dir = optarg;
             break;
-        case OPT_INLINE_BUDGET: {
-            int rc = cli_parse_size(cmd, "--inline-budget", optarg, &config.inline_budget);
-            if (rc)
-                return rc;
-            break;
-        }
         default:
             return cli_bad_option(cmd);
         }
@@ -146,7 +135,8 @@ static const char s_worker_help[] =
     "  --broker URL       the broker (default $SHOAL_BROKER, else " CLI_DEFAULT_BROKER ")\n"
     "  --name NAME        unique in the cluster (default: the host name)\n"
     "  --slots N          tasks run at once (default: the number of CPUs)\n"
-    "  --prefetch N       tasks held beyond the slots (default: 2 x slots; 0: none)\n"
+    "  --prefetch N       tasks held beyond the slots (default: max(2 x slots, 128); 0:\n"
+    "                     none): a deep queue keeps executors fed with batches\n"
     "  --store-dir DIR    the store's index (default ~/.local/state/shoal/NAME)\n"
     "  --shm-size SIZE    store memory in /dev/shm, e.g. 512M, 2G (default 256M). It is\n"
     "                     committed at start: there is no swap, so size it modestly\n"

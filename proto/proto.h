@@ -183,10 +183,13 @@ typedef struct {
     F(R, REF, id, _)                                                                               \
     F(R, U64, attempt, _)
 
-/*  Executor side: an input already in the worker's arena. */
+/*  Executor side: an input already in the worker's arena, or (data, appended) its bytes
+    travelling in the e_run instead, for a small input the broker sent inline: offset is
+    then UINT64_MAX (SHOAL_EXEC_INLINE, worker.h). */
 #define SHOAL_WIRE_e_input(F, R)                                                                   \
     F(R, U64, offset, _)                                                                           \
-    F(R, U64, size, _)
+    F(R, U64, size, _)                                                                             \
+    F(R, BIN, data, _)
 
 #define SHOAL_WIRE_e_task(F, R)                                                                    \
     F(R, REC, task, task)                                                                          \

@@ -12,9 +12,17 @@
     for fn plugins") is implemented here. A crash in it kills the executor, which the
     worker reports and replaces.
 
-    One task at a time: e_run -> e_started -> (e_alloc -> e_alloc_ok)* -> e_done (exec
-    tasks ask once; fn tasks once per large output). The conventions beyond
-    docs/protocol.md are in worker.h. */
+    Batches: an e_run carries several tasks, run one after another; the results go back
+    in groups (e_done_batch), and each task may ask for output space on the way (e_alloc ->
+    e_alloc_ok: exec tasks once, fn tasks once per large output). Which task runs is in a
+    page shared with the worker (no message per task). The conventions beyond
+    docs/protocol.md, including when results are sent, are in worker.h.
+
+    Per task, on the path of a no-op fn task: no system call but one lseek (the end of the
+    task's log: fds 1 and 2 stay on the log memfd from the first fn task on) and no malloc
+    (results and their small outputs live in a bump arena emptied after each e_done_batch;
+    the outcome and output tables are reused). A watch thread sends the results held when
+    a task runs long (worker.h). */
 #include "worker.h"
 
 #include "common.h"
@@ -26,6 +34,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +58,74 @@ extern char **environ;
 #define S_POLL_MS 1000
 //  Bytes per read/write when copying files: 1 MiB, like the wire's chunks.
 #define S_COPY_CHUNK (1u << 20)
+//  Results are sent when the oldest one held is this old, or right after a task that took
+//  this long (worker.h): the cost of a message (~20 us for both ends) is then under 2%.
+#define S_FLUSH_US 1000
+//  ...or when they hold this many inline bytes: with one task's S_INLINE_BUDGET on top,
+//  an e_done_batch stays under 8 MiB.
+#define S_FLUSH_BYTES (4u << 20)
+//  The bump arena grows in chunks of 64 KiB: a batch of 256 no-op results takes ~40 KiB.
+#define S_BUMP_CHUNK (64u << 10)
+//  The log memfd of a batch is emptied between tasks once it holds this much.
+#define S_LOG_RESET (16u << 20)
+
+//  A bump allocator: many small blocks, freed all at once (after each e_done_batch).
+typedef struct s_bump_chunk s_bump_chunk_t;
+struct s_bump_chunk {
+    s_bump_chunk_t *next;
+    size_t size, used;
+    max_align_t data[];
+};
+typedef struct {
+    s_bump_chunk_t *head;
+} s_bump_t;
+
+static void *s_bump_alloc(s_bump_t *b, size_t size)
+{
+    size = (size + 15) & ~(size_t)15;
+    if (!size)
+        size = 16;
+    s_bump_chunk_t *c = b->head;
+    if (!c || c->size - c->used < size) {
+        size_t cap = size > S_BUMP_CHUNK ? size : S_BUMP_CHUNK;
+        c = malloc(sizeof *c + cap);
+        if (!c)
+            return NULL;
+        c->next = b->head;
+        c->size = cap;
+        c->used = 0;
+        b->head = c;
+    }
+    void *p = (char *)c->data + c->used;
+    c->used += size;
+    return p;
+}
+
+//  Frees everything allocated; keeps one standard chunk for the next batch.
+static void s_bump_reset(s_bump_t *b)
+{
+    s_bump_chunk_t *keep = NULL;
+    for (s_bump_chunk_t *c = b->head, *next; c; c = next) {
+        next = c->next;
+        if (!keep && c->size == S_BUMP_CHUNK) {
+            keep = c;
+            continue;
+        }
+        free(c);
+    }
+    if (keep) {
+        keep->next = NULL;
+        keep->used = 0;
+    }
+    b->head = keep;
+}
+
+static void s_bump_free(s_bump_t *b)
+{
+    s_bump_reset(b);
+    free(b->head);
+    b->head = NULL;
+}
 
 typedef struct s_pending s_pending_t;
 struct s_pending { //  an e_run that arrived while a task was still running
@@ -70,8 +147,8 @@ typedef struct {
 enum { S_FN_EMPTY, S_FN_ALLOCATED, S_FN_SEALED };
 typedef struct {
     int state;
-    bool in_arena;   //  else malloc'd memory that travels inline
-    uint8_t *data;   //  malloc'd, or the writable mapping of the arena range until sealed
+    bool in_arena;   //  else memory of the bump arena that travels inline
+    uint8_t *data;   //  in the bump arena, or the writable mapping of the arena range
     uint64_t size;   //  as allocated
     uint64_t offset; //  in the arena, from e_alloc_ok
 } s_fn_out_t;
@@ -95,33 +172,12 @@ typedef struct {
     char alloc_error[1024]; //  why the last allocation failed, the default reason
 } s_fn_task_t;
 
-struct s_exec {
-    void *ctx, *sock;
-    const char *arena_path;
-    const uint8_t *arena;
-    uint64_t arena_size;
-    pid_t ppid;
-    int slot;
-    const char *scratch_base;
-    s_pending_t *pending, *pending_tail;
-    //  fn tasks
-    s_plugin_t *plugins;
-    size_t n_plugins, cap_plugins;
-    char *last_fn; //  the fn string of the last task, and what it resolved to
-    shoal_task_fn_t *last_call;
-    uint8_t *arg_buf;
-    size_t arg_cap;
-    int log_fd;               //  memfd taking fds 1 and 2 while a task function runs
-    int saved_out, saved_err; //  the executor's own fds 1 and 2
-    s_fn_task_t fn;
-};
-
 //  One entry of a result: a task output or the log. The bytes are in a file (exec tasks),
 //  or in memory or already in the arena (fn tasks: data or offset, no path).
 typedef struct {
     char *path;
     uint64_t size;
-    uint8_t *data; //  malloc'd copy when it travels inline
+    uint8_t *data; //  in the bump arena when it travels inline
     bool is_inline;
     bool is_log;
     size_t index;    //  the output's index; n_outputs for the log
@@ -142,6 +198,56 @@ typedef struct {
     size_t stdout_tail_size;
 } s_outcome_t;
 
+struct s_exec {
+    void *ctx, *sock;
+    const char *arena_path;
+    const uint8_t *arena;
+    uint64_t arena_size;
+    pid_t ppid;
+    int slot;
+    const char *scratch_base;
+    s_pending_t *pending, *pending_tail;
+    shoal_exec_progress_t *progress; //  shared with the worker (worker.h), or NULL
+    uint8_t *in_area;                //  the batch's inline inputs, read-only while its tasks run
+    size_t in_area_size;
+    //  The task being run and the results not sent yet (worker.h: when they go).
+    s_outcome_t outcome;
+    s_out_t *outs_buf; //  outcome.outs points here
+    size_t cap_outs;
+    s_bump_t bump; //  results' strings and small outputs, until they are sent
+    shoal_wire_result_t *pend;
+    size_t n_pend, cap_pend;
+    size_t pend_bytes;
+    int64_t pend_since_us;
+    //  The watch thread sends the results held while a task runs longer than S_FLUSH_US, so
+    //  a long task never holds back the results of the short ones before it. lock guards
+    //  the socket (ZeroMQ sockets are single-threaded) and pend*; the bump arena is the
+    //  main thread's (the watch thread only reads results already in pend).
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t watch;
+    bool watching;     //  the thread runs
+    bool stop;         //  ... and should end
+    bool watch_idle;   //  it waits without a deadline: signal it when there is work
+    bool task_running; //  task_start_us is the running task's start
+    int64_t task_start_us;
+    int watch_err; //  a send that failed in the thread, logged by the main one
+    //  fn tasks
+    s_plugin_t *plugins;
+    size_t n_plugins, cap_plugins;
+    char *last_fn; //  the fn string of the last task, and what it resolved to
+    shoal_task_fn_t *last_call;
+    uint8_t *arg_buf;
+    size_t arg_cap;
+    s_fn_out_t *fouts;
+    size_t cap_fouts;
+    int log_fd;               //  memfd taking fds 1 and 2 while a batch runs fn tasks
+    int saved_out, saved_err; //  the executor's own fds 1 and 2
+    bool capturing;           //  fds 1 and 2 are the log memfd now
+    uint64_t log_end;         //  where the last task's log ended in the memfd
+    s_fn_task_t fn;
+};
+
 static void s_fail(s_outcome_t *o, int status, int64_t exit_code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -157,6 +263,79 @@ static void s_fail(s_outcome_t *o, int status, int64_t exit_code, const char *fm
     va_end(ap);
 }
 
+/*  --------------------------------------------------------------------------- logs */
+
+//  The tasks' stdout and stderr: fds 1 and 2 point at the log memfd from the first fn task
+//  on (no dup2 per task or batch); each task's log is the part of the memfd it wrote, from
+//  where the previous one ended to the file offset after it returned. The executor's own
+//  messages go around it (S_WARN), so they land on its stderr, not in a task's log.
+static void s_capture_begin(s_exec_t *self)
+{
+    if (self->capturing || self->log_fd < 0)
+        return;
+    fflush(stdout);
+    fflush(stderr);
+    if (ftruncate(self->log_fd, 0) != 0 || lseek(self->log_fd, 0, SEEK_SET) != 0 ||
+        dup2(self->log_fd, STDOUT_FILENO) < 0 || dup2(self->log_fd, STDERR_FILENO) < 0) {
+        dup2(self->saved_out, STDOUT_FILENO);
+        dup2(self->saved_err, STDERR_FILENO);
+        return;
+    }
+    self->capturing = true;
+    self->log_end = 0;
+}
+
+//  Ends the capture: the executor's own fds 1 and 2 again. Returns whether it was on.
+static bool s_capture_end(s_exec_t *self)
+{
+    if (!self->capturing)
+        return false;
+    fflush(stdout);
+    fflush(stderr);
+    dup2(self->saved_out, STDOUT_FILENO);
+    dup2(self->saved_err, STDERR_FILENO);
+    self->capturing = false;
+    return true;
+}
+
+//  The executor's own warnings between tasks must not land in the next task's log.
+#define S_WARN(self, ...)                                                                          \
+    do {                                                                                           \
+        bool was_ = s_capture_end(self);                                                           \
+        shoal__warn(__VA_ARGS__);                                                                  \
+        if (was_) {                                                                                \
+            dup2((self)->log_fd, STDOUT_FILENO);                                                   \
+            dup2((self)->log_fd, STDERR_FILENO);                                                   \
+            (self)->capturing = true;                                                              \
+        }                                                                                          \
+    } while (0)
+
+//  After a task: where its log starts (*base) and how many bytes it wrote.
+static uint64_t s_capture_task_end(s_exec_t *self, uint64_t *base)
+{
+    *base = self->log_end;
+    if (!self->capturing)
+        return 0;
+    fflush(stdout); //  what printf left buffered belongs to the task
+    fflush(stderr);
+    off_t end = lseek(self->log_fd, 0, SEEK_CUR);
+    if (end < 0 || (uint64_t)end < self->log_end) { //  the task moved the offset back
+        self->log_end = end < 0 ? self->log_end : (uint64_t)end;
+        *base = self->log_end;
+        return 0;
+    }
+    self->log_end = (uint64_t)end;
+    return (uint64_t)end - *base;
+}
+
+//  Between tasks: a log memfd grown large is emptied (its tasks' logs are taken).
+static void s_capture_trim(s_exec_t *self)
+{
+    if (self->capturing && self->log_end >= S_LOG_RESET && ftruncate(self->log_fd, 0) == 0 &&
+        lseek(self->log_fd, 0, SEEK_SET) == 0)
+        self->log_end = 0;
+}
+
 /*  ------------------------------------------------------------------------- messaging */
 
 static bool s_worker_alive(s_exec_t *self)
@@ -164,8 +343,9 @@ static bool s_worker_alive(s_exec_t *self)
     return getppid() == self->ppid;
 }
 
-//  Sends, waiting while the pipe is full: an executor has nothing better to do.
-static int s_send(s_exec_t *self, int type, const void *body)
+//  Sends, waiting while the pipe is full: an executor has nothing better to do. The
+//  caller holds self->lock.
+static int s_send_locked(s_exec_t *self, int type, const void *body)
 {
     while (true) {
         int rc = shoal_wire_send(self->sock, NULL, type, body, NULL, 0);
@@ -179,16 +359,34 @@ static int s_send(s_exec_t *self, int type, const void *body)
     }
 }
 
+static int s_send(s_exec_t *self, int type, const void *body)
+{
+    pthread_mutex_lock(&self->lock);
+    int rc = s_send_locked(self, type, body);
+    pthread_mutex_unlock(&self->lock);
+    return rc;
+}
+
+static int s_recv_locked(s_exec_t *self, shoal_wire_in_t *in);
+
 //  Receives the next message; SHOAL_EUNREACH when the worker is gone.
 static int s_recv(s_exec_t *self, shoal_wire_in_t *in)
+{
+    pthread_mutex_lock(&self->lock);
+    int rc = s_recv_locked(self, in);
+    pthread_mutex_unlock(&self->lock);
+    return rc;
+}
+
+static int s_recv_locked(s_exec_t *self, shoal_wire_in_t *in)
 {
     while (true) {
         int rc = shoal_wire_recv(self->sock, false, in, ZMQ_DONTWAIT);
         if (rc == 0)
             return 0;
         if (rc == SHOAL_EPROTO || rc == SHOAL_EVERSION) {
-            shoal__warn("executor %d: malformed message from the worker: %s", self->slot,
-                        shoal_strerror(rc));
+            S_WARN(self, "executor %d: malformed message from the worker: %s", self->slot,
+                   shoal_strerror(rc));
             continue;
         }
         if (rc != SHOAL_EAGAIN)
@@ -205,7 +403,7 @@ static void s_pending_push(s_exec_t *self, shoal_wire_in_t *in)
 {
     s_pending_t *p = malloc(sizeof *p);
     if (!p) {
-        shoal__error("executor %d: out of memory; dropping a task batch", self->slot);
+        S_WARN(self, "executor %d: out of memory; dropping a task batch", self->slot);
         shoal_wire_in_clear(in);
         return;
     }
@@ -231,8 +429,8 @@ static int s_await(s_exec_t *self, int type, shoal_wire_in_t *in)
             s_pending_push(self, in);
             continue;
         }
-        shoal__warn("executor %d: unexpected '%s' from the worker", self->slot,
-                    shoal_msg_name(in->msg.type));
+        S_WARN(self, "executor %d: unexpected '%s' from the worker", self->slot,
+               shoal_msg_name(in->msg.type));
         shoal_wire_in_clear(in);
     }
 }
@@ -347,18 +545,28 @@ static char *s_strdupf(const char *fmt, ...)
 
 /*  ------------------------------------------------------------------------ outputs */
 
+//  Forgets o's entries (their bytes are in the bump arena: they go with it).
 static void s_outcome_clear(s_outcome_t *o)
 {
-    free(o->stdout_tail);
     o->stdout_tail = NULL;
     o->stdout_tail_size = 0;
-    for (size_t i = 0; i < o->n_outs; i++) {
+    for (size_t i = 0; i < o->n_outs; i++)
         free(o->outs[i].path);
-        free(o->outs[i].data);
-    }
-    free(o->outs);
-    o->outs = NULL;
     o->n_outs = 0;
+}
+
+//  Room for n entries in o->outs (the executor's buffer). false: out of memory.
+static bool s_outs_reserve(s_exec_t *self, size_t n)
+{
+    if (n > self->cap_outs) {
+        s_out_t *p = realloc(self->outs_buf, n * sizeof *p);
+        if (!p)
+            return false;
+        self->outs_buf = p;
+        self->cap_outs = n;
+    }
+    self->outcome.outs = self->outs_buf;
+    return true;
 }
 
 //  Reads the log's size and tail (the end of stderr).
@@ -379,13 +587,13 @@ static void s_take_log(s_outcome_t *o, const char *path)
 }
 
 //  Reads the end of a failed command's stdout into o->stdout_tail.
-static void s_take_stdout_tail(s_outcome_t *o, const char *path)
+static void s_take_stdout_tail(s_exec_t *self, s_outcome_t *o, const char *path)
 {
     uint64_t size = 0;
     if (s_file_size(path, &size) != 0 || size == 0)
         return;
     size_t n = (size_t)SHOAL__MIN(size, (uint64_t)SHOAL_INLINE_MAX);
-    o->stdout_tail = malloc(n);
+    o->stdout_tail = s_bump_alloc(&self->bump, n);
     int fd = o->stdout_tail ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     ssize_t r = fd >= 0 ? pread(fd, o->stdout_tail, n, (off_t)(size - n)) : -1;
     if (fd >= 0)
@@ -461,7 +669,7 @@ static void s_deliver(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t
         s_out_t *out = &o->outs[i];
         keep[i] = out->is_inline || alloc_ok;
         if (keep[i] && out->path && out->is_inline) {
-            out->data = malloc(out->size ? out->size : 1);
+            out->data = s_bump_alloc(&self->bump, out->size);
             int err = out->data ? s_read_file(out->path, out->data, out->size) : -ENOMEM;
             if (err) {
                 s_fail(o, SHOAL_EIO, 0, "cannot read %s: %s", out->path, strerror(-err));
@@ -490,15 +698,24 @@ static void s_deliver(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t
     size_t kept = 0;
     for (size_t i = 0; i < o->n_outs; i++) {
         s_out_t *out = &o->outs[i];
-        if (keep[i] && (o->status == 0 || out->is_log)) {
+        if (keep[i] && (o->status == 0 || out->is_log))
             o->outs[kept++] = *out;
-        } else {
+        else
             free(out->path);
-            free(out->data);
-        }
     }
     o->n_outs = kept;
     free(keep);
+}
+
+//  Where an input's bytes are: in the arena, or in the e_run itself (worker.h: a small
+//  input the broker sent inline). NULL when the worker named bytes that are not there.
+static const uint8_t *s_input_bytes(s_exec_t *self, const shoal_wire_e_input_t *in)
+{
+    if (in->offset == SHOAL_EXEC_INLINE)
+        return in->data.size == in->size ? (in->size ? in->data.data : (const uint8_t *)"") : NULL;
+    if (in->offset > self->arena_size || in->size > self->arena_size - in->offset)
+        return NULL;
+    return self->arena + in->offset;
 }
 
 /*  ------------------------------------------------------------------------ exec kind */
@@ -540,7 +757,7 @@ static void s_strv_free(s_strv_t *v)
 static bool s_env_is_ours(const char *entry)
 {
     static const char *const prefixes[] = {"SHOAL_INPUT_", "SHOAL_OUTPUT_", "SHOAL_TASK_",
-                                           SHOAL_EXEC_SCRATCH_ENV "="};
+                                           SHOAL_EXEC_SCRATCH_ENV "=", SHOAL_EXEC_PROGRESS_ENV "="};
     for (size_t i = 0; i < SHOAL__ARRAY_SIZE(prefixes); i++)
         if (strncmp(entry, prefixes[i], strlen(prefixes[i])) == 0)
             return true;
@@ -709,14 +926,14 @@ static void s_run_exec(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_
     s_strv_t env = {0};
     char ref_text[SHOAL_REF_TEXT_SIZE];
     for (size_t i = 0; i < et->inputs.count; i++) {
-        const shoal_wire_e_input_t *in = &et->inputs.items[i];
-        if (in->offset > self->arena_size || in->size > self->arena_size - in->offset) {
+        const uint8_t *bytes = s_input_bytes(self, &et->inputs.items[i]);
+        if (!bytes) {
             s_fail(o, SHOAL_EINVAL, 0, "input %zu lies outside the arena", i);
             goto done;
         }
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/input-%zu", sc.io, i);
-        err = s_write_file(path, self->arena + in->offset, in->size);
+        err = s_write_file(path, bytes, et->inputs.items[i].size);
         if (err) {
             s_fail(o, SHOAL_EIO, 0, "cannot write input %zu to %s: %s", i, path, strerror(-err));
             goto done;
@@ -737,10 +954,9 @@ static void s_run_exec(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_
     s_spawn_and_wait(t, &sc, env.items, o);
 
     //  Outputs (when the command succeeded), then the log (always).
-    size_t n_outs = o->status == 0 ? n_outputs + 1 : 1;
-    o->outs = calloc(n_outs, sizeof *o->outs);
-    if (!o->outs)
+    if (!s_outs_reserve(self, n_outputs + 1))
         goto nomem;
+    memset(o->outs, 0, (n_outputs + 1) * sizeof *o->outs);
     if (o->status == 0) {
         for (size_t i = 0; i < n_outputs; i++) {
             s_out_t *out = &o->outs[o->n_outs];
@@ -779,7 +995,7 @@ static void s_run_exec(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_
         //  The command ran and failed: the end of its stdout is often the explanation.
         char out_path[PATH_MAX];
         snprintf(out_path, sizeof out_path, "%s/stdout", sc.io);
-        s_take_stdout_tail(o, out_path);
+        s_take_stdout_tail(self, o, out_path);
     }
     if (o->status) { //  only the log travels for a failed task
         size_t kept = 0;
@@ -889,7 +1105,7 @@ static int s_api_input(shoal_task_t *t, size_t i, const void **data, size_t *siz
         return SHOAL_EINVAL;
     //  Bounds were checked before the call (s_run_fn).
     const shoal_wire_e_input_t *in = &f->et->inputs.items[i];
-    *data = f->exec->arena + in->offset;
+    *data = s_input_bytes(f->exec, in);
     *size = (size_t)in->size;
     return 0;
 }
@@ -910,9 +1126,9 @@ static int s_api_output_alloc(shoal_task_t *t, size_t i, size_t size, void **dat
     s_fn_out_t *out = &f->outs[i];
     if (out->state != S_FN_EMPTY)
         return SHOAL_ESTATE;
-    //  Small outputs live here and travel inline in e_done: no round trip to the worker.
+    //  Small outputs live here and travel inline in the result: no round trip to the worker.
     if (size <= SHOAL_INLINE_MAX && size <= f->inline_budget) {
-        out->data = malloc(size ? size : 1);
+        out->data = s_bump_alloc(&f->exec->bump, size);
         if (!out->data) {
             snprintf(f->alloc_error, sizeof f->alloc_error,
                      "out of memory for output %zu (%zu bytes)", i, size);
@@ -1065,33 +1281,6 @@ static shoal_task_fn_t *s_resolve(s_exec_t *self, const char *fn, s_outcome_t *o
     return call;
 }
 
-//  The task's stdout and stderr: fds 1 and 2 point at a memfd while the function runs.
-static void s_capture_begin(s_exec_t *self)
-{
-    fflush(stdout);
-    fflush(stderr);
-    if (self->log_fd < 0)
-        return;
-    if (ftruncate(self->log_fd, 0) != 0 || lseek(self->log_fd, 0, SEEK_SET) != 0 ||
-        dup2(self->log_fd, STDOUT_FILENO) < 0 || dup2(self->log_fd, STDERR_FILENO) < 0) {
-        dup2(self->saved_out, STDOUT_FILENO);
-        dup2(self->saved_err, STDERR_FILENO);
-    }
-}
-
-//  Ends the capture; returns how many bytes the task wrote.
-static uint64_t s_capture_end(s_exec_t *self)
-{
-    fflush(stdout); //  what printf left buffered belongs to the task
-    fflush(stderr);
-    if (self->log_fd < 0)
-        return 0;
-    dup2(self->saved_out, STDOUT_FILENO);
-    dup2(self->saved_err, STDERR_FILENO);
-    struct stat st;
-    return fstat(self->log_fd, &st) == 0 && st.st_size > 0 ? (uint64_t)st.st_size : 0;
-}
-
 //  Reads size bytes of the log memfd from offset into buf. 0 or a negative errno.
 static int s_log_read(s_exec_t *self, uint8_t *buf, uint64_t offset, uint64_t size)
 {
@@ -1108,23 +1297,24 @@ static int s_log_read(s_exec_t *self, uint8_t *buf, uint64_t offset, uint64_t si
     return 0;
 }
 
-//  Adds the captured log (size bytes) as the last entry of o->outs (room is reserved):
-//  inline when small, else in arena space of its own. A log that cannot be kept is
-//  dropped: its tail still travels with the result and stands in for it.
-static void s_fn_take_log(s_exec_t *self, s_fn_task_t *f, s_outcome_t *o, uint64_t size)
+//  Adds the captured log (size bytes from base in the memfd) as the last entry of o->outs
+//  (room is reserved): inline when small, else in arena space of its own. A log that
+//  cannot be kept is dropped: its tail still travels with the result and stands in for it.
+static void s_fn_take_log(s_exec_t *self, s_fn_task_t *f, s_outcome_t *o, uint64_t base,
+                          uint64_t size)
 {
     o->has_log = true;
     o->log_size = size;
     size_t tail = (size_t)SHOAL__MIN(size, (uint64_t)S_LOG_TAIL);
-    if (s_log_read(self, o->log_tail, size - tail, tail) == 0)
+    if (s_log_read(self, o->log_tail, base + size - tail, tail) == 0)
         o->log_tail_size = tail;
     s_out_t *out = &o->outs[o->n_outs];
     *out = (s_out_t){.size = size, .is_log = true, .index = f->n_outputs};
     char err[512];
     int rc = 0;
     if (size <= SHOAL_INLINE_MAX && size <= f->inline_budget) {
-        out->data = malloc(size);
-        rc = out->data ? s_log_read(self, out->data, 0, size) : -ENOMEM;
+        out->data = s_bump_alloc(&self->bump, size);
+        rc = out->data ? s_log_read(self, out->data, base, size) : -ENOMEM;
         out->is_inline = true;
         snprintf(err, sizeof err, "%s", strerror(-rc));
     } else {
@@ -1134,7 +1324,7 @@ static void s_fn_take_log(s_exec_t *self, s_fn_task_t *f, s_outcome_t *o, uint64
         if (rc == 0 && (rc = shoal_arena_map_range(self->arena_path, out->offset, size, &p)) != 0)
             snprintf(err, sizeof err, "%s", shoal_strerror(rc));
         if (rc == 0) {
-            rc = s_log_read(self, p, 0, size);
+            rc = s_log_read(self, p, base, size);
             if (rc)
                 snprintf(err, sizeof err, "%s", strerror(-rc));
             shoal_arena_unmap(p, size);
@@ -1142,9 +1332,8 @@ static void s_fn_take_log(s_exec_t *self, s_fn_task_t *f, s_outcome_t *o, uint64
     }
     if (rc) {
         char text[SHOAL_REF_TEXT_SIZE];
-        shoal__warn("executor %d: dropping the log of task %s (%llu bytes): %s", self->slot,
-                    shoal_ref_format(f->et->task.id, text), (unsigned long long)size, err);
-        free(out->data);
+        S_WARN(self, "executor %d: dropping the log of task %s (%llu bytes): %s", self->slot,
+               shoal_ref_format(f->et->task.id, text), (unsigned long long)size, err);
         *out = (s_out_t){0};
         return;
     }
@@ -1159,6 +1348,10 @@ static void s_fn_cleanup(s_exec_t *self)
     free(self->plugins);
     free(self->last_fn);
     free(self->arg_buf);
+    free(self->fouts);
+    free(self->outs_buf);
+    free(self->pend);
+    s_bump_free(&self->bump);
     int fds[3] = {self->log_fd, self->saved_out, self->saved_err};
     for (int i = 0; i < 3; i++)
         if (fds[i] >= 0)
@@ -1166,6 +1359,9 @@ static void s_fn_cleanup(s_exec_t *self)
     self->plugins = NULL;
     self->last_fn = NULL;
     self->arg_buf = NULL;
+    self->fouts = NULL;
+    self->outs_buf = NULL;
+    self->pend = NULL;
     self->log_fd = self->saved_out = self->saved_err = -1;
 }
 
@@ -1184,8 +1380,7 @@ static void s_run_fn(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t 
         return;
     }
     for (size_t i = 0; i < et->inputs.count; i++) {
-        const shoal_wire_e_input_t *in = &et->inputs.items[i];
-        if (in->offset > self->arena_size || in->size > self->arena_size - in->offset) {
+        if (!s_input_bytes(self, &et->inputs.items[i])) {
             s_fail(o, SHOAL_EINVAL, 0, "input %zu lies outside the arena", i);
             return;
         }
@@ -1204,14 +1399,20 @@ static void s_run_fn(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t 
     if (t->arg.size)
         memcpy(self->arg_buf, t->arg.data, t->arg.size);
     self->arg_buf[t->arg.size] = '\0';
-    //  outs: the outputs, then the log.
-    o->outs = calloc(n_outputs + 1, sizeof *o->outs);
-    s_fn_out_t *fouts = calloc(n_outputs, sizeof *fouts);
-    if (!o->outs || !fouts) {
-        free(fouts);
+    //  outs: the outputs, then the log. Both buffers are the executor's, reused.
+    if (n_outputs > self->cap_fouts) {
+        s_fn_out_t *p = realloc(self->fouts, n_outputs * sizeof *p);
+        if (p) {
+            self->fouts = p;
+            self->cap_fouts = n_outputs;
+        }
+    }
+    if (n_outputs > self->cap_fouts || !s_outs_reserve(self, n_outputs + 1)) {
         s_fail(o, SHOAL_ENOMEM, 0, "executor out of memory");
         return;
     }
+    s_fn_out_t *fouts = self->fouts;
+    memset(fouts, 0, n_outputs * sizeof *fouts);
 
     s_capture_begin(self); //  before dlopen: what a library's constructors print is logged
     shoal_task_fn_t *call = s_resolve(self, t->fn, o);
@@ -1231,7 +1432,8 @@ static void s_run_fn(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t 
         rc = call(&f->pub);
         f->running = false;
     }
-    uint64_t log_size = s_capture_end(self);
+    uint64_t log_base;
+    uint64_t log_size = s_capture_task_end(self, &log_base);
 
     if (call && rc != 0) {
         const char *why = f->has_error ? f->error : f->alloc_error;
@@ -1256,77 +1458,286 @@ static void s_run_fn(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t 
                                              .is_inline = !fo->in_arena,
                                              .index = i,
                                              .offset = fo->offset};
-        } else if (fo->in_arena) {
-            if (fo->state == S_FN_ALLOCATED)
-                shoal_arena_unmap(fo->data, fo->size);
-        } else {
-            free(fo->data);
+        } else if (fo->in_arena && fo->state == S_FN_ALLOCATED) {
+            shoal_arena_unmap(fo->data, fo->size);
         }
     }
     if (log_size)
-        s_fn_take_log(self, f, o, log_size);
+        s_fn_take_log(self, f, o, log_base, log_size);
     f->outs = NULL;
-    free(fouts);
 }
 
 /*  --------------------------------------------------------------------------- tasks */
 
-static void s_run_task(s_exec_t *self, const shoal_wire_e_task_t *et)
+//  Sends the results held as one e_done_batch. The caller holds self->lock.
+static void s_results_send_locked(s_exec_t *self)
 {
-    shoal_wire_e_started_t started = {
-        .id = et->task.id, .attempt = et->attempt, .pid = (uint64_t)getpid()};
-    s_send(self, SHOAL_MSG_e_started, &started);
+    if (!self->n_pend)
+        return;
+    shoal_wire_e_done_batch_t msg = {.results = {self->pend, self->n_pend}};
+    int rc = s_send_locked(self, SHOAL_MSG_e_done_batch, &msg);
+    if (rc && rc != SHOAL_EUNREACH)
+        self->watch_err = rc;
+    self->n_pend = 0;
+    self->pend_bytes = 0;
+}
 
-    s_outcome_t *o = calloc(1, sizeof *o);
-    if (!o) {
-        shoal__error("executor %d: out of memory", self->slot);
+//  Between tasks: sends the results held and empties the bump arena (what it holds belongs
+//  to results sent, by this thread or the watch thread).
+static void s_results_flush(s_exec_t *self)
+{
+    pthread_mutex_lock(&self->lock);
+    s_results_send_locked(self);
+    int err = self->watch_err;
+    self->watch_err = 0;
+    pthread_mutex_unlock(&self->lock);
+    s_bump_reset(&self->bump);
+    if (err)
+        S_WARN(self, "executor %d: cannot report results: %s", self->slot, shoal_strerror(err));
+}
+
+//  The watch thread: while a task runs and results are held, sends them once the task has
+//  run S_FLUSH_US. It wakes at most once per S_FLUSH_US while tasks run.
+static void *s_watch_main(void *arg)
+{
+    s_exec_t *self = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); //  signals are the main thread's business
+    pthread_mutex_lock(&self->lock);
+    while (!self->stop) {
+        if (!self->task_running || !self->n_pend) {
+            self->watch_idle = true;
+            pthread_cond_wait(&self->cond, &self->lock);
+            self->watch_idle = false;
+            continue;
+        }
+        int64_t due = self->task_start_us + S_FLUSH_US;
+        if (shoal__now_us() >= due) {
+            s_results_send_locked(self);
+            continue;
+        }
+        struct timespec ts = {(time_t)(due / 1000000), (long)(due % 1000000) * 1000};
+        pthread_cond_timedwait(&self->cond, &self->lock, &ts);
+    }
+    pthread_mutex_unlock(&self->lock);
+    return NULL;
+}
+
+//  Starts the watch thread; without it (a warning) results wait for the end of tasks.
+static void s_watch_start(s_exec_t *self)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); //  shoal__now_us's clock
+    int rc = pthread_cond_init(&self->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (rc == 0 && (rc = pthread_create(&self->watch, NULL, s_watch_main, self)) != 0)
+        pthread_cond_destroy(&self->cond);
+    if (rc) {
+        shoal__warn("executor %d: no watch thread (%s): results wait for long tasks", self->slot,
+                    strerror(rc));
         return;
     }
+    self->watching = true;
+}
+
+static void s_watch_stop(s_exec_t *self)
+{
+    if (!self->watching)
+        return;
+    pthread_mutex_lock(&self->lock);
+    self->stop = true;
+    pthread_cond_signal(&self->cond);
+    pthread_mutex_unlock(&self->lock);
+    pthread_join(self->watch, NULL);
+    pthread_cond_destroy(&self->cond);
+    self->watching = false;
+}
+
+//  Copies n bytes into the bump arena (NULL for none, or out of memory).
+static void *s_bump_dup(s_exec_t *self, const void *data, size_t n)
+{
+    void *p = n ? s_bump_alloc(&self->bump, n) : NULL;
+    if (p)
+        memcpy(p, data, n);
+    return p;
+}
+
+//  Turns the outcome of a task into a result held for the next e_done_batch. The caller
+//  holds self->lock.
+static void s_result_hold_locked(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t *o,
+                                 int64_t runtime_us)
+{
+    if (self->n_pend == self->cap_pend) {
+        size_t cap = self->cap_pend ? 2 * self->cap_pend : 64;
+        shoal_wire_result_t *p = realloc(self->pend, cap * sizeof *p);
+        if (!p) {
+            s_results_send_locked(self); //  makes room: n_pend is 0 afterwards
+            if (!self->cap_pend) {
+                S_WARN(self, "executor %d: out of memory; a result is lost", self->slot);
+                return;
+            }
+        } else {
+            self->pend = p;
+            self->cap_pend = cap;
+        }
+    }
+    //  One more entry, last, for the stdout tail of a failed command (worker.h).
+    shoal_wire_output_t *outs = s_bump_alloc(&self->bump, (o->n_outs + 1) * sizeof *outs);
+    size_t n_outs = 0, bytes = 0;
+    if (!outs) {
+        s_fail(o, SHOAL_ENOMEM, 0, "executor out of memory");
+        s_outcome_clear(o);
+    }
+    for (size_t i = 0; outs && i < o->n_outs; i++) {
+        s_out_t *out = &o->outs[i];
+        outs[i] =
+            (shoal_wire_output_t){.size = out->size, .offset = out->is_inline ? 0 : out->offset};
+        if (out->is_inline) {
+            outs[i].flags = SHOAL_OUT_INLINE;
+            outs[i].data = (shoal_wire_bin_t){out->data, out->size};
+            bytes += out->size;
+        }
+        n_outs++;
+    }
+    if (outs && o->status && o->stdout_tail_size) {
+        outs[n_outs++] = (shoal_wire_output_t){.size = o->stdout_tail_size,
+                                               .flags = SHOAL_OUT_INLINE | SHOAL_OUT_STDOUT,
+                                               .data = {o->stdout_tail, o->stdout_tail_size}};
+        bytes += o->stdout_tail_size;
+    }
+    char *error = NULL;
+    if (o->status) {
+        size_t len = strlen(o->error);
+        error = s_bump_dup(self, o->error, len + 1);
+        bytes += len;
+    }
+    uint8_t *tail = s_bump_dup(self, o->log_tail, o->log_tail_size);
+    bytes += o->log_tail_size;
+    if (!self->n_pend)
+        self->pend_since_us = shoal__now_us();
+    self->pend[self->n_pend++] = (shoal_wire_result_t){
+        .id = et->task.id,
+        .attempt = et->attempt,
+        .status = o->status,
+        .exit_code = o->exit_code,
+        .error = o->status ? (error ? error : "executor out of memory") : NULL,
+        .outputs = {outs, n_outs},
+        .log_size = o->log_size,
+        .log_tail = {tail, tail ? o->log_tail_size : 0},
+        .runtime_us = (uint64_t)(runtime_us > 0 ? runtime_us : 0)};
+    self->pend_bytes += bytes;
+}
+
+//  Runs task index of the batch seq and holds its result. Returns its runtime.
+static int64_t s_run_task(s_exec_t *self, const shoal_wire_e_task_t *et, uint64_t seq, size_t index)
+{
     int64_t t0 = shoal__now_us();
+    if (self->watching) {
+        pthread_mutex_lock(&self->lock);
+        self->task_running = true;
+        self->task_start_us = t0;
+        if (self->watch_idle && self->n_pend)
+            pthread_cond_signal(&self->cond);
+        pthread_mutex_unlock(&self->lock);
+    }
+    shoal_exec_progress_t *pg = self->progress;
+    if (pg) {
+        atomic_store_explicit(&pg->start_us, t0, memory_order_release);
+        atomic_store_explicit(&pg->pos, SHOAL_EXEC_POS(seq, index, 1), memory_order_release);
+    } else {
+        shoal_wire_e_started_t started = {
+            .id = et->task.id, .attempt = et->attempt, .pid = (uint64_t)getpid()};
+        s_send(self, SHOAL_MSG_e_started, &started);
+    }
+    //  Field by field: the outcome's buffers (3 KiB) need no clearing.
+    s_outcome_t *o = &self->outcome;
+    o->status = 0;
+    o->exit_code = 0;
+    o->error[0] = '\0';
+    o->outs = self->outs_buf;
+    o->n_outs = 0;
+    o->has_log = false;
+    o->log_size = 0;
+    o->log_tail_size = 0;
+    o->stdout_tail = NULL;
+    o->stdout_tail_size = 0;
     if (et->task.kind == SHOAL_KIND_EXEC)
         s_run_exec(self, et, o);
     else if (et->task.kind == SHOAL_KIND_FN)
         s_run_fn(self, et, o);
     else
         s_fail(o, SHOAL_EINVAL, 0, "unknown task kind %llu", (unsigned long long)et->task.kind);
-
-    //  One more entry, last, for the stdout tail of a failed command (worker.h).
-    shoal_wire_output_t *outs = calloc(o->n_outs + 1, sizeof *outs);
-    if (!outs) {
-        s_fail(o, SHOAL_ENOMEM, 0, "executor out of memory");
-        s_outcome_clear(o);
-        outs = NULL;
-    }
-    for (size_t i = 0; outs && i < o->n_outs; i++) {
-        s_out_t *out = &o->outs[i];
-        outs[i].size = out->size;
-        outs[i].offset = out->is_inline ? 0 : out->offset;
-        if (out->is_inline) {
-            outs[i].flags = SHOAL_OUT_INLINE;
-            outs[i].data = (shoal_wire_bin_t){out->data, out->size};
-        }
-    }
-    size_t n_outs = outs ? o->n_outs : 0;
-    if (outs && o->status && o->stdout_tail_size) {
-        outs[n_outs++] = (shoal_wire_output_t){.size = o->stdout_tail_size,
-                                               .flags = SHOAL_OUT_INLINE | SHOAL_OUT_STDOUT,
-                                               .data = {o->stdout_tail, o->stdout_tail_size}};
-    }
-    shoal_wire_e_done_t done = {.result = {.id = et->task.id,
-                                           .attempt = et->attempt,
-                                           .status = o->status,
-                                           .exit_code = o->exit_code,
-                                           .error = o->status ? o->error : NULL,
-                                           .outputs = {outs, n_outs},
-                                           .log_size = o->log_size,
-                                           .log_tail = {o->log_tail, o->log_tail_size},
-                                           .runtime_us = (uint64_t)(shoal__now_us() - t0)}};
-    int rc = s_send(self, SHOAL_MSG_e_done, &done);
-    if (rc && rc != SHOAL_EUNREACH)
-        shoal__error("executor %d: cannot report a result: %s", self->slot, shoal_strerror(rc));
-    free(outs);
+    int64_t runtime = shoal__now_us() - t0;
+    if (pg)
+        atomic_store_explicit(&pg->pos, SHOAL_EXEC_POS(seq, index, 0), memory_order_release);
+    pthread_mutex_lock(&self->lock);
+    self->task_running = false;
+    s_result_hold_locked(self, et, o, runtime);
+    pthread_mutex_unlock(&self->lock);
     s_outcome_clear(o);
-    free(o);
+    return runtime;
+}
+
+//  Inputs are read-only views: a task that writes into one faults, as with inputs in the
+//  arena. So the inline inputs of a batch are copied into a private mapping made
+//  read-only (two mprotect a batch that has any), and the e_run is pointed at the copies.
+static void s_inline_inputs(s_exec_t *self, shoal_wire_e_run_t *run)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < run->tasks.count; i++)
+        for (size_t k = 0; k < run->tasks.items[i].inputs.count; k++) {
+            const shoal_wire_e_input_t *in = &run->tasks.items[i].inputs.items[k];
+            if (in->offset == SHOAL_EXEC_INLINE && in->data.size)
+                total += (in->data.size + 15) & ~(size_t)15;
+        }
+    if (!total)
+        return;
+    size_t need = (total + 4095) & ~(size_t)4095;
+    if (need > self->in_area_size) {
+        if (self->in_area)
+            munmap(self->in_area, self->in_area_size);
+        self->in_area_size = 0;
+        self->in_area =
+            mmap(NULL, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (self->in_area == MAP_FAILED) {
+            self->in_area = NULL;
+            S_WARN(self,
+                   "executor %d: no memory for %zu bytes of inline inputs: %s; they stay "
+                   "writable",
+                   self->slot, total, strerror(errno));
+            return;
+        }
+        self->in_area_size = need;
+    } else if (mprotect(self->in_area, self->in_area_size, PROT_READ | PROT_WRITE) != 0) {
+        return;
+    }
+    uint8_t *at = self->in_area;
+    for (size_t i = 0; i < run->tasks.count; i++)
+        for (size_t k = 0; k < run->tasks.items[i].inputs.count; k++) {
+            shoal_wire_e_input_t *in = &run->tasks.items[i].inputs.items[k];
+            if (in->offset != SHOAL_EXEC_INLINE || !in->data.size)
+                continue;
+            memcpy(at, in->data.data, in->data.size);
+            in->data.data = at;
+            at += (in->data.size + 15) & ~(size_t)15;
+        }
+    mprotect(self->in_area, self->in_area_size, PROT_READ);
+}
+
+//  Runs the tasks of an e_run in order; results go back in groups (worker.h).
+static void s_run_batch(s_exec_t *self, shoal_wire_e_run_t *run)
+{
+    s_inline_inputs(self, run);
+    for (size_t i = 0; i < run->tasks.count; i++) {
+        int64_t runtime = s_run_task(self, &run->tasks.items[i], run->seq, i);
+        s_capture_trim(self);
+        bool last = i + 1 == run->tasks.count;
+        if (last || runtime >= S_FLUSH_US || self->pend_bytes >= S_FLUSH_BYTES ||
+            shoal__now_us() - self->pend_since_us >= S_FLUSH_US)
+            s_results_flush(self);
+    }
 }
 
 /*  ---------------------------------------------------------------------------- main */
@@ -1364,6 +1775,26 @@ int shoal_executor_run(const char *endpoint, const char *arena_path, int slot)
             close(self.log_fd);
         self.log_fd = -1;
     }
+    //  The progress page (worker.h): mapped, and its fd closed so no task inherits it.
+    const char *pfd = getenv(SHOAL_EXEC_PROGRESS_ENV);
+    if (pfd && *pfd) {
+        char *end;
+        long n = strtol(pfd, &end, 10);
+        void *page = MAP_FAILED;
+        int err = EINVAL;
+        if (!*end && n >= 3 && n < INT_MAX) {
+            page = mmap(NULL, sizeof(shoal_exec_progress_t), PROT_READ | PROT_WRITE, MAP_SHARED,
+                        (int)n, 0);
+            err = errno;
+            close((int)n);
+        }
+        if (page == MAP_FAILED)
+            shoal__warn("executor %d: no progress page (%s=%s): %s; one task at a time", slot,
+                        SHOAL_EXEC_PROGRESS_ENV, pfd, strerror(err));
+        else
+            self.progress = page;
+        unsetenv(SHOAL_EXEC_PROGRESS_ENV);
+    }
     self.scratch_base = getenv(SHOAL_EXEC_SCRATCH_ENV);
     if (!self.scratch_base || !*self.scratch_base)
         self.scratch_base = "/tmp";
@@ -1376,6 +1807,7 @@ int shoal_executor_run(const char *endpoint, const char *arena_path, int slot)
         return 1;
     }
     self.arena = base;
+    pthread_mutex_init(&self.lock, NULL);
     self.ctx = zmq_ctx_new();
     self.sock = self.ctx ? zmq_socket(self.ctx, ZMQ_DEALER) : NULL;
     if (!self.sock) {
@@ -1394,6 +1826,7 @@ int shoal_executor_run(const char *endpoint, const char *arena_path, int slot)
         shoal__error("executor %d: cannot connect to %s: %s", slot, endpoint, zmq_strerror(errno));
         status = 1;
     } else {
+        s_watch_start(&self);
         shoal_wire_e_hello_t hello = {.pid = (uint64_t)getpid(), .slot = (uint64_t)slot};
         rc = s_send(&self, SHOAL_MSG_e_hello, &hello);
         while (rc == 0) {
@@ -1409,15 +1842,16 @@ int shoal_executor_run(const char *endpoint, const char *arena_path, int slot)
                 break;
             }
             if (in.msg.type == SHOAL_MSG_e_run) {
-                for (size_t i = 0; i < in.msg.u.e_run.tasks.count; i++)
-                    s_run_task(&self, &in.msg.u.e_run.tasks.items[i]);
+                s_run_batch(&self, &in.msg.u.e_run);
             } else {
-                shoal__warn("executor %d: unexpected '%s' from the worker", slot,
-                            shoal_msg_name(in.msg.type));
+                S_WARN(&self, "executor %d: unexpected '%s' from the worker", slot,
+                       shoal_msg_name(in.msg.type));
             }
             shoal_wire_in_clear(&in);
         }
     }
+    s_watch_stop(&self);
+    s_capture_end(&self);
     while (self.pending) {
         s_pending_t *p = self.pending;
         self.pending = p->next;
@@ -1427,6 +1861,11 @@ int shoal_executor_run(const char *endpoint, const char *arena_path, int slot)
     zmq_close(self.sock);
     zmq_ctx_term(self.ctx);
     shoal_arena_unmap(base, self.arena_size);
+    if (self.progress)
+        munmap(self.progress, sizeof *self.progress);
+    if (self.in_area)
+        munmap(self.in_area, self.in_area_size);
+    pthread_mutex_destroy(&self.lock);
     s_fn_cleanup(&self);
     return status;
 }

@@ -5,21 +5,32 @@
     fetches from, a signalfd (SIGINT, SIGTERM, SIGCHLD) and a self-pipe (shoal_worker_stop);
     drain up to S_DRAIN_MAX messages a socket; run the timers; then move work along: send
     fetch requests for missing inputs, hand runnable tasks to idle executors, and flush
-    what the turn produced, batched: one w_started, one shoal_store_flush (one LMDB
-    transaction) and one w_done (split only to stay far below the message limit).
+    what the turn produced, batched: one shoal_store_flush (one LMDB transaction), one
+    w_done (split only to stay far below the message limit) and, for tasks running 10 ms
+    or more, one w_started.
 
     Tasks: the broker hands over up to `capacity` tasks (slots + prefetch). Each waits in
     the local queue while its missing inputs are fetched from the peers that hold them
     (opportunistic prefetch, chunks of 1 MiB, S_FETCH_WINDOW in flight per peer), then
-    goes FIFO to the next idle executor. Inputs in use by queued or running tasks are
-    counted, so a w_drop of one waits until no task needs it. Copies of other workers'
-    objects made for inputs are evicted, least recently used first, when the store is
-    full.
+    goes FIFO to the idle executors, in batches of short tasks (worker.h). Inputs in use
+    by queued or running tasks are counted, so a w_drop of one waits until no task needs
+    it. Copies of other workers' objects made for inputs are evicted, least recently used
+    first, when the store is full.
+
+    Per task, on the path of a no-op fn task, the worker's own code neither allocates nor
+    calls the system: a task struct from a pool, pointing into the w_dispatch it came in
+    (kept while its tasks live); results that point into the executor's message (kept
+    until the flush) and into a bump arena emptied each turn; a w_done encoded once per
+    turn and kept encoded for resends; inline outputs not stored (the broker keeps them),
+    nor inline inputs (they go to the executor in the e_run), so no arena page and no LMDB
+    entry per small object. What is left is mostly the codec (~80% of the worker's ~8,000
+    instructions per task).
 
     Failure: executors run in their own process groups; a cancel or a reset kills the
-    group and starts a new executor. A w_done is kept until acknowledged and resent. A
-    worker the broker forgot (error ESTATE) or that hears nothing for 5 heartbeats says
-    w_hello again, dropping its local queue: the broker has requeued those tasks. */
+    group and starts a new executor, and the rest of its batch runs on the new one. A
+    w_done is kept until acknowledged and resent. A worker the broker forgot (error
+    ESTATE) or that hears nothing for 5 heartbeats says w_hello again, dropping its local
+    queue: the broker has requeued those tasks. */
 #include "worker.h"
 
 #include "common.h"
@@ -41,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -72,6 +84,32 @@ extern char **environ;
 #define S_LINGER_MS            200         //  pending sends at close: enough, and never a hang
 #define S_RESPAWN_MAX_MS       10000 //  back-off cap for an executor that keeps dying at start
 #define S_QUEUE_SLACK          64    //  tasks accepted beyond capacity before refusing
+//  The default prefetch depth, at least: the broker refills a worker's credit one round trip
+//  (its turn plus ours, 1-2 ms under load) after results leave, and a worker turns over
+//  ~50,000 short tasks/s, so it needs about 100 tasks in hand not to idle between refills.
+//  Measured with no-op tasks, 2 workers x 1 slot: depth 2: 15,000 tasks/s, 32: 70,000,
+//  64: 95,000, 128: 110,000. The cost: long tasks queued here wait for this worker even
+//  when another frees up (the broker does not steal them back yet).
+#define S_PREFETCH_MIN 128
+//  Batches (worker.h). An e_run costs both ends ~20 us of CPU and a wake-up each: batching
+//  pays for tasks of tens of microseconds and matters little beyond 1 ms, so a fn task
+//  whose function averaged more than S_BATCH_SHORT_US goes alone, and a batch holds about
+//  S_BATCH_BUDGET_US of expected work: what one executor may hold while another idles.
+#define S_BATCH_SHORT_US  1000
+#define S_BATCH_BUDGET_US 2000
+#define S_EST_SLOTS       64 //  functions whose runtime is remembered (direct-mapped by hash)
+//  w_started goes only for tasks still running this long after they started: shorter ones
+//  are reported by their result alone, with no message (and no wake-up) for the start.
+#define S_STARTED_DELAY_MS 10
+//  A task requeued this many times because its executor died while no task was running
+//  (the progress page blames nobody) fails instead of going round for ever.
+#define S_EXEC_LOST_MAX 3
+//  A w_dispatch whose tasks carry at most this many bytes (arguments, inline inputs) is
+//  kept whole while any of its tasks lives, instead of copying each task out of it: a
+//  straggler holds at most this much memory hostage.
+#define S_PIN_MAX (64u << 10)
+//  The per-turn bump arena grows in chunks of 64 KiB.
+#define S_BUMP_CHUNK (64u << 10)
 
 /*  ------------------------------------------------------------------------- types */
 
@@ -87,14 +125,25 @@ typedef struct {
 
 enum { S_TASK_FETCHING, S_TASK_READY, S_TASK_RUNNING };
 
+//  A received message kept while tasks point into it.
+typedef struct {
+    shoal_wire_in_t in;
+    size_t refs;
+} s_held_t;
+
 struct s_task {
-    shoal_wire_dispatch_t *d; //  one malloc block (shoal_wire_dup)
+    const shoal_wire_dispatch_t *d; //  in held, or one malloc block (shoal_wire_dup)
+    s_held_t *held;                 //  the w_dispatch d points into, or NULL
     int state;
     size_t missing;        //  inputs still being fetched
     size_t n_used;         //  inputs looked at and counted in uses (released on free)
-    s_task_t *prev, *next; //  in list
+    s_task_t *prev, *next; //  in list (next: in the pool of free tasks)
     s_list_t *list;        //  the ready list, the room list, or NULL
     int slot;              //  RUNNING: the executor slot
+    size_t batch_index;    //  RUNNING: its place in the slot's batch
+    bool started_sent;     //  a w_started names it
+    uint8_t exec_lost;     //  requeued after its executor died blaming nobody
+    uint64_t fn_hash;      //  fn tasks: s_hash(fn), the key of runtime estimates; else 0
     shoal_ref_t *allocs;   //  RUNNING: outputs allocated by e_alloc, not yet sealed
     size_t n_allocs;
 };
@@ -129,20 +178,44 @@ typedef struct {
     int state;
     pid_t pid;
     shoal_wire_peer_t peer; //  valid in IDLE and BUSY
-    s_task_t *task;         //  BUSY
-    int fails;              //  deaths in a row before saying hello
-    int64_t respawn_at_us;  //  DOWN: when to start again
+    //  BUSY: the tasks of the e_run it runs, in order; an entry is NULL once its result is
+    //  in (or the task is gone); n_left counts the others.
+    s_task_t **batch;
+    size_t n_batch, cap_batch, n_left;
+    size_t hint;                     //  where the next result's task likely is
+    uint64_t seq;                    //  the e_run's number (worker.h: progress page)
+    int64_t sent_us;                 //  when it was sent
+    shoal_exec_progress_t *progress; //  shared with its executor, or NULL
+    int progress_fd;                 //  the memfd behind it, inherited by the executor
+    int fails;                       //  deaths in a row before saying hello
+    int64_t respawn_at_us;           //  DOWN: when to start again
     char index_text[16];
     char scratch[PATH_MAX];
     char **envp; //  prepared before any fork: environ + SHOAL_SCRATCH_DIR
 } s_slot_t;
 
+//  A w_done, encoded once: resent as it is until acknowledged.
 typedef struct {
     uint64_t seq;
-    shoal_wire_result_t **results; //  blocks from shoal_wire_dup
-    size_t count;
+    uint8_t *data; //  the message frame (malloc'd)
+    size_t size;
+    size_t count;    //  results in it
     int64_t sent_us; //  0: not sent since it was made or since the last hello
 } s_done_t;
+
+//  A bump allocator for what a turn's results point to, emptied after the flush.
+typedef struct s_bump_chunk s_bump_chunk_t;
+struct s_bump_chunk {
+    s_bump_chunk_t *next;
+    size_t size, used;
+    max_align_t data[];
+};
+
+//  The average runtime of one function's tasks (fn string hash).
+typedef struct {
+    uint64_t hash;
+    uint64_t avg_us;
+} s_est_t;
 
 //  A fetch request held back while the reader's pipe is full.
 typedef struct {
@@ -190,11 +263,22 @@ typedef struct {
 
     s_slot_t *slots;
 
-    //  produced this turn
+    //  produced this turn. Results are shallow: what they point to lives in messages kept
+    //  until the flush (kept) or in the bump arena.
     shoal_wire_attempt_ref_t *started;
     size_t n_started, cap_started;
-    shoal_wire_result_t **results;
+    shoal_wire_result_t *results;
     size_t n_results, cap_results;
+    shoal_wire_in_t *kept;
+    size_t n_kept, cap_kept;
+    s_bump_chunk_t *bump;
+    s_task_t *free_tasks; //  a pool: no malloc per task
+    s_est_t est[S_EST_SLOTS];
+    uint64_t batch_seq;
+    shoal_wire_e_task_t *etasks; //  e_run being built
+    size_t cap_etasks;
+    shoal_wire_e_input_t *eins;
+    size_t cap_eins;
     //  unacknowledged w_done, oldest first
     s_done_t **done;
     size_t n_done, cap_done;
@@ -296,13 +380,55 @@ static void s_malformed(s_worker_t *self, const char *where, int rc)
 
 /*  ------------------------------------------------------------------------ results */
 
-//  Queues one result for this turn's w_done (the record is copied).
+static void *s_bump_alloc(s_worker_t *self, size_t size)
+{
+    size = size ? (size + 15) & ~(size_t)15 : 16;
+    s_bump_chunk_t *c = self->bump;
+    if (!c || c->size - c->used < size) {
+        size_t cap = size > S_BUMP_CHUNK ? size : S_BUMP_CHUNK;
+        c = malloc(sizeof *c + cap);
+        if (!c)
+            s_oom();
+        c->next = self->bump;
+        c->size = cap;
+        c->used = 0;
+        self->bump = c;
+    }
+    void *p = (char *)c->data + c->used;
+    c->used += size;
+    return p;
+}
+
+static char *s_bump_strdup(s_worker_t *self, const char *text)
+{
+    if (!text)
+        return NULL;
+    size_t n = strlen(text) + 1;
+    return memcpy(s_bump_alloc(self, n), text, n);
+}
+
+//  Frees the bump arena but one chunk, kept for the next turn (all = true: that one too).
+static void s_bump_reset(s_worker_t *self, bool all)
+{
+    s_bump_chunk_t *keep = NULL;
+    for (s_bump_chunk_t *c = self->bump, *next; c; c = next) {
+        next = c->next;
+        if (!all && !keep && c->size == S_BUMP_CHUNK) {
+            keep = c;
+            keep->next = NULL;
+            keep->used = 0;
+        } else {
+            free(c);
+        }
+    }
+    self->bump = keep;
+}
+
+//  Queues one result for this turn's w_done. Shallow: what r points to must live until
+//  the flush (a kept message, the bump arena, or static text).
 static void s_result_add(s_worker_t *self, const shoal_wire_result_t *r)
 {
-    shoal_wire_result_t *copy = shoal_wire_dup(&shoal_wire_result_desc, r);
-    if (!copy)
-        s_oom();
-    S_PUSH(self->results, self->n_results, self->cap_results, copy);
+    S_PUSH(self->results, self->n_results, self->cap_results, *r);
     if (r->status == 0)
         self->n_tasks_done++;
     else
@@ -313,8 +439,37 @@ static void s_result_fail(s_worker_t *self, shoal_ref_t id, uint64_t attempt, in
                           const char *error)
 {
     shoal_wire_result_t r = {
-        .id = id, .attempt = attempt, .status = status, .error = (char *)error};
+        .id = id, .attempt = attempt, .status = status, .error = s_bump_strdup(self, error)};
     s_result_add(self, &r);
+}
+
+//  FNV-1a: the key of a function's runtime estimate.
+static uint64_t s_hash(const char *text)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+//  The expected runtime of a task of function hash, or UINT64_MAX when none finished yet.
+static uint64_t s_est_get(s_worker_t *self, uint64_t hash)
+{
+    const s_est_t *e = &self->est[hash % S_EST_SLOTS];
+    return hash && e->hash == hash ? e->avg_us : UINT64_MAX;
+}
+
+//  A task of function hash took us: a moving average that follows a change within a few
+//  tasks (1/4 new), so a function that turns slow stops being batched quickly.
+static void s_est_note(s_worker_t *self, uint64_t hash, uint64_t us)
+{
+    if (!hash)
+        return;
+    s_est_t *e = &self->est[hash % S_EST_SLOTS];
+    if (e->hash != hash)
+        *e = (s_est_t){hash, us};
+    else
+        e->avg_us = (3 * e->avg_us + us) / 4;
 }
 
 /*  ------------------------------------------------------------------- input bookkeeping */
@@ -466,7 +621,49 @@ static void s_ready_push(s_worker_t *self, s_task_t *t, bool front)
 }
 
 static void s_fetch_abandon(s_worker_t *self, s_fetch_t *f);
-static void s_slot_kill(s_worker_t *self, s_slot_t *slot);
+static void s_slot_kill(s_worker_t *self, s_slot_t *slot, s_task_t *except);
+
+static void s_held_release(s_held_t *held)
+{
+    if (held && --held->refs == 0) {
+        shoal_wire_in_clear(&held->in);
+        free(held);
+    }
+}
+
+//  A zeroed task, from the pool when it has one.
+static s_task_t *s_task_new(s_worker_t *self)
+{
+    s_task_t *t = self->free_tasks;
+    if (!t)
+        return s_alloc0(sizeof *t);
+    self->free_tasks = t->next;
+    memset(t, 0, sizeof *t);
+    return t;
+}
+
+//  t will live a while (it waits for inputs, or runs long): its own copy of its dispatch,
+//  so it does not keep a whole w_dispatch in memory.
+static void s_task_unpin(s_task_t *t)
+{
+    if (!t->held)
+        return;
+    shoal_wire_dispatch_t *d = shoal_wire_dup(&shoal_wire_dispatch_desc, t->d);
+    if (!d)
+        s_oom();
+    s_held_release(t->held);
+    t->held = NULL;
+    t->d = d;
+}
+
+//  The slot of a task handed to an executor, when t is still in its batch.
+static s_slot_t *s_task_slot(s_worker_t *self, const s_task_t *t)
+{
+    if (t->state != S_TASK_RUNNING || t->slot < 0)
+        return NULL;
+    s_slot_t *slot = &self->slots[t->slot];
+    return t->batch_index < slot->n_batch && slot->batch[t->batch_index] == t ? slot : NULL;
+}
 
 //  Unlinks t from everything that holds it and frees it: its inputs are released, fetches
 //  nobody else waits for are abandoned, unsealed output allocations aborted.
@@ -493,23 +690,32 @@ static void s_task_free(s_worker_t *self, s_task_t *t)
     }
     if (t->state == S_TASK_RUNNING) {
         self->n_running--;
-        if (t->slot >= 0 && self->slots[t->slot].task == t)
-            self->slots[t->slot].task = NULL;
+        s_slot_t *slot = s_task_slot(self, t);
+        if (slot) {
+            slot->batch[t->batch_index] = NULL;
+            slot->n_left--;
+        }
     }
     for (size_t i = 0; i < t->n_allocs; i++)
         shoal_store_abort(self->store, t->allocs[i]);
     free(t->allocs);
     for (size_t i = 0; i < t->n_used; i++)
         s_use_release(self, task->inputs.items[i]);
-    free(t->d);
-    free(t);
+    if (t->held)
+        s_held_release(t->held);
+    else
+        free((void *)t->d);
+    t->next = self->free_tasks;
+    self->free_tasks = t;
 }
 
-//  Drops t; a running one takes its executor's process group with it.
+//  Drops t; a running one takes its executor's process group with it (the other tasks of
+//  its batch go back to the queue).
 static void s_task_kill(s_worker_t *self, s_task_t *t)
 {
-    if (t->state == S_TASK_RUNNING && t->slot >= 0 && self->slots[t->slot].task == t)
-        s_slot_kill(self, &self->slots[t->slot]);
+    s_slot_t *slot = s_task_slot(self, t);
+    if (slot)
+        s_slot_kill(self, slot, t);
     s_task_free(self, t);
 }
 
@@ -528,7 +734,7 @@ static void s_task_fail(s_worker_t *self, s_task_t *t, int status, int64_t exit_
                              .attempt = t->d->attempt,
                              .status = status,
                              .exit_code = exit_code,
-                             .error = error};
+                             .error = s_bump_strdup(self, error)};
     s_result_add(self, &r);
     s_task_kill(self, t);
 }
@@ -863,10 +1069,11 @@ static bool s_room_may_free(s_worker_t *self)
 
 enum { S_INPUTS_WAIT, S_INPUTS_ROOM, S_INPUTS_FAILED };
 
-//  Looks at the inputs of t not looked at yet: present, inline (stored now), or to be
-//  fetched. t becomes READY, keeps waiting for fetches, waits on the room list (the store
-//  is full, but running tasks will free space: prefetching must not fail what running
-//  the tasks one by one would not), or fails (and is freed).
+//  Looks at the inputs of t not looked at yet: present, inline (they go to the executor in
+//  the e_run, from the dispatch record: no store work), or to be fetched. t becomes READY, keeps
+//  waiting for fetches, waits on the room list (the store is full, but running tasks will free
+//  space: prefetching must not fail what running the tasks one by one would not), or fails (and is
+//  freed).
 static int s_task_start_inputs(s_worker_t *self, s_task_t *t, bool retry)
 {
     const shoal_wire_task_t *task = &t->d->task;
@@ -903,9 +1110,11 @@ static int s_task_start_inputs(s_worker_t *self, s_task_t *t, bool retry)
                      in && in->endpoint && in->endpoint[0] ? "" : " and no other worker has it");
             break;
         }
+        if (has_inline)
+            continue;
         int rc;
-        if (has_inline || in->size == 0) {
-            rc = s_store_put(self, ref, in->size ? (const void *)in->data.data : "", in->size);
+        if (in->size == 0) {
+            rc = s_store_put(self, ref, "", 0);
             if (rc == 0 &&
                 shoal__refmap_put(self->copies, ref, (void *)(uintptr_t)(shoal__now_ms() + 1)))
                 s_oom();
@@ -958,8 +1167,29 @@ static void s_room_retry(s_worker_t *self)
     self->room_changed = false;
 }
 
-static void s_on_dispatch(s_worker_t *self, const shoal_wire_w_dispatch_t *m)
+//  Takes the tasks of a w_dispatch. Returns true when it kept the message (in->msg then
+//  belongs to the tasks that point into it: the caller must not clear it).
+static bool s_on_dispatch(s_worker_t *self, shoal_wire_in_t *in)
 {
+    const shoal_wire_w_dispatch_t *m = &in->msg.u.w_dispatch;
+    //  Expected-short fn tasks point into the message, kept while any of them lives, when
+    //  what they carry is small (S_PIN_MAX); the others get a copy of their own.
+    size_t payload = 0;
+    for (size_t i = 0; i < m->tasks.count && payload <= S_PIN_MAX; i++) {
+        const shoal_wire_dispatch_t *d = &m->tasks.items[i];
+        payload += d->task.arg.size;
+        for (size_t k = 0; k < d->inputs.count; k++)
+            payload += d->inputs.items[k].data.size;
+    }
+    s_held_t *held = NULL;
+    if (payload <= S_PIN_MAX && m->tasks.count) {
+        held = s_alloc0(sizeof *held);
+        held->in = *in;
+        held->refs = 1; //  this loop's own, so failed tasks cannot free it under us
+        m = &held->in.msg.u.w_dispatch;
+    }
+    const char *prev_fn = NULL;
+    uint64_t prev_hash = 0;
     for (size_t i = 0; i < m->tasks.count; i++) {
         const shoal_wire_dispatch_t *d = &m->tasks.items[i];
         s_task_t *old = shoal__refmap_get(self->tasks, d->task.id);
@@ -975,15 +1205,29 @@ static void s_on_dispatch(s_worker_t *self, const shoal_wire_w_dispatch_t *m)
             s_result_fail(self, d->task.id, d->attempt, SHOAL_EFULL, error);
             continue;
         }
-        s_task_t *t = s_alloc0(sizeof *t);
-        t->d = shoal_wire_dup(&shoal_wire_dispatch_desc, d);
-        if (!t->d)
-            s_oom();
+        s_task_t *t = s_task_new(self);
         t->slot = -1;
+        if (d->task.kind == SHOAL_KIND_FN && d->task.fn) {
+            //  A batch usually calls one function: compare rather than hash again.
+            if (!prev_fn || strcmp(prev_fn, d->task.fn) != 0)
+                prev_hash = s_hash(prev_fn = d->task.fn);
+            t->fn_hash = prev_hash;
+        }
+        if (held && s_est_get(self, t->fn_hash) <= S_BATCH_SHORT_US) {
+            t->d = d;
+            t->held = held;
+            held->refs++;
+        } else if (!(t->d = shoal_wire_dup(&shoal_wire_dispatch_desc, d))) {
+            s_oom();
+        }
         if (shoal__refmap_put(self->tasks, d->task.id, t))
             s_oom();
-        s_task_start_inputs(self, t, false);
+        int rc = s_task_start_inputs(self, t, false);
+        if (rc == S_INPUTS_ROOM || (rc == S_INPUTS_WAIT && t->state == S_TASK_FETCHING))
+            s_task_unpin(t);
     }
+    s_held_release(held);
+    return held != NULL;
 }
 
 static void s_on_cancel(s_worker_t *self, const shoal_wire_w_cancel_t *m)
@@ -1036,9 +1280,10 @@ static void s_describe_status(int status, char *buf, size_t size, int64_t *exit_
 
 //  The child between fork and exec of `shoal executor`: only async-signal-safe calls,
 //  since the worker runs libzmq threads. Everything it needs was prepared before fork.
-static void s_exec_child(const char *bin, char *const argv[], char *const envp[], pid_t parent)
-    __attribute__((noreturn));
-static void s_exec_child(const char *bin, char *const argv[], char *const envp[], pid_t parent)
+static void s_exec_child(const char *bin, char *const argv[], char *const envp[], pid_t parent,
+                         int progress_fd) __attribute__((noreturn));
+static void s_exec_child(const char *bin, char *const argv[], char *const envp[], pid_t parent,
+                         int progress_fd)
 {
     //  Its own process group (and session): exec tasks run in it and die with it.
     setsid();
@@ -1063,6 +1308,8 @@ static void s_exec_child(const char *bin, char *const argv[], char *const envp[]
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     close_range(3, ~0u, CLOSE_RANGE_CLOEXEC); //  no worker fd (store, sockets) leaks
+    if (progress_fd >= 0) //  but the progress page ($SHOAL_EXEC_PROGRESS_FD, worker.h)
+        fcntl(progress_fd, F_SETFD, 0);
     execve(bin, argv, envp);
     static const char msg[] = "shoal worker: cannot exec the executor binary\n";
     ssize_t rc = write(STDERR_FILENO, msg, sizeof msg - 1);
@@ -1075,6 +1322,8 @@ static void s_slot_spawn(s_worker_t *self, s_slot_t *slot)
     char *argv[] = {"shoal",          "executor", self->exec_ep, (char *)self->arena_path,
                     slot->index_text, NULL};
     pid_t parent = getpid();
+    if (slot->progress)
+        atomic_store(&slot->progress->pos, 0);
     pid_t pid = fork();
     if (pid < 0) {
         shoal__warn("cannot start an executor for slot %d: fork: %s", slot->index, strerror(errno));
@@ -1083,18 +1332,46 @@ static void s_slot_spawn(s_worker_t *self, s_slot_t *slot)
         return;
     }
     if (pid == 0)
-        s_exec_child(self->exec_bin, argv, slot->envp, parent);
+        s_exec_child(self->exec_bin, argv, slot->envp, parent, slot->progress_fd);
     slot->pid = pid;
     slot->state = S_SLOT_STARTING;
     memset(&slot->peer, 0, sizeof slot->peer);
     shoal__debug("executor for slot %d started (pid %d)", slot->index, (int)pid);
 }
 
-//  Kills the executor's process group (the executor and the task it runs); the SIGCHLD
-//  that follows starts a new one.
-static void s_slot_kill(s_worker_t *self, s_slot_t *slot)
+//  The unfinished tasks of the slot's batch but except go back to the front of the ready
+//  queue, in order, to run on another executor; their output allocations are aborted.
+//  lost: count this against them (the executor died and nobody can be blamed).
+static void s_batch_requeue(s_worker_t *self, s_slot_t *slot, s_task_t *except, bool lost,
+                            const char *how, int64_t exit_code)
 {
-    (void)self;
+    for (size_t i = slot->n_batch; i-- > 0;) { //  backwards: each goes to the front
+        s_task_t *t = slot->batch[i];
+        if (!t || t == except)
+            continue;
+        slot->batch[i] = NULL;
+        slot->n_left--;
+        self->n_running--;
+        for (size_t k = 0; k < t->n_allocs; k++)
+            shoal_store_abort(self->store, t->allocs[k]);
+        t->n_allocs = 0;
+        t->slot = -1;
+        if (lost && ++t->exec_lost > S_EXEC_LOST_MAX) {
+            t->state = S_TASK_READY; //  on no list: failing it just frees it
+            s_task_fail(self, t, SHOAL_ETASK, exit_code,
+                        "executor died %d times while this task waited in its batch: %s",
+                        t->exec_lost, how);
+            continue;
+        }
+        s_ready_push(self, t, true);
+    }
+    slot->n_batch = slot->n_left = 0;
+}
+
+//  Kills the executor's process group (the executor and the task it runs); the SIGCHLD
+//  that follows starts a new one. The rest of its batch but except is requeued.
+static void s_slot_kill(s_worker_t *self, s_slot_t *slot, s_task_t *except)
+{
     if (slot->pid > 0) {
         kill(-slot->pid, SIGKILL);
         kill(slot->pid, SIGKILL); //  in case it had not called setsid yet
@@ -1102,8 +1379,30 @@ static void s_slot_kill(s_worker_t *self, s_slot_t *slot)
     } else {
         slot->state = S_SLOT_DOWN;
     }
-    slot->task = NULL;
+    s_batch_requeue(self, slot, except, false, NULL, 0);
     memset(&slot->peer, 0, sizeof slot->peer);
+}
+
+//  The task the slot's executor runs now, per its progress page (or, without one, the
+//  task of its batch of one), and since when; NULL when it is between tasks.
+static s_task_t *s_slot_running(s_slot_t *slot, int64_t *start_us)
+{
+    if (slot->state != S_SLOT_BUSY || !slot->n_left)
+        return NULL;
+    shoal_exec_progress_t *pg = slot->progress;
+    if (!pg) {
+        *start_us = slot->sent_us;
+        return slot->batch[0];
+    }
+    uint64_t pos = atomic_load_explicit(&pg->pos, memory_order_acquire);
+    int64_t start = atomic_load_explicit(&pg->start_us, memory_order_acquire);
+    if (atomic_load_explicit(&pg->pos, memory_order_relaxed) != pos ||
+        !SHOAL_EXEC_POS_RUNNING(pos) ||
+        SHOAL_EXEC_POS_SEQ(pos) != (slot->seq & ((1ull << 48) - 1)) ||
+        SHOAL_EXEC_POS_INDEX(pos) >= slot->n_batch)
+        return NULL;
+    *start_us = start;
+    return slot->batch[SHOAL_EXEC_POS_INDEX(pos)];
 }
 
 static s_slot_t *s_slot_by_pid(s_worker_t *self, pid_t pid)
@@ -1147,13 +1446,21 @@ static void s_reap(s_worker_t *self)
         char how[96];
         int64_t exit_code;
         s_describe_status(status, how, sizeof how, &exit_code);
-        s_task_t *t = slot->task;
-        slot->task = NULL;
+        //  The task it was running fails; the rest of its batch runs again elsewhere, with
+        //  those whose results died with it (worker.h: progress page).
+        int64_t since;
+        s_task_t *t = s_slot_running(slot, &since);
+        bool busy = slot->state == S_SLOT_BUSY && slot->n_left;
+        if (busy)
+            s_batch_requeue(self, slot, t, !t, how, exit_code);
         if (t) {
             char text[SHOAL_REF_TEXT_SIZE];
             shoal__warn("executor for slot %d (pid %d) %s while running task %s", slot->index,
                         (int)pid, how, s_ref_text(t->d->task.id, text));
             s_task_fail(self, t, SHOAL_ETASK, exit_code, "executor died: %s", how);
+        } else if (busy) {
+            shoal__warn("executor for slot %d (pid %d) %s between tasks; its batch runs again",
+                        slot->index, (int)pid, how);
         } else if (slot->state == S_SLOT_STARTING) {
             slot->fails++;
             if (slot->fails <= 3 || slot->fails % 100 == 0)
@@ -1173,63 +1480,147 @@ static void s_reap(s_worker_t *self)
     }
 }
 
-//  The queue is FIFO: hand the oldest runnable task to each idle executor.
-static void s_schedule(s_worker_t *self)
+//  Sends slot's executor one e_run: runnable tasks from the head of the queue, at most
+//  share of them, batched as worker.h says. A task whose input vanished fails on the way.
+static void s_batch_send(s_worker_t *self, s_slot_t *slot, size_t share)
 {
     char text[SHOAL_REF_TEXT_SIZE];
-    for (int k = 0; k < self->n_slots && self->ready.head; k++) {
+    //  Without a progress page a crash could not be blamed on the right task: one at a time.
+    size_t max = slot->progress ? SHOAL__MIN(share, (size_t)SHOAL_EXEC_BATCH_MAX) : 1;
+    if (max > slot->cap_batch) {
+        slot->batch = realloc(slot->batch, max * sizeof *slot->batch);
+        if (!slot->batch)
+            s_oom();
+        slot->cap_batch = max;
+    }
+    if (max > self->cap_etasks) {
+        self->etasks = realloc(self->etasks, max * sizeof *self->etasks);
+        if (!self->etasks)
+            s_oom();
+        self->cap_etasks = max;
+    }
+    size_t n = 0, n_ins = 0;
+    uint64_t budget = 0;
+    while (n < max && self->ready.head) {
+        s_task_t *t = self->ready.head;
+        const shoal_wire_task_t *task = &t->d->task;
+        uint64_t est =
+            task->kind == SHOAL_KIND_FN ? s_est_get(self, t->fn_hash) : (uint64_t)UINT64_MAX;
+        bool alone = est > S_BATCH_SHORT_US;
+        if (n && (alone || budget + est > S_BATCH_BUDGET_US))
+            break;
+        s_list_unlink(t);
+        if (n_ins + task->inputs.count > self->cap_eins) {
+            size_t cap = SHOAL__MAX(2 * self->cap_eins, n_ins + task->inputs.count);
+            self->eins = realloc(self->eins, cap * sizeof *self->eins);
+            if (!self->eins)
+                s_oom();
+            self->cap_eins = cap;
+        }
+        size_t lost = SIZE_MAX;
+        for (size_t i = 0; i < task->inputs.count && lost == SIZE_MAX; i++) {
+            shoal_store_obj_t obj;
+            const shoal_wire_input_t *in;
+            if (shoal_store_lookup(self->store, task->inputs.items[i], &obj) == 0 &&
+                obj.state == SHOAL_OBJ_SEALED)
+                self->eins[n_ins + i] = (shoal_wire_e_input_t){obj.offset, obj.size, {NULL, 0}};
+            else if ((in = s_input_record(t->d, i)) && (in->flags & SHOAL_OUT_INLINE) &&
+                     in->data.size == in->size)
+                self->eins[n_ins + i] =
+                    (shoal_wire_e_input_t){SHOAL_EXEC_INLINE, in->size, in->data};
+            else
+                lost = i;
+        }
+        if (lost != SIZE_MAX) {
+            s_task_fail(self, t, SHOAL_ELOST, 0, "input %s vanished from the store of worker %s",
+                        s_ref_text(task->inputs.items[lost], text), self->name);
+            continue;
+        }
+        if (alone)
+            s_task_unpin(t); //  it may run a long while
+        //  inputs.items is set below: eins may still move.
+        self->etasks[n] = (shoal_wire_e_task_t){
+            .task = t->d->task, .attempt = t->d->attempt, .inputs = {NULL, task->inputs.count}};
+        slot->batch[n++] = t;
+        n_ins += task->inputs.count;
+        budget += alone ? 0 : est;
+        if (alone)
+            break;
+    }
+    if (!n)
+        return;
+    for (size_t i = 0, at = 0; i < n; i++) {
+        self->etasks[i].inputs.items = self->eins + at;
+        at += self->etasks[i].inputs.count;
+    }
+    shoal_wire_e_run_t msg = {.tasks = {self->etasks, n}, .seq = ++self->batch_seq};
+    int rc = shoal_wire_send(self->exec, &slot->peer, SHOAL_MSG_e_run, &msg, NULL, 0);
+    if (rc) {
+        for (size_t i = n; i-- > 0;)
+            s_ready_push(self, slot->batch[i], true);
+        if (rc != SHOAL_EAGAIN) {
+            shoal__warn("executor for slot %d is unreachable (%s); restarting it", slot->index,
+                        shoal_strerror(rc));
+            s_slot_kill(self, slot, NULL);
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        s_task_t *t = slot->batch[i];
+        t->state = S_TASK_RUNNING;
+        t->slot = slot->index;
+        t->batch_index = i;
+    }
+    self->n_running += n;
+    slot->n_batch = slot->n_left = n;
+    slot->hint = 0;
+    slot->seq = self->batch_seq;
+    slot->sent_us = shoal__now_us();
+    slot->state = S_SLOT_BUSY;
+    shoal__debug("e_run %llu: %zu tasks to slot %d", (unsigned long long)slot->seq, n, slot->index);
+}
+
+//  The queue is FIFO: its head goes to the idle executors, divided evenly among them.
+static void s_schedule(s_worker_t *self)
+{
+    int idle = 0;
+    for (int k = 0; k < self->n_slots; k++)
+        idle += self->slots[k].state == S_SLOT_IDLE;
+    for (int k = 0; k < self->n_slots && self->ready.head && idle; k++) {
         s_slot_t *slot = &self->slots[k];
-        while (slot->state == S_SLOT_IDLE && self->ready.head) {
-            s_task_t *t = self->ready.head;
-            s_list_unlink(t);
-            const shoal_wire_task_t *task = &t->d->task;
-            shoal_wire_e_input_t *ins = s_alloc0(task->inputs.count * sizeof *ins);
-            size_t lost = SIZE_MAX;
-            for (size_t i = 0; i < task->inputs.count && lost == SIZE_MAX; i++) {
-                shoal_store_obj_t obj;
-                if (shoal_store_lookup(self->store, task->inputs.items[i], &obj) != 0 ||
-                    obj.state != SHOAL_OBJ_SEALED)
-                    lost = i;
-                else
-                    ins[i] = (shoal_wire_e_input_t){obj.offset, obj.size};
-            }
-            if (lost != SIZE_MAX) {
-                free(ins);
-                s_task_fail(self, t, SHOAL_ELOST, 0,
-                            "input %s vanished from the store of worker %s",
-                            s_ref_text(task->inputs.items[lost], text), self->name);
-                continue;
-            }
-            shoal_wire_e_task_t et = {
-                .task = *task, .attempt = t->d->attempt, .inputs = {ins, task->inputs.count}};
-            shoal_wire_e_run_t msg = {.tasks = {&et, 1}};
-            int rc = shoal_wire_send(self->exec, &slot->peer, SHOAL_MSG_e_run, &msg, NULL, 0);
-            free(ins);
-            if (rc) {
-                s_ready_push(self, t, true);
-                if (rc != SHOAL_EAGAIN) {
-                    shoal__warn("executor for slot %d is unreachable (%s); restarting it",
-                                slot->index, shoal_strerror(rc));
-                    s_slot_kill(self, slot);
-                }
-                break;
-            }
-            t->state = S_TASK_RUNNING;
-            t->slot = k;
-            slot->task = t;
-            slot->state = S_SLOT_BUSY;
-            self->n_running++;
+        if (slot->state != S_SLOT_IDLE)
+            continue;
+        s_batch_send(self, slot, (self->ready.n + (size_t)idle - 1) / (size_t)idle);
+        idle--;
+        if (slot->state == S_SLOT_IDLE)
+            break; //  its pipe is full: the others' likely too; next turn
+    }
+}
+
+//  The unfinished task of slot's batch with this id and attempt, or NULL. Results come in
+//  order, so the first unfinished one is nearly always it.
+static s_task_t *s_batch_find(s_slot_t *slot, shoal_ref_t id, uint64_t attempt)
+{
+    if (slot->state != S_SLOT_BUSY)
+        return NULL;
+    for (size_t k = 0, n = slot->n_batch; k < n; k++) {
+        size_t i = (slot->hint + k) % n;
+        s_task_t *t = slot->batch[i];
+        if (t && shoal_ref_equal(t->d->task.id, id) && t->d->attempt == attempt) {
+            slot->hint = i;
+            return t;
         }
     }
+    return NULL;
 }
 
 static void s_on_e_alloc(s_worker_t *self, s_slot_t *slot, const shoal_wire_e_alloc_t *m)
 {
-    s_task_t *t = slot->task;
+    s_task_t *t = s_batch_find(slot, m->id, m->attempt);
     shoal_wire_e_alloc_ok_t reply = {0};
     char error[512], sz[32], st[128];
     uint64_t *offsets = NULL;
-    if (!t || !shoal_ref_equal(m->id, t->d->task.id) || m->attempt != t->d->attempt) {
+    if (!t) {
         reply.code = SHOAL_ESTATE;
         reply.error = "e_alloc for a task this executor is not running";
         goto send;
@@ -1318,15 +1709,18 @@ static int s_store_entry(s_worker_t *self, s_task_t *t, shoal_ref_t ref,
     return SHOAL_EPROTO;
 }
 
+//  One result from slot's executor. r points into a message kept until the flush: the
+//  result for the broker points into it too (inline outputs, the log tail).
 static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_result_t *r)
 {
     char error[1024], text[SHOAL_REF_TEXT_SIZE], sz[32], st[128];
-    s_task_t *t = slot->task;
-    if (!t || !shoal_ref_equal(r->id, t->d->task.id) || r->attempt != t->d->attempt) {
+    s_task_t *t = s_batch_find(slot, r->id, r->attempt);
+    if (!t) {
         shoal__warn("executor of slot %d reported a task it was not running (%s)", slot->index,
                     s_ref_text(r->id, text));
         return;
     }
+    s_est_note(self, t->fn_hash, r->runtime_us);
     shoal_ref_t id = t->d->task.id;
     size_t n_out = s_n_outputs(t);
     //  Codes are small negatives (shoal.h); anything else from an executor is a failure.
@@ -1335,7 +1729,7 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
                                                       : SHOAL_ETASK;
     const char *reason = r->error && r->error[0] ? r->error : NULL;
     size_t count = r->outputs.count;
-    size_t stored = 0; //  outputs 0..stored-1 are in the store
+    size_t stored = 0; //  outputs 0..stored-1 may be in the store
     bool log_kept = false;
     //  A failed command may add, last, the tail of its stdout (SHOAL_OUT_STDOUT): it is
     //  not stored here, only forwarded to the broker, which keeps it inline.
@@ -1351,6 +1745,15 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
         reason = error;
         count = 0;
     }
+    //  Outputs that travel inline go to the broker, which keeps their bytes: the store
+    //  does not keep them too (worker.h). The result's inline bytes stay within a budget;
+    //  past it (only a worker with a larger budget than its executors'), they are stored.
+    shoal_wire_output_t *outs = NULL;
+    if (status == 0) {
+        outs = s_bump_alloc(self, n_out * sizeof *outs);
+        memset(outs, 0, n_out * sizeof *outs);
+    }
+    uint64_t budget = S_RESULT_INLINE_BUDGET;
     int first_status = status;
     for (size_t i = 0; i < count; i++) {
         bool is_log = first_status == 0 ? i == n_out : true;
@@ -1358,8 +1761,23 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
             continue; //  a failed task keeps no outputs; s_task_free aborts their space
         shoal_ref_t ref = shoal_ref_output(id, is_log ? SHOAL_REF_LOG_INDEX : (uint16_t)i);
         const shoal_wire_output_t *o = &r->outputs.items[i];
-        if (is_log && o->size == 0 && (o->flags & SHOAL_OUT_INLINE))
-            continue; //  the broker keeps an empty log inline: no index entry for it
+        bool in_line = (o->flags & SHOAL_OUT_INLINE) && o->data.size == o->size;
+        if (is_log && in_line && o->size <= r->log_tail.size)
+            continue; //  the broker gets all of it as the log tail
+        if (!is_log && in_line && o->size <= SHOAL_INLINE_MAX && o->size <= budget) {
+            outs[i] =
+                (shoal_wire_output_t){.size = o->size, .flags = SHOAL_OUT_INLINE, .data = o->data};
+            budget -= o->size;
+            int rc = s_clear_for_output(self, ref); //  left by an earlier attempt
+            if (rc == 0)
+                continue;
+            s_store_text(self, st, sizeof st);
+            snprintf(error, sizeof error, "cannot keep output %zu (%s): %s; %s", i,
+                     s_size_text(o->size, sz, sizeof sz), "an object of that name is in use", st);
+            status = rc;
+            reason = error;
+            continue;
+        }
         int rc = s_store_entry(self, t, ref, o);
         if (rc == 0) {
             if (is_log)
@@ -1387,48 +1805,53 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
 
     //  The result for the broker: sizes, and the bytes of small outputs so the broker can
     //  answer small gets itself, even after this worker is gone.
-    shoal_wire_output_t *outs = NULL;
     size_t n = 0;
     if (status == 0) {
-        outs = s_alloc0(n_out * sizeof *outs);
-        uint64_t budget = S_RESULT_INLINE_BUDGET;
         for (size_t i = 0; i < n_out; i++) {
+            if (outs[i].flags & SHOAL_OUT_INLINE)
+                continue;
             shoal_store_obj_t obj;
+            outs[i] = (shoal_wire_output_t){0};
             if (shoal_store_lookup(self->store, shoal_ref_output(id, (uint16_t)i), &obj) != 0)
                 continue; //  cannot happen: stored above
             outs[i].size = obj.size;
             if (obj.size <= SHOAL_INLINE_MAX && obj.size <= budget) {
+                //  A copy: the store's bytes could go before the flush (a w_drop).
                 outs[i].flags = SHOAL_OUT_INLINE;
-                outs[i].data = (shoal_wire_bin_t){obj.data, obj.size};
+                outs[i].data = (shoal_wire_bin_t){
+                    memcpy(s_bump_alloc(self, obj.size), obj.data, obj.size), obj.size};
                 budget -= obj.size;
             }
         }
         n = n_out;
     } else if (stdout_tail) {
-        outs = s_alloc0(sizeof *outs);
+        outs = s_bump_alloc(self, sizeof *outs);
         outs[0] = *stdout_tail;
         n = 1;
     }
-    shoal_wire_result_t res = {.id = id,
-                               .attempt = t->d->attempt,
-                               .status = status,
-                               .exit_code = r->exit_code,
-                               .error = status ? (char *)(reason ? reason : shoal_strerror(status))
-                                               : NULL,
-                               .outputs = {outs, n},
-                               //  A log that could not be kept: its tail stands in for it
-                               //  (the broker keeps a log whose tail is all of it inline).
-                               .log_size = log_kept ? r->log_size : r->log_tail.size,
-                               .log_tail = r->log_tail,
-                               .runtime_us = r->runtime_us};
+    bool log_whole = log_kept || r->log_size <= r->log_tail.size;
+    shoal_wire_result_t res = {
+        .id = id,
+        .attempt = t->d->attempt,
+        .status = status,
+        .exit_code = r->exit_code,
+        .error = status ? s_bump_strdup(self, reason ? reason : shoal_strerror(status)) : NULL,
+        .outputs = {outs, n},
+        //  A log that could not be kept: its tail stands in for it (the broker keeps a
+        //  log whose tail is all of it inline).
+        .log_size = log_whole ? r->log_size : r->log_tail.size,
+        .log_tail = r->log_tail,
+        .runtime_us = r->runtime_us};
     s_result_add(self, &res);
-    free(outs);
-    slot->task = NULL;
-    slot->state = S_SLOT_IDLE;
     s_task_free(self, t); //  aborts allocations the result did not name
+    if (!slot->n_left) {
+        slot->n_batch = 0;
+        slot->state = S_SLOT_IDLE;
+    }
 }
 
-static void s_on_exec_msg(s_worker_t *self, shoal_wire_in_t *in)
+//  Returns true when it kept the message (results point into it until the flush).
+static bool s_on_exec_msg(s_worker_t *self, shoal_wire_in_t *in)
 {
     shoal_msg_t *m = &in->msg;
     if (m->type == SHOAL_MSG_e_hello) {
@@ -1437,35 +1860,42 @@ static void s_on_exec_msg(s_worker_t *self, shoal_wire_in_t *in)
         if (!slot || slot->state != S_SLOT_STARTING || (uint64_t)slot->pid != m->u.e_hello.pid) {
             shoal__debug("ignoring e_hello from pid %llu for slot %llu",
                          (unsigned long long)m->u.e_hello.pid, (unsigned long long)k);
-            return;
+            return false;
         }
         slot->peer = in->peer;
         slot->state = S_SLOT_IDLE;
         slot->fails = 0;
-        return;
+        return false;
     }
     s_slot_t *slot = s_slot_by_peer(self, &in->peer);
     if (!slot)
-        return; //  the last words of an executor we killed
-    s_task_t *t = slot->task;
+        return false; //  the last words of an executor we killed
     switch (m->type) {
-    case SHOAL_MSG_e_started:
-        if (t && shoal_ref_equal(m->u.e_started.id, t->d->task.id) &&
-            m->u.e_started.attempt == t->d->attempt) {
+    case SHOAL_MSG_e_started: { //  from an executor without a progress page
+        s_task_t *t = s_batch_find(slot, m->u.e_started.id, m->u.e_started.attempt);
+        if (t && !t->started_sent) {
             shoal_wire_attempt_ref_t a = {t->d->task.id, t->d->attempt};
             S_PUSH(self->started, self->n_started, self->cap_started, a);
+            t->started_sent = true;
         }
-        break;
+        return false;
+    }
     case SHOAL_MSG_e_alloc:
         s_on_e_alloc(self, slot, &m->u.e_alloc);
-        break;
+        return false;
     case SHOAL_MSG_e_done:
         s_on_e_done(self, slot, &m->u.e_done.result);
         break;
+    case SHOAL_MSG_e_done_batch:
+        for (size_t i = 0; i < m->u.e_done_batch.results.count; i++)
+            s_on_e_done(self, slot, &m->u.e_done_batch.results.items[i]);
+        break;
     default:
         s_malformed(self, "executor", SHOAL_EPROTO);
-        break;
+        return false;
     }
+    S_PUSH(self->kept, self->n_kept, self->cap_kept, *in);
+    return true;
 }
 
 /*  ---------------------------------------------------------------------- data server */
@@ -1546,18 +1976,19 @@ static void s_stash_retry(s_worker_t *self)
     self->n_stash = kept;
 }
 
-static void s_on_data_msg(s_worker_t *self, shoal_wire_in_t *in)
+static bool s_on_data_msg(s_worker_t *self, shoal_wire_in_t *in)
 {
     if (in->msg.type != SHOAL_MSG_fetch) {
         s_malformed(self, "data", SHOAL_EPROTO);
         shoal_wire_send_error(self->data, &in->peer, SHOAL_EPROTO,
                               "unexpected '%s' on the data socket of worker %s (send fetch)",
                               shoal_msg_name(in->msg.type), self->name);
-        return;
+        return false;
     }
     const shoal_wire_fetch_t *req = &in->msg.u.fetch;
     if (s_stash_has(self, &in->peer) || s_serve_fetch(self, &in->peer, req) == SHOAL_EAGAIN)
         s_stash_push(self, &in->peer, req);
+    return false;
 }
 
 /*  ---------------------------------------------------------------------- broker link */
@@ -1662,9 +2093,7 @@ static void s_on_welcome(s_worker_t *self, const shoal_wire_w_welcome_t *w)
 
 static void s_done_free(s_done_t *d)
 {
-    for (size_t i = 0; i < d->count; i++)
-        free(d->results[i]);
-    free(d->results);
+    free(d->data);
     free(d);
 }
 
@@ -1680,7 +2109,7 @@ static void s_on_done_ack(s_worker_t *self, uint64_t seq)
         }
 }
 
-static void s_on_broker_msg(s_worker_t *self, shoal_wire_in_t *in)
+static bool s_on_broker_msg(s_worker_t *self, shoal_wire_in_t *in)
 {
     self->last_heard_us = shoal__now_us();
     shoal_msg_t *m = &in->msg;
@@ -1689,8 +2118,7 @@ static void s_on_broker_msg(s_worker_t *self, shoal_wire_in_t *in)
         s_on_welcome(self, &m->u.w_welcome);
         break;
     case SHOAL_MSG_w_dispatch:
-        s_on_dispatch(self, &m->u.w_dispatch);
-        break;
+        return s_on_dispatch(self, in);
     case SHOAL_MSG_w_done_ack:
         s_on_done_ack(self, m->u.w_done_ack.seq);
         break;
@@ -1717,6 +2145,7 @@ static void s_on_broker_msg(s_worker_t *self, shoal_wire_in_t *in)
         s_malformed(self, "broker", SHOAL_EPROTO);
         break;
     }
+    return false;
 }
 
 /*  ---------------------------------------------------------------------------- flush */
@@ -1732,16 +2161,38 @@ static size_t s_result_bytes(const shoal_wire_result_t *r)
 
 static int s_done_send(s_worker_t *self, s_done_t *d)
 {
-    shoal_wire_result_t *items = s_alloc0(d->count * sizeof *items);
-    for (size_t i = 0; i < d->count; i++)
-        items[i] = *d->results[i];
-    shoal_wire_w_done_t msg = {
-        .seq = d->seq, .results = {items, d->count}, .store_bytes = shoal_store_used(self->store)};
-    int rc = s_broker_send(self, SHOAL_MSG_w_done, &msg);
-    free(items);
-    if (rc == 0)
-        d->sent_us = shoal__now_us();
-    return rc;
+    //  Copied into the frame: the bytes stay here until acknowledged, for resends.
+    if (zmq_send(self->broker, d->data, d->size, ZMQ_DONTWAIT) < 0)
+        return errno == EAGAIN ? SHOAL_EAGAIN : SHOAL_EIO;
+    d->sent_us = self->last_sent_us = shoal__now_us();
+    return 0;
+}
+
+//  Encodes results[0..n) as one w_done, kept until acknowledged.
+static void s_done_make(s_worker_t *self, const shoal_wire_result_t *results, size_t n)
+{
+    s_done_t *d = s_alloc0(sizeof *d);
+    d->seq = ++self->done_seq;
+    d->count = n;
+    shoal_wire_w_done_t msg = {.seq = d->seq,
+                               .results = {(shoal_wire_result_t *)results, n},
+                               .store_bytes = shoal_store_used(self->store)};
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    if (shoal_proto_encode(SHOAL_MSG_w_done, &msg, &buf) != 0)
+        s_oom(); //  the only failure of encoding a known type
+    d->size = buf.size;
+    d->data = (uint8_t *)msgpack_sbuffer_release(&buf);
+    S_PUSH(self->done, self->n_done, self->cap_done, d);
+}
+
+//  Whether t, running on slot since start_us, should be reported started now; else when.
+static bool s_started_due(const s_task_t *t, int64_t start_us, int64_t now, int64_t *when)
+{
+    if (!t || t->started_sent)
+        return false;
+    *when = start_us + (int64_t)S_STARTED_DELAY_MS * 1000;
+    return now >= *when;
 }
 
 //  The end of a turn: one index commit, then what the turn produced goes to the broker.
@@ -1754,20 +2205,15 @@ static void s_flush(s_worker_t *self)
             shoal__warn("cannot commit the store index: %s (retrying next turn)",
                         shoal_strerror(rc));
         for (size_t i = 0; i < self->n_results;) {
-            s_done_t *d = s_alloc0(sizeof *d);
-            d->seq = ++self->done_seq;
             size_t start = i, bytes = 0;
             while (i < self->n_results) {
-                size_t b = s_result_bytes(self->results[i]);
+                size_t b = s_result_bytes(&self->results[i]);
                 if (i > start && bytes + b > S_DONE_BUDGET)
                     break;
                 bytes += b;
                 i++;
             }
-            d->count = i - start;
-            d->results = s_alloc0(d->count * sizeof *d->results);
-            memcpy(d->results, self->results + start, d->count * sizeof *d->results);
-            S_PUSH(self->done, self->n_done, self->cap_done, d);
+            s_done_make(self, self->results + start, i - start);
         }
         self->n_results = 0;
         while (self->n_done > S_DONE_PENDING_MAX) {
@@ -1779,6 +2225,21 @@ static void s_flush(s_worker_t *self)
             self->n_done--;
         }
     }
+    //  What the results pointed to is encoded now.
+    for (size_t i = 0; i < self->n_kept; i++)
+        shoal_wire_in_clear(&self->kept[i]);
+    self->n_kept = 0;
+    s_bump_reset(self, false);
+    //  Tasks running long enough to be reported started (worker.h: progress page).
+    int64_t now = shoal__now_us(), when, start;
+    for (int k = 0; k < self->n_slots; k++) {
+        s_task_t *t = s_slot_running(&self->slots[k], &start);
+        if (s_started_due(t, start, now, &when)) {
+            shoal_wire_attempt_ref_t a = {t->d->task.id, t->d->attempt};
+            S_PUSH(self->started, self->n_started, self->cap_started, a);
+            t->started_sent = true;
+        }
+    }
     if (!self->welcomed)
         return;
     if (self->n_started) {
@@ -1788,7 +2249,6 @@ static void s_flush(s_worker_t *self)
             self->n_started > 4 * self->capacity)
             self->n_started = 0;
     }
-    int64_t now = shoal__now_us();
     for (size_t i = 0; i < self->n_done; i++) {
         s_done_t *d = self->done[i];
         if (d->sent_us && now - d->sent_us < (int64_t)S_DONE_RESEND_MS * 1000)
@@ -1829,6 +2289,15 @@ static long s_poll_timeout(s_worker_t *self)
         s_deadline(&next, self->last_heard_us + S_DEAD_AFTER * hb_us + 1000);
         if (self->n_started)
             s_deadline(&next, retry);
+        for (int i = 0; i < self->n_slots; i++) {
+            s_slot_t *slot = &self->slots[i];
+            int64_t start;
+            s_task_t *t = s_slot_running(slot, &start);
+            if (t && !t->started_sent) //  to report it started, if it still runs then
+                s_deadline(&next, start + S_STARTED_DELAY_MS * 1000);
+            else if (!t && slot->state == S_SLOT_BUSY && slot->n_left)
+                s_deadline(&next, now + S_STARTED_DELAY_MS * 1000); //  between tasks: look again
+        }
         for (size_t i = 0; i < self->n_done; i++)
             s_deadline(&next, self->done[i]->sent_us
                                   ? self->done[i]->sent_us + S_DONE_RESEND_MS * 1000
@@ -1893,9 +2362,10 @@ static void s_on_signals(s_worker_t *self)
     s_reap(self);
 }
 
-//  Reads up to S_DRAIN_MAX messages from sock, handing each to fn.
+//  Reads up to S_DRAIN_MAX messages from sock, handing each to fn, which returns true when
+//  it kept the message (else it is cleared here).
 static void s_drain(s_worker_t *self, void *sock, bool router, const char *what,
-                    void (*fn)(s_worker_t *, shoal_wire_in_t *))
+                    bool (*fn)(s_worker_t *, shoal_wire_in_t *))
 {
     for (int i = 0; i < S_DRAIN_MAX && !self->stopping; i++) {
         shoal_wire_in_t in;
@@ -1912,8 +2382,8 @@ static void s_drain(s_worker_t *self, void *sock, bool router, const char *what,
                                       SHOAL_PROTO_VERSION);
             continue;
         }
-        fn(self, &in);
-        shoal_wire_in_clear(&in);
+        if (!fn(self, &in))
+            shoal_wire_in_clear(&in);
     }
 }
 
@@ -2136,20 +2606,43 @@ static int s_make_run_dir(s_worker_t *self)
     return SHOAL_EIO;
 }
 
-static char **s_make_envp(const char *scratch)
+static char **s_make_envp(const char *scratch, int progress_fd)
 {
     size_t n = 0;
     for (char **e = environ; *e; e++)
         n++;
-    char **envp = s_alloc0((n + 2) * sizeof *envp);
+    char **envp = s_alloc0((n + 3) * sizeof *envp);
     size_t k = 0;
-    size_t skip = strlen(SHOAL_EXEC_SCRATCH_ENV "=");
+    size_t skip = strlen(SHOAL_EXEC_SCRATCH_ENV "="), pskip = strlen(SHOAL_EXEC_PROGRESS_ENV "=");
     for (char **e = environ; *e; e++)
-        if (strncmp(*e, SHOAL_EXEC_SCRATCH_ENV "=", skip) != 0)
+        if (strncmp(*e, SHOAL_EXEC_SCRATCH_ENV "=", skip) != 0 &&
+            strncmp(*e, SHOAL_EXEC_PROGRESS_ENV "=", pskip) != 0)
             envp[k++] = s_strdup(*e);
-    if (asprintf(&envp[k], "%s=%s", SHOAL_EXEC_SCRATCH_ENV, scratch) < 0)
+    if (asprintf(&envp[k++], "%s=%s", SHOAL_EXEC_SCRATCH_ENV, scratch) < 0)
+        s_oom();
+    if (progress_fd >= 0 && asprintf(&envp[k], "%s=%d", SHOAL_EXEC_PROGRESS_ENV, progress_fd) < 0)
         s_oom();
     return envp;
+}
+
+//  The progress page an executor of slot shares with the worker (worker.h): a memfd the
+//  executor inherits. Without one (a warning), the slot runs one task per e_run.
+static void s_progress_open(s_slot_t *slot)
+{
+    slot->progress_fd = memfd_create("shoal-exec-progress", MFD_CLOEXEC);
+    void *page = MAP_FAILED;
+    if (slot->progress_fd >= 0 && ftruncate(slot->progress_fd, sizeof *slot->progress) == 0)
+        page = mmap(NULL, sizeof *slot->progress, PROT_READ | PROT_WRITE, MAP_SHARED,
+                    slot->progress_fd, 0);
+    if (page == MAP_FAILED) {
+        shoal__warn("slot %d: no progress page for its executor (%s): one task at a time",
+                    slot->index, strerror(errno));
+        if (slot->progress_fd >= 0)
+            close(slot->progress_fd);
+        slot->progress_fd = -1;
+        return;
+    }
+    slot->progress = page;
 }
 
 static void *s_socket(s_worker_t *self, int type, bool mandatory)
@@ -2186,7 +2679,9 @@ static int s_setup(s_worker_t *self, const shoal_worker_config_t *cfg)
         shoal__error("%d slots is too many (at most 4096)", self->n_slots);
         return SHOAL_EINVAL;
     }
-    int prefetch = cfg->prefetch > 0 ? cfg->prefetch : cfg->prefetch < 0 ? 0 : 2 * self->n_slots;
+    int prefetch = cfg->prefetch > 0   ? cfg->prefetch
+                   : cfg->prefetch < 0 ? 0
+                                       : SHOAL__MAX(2 * self->n_slots, S_PREFETCH_MIN);
     self->capacity = (uint64_t)self->n_slots + (uint64_t)prefetch;
     self->shm_size = cfg->shm_size ? cfg->shm_size : 256ull << 20;
     self->fixed_heartbeat_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms : 0;
@@ -2298,7 +2793,8 @@ static int s_setup(s_worker_t *self, const shoal_worker_config_t *cfg)
         slot->index = i;
         snprintf(slot->index_text, sizeof slot->index_text, "%d", i);
         snprintf(slot->scratch, sizeof slot->scratch, "%s/slot-%d", self->scratch_dir, i);
-        slot->envp = s_make_envp(slot->scratch);
+        s_progress_open(slot);
+        slot->envp = s_make_envp(slot->scratch, slot->progress_fd);
     }
     char size_text[32];
     shoal__info("worker %s: %d slots, data %s, store %s (arena %s, %s)", self->name, self->n_slots,
@@ -2355,7 +2851,7 @@ static void s_teardown(s_worker_t *self)
         }
         for (int i = 0; i < self->n_slots; i++) {
             self->slots[i].pid = 0;
-            self->slots[i].task = NULL;
+            self->slots[i].n_batch = self->slots[i].n_left = 0; //  its tasks just go, below
         }
     }
     //  Tasks: nothing more will be reported (the broker requeues them when it notices we
@@ -2380,9 +2876,18 @@ static void s_teardown(s_worker_t *self)
         free(p);
     }
     free(self->peers);
-    for (size_t i = 0; i < self->n_results; i++)
-        free(self->results[i]);
     free(self->results);
+    for (size_t i = 0; i < self->n_kept; i++)
+        shoal_wire_in_clear(&self->kept[i]);
+    free(self->kept);
+    s_bump_reset(self, true);
+    while (self->free_tasks) {
+        s_task_t *t = self->free_tasks;
+        self->free_tasks = t->next;
+        free(t);
+    }
+    free(self->etasks);
+    free(self->eins);
     for (size_t i = 0; i < self->n_done; i++)
         s_done_free(self->done[i]);
     free(self->done);
@@ -2416,6 +2921,11 @@ static void s_teardown(s_worker_t *self)
             for (size_t k = 0; envp && envp[k]; k++)
                 free(envp[k]);
             free(envp);
+            free(self->slots[i].batch);
+            if (self->slots[i].progress)
+                munmap(self->slots[i].progress, sizeof *self->slots[i].progress);
+            if (self->slots[i].progress_fd >= 0)
+                close(self->slots[i].progress_fd);
         }
         free(self->slots);
     }
