@@ -67,10 +67,10 @@ const char *h_bin(void)
     return bin;
 }
 
-static void s_sleep_ms(int ms)
+static void s_poll_pause_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) //  between polls of a deadline loop
         ;
 }
 
@@ -251,7 +251,7 @@ bool h_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms)
             return true;
         if (h_now_ms() >= deadline)
             return false;
-        s_sleep_ms(H_POLL_MS);
+        s_poll_pause_ms(H_POLL_MS);
     }
 }
 
@@ -349,7 +349,7 @@ static int s_wait_child(pid_t pid, int64_t deadline)
             return -1; //  not our child (already reaped)
         if (h_now_ms() >= deadline)
             return -2;
-        s_sleep_ms(2);
+        s_poll_pause_ms(2);
     }
 }
 
@@ -480,7 +480,7 @@ static h_result_t *s_capture(const h_cluster_t *c, int timeout_ms, const char *p
                 fds[nfds++] = (struct pollfd){.fd = bufs[i].fd, .events = POLLIN};
         int wait_ms = (int)(deadline - now < 20 ? deadline - now : 20);
         if (nfds == 0) {
-            s_sleep_ms(1);
+            s_poll_pause_ms(1);
             continue;
         }
         poll(fds, (nfds_t)nfds, wait_ms);
@@ -803,7 +803,7 @@ int h_wait_workers(h_cluster_t *c, int timeout_ms)
         }
         if (h_now_ms() >= deadline)
             break;
-        s_sleep_ms(50);
+        s_poll_pause_ms(50);
     }
     fprintf(stderr, "harness: workers not all listed after %d ms; last `shoal workers`: %s\n",
             timeout_ms * h_scale(), last);
@@ -1077,7 +1077,7 @@ int h_cluster_stop(h_cluster_t **c_p)
         n = s_strays(strays, 64);
         if (n == 0 || h_now_ms() >= grace)
             break;
-        s_sleep_ms(H_POLL_MS);
+        s_poll_pause_ms(H_POLL_MS);
     }
     if (n > 0) {
         fprintf(stderr, "harness: %d process(es) left behind after the cluster stopped%s:\n", n,
