@@ -1028,6 +1028,36 @@ int cli_cmd_rm(int argc, char **argv)
     return s_refs_call("rm", argc, argv, s_rm_help, 0, shoal_remove);
 }
 
+/*  For commands that take only --broker (and --help): parses argv and connects. 0 with
+ *client_p set; -1 when --help was printed; else an exit status (the error printed). */
+static int s_connect_broker_only(const char *cmd, int argc, char **argv, const char *help,
+                                 shoal_t **client_p)
+{
+    static const struct option opts[] = {
+        {"broker", required_argument, NULL, OPT_BROKER},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *broker = cli_default_broker();
+    cli_getopt_reset();
+    int c;
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            fputs(help, stdout);
+            return -1;
+        case OPT_BROKER:
+            broker = optarg;
+            break;
+        default:
+            return cli_bad_option(cmd);
+        }
+    }
+    if (optind < argc)
+        return cli_usage(cmd, "unexpected argument: %s", argv[optind]);
+    return cli_connect(cmd, broker, client_p);
+}
+
 /*  ------------------------------------------------------------------------- workers */
 
 static const char s_workers_help[] =
@@ -1042,32 +1072,10 @@ int cli_cmd_workers(int argc, char **argv)
 {
     const char *cmd = "workers";
     shoal__log_init("client", SHOAL_LOG_WARN);
-    static const struct option opts[] = {
-        {"broker", required_argument, NULL, OPT_BROKER},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *broker = cli_default_broker();
-    cli_getopt_reset();
-    int c;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            fputs(s_workers_help, stdout);
-            return CLI_EXIT_OK;
-        case OPT_BROKER:
-            broker = optarg;
-            break;
-        default:
-            return cli_bad_option(cmd);
-        }
-    }
-    if (optind < argc)
-        return cli_usage(cmd, "unexpected argument: %s", argv[optind]);
     shoal_t *client = NULL;
-    int rc = cli_connect(cmd, broker, &client);
+    int rc = s_connect_broker_only(cmd, argc, argv, s_workers_help, &client);
     if (rc)
-        return rc;
+        return rc < 0 ? CLI_EXIT_OK : rc;
     shoal_worker_info_t *list = NULL;
     size_t n = 0;
     if ((rc = shoal_workers(client, &list, &n, S_REPLY_TIMEOUT_MS)) != 0) {
@@ -1114,32 +1122,10 @@ int cli_cmd_jobs(int argc, char **argv)
 {
     const char *cmd = "jobs";
     shoal__log_init("client", SHOAL_LOG_WARN);
-    static const struct option opts[] = {
-        {"broker", required_argument, NULL, OPT_BROKER},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *broker = cli_default_broker();
-    cli_getopt_reset();
-    int c;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            fputs(s_jobs_help, stdout);
-            return CLI_EXIT_OK;
-        case OPT_BROKER:
-            broker = optarg;
-            break;
-        default:
-            return cli_bad_option(cmd);
-        }
-    }
-    if (optind < argc)
-        return cli_usage(cmd, "unexpected argument: %s", argv[optind]);
     shoal_t *client = NULL;
-    int rc = cli_connect(cmd, broker, &client);
+    int rc = s_connect_broker_only(cmd, argc, argv, s_jobs_help, &client);
     if (rc)
-        return rc;
+        return rc < 0 ? CLI_EXIT_OK : rc;
     shoal_job_info_t *list = NULL;
     size_t n = 0;
     if ((rc = shoal_jobs(client, &list, &n, S_REPLY_TIMEOUT_MS)) != 0) {
