@@ -181,19 +181,29 @@ static void s_fill_obj(const shoal_store_t *self, shoal_ref_t ref, const s_entry
 
 //  ---------------------------------------------------------------------------- allocator
 
+//  Grows *array (of elem-byte items, *cap of them) to hold at least need: capacities
+//  double from 64, so reserving ahead stays cheap. 0 or SHOAL_ENOMEM (array unchanged).
+static int s_reserve(void **array, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 64;
+    while (n < need)
+        n *= 2;
+    void *grown = s_realloc(*array, n * elem);
+    if (!grown)
+        return SHOAL_ENOMEM;
+    *array = grown;
+    *cap = n;
+    return 0;
+}
+
 static int s_free_reserve(shoal_store_t *self, size_t need)
 {
-    if (need <= self->free_cap)
-        return 0;
-    size_t cap = self->free_cap ? self->free_cap : 64;
-    while (cap < need)
-        cap *= 2;
-    s_range_t *ranges = s_realloc(self->free, cap * sizeof *ranges);
-    if (!ranges)
-        return SHOAL_ENOMEM;
-    self->free = ranges;
-    self->free_cap = cap;
-    return 0;
+    void *array = self->free;
+    int rc = s_reserve(&array, &self->free_cap, need, sizeof *self->free);
+    self->free = array;
+    return rc;
 }
 
 //  First fit: the lowest free range that is large enough. Linear in the number of free
@@ -272,17 +282,10 @@ size_t shoal__store_free_ranges(const shoal_store_t *self, uint64_t *largest, ui
 
 static int s_dirty_reserve(shoal_store_t *self, size_t need)
 {
-    if (need <= self->dirty_cap)
-        return 0;
-    size_t cap = self->dirty_cap ? self->dirty_cap : 64;
-    while (cap < need)
-        cap *= 2;
-    shoal_ref_t *refs = s_realloc(self->dirty, cap * sizeof *refs);
-    if (!refs)
-        return SHOAL_ENOMEM;
-    self->dirty = refs;
-    self->dirty_cap = cap;
-    return 0;
+    void *array = self->dirty;
+    int rc = s_reserve(&array, &self->dirty_cap, need, sizeof *self->dirty);
+    self->dirty = array;
+    return rc;
 }
 
 //  Never allocates: see the invariant on dirty_cap.
