@@ -1113,3 +1113,17 @@ int h_cluster_stop(h_cluster_t **c_p)
     *c_p = NULL;
     return rc;
 }
+
+int h_fixture_start(void **state, int n_workers, int slots, const char *shm)
+{
+    h_cluster_t *c = h_cluster_start(n_workers, slots, shm);
+    *state = c;
+    return c ? 0 : -1;
+}
+
+int h_fixture_stop(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    *state = NULL;
+    return h_cluster_stop(&c);
+}

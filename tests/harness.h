@@ -91,6 +91,16 @@ h_cluster_t *h_cluster_start(int n_workers, int slots, const char *shm);
     or processes outlived the cluster. NULL-safe; sets *c_p to NULL. */
 int h_cluster_stop(h_cluster_t **c_p);
 
+/*  cmocka fixture helpers: h_fixture_start puts a new cluster in *state (0, or -1 when it
+    did not come up); h_fixture_stop stops it (h_cluster_stop's result); h_state gives it
+    back to a test. */
+int h_fixture_start(void **state, int n_workers, int slots, const char *shm);
+int h_fixture_stop(void **state);
+static inline h_cluster_t *h_state(void **state)
+{
+    return (h_cluster_t *)*state;
+}
+
 /*  Runs `shoal ARG...` (NULL-terminated) with SHOAL_BROKER set to the cluster's broker
     (c may be NULL: then SHOAL_BROKER is left unset), stdin from /dev/null, capturing
     stdout and stderr. Kills its process group when it overruns timeout_ms (scaled by

@@ -18,22 +18,9 @@
 //  Whole workloads (1,000 tasks, DAGs): minutes would mean something is wrong.
 #define LONG_MS 180000
 
-static h_cluster_t *s_c(void **state)
-{
-    return (h_cluster_t *)*state;
-}
-
 static int s_setup(void **state)
 {
-    h_cluster_t *c = h_cluster_start(2, 2, "64M");
-    *state = c;
-    return c ? 0 : -1;
-}
-
-static int s_teardown(void **state)
-{
-    h_cluster_t *c = s_c(state);
-    return h_cluster_stop(&c);
+    return h_fixture_start(state, 2, 2, "64M");
 }
 
 /*  `shoal submit ARG...`: asserts success and n_outputs refs on stdout; returns the first
@@ -80,7 +67,7 @@ static bool s_pid_gone(void *pid)
 
 static void test_every_subcommand_prints_usage_with_help(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     static const char *const subs[] = {"broker", "worker", "up",   "submit", "run",    "get",
                                        "wait",   "cancel", "logs", "rm",     "workers"};
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
@@ -100,7 +87,7 @@ static void test_every_subcommand_prints_usage_with_help(void **state)
 
 static void test_an_unknown_subcommand_or_option_is_a_usage_error(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     h_result_t *r = h_run(c, CMD_MS, "frobnicate", NULL);
     h_assert_exit(r, 2);
     assert_true(h_contains(r->err, "frobnicate"));
@@ -112,7 +99,7 @@ static void test_an_unknown_subcommand_or_option_is_a_usage_error(void **state)
 
 static void test_workers_lists_both_workers_in_a_table(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     h_result_t *r = h_run(c, CMD_MS, "workers", NULL);
     h_assert_exit(r, 0);
     assert_true(h_contains(r->out, c->workers[0].name));
@@ -131,7 +118,7 @@ static void test_workers_lists_both_workers_in_a_table(void **state)
 
 static void test_run_prints_the_task_output_and_exits_zero(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     h_result_t *r = h_run(c, CMD_MS, "run", "--", "echo", "hello", "world", NULL);
     h_assert_exit(r, 0);
     assert_string_equal(r->out, "hello world\n");
@@ -139,7 +126,7 @@ static void test_run_prints_the_task_output_and_exits_zero(void **state)
 
 static void test_run_passes_what_follows_the_double_dash_untouched(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     h_result_t *r = h_run(c, CMD_MS, "run", "--", "printf", "[%s]", "a b", "--help", "-x", "", "--",
                           "$HOME", NULL);
     h_assert_exit(r, 0);
@@ -148,7 +135,7 @@ static void test_run_passes_what_follows_the_double_dash_untouched(void **state)
 
 static void test_run_exits_with_the_task_exit_status(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     h_assert_exit(h_run(c, CMD_MS, "run", "--", "sh", "-c", "exit 7", NULL), 7);
     h_assert_exit(h_run(c, CMD_MS, "run", "--", "sh", "-c", "exit 1", NULL), 1);
     h_assert_exit(h_run(c, CMD_MS, "run", "--", "false", NULL), 1);
@@ -157,7 +144,7 @@ static void test_run_exits_with_the_task_exit_status(void **state)
 
 static void test_run_of_a_failing_command_still_prints_its_stdout_and_stderr(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     h_result_t *r =
         h_run(c, CMD_MS, "run", "--", "sh", "-c", "echo out; echo err >&2; exit 3", NULL);
     h_assert_exit(r, 3);
@@ -167,7 +154,7 @@ static void test_run_of_a_failing_command_still_prints_its_stdout_and_stderr(voi
 
 static void test_run_exits_128_plus_the_signal_that_killed_the_task(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     h_assert_exit(h_run(c, CMD_MS, "run", "--", "sh", "-c", "kill -SEGV $$", NULL), 139);
     h_assert_exit(h_run(c, CMD_MS, "run", "--", "sh", "-c", "kill -KILL $$", NULL), 137);
     h_assert_exit(h_run(c, CMD_MS, "run", "--", "sh", "-c", "kill -ABRT $$", NULL), 134);
@@ -197,7 +184,7 @@ static void s_assert_cluster_carries_on(h_cluster_t *c)
 
 static void test_a_missing_command_fails_clearly_and_the_worker_runs_the_next_task(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *cmd = "no-such-command-shoal-test";
     h_result_t *r = h_run(c, CMD_MS, "run", "--", cmd, "arg", NULL);
     h_assert_exit(r, 127);
@@ -217,7 +204,7 @@ static void test_a_missing_command_fails_clearly_and_the_worker_runs_the_next_ta
 
 static void test_a_failing_task_reports_its_exit_status_and_stderr_tail(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *ref =
         s_submit(c, "--exec", "--", "sh", "-c", "echo partial; echo something broke >&2; exit 3");
     h_result_t *r = h_run(c, CMD_MS, "wait", "--timeout", "30", ref, NULL);
@@ -234,7 +221,7 @@ static void test_a_failing_task_reports_its_exit_status_and_stderr_tail(void **s
 static void
 test_a_segfaulting_task_is_reported_by_its_signal_and_the_worker_carries_on(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     pid_t pids[2] = {c->workers[0].pid, c->workers[1].pid};
     const char *ref = s_submit(c, "--exec", "--", "sh", "-c", "kill -SEGV $$");
     h_result_t *r = h_run(c, CMD_MS, "wait", "--timeout", "30", ref, NULL);
@@ -253,7 +240,7 @@ test_a_segfaulting_task_is_reported_by_its_signal_and_the_worker_carries_on(void
 
 static void test_a_dependent_of_a_failed_task_fails_naming_its_input(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *bad = s_submit(c, "--exec", "--", "sh", "-c", "exit 5");
     const char *dep =
         s_submit(c, "--input", bad, "--exec", "--", "sh", "-c", "cat \"$SHOAL_INPUT_0\"");
@@ -272,7 +259,7 @@ static void test_a_dependent_of_a_failed_task_fails_naming_its_input(void **stat
 
 static void test_an_input_nobody_produced_fails_the_task_naming_it(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *ghost = h_fmt(c, "%016llx00000000badd0000", (unsigned long long)getpid() << 20);
     const char *ref = s_submit(c, "--input", ghost, "--exec", "--", "cat");
     h_result_t *r = h_run(c, CMD_MS, "wait", "--timeout", "30", ref, NULL);
@@ -285,7 +272,7 @@ static void test_an_input_nobody_produced_fails_the_task_naming_it(void **state)
 
 static void test_a_task_with_retries_succeeds_on_a_later_attempt(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *counter = h_fmt(c, "%s/attempts", c->tmp);
     const char *script = h_fmt(c,
                                "n=$(cat %s 2>/dev/null || echo 0); n=$((n + 1)); echo $n > %s; "
@@ -302,7 +289,7 @@ static void test_a_task_with_retries_succeeds_on_a_later_attempt(void **state)
 
 static void test_a_three_level_dag_computes_the_right_result(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     //  Level 1 takes a moment, so the later levels name outputs that do not exist yet.
     const char *a =
         s_submit(c, "--exec", "--", "sh", "-c", "sleep 0.3; printf 'the quick brown fox\\n'");
@@ -326,7 +313,7 @@ static void test_a_three_level_dag_computes_the_right_result(void **state)
 
 static void test_outputs_beyond_the_first_are_the_files_at_shoal_output_i(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *ref = s_submit_v(c, 3,
                                  (const char *const[]){"--outputs", "3", "--exec", "--", "sh", "-c",
                                                        "echo zero; echo one > \"$SHOAL_OUTPUT_1\"; "
@@ -360,7 +347,7 @@ static char *s_seq(h_cluster_t *c, int n, size_t *len_p)
 
 static void test_get_prints_an_output_and_writes_it_to_a_file(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     //  Small (inline at the broker) and large (2.9 MB: kept by the worker, fetched from
     //  its data socket in 1 MiB chunks).
     const char *small = s_submit(c, "--exec", "--", "echo", "small result");
@@ -389,7 +376,7 @@ static void test_get_prints_an_output_and_writes_it_to_a_file(void **state)
 
 static void test_logs_prints_the_stderr_of_the_task(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *ref = s_submit(c, "--exec", "--", "sh", "-c",
                                "echo to-stdout; echo to-stderr-1 >&2; "
                                "echo to-stderr-2 >&2");
@@ -406,7 +393,7 @@ static void test_logs_prints_the_stderr_of_the_task(void **state)
 
 static void test_cancel_kills_a_running_task_and_cancels_its_dependents(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *pidfile = h_fmt(c, "%s/long.pid", c->tmp);
     const char *lng =
         s_submit(c, "--exec", "--", "sh", "-c", h_fmt(c, "echo $$ > %s; exec sleep 120", pidfile));
@@ -440,7 +427,7 @@ static void test_cancel_kills_a_running_task_and_cancels_its_dependents(void **s
 
 static void test_rm_deletes_stored_results(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     //  One result small enough to live inline at the broker, one only on a worker.
     const char *small = s_submit(c, "--exec", "--", "echo", "small");
     const char *large = s_submit(c, "--exec", "--", "seq", "1", "50000");
@@ -461,7 +448,7 @@ static void test_rm_deletes_stored_results(void **state)
 
 static void test_submit_prints_refs_before_the_task_runs(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     h_result_t *r = h_run(c, CMD_MS, "submit", "--exec", "--", "sleep", "60", NULL);
     h_assert_exit(r, 0);
     char refs[1][33];
@@ -477,7 +464,7 @@ static void test_submit_prints_refs_before_the_task_runs(void **state)
 
 static void test_wait_any_returns_when_one_task_is_done(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *slow = s_submit(c, "--exec", "--", "sleep", "120");
     const char *fast = s_submit(c, "--exec", "--", "echo", "fast");
     h_result_t *r = h_run(c, CMD_MS, "wait", "--any", "--timeout", "60", slow, fast, NULL);
@@ -517,7 +504,7 @@ static void s_done_counts(h_cluster_t *c, unsigned long long *done)
 static void
 test_a_thousand_exec_tasks_over_two_workers_all_complete_with_the_right_results(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     enum { N = 1000, LANES = 4 };
     unsigned long long before[2], after[2];
     s_done_counts(c, before);
@@ -613,5 +600,5 @@ int main(void)
         cmocka_unit_test(
             test_a_thousand_exec_tasks_over_two_workers_all_complete_with_the_right_results),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
 }

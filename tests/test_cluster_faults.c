@@ -23,22 +23,9 @@
 #define CMD_MS  20000
 #define LONG_MS 120000
 
-static h_cluster_t *s_c(void **state)
-{
-    return (h_cluster_t *)*state;
-}
-
 static int s_setup(void **state)
 {
-    h_cluster_t *c = h_cluster_start(2, 2, "64M");
-    *state = c;
-    return c ? 0 : -1;
-}
-
-static int s_teardown(void **state)
-{
-    h_cluster_t *c = s_c(state);
-    return h_cluster_stop(&c);
+    return h_fixture_start(state, 2, 2, "64M");
 }
 
 static const char *s_submit1(h_cluster_t *c, const char *const *args)
@@ -128,7 +115,7 @@ static bool s_all_gone(void *arg)
 
 static void test_a_worker_killed_mid_run_loses_no_task(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     enum { N = 20 };
     const char *refs[N];
     for (int i = 0; i < N; i++) {
@@ -388,7 +375,7 @@ static bool s_recv_type(void *sock, int type, shoal_msg_t *msg, int timeout_ms)
 
 static void test_garbage_on_the_broker_port_does_not_stop_it(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     int port = s_port_of(c->listen);
     assert_true(port > 0);
     //  A client that stays connected half way through a greeting must not block others.
@@ -419,7 +406,7 @@ static void test_garbage_on_the_broker_port_does_not_stop_it(void **state)
 
 static void test_garbage_on_a_worker_data_port_does_not_stop_it(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     //  A result larger than the inline limit stays on its worker and is read from there.
     const char *big = s_submit(c, "--exec", "--", "seq", "1", "100000");
     h_assert_exit(h_run(c, CMD_MS, "wait", "--timeout", "30", big, NULL), 0);
@@ -519,7 +506,7 @@ static void test_a_broker_that_is_not_running_is_reported_within_the_deadline(vo
 
 static void test_a_worker_with_a_name_already_taken_is_refused_and_harms_nobody(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     //  Results on both workers first (more than one worker's credit, large enough to stay
     //  in their arenas).
     enum { N = 8 };
@@ -558,14 +545,14 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_broker_that_is_not_running_is_reported_within_the_deadline),
         cmocka_unit_test_setup_teardown(test_a_worker_killed_mid_run_loses_no_task, s_setup,
-                                        s_teardown),
+                                        h_fixture_stop),
         cmocka_unit_test_setup_teardown(test_garbage_on_the_broker_port_does_not_stop_it, s_setup,
-                                        s_teardown),
+                                        h_fixture_stop),
         cmocka_unit_test_setup_teardown(test_garbage_on_a_worker_data_port_does_not_stop_it,
-                                        s_setup, s_teardown),
+                                        s_setup, h_fixture_stop),
         cmocka_unit_test_setup_teardown(
             test_a_worker_with_a_name_already_taken_is_refused_and_harms_nobody, s_setup,
-            s_teardown),
+            h_fixture_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

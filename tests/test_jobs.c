@@ -19,22 +19,9 @@
 //  A command: a process start, a hello round trip and a request or two.
 #define CMD_MS 20000
 
-static h_cluster_t *s_c(void **state)
-{
-    return (h_cluster_t *)*state;
-}
-
 static int s_setup(void **state)
 {
-    h_cluster_t *c = h_cluster_start(2, 2, "64M");
-    *state = c;
-    return c ? 0 : -1;
-}
-
-static int s_teardown(void **state)
-{
-    h_cluster_t *c = s_c(state);
-    return h_cluster_stop(&c);
+    return h_fixture_start(state, 2, 2, "64M");
 }
 
 /*  `shoal submit --array SPEC ARG...`: asserts success, a first line `job NAME` and
@@ -124,7 +111,7 @@ static bool s_pid_gone(void *pid)
 
 static void test_job_commands_and_options_have_help(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     h_result_t *r = h_run(c, CMD_MS, "jobs", "--help", NULL);
     h_assert_exit(r, 0);
     assert_true(h_contains(r->out, "usage"));
@@ -148,7 +135,7 @@ static void test_job_commands_and_options_have_help(void **state)
 
 static void test_bad_array_specs_are_usage_errors(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     static const char *const bad[] = {"5-1", "1,1", "x", "1-", "-3", "1-9:0", "2:3", "0-2000000"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         h_result_t *r = h_run(c, CMD_MS, "submit", "--array", bad[i], "--", "true", NULL);
@@ -164,7 +151,7 @@ static void test_bad_array_specs_are_usage_errors(void **state)
 
 static void test_an_unknown_job_is_exit_1_naming_it(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     static const char *const cmds[] = {"wait", "get", "cancel"};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         h_result_t *r = h_run(c, CMD_MS, cmds[i], "--job", "no-such-job-here", NULL);
@@ -179,7 +166,7 @@ static void test_an_unknown_job_is_exit_1_naming_it(void **state)
 
 static void test_an_array_of_50_tasks_gets_its_outputs_in_index_order(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     char refs[50][33];
     const char *job =
         s_submit_array(c, "1-50", 50, refs, 50, "--", "sh", "-c", "echo \"$SHOAL_TASK_INDEX\"");
@@ -214,7 +201,7 @@ static void test_an_array_of_50_tasks_gets_its_outputs_in_index_order(void **sta
 
 static void test_an_array_with_steps_and_lists_joins_a_named_job_in_index_order(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *job = s_submit_array(c, "7,0-4:2", 4, NULL, 0, "--job", "stepped", "--", "sh", "-c",
                                      "echo \"i$SHOAL_TASK_INDEX\"");
     assert_string_equal(job, "stepped");
@@ -233,7 +220,7 @@ static void test_an_array_with_steps_and_lists_joins_a_named_job_in_index_order(
 
 static void test_wait_job_exits_1_naming_the_task_that_failed(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     char refs[5][33];
     s_submit_array(c, "1-5", 5, refs, 5, "--job", "one-fails", "--", "sh", "-c",
                    "[ \"$SHOAL_TASK_INDEX\" != 3 ] || { echo index three broke >&2; exit 4; }; "
@@ -269,7 +256,7 @@ static void test_wait_job_exits_1_naming_the_task_that_failed(void **state)
 
 static void test_cancel_job_cancels_running_and_waiting_tasks_and_their_dependents(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     //  Six long tasks (more than the 4 slots: some run, some are queued), one task in the
     //  job waiting for the first, and one outside the job waiting for that one.
     const char *script =
@@ -318,7 +305,7 @@ static void test_cancel_job_cancels_running_and_waiting_tasks_and_their_dependen
 
 static void test_a_job_is_gone_once_its_tasks_are_removed(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     char refs[2][33];
     s_submit_array(c, "1-2", 2, refs, 2, "--job", "short-lived", "--", "echo", "x");
     h_assert_exit(h_run(c, CMD_MS, "wait", "--timeout", "30", "--job", "short-lived", NULL), 0);
@@ -335,7 +322,7 @@ static void test_a_job_is_gone_once_its_tasks_are_removed(void **state)
 
 static void test_fn_tasks_of_an_array_read_their_index(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *fn = h_fmt(c, "%s:array_index", SHOAL_EXAMPLES_PLUGIN);
     s_submit_array(c, "3-5", 3, NULL, 0, "--job", "fn-array", "--fn", fn);
     h_result_t *r = h_run(c, CMD_MS, "get", "--timeout", "60", "--job", "fn-array", NULL);
@@ -345,7 +332,7 @@ static void test_fn_tasks_of_an_array_read_their_index(void **state)
 
 static void test_the_c_api_submits_arrays_and_lists_and_cancels_jobs(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     shoal_t *sh = NULL;
     assert_int_equal(shoal_connect(c->listen, 10000 * h_scale(), &sh), 0);
     const char *argv[] = {"sh", "-c", "echo \"$SHOAL_TASK_INDEX\"", NULL};
@@ -433,5 +420,5 @@ int main(void)
         cmocka_unit_test(test_fn_tasks_of_an_array_read_their_index),
         cmocka_unit_test(test_the_c_api_submits_arrays_and_lists_and_cancels_jobs),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
 }

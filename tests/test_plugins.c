@@ -25,23 +25,10 @@
 //  The 10,000-task DAG takes a few seconds; minutes would mean something is wrong.
 #define LONG_MS 180000
 
-static h_cluster_t *s_c(void **state)
-{
-    return (h_cluster_t *)*state;
-}
-
 static int s_setup(void **state)
 {
     //  128 MiB: the DAG leaves 11,111 small objects, a page each, spread over two workers.
-    h_cluster_t *c = h_cluster_start(2, 2, "128M");
-    *state = c;
-    return c ? 0 : -1;
-}
-
-static int s_teardown(void **state)
-{
-    h_cluster_t *c = s_c(state);
-    return h_cluster_stop(&c);
+    return h_fixture_start(state, 2, 2, "128M");
 }
 
 //  "LIB:SYMBOL" of the example plugin and of the test plugin.
@@ -124,7 +111,7 @@ static void s_assert_fill_pattern(const char *data, size_t size, size_t want)
 
 static void test_a_function_computes_its_output_from_its_argument(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     h_result_t *r = h_run(c, CMD_MS, "run", "--fn", s_ex(c, "square"), "--arg", "12", NULL);
     h_assert_exit(r, 0);
     assert_string_equal(r->out, "144\n");
@@ -137,7 +124,7 @@ static void test_a_function_computes_its_output_from_its_argument(void **state)
 
 static void test_a_function_sums_the_outputs_of_other_tasks(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *a = s_submit(c, "--fn", s_ex(c, "square"), "--arg", "3");
     const char *b = s_submit(c, "--fn", s_ex(c, "square"), "--arg", "4");
     const char *e = s_submit(c, "--fn", s_ex(c, "echo"), "--arg", "10 -2 x7");
@@ -153,7 +140,7 @@ static void test_a_function_sums_the_outputs_of_other_tasks(void **state)
 
 static void test_outputs_beyond_64_kib_are_written_in_place_in_the_store(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *big = s_submit(c, "--fn", s_ex(c, "fill"), "--arg", "200k");
     const char *huge = s_submit(c, "--fn", s_ex(c, "fill"), "--arg", "3m");
     const char *three = s_submit(c, "--fn", s_ex(c, "echo"), "--arg", "abc");
@@ -198,7 +185,7 @@ static void test_outputs_beyond_64_kib_are_written_in_place_in_the_store(void **
 
 static void test_a_function_sees_its_id_argument_and_counts(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *a = s_submit(c, "--fn", s_ex(c, "echo"), "--arg", "a");
     const char *info = s_submit_n(c, 2, "--fn", s_tp(c, "info"), "--input", a, "--input", a,
                                   "--outputs", "2", "--arg", "xyz");
@@ -212,7 +199,7 @@ static void test_a_function_sees_its_id_argument_and_counts(void **state)
 
 static void test_the_task_api_refuses_misuse_with_error_codes(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *in = s_submit(c, "--fn", s_ex(c, "echo"), "--arg", "input");
     const char *ref = s_submit(c, "--fn", s_tp(c, "api_misuse"), "--input", in);
     h_result_t *r = h_run(c, CMD_MS, "get", "--timeout", "60", ref, NULL);
@@ -224,7 +211,7 @@ static void test_the_task_api_refuses_misuse_with_error_codes(void **state)
 
 static void test_what_a_function_prints_is_its_log(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     const char *ref = s_submit(c, "--fn", s_tp(c, "noisy"), "--arg", "0");
     assert_string_equal(s_get(c, ref)->out, "quiet\n");
     h_result_t *r = h_run(c, CMD_MS, "logs", ref, NULL);
@@ -267,7 +254,7 @@ static void s_assert_cluster_carries_on(h_cluster_t *c, const pid_t *pids)
 
 static void test_a_failing_function_reports_its_message(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     pid_t pids[2] = {c->workers[0].pid, c->workers[1].pid};
     const char *bad = s_submit(c, "--fn", s_ex(c, "fail"), "--arg", "the flux capacitor broke");
     const char *dep = s_submit(c, "--fn", s_ex(c, "sum"), "--input", bad);
@@ -319,7 +306,7 @@ static void s_assert_segv(const char *said)
 
 static void test_a_crashing_function_fails_naming_the_signal_and_the_worker_goes_on(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     pid_t pids[2] = {c->workers[0].pid, c->workers[1].pid};
     s_assert_segv(s_wait_fails(c, s_submit(c, "--fn", s_ex(c, "crash"))));
 
@@ -340,7 +327,7 @@ static void test_a_crashing_function_fails_naming_the_signal_and_the_worker_goes
 
 static void test_a_missing_library_or_function_is_named(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     pid_t pids[2] = {c->workers[0].pid, c->workers[1].pid};
     h_result_t *r = h_run(c, CMD_MS, "run", "--fn", "/nonexistent/libnope.so:f", NULL);
     h_assert_exit(r, 127);
@@ -394,7 +381,7 @@ static void s_done_counts(shoal_t *sh, h_cluster_t *c, uint64_t *done)
     n(n+1)(2n+1)/6. */
 static void test_a_dag_of_10000_function_tasks_over_two_workers(void **state)
 {
-    h_cluster_t *c = s_c(state);
+    h_cluster_t *c = h_state(state);
     enum { N = 10000, FAN = 10 };
     shoal_t *sh = NULL;
     int rc = shoal_connect(c->listen, 10000 * h_scale(), &sh);
@@ -481,5 +468,5 @@ int main(void)
         cmocka_unit_test(test_a_missing_library_or_function_is_named),
         cmocka_unit_test(test_a_dag_of_10000_function_tasks_over_two_workers),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
 }
