@@ -45,7 +45,15 @@
 #define SHOAL_CHUNK_SIZE   (1024 * 1024)
 
 /*  Task kinds. */
-enum { SHOAL_KIND_EXEC = 0, SHOAL_KIND_FN = 1 };
+/*  SHOAL_KIND_PUT: not a computation but an object a client put. With SHOAL_OUT_INLINE in
+    flags, arg holds the whole object (at most SHOAL_INLINE_MAX bytes) and the broker keeps
+    it in its directory: the task is DONE on arrival. Without it, the object is in the
+    store of the worker named by `worker` (the client allocated it there with a `put`
+    ALLOC on that worker's data socket before submitting this), `size` bytes: the task is
+    RUNNING until that worker's w_objects note says SEALED (DONE) or ABORTED (FAILED). A
+    put has no inputs, one output, and is never run again: lost with its worker, it fails
+    with SHOAL_ELOST. */
+enum { SHOAL_KIND_EXEC = 0, SHOAL_KIND_FN = 1, SHOAL_KIND_PUT = 2 };
 
 /*  Task and object states as the broker reports them. */
 enum {
@@ -63,8 +71,20 @@ const char *shoal_wire_state_name(uint64_t state);
 /*  Flags. */
 #define SHOAL_OUT_INLINE 1u /*  output/status/input: data holds the whole object */
 #define SHOAL_OUT_STDOUT                                                                           \
-    2u                        /*  result output of a FAILED exec attempt: the tail of its          \
-                                  stdout (inline), kept as index SHOAL_REF_STDOUT_INDEX */
+    2u /*  result output of a FAILED exec attempt: the tail of its                                 \
+           stdout (inline), kept as index SHOAL_REF_STDOUT_INDEX */
+/*  object_note states */
+enum { SHOAL_OBJ_NOTE_ALLOCATED = 1, SHOAL_OBJ_NOTE_SEALED = 2, SHOAL_OBJ_NOTE_ABORTED = 3 };
+/*  put ops */
+enum {
+    SHOAL_PUT_OP_ALLOC = 1,
+    SHOAL_PUT_OP_WRITE = 2,
+    SHOAL_PUT_OP_SEAL = 3,
+    SHOAL_PUT_OP_ABORT = 4
+};
+#define SHOAL_PUT_LEASE_MS 60000
+#define SHOAL_TAG_MAX      64 /*  bytes in a tag */
+#define SHOAL_TAGS_MAX     16 /*  tags per task or put */
 #define SHOAL_WATCH_NODATA 1u /*  watch: do not send inline bytes with statuses */
 
 /*  A job_tasks_reply carries at most this many refs (16 MiB); the client asks for the
@@ -105,7 +125,11 @@ typedef struct {
     F(R, I64, priority, _)                                                                         \
     F(R, STR, job, _) /*  NULL or the job it belongs to, <= SHOAL_JOB_NAME_MAX bytes */            \
     F(R, U64, flags, _)                                                                            \
-    F(R, U64, array_index, _) /*  its index in an array: $SHOAL_TASK_INDEX; 0 otherwise */
+    F(R, U64, array_index, _) /*  its index in an array: $SHOAL_TASK_INDEX; 0 otherwise */         \
+    F(R, U64, ttl_ms, _)      /*  0, or: its outputs are removed this long after it is done */     \
+    F(R, STRS, tags, _)       /*  tags for its outputs (shoal ls), each <= 64 bytes */             \
+    F(R, STR, worker, _)      /*  put: the worker that holds the object */                         \
+    F(R, U64, size, _)        /*  put: the object's size */
 
 /*  Where a task's input is: inline bytes, or the data endpoint of the worker holding it. */
 #define SHOAL_WIRE_input(F, R)                                                                     \
@@ -165,7 +189,9 @@ typedef struct {
     F(R, U64, failed, _)                                                                           \
     F(R, U64, store_bytes, _)                                                                      \
     F(R, U64, store_capacity, _)                                                                   \
-    F(R, STR, endpoint, _)
+    F(R, STR, endpoint, _)                                                                         \
+    F(R, STR, store_dir, _)                                                                        \
+    F(R, STR, arena, _)
 
 /*  One job as the broker counts it: its tasks by state. total counts every task the
     broker still knows in the job (forgotten ones have left it). */
@@ -266,6 +292,21 @@ typedef struct {
     F(R, I64, code, _)                                                                             \
     F(R, STR, error, _)
 
+/*  worker -> broker: what happened to an object in its store that the broker must know at
+    once. state: SHOAL_OBJ_NOTE_*. For a client's put (ALLOCATED, SEALED, ABORTED) the note
+    carries what the put said (name, tags, ttl) so it can stand in for the client's PUT
+    task if that arrives later; for a task's output only ALLOCATED is sent (the result
+    says the rest). */
+#define SHOAL_WIRE_object_note(F, R)                                                               \
+    F(R, REF, ref, _)                                                                              \
+    F(R, U64, state, _)                                                                            \
+    F(R, U64, size, _)                                                                             \
+    F(R, STR, name, _)                                                                             \
+    F(R, STRS, tags, _)                                                                            \
+    F(R, U64, ttl_ms, _)                                                                           \
+    F(R, STR, error, _) /*  ABORTED: why */
+#define SHOAL_WIRE_w_objects(F, R) F(R, RECS, items, object_note)
+
 /*  worker -> broker: (re)register. held: objects already in its store. */
 #define SHOAL_WIRE_w_hello(F, R)                                                                   \
     F(R, U64, version, _)                                                                          \
@@ -276,7 +317,9 @@ typedef struct {
     F(R, STR, endpoint, _) /*  its data socket, as peers and clients reach it */                   \
     F(R, U64, store_capacity, _)                                                                   \
     F(R, U64, pid, _)                                                                              \
-    F(R, REFS, held, _)
+    F(R, REFS, held, _)                                                                            \
+    F(R, STR, store_dir, _) /*  its store's index directory, for same-host readers */              \
+    F(R, STR, arena, _)     /*  its arena file (/dev/shm/...) */
 /*  broker -> worker. code < 0: refused (error says why), the worker exits. */
 #define SHOAL_WIRE_w_welcome(F, R)                                                                 \
     F(R, U64, version, _)                                                                          \
@@ -317,6 +360,34 @@ typedef struct {
     F(R, U64, size, _)                                                                             \
     F(R, U64, offset, _)
 
+/*  data socket: a client writes an object into the worker's store. op SHOAL_PUT_OP_ALLOC
+    reserves size bytes for ref (name, tags, ttl_ms go to the broker with the worker's
+    notes); SHOAL_PUT_OP_WRITE carries bytes for [offset, offset + raw size) in the raw frame
+    (a same-host client writes into the arena directly and sends WRITE without a frame,
+    offset = bytes written so far, as a keepalive); SHOAL_PUT_OP_SEAL makes it final;
+    SHOAL_PUT_OP_ABORT drops it. Every op is answered by put_reply with the same seq. An
+    allocation left without a message for SHOAL_PUT_LEASE_MS is aborted. */
+#define SHOAL_WIRE_put(F, R)                                                                       \
+    F(R, U64, seq, _)                                                                              \
+    F(R, REF, ref, _)                                                                              \
+    F(R, U64, op, _)                                                                               \
+    F(R, U64, size, _)                                                                             \
+    F(R, U64, offset, _)                                                                           \
+    F(R, STR, name, _)                                                                             \
+    F(R, STRS, tags, _)                                                                            \
+    F(R, U64, ttl_ms, _)
+/*  ALLOC's answer names the arena and the offset, so a client on the worker's host that
+    opens that file and finds the same device and inode writes there directly. */
+#define SHOAL_WIRE_put_reply(F, R)                                                                 \
+    F(R, U64, seq, _)                                                                              \
+    F(R, REF, ref, _)                                                                              \
+    F(R, I64, code, _)                                                                             \
+    F(R, STR, error, _)                                                                            \
+    F(R, U64, offset, _)                                                                           \
+    F(R, STR, arena, _)                                                                            \
+    F(R, U64, arena_dev, _)                                                                        \
+    F(R, U64, arena_ino, _)
+
 /*  executor <-> worker over ipc:// */
 #define SHOAL_WIRE_e_hello(F, R)                                                                   \
     F(R, U64, pid, _)                                                                              \
@@ -352,7 +423,8 @@ typedef struct {
     X(attempt_ref)                                                                                 \
     X(e_input)                                                                                     \
     X(e_task)                                                                                      \
-    X(job_info)
+    X(job_info)                                                                                    \
+    X(object_note)
 
 /*  Every message: X(type number, NAME). Numbers are stable on the wire. */
 #define SHOAL_WIRE_MESSAGES(X)                                                                     \
@@ -382,8 +454,11 @@ typedef struct {
     X(27, w_cancel)                                                                                \
     X(28, w_drop)                                                                                  \
     X(29, w_bye)                                                                                   \
+    X(30, w_objects)                                                                               \
     X(40, fetch)                                                                                   \
     X(41, data)                                                                                    \
+    X(42, put)                                                                                     \
+    X(43, put_reply)                                                                               \
     X(60, e_hello)                                                                                 \
     X(61, e_run)                                                                                   \
     X(62, e_started)                                                                               \
