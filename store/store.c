@@ -13,7 +13,38 @@
     - key: 16 bytes, ref.hi then ref.lo, both big-endian, so keys sort by client then
       counter; value: s_record_t (32 bytes).
     - key "meta" (4 bytes): s_meta_t, which ties the index to one arena file (capacity,
-      device and inode). Readers skip keys that are not 16 bytes long. */
+      device and inode). Readers skip keys that are not 16 bytes long.
+
+    Same-host readers and the pin table. A reader maps the arena read-only and opens the
+    index read-only; to view an object it pins the object's range in the pin table, a file
+    next to the arena (s_pins_header_t + S_PIN_SLOTS s_pin_t, shared memory). The owner
+    never hands out space a reader may be viewing:
+    - deleting an object whose SEALED record was committed (entry->published) does not free
+      its range: the range goes to the limbo list, still counted as used;
+    - a limbo range returns to the free list only when (a) a flush has committed the delete
+      (limbo_safe counts those entries) and (b) a scan of the pin table, made after that
+      commit, finds no pin covering it (a slot still being claimed counts as covering all);
+    - a reader (1) looks the ref up in a read transaction, (2) claims a slot and publishes
+      its pin with a sequentially consistent CAS, (3) looks the ref up again in a fresh read
+      transaction and gives up unless it is still SEALED at the same offset.
+    Why that suffices: take a pin P on the range of object X that passed (3), and an owner
+    scan S after the commit C that deleted X. Both sides order a store before a load with a
+    seq_cst fence (the reader: publish P, then read the index; the owner: commit C, then read
+    the slot), so either S sees P (and keeps the range) or (3) starts after C and does not
+    find X (and the reader gives up). A pin that S misses was therefore either released or
+    never validated. Deleting an object that was never committed as SEALED frees at once:
+    no reader can have found it, since readers only see committed index states.
+
+    Dead holders: a pin names its holder by pid and start time (/proc/PID/stat field 22, so
+    a reused pid is not mistaken for the holder). Holders are checked at most once a second
+    (kill(pid, 0), then /proc: gone, zombie, or another start time means dead) and their
+    slots cleared by CAS, so a killed reader delays the reuse of a range by about a second.
+
+    Resets never rewrite an arena in place: the store gets a new arena file (rename over the
+    old path) and a new pin table, and the old table is marked retired; old readers keep
+    intact bytes and their next get fails. Re-adopting keeps the pin table: live pins on
+    ranges the index no longer holds (deleted before the owner died, still pinned) go back
+    to limbo instead of the free list. */
 #include "store.h"
 
 #include "common.h"
@@ -24,6 +55,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <lmdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -40,8 +75,30 @@
 //  At about 100 bytes per object including B-tree overhead, 1 GiB indexes ~10M objects.
 #define S_MAPSIZE      (1ull << 30)
 #define S_META_KEY     "meta"
+#define S_MAX_READERS  1024
 #define S_META_MAGIC   "shoalidx"
 #define S_META_VERSION 1u
+
+//  Pin table. 4096 slots: a slot is one live view on this host (a client's get, an
+//  executor's input); 4096 is 64 executors with 64 inputs each, far above 2-core hosts'
+//  needs, and the table stays 256 KiB, which the owner scans in ~10 us when deleted objects
+//  wait for their pins. 64-byte slots: one cache line each, so readers in different
+//  processes never write the same line.
+#define S_PINS_MAGIC   "shoalpin"
+#define S_PINS_VERSION 1u
+#define S_PIN_SLOTS    4096u
+#define S_PINS_MAX     (1u << 20) //  a sanity bound on a table's slot count, when reading one
+//  holder: 0 free; else pid (bits 0-31) | start-time tag (bits 32-62: start time modulo
+//  2^31 clock ticks, 0 if unknown) | S_PIN_CLAIMING while the slot is being filled. The
+//  tag makes the value itself name one process, even while claiming.
+#define S_PIN_CLAIMING (1ull << 63)
+#define S_PIN_NONE     UINT32_MAX //  view->pin_ of an empty object: nothing pinned
+//  Owner housekeeping periods: limbo re-scans while something stays pinned (a tick is a
+//  worker loop turn, far more often); dead-holder checks (each reads /proc); LMDB's stale
+//  reader slots (mdb_reader_check walks the reader table).
+#define S_REAP_MS         10
+#define S_DEAD_CHECK_MS   1000
+#define S_READER_CHECK_MS 10000
 
 //  One index record. 32 bytes, so a leaf entry (8-byte node header, 16-byte key, 2-byte
 //  slot) is 58 bytes: about 70 objects per 4 KiB LMDB page.
@@ -67,13 +124,48 @@ typedef struct {
     uint64_t size;
     int64_t created_us;
     int state;
-    bool dirty; //  its ref is in the dirty list
+    bool dirty;     //  its ref is in the dirty list
+    bool published; //  committed to the index as SEALED: readers may have pinned it
 } s_entry_t;
 
 typedef struct {
     uint64_t offset;
     uint64_t length;
 } s_range_t;
+
+//  The pin table's header: 64 bytes, so the slots after it are cache-line aligned.
+typedef struct {
+    char magic[8];
+    uint32_t version;
+    uint32_t nslots;
+    uint32_t slot_size;
+    _Atomic uint32_t retired; //  set when the store is destroyed or reset: readers reopen
+    uint64_t arena_dev;       //  the arena file this table belongs to
+    uint64_t arena_ino;
+    uint64_t pidns; //  inode of the owner's PID namespace (0: unknown)
+    uint64_t reserved[2];
+} s_pins_header_t;
+
+typedef struct {
+    _Atomic uint64_t holder; //  see S_PIN_CLAIMING
+    _Atomic uint64_t start;  //  the holder's start time, whole (for diagnostics)
+    _Atomic uint64_t offset; //  the pinned range: [offset, offset + size rounded to a page)
+    _Atomic uint64_t size;
+    _Atomic uint64_t ref_hi;
+    _Atomic uint64_t ref_lo;
+    uint64_t reserved[2];
+} s_pin_t;
+
+_Static_assert(sizeof(s_pins_header_t) == 64, "pin table header is one cache line");
+_Static_assert(sizeof(s_pin_t) == 64, "a pin slot is one cache line");
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_INT_LOCK_FREE == 2,
+               "atomics in shared memory must be lock-free");
+
+//  A pinned range as the owner's scan sees it.
+typedef struct {
+    uint64_t start;
+    uint64_t end; //  after sorting: the largest end among this and all earlier pins
+} s_span_t;
 
 struct shoal_store {
     char arena_path[PATH_MAX];
@@ -82,21 +174,41 @@ struct shoal_store {
     uint64_t capacity;
     int arena_fd;       //  kept open: it carries the flock that makes us the only owner
     bool arena_created; //  by this open: removed again if the open fails
+    bool arena_fresh;   //  created or replaced by this open: no reader can have mapped it
+    bool pins_created;  //  by this open: removed again if the open fails
     uint64_t arena_dev;
     uint64_t arena_ino;
     uint8_t *base;
+    char dir[PATH_MAX]; //  absolute
+    char pins_path[PATH_MAX];
+    s_pins_header_t *pins; //  the pin table, mapped read-write
+    s_pin_t *slots;
+    s_span_t *spans; //  S_PIN_SLOTS: scratch for pin scans
+    uint64_t *ids;   //  S_PIN_SLOTS: scratch for dead-holder checks
     MDB_env *env;
     MDB_dbi dbi;
     shoal__refmap_t *map; //  ref -> s_entry_t *
 
     //  Free list, sorted by offset, no two ranges adjacent: the ranges are the gaps
-    //  between spaced objects, so there are never more than spaced + 1 of them. alloc
-    //  keeps free_cap >= spaced + 1, hence a free (merge or insert) never allocates.
+    //  between occupied extents (spaced objects and limbo ranges), so there are never more
+    //  than spaced + limbo_len + 1 of them. Only alloc (and open) adds extents, and it keeps
+    //  free_cap >= spaced + limbo_len + 1 afterwards, hence a free never allocates.
     s_range_t *free;
     size_t free_len;
     size_t free_cap;
     size_t spaced; //  objects that take space (size > 0)
-    uint64_t used; //  bytes reserved, page-rounded
+    uint64_t used; //  bytes not free: objects' (page-rounded) and limbo ranges'
+
+    //  Limbo: ranges of deleted objects that readers may still view, in the order deleted.
+    //  The first limbo_safe were deleted before the last successful commit; only those may
+    //  be given back. limbo_cap >= limbo_len + spaced always, so delete never allocates.
+    s_range_t *limbo;
+    size_t limbo_len;
+    size_t limbo_cap;
+    size_t limbo_safe;
+    int64_t next_reap_ms;         //  tick: next limbo scan while some stay pinned
+    int64_t next_dead_ms;         //  next dead-holder check
+    int64_t next_reader_check_ms; //  next mdb_reader_check
 
     //  Dirty list. May hold a ref twice (deleted and allocated again between flushes) or a
     //  ref no longer in the map (deleted): flush writes whatever the map says now.
@@ -111,6 +223,8 @@ struct shoal_store {
 //  --------------------------------------------------------------------- fault injection
 
 int shoal__store_fail_at = 0;
+void (*shoal__store_reader_hook)(void *arg) = NULL;
+void *shoal__store_reader_hook_arg = NULL;
 
 static bool s_fault(void)
 {
@@ -203,6 +317,14 @@ static int s_free_reserve(shoal_store_t *self, size_t need)
     void *array = self->free;
     int rc = s_reserve(&array, &self->free_cap, need, sizeof *self->free);
     self->free = array;
+    return rc;
+}
+
+static int s_limbo_reserve(shoal_store_t *self, size_t need)
+{
+    void *array = self->limbo;
+    int rc = s_reserve(&array, &self->limbo_cap, need, sizeof *self->limbo);
+    self->limbo = array;
     return rc;
 }
 
@@ -301,67 +423,21 @@ static void s_mark_dirty(shoal_store_t *self, shoal_ref_t ref, s_entry_t *entry)
 
 //  ------------------------------------------------------------------------------- arena
 
-//  Opens (or creates) the arena file, locks it, sizes and maps it. *why is set when the
-//  arena's previous contents cannot be trusted, so the index must be reset.
-static int s_arena_open(shoal_store_t *self, const char **why)
+//  Sizes the arena file fd to the capacity (when resize), claims its pages and maps it at
+//  self->base. 0 or SHOAL_EIO (logged).
+static int s_arena_size_map(shoal_store_t *self, int fd, const char *path, bool resize)
 {
-    //  O_NOFOLLOW: /dev/shm is world-writable; never follow someone else's symlink.
-    //  O_EXCL first, to know whether this open created the file.
-    int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW;
-    int fd = S_SYS(open(self->arena_path, flags | O_CREAT | O_EXCL, 0600));
-    if (fd >= 0)
-        self->arena_created = true;
-    else if (errno == EEXIST)
-        fd = S_SYS(open(self->arena_path, flags));
-    if (fd < 0) {
-        shoal__error("store: cannot open arena %s: %s", self->arena_path, strerror(errno));
+    if (resize && S_SYS(ftruncate(fd, (off_t)self->capacity)) != 0) {
+        shoal__error("store: cannot size arena %s to %llu bytes: %s", path,
+                     (unsigned long long)self->capacity, strerror(errno));
         return SHOAL_EIO;
-    }
-    self->arena_fd = fd;
-    //  One owner per store: a second worker with the same name would hand out the same
-    //  bytes twice. The lock dies with the process, so a crash never leaves it stale.
-    if (S_SYS(flock(fd, LOCK_EX | LOCK_NB)) != 0) {
-        if (errno == EWOULDBLOCK)
-            self->arena_created = false; //  raced with its owner: the file is theirs
-        shoal__error("store: cannot lock arena %s: %s", self->arena_path,
-                     errno == EWOULDBLOCK ? "another process owns this store" : strerror(errno));
-        return SHOAL_EIO;
-    }
-    struct stat st;
-    if (S_SYS(fstat(fd, &st)) != 0) {
-        shoal__error("store: cannot stat arena %s: %s", self->arena_path, strerror(errno));
-        return SHOAL_EIO;
-    }
-    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
-        shoal__error("store: arena %s is not a regular file owned by uid %u", self->arena_path,
-                     (unsigned)geteuid());
-        return SHOAL_EIO;
-    }
-    if ((st.st_mode & 077) && fchmod(fd, 0600) != 0)
-        shoal__warn("store: cannot restrict arena %s to mode 0600: %s", self->arena_path,
-                    strerror(errno));
-    if ((uint64_t)st.st_size != self->capacity) {
-        if (st.st_size == 0)
-            *why = "its arena is new (first start, or the arena file was removed)";
-        else {
-            shoal__warn("store: arena %s is %llu bytes, not the configured %llu: resetting "
-                        "the store",
-                        self->arena_path, (unsigned long long)st.st_size,
-                        (unsigned long long)self->capacity);
-            *why = "its arena was resized";
-        }
-        if (S_SYS(ftruncate(fd, (off_t)self->capacity)) != 0) {
-            shoal__error("store: cannot size arena %s to %llu bytes: %s", self->arena_path,
-                         (unsigned long long)self->capacity, strerror(errno));
-            return SHOAL_EIO;
-        }
     }
     //  Claim the tmpfs pages now: a full /dev/shm then fails here with ENOSPC instead of
     //  a SIGBUS on some later write (or the OOM killer). Cheap for pages already there.
     if (S_SYS(fallocate(fd, 0, 0, (off_t)self->capacity)) != 0 && errno != EOPNOTSUPP &&
         errno != ENOSYS) {
         shoal__error("store: cannot reserve %llu bytes for arena %s: %s",
-                     (unsigned long long)self->capacity, self->arena_path, strerror(errno));
+                     (unsigned long long)self->capacity, path, strerror(errno));
         return SHOAL_EIO;
     }
     //  Pre-fault once (MAP_POPULATE): 256 MiB take ~40 ms to fill when mapped and touched
@@ -370,14 +446,138 @@ static int s_arena_open(shoal_store_t *self, const char **why)
                            : mmap(NULL, self->capacity, PROT_READ | PROT_WRITE,
                                   MAP_SHARED | MAP_POPULATE, fd, 0);
     if (base == MAP_FAILED) {
-        shoal__error("store: cannot map arena %s (%llu bytes): %s", self->arena_path,
+        shoal__error("store: cannot map arena %s (%llu bytes): %s", path,
                      (unsigned long long)self->capacity, strerror(errno));
         return SHOAL_EIO;
     }
     self->base = base;
+    return 0;
+}
+
+//  Gives the store a new, empty arena file in place of the current one, whose old bytes
+//  may still be mapped and pinned by readers: they keep that inode (and its bytes) until
+//  they unmap it. The new file is made complete under a temporary name, locked, then
+//  renamed over the arena path, so nobody ever opens a half-made arena. 0 or SHOAL_EIO
+//  (logged; the store keeps its current arena).
+static int s_arena_replace(shoal_store_t *self)
+{
+    char tmp[PATH_MAX + 8];
+    if (snprintf(tmp, sizeof tmp, "%s.new", self->arena_path) >= (int)sizeof tmp)
+        return SHOAL_EIO;
+    //  A leftover of an open that died right here: the name is ours (uid, name, dir hash).
+    if (unlink(tmp) != 0 && errno != ENOENT)
+        shoal__warn("store: cannot remove %s: %s", tmp, strerror(errno));
+    int fd = S_SYS(open(tmp, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_CREAT | O_EXCL, 0600));
+    if (fd < 0) {
+        shoal__error("store: cannot create arena %s: %s", tmp, strerror(errno));
+        return SHOAL_EIO;
+    }
+    uint8_t *old_base = self->base;
+    self->base = NULL;
+    struct stat st;
+    int rc = SHOAL_EIO;
+    if (S_SYS(flock(fd, LOCK_EX | LOCK_NB)) != 0 || S_SYS(fstat(fd, &st)) != 0)
+        shoal__error("store: cannot lock arena %s: %s", tmp, strerror(errno));
+    else
+        rc = s_arena_size_map(self, fd, tmp, true);
+    if (rc == 0 && S_SYS(rename(tmp, self->arena_path)) != 0) {
+        shoal__error("store: cannot rename %s to %s: %s", tmp, self->arena_path, strerror(errno));
+        munmap(self->base, self->capacity);
+        rc = SHOAL_EIO;
+    }
+    if (rc) {
+        close(fd);
+        unlink(tmp);
+        self->base = old_base;
+        return rc;
+    }
+    if (old_base)
+        munmap(old_base, self->capacity);
+    close(self->arena_fd); //  drops the lock on the old inode, which no path names now
+    self->arena_fd = fd;
     self->arena_dev = (uint64_t)st.st_dev;
     self->arena_ino = (uint64_t)st.st_ino;
+    //  If the open fails later, remove it: an arena nobody owns is RAM.
+    self->arena_created = true;
+    self->arena_fresh = true;
+    shoal__info("store: gave the store a new arena %s; readers of the old one keep their "
+                "views until they release them",
+                self->arena_path);
     return 0;
+}
+
+//  Opens (or creates) the arena file, locks it, sizes and maps it. *why is set when the
+//  arena's previous contents cannot be trusted, so the index must be reset.
+static int s_arena_open(shoal_store_t *self, const char **why)
+{
+    //  O_NOFOLLOW: /dev/shm is world-writable; never follow someone else's symlink.
+    //  O_EXCL first, to know whether this open created the file.
+    int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW;
+    struct stat st;
+    //  A few tries: the file we lock must still be the one the path names (an owner that
+    //  destroys or replaces the arena unlinks or renames it while holding the lock).
+    for (int attempt = 0;; attempt++) {
+        int fd = S_SYS(open(self->arena_path, flags | O_CREAT | O_EXCL, 0600));
+        if (fd >= 0)
+            self->arena_created = true;
+        else if (errno == EEXIST)
+            fd = S_SYS(open(self->arena_path, flags));
+        if (fd < 0) {
+            shoal__error("store: cannot open arena %s: %s", self->arena_path, strerror(errno));
+            return SHOAL_EIO;
+        }
+        self->arena_fd = fd;
+        //  One owner per store: a second worker with the same name would hand out the same
+        //  bytes twice. The lock dies with the process, so a crash never leaves it stale.
+        if (S_SYS(flock(fd, LOCK_EX | LOCK_NB)) != 0) {
+            if (errno == EWOULDBLOCK)
+                self->arena_created = false; //  raced with its owner: the file is theirs
+            shoal__error("store: cannot lock arena %s: %s", self->arena_path,
+                         errno == EWOULDBLOCK ? "another process owns this store"
+                                              : strerror(errno));
+            return SHOAL_EIO;
+        }
+        if (S_SYS(fstat(fd, &st)) != 0) {
+            shoal__error("store: cannot stat arena %s: %s", self->arena_path, strerror(errno));
+            return SHOAL_EIO;
+        }
+        struct stat now;
+        if (stat(self->arena_path, &now) == 0 && now.st_dev == st.st_dev && now.st_ino == st.st_ino)
+            break;
+        close(fd);
+        self->arena_fd = -1;
+        self->arena_created = false;
+        if (attempt == 3) {
+            shoal__error("store: arena %s keeps being replaced while opening it", self->arena_path);
+            return SHOAL_EIO;
+        }
+    }
+    int fd = self->arena_fd;
+    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+        shoal__error("store: arena %s is not a regular file owned by uid %u", self->arena_path,
+                     (unsigned)geteuid());
+        return SHOAL_EIO;
+    }
+    if ((st.st_mode & 077) && fchmod(fd, 0600) != 0)
+        shoal__warn("store: cannot restrict arena %s to mode 0600: %s", self->arena_path,
+                    strerror(errno));
+    self->arena_dev = (uint64_t)st.st_dev;
+    self->arena_ino = (uint64_t)st.st_ino;
+    //  An empty file holds nothing a reader could have mapped: size it in place.
+    self->arena_fresh = self->arena_created || st.st_size == 0;
+    if ((uint64_t)st.st_size == self->capacity)
+        return s_arena_size_map(self, fd, self->arena_path, false);
+    if (st.st_size == 0) {
+        *why = "its arena is new (first start, or the arena file was removed)";
+        return s_arena_size_map(self, fd, self->arena_path, true);
+    }
+    //  Another size: never truncate in place, which would pull pages from under readers'
+    //  mappings (SIGBUS) or hand their pinned bytes to new objects.
+    shoal__warn("store: arena %s is %llu bytes, not the configured %llu: resetting the store",
+                self->arena_path, (unsigned long long)st.st_size,
+                (unsigned long long)self->capacity);
+    *why = "its arena was resized";
+    return s_arena_replace(self);
 }
 
 //  ------------------------------------------------------------------------------- index
@@ -390,6 +590,11 @@ static int s_env_open(shoal_store_t *self)
         return rc;
     }
     rc = S_MDB(mdb_env_set_mapsize(self->env, S_MAPSIZE));
+    //  Every same-host reader process holds one slot of LMDB's reader table for as long as
+    //  it is open (its transaction handle keeps it between gets). LMDB's default of 126
+    //  would cap readers per store; 1024 slots cost 64 KiB of lock file.
+    if (rc == 0)
+        rc = S_MDB(mdb_env_set_maxreaders(self->env, S_MAX_READERS));
     //  NOSYNC: the index survives a process kill (the OS has the pages), not a power cut;
     //  arena bytes in /dev/shm would not survive that either.
     if (rc == 0)
@@ -429,8 +634,9 @@ static int s_row_by_offset(const void *a, const void *b)
     return x->rec.offset < y->rec.offset ? -1 : x->rec.offset > y->rec.offset;
 }
 
-//  Why an index whose meta record is m cannot describe our arena, or NULL if it can.
-static const char *s_meta_mismatch(const shoal_store_t *self, const MDB_val *m)
+//  Why an index whose meta record is m cannot describe the arena file (capacity, dev,
+//  ino), or NULL if it can.
+static const char *s_meta_mismatch(const MDB_val *m, uint64_t capacity, uint64_t dev, uint64_t ino)
 {
     s_meta_t meta;
     if (m->mv_size != sizeof meta)
@@ -439,9 +645,9 @@ static const char *s_meta_mismatch(const shoal_store_t *self, const MDB_val *m)
     if (memcmp(meta.magic, S_META_MAGIC, 8) != 0 || meta.version != S_META_VERSION ||
         meta.page != S_PAGE)
         return "its header has another format";
-    if (meta.capacity != self->capacity)
+    if (meta.capacity != capacity)
         return "it describes an arena of another capacity";
-    if (meta.arena_dev != self->arena_dev || meta.arena_ino != self->arena_ino)
+    if (meta.arena_dev != dev || meta.arena_ino != ino)
         return "it describes another arena file";
     return NULL;
 }
@@ -474,15 +680,25 @@ static int s_index_load(shoal_store_t *self, const char *why)
     MDB_val key = {strlen(S_META_KEY), S_META_KEY}, val;
     what = "read the header";
     rc = mdb_get(txn, dbi, &key, &val);
+    bool reset = why != NULL;
     if (rc == 0) {
         records--;
         if (!why)
-            why = s_meta_mismatch(self, &val);
+            why = s_meta_mismatch(&val, self->capacity, self->arena_dev, self->arena_ino);
     } else if (rc == MDB_NOTFOUND) {
         if (!why && records > 0)
             why = "it has no header";
+        reset = true; //  a new index: whatever the arena held is unknown to it
     } else
         goto mdb_fail;
+    reset = reset || why != NULL;
+    //  The arena may be mapped by readers of the index being reset (their old index file,
+    //  or this one before the reset): give the store a new arena instead of reusing it.
+    if (reset && !self->arena_fresh) {
+        rc = s_arena_replace(self);
+        if (rc)
+            goto fail;
+    }
 
     if (why) {
         if (records > 0)
@@ -640,6 +856,7 @@ static int s_index_load(shoal_store_t *self, const char *why)
         entry->state = SHOAL_OBJ_SEALED;
         entry->created_us = row->rec.created_us;
         entry->dirty = false;
+        entry->published = true;
         if (shoal__refmap_put(self->map, row->ref, entry) != 0) {
             free(entry);
             rc = SHOAL_ENOMEM;
@@ -718,6 +935,380 @@ static int s_index_open(shoal_store_t *self, const char *why)
     return rc;
 }
 
+//  ---------------------------------------------------------------------------- pin table
+
+static size_t s_pins_bytes(uint32_t nslots)
+{
+    return sizeof(s_pins_header_t) + (size_t)nslots * sizeof(s_pin_t);
+}
+
+//  The inode of this process's PID namespace, 0 when /proc does not say.
+static uint64_t s_pidns(void)
+{
+    struct stat st;
+    return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+//  Reads /proc/PID/stat: the state letter (field 3) and the start time (field 22, clock
+//  ticks since boot). 0 or a negative errno (-ENOENT: no such process).
+static int s_proc_stat(pid_t pid, char *state, uint64_t *start)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    int err = errno;
+    close(fd);
+    if (n <= 0)
+        return n < 0 ? -err : -EIO;
+    buf[n] = '\0';
+    //  Field 2, the command, is in parentheses and may hold spaces and ')': skip to the last.
+    char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ' || !p[2])
+        return -EIO;
+    p += 2;
+    *state = *p;
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (!p)
+            return -EIO;
+        p++;
+    }
+    *start = strtoull(p, NULL, 10);
+    return 0;
+}
+
+static uint64_t s_holder_tag(uint64_t start)
+{
+    return start & 0x7fffffffull;
+}
+
+//  Whether the process a holder value names is gone: no such pid, a zombie (PID 1 here
+//  reaps slowly, so kill(pid, 0) alone would call a killed reader alive), or another
+//  process that reuses the pid (another start time). When unsure, alive.
+static bool s_holder_dead(uint64_t holder)
+{
+    pid_t pid = (pid_t)(holder & 0xffffffffull);
+    uint64_t tag = (holder >> 32) & 0x7fffffffull;
+    if (pid <= 0)
+        return true;
+    if (kill(pid, 0) != 0 && errno == ESRCH)
+        return true;
+    char state;
+    uint64_t start;
+    int rc = s_proc_stat(pid, &state, &start);
+    if (rc == -ENOENT || rc == -ESRCH)
+        return true;
+    if (rc)
+        return false;
+    if (state == 'Z' || state == 'X' || state == 'x')
+        return true;
+    return tag && s_holder_tag(start) != tag;
+}
+
+static int s_u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+//  Clears the slots of holders that died. Each distinct holder is checked once (a kill and
+//  a /proc read, ~10 us); a slot is cleared only if it still holds what was checked (CAS),
+//  so a slot released and claimed again meanwhile is left alone. Returns slots cleared.
+static size_t s_clear_dead(shoal_store_t *self)
+{
+    self->next_dead_ms = shoal__now_ms() + S_DEAD_CHECK_MS;
+    size_t n = 0;
+    for (uint32_t i = 0; i < S_PIN_SLOTS; i++) {
+        uint64_t h = atomic_load_explicit(&self->slots[i].holder, memory_order_relaxed);
+        if (h)
+            self->ids[n++] = h & ~S_PIN_CLAIMING;
+    }
+    if (n == 0)
+        return 0;
+    qsort(self->ids, n, sizeof *self->ids, s_u64_cmp);
+    size_t dead = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && self->ids[i] == self->ids[i - 1])
+            continue;
+        if (s_holder_dead(self->ids[i]))
+            self->ids[dead++] = self->ids[i]; //  sorted still: dead <= i
+    }
+    size_t cleared = 0;
+    for (uint32_t i = 0; i < S_PIN_SLOTS && dead > 0; i++) {
+        uint64_t h = atomic_load(&self->slots[i].holder);
+        uint64_t id = h & ~S_PIN_CLAIMING;
+        if (h && bsearch(&id, self->ids, dead, sizeof *self->ids, s_u64_cmp) &&
+            atomic_compare_exchange_strong(&self->slots[i].holder, &h, 0))
+            cleared++;
+    }
+    if (cleared)
+        shoal__info("store: cleared %zu pins of %zu dead readers of %s", cleared, dead,
+                    self->arena_path);
+    return cleared;
+}
+
+static int s_span_cmp(const void *a, const void *b)
+{
+    const s_span_t *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+//  Reads the pin table into self->spans, sorted by start, each end turned into the largest
+//  end so far. Returns false when a slot is being claimed: its range is not known yet, so
+//  it pins everything (claims take nanoseconds; the caller tries again later).
+static bool s_pins_scan(shoal_store_t *self, size_t *n_p)
+{
+    //  The other half of the reader's publish-then-look-up: our commit happened before
+    //  this, so a pin published after we read its slot is validated against that commit.
+    atomic_thread_fence(memory_order_seq_cst);
+    size_t n = 0;
+    for (uint32_t i = 0; i < S_PIN_SLOTS; i++) {
+        s_pin_t *pin = &self->slots[i];
+        uint64_t h = atomic_load(&pin->holder);
+        if (!h)
+            continue;
+        if (h & S_PIN_CLAIMING)
+            return false;
+        uint64_t offset = atomic_load_explicit(&pin->offset, memory_order_relaxed);
+        uint64_t size = atomic_load_explicit(&pin->size, memory_order_relaxed);
+        //  A slot changing under us yields a mix of two pins: a wrong range, never a
+        //  missed validated pin (see the argument at the top). Clamp, so it cannot overflow.
+        size = SHOAL__MIN(size, S_MAX_CAPACITY);
+        offset = SHOAL__MIN(offset, S_MAX_CAPACITY);
+        self->spans[n].start = offset;
+        self->spans[n].end = offset + s_page_round(size);
+        n++;
+    }
+    if (n > 1)
+        qsort(self->spans, n, sizeof *self->spans, s_span_cmp);
+    for (size_t i = 1; i < n; i++)
+        self->spans[i].end = SHOAL__MAX(self->spans[i].end, self->spans[i - 1].end);
+    *n_p = n;
+    return true;
+}
+
+//  Whether a pin of spans[0, n) overlaps [offset, offset + length).
+static bool s_pinned(const s_span_t *spans, size_t n, uint64_t offset, uint64_t length)
+{
+    //  i = the number of pins that start before the range ends.
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (spans[mid].start < offset + length)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo > 0 && spans[lo - 1].end > offset;
+}
+
+//  Gives the committed limbo ranges that no pin covers back to the free list. When some
+//  stay pinned and the last dead-holder check is a second old, checks holders and tries
+//  once more. Never allocates (see the free list's invariant).
+static void s_reap(shoal_store_t *self)
+{
+    for (int pass = 0; pass < 2 && self->limbo_safe > 0; pass++) {
+        size_t n = 0;
+        bool all_pinned = !s_pins_scan(self, &n);
+        size_t kept = 0, kept_safe = 0;
+        for (size_t i = 0; i < self->limbo_len; i++) {
+            s_range_t r = self->limbo[i];
+            if (i >= self->limbo_safe || all_pinned ||
+                s_pinned(self->spans, n, r.offset, r.length)) {
+                kept_safe += i < self->limbo_safe;
+                self->limbo[kept++] = r;
+            } else {
+                s_free_give(self, r.offset, r.length);
+                self->used -= r.length;
+            }
+        }
+        self->limbo_len = kept;
+        self->limbo_safe = kept_safe;
+        if (kept_safe == 0 || shoal__now_ms() < self->next_dead_ms || s_clear_dead(self) == 0)
+            break;
+    }
+}
+
+//  Moves the free parts of [offset, end) from the free list to limbo (re-adopting a range
+//  a live reader still pins). 0 or SHOAL_ENOMEM.
+static int s_carve(shoal_store_t *self, uint64_t offset, uint64_t end)
+{
+    size_t i = 0;
+    while (i < self->free_len) {
+        s_range_t *r = &self->free[i];
+        uint64_t r_end = r->offset + r->length;
+        if (r_end <= offset) {
+            i++;
+            continue;
+        }
+        if (r->offset >= end)
+            break;
+        int rc = s_free_reserve(self, self->free_len + 1);
+        if (rc == 0)
+            rc = s_limbo_reserve(self, self->limbo_len + 1);
+        if (rc)
+            return rc;
+        r = &self->free[i]; //  the reserve may have moved the array
+        uint64_t lo = SHOAL__MAX(r->offset, offset), hi = SHOAL__MIN(r_end, end);
+        self->limbo[self->limbo_len++] = (s_range_t){lo, hi - lo};
+        self->limbo_safe = self->limbo_len; //  no index holds it: nothing to commit first
+        self->used += hi - lo;
+        if (lo == r->offset && hi == r_end) {
+            memmove(r, r + 1, (self->free_len - i - 1) * sizeof *r);
+            self->free_len--;
+        } else if (lo == r->offset) {
+            r->offset = hi;
+            r->length = r_end - hi;
+        } else if (hi == r_end) {
+            r->length = lo - r->offset;
+            i++;
+        } else {
+            memmove(r + 1, r, (self->free_len - i) * sizeof *r);
+            self->free_len++;
+            r->length = lo - r->offset;
+            self->free[i + 1] = (s_range_t){hi, r_end - hi};
+            i += 2;
+        }
+    }
+    return 0;
+}
+
+//  Re-adopts the pin table: clears the slots of holders that died, and puts the ranges
+//  live ones pin that the index no longer holds (deleted, not yet freed when the previous
+//  owner stopped) in limbo. Runs after the index load committed (see the argument at the
+//  top): a reader that claims a slot later validates against this index.
+static int s_pins_adopt(shoal_store_t *self)
+{
+    s_clear_dead(self);
+    for (uint32_t i = 0; i < S_PIN_SLOTS; i++) {
+        s_pin_t *pin = &self->slots[i];
+        uint64_t h = atomic_load(&pin->holder);
+        if (!h || (h & S_PIN_CLAIMING))
+            continue; //  a claim in progress validates against the index we just wrote
+        uint64_t offset = atomic_load_explicit(&pin->offset, memory_order_relaxed);
+        uint64_t size = atomic_load_explicit(&pin->size, memory_order_relaxed);
+        if (offset >= self->capacity || size == 0)
+            continue;
+        uint64_t end =
+            size > self->capacity - offset ? self->capacity : offset + s_page_round(size);
+        int rc = s_carve(self, offset, SHOAL__MIN(end, self->capacity));
+        if (rc)
+            return rc;
+    }
+    if (self->limbo_len)
+        shoal__info("store: %zu ranges of %s stay reserved while live readers view them",
+                    self->limbo_len, self->arena_path);
+    return 0;
+}
+
+//  Makes a new, empty pin table for the current arena: filled under a temporary name,
+//  then renamed into place, so a reader never maps a half-made one.
+static int s_pins_create(shoal_store_t *self)
+{
+    size_t size = s_pins_bytes(S_PIN_SLOTS);
+    char tmp[PATH_MAX + 8];
+    if (snprintf(tmp, sizeof tmp, "%s.new", self->pins_path) >= (int)sizeof tmp)
+        return SHOAL_EIO;
+    if (unlink(tmp) != 0 && errno != ENOENT)
+        shoal__warn("store: cannot remove %s: %s", tmp, strerror(errno));
+    int fd = S_SYS(open(tmp, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_CREAT | O_EXCL, 0600));
+    if (fd < 0) {
+        shoal__error("store: cannot create pin table %s: %s", tmp, strerror(errno));
+        return SHOAL_EIO;
+    }
+    const char *what = NULL;
+    void *map = MAP_FAILED;
+    if (S_SYS(ftruncate(fd, (off_t)size)) != 0)
+        what = "size";
+    else if (fallocate(fd, 0, 0, (off_t)size) != 0 && errno != EOPNOTSUPP && errno != ENOSYS)
+        what = "reserve";
+    else if ((map = s_fault() ? (errno = EIO, MAP_FAILED)
+                              : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) ==
+             MAP_FAILED)
+        what = "map";
+    close(fd);
+    if (!what) {
+        s_pins_header_t *h = map;
+        memcpy(h->magic, S_PINS_MAGIC, 8);
+        h->version = S_PINS_VERSION;
+        h->nslots = S_PIN_SLOTS;
+        h->slot_size = sizeof(s_pin_t);
+        h->arena_dev = self->arena_dev;
+        h->arena_ino = self->arena_ino;
+        h->pidns = s_pidns();
+        if (S_SYS(rename(tmp, self->pins_path)) != 0)
+            what = "rename";
+    }
+    if (what) {
+        shoal__error("store: cannot %s pin table %s: %s", what, tmp, strerror(errno));
+        if (map != MAP_FAILED)
+            munmap(map, size);
+        unlink(tmp);
+        return SHOAL_EIO;
+    }
+    self->pins = map;
+    self->slots = (s_pin_t *)(self->pins + 1);
+    self->pins_created = true;
+    return 0;
+}
+
+//  Opens the pin table after the index: re-adopts it when it belongs to this arena and the
+//  arena is not new, else retires the old one (its readers' next get fails) and makes a
+//  new one.
+static int s_pins_open(shoal_store_t *self)
+{
+    int rc = shoal_store_pins_path_for(self->arena_path, self->pins_path, sizeof self->pins_path);
+    if (rc)
+        return rc;
+    self->spans = s_malloc(S_PIN_SLOTS * sizeof *self->spans);
+    self->ids = s_malloc(S_PIN_SLOTS * sizeof *self->ids);
+    if (!self->spans || !self->ids)
+        return SHOAL_ENOMEM;
+    size_t size = s_pins_bytes(S_PIN_SLOTS);
+    int fd = S_SYS(open(self->pins_path, O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    if (fd < 0 && errno != ENOENT) {
+        //  Not knowing the pins of live readers, we must not reuse anything they may view.
+        shoal__error("store: cannot open pin table %s: %s", self->pins_path, strerror(errno));
+        return SHOAL_EIO;
+    }
+    if (fd >= 0) {
+        struct stat st;
+        void *map = MAP_FAILED;
+        if (S_SYS(fstat(fd, &st)) != 0) {
+            shoal__error("store: cannot stat pin table %s: %s", self->pins_path, strerror(errno));
+            close(fd);
+            return SHOAL_EIO;
+        }
+        if (S_ISREG(st.st_mode) && st.st_uid == geteuid() && (uint64_t)st.st_size == size)
+            map = s_fault() ? (errno = EIO, MAP_FAILED)
+                            : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        int err = errno;
+        close(fd);
+        if (map == MAP_FAILED && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size) {
+            shoal__error("store: cannot map pin table %s: %s", self->pins_path, strerror(err));
+            return SHOAL_EIO;
+        }
+        if (map != MAP_FAILED) {
+            s_pins_header_t *h = map;
+            bool valid = memcmp(h->magic, S_PINS_MAGIC, 8) == 0 && h->version == S_PINS_VERSION &&
+                         h->nslots == S_PIN_SLOTS && h->slot_size == sizeof(s_pin_t);
+            if (valid && !self->arena_fresh && h->arena_dev == self->arena_dev &&
+                h->arena_ino == self->arena_ino && !atomic_load(&h->retired)) {
+                self->pins = h;
+                self->slots = (s_pin_t *)(h + 1);
+                return s_pins_adopt(self);
+            }
+            if (valid)
+                atomic_store(&h->retired, 1);
+            munmap(map, size);
+        }
+    }
+    return s_pins_create(self);
+}
+
 //  -------------------------------------------------------------------------- lifecycle
 
 //  Frees everything, whatever state open reached. Does not flush.
@@ -735,7 +1326,12 @@ static void s_store_free(shoal_store_t *self)
         munmap(self->base, self->capacity);
     if (self->arena_fd >= 0)
         close(self->arena_fd);
+    if (self->pins)
+        munmap(self->pins, s_pins_bytes(S_PIN_SLOTS));
+    free(self->spans);
+    free(self->ids);
     free(self->free);
+    free(self->limbo);
     free(self->dirty);
     free(self);
 }
@@ -790,6 +1386,11 @@ int shoal_store_open(const shoal_store_config_t *config, shoal_store_t **self_p)
         rc = SHOAL_EIO;
         goto fail;
     }
+    if (!realpath(config->dir, self->dir)) {
+        shoal__error("store: cannot resolve directory %s: %s", config->dir, strerror(errno));
+        rc = SHOAL_EIO;
+        goto fail;
+    }
     rc = shoal_store_arena_path_for(config->dir, config->name, self->arena_path,
                                     sizeof self->arena_path);
     if (rc)
@@ -798,8 +1399,18 @@ int shoal_store_open(const shoal_store_config_t *config, shoal_store_t **self_p)
     rc = s_arena_open(self, &why);
     if (rc == 0)
         rc = s_index_open(self, why);
+    if (rc == 0)
+        rc = s_pins_open(self);
+    //  The invariants on capacities (see the struct), for deletes before any alloc.
+    if (rc == 0)
+        rc = s_free_reserve(self, self->spaced + self->limbo_len + 1);
+    if (rc == 0)
+        rc = s_limbo_reserve(self, self->limbo_len + self->spaced);
     if (rc)
         goto fail;
+    int64_t now = shoal__now_ms();
+    self->next_dead_ms = now + S_DEAD_CHECK_MS;
+    self->next_reader_check_ms = now + S_READER_CHECK_MS;
     shoal__debug("store: opened %s (%llu bytes, %zu objects re-adopted)", self->arena_path,
                  (unsigned long long)self->capacity, shoal__refmap_size(self->map));
     *self_p = self;
@@ -810,8 +1421,27 @@ fail:
     //  existed before stays, with whatever objects it holds.
     if (self->arena_created && unlink(self->arena_path) != 0)
         shoal__warn("store: cannot remove arena %s: %s", self->arena_path, strerror(errno));
+    if (self->pins_created && unlink(self->pins_path) != 0)
+        shoal__warn("store: cannot remove pin table %s: %s", self->pins_path, strerror(errno));
     s_store_free(self);
     return rc;
+}
+
+//  At close: removes the pin table when no reader holds a pin (the next open makes a new
+//  one), so a stopped worker leaves only its arena behind. Retired first, then scanned:
+//  a reader that pins after the scan sees the flag in its validating look-up and fails
+//  (the same store-then-load ordering as deletes). A table with pins stays for the next
+//  owner to re-adopt.
+static void s_pins_close(shoal_store_t *self)
+{
+    if (!self->pins)
+        return;
+    atomic_store(&self->pins->retired, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (shoal__store_pins_held(self) > 0)
+        atomic_store(&self->pins->retired, 0);
+    else if (unlink(self->pins_path) != 0 && errno != ENOENT)
+        shoal__warn("store: cannot remove pin table %s: %s", self->pins_path, strerror(errno));
 }
 
 void shoal_store_close(shoal_store_t **self_p)
@@ -822,6 +1452,7 @@ void shoal_store_close(shoal_store_t **self_p)
     //  flush logs its own failure; what it could not write is lost with this process,
     //  as after a kill: unsealed objects are aborted on the next open anyway.
     shoal_store_flush(self);
+    s_pins_close(self);
     s_store_free(self);
     *self_p = NULL;
 }
@@ -831,9 +1462,14 @@ void shoal_store_destroy(shoal_store_t **self_p)
     if (!self_p || !*self_p)
         return;
     shoal_store_t *self = *self_p;
+    //  Readers' next get fails from now on; the views they hold keep their bytes.
+    if (self->pins)
+        atomic_store(&self->pins->retired, 1);
     //  Unlink while we still hold the arena lock, so no new owner opens the old files.
     if (unlink(self->arena_path) != 0 && errno != ENOENT)
         shoal__warn("store: cannot remove arena %s: %s", self->arena_path, strerror(errno));
+    if (self->pins && unlink(self->pins_path) != 0 && errno != ENOENT)
+        shoal__warn("store: cannot remove pin table %s: %s", self->pins_path, strerror(errno));
     s_index_unlink(self);
     s_store_free(self);
     *self_p = NULL;
@@ -842,6 +1478,34 @@ void shoal_store_destroy(shoal_store_t **self_p)
 const char *shoal_store_arena_path(const shoal_store_t *self)
 {
     return self->arena_path;
+}
+
+const char *shoal_store_dir(const shoal_store_t *self)
+{
+    return self->dir;
+}
+
+int shoal_store_pins_path_for(const char *arena_path, char *buf, size_t size)
+{
+    static const char suffix[] = ".arena";
+    size_t len = arena_path ? strlen(arena_path) : 0, n = sizeof suffix - 1;
+    if (len <= n || strcmp(arena_path + len - n, suffix) != 0 || !buf ||
+        snprintf(buf, size, "%.*s.pins", (int)(len - n), arena_path) >= (int)size)
+        return SHOAL_EINVAL;
+    return 0;
+}
+
+size_t shoal_store_pinned_pending(const shoal_store_t *self)
+{
+    return self->limbo_len;
+}
+
+size_t shoal__store_pins_held(const shoal_store_t *self)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < S_PIN_SLOTS; i++)
+        n += atomic_load_explicit(&self->slots[i].holder, memory_order_relaxed) != 0;
+    return n;
 }
 
 uint64_t shoal_store_capacity(const shoal_store_t *self)
@@ -866,6 +1530,8 @@ uint8_t *shoal_store_base(const shoal_store_t *self)
 
 //  ---------------------------------------------------------------------------- objects
 
+static int s_commit(shoal_store_t *self);
+
 int shoal_store_alloc(shoal_store_t *self, shoal_ref_t ref, uint64_t size, shoal_store_obj_t *obj)
 {
     assert(self && obj);
@@ -875,15 +1541,26 @@ int shoal_store_alloc(shoal_store_t *self, shoal_ref_t ref, uint64_t size, shoal
         return SHOAL_ETOOBIG;
     uint64_t span = s_page_round(size);
     //  Reserve, before changing anything, all memory that this object's later seal and
-    //  delete could need: those calls cannot fail.
+    //  delete could need: those calls cannot fail. The free list may gain a range per
+    //  extent (object or limbo range) plus one; limbo, a range per object.
     int rc = s_dirty_reserve(self, self->dirty_len + 1 + self->clean);
     if (rc == 0 && span)
-        rc = s_free_reserve(self, self->spaced + 2);
+        rc = s_free_reserve(self, self->spaced + self->limbo_len + 2);
+    if (rc == 0 && span)
+        rc = s_limbo_reserve(self, self->limbo_len + self->spaced + 1);
     if (rc)
         return rc;
     uint64_t offset = 0;
-    if (span && !s_free_take(self, span, &offset))
-        return SHOAL_EFULL;
+    if (span && !s_free_take(self, span, &offset)) {
+        if (self->limbo_len == 0)
+            return SHOAL_EFULL;
+        //  Deleted objects wait in limbo: commit their deletes (a failure is logged, and
+        //  what was committed before can still be freed), give back what no reader pins.
+        s_commit(self);
+        s_reap(self);
+        if (!s_free_take(self, span, &offset))
+            return SHOAL_EFULL;
+    }
     s_entry_t *entry = s_malloc(sizeof *entry);
     if (!entry || shoal__refmap_put(self->map, ref, entry) != 0) {
         free(entry);
@@ -896,6 +1573,7 @@ int shoal_store_alloc(shoal_store_t *self, shoal_ref_t ref, uint64_t size, shoal
     entry->state = SHOAL_OBJ_ALLOCATED;
     entry->created_us = shoal__wall_us();
     entry->dirty = true;
+    entry->published = false;
     self->dirty[self->dirty_len++] = ref;
     if (span) {
         self->used += span;
@@ -923,7 +1601,12 @@ static void s_drop(shoal_store_t *self, shoal_ref_t ref)
     s_entry_t *entry = shoal__refmap_remove(self->map, ref);
     assert(entry);
     uint64_t span = s_page_round(entry->size);
-    if (span) {
+    if (span && entry->published) {
+        //  Readers may view it: limbo until a commit and a pin scan say otherwise.
+        assert(self->limbo_len < self->limbo_cap); //  reserved by alloc and open
+        self->limbo[self->limbo_len++] = (s_range_t){entry->offset, span};
+        self->spaced--;
+    } else if (span) {
         s_free_give(self, entry->offset, span);
         self->used -= span;
         self->spaced--;
@@ -995,9 +1678,9 @@ bool shoal_store_next(const shoal_store_t *self, size_t *cursor, shoal_store_obj
     return false;
 }
 
-int shoal_store_flush(shoal_store_t *self)
+//  Commits the dirty list in one write transaction (shoal_store_flush without the reaping).
+static int s_commit(shoal_store_t *self)
 {
-    assert(self);
     if (self->dirty_len == 0)
         return 0;
     MDB_txn *txn = NULL;
@@ -1042,14 +1725,53 @@ int shoal_store_flush(shoal_store_t *self)
             entry->dirty = false;
             self->clean++;
         }
+        if (entry && entry->state == SHOAL_OBJ_SEALED)
+            entry->published = true;
     }
     self->dirty_len = 0;
+    //  Every delete so far is in the index now.
+    self->limbo_safe = self->limbo_len;
     return 0;
 
 fail:
     shoal__error("store: cannot %s in index %s (%zu changes kept for the next flush): %s", what,
                  self->index_path, self->dirty_len, mdb_strerror(rc));
     return rc == MDB_MAP_FULL ? SHOAL_EFULL : SHOAL_EIO;
+}
+
+int shoal_store_flush(shoal_store_t *self)
+{
+    assert(self);
+    size_t safe = self->limbo_safe;
+    int rc = s_commit(self);
+    //  Scan the pins only when deletes were just committed; tick retries the others.
+    if (rc == 0 && self->limbo_safe > safe)
+        s_reap(self);
+    return rc;
+}
+
+void shoal_store_tick(shoal_store_t *self)
+{
+    assert(self);
+    int64_t now = shoal__now_ms();
+    bool reap = self->limbo_len > 0 && now >= self->next_reap_ms;
+    if (now >= self->next_dead_ms && s_clear_dead(self) > 0)
+        reap = self->limbo_len > 0;
+    if (reap) {
+        //  Deletes not committed yet (an owner that flushes only when it has results to
+        //  report) would keep their space forever on an idle owner: commit them, at most
+        //  every S_REAP_MS, so batching is kept.
+        if (self->limbo_safe < self->limbo_len)
+            s_commit(self);
+        s_reap(self);
+        self->next_reap_ms = now + S_REAP_MS;
+    }
+    if (now >= self->next_reader_check_ms) {
+        self->next_reader_check_ms = now + S_READER_CHECK_MS;
+        int dead = 0;
+        if (mdb_reader_check(self->env, &dead) == 0 && dead > 0)
+            shoal__info("store: index %s: cleared %d stale reader slots", self->index_path, dead);
+    }
 }
 
 //  --------------------------------------------------------------------- other processes
@@ -1138,4 +1860,368 @@ void shoal_arena_unmap(void *p, uint64_t size)
     if (!p)
         return;
     munmap((uint8_t *)p - S_PAGE, s_page_round(size) + 2 * S_PAGE);
+}
+
+//  ------------------------------------------------------------------- same-host readers
+
+struct shoal_store_reader {
+    _Atomic size_t refs;  //  the opener's, plus one per view
+    pthread_mutex_t lock; //  gets share one read transaction handle
+    uint8_t *base;        //  the arena, read-only
+    uint64_t capacity;
+    s_pins_header_t *pins;
+    s_pin_t *slots;
+    uint32_t nslots;
+    size_t pins_size;
+    MDB_env *env;
+    MDB_txn *txn; //  reset between gets: never holds a snapshot between calls
+    MDB_dbi dbi;
+    uint8_t meta[sizeof(s_meta_t)]; //  the index's meta record at open
+    uint64_t me;                    //  holder value: pid | start-time tag << 32
+    uint64_t start;                 //  our start time, whole
+    _Atomic uint32_t hint;          //  where the next free-slot search starts
+};
+
+static void s_reader_free(shoal_store_reader_t *self)
+{
+    if (self->txn)
+        mdb_txn_abort(self->txn);
+    if (self->env)
+        mdb_env_close(self->env);
+    if (self->base)
+        munmap(self->base, self->capacity);
+    if (self->pins)
+        munmap(self->pins, self->pins_size);
+    pthread_mutex_destroy(&self->lock);
+    free(self);
+}
+
+static void s_reader_unref(shoal_store_reader_t *self)
+{
+    if (atomic_fetch_sub_explicit(&self->refs, 1, memory_order_acq_rel) == 1)
+        s_reader_free(self);
+}
+
+//  Maps the arena read-only. *st receives its stat.
+static int s_reader_map_arena(shoal_store_reader_t *self, const char *path, struct stat *st)
+{
+    int fd = S_SYS(open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return SHOAL_ENOTFOUND;
+        shoal__error("store: cannot open arena %s: %s", path, strerror(errno));
+        return SHOAL_EIO;
+    }
+    int rc = 0;
+    if (S_SYS(fstat(fd, st)) != 0) {
+        shoal__error("store: cannot stat arena %s: %s", path, strerror(errno));
+        rc = SHOAL_EIO;
+    } else if (!S_ISREG(st->st_mode) || st->st_size <= 0 ||
+               (uint64_t)st->st_size > S_MAX_CAPACITY) {
+        shoal__error("store: arena %s is not a regular file of a usable size", path);
+        rc = SHOAL_EIO;
+    } else {
+        //  Whole and pre-faulted: after this, a get of 1 GiB costs what one of 1 KiB does.
+        void *base = s_fault() ? (errno = EIO, MAP_FAILED)
+                               : mmap(NULL, (size_t)st->st_size, PROT_READ,
+                                      MAP_SHARED | MAP_POPULATE, fd, 0);
+        if (base == MAP_FAILED) {
+            shoal__error("store: cannot map arena %s: %s", path, strerror(errno));
+            rc = SHOAL_EIO;
+        } else {
+            self->base = base;
+            self->capacity = (uint64_t)st->st_size;
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+//  Maps the pin table read-write and checks that it belongs to the arena (arena).
+static int s_reader_map_pins(shoal_store_reader_t *self, const char *path, const struct stat *arena)
+{
+    int fd = S_SYS(open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return SHOAL_ENOTFOUND;
+        shoal__error("store: cannot open pin table %s: %s", path, strerror(errno));
+        return SHOAL_EIO;
+    }
+    struct stat st;
+    int rc = 0;
+    if (S_SYS(fstat(fd, &st)) != 0) {
+        shoal__error("store: cannot stat pin table %s: %s", path, strerror(errno));
+        rc = SHOAL_EIO;
+    } else if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < s_pins_bytes(1) ||
+               (uint64_t)st.st_size > s_pins_bytes(S_PINS_MAX)) {
+        shoal__warn("store: pin table %s has an unusable size", path);
+        rc = SHOAL_ECORRUPT;
+    } else {
+        void *map = s_fault()
+                        ? (errno = EIO, MAP_FAILED)
+                        : mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) {
+            shoal__error("store: cannot map pin table %s: %s", path, strerror(errno));
+            rc = SHOAL_EIO;
+        } else {
+            self->pins = map;
+            self->pins_size = (size_t)st.st_size;
+        }
+    }
+    close(fd);
+    if (rc)
+        return rc;
+    const s_pins_header_t *h = self->pins;
+    const char *why = NULL;
+    if (memcmp(h->magic, S_PINS_MAGIC, 8) != 0 || h->version != S_PINS_VERSION ||
+        h->slot_size != sizeof(s_pin_t) || h->nslots == 0 || h->nslots > S_PINS_MAX ||
+        s_pins_bytes(h->nslots) != self->pins_size)
+        why = "it has another format";
+    else if (h->arena_dev != (uint64_t)arena->st_dev || h->arena_ino != (uint64_t)arena->st_ino)
+        why = "it belongs to another arena file";
+    else if (atomic_load(&self->pins->retired))
+        why = "the store was reset or destroyed";
+    if (why) {
+        shoal__warn("store: pin table %s does not describe the arena: %s", path, why);
+        return SHOAL_ECORRUPT;
+    }
+    uint64_t ns = s_pidns();
+    if (h->pidns && ns && h->pidns != ns) {
+        shoal__error("store: %s: this process runs in another PID namespace than the store's "
+                     "owner, which could not tell whether it is alive",
+                     path);
+        return SHOAL_EIO;
+    }
+    self->slots = (s_pin_t *)(self->pins + 1);
+    self->nslots = h->nslots;
+    return 0;
+}
+
+//  Opens the index read-only and checks its meta record against the arena.
+static int s_reader_open_index(shoal_store_reader_t *self, const char *path,
+                               const struct stat *arena)
+{
+    const char *what = "create an environment";
+    int rc = S_MDB(mdb_env_create(&self->env));
+    if (rc) {
+        self->env = NULL;
+        goto fail;
+    }
+    //  The owner's map size, so the owner's growth never outruns our mapping.
+    what = "set the map size";
+    rc = S_MDB(mdb_env_set_mapsize(self->env, S_MAPSIZE));
+    if (rc)
+        goto fail;
+    //  NOTLS: the one transaction handle is not tied to a thread (gets come from any
+    //  thread, under the mutex), and it keeps its reader slot between reset and renew.
+    what = "open";
+    rc = S_MDB(mdb_env_open(self->env, path, MDB_RDONLY | MDB_NOTLS | MDB_NOSUBDIR, 0600));
+    if (rc == ENOENT)
+        return SHOAL_ENOTFOUND;
+    if (rc)
+        goto fail;
+    what = "begin a transaction";
+    rc = S_MDB(mdb_txn_begin(self->env, NULL, MDB_RDONLY, &self->txn));
+    if (rc) {
+        self->txn = NULL;
+        goto fail;
+    }
+    what = "open the database";
+    rc = S_MDB(mdb_dbi_open(self->txn, NULL, 0, &self->dbi));
+    if (rc)
+        goto fail;
+    MDB_val key = {strlen(S_META_KEY), S_META_KEY}, val;
+    what = "read the header";
+    rc = S_MDB(mdb_get(self->txn, self->dbi, &key, &val));
+    const char *why = rc == MDB_NOTFOUND ? "it has no header" : NULL;
+    if (rc == 0) {
+        why = s_meta_mismatch(&val, (uint64_t)arena->st_size, (uint64_t)arena->st_dev,
+                              (uint64_t)arena->st_ino);
+        if (!why)
+            memcpy(self->meta, val.mv_data, sizeof self->meta);
+    }
+    if (why) {
+        shoal__warn("store: index %s does not describe the arena: %s", path, why);
+        return SHOAL_ECORRUPT;
+    }
+    if (rc)
+        goto fail;
+    //  From here on the handle only ever holds a snapshot inside a get.
+    mdb_txn_reset(self->txn);
+    return 0;
+
+fail:
+    shoal__error("store: cannot %s for index %s: %s", what, path, mdb_strerror(rc));
+    return s_mdb_is_corrupt(rc) ? SHOAL_ECORRUPT : rc == ENOMEM ? SHOAL_ENOMEM : SHOAL_EIO;
+}
+
+int shoal_store_reader_open(const char *dir, const char *arena_path, shoal_store_reader_t **self_p)
+{
+    if (!dir || !arena_path || !self_p)
+        return SHOAL_EINVAL;
+    char index_path[PATH_MAX], pins_path[PATH_MAX];
+    if (snprintf(index_path, sizeof index_path, "%s/index.mdb", dir) >= (int)sizeof index_path ||
+        shoal_store_pins_path_for(arena_path, pins_path, sizeof pins_path) != 0)
+        return SHOAL_EINVAL;
+    shoal_store_reader_t *self = s_calloc(1, sizeof *self);
+    if (!self)
+        return SHOAL_ENOMEM;
+    if (pthread_mutex_init(&self->lock, NULL) != 0) {
+        free(self);
+        return SHOAL_ENOMEM;
+    }
+    atomic_init(&self->refs, 1);
+    struct stat arena;
+    int rc = s_reader_map_arena(self, arena_path, &arena);
+    if (rc == 0)
+        rc = s_reader_map_pins(self, pins_path, &arena);
+    if (rc == 0)
+        rc = s_reader_open_index(self, index_path, &arena);
+    if (rc) {
+        s_reader_free(self);
+        return rc;
+    }
+    //  Who we are, as the owner's dead-holder check sees it; 0: no /proc, pid alone.
+    pid_t pid = getpid();
+    char state;
+    if (s_proc_stat(pid, &state, &self->start) != 0)
+        self->start = 0;
+    self->me = (uint64_t)(uint32_t)pid | s_holder_tag(self->start) << 32;
+    //  Processes start their slot searches apart, so they rarely contend for a line.
+    atomic_init(&self->hint, (uint32_t)(((uint64_t)pid * 2654435761u) % self->nslots));
+    *self_p = self;
+    return 0;
+}
+
+//  Looks ref up in a fresh snapshot of the index. 0, SHOAL_ENOTFOUND, or SHOAL_EIO (the
+//  store was reset or destroyed, or the index cannot be read).
+static int s_reader_lookup(shoal_store_reader_t *self, shoal_ref_t ref, s_record_t *rec)
+{
+    if (atomic_load(&self->pins->retired))
+        return SHOAL_EIO;
+    int rc = S_MDB(mdb_txn_renew(self->txn));
+    if (rc)
+        return SHOAL_EIO;
+    MDB_val key = {strlen(S_META_KEY), S_META_KEY}, val;
+    rc = S_MDB(mdb_get(self->txn, self->dbi, &key, &val));
+    if (rc == MDB_NOTFOUND || (rc == 0 && (val.mv_size != sizeof self->meta ||
+                                           memcmp(val.mv_data, self->meta, sizeof self->meta))))
+        rc = EIO; //  the owner reset the index for another arena
+    uint8_t k[16];
+    s_key_encode(ref, k);
+    key.mv_size = sizeof k;
+    key.mv_data = k;
+    if (rc == 0)
+        rc = S_MDB(mdb_get(self->txn, self->dbi, &key, &val));
+    if (rc == 0 && val.mv_size != sizeof *rec)
+        rc = EIO;
+    if (rc == 0)
+        memcpy(rec, val.mv_data, sizeof *rec);
+    mdb_txn_reset(self->txn);
+    return rc == 0 ? 0 : rc == MDB_NOTFOUND ? SHOAL_ENOTFOUND : SHOAL_EIO;
+}
+
+//  Claims a free slot and publishes a pin on rec's range in it. 0 or SHOAL_EFULL.
+static int s_pin_claim(shoal_store_reader_t *self, shoal_ref_t ref, const s_record_t *rec,
+                       uint32_t *slot_p)
+{
+    uint32_t n = self->nslots;
+    uint32_t first = atomic_load_explicit(&self->hint, memory_order_relaxed) % n;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = first + k < n ? first + k : first + k - n;
+        s_pin_t *pin = &self->slots[i];
+        uint64_t expect = 0;
+        if (atomic_load_explicit(&pin->holder, memory_order_relaxed) != 0 ||
+            !atomic_compare_exchange_strong(&pin->holder, &expect, self->me | S_PIN_CLAIMING))
+            continue;
+        //  While CLAIMING, the owner treats the slot as pinning everything: fill it, then
+        //  publish (seq_cst, a full barrier: the validating look-up reads the index after).
+        atomic_store_explicit(&pin->start, self->start, memory_order_relaxed);
+        atomic_store_explicit(&pin->offset, rec->offset, memory_order_relaxed);
+        atomic_store_explicit(&pin->size, rec->size, memory_order_relaxed);
+        atomic_store_explicit(&pin->ref_hi, ref.hi, memory_order_relaxed);
+        atomic_store_explicit(&pin->ref_lo, ref.lo, memory_order_relaxed);
+        expect = self->me | S_PIN_CLAIMING;
+        //  A CAS, not a store: if the owner took us for dead and cleared the slot (it cannot
+        //  while we live, but a store would then publish into a slot someone else may own).
+        if (!atomic_compare_exchange_strong(&pin->holder, &expect, self->me))
+            continue;
+        atomic_thread_fence(memory_order_seq_cst);
+        atomic_store_explicit(&self->hint, i + 1, memory_order_relaxed);
+        *slot_p = i;
+        return 0;
+    }
+    return SHOAL_EFULL;
+}
+
+//  Releases our pin in slot i (a CAS: a slot the owner cleared is left to its new holder).
+static void s_pin_drop(shoal_store_reader_t *self, uint32_t i)
+{
+    uint64_t expect = self->me;
+    atomic_compare_exchange_strong(&self->slots[i].holder, &expect, 0);
+}
+
+int shoal_store_reader_get(shoal_store_reader_t *self, shoal_ref_t ref, shoal_store_view_t *view)
+{
+    if (!view)
+        return SHOAL_EINVAL;
+    memset(view, 0, sizeof *view);
+    if (!self)
+        return SHOAL_EINVAL;
+    pthread_mutex_lock(&self->lock);
+    uint32_t slot = S_PIN_NONE;
+    s_record_t rec, again;
+    int rc = s_reader_lookup(self, ref, &rec);
+    if (rc == 0 && rec.state != SHOAL_OBJ_SEALED)
+        rc = rec.state == SHOAL_OBJ_ALLOCATED ? SHOAL_EAGAIN : SHOAL_ENOTFOUND;
+    if (rc == 0 && (rec.offset % S_PAGE || rec.size > self->capacity ||
+                    rec.offset > self->capacity - s_page_round(rec.size))) {
+        shoal__warn("store: index record of an object lies outside the %llu-byte arena",
+                    (unsigned long long)self->capacity);
+        rc = SHOAL_EIO;
+    }
+    //  An empty object has no bytes to protect: no pin.
+    if (rc == 0 && rec.size > 0) {
+        if (shoal__store_reader_hook)
+            shoal__store_reader_hook(shoal__store_reader_hook_arg);
+        rc = s_pin_claim(self, ref, &rec, &slot);
+        //  Validate in a fresh snapshot, taken after the pin was published: if the object is
+        //  still there, the owner will see our pin before it frees the range.
+        if (rc == 0)
+            rc = s_reader_lookup(self, ref, &again);
+        if (rc == 0 && (again.state != SHOAL_OBJ_SEALED || again.offset != rec.offset ||
+                        again.size != rec.size))
+            rc = SHOAL_ENOTFOUND; //  deleted (and maybe stored anew) meanwhile
+        if (rc && slot != S_PIN_NONE)
+            s_pin_drop(self, slot);
+    }
+    pthread_mutex_unlock(&self->lock);
+    if (rc)
+        return rc;
+    atomic_fetch_add_explicit(&self->refs, 1, memory_order_relaxed);
+    view->data = self->base + rec.offset;
+    view->size = rec.size;
+    view->reader_ = self;
+    view->pin_ = slot;
+    return 0;
+}
+
+void shoal_store_view_release(shoal_store_view_t *view)
+{
+    if (!view || !view->reader_)
+        return;
+    shoal_store_reader_t *reader = view->reader_;
+    if (view->pin_ != S_PIN_NONE && view->pin_ < reader->nslots)
+        s_pin_drop(reader, view->pin_);
+    memset(view, 0, sizeof *view);
+    s_reader_unref(reader);
+}
+
+void shoal_store_reader_close(shoal_store_reader_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    shoal_store_reader_t *self = *self_p;
+    *self_p = NULL;
+    s_reader_unref(self);
 }

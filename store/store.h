@@ -1,13 +1,17 @@
-/*  store.h: a worker's local object store.
+/*  store.h: a worker's local object store, and zero-copy readers of it on the same host.
 
     Bytes live in an arena: one file in /dev/shm, mapped MAP_SHARED and pre-faulted
     (MAP_POPULATE) once, because page faults, not copies, dominate large writes on these
     machines (256 MiB: 40 ms into touched pages, 270 ms into fresh ones). The index lives
-    in LMDB in the store directory (env "index.mdb"), keyed by the 16-byte ref.
+    in LMDB in the store directory (env "index.mdb"), keyed by the 16-byte ref. Next to the
+    arena, a pin table (the arena's path with ".arena" replaced by ".pins") records which
+    ranges same-host readers are viewing.
 
     One process owns a store: the worker. It alone allocates, seals, deletes and writes the
-    index. Executors and same-host readers map the arena file (shoal_arena_map) and reach
-    objects by offset; the worker tells them where.
+    index. Executors map the arena file (shoal_arena_map) and reach objects by offset; the
+    worker tells them where. Other processes on the host (clients, executors) open a
+    shoal_store_reader_t: it finds sealed objects through the index and pins them, so the
+    owner neither frees nor reuses their space while they are viewed.
 
     Space: allocations are page-aligned (4096) so an executor can map just its own output
     writable. The allocator is first-fit over a free list ordered by offset, coalescing on
@@ -17,11 +21,23 @@
     mark it dirty; shoal_store_flush() commits everything dirty in ONE LMDB transaction
     (the worker calls it once per loop iteration, before it reports completions). The
     environment uses MDB_NOSYNC: the index survives a process kill, not a power cut.
+    Readers see only what has been flushed.
 
     Object states: ALLOCATED (space reserved, being written) -> SEALED (immutable).
-    abort and delete free the space.
+    Freeing is deferred for objects readers may see: deleting an object whose SEALED record
+    was flushed puts its range in "limbo", still counted in shoal_store_used(); it returns
+    to the free list only after a flush has committed the delete to the index AND no pin
+    covers it (checked at every flush that commits deletes, in shoal_store_tick, and by an
+    alloc that finds no room). Aborting or deleting an object readers cannot have seen
+    (never flushed as SEALED) frees its space at once, as before.
 
-    Thread safety: none; one thread uses a store. Never use a store across fork(). */
+    Reset: when an existing store cannot be re-adopted (another capacity, an unreadable or
+    foreign index), open gives it a NEW arena file (and pin table) instead of rewriting the
+    old one in place, so readers that still map the old file keep intact bytes, and their
+    next get fails with SHOAL_EIO. Until they close, the old file's RAM stays in use.
+
+    Thread safety: the owner's calls: none; one thread uses a store. Readers: see below.
+    Never use a store or a reader across fork(). */
 #ifndef SHOAL_STORE_H_INCLUDED
 #define SHOAL_STORE_H_INCLUDED
 
@@ -49,46 +65,134 @@ typedef struct {
     sealed objects whose index entries fit the arena are kept; allocated (unsealed) ones are
     aborted (their writer is gone); if the arena is missing or of another size, or the index
     cannot be read, the store is reset and a warning is logged naming the file and why.
-    Returns 0, SHOAL_EINVAL (bad config), SHOAL_EIO (cannot create dir/arena; logged with
-    the path and errno), SHOAL_ENOMEM. */
+    Returns 0, SHOAL_EINVAL (bad config), SHOAL_EIO (cannot create the dir, the arena, the
+    index or the pin table; logged with the path and errno), SHOAL_ENOMEM. */
 int shoal_store_open(const shoal_store_config_t *config, shoal_store_t **self_p);
-/*  Flushes and closes; the arena file stays (a restarted worker re-adopts it). NULL-safe,
-    sets *self_p to NULL. */
+/*  Flushes and closes; the arena file stays (a restarted worker re-adopts it). The pin
+    table stays only while readers hold pins (so the next owner respects them); otherwise it
+    is removed and readers' next get returns SHOAL_EIO (reopen once an owner is back; the
+    views they hold stay valid). NULL-safe, sets *self_p to NULL. */
 void shoal_store_close(shoal_store_t **self_p);
-/*  Closes and removes the arena file and the index (shoal up, tests). */
+/*  Closes and removes the arena file, the pin table and the index (shoal up, tests).
+    Readers still open keep the views they hold (their mappings keep the bytes); their
+    next shoal_store_reader_get returns SHOAL_EIO. */
 void shoal_store_destroy(shoal_store_t **self_p);
 
 const char *shoal_store_arena_path(const shoal_store_t *self);
+/*  The store directory, absolute (what shoal_store_reader_open takes as dir). */
+const char *shoal_store_dir(const shoal_store_t *self);
 /*  The arena file a store of this dir and name uses, without opening it (for cleaning up
     after a worker): /dev/shm/shoal-UID-NAME-HASH.arena, HASH from the absolute dir.
     0 or SHOAL_EINVAL (bad name, or the path does not fit in size). */
 int shoal_store_arena_path_for(const char *dir, const char *name, char *buf, size_t size);
+/*  The pin table that goes with the arena file at arena_path: the same path with ".arena"
+    replaced by ".pins" (remove it with the arena when cleaning up after a worker).
+    0 or SHOAL_EINVAL (arena_path does not end in ".arena", or the path does not fit). */
+int shoal_store_pins_path_for(const char *arena_path, char *buf, size_t size);
 uint64_t shoal_store_capacity(const shoal_store_t *self);
-uint64_t shoal_store_used(const shoal_store_t *self); /*  bytes reserved (page-rounded) */
+/*  Bytes not free: reserved by objects (page-rounded), plus deleted objects' ranges not
+    given back yet (see shoal_store_pinned_pending). Always capacity minus the free list. */
+uint64_t shoal_store_used(const shoal_store_t *self);
 size_t shoal_store_count(const shoal_store_t *self);  /*  objects in any state */
 uint8_t *shoal_store_base(const shoal_store_t *self); /*  the arena mapping */
 
 /*  Reserves size bytes for ref (size 0 is allowed: it takes no space). On success *obj
-    describes the new ALLOCATED object; obj->data is writable. Returns 0, SHOAL_EEXIST (ref
-    already in the store), SHOAL_ETOOBIG (size exceeds the whole arena), SHOAL_EFULL (no
-    free range large enough now), SHOAL_ENOMEM. */
+    describes the new ALLOCATED object; obj->data is writable. When no free range is large
+    enough and deleted objects wait in limbo, it first flushes (one LMDB commit) and gives
+    back what no reader pins, then tries once more. Returns 0, SHOAL_EEXIST (ref already in
+    the store), SHOAL_ETOOBIG (size exceeds the whole arena), SHOAL_EFULL (no free range
+    large enough now), SHOAL_ENOMEM. */
 int shoal_store_alloc(shoal_store_t *self, shoal_ref_t ref, uint64_t size, shoal_store_obj_t *obj);
 /*  ALLOCATED -> SEALED. 0, SHOAL_ENOTFOUND, SHOAL_ESTATE (already sealed). */
 int shoal_store_seal(shoal_store_t *self, shoal_ref_t ref);
-/*  Drops an ALLOCATED object and frees its space. 0, SHOAL_ENOTFOUND, SHOAL_ESTATE. */
+/*  Drops an ALLOCATED object and frees its space at once (readers never see unsealed
+    objects). 0, SHOAL_ENOTFOUND, SHOAL_ESTATE. */
 int shoal_store_abort(shoal_store_t *self, shoal_ref_t ref);
 /*  alloc + copy + seal. Same returns as alloc. */
 int shoal_store_put(shoal_store_t *self, shoal_ref_t ref, const void *data, uint64_t size);
 /*  Finds ref. 0 or SHOAL_ENOTFOUND. */
 int shoal_store_lookup(shoal_store_t *self, shoal_ref_t ref, shoal_store_obj_t *obj);
-/*  Deletes an object in any state and frees its space. 0 or SHOAL_ENOTFOUND. */
+/*  Deletes an object in any state. Its ref is gone at once (lookup, alloc of the same ref);
+    its space is freed at once if readers cannot have seen it (never flushed as SEALED),
+    otherwise it waits in limbo as described at the top. Never fails for lack of memory.
+    0 or SHOAL_ENOTFOUND. */
 int shoal_store_delete(shoal_store_t *self, shoal_ref_t ref);
-/*  Commits index changes since the last flush in one transaction. 0 or SHOAL_EIO (logged;
-    the in-memory index stays right, the next flush tries again), SHOAL_EFULL (the LMDB
-    map is full). */
+/*  Commits index changes since the last flush in one transaction; then, if it committed
+    deletes, gives back the deleted ranges no reader pins. 0 or SHOAL_EIO (logged; the
+    in-memory index stays right, the next flush tries again), SHOAL_EFULL (the LMDB map is
+    full). */
 int shoal_store_flush(shoal_store_t *self);
 /*  Iterates over sealed objects: start with *cursor = 0; false at the end. */
 bool shoal_store_next(const shoal_store_t *self, size_t *cursor, shoal_store_obj_t *obj);
+/*  Owner housekeeping; the worker calls it every loop turn. Cheap when there is nothing to
+    do (a clock read and a few compares). While deleted objects wait in limbo, at most every
+    10 ms: commits their deletes if no flush has (so an idle owner gets its space back too:
+    this is the one place besides alloc where the store flushes by itself) and gives back
+    the ranges no longer pinned. At most once a second, clears the pins of holders
+    that died (a killed reader delays the reuse of what it pinned by about a second, never
+    forever); at most every 10 s, clears LMDB reader slots of dead processes. */
+void shoal_store_tick(shoal_store_t *self);
+/*  Deleted objects' ranges not given back yet: pinned by a reader, or deleted since the
+    last flush (for tests and stats). */
+size_t shoal_store_pinned_pending(const shoal_store_t *self);
+
+/*  ---------------------------------------------------------------- same-host readers
+
+    A reader opens the store's index read-only and maps its arena read-only; a get looks a
+    ref up and pins its range in the pin table (shared memory), so the view's bytes stay
+    put however long it lives, even after the owner deletes the object, closes, restarts or
+    resets. A pin whose holder dies is cleared by the owner within about a second.
+
+    Costs: open maps the whole arena with MAP_POPULATE (a 1 GiB get then costs what a 1 KiB
+    one does); a get is two short LMDB read transactions and two compare-and-swaps on the
+    pin table, about a microsecond; a view costs one of 4096 pin slots per store.
+
+    Caveats (LMDB's rules for environments):
+    - never use a reader across fork(); open a new one in the child;
+    - never open a reader in the process that owns the store, nor two readers of one store
+      in one process: LMDB must not open one environment twice in a process (closing one
+      drops the POSIX locks of the other). One reader per store per process, shared;
+    - readers must run in the owner's PID namespace (pins name their holder by pid):
+      open checks this where /proc tells;
+    - no read transaction is held between calls, so readers never stall the owner's
+      writes or make the index grow.
+
+    Thread safety: gets on one reader may come from several threads (a mutex serializes
+    them); views may be released from any thread; close must not race a get on the same
+    reader. */
+typedef struct shoal_store_reader shoal_store_reader_t;
+
+typedef struct {
+    const uint8_t *data; /*  size bytes, read-only: borrowed until shoal_store_view_release */
+    uint64_t size;
+    shoal_store_reader_t *reader_; /*  internal */
+    uint32_t pin_;                 /*  internal: pin slot */
+} shoal_store_view_t;
+
+/*  Opens a reader of the store whose index lives in dir and whose arena file is arena_path
+    (both as the owner reports them: shoal_store_dir(), shoal_store_arena_path()). Maps the
+    arena read-only (whole, MAP_POPULATE), opens the index read-only, checks that the index
+    describes this arena file (device, inode, capacity) and maps the pin table. *self_p is
+    set only on success. Returns 0, SHOAL_EINVAL (a NULL argument, or arena_path does not
+    end in ".arena"), SHOAL_ENOTFOUND (no such arena, pin table or index), SHOAL_EIO (cannot
+    open or map a file, or a reader in another PID namespace; logged naming the path),
+    SHOAL_ECORRUPT (the index or pin table does not describe this arena: damaged, or the
+    owner is resetting the store right now, so a retry may succeed; logged), SHOAL_ENOMEM. */
+int shoal_store_reader_open(const char *dir, const char *arena_path, shoal_store_reader_t **self_p);
+/*  Finds ref; if it is SEALED in the index (as of the owner's last flush), pins it and fills
+    *view; view->data points into the read-only arena mapping (writing through it faults).
+    An empty object gives a valid pointer with size 0. *view is zeroed on failure. Returns 0,
+    SHOAL_EINVAL (NULL argument), SHOAL_ENOTFOUND (not in the index: unknown, deleted, or
+    not flushed yet), SHOAL_EAGAIN (allocated, not sealed yet), SHOAL_EFULL (no free pin
+    slot: release views), SHOAL_EIO (the owner reset or destroyed the store since open, or
+    the index cannot be read: close and reopen; views already held stay valid). */
+int shoal_store_reader_get(shoal_store_reader_t *self, shoal_ref_t ref, shoal_store_view_t *view);
+/*  Unpins the view and zeroes it. NULL-safe, idempotent (a zeroed view is a no-op), callable
+    from any thread. The last release after shoal_store_reader_close frees the reader. */
+void shoal_store_view_release(shoal_store_view_t *view);
+/*  Drops the opener's reference and nulls *self_p: the reader (its mappings, pin table and
+    index handle) lives on until the last of its views is released. NULL-safe. */
+void shoal_store_reader_close(shoal_store_reader_t **self_p);
 
 /*  For processes that do not own the store (executors, same-host readers): maps the arena
     file at path, read-only, whole. *size_p receives its size. 0 or SHOAL_EIO. */
@@ -105,11 +209,21 @@ void shoal_arena_unmap(void *p, uint64_t size);
 /*  Fault injection for fault sweeps (SQLite's habit). While shoal__store_fail_at is N > 0,
     every fallible step inside the store counts it down: each malloc/calloc/realloc, each
     system call that opens, sizes, locks or maps the arena, and each LMDB call that can fail
-    (environment, transaction, put, del, drop, commit). The step that brings it to 0 fails
+    (environment, transaction, put, del, drop, commit, get in a reader), and the same for
+    the pin table and for shoal_store_reader_open/get. The step that brings it to 0 fails
     as if out of memory (allocations) or with EIO (everything else); later steps run
     normally. A value still above 0 afterwards means the fault was never reached. 0, the
     default, disables injection. A plain global: one thread, tests only. */
 extern int shoal__store_fail_at;
+
+/*  When set, shoal_store_reader_get calls it with shoal__store_reader_hook_arg between its
+    look-up and its pin: a test runs the owner inside that window. NULL, the default, for
+    none. Plain globals: tests only. */
+extern void (*shoal__store_reader_hook)(void *arg);
+extern void *shoal__store_reader_hook_arg;
+
+/*  Pin slots taken right now (by any reader, live or dead, or being claimed). */
+size_t shoal__store_pins_held(const shoal_store_t *self);
 
 /*  The allocator's free list: returns the number of free ranges; *largest (optional)
     receives the largest free range and *total (optional) the sum of all of them, in bytes.
