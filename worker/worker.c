@@ -110,6 +110,11 @@ extern char **environ;
 #define S_PIN_MAX (64u << 10)
 //  The per-turn bump arena grows in chunks of 64 KiB.
 #define S_BUMP_CHUNK (64u << 10)
+//  An allocation that does not fit now (not even after evicting unused input copies)
+//  waits this long for room -- outputs read and dropped, puts aborted, pins released --
+//  before it fails with SHOAL_EFULL. Bounded: a writer is never left hanging (spilling
+//  sealed objects to disk makes room in the next issue).
+#define S_ALLOC_WAIT_MS 5000
 
 /*  ------------------------------------------------------------------------- types */
 
@@ -223,6 +228,30 @@ typedef struct {
     shoal_wire_fetch_t req;
 } s_stash_t;
 
+//  A client's put being written: between its ALLOC and its SEAL or ABORT.
+typedef struct {
+    shoal_wire_put_t *spec; //  the ALLOC, one shoal_wire_dup block (name, tags, ttl)
+    int64_t last_us;        //  its writer's last message: the lease (SHOAL_PUT_LEASE_MS)
+} s_put_t;
+
+//  An allocation waiting for room (S_ALLOC_WAIT_MS): an executor's e_alloc (the executor
+//  blocks until answered) or a client's put ALLOC.
+typedef struct {
+    s_slot_t *slot;         //  e_alloc: its executor's slot, else NULL
+    pid_t pid;              //  e_alloc: that executor; a new one never gets the answer
+    shoal_wire_peer_t peer; //  put: the client
+    void *msg;              //  shoal_wire_dup of the e_alloc or put
+    int64_t deadline_us;
+} s_parked_t;
+
+//  A SEAL answered after the flush that puts the object in the index: a client on this
+//  host reads the index as soon as it has the answer.
+typedef struct {
+    shoal_wire_peer_t peer;
+    uint64_t seq;
+    shoal_ref_t ref;
+} s_sealed_t;
+
 typedef struct {
     //  configuration, defaults applied
     char name[128], store_name[80], broker_ep[256], host[256];
@@ -240,6 +269,7 @@ typedef struct {
     bool mask_set;
     shoal_store_t *store;
     const char *arena_path;
+    uint64_t arena_dev, arena_ino; //  put replies: a same-host client checks it opened this
 
     //  broker link
     bool welcomed, hello_warned, stopping;
@@ -286,6 +316,17 @@ typedef struct {
 
     s_stash_t *stash;
     size_t n_stash;
+
+    //  client puts, notes for the broker (w_objects, one shoal_wire_dup each), allocations
+    //  waiting for room, SEALs to answer after the flush
+    shoal__refmap_t *puts; //  ref -> s_put_t
+    shoal_wire_object_note_t **notes;
+    size_t n_notes, cap_notes;
+    s_parked_t *parked;
+    size_t n_parked, cap_parked;
+    s_sealed_t *sealed;
+    size_t n_sealed, cap_sealed;
+    int64_t puts_checked_us;
 
     uint64_t n_malformed, n_tasks_done, n_tasks_failed;
 } s_worker_t;
@@ -621,6 +662,7 @@ static void s_ready_push(s_worker_t *self, s_task_t *t, bool front)
 }
 
 static void s_fetch_abandon(s_worker_t *self, s_fetch_t *f);
+static void s_put_drop(s_worker_t *self, shoal_ref_t ref, const char *why);
 static void s_slot_kill(s_worker_t *self, s_slot_t *slot, s_task_t *except);
 
 static void s_held_release(s_held_t *held)
@@ -1249,6 +1291,10 @@ static void s_on_drop(s_worker_t *self, const shoal_wire_w_drop_t *m)
         shoal_store_obj_t obj;
         if (shoal_store_lookup(self->store, ref, &obj) != 0)
             continue;
+        if (shoal__refmap_get(self->puts, ref)) {
+            s_put_drop(self, ref, NULL); //  removed or released while being written
+            continue;
+        }
         if (s_uses(self, ref) || shoal__refmap_get(self->fetches, ref)) {
             //  A queued or running task reads it: delete when the last one is done.
             if (shoal__refmap_put(self->drops, ref, (void *)1))
@@ -1614,11 +1660,64 @@ static s_task_t *s_batch_find(s_slot_t *slot, shoal_ref_t id, uint64_t attempt)
     return NULL;
 }
 
-static void s_on_e_alloc(s_worker_t *self, s_slot_t *slot, const shoal_wire_e_alloc_t *m)
+//  Tells the broker, with this turn's flush, what happened to an object (w_objects).
+//  spec: the put's ALLOC for a client's put (its name, tags, ttl go along), else NULL.
+static void s_note(s_worker_t *self, shoal_ref_t ref, uint64_t state, uint64_t size,
+                   const shoal_wire_put_t *spec, const char *error)
+{
+    shoal_wire_object_note_t note = {.ref = ref, .state = state, .size = size};
+    if (spec) {
+        note.name = spec->name;
+        note.tags = spec->tags;
+        note.ttl_ms = spec->ttl_ms;
+    }
+    note.error = (char *)error;
+    shoal_wire_object_note_t *copy = shoal_wire_dup(&shoal_wire_object_note_desc, &note);
+    if (!copy)
+        s_oom();
+    S_PUSH(self->notes, self->n_notes, self->cap_notes, copy);
+}
+
+//  The message for an allocation of size bytes that failed with rc.
+static int s_alloc_error(s_worker_t *self, int rc, const char *what, uint64_t size, char *error,
+                         size_t len)
+{
+    char sz[32], st[128];
+    s_store_text(self, st, sizeof st);
+    if (rc == SHOAL_EFULL)
+        snprintf(error, len, "store full: no room for %s (%s) after waiting %d ms; %s", what,
+                 s_size_text(size, sz, sizeof sz), S_ALLOC_WAIT_MS, st);
+    else if (rc == SHOAL_ETOOBIG) {
+        snprintf(error, len, "%s (%s) is larger than the whole store of worker %s (%s)", what,
+                 s_size_text(size, sz, sizeof sz), self->name,
+                 s_size_text(shoal_store_capacity(self->store), st, sizeof st));
+        rc = SHOAL_EFULL; //  the issue's contract: EFULL at once, naming the sizes
+    } else
+        snprintf(error, len, "cannot allocate %s (%s): %s", what, s_size_text(size, sz, sizeof sz),
+                 shoal_strerror(rc));
+    return rc;
+}
+
+static void s_park(s_worker_t *self, s_slot_t *slot, const shoal_wire_peer_t *peer,
+                   const shoal_wire_desc_t *desc, const void *msg)
+{
+    s_parked_t p = {.slot = slot, .pid = slot ? slot->pid : 0};
+    if (peer)
+        p.peer = *peer;
+    if (!(p.msg = shoal_wire_dup(desc, msg)))
+        s_oom();
+    p.deadline_us = shoal__now_us() + (int64_t)S_ALLOC_WAIT_MS * 1000;
+    S_PUSH(self->parked, self->n_parked, self->cap_parked, p);
+}
+
+/*  Answers an e_alloc. may_wait: an allocation that does not fit now returns true
+    without answering (the caller parks the request); else it fails with SHOAL_EFULL. */
+static bool s_on_e_alloc(s_worker_t *self, s_slot_t *slot, const shoal_wire_e_alloc_t *m,
+                         bool may_wait)
 {
     s_task_t *t = s_batch_find(slot, m->id, m->attempt);
     shoal_wire_e_alloc_ok_t reply = {0};
-    char error[512], sz[32], st[128];
+    char error[512];
     uint64_t *offsets = NULL;
     if (!t) {
         reply.code = SHOAL_ESTATE;
@@ -1655,23 +1754,16 @@ static void s_on_e_alloc(s_worker_t *self, s_slot_t *slot, const shoal_wire_e_al
             for (size_t k = first; k < t->n_allocs; k++)
                 shoal_store_abort(self->store, t->allocs[k]);
             t->n_allocs = first;
+            if (rc == SHOAL_EFULL && may_wait) {
+                free(offsets);
+                return true;
+            }
             char what[32];
             if (is_log)
                 snprintf(what, sizeof what, "the log");
             else
                 snprintf(what, sizeof what, "output %zu", i);
-            s_store_text(self, st, sizeof st);
-            if (rc == SHOAL_EFULL)
-                snprintf(error, sizeof error, "store full: no room for %s (%s); %s", what,
-                         s_size_text(size, sz, sizeof sz), st);
-            else if (rc == SHOAL_ETOOBIG)
-                snprintf(error, sizeof error, "%s (%s) is larger than the whole store (%s)", what,
-                         s_size_text(size, sz, sizeof sz),
-                         s_size_text(shoal_store_capacity(self->store), st, sizeof st));
-            else
-                snprintf(error, sizeof error, "cannot allocate %s (%s): %s", what,
-                         s_size_text(size, sz, sizeof sz), shoal_strerror(rc));
-            reply.code = rc;
+            reply.code = s_alloc_error(self, rc, what, size, error, sizeof error);
             reply.error = error;
             goto send;
         }
@@ -1679,11 +1771,17 @@ static void s_on_e_alloc(s_worker_t *self, s_slot_t *slot, const shoal_wire_e_al
         t->allocs[t->n_allocs++] = ref;
     }
     reply.offsets = (shoal_wire_u64s_t){offsets, m->sizes.count};
+    //  The broker learns where the outputs will be before their bytes exist.
+    for (size_t i = 0; i < m->sizes.count; i++)
+        if (m->sizes.items[i] != SHOAL_EXEC_INLINE && i != n_out)
+            s_note(self, shoal_ref_output(t->d->task.id, (uint16_t)i), SHOAL_OBJ_NOTE_ALLOCATED,
+                   m->sizes.items[i], NULL, NULL);
 send:;
     int rc = shoal_wire_send(self->exec, &slot->peer, SHOAL_MSG_e_alloc_ok, &reply, NULL, 0);
     if (rc)
         shoal__warn("cannot answer the executor of slot %d: %s", slot->index, shoal_strerror(rc));
     free(offsets);
+    return false;
 }
 
 //  Stores one result entry: inline bytes are put, allocated ones sealed.
@@ -1881,7 +1979,8 @@ static bool s_on_exec_msg(s_worker_t *self, shoal_wire_in_t *in)
         return false;
     }
     case SHOAL_MSG_e_alloc:
-        s_on_e_alloc(self, slot, &m->u.e_alloc);
+        if (s_on_e_alloc(self, slot, &m->u.e_alloc, true))
+            s_park(self, slot, NULL, &shoal_wire_e_alloc_desc, &m->u.e_alloc);
         return false;
     case SHOAL_MSG_e_done:
         s_on_e_done(self, slot, &m->u.e_done.result);
@@ -1976,12 +2075,220 @@ static void s_stash_retry(s_worker_t *self)
     self->n_stash = kept;
 }
 
+/*  --------------------------------------------------------------------- client puts */
+
+static void s_put_reply(s_worker_t *self, const shoal_wire_peer_t *peer, const shoal_wire_put_t *m,
+                        int code, const char *error, uint64_t offset)
+{
+    shoal_wire_put_reply_t reply = {
+        .seq = m->seq, .ref = m->ref, .code = code, .error = (char *)error, .offset = offset};
+    int rc = shoal_wire_send(self->data, peer, SHOAL_MSG_put_reply, &reply, NULL, 0);
+    if (rc && rc != SHOAL_EUNREACH)
+        shoal__debug("cannot answer a put: %s", shoal_strerror(rc)); //  the writer asks again
+}
+
+static void s_put_free(s_put_t *p)
+{
+    if (p) {
+        free(p->spec);
+        free(p);
+    }
+}
+
+//  Drops a put being written (abort, lease, w_drop); why != NULL tells the broker.
+static void s_put_drop(s_worker_t *self, shoal_ref_t ref, const char *why)
+{
+    s_put_t *p = shoal__refmap_remove(self->puts, ref);
+    if (!p)
+        return;
+    shoal_store_abort(self->store, ref);
+    self->room_changed = true;
+    if (why)
+        s_note(self, ref, SHOAL_OBJ_NOTE_ABORTED, p->spec->size, p->spec, why);
+    s_put_free(p);
+}
+
+/*  SHOAL_PUT_OP_ALLOC. Idempotent: a client that asks again (its answer was lost) gets the
+    same offset. may_wait as for s_on_e_alloc: true = park me. */
+static bool s_put_alloc(s_worker_t *self, const shoal_wire_peer_t *peer, const shoal_wire_put_t *m,
+                        bool may_wait)
+{
+    char error[512], text[SHOAL_REF_TEXT_SIZE], what[64];
+    shoal_store_obj_t obj;
+    s_put_t *p = shoal__refmap_get(self->puts, m->ref);
+    if (p) {
+        if (p->spec->size != m->size) {
+            snprintf(error, sizeof error, "object %s is being written with another size (%llu)",
+                     s_ref_text(m->ref, text), (unsigned long long)p->spec->size);
+            s_put_reply(self, peer, m, SHOAL_EEXIST, error, 0);
+            return false;
+        }
+        p->last_us = shoal__now_us();
+    } else {
+        if (shoal_ref_is_null(m->ref) || shoal_ref_index(m->ref) != 0) {
+            snprintf(error, sizeof error, "put: %s is not a put's ref (output index must be 0)",
+                     s_ref_text(m->ref, text));
+            s_put_reply(self, peer, m, SHOAL_EINVAL, error, 0);
+            return false;
+        }
+        if (shoal_store_lookup(self->store, m->ref, &obj) == 0) {
+            snprintf(error, sizeof error, "object %s already exists on worker %s",
+                     s_ref_text(m->ref, text), self->name);
+            s_put_reply(self, peer, m, SHOAL_EEXIST, error, 0);
+            return false;
+        }
+        int rc = s_store_alloc(self, m->ref, m->size, &obj);
+        if (rc == SHOAL_EFULL && may_wait)
+            return true;
+        if (rc) {
+            snprintf(what, sizeof what, "object %s", s_ref_text(m->ref, text));
+            rc = s_alloc_error(self, rc, what, m->size, error, sizeof error);
+            s_put_reply(self, peer, m, rc, error, 0);
+            return false;
+        }
+        p = s_alloc0(sizeof *p);
+        if (!(p->spec = shoal_wire_dup(&shoal_wire_put_desc, m)))
+            s_oom();
+        p->last_us = shoal__now_us();
+        if (shoal__refmap_put(self->puts, m->ref, p))
+            s_oom();
+        s_note(self, m->ref, SHOAL_OBJ_NOTE_ALLOCATED, m->size, p->spec, NULL);
+    }
+    if (shoal_store_lookup(self->store, m->ref, &obj) != 0)
+        s_oom(); //  just allocated: cannot be missing
+    shoal_wire_put_reply_t reply = {.seq = m->seq,
+                                    .ref = m->ref,
+                                    .offset = obj.offset,
+                                    .arena = (char *)self->arena_path,
+                                    .arena_dev = self->arena_dev,
+                                    .arena_ino = self->arena_ino};
+    shoal_wire_send(self->data, peer, SHOAL_MSG_put_reply, &reply, NULL, 0);
+    return false;
+}
+
+static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
+{
+    const shoal_wire_put_t *m = &in->msg.u.put;
+    char error[512], text[SHOAL_REF_TEXT_SIZE];
+    s_ref_text(m->ref, text);
+    if (m->op == SHOAL_PUT_OP_ALLOC) {
+        if (s_put_alloc(self, &in->peer, m, true))
+            s_park(self, NULL, &in->peer, &shoal_wire_put_desc, m);
+        return;
+    }
+    s_put_t *p = shoal__refmap_get(self->puts, m->ref);
+    shoal_store_obj_t obj;
+    if (m->op == SHOAL_PUT_OP_SEAL && !p && shoal_store_lookup(self->store, m->ref, &obj) == 0 &&
+        obj.state == SHOAL_OBJ_SEALED) {
+        s_put_reply(self, &in->peer, m, 0, NULL, obj.size); //  sealed already: a resend
+        return;
+    }
+    if (m->op == SHOAL_PUT_OP_ABORT && !p) {
+        s_put_reply(self, &in->peer, m, 0, NULL, 0); //  nothing left to drop
+        return;
+    }
+    if (!p) {
+        snprintf(error, sizeof error,
+                 "object %s is not being written on worker %s (never allocated, or aborted "
+                 "after %d s without a word from its writer)",
+                 text, self->name, SHOAL_PUT_LEASE_MS / 1000);
+        s_put_reply(self, &in->peer, m, SHOAL_ENOTFOUND, error, 0);
+        return;
+    }
+    p->last_us = shoal__now_us();
+    switch (m->op) {
+    case SHOAL_PUT_OP_WRITE: {
+        size_t n = in->has_raw ? zmq_msg_size(&in->raw) : 0;
+        if (m->offset > p->spec->size || n > p->spec->size - m->offset) {
+            snprintf(error, sizeof error,
+                     "write of %zu bytes at %llu is beyond the %llu bytes of object %s", n,
+                     (unsigned long long)m->offset, (unsigned long long)p->spec->size, text);
+            s_put_reply(self, &in->peer, m, SHOAL_EINVAL, error, 0);
+            return;
+        }
+        if (n && shoal_store_lookup(self->store, m->ref, &obj) == 0)
+            memcpy(obj.data + m->offset, zmq_msg_data(&in->raw), n);
+        s_put_reply(self, &in->peer, m, 0, NULL, m->offset + n);
+        return;
+    }
+    case SHOAL_PUT_OP_SEAL: {
+        shoal__refmap_remove(self->puts, m->ref);
+        int rc = shoal_store_seal(self->store, m->ref);
+        if (rc) {
+            snprintf(error, sizeof error, "cannot seal %s: %s", text, shoal_strerror(rc));
+            s_put_reply(self, &in->peer, m, rc, error, 0);
+            s_put_free(p);
+            return;
+        }
+        s_note(self, m->ref, SHOAL_OBJ_NOTE_SEALED, p->spec->size, p->spec, NULL);
+        s_sealed_t done = {in->peer, m->seq, m->ref};
+        S_PUSH(self->sealed, self->n_sealed, self->cap_sealed, done);
+        s_put_free(p);
+        return;
+    }
+    case SHOAL_PUT_OP_ABORT:
+        s_put_drop(self, m->ref, "its writer aborted it");
+        s_put_reply(self, &in->peer, m, 0, NULL, 0);
+        return;
+    default:
+        snprintf(error, sizeof error, "put: unknown op %llu", (unsigned long long)m->op);
+        s_put_reply(self, &in->peer, m, SHOAL_EPROTO, error, 0);
+    }
+}
+
+//  Tries the parked allocations again; those past their deadline fail with EFULL.
+static void s_parked_retry(s_worker_t *self)
+{
+    int64_t now = shoal__now_us();
+    size_t kept = 0;
+    for (size_t i = 0; i < self->n_parked; i++) {
+        s_parked_t *p = &self->parked[i];
+        bool may_wait = now < p->deadline_us, again;
+        if (p->slot) {
+            //  The executor that asked is gone: its replacement never expects the answer.
+            if (p->slot->pid != p->pid || p->slot->state != S_SLOT_BUSY)
+                again = false;
+            else
+                again = s_on_e_alloc(self, p->slot, p->msg, may_wait);
+        } else
+            again = s_put_alloc(self, &p->peer, p->msg, may_wait);
+        if (again)
+            self->parked[kept++] = *p;
+        else
+            free(p->msg);
+    }
+    self->n_parked = kept;
+}
+
+//  Client puts whose writer has been silent for SHOAL_PUT_LEASE_MS are aborted.
+static void s_puts_tick(s_worker_t *self, int64_t now)
+{
+    size_t cursor = 0;
+    shoal_ref_t ref;
+    void *value;
+    shoal_ref_t expired[64];
+    size_t n = 0;
+    while (n < 64 && shoal__refmap_next(self->puts, &cursor, &ref, &value))
+        if (now - ((s_put_t *)value)->last_us > (int64_t)SHOAL_PUT_LEASE_MS * 1000)
+            expired[n++] = ref;
+    for (size_t i = 0; i < n; i++) {
+        char text[SHOAL_REF_TEXT_SIZE];
+        shoal__warn("aborting put %s: no word from its writer for %d s",
+                    s_ref_text(expired[i], text), SHOAL_PUT_LEASE_MS / 1000);
+        s_put_drop(self, expired[i], "its writer was silent for a minute (the put's lease)");
+    }
+}
+
 static bool s_on_data_msg(s_worker_t *self, shoal_wire_in_t *in)
 {
+    if (in->msg.type == SHOAL_MSG_put) {
+        s_on_put(self, in);
+        return false;
+    }
     if (in->msg.type != SHOAL_MSG_fetch) {
         s_malformed(self, "data", SHOAL_EPROTO);
         shoal_wire_send_error(self->data, &in->peer, SHOAL_EPROTO,
-                              "unexpected '%s' on the data socket of worker %s (send fetch)",
+                              "unexpected '%s' on the data socket of worker %s (send fetch or put)",
                               shoal_msg_name(in->msg.type), self->name);
         return false;
     }
@@ -2021,7 +2328,9 @@ static void s_send_hello(s_worker_t *self)
                                   .endpoint = self->data_ep,
                                   .store_capacity = shoal_store_capacity(self->store),
                                   .pid = (uint64_t)getpid(),
-                                  .held = {held, n}};
+                                  .held = {held, n},
+                                  .store_dir = (char *)shoal_store_dir(self->store),
+                                  .arena = (char *)self->arena_path};
     int rc = s_broker_send(self, SHOAL_MSG_w_hello, &hello);
     free(held);
     if (rc == 0) {
@@ -2198,12 +2507,34 @@ static bool s_started_due(const s_task_t *t, int64_t start_us, int64_t now, int6
 //  The end of a turn: one index commit, then what the turn produced goes to the broker.
 static void s_flush(s_worker_t *self)
 {
-    if (self->n_results) {
+    if (self->n_results || self->n_sealed || self->n_notes) {
         //  Outputs must be in the index before anyone is told they exist.
         int rc = shoal_store_flush(self->store);
         if (rc)
             shoal__warn("cannot commit the store index: %s (retrying next turn)",
                         shoal_strerror(rc));
+    }
+    for (size_t i = 0; i < self->n_sealed; i++) {
+        s_sealed_t *d = &self->sealed[i];
+        shoal_wire_put_t m = {.seq = d->seq, .ref = d->ref};
+        shoal_store_obj_t obj;
+        uint64_t size = shoal_store_lookup(self->store, d->ref, &obj) == 0 ? obj.size : 0;
+        s_put_reply(self, &d->peer, &m, 0, NULL, size);
+    }
+    self->n_sealed = 0;
+    if (self->n_notes && self->welcomed) {
+        //  Informational for task outputs; for puts, the client's PUT task says the same.
+        shoal_wire_object_note_t *items = s_bump_alloc(self, self->n_notes * sizeof *items);
+        for (size_t i = 0; i < self->n_notes; i++)
+            items[i] = *self->notes[i];
+        shoal_wire_w_objects_t msg = {.items = {items, self->n_notes}};
+        if (s_broker_send(self, SHOAL_MSG_w_objects, &msg) == 0 || self->n_notes > 4096) {
+            for (size_t i = 0; i < self->n_notes; i++)
+                free(self->notes[i]);
+            self->n_notes = 0;
+        }
+    }
+    if (self->n_results) {
         for (size_t i = 0; i < self->n_results;) {
             size_t start = i, bytes = 0;
             while (i < self->n_results) {
@@ -2282,6 +2613,10 @@ static long s_poll_timeout(s_worker_t *self)
     int64_t retry = now + S_RETRY_MS * 1000;
     if (self->n_stash)
         s_deadline(&next, now + 2000); //  2 ms: a reader's pipe drains quickly
+    if (self->n_parked)
+        s_deadline(&next, now + 50000); //  allocations waiting for room: look again
+    if (self->n_notes)
+        s_deadline(&next, retry);
     if (!self->welcomed) {
         s_deadline(&next, self->hello_next_us);
     } else {
@@ -2343,6 +2678,10 @@ static void s_timers(s_worker_t *self)
         s_send_hello(self);
     }
     s_peers_tick(self, now);
+    if (now - self->puts_checked_us >= 1000000) {
+        self->puts_checked_us = now;
+        s_puts_tick(self, now);
+    }
     for (int i = 0; i < self->n_slots; i++) {
         s_slot_t *slot = &self->slots[i];
         if (slot->state == S_SLOT_DOWN && now >= slot->respawn_at_us)
@@ -2461,6 +2800,9 @@ static void s_loop(s_worker_t *self)
         s_timers(self);
         if (self->room.head && self->room_changed)
             s_room_retry(self);
+        if (self->n_parked)
+            s_parked_retry(self);
+        shoal_store_tick(self->store);
         s_fetch_pump(self);
         s_schedule(self);
         s_flush(self);
@@ -2733,6 +3075,11 @@ static int s_setup(s_worker_t *self, const shoal_worker_config_t *cfg)
         return rc;
     }
     self->arena_path = shoal_store_arena_path(self->store);
+    struct stat ast;
+    if (stat(self->arena_path, &ast) == 0) {
+        self->arena_dev = (uint64_t)ast.st_dev;
+        self->arena_ino = (uint64_t)ast.st_ino;
+    }
 
     //  Scratch for exec tasks: whatever a killed worker left is stale.
     snprintf(self->scratch_dir, sizeof self->scratch_dir, "%s/scratch", self->store_dir);
@@ -2893,6 +3240,19 @@ static void s_teardown(s_worker_t *self)
     free(self->done);
     free(self->started);
     free(self->stash);
+    size_t cursor = 0;
+    shoal_ref_t key;
+    void *value;
+    while (self->puts && shoal__refmap_next(self->puts, &cursor, &key, &value))
+        s_put_free(value);
+    shoal__refmap_destroy(&self->puts);
+    for (size_t i = 0; i < self->n_notes; i++)
+        free(self->notes[i]);
+    free(self->notes);
+    for (size_t i = 0; i < self->n_parked; i++)
+        free(self->parked[i].msg);
+    free(self->parked);
+    free(self->sealed);
     if (self->broker) {
         //  A clean stop frees our name at once and requeues our tasks without waiting for
         //  the broker to notice our silence; the linger period lets it leave.
@@ -2964,7 +3324,9 @@ int shoal_worker_run(const shoal_worker_config_t *config)
     self->drops = shoal__refmap_new();
     self->copies = shoal__refmap_new();
     self->fetches = shoal__refmap_new();
-    if (!self->tasks || !self->uses || !self->drops || !self->copies || !self->fetches)
+    self->puts = shoal__refmap_new();
+    if (!self->tasks || !self->uses || !self->drops || !self->copies || !self->fetches ||
+        !self->puts)
         s_oom();
     int rc = s_setup(self, config);
     if (rc == 0) {
