@@ -17,6 +17,7 @@
 #include "common.h"
 #include "local.h"
 #include "refmap.h"
+#include "store.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -25,6 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #define S_SAME(a, b) _Static_assert((int)(a) == (int)(b), #a " is the wire's " #b)
 S_SAME(SHOAL_TASK_EXEC, SHOAL_KIND_EXEC);
@@ -68,6 +72,18 @@ S_SAME(SHOAL_STATUS_LOST, SHOAL_STATE_LOST);
     S_FETCH_STALLS such rounds the worker counts as unreachable. */
 #define S_FETCH_STALL_MS 3000
 #define S_FETCH_STALLS   3
+/*  A same-host store that could not be opened is tried again after this long. */
+#define S_LOCAL_RETRY_MS 10000
+/*  The workers list used to place puts is asked for again when older than this. */
+#define S_WORKERS_TTL_MS 1000
+/*  Put: the whole call's default deadline (an allocation may wait up to 5 s for room at
+    the worker), how long an answer may take before the message goes again, and the
+    WRITE messages in flight (1 MiB each, as fetches). */
+#define S_PUT_TIMEOUT_MS 60000
+#define S_PUT_RESEND_MS  1000
+#define S_PUT_CREDIT     8
+/*  A same-host writer tells the worker it is alive this often (the lease is a minute). */
+#define S_PUT_KEEPALIVE_MS 10000
 /*  How many times shoal_get asks the broker again after the holder failed it. */
 #define S_GET_RELOCATES 3
 #define S_STR_(x)       #x
@@ -98,6 +114,26 @@ typedef struct {
     char *endpoint;
     void *sock;
 } s_data_t;
+
+//  A worker as the last workers reply described it (for puts and same-host reads).
+typedef struct {
+    char *name, *host, *endpoint, *store_dir, *arena;
+    uint64_t store_bytes, store_capacity;
+} s_wk_t;
+
+//  A reader of the store of a worker on this host; reader NULL: opening it failed at
+//  tried_ms (tried again after S_LOCAL_RETRY_MS).
+typedef struct {
+    char *worker;
+    shoal_store_reader_t *reader;
+    int64_t tried_ms;
+} s_local_t;
+
+//  What a view owns: a buffer, or a pin in a same-host store.
+typedef struct {
+    void *buf;
+    shoal_store_view_t pin;
+} s_view_priv_t;
 
 struct shoal {
     void *ctx;
@@ -147,6 +183,12 @@ struct shoal {
 
     s_data_t *data;
     size_t n_data;
+
+    s_wk_t *wks; //  the workers, as of wks_ms
+    size_t n_wks;
+    int64_t wks_ms;
+    s_local_t *locals; //  stores of workers on this host
+    size_t n_locals;
 
     char error[1024];
     shoal__local_t *local; //  local://: the cluster we started, stopped on disconnect
@@ -724,8 +766,13 @@ static int s_run(shoal_t *self, int64_t deadline, bool (*done)(shoal_t *, void *
 
 /*  ----------------------------------------------------------------------- connect */
 
+static void s_wks_clear(shoal_t *self);
+static void s_locals_clear(shoal_t *self);
+
 static void s_destroy(shoal_t *self)
 {
+    s_wks_clear(self);
+    s_locals_clear(self);
     for (size_t i = 0; i < self->n_data; i++) {
         zmq_close(self->data[i].sock);
         free(self->data[i].endpoint);
@@ -1005,11 +1052,32 @@ static size_t s_task_wire_size(const shoal_task_spec_t *spec, size_t argc)
     size += spec->n_inputs * 16 + 5;
     size += (spec->name ? strlen(spec->name) : 0) + 5;
     size += (spec->job ? strlen(spec->job) : 0) + 5;
-    return size;
+    for (size_t i = 0; i < spec->n_tags; i++)
+        size += (spec->tags && spec->tags[i] ? strlen(spec->tags[i]) : 0) + 5;
+    return size + 2 * 9;
 }
+
+//  Tags: at most SHOAL_TAGS_MAX, each 1..SHOAL_TAG_MAX bytes. 0 or SHOAL_EINVAL.
+static int s_check_tags(shoal_t *self, const char *const *tags, size_t n)
+{
+    if (n && !tags)
+        return s_fail(self, SHOAL_EINVAL, "n_tags is %zu but tags is NULL", n);
+    if (n > SHOAL_TAGS_MAX)
+        return s_fail(self, SHOAL_EINVAL, "%zu tags: at most %d", n, SHOAL_TAGS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = tags[i] ? strlen(tags[i]) : 0;
+        if (len == 0 || len > SHOAL_TAG_MAX)
+            return s_fail(self, SHOAL_EINVAL, "tag %zu ('%s') must have 1 to %d bytes", i,
+                          tags[i] ? tags[i] : "NULL", SHOAL_TAG_MAX);
+    }
+    return 0;
+}
+
+static int s_enqueue(shoal_t *self, const shoal_wire_task_t *t, size_t wire);
 
 int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task_id)
 {
+    int rc;
     if (!self)
         return SHOAL_EINVAL;
     if (!spec || !task_id)
@@ -1044,11 +1112,45 @@ int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task
                       (unsigned long long)(self->max_msg - S_MSG_SLACK));
     if (self->counter + 1 >= ((uint64_t)1 << 48))
         return s_fail(self, SHOAL_EINVAL, "this connection has used up its 2^48 task ids");
+    if ((rc = s_check_tags(self, spec->tags, spec->n_tags)) != 0)
+        return rc;
 
+    shoal_ref_t id = shoal_ref_make(self->client_id, self->counter + 1, 0);
+    shoal_wire_task_t t = {
+        .id = id,
+        .kind = (uint64_t)spec->kind,
+        .fn = (char *)spec->fn,
+        .n_outputs = spec->n_outputs ? spec->n_outputs : 1,
+        .name = (char *)spec->name,
+        .retries = spec->retries,
+        .priority = spec->priority,
+        .job = (char *)spec->job,
+        .array_index = spec->array_index,
+        .ttl_ms = spec->ttl_ms,
+    };
+    t.argv.items = (char **)spec->argv;
+    t.argv.count = argc;
+    t.arg.data = spec->arg;
+    t.arg.size = spec->arg_size;
+    t.inputs.items = (shoal_ref_t *)spec->inputs;
+    t.inputs.count = spec->n_inputs;
+    t.tags.items = (char **)spec->tags;
+    t.tags.count = spec->n_tags;
+    if ((rc = s_enqueue(self, &t, wire)) != 0)
+        return rc;
+    *task_id = id;
+    return 0;
+}
+
+//  Adds one task (its id made from self->counter + 1) to the submission buffer, sending a
+//  full batch first. wire: its encoded size, at most. Returns 0 or a code (self->error).
+static int s_enqueue(shoal_t *self, const shoal_wire_task_t *t, size_t wire)
+{
+    int rc;
     //  A full batch leaves before this task joins it, so no batch exceeds the bounds.
     if (self->n_pending >= S_BATCH_TASKS ||
         (self->n_pending && self->pending_bytes + wire > S_BATCH_BYTES)) {
-        int rc = s_seal_pending(self);
+        rc = s_seal_pending(self);
         if (rc)
             return s_fail(self, rc, "sending a batch of tasks: %s", shoal_strerror(rc));
         //  Take in acks now and then, so a long stream of submissions without any wait
@@ -1067,31 +1169,12 @@ int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task
         self->cap_pending = cap;
     }
 
-    shoal_ref_t id = shoal_ref_make(self->client_id, self->counter + 1, 0);
-    shoal_wire_task_t t = {
-        .id = id,
-        .kind = (uint64_t)spec->kind,
-        .fn = (char *)spec->fn,
-        .n_outputs = spec->n_outputs ? spec->n_outputs : 1,
-        .name = (char *)spec->name,
-        .retries = spec->retries,
-        .priority = spec->priority,
-        .job = (char *)spec->job,
-        .array_index = spec->array_index,
-    };
-    t.argv.items = (char **)spec->argv;
-    t.argv.count = argc;
-    t.arg.data = spec->arg;
-    t.arg.size = spec->arg_size;
-    t.inputs.items = (shoal_ref_t *)spec->inputs;
-    t.inputs.count = spec->n_inputs;
-    void *copy = shoal_wire_dup(&shoal_wire_task_desc, &t);
+    void *copy = shoal_wire_dup(&shoal_wire_task_desc, t);
     if (!copy)
         return s_fail(self, SHOAL_ENOMEM, "out of memory");
     self->pending[self->n_pending++] = copy;
     self->pending_bytes += wire;
     self->counter++;
-    *task_id = id;
     return 0;
 }
 
@@ -1255,8 +1338,28 @@ void shoal_view_release(shoal_view_t *view)
 {
     if (!view)
         return;
-    free(view->priv_);
+    s_view_priv_t *priv = view->priv_;
+    if (priv) {
+        free(priv->buf);
+        shoal_store_view_release(&priv->pin);
+        free(priv);
+    }
     memset(view, 0, sizeof *view);
+}
+
+//  Hands buf (size bytes, malloc'd; freed here on failure) to view.
+static int s_view_buffer(shoal_t *self, shoal_view_t *view, void *buf, size_t size)
+{
+    s_view_priv_t *priv = calloc(1, sizeof *priv);
+    if (!priv) {
+        free(buf);
+        return s_fail(self, SHOAL_ENOMEM, "out of memory");
+    }
+    priv->buf = buf;
+    view->data = buf;
+    view->size = size;
+    view->priv_ = priv;
+    return 0;
 }
 
 //  A buffer for size bytes. Fresh pages cost more than the copy (256 MiB: 270 ms into
@@ -1449,6 +1552,171 @@ out:
     return 0;
 }
 
+/*  ------------------------------------------------------------- same-host stores */
+
+static void s_wks_clear(shoal_t *self)
+{
+    for (size_t i = 0; i < self->n_wks; i++) {
+        s_wk_t *w = &self->wks[i];
+        free(w->name);
+        free(w->host);
+        free(w->endpoint);
+        free(w->store_dir);
+        free(w->arena);
+    }
+    free(self->wks);
+    self->wks = NULL;
+    self->n_wks = 0;
+}
+
+static void s_locals_clear(shoal_t *self)
+{
+    for (size_t i = 0; i < self->n_locals; i++) {
+        free(self->locals[i].worker);
+        shoal_store_reader_close(&self->locals[i].reader); //  views keep theirs alive
+    }
+    free(self->locals);
+    self->locals = NULL;
+    self->n_locals = 0;
+}
+
+static char *s_strdup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+//  Asks the broker for the workers (unless the list is fresher than S_WORKERS_TTL_MS).
+static int s_wks_refresh(shoal_t *self, int64_t deadline, bool force)
+{
+    if (!force && self->wks && shoal__now_ms() - self->wks_ms < S_WORKERS_TTL_MS)
+        return 0;
+    self->req_type = SHOAL_MSG_workers;
+    free(self->req_workers);
+    self->req_workers = NULL;
+    int rc = s_request(self, deadline);
+    if (rc)
+        return rc;
+    const shoal_wire_worker_list_t *wl = self->req_workers;
+    s_wks_clear(self);
+    self->wks = calloc(wl->workers.count ? wl->workers.count : 1, sizeof *self->wks);
+    if (!self->wks)
+        rc = s_fail(self, SHOAL_ENOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < wl->workers.count; i++) {
+        const shoal_wire_worker_info_t *w = &wl->workers.items[i];
+        s_wk_t *o = &self->wks[self->n_wks++];
+        o->name = s_strdup_or_null(w->name ? w->name : "");
+        o->host = s_strdup_or_null(w->host ? w->host : "");
+        o->endpoint = s_strdup_or_null(w->endpoint ? w->endpoint : "");
+        o->store_dir = s_strdup_or_null(w->store_dir);
+        o->arena = s_strdup_or_null(w->arena);
+        o->store_bytes = w->store_bytes;
+        o->store_capacity = w->store_capacity;
+        if (!o->name || !o->host || !o->endpoint || (w->store_dir && !o->store_dir) ||
+            (w->arena && !o->arena))
+            rc = s_fail(self, SHOAL_ENOMEM, "out of memory");
+    }
+    free(self->req_workers);
+    self->req_workers = NULL;
+    self->wks_ms = shoal__now_ms();
+    return rc;
+}
+
+static s_wk_t *s_wk_find(shoal_t *self, const char *name)
+{
+    for (size_t i = 0; i < self->n_wks; i++)
+        if (strcmp(self->wks[i].name, name) == 0)
+            return &self->wks[i];
+    return NULL;
+}
+
+//  $SHOAL_NO_LOCAL_STORE (set, not "0"): treat every worker as remote -- no shared
+//  memory, only sockets (to test or compare the remote paths on one machine).
+static bool s_no_local(void)
+{
+    const char *v = getenv("SHOAL_NO_LOCAL_STORE");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+//  Whether worker w runs on this host: same host name, and its arena file is here.
+static bool s_wk_is_local(const s_wk_t *w)
+{
+    return !s_no_local() && w->arena && w->store_dir && strcmp(w->host, shoal__hostname()) == 0 &&
+           access(w->arena, R_OK) == 0;
+}
+
+/*  The reader of worker's store if that worker is on this host: opened on first use
+    (the workers list is asked for when the worker is not in it). NULL: not on this host,
+    or its store cannot be read here (a warning was logged; tried again later). */
+static shoal_store_reader_t *s_local_reader(shoal_t *self, const char *worker, int64_t deadline)
+{
+    s_local_t *l = NULL;
+    for (size_t i = 0; i < self->n_locals && !l; i++)
+        if (strcmp(self->locals[i].worker, worker) == 0)
+            l = &self->locals[i];
+    if (l && (l->reader || shoal__now_ms() - l->tried_ms < S_LOCAL_RETRY_MS))
+        return l->reader;
+    s_wk_t *w = s_wk_find(self, worker);
+    if (!w && s_wks_refresh(self, deadline, false) == 0)
+        w = s_wk_find(self, worker);
+    if (!l) {
+        s_local_t *grown = realloc(self->locals, (self->n_locals + 1) * sizeof *grown);
+        char *name = strdup(worker);
+        if (!grown || !name) {
+            free(name);
+            if (grown)
+                self->locals = grown;
+            return NULL;
+        }
+        self->locals = grown;
+        l = &self->locals[self->n_locals++];
+        *l = (s_local_t){.worker = name};
+    }
+    l->tried_ms = shoal__now_ms();
+    if (w && s_wk_is_local(w) && shoal_store_reader_open(w->store_dir, w->arena, &l->reader) != 0)
+        l->reader = NULL;
+    return l->reader;
+}
+
+//  Forgets a reader whose store was reset under it (its views stay valid).
+static void s_local_drop(shoal_t *self, shoal_store_reader_t *reader)
+{
+    for (size_t i = 0; i < self->n_locals; i++)
+        if (self->locals[i].reader == reader) {
+            shoal_store_reader_close(&self->locals[i].reader);
+            self->locals[i].tried_ms = 0;
+        }
+}
+
+//  Pins ref in reader into view. 0, or the reader's code (SHOAL_ENOTFOUND, ...).
+static int s_local_get(shoal_t *self, shoal_store_reader_t *reader, shoal_ref_t ref,
+                       shoal_view_t *view)
+{
+    s_view_priv_t *priv = calloc(1, sizeof *priv);
+    if (!priv)
+        return SHOAL_ENOMEM;
+    int rc = shoal_store_reader_get(reader, ref, &priv->pin);
+    if (rc) {
+        free(priv);
+        if (rc == SHOAL_EIO)
+            s_local_drop(self, reader);
+        return rc;
+    }
+    view->data = priv->pin.data;
+    view->size = (size_t)priv->pin.size;
+    view->priv_ = priv;
+    return 0;
+}
+
+/*  Zero-copy from a store on this host, without asking anyone: the readers opened so far
+    find sealed objects through their index. 0, or SHOAL_ENOTFOUND. */
+static int s_local_find(shoal_t *self, shoal_ref_t ref, shoal_view_t *view)
+{
+    for (size_t i = 0; i < self->n_locals; i++)
+        if (self->locals[i].reader && s_local_get(self, self->locals[i].reader, ref, view) == 0)
+            return 0;
+    return SHOAL_ENOTFOUND;
+}
+
 int shoal_get(shoal_t *self, shoal_ref_t ref, int timeout_ms, shoal_view_t *view)
 {
     if (!self)
@@ -1458,6 +1726,10 @@ int shoal_get(shoal_t *self, shoal_ref_t ref, int timeout_ms, shoal_view_t *view
     int64_t deadline = s_deadline(timeout_ms);
     char text[SHOAL_REF_TEXT_SIZE];
     shoal_ref_format(ref, text);
+    //  A sealed object in a store on this host is final: no need to ask the broker.
+    s_entry_t *known = shoal__refmap_get(self->refs, ref);
+    if ((!known || !known->final) && self->n_locals && s_local_find(self, ref, view) == 0)
+        return 0;
     for (int attempt = 0;; attempt++) {
         int rc = s_wait(self, &ref, 1, false, deadline);
         if (rc)
@@ -1470,22 +1742,19 @@ int shoal_get(shoal_t *self, shoal_ref_t ref, int timeout_ms, shoal_view_t *view
                 return s_fail(self, SHOAL_ENOMEM, "out of memory");
             if (size)
                 memcpy(buf, st->data.data, size);
-            view->data = buf;
-            view->size = size;
-            view->priv_ = buf;
-            return 0;
+            return s_view_buffer(self, view, buf, size);
         }
         if (!st->endpoint || !*st->endpoint) {
             rc = s_fail(self, SHOAL_ELOST, "%s: done, but the broker names no worker holding it",
                         text);
         } else {
-            rc = s_fetch(self, ref, st->endpoint, st->size, deadline, &buf);
-            if (rc == 0) {
-                view->data = buf;
-                view->size = (size_t)st->size;
-                view->priv_ = buf;
+            shoal_store_reader_t *reader =
+                st->worker ? s_local_reader(self, st->worker, deadline) : NULL;
+            if (reader && s_local_get(self, reader, ref, view) == 0)
                 return 0;
-            }
+            rc = s_fetch(self, ref, st->endpoint, st->size, deadline, &buf);
+            if (rc == 0)
+                return s_view_buffer(self, view, buf, (size_t)st->size);
         }
         bool relocate = rc == SHOAL_ENOTFOUND || rc == SHOAL_EUNREACH || rc == SHOAL_ELOST;
         if (!relocate || attempt >= S_GET_RELOCATES || s_expired(deadline))
@@ -1795,4 +2064,432 @@ int shoal_cancel_job(shoal_t *self, const char *name, int timeout_ms)
     if ((rc = s_request(self, deadline)) != 0)
         return rc;
     return (int)SHOAL__MIN(self->req_count, (uint64_t)INT_MAX);
+}
+
+/*  ------------------------------------------------------------------------------- put */
+
+struct shoal_put {
+    shoal_t *owner;
+    shoal_ref_t ref;
+    uint64_t size;
+    uint64_t written; //  bytes handed over (copied into mem, or sent)
+    uint64_t acked;   //  remote: WRITE answers received
+    size_t in_flight; //  remote: WRITE messages not answered yet (flow control only:
+                      //  the worker takes one pipe's messages in order)
+    void *sock;       //  a DEALER of its own to the worker's data socket
+    char *worker;     //  the worker's name
+    char *endpoint;
+    uint8_t *mem; //  same host: the object's range of the arena, writable
+    int64_t last_msg_ms;
+    int64_t deadline;
+};
+
+//  Waits for the put_reply to seq on put's socket (WRITE answers met on the way are
+//  counted). Sends msg (op, with raw bytes if any) again when the worker is silent for
+//  S_PUT_RESEND_MS: every op is idempotent at the worker. Returns 0 with *reply (clear
+//  it with shoal_wire_in_clear), or a code (self->error).
+static int s_put_call(shoal_put_t *put, const shoal_wire_put_t *msg, const void *raw,
+                      size_t raw_size, shoal_wire_in_t *reply)
+{
+    shoal_t *self = put->owner;
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(put->ref, text);
+    int64_t sent = 0;
+    for (;;) {
+        if (!sent || shoal__now_ms() - sent >= S_PUT_RESEND_MS) {
+            int rc = shoal_wire_send(put->sock, NULL, SHOAL_MSG_put, msg, raw, raw_size);
+            if (rc && rc != SHOAL_EAGAIN)
+                return s_fail(self, rc, "put %s: sending to worker %s at %s: %s", text, put->worker,
+                              put->endpoint, shoal_strerror(rc));
+            sent = shoal__now_ms();
+            put->last_msg_ms = sent;
+        }
+        if (s_expired(put->deadline))
+            return s_fail(self, SHOAL_ETIMEDOUT, "put %s: worker %s at %s did not answer in time",
+                          text, put->worker, put->endpoint);
+        bool ready = false;
+        int rc = s_turn(self, s_poll_ms(put->deadline, S_PUT_RESEND_MS / 4), put->sock, &ready);
+        if (rc)
+            return rc;
+        while (ready) {
+            shoal_wire_in_t in;
+            rc = shoal_wire_recv(put->sock, false, &in, ZMQ_DONTWAIT);
+            if (rc == SHOAL_EAGAIN || (rc == SHOAL_EIO && errno == EINTR))
+                break;
+            if (rc == SHOAL_EIO)
+                return s_fail(self, rc, "put %s: receiving from %s: %s", text, put->endpoint,
+                              zmq_strerror(errno));
+            if (rc)
+                continue; //  malformed: ignored (the resend covers it)
+            if (in.msg.type == SHOAL_MSG_error) {
+                int code = in.msg.u.error.code < 0 && in.msg.u.error.code >= INT_MIN
+                               ? (int)in.msg.u.error.code
+                               : SHOAL_EPROTO;
+                rc = s_fail(self, code, "put %s: worker %s: %s", text, put->worker,
+                            in.msg.u.error.error ? in.msg.u.error.error : shoal_strerror(code));
+                shoal_wire_in_clear(&in);
+                return rc;
+            }
+            const shoal_wire_put_reply_t *r = &in.msg.u.put_reply;
+            if (in.msg.type != SHOAL_MSG_put_reply || !shoal_ref_equal(r->ref, put->ref)) {
+                shoal_wire_in_clear(&in);
+                continue;
+            }
+            if (r->seq == msg->seq) {
+                *reply = in;
+                return 0;
+            }
+            {
+                //  An earlier WRITE's answer (or a duplicate answer to a resent ask).
+                if (r->code < 0) {
+                    int code = r->code >= INT_MIN ? (int)r->code : SHOAL_EPROTO;
+                    rc = s_fail(self, code, "put %s: worker %s: %s", text, put->worker,
+                                r->error ? r->error : shoal_strerror(code));
+                    shoal_wire_in_clear(&in);
+                    return rc;
+                }
+                if (put->in_flight)
+                    put->in_flight--;
+                put->acked = SHOAL__MAX(put->acked, r->offset);
+            }
+            shoal_wire_in_clear(&in);
+        }
+    }
+}
+
+//  Checks a put_reply's code. 0 or the code (self->error names the ref and the worker).
+static int s_put_check(shoal_put_t *put, const shoal_wire_in_t *in)
+{
+    const shoal_wire_put_reply_t *r = &in->msg.u.put_reply;
+    if (r->code >= 0)
+        return 0;
+    char text[SHOAL_REF_TEXT_SIZE];
+    int code = r->code >= INT_MIN ? (int)r->code : SHOAL_EPROTO;
+    return s_fail(put->owner, code, "put %s on worker %s: %s", shoal_ref_format(put->ref, text),
+                  put->worker, r->error ? r->error : shoal_strerror(code));
+}
+
+static void s_put_free(shoal_put_t *put)
+{
+    if (!put)
+        return;
+    if (put->mem)
+        shoal_arena_unmap(put->mem, put->size);
+    if (put->sock)
+        zmq_close(put->sock);
+    free(put->worker);
+    free(put->endpoint);
+    free(put);
+}
+
+//  Maps the allocation writable when the reply's arena is the very file on this host.
+static void s_put_map(shoal_put_t *put, const shoal_wire_put_reply_t *r)
+{
+    struct stat st;
+    if (s_no_local() || !r->arena || !*r->arena || stat(r->arena, &st) != 0 ||
+        (uint64_t)st.st_dev != r->arena_dev || (uint64_t)st.st_ino != r->arena_ino)
+        return; //  another host (or another arena of that name): bytes go by message
+    void *p = NULL;
+    if (shoal_arena_map_range(r->arena, r->offset, put->size, &p) == 0)
+        put->mem = p;
+}
+
+//  The worker for a put: opts->worker, else one on this host, else the one with the most
+//  free space (and room for size). NULL with self->error set.
+static s_wk_t *s_put_place(shoal_t *self, const shoal_put_opts_t *opts, uint64_t size,
+                           int64_t deadline)
+{
+    if (s_wks_refresh(self, deadline, false) != 0)
+        return NULL;
+    if (opts && opts->worker) {
+        s_wk_t *w = s_wk_find(self, opts->worker);
+        if (!w && s_wks_refresh(self, deadline, true) == 0)
+            w = s_wk_find(self, opts->worker);
+        if (!w)
+            s_fail(self, SHOAL_EUNREACH, "no worker named '%s' is connected to the broker at %s",
+                   opts->worker, self->url);
+        return w;
+    }
+    s_wk_t *best = NULL, *best_local = NULL;
+    for (size_t i = 0; i < self->n_wks; i++) {
+        s_wk_t *w = &self->wks[i];
+        uint64_t free_w =
+            w->store_capacity > w->store_bytes ? w->store_capacity - w->store_bytes : 0;
+        if (!best ||
+            free_w > best->store_capacity - SHOAL__MIN(best->store_bytes, best->store_capacity))
+            best = w;
+        if (free_w >= size && s_wk_is_local(w) &&
+            (!best_local ||
+             free_w > best_local->store_capacity -
+                          SHOAL__MIN(best_local->store_bytes, best_local->store_capacity)))
+            best_local = w;
+    }
+    if (!best)
+        s_fail(self, SHOAL_EUNREACH,
+               "no worker is connected to the broker at %s to hold the "
+               "object",
+               self->url);
+    return best_local ? best_local : best;
+}
+
+static size_t s_put_wire_size(const shoal_put_opts_t *opts, size_t data)
+{
+    size_t size = 128 + data;
+    if (opts) {
+        size += (opts->name ? strlen(opts->name) : 0) + (opts->worker ? strlen(opts->worker) : 0);
+        for (size_t i = 0; i < opts->n_tags; i++)
+            size += strlen(opts->tags[i]) + 5;
+    }
+    return size;
+}
+
+//  Checks opts; 0 or SHOAL_EINVAL.
+static int s_put_opts_check(shoal_t *self, const shoal_put_opts_t *opts)
+{
+    if (self->counter + 1 >= ((uint64_t)1 << 48))
+        return s_fail(self, SHOAL_EINVAL, "this connection has used up its 2^48 ids");
+    return opts ? s_check_tags(self, opts->tags, opts->n_tags) : 0;
+}
+
+//  The PUT task that tells the broker about the put (see SHOAL_KIND_PUT in proto.h).
+static shoal_wire_task_t s_put_task(shoal_ref_t ref, const shoal_put_opts_t *opts)
+{
+    shoal_wire_task_t t = {.id = ref, .kind = SHOAL_KIND_PUT, .n_outputs = 1};
+    if (opts) {
+        t.name = (char *)opts->name;
+        t.tags.items = (char **)opts->tags;
+        t.tags.count = opts->n_tags;
+        t.ttl_ms = opts->ttl_ms;
+    }
+    return t;
+}
+
+int shoal_put_begin(shoal_t *self, uint64_t size, const shoal_put_opts_t *opts, shoal_ref_t *ref,
+                    shoal_put_t **put_p)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    if (!ref || !put_p)
+        return s_fail(self, SHOAL_EINVAL, "shoal_put_begin: NULL argument");
+    int rc = s_put_opts_check(self, opts);
+    if (rc)
+        return rc;
+    int64_t deadline = s_deadline(S_PUT_TIMEOUT_MS);
+    s_wk_t *w = s_put_place(self, opts, size, deadline);
+    if (!w)
+        return SHOAL_EUNREACH; //  s_put_place said why
+    shoal_put_t *put = calloc(1, sizeof *put);
+    if (!put || !(put->worker = strdup(w->name)) || !(put->endpoint = strdup(w->endpoint))) {
+        s_put_free(put);
+        return s_fail(self, SHOAL_ENOMEM, "out of memory");
+    }
+    put->owner = self;
+    put->size = size;
+    put->deadline = deadline;
+    put->ref = shoal_ref_make(self->client_id, self->counter + 1, 0);
+    put->sock = s_socket(self->ctx, ZMQ_DEALER, 0);
+    if (!put->sock || zmq_connect(put->sock, put->endpoint) != 0) {
+        rc = s_fail(self, SHOAL_EIO, "cannot connect to worker %s at %s: %s", put->worker,
+                    put->endpoint, zmq_strerror(errno));
+        s_put_free(put);
+        return rc;
+    }
+    shoal_wire_put_t m = {
+        .seq = ++self->seq, .ref = put->ref, .op = SHOAL_PUT_OP_ALLOC, .size = size};
+    if (opts) {
+        m.name = (char *)opts->name;
+        m.tags.items = (char **)opts->tags;
+        m.tags.count = opts->n_tags;
+        m.ttl_ms = opts->ttl_ms;
+    }
+    shoal_wire_in_t in;
+    if ((rc = s_put_call(put, &m, NULL, 0, &in)) != 0) {
+        s_put_free(put);
+        return rc;
+    }
+    if ((rc = s_put_check(put, &in)) != 0) {
+        shoal_wire_in_clear(&in);
+        s_put_free(put);
+        return rc;
+    }
+    s_put_map(put, &in.msg.u.put_reply);
+    shoal_wire_in_clear(&in);
+    //  The broker hears of it in the submission stream, so any task this client submits
+    //  later that reads it arrives after it.
+    shoal_wire_task_t t = s_put_task(put->ref, opts);
+    t.worker = put->worker;
+    t.size = size;
+    if ((rc = s_enqueue(self, &t, s_put_wire_size(opts, strlen(put->worker)))) != 0) {
+        shoal_wire_put_t a = {.seq = ++self->seq, .ref = put->ref, .op = SHOAL_PUT_OP_ABORT};
+        shoal_wire_send(put->sock, NULL, SHOAL_MSG_put, &a, NULL, 0);
+        s_put_free(put);
+        return rc;
+    }
+    put->last_msg_ms = shoal__now_ms();
+    *ref = put->ref;
+    *put_p = put;
+    return 0;
+}
+
+void *shoal_put_memory(shoal_put_t *put)
+{
+    return put ? put->mem : NULL;
+}
+
+//  Remote: waits until at most max WRITE messages are unanswered.
+static int s_put_drain(shoal_put_t *put, size_t max)
+{
+    while (put->in_flight > max) {
+        //  A no-op ask (WRITE of nothing at the end of what was sent) whose answer comes
+        //  after those of the WRITEs before it: one pipe, in order.
+        shoal_wire_put_t m = {.seq = ++put->owner->seq,
+                              .ref = put->ref,
+                              .op = SHOAL_PUT_OP_WRITE,
+                              .offset = put->written};
+        shoal_wire_in_t in;
+        int rc = s_put_call(put, &m, NULL, 0, &in);
+        if (rc)
+            return rc;
+        rc = s_put_check(put, &in);
+        shoal_wire_in_clear(&in);
+        if (rc)
+            return rc;
+        put->in_flight = 0; //  answered in order: every WRITE before it is in
+        put->acked = put->written;
+    }
+    return 0;
+}
+
+int shoal_put_write(shoal_put_t *put, const void *data, size_t n)
+{
+    if (!put)
+        return SHOAL_EINVAL;
+    shoal_t *self = put->owner;
+    if (n && !data)
+        return s_fail(self, SHOAL_EINVAL, "shoal_put_write: data is NULL");
+    if (n > put->size - put->written)
+        return s_fail(self, SHOAL_EINVAL,
+                      "shoal_put_write: %zu more bytes after %llu exceed the object's %llu", n,
+                      (unsigned long long)put->written, (unsigned long long)put->size);
+    if (put->mem) {
+        memcpy(put->mem + put->written, data, n);
+        put->written += n;
+        if (shoal__now_ms() - put->last_msg_ms >= S_PUT_KEEPALIVE_MS) {
+            shoal_wire_put_t m = {.seq = ++self->seq,
+                                  .ref = put->ref,
+                                  .op = SHOAL_PUT_OP_WRITE,
+                                  .offset = put->written};
+            shoal_wire_send(put->sock, NULL, SHOAL_MSG_put, &m, NULL, 0); //  answer ignored
+            put->last_msg_ms = shoal__now_ms();
+        }
+        return 0;
+    }
+    const uint8_t *p = data;
+    while (n) {
+        int rc = s_put_drain(put, S_PUT_CREDIT - 1);
+        if (rc)
+            return rc;
+        size_t chunk = SHOAL__MIN(n, (size_t)SHOAL_CHUNK_SIZE);
+        shoal_wire_put_t m = {
+            .seq = ++self->seq, .ref = put->ref, .op = SHOAL_PUT_OP_WRITE, .offset = put->written};
+        rc = shoal_wire_send(put->sock, NULL, SHOAL_MSG_put, &m, p, chunk);
+        if (rc == SHOAL_EAGAIN) {
+            if ((rc = s_put_drain(put, 0)) != 0)
+                return rc;
+            continue;
+        }
+        if (rc)
+            return s_fail(self, rc, "put: sending to worker %s at %s: %s", put->worker,
+                          put->endpoint, shoal_strerror(rc));
+        put->in_flight++;
+        put->written += chunk;
+        put->last_msg_ms = shoal__now_ms();
+        p += chunk;
+        n -= chunk;
+    }
+    return 0;
+}
+
+int shoal_put_end(shoal_put_t **put_p)
+{
+    if (!put_p || !*put_p)
+        return SHOAL_EINVAL;
+    shoal_put_t *put = *put_p;
+    *put_p = NULL;
+    shoal_t *self = put->owner;
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(put->ref, text);
+    int rc = 0;
+    if (!put->mem && put->written != put->size)
+        rc = s_fail(self, SHOAL_EINVAL, "put %s: %llu of its %llu bytes written; aborted", text,
+                    (unsigned long long)put->written, (unsigned long long)put->size);
+    if (rc == 0)
+        rc = s_put_drain(put, 0);
+    if (rc == 0) {
+        shoal_wire_put_t m = {.seq = ++self->seq, .ref = put->ref, .op = SHOAL_PUT_OP_SEAL};
+        shoal_wire_in_t in;
+        if ((rc = s_put_call(put, &m, NULL, 0, &in)) == 0) {
+            rc = s_put_check(put, &in);
+            shoal_wire_in_clear(&in);
+        }
+    }
+    if (rc) {
+        //  Best effort: the worker aborts it anyway when the lease runs out.
+        shoal_wire_put_t a = {.seq = ++self->seq, .ref = put->ref, .op = SHOAL_PUT_OP_ABORT};
+        shoal_wire_send(put->sock, NULL, SHOAL_MSG_put, &a, NULL, 0);
+    }
+    s_put_free(put);
+    return rc;
+}
+
+void shoal_put_abort(shoal_put_t **put_p)
+{
+    if (!put_p || !*put_p)
+        return;
+    shoal_put_t *put = *put_p;
+    *put_p = NULL;
+    shoal_wire_put_t m = {.seq = ++put->owner->seq, .ref = put->ref, .op = SHOAL_PUT_OP_ABORT};
+    put->deadline = s_deadline(S_PUT_RESEND_MS * 2);
+    shoal_wire_in_t in;
+    if (s_put_call(put, &m, NULL, 0, &in) == 0)
+        shoal_wire_in_clear(&in);
+    s_put_free(put);
+}
+
+int shoal_put(shoal_t *self, const void *data, size_t size, const shoal_put_opts_t *opts,
+              shoal_ref_t *ref)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    if (!ref || (size && !data))
+        return s_fail(self, SHOAL_EINVAL, "shoal_put: NULL argument");
+    int rc = s_put_opts_check(self, opts);
+    if (rc)
+        return rc;
+    bool store = opts && ((opts->flags & SHOAL_PUT_STORE) || opts->worker);
+    if (size <= SHOAL_INLINE_MAX && !store) {
+        //  Small: to the broker's directory, in the submission stream.
+        shoal_ref_t id = shoal_ref_make(self->client_id, self->counter + 1, 0);
+        shoal_wire_task_t t = s_put_task(id, opts);
+        t.flags = SHOAL_OUT_INLINE;
+        t.arg.data = data;
+        t.arg.size = size;
+        t.size = size;
+        if ((rc = s_enqueue(self, &t, s_put_wire_size(opts, size))) != 0)
+            return rc;
+        *ref = id;
+        return 0;
+    }
+    shoal_put_t *put = NULL;
+    shoal_ref_t id;
+    if ((rc = shoal_put_begin(self, size, opts, &id, &put)) != 0)
+        return rc;
+    if ((rc = shoal_put_write(put, data, size)) != 0) {
+        shoal_put_abort(&put);
+        return rc;
+    }
+    if ((rc = shoal_put_end(&put)) != 0)
+        return rc;
+    *ref = id;
+    return 0;
 }

@@ -48,11 +48,11 @@ add_custom_target(shoal_static ALL DEPENDS ${SHOAL_STATIC})
 #  pkg-config: shoal.pc (libshoal.so; --static adds the dependencies of libshoal.a) and
 #  shoal-static.pc (libshoal.a by path, so the shared library cannot win). Both relocatable
 #  through ${pcfiledir}, so `cmake --install --prefix P` anywhere gives working files.
-#  What libshoal.a needs: libzmq. msgpack-c's packer is header-only, and LMDB is used by
-#  the store, of which the client links nothing (yet); should that change, the static
-#  link in tests/client_install.sh fails until the lists below follow.
-set(SHOAL_PC_REQUIRES "libzmq")
-set(SHOAL_STATIC_LINK_LIBS "zmq;pthread;rt")
+#  What libshoal.a needs: libzmq, and LMDB for reading the stores of workers on the same
+#  host (msgpack-c's packer is header-only). tests/client_install.sh links statically, so
+#  it fails when these lists fall behind.
+set(SHOAL_PC_REQUIRES "libzmq lmdb")
+set(SHOAL_STATIC_LINK_LIBS "zmq;lmdb;pthread;rt")
 set(_pcdir ${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig)
 set(_cmakedir ${CMAKE_INSTALL_FULL_LIBDIR}/cmake/shoal)
 file(RELATIVE_PATH SHOAL_PC_PREFIX ${_pcdir} ${CMAKE_INSTALL_PREFIX})

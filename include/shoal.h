@@ -257,6 +257,13 @@ typedef struct {
     /*  Its index in an array: $SHOAL_TASK_INDEX of an exec task, shoal_task_index() of a
         fn task; 0 outside arrays. See "jobs and arrays" (also for job names). */
     uint64_t array_index;
+    /*  Its outputs are removed this long after it is done (as by shoal_remove); 0: they
+        live until removed or released. */
+    uint64_t ttl_ms;
+    /*  Tags for its outputs (shoal ls): n_tags of them, at most SHOAL_TAGS_MAX, each at
+        most SHOAL_TAG_MAX bytes. */
+    const char *const *tags;
+    size_t n_tags;
 } shoal_task_spec_t;
 
 /*  Submits a task. Its id comes back at once in *task_id (the ref of its output 0);
@@ -352,6 +359,70 @@ int shoal_get(shoal_t *self, shoal_ref_t ref, int timeout_ms, shoal_view_t *view
 
 /*  Frees the bytes of a view and zeroes it. NULL-safe; releasing twice is harmless. */
 void shoal_view_release(shoal_view_t *view);
+
+/*  ------------------------------------------------------------------------------- put
+
+    Objects a program puts into the cluster, to read back or to give tasks as inputs.
+    Writing is split in two, as in Ray's plasma store: shoal_put_begin allocates the space
+    (the ref exists, and the broker knows where the object will be, at once), the bytes
+    land with shoal_put_write (or straight into shoal_put_memory on the worker's host),
+    then shoal_put_end seals the object (immutable from then on) or shoal_put_abort drops
+    it. shoal_put does all of it in one call.
+
+    Where an object goes: small ones (up to SHOAL_INLINE_MAX bytes) to the broker's
+    directory, which keeps them within its --inline-budget, unless SHOAL_PUT_STORE asks
+    for a worker's store; larger ones to the store of opts->worker, or else a worker on
+    this host (the bytes then move through shared memory, never a socket), or else the
+    worker with the most free space. A put is owned like a task: released at disconnect
+    unless shoal_keep, removed by shoal_remove or its TTL. */
+
+/*  Put options; zero-initialise. Pointers are borrowed for the call only. */
+typedef struct {
+    const char *name;        /*  a name for the object (shoal ls), or NULL */
+    const char *const *tags; /*  n_tags tags, each at most SHOAL_TAG_MAX bytes */
+    size_t n_tags;
+    uint64_t ttl_ms;    /*  removed this long after it is sealed; 0: until removed */
+    const char *worker; /*  put it in this worker's store; NULL: as said above */
+    unsigned flags;     /*  SHOAL_PUT_STORE */
+} shoal_put_opts_t;
+#define SHOAL_PUT_STORE 1u /*  keep even a small object in a worker's store */
+#define SHOAL_TAG_MAX   64
+#define SHOAL_TAGS_MAX  16
+
+/*  Puts size bytes as a new object; its ref comes back in *ref. A small object goes in
+    the submission stream (buffered and acknowledged like shoal_submit: shoal_flush says
+    the broker has it); a larger one is written and sealed before the call returns.
+    Returns 0; SHOAL_EINVAL (NULL arguments, bad tags); SHOAL_EFULL (no worker's store has
+    room, within a bounded wait: the message names the sizes); SHOAL_EUNREACH (no worker,
+    or the chosen one does not answer); SHOAL_ETIMEDOUT; SHOAL_ENOMEM; SHOAL_EIO. */
+int shoal_put(shoal_t *self, const void *data, size_t size, const shoal_put_opts_t *opts,
+              shoal_ref_t *ref);
+
+typedef struct shoal_put shoal_put_t;
+
+/*  Allocates size bytes in a worker's store (always a store, whatever the size) and
+    tells the broker: *ref is the object's ref, usable as an input straight away (tasks
+    reading it wait for the seal). *put_p is the writer, to finish with shoal_put_end or
+    shoal_put_abort; it borrows self, so it must not outlive it. Returns as shoal_put. */
+int shoal_put_begin(shoal_t *self, uint64_t size, const shoal_put_opts_t *opts, shoal_ref_t *ref,
+                    shoal_put_t **put_p);
+/*  The object's memory when the worker is on this host: size bytes, writable, mapped for
+    this writer only (writing past them faults). NULL when the worker is remote: use
+    shoal_put_write. Valid until shoal_put_end or shoal_put_abort. */
+void *shoal_put_memory(shoal_put_t *put);
+/*  Appends n bytes after those written so far (copies them: into shared memory on the
+    worker's host, else in 1 MiB messages with a few in flight). Returns 0, SHOAL_EINVAL
+    (more than size bytes in all), SHOAL_EUNREACH, SHOAL_ETIMEDOUT, SHOAL_EIO. A writer
+    that stays silent for a minute (SHOAL_PUT_LEASE_MS) is aborted by the worker. */
+int shoal_put_write(shoal_put_t *put, const void *data, size_t n);
+/*  Seals the object and frees the writer (*put_p = NULL, whatever the outcome). With
+    shoal_put_write, all size bytes must have been written (else SHOAL_EINVAL and the
+    object is aborted); with shoal_put_memory the caller vouches for them. Returns 0 once
+    the worker has sealed it, or SHOAL_EUNREACH, SHOAL_ETIMEDOUT, SHOAL_EIO. */
+int shoal_put_end(shoal_put_t **put_p);
+/*  Drops the object: readers waiting for it fail with SHOAL_ECANCELED naming it. Frees
+    the writer. NULL-safe. */
+void shoal_put_abort(shoal_put_t **put_p);
 
 /*  Cancels tasks (refs of any of their outputs name them): queued ones never run,
     running ones are killed (an exec task's whole process group), and their dependents
