@@ -33,6 +33,7 @@ int cli_cmd_run(int argc, char **argv);
 int cli_cmd_submit(int argc, char **argv);
 int cli_cmd_wait(int argc, char **argv);
 int cli_cmd_get(int argc, char **argv);
+int cli_cmd_put(int argc, char **argv);
 int cli_cmd_logs(int argc, char **argv);
 int cli_cmd_cancel(int argc, char **argv);
 int cli_cmd_rm(int argc, char **argv);

@@ -428,6 +428,10 @@ static void s_stop_all(s_up_t *up)
             continue;
         if (unlink(arena) != 0 && errno != ENOENT)
             fprintf(stderr, "shoal up: cannot remove %s: %s\n", arena, strerror(errno));
+        char pins[PATH_MAX];
+        if (shoal_store_pins_path_for(arena, pins, sizeof pins) == 0 && unlink(pins) != 0 &&
+            errno != ENOENT)
+            fprintf(stderr, "shoal up: cannot remove %s: %s\n", pins, strerror(errno));
     }
     if (up->own_dir && up->dir[0])
         nftw(up->dir, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS);

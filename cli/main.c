@@ -24,6 +24,7 @@ static const s_command_t s_commands[] = {
     {"run", cli_cmd_run, "run a command on the cluster: its output, its exit status"},
     {"submit", cli_cmd_submit, "submit a task; print the refs of its outputs"},
     {"wait", cli_cmd_wait, "wait until tasks have finished"},
+    {"put", cli_cmd_put, "put a file or standard input into the cluster; print its ref"},
     {"get", cli_cmd_get, "write the bytes of an object to stdout or a file"},
     {"logs", cli_cmd_logs, "print the stderr of the task that produces a ref"},
     {"cancel", cli_cmd_cancel, "cancel tasks (and the tasks that depend on them)"},
