@@ -1017,8 +1017,8 @@ static int s_rm_entry(const char *path, const struct stat *sb, int flag, struct 
     return 0;
 }
 
-/*  Removes /dev/shm/shoal-UID-NAME.arena and /dev/shm/shoal-UID-NAME-*.arena: whatever
-    suffix the store puts after the worker's name. */
+/*  Removes /dev/shm/shoal-UID-NAME.arena and /dev/shm/shoal-UID-NAME-*.arena, and their
+    tables of pins (.pins): whatever suffix the store puts after the worker's name. */
 static void s_remove_arenas(const char *name)
 {
     char prefix[128];
@@ -1032,7 +1032,7 @@ static void s_remove_arenas(const char *name)
         size_t n = strlen(e->d_name);
         if (strncmp(e->d_name, prefix, len) != 0 ||
             (e->d_name[len] != '.' && e->d_name[len] != '-') || n < 6 ||
-            strcmp(e->d_name + n - 6, ".arena") != 0)
+            (strcmp(e->d_name + n - 6, ".arena") != 0 && strcmp(e->d_name + n - 5, ".pins") != 0))
             continue;
         char path[320];
         snprintf(path, sizeof path, "/dev/shm/%s", e->d_name);

@@ -2,6 +2,7 @@
     tests/test_plugins.c (libshoal_test_plugin.so). Like every plugin it includes shoal.h
     only and does not link libshoal. The friendly examples are in examples/plugins/. */
 #include <shoal.h>
+#include <signal.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,4 +159,31 @@ SHOAL_PLUGIN_EXPORT int write_input(shoal_task_t *t)
         return 2;
     *(volatile char *)data = 'X';
     return shoal_task_output_put(t, 0, "wrote\n", 6) ? 1 : 0;
+}
+
+//  Allocates output 0 (arg: its size in bytes, as text) and writes one byte past its last
+//  page: the executor's mapping of the arena is writable for its own allocation only, so
+//  the write faults instead of reaching another object.
+SHOAL_PLUGIN_EXPORT int stray_write(shoal_task_t *t)
+{
+    size_t size = (size_t)strtoull(shoal_task_arg(t, NULL), NULL, 10);
+    char *p;
+    if (shoal_task_output_alloc(t, 0, size, (void **)&p))
+        return 2;
+    memset(p, 'o', size);
+    size_t end = (size + 4095) / 4096 * 4096;
+    ((volatile char *)p)[end] = 'X';
+    return shoal_task_output_seal(t, 0) ? 1 : 0;
+}
+
+//  Allocates a 1 MiB output, writes half of it, then dies by SIGSEGV: a writer that dies
+//  mid-write.
+SHOAL_PLUGIN_EXPORT int crash_mid_write(shoal_task_t *t)
+{
+    char *p;
+    if (shoal_task_output_alloc(t, 0, 1 << 20, (void **)&p))
+        return 2;
+    memset(p, 'h', 1 << 19);
+    raise(SIGSEGV);
+    return 3;
 }

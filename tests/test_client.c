@@ -114,6 +114,9 @@ static int s_arenas_of(pid_t pid, char (*arenas)[256], int n, int max)
         char *end = strstr(at, " (deleted)");
         if (end)
             *end = '\0';
+        size_t len = strlen(at);
+        if (len < 6 || strcmp(at + len - 6, ".arena") != 0)
+            continue; //  the table of pins next to it is not an arena
         bool seen = false;
         for (int i = 0; i < n; i++)
             seen |= strcmp(arenas[i], at) == 0;

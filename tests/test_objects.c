@@ -1,0 +1,433 @@
+/*  test_objects.c: objects a client puts into the cluster, on a real cluster.
+
+    One broker and one worker (2 slots, a 32 MiB arena) serve every test, with the client
+    in this process (libshoal) or the `shoal` command. What is checked: small puts live in
+    the broker's directory, large ones are allocated in the worker's store first (the ref
+    exists and tasks may name it at once) and written in place through shared memory or in
+    parts over the data socket ($SHOAL_NO_LOCAL_STORE forces the socket path), then sealed
+    or aborted; a reader on the worker's host gets a zero-copy view of the arena; space
+    comes back when objects are removed, released, expire or their writer dies; a task's
+    stray write faults instead of corrupting its neighbours; a store too small answers
+    SHOAL_EFULL naming the sizes, at once or after a bounded wait. */
+#include "harness.h"
+
+#include <shoal.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if !defined(SHOAL_EXAMPLES_PLUGIN) || !defined(SHOAL_TEST_PLUGIN)
+#error "tests/CMakeLists.txt defines SHOAL_EXAMPLES_PLUGIN and SHOAL_TEST_PLUGIN"
+#endif
+
+#define CMD_MS  20000
+#define WAIT_MS (30000 * h_scale())
+#define MiB     (1024 * 1024)
+
+static int s_setup(void **state)
+{
+    return h_fixture_start(state, 1, 2, "32M");
+}
+
+static shoal_t *s_connect(h_cluster_t *c)
+{
+    shoal_t *sh = NULL;
+    int rc = shoal_connect(c->listen, 10000 * h_scale(), &sh);
+    if (rc)
+        print_error("connect: %s\n", shoal_strerror(rc));
+    assert_int_equal(rc, 0);
+    return sh;
+}
+
+//  i-th byte of the pattern seeded by seed.
+static uint8_t s_pat(uint64_t seed, size_t i)
+{
+    return (uint8_t)((i * 2654435761u + seed) >> 7);
+}
+
+static uint8_t *s_pattern(uint64_t seed, size_t size)
+{
+    uint8_t *p = malloc(size ? size : 1);
+    assert_non_null(p);
+    for (size_t i = 0; i < size; i++)
+        p[i] = s_pat(seed, i);
+    return p;
+}
+
+static void s_assert_pattern(const void *data, size_t size, uint64_t seed, size_t want)
+{
+    assert_int_equal(size, want);
+    const uint8_t *p = data;
+    for (size_t i = 0; i < size; i++)
+        if (p[i] != s_pat(seed, i)) {
+            print_error("byte %zu is %u, not %u\n", i, p[i], s_pat(seed, i));
+            fail();
+        }
+}
+
+//  The worker's store bytes as the broker last heard them.
+static uint64_t s_store_bytes(shoal_t *sh)
+{
+    shoal_worker_info_t *list = NULL;
+    size_t n = 0;
+    assert_int_equal(shoal_workers(sh, &list, &n, 10000), 0);
+    assert_int_equal(n, 1);
+    uint64_t bytes = list[0].store_bytes;
+    shoal_workers_free(&list, n);
+    return bytes;
+}
+
+//  Polls until the worker reports between lo and hi store bytes (heartbeats carry it).
+static void s_wait_store(shoal_t *sh, uint64_t lo, uint64_t hi)
+{
+    int64_t deadline = h_now_ms() + WAIT_MS;
+    uint64_t bytes;
+    while (((bytes = s_store_bytes(sh)) > hi || bytes < lo) && h_now_ms() < deadline)
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL); //  between polls
+    if (bytes > hi || bytes < lo)
+        print_error("the store holds %" PRIu64 " bytes, wanted %" PRIu64 "..%" PRIu64 "\n", bytes,
+                    lo, hi);
+    assert_true(bytes <= hi && bytes >= lo);
+}
+
+static void s_wait_store_at_most(shoal_t *sh, uint64_t want)
+{
+    s_wait_store(sh, 0, want);
+}
+
+//  Whether p lies in a mapping of path in /proc/self/maps.
+static bool s_in_mapping_of(const void *p, const char *path)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    assert_non_null(f);
+    char line[1024];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && (uintptr_t)p >= lo && (uintptr_t)p < hi)
+            found = strstr(line, path) != NULL;
+    }
+    fclose(f);
+    return found;
+}
+
+static shoal_ref_t s_submit_fn(shoal_t *sh, const char *fn, const char *arg,
+                               const shoal_ref_t *inputs, size_t n_inputs)
+{
+    shoal_task_spec_t spec = {.kind = SHOAL_TASK_FN,
+                              .fn = fn,
+                              .arg = arg,
+                              .arg_size = arg ? strlen(arg) : 0,
+                              .inputs = inputs,
+                              .n_inputs = n_inputs};
+    shoal_ref_t id;
+    assert_int_equal(shoal_submit(sh, &spec, &id), 0);
+    return id;
+}
+
+static char s_concat[PATH_MAX + 16], s_stray[PATH_MAX + 16], s_crash[PATH_MAX + 16];
+
+static void s_fns(void)
+{
+    snprintf(s_concat, sizeof s_concat, "%s:concat", SHOAL_EXAMPLES_PLUGIN);
+    snprintf(s_stray, sizeof s_stray, "%s:stray_write", SHOAL_TEST_PLUGIN);
+    snprintf(s_crash, sizeof s_crash, "%s:crash_mid_write", SHOAL_TEST_PLUGIN);
+}
+
+//  ----------------------------------------------------------------------------- tests
+
+static void test_a_small_put_is_read_back_and_feeds_a_task(void **state)
+{
+    shoal_t *sh = s_connect(h_state(state));
+    shoal_ref_t ref, in[2];
+    assert_int_equal(shoal_put(sh, "hello, ", 7, NULL, &in[0]), 0);
+    assert_int_equal(shoal_put(sh, "world", 5, NULL, &in[1]), 0);
+    shoal_ref_t task = s_submit_fn(sh, s_concat, NULL, in, 2);
+    shoal_view_t v;
+    assert_int_equal(shoal_get(sh, in[1], WAIT_MS, &v), 0);
+    assert_int_equal(v.size, 5);
+    assert_memory_equal(v.data, "world", 5);
+    shoal_view_release(&v);
+    assert_int_equal(shoal_get(sh, task, WAIT_MS, &v), 0);
+    assert_int_equal(v.size, 12);
+    assert_memory_equal(v.data, "hello, world", 12);
+    shoal_view_release(&v);
+    //  An empty object is an object too.
+    assert_int_equal(shoal_put(sh, NULL, 0, NULL, &ref), 0);
+    assert_int_equal(shoal_get(sh, ref, WAIT_MS, &v), 0);
+    assert_int_equal(v.size, 0);
+    shoal_view_release(&v);
+    shoal_disconnect(&sh);
+}
+
+static void test_a_large_put_is_written_in_shared_memory_and_read_zero_copy(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = s_connect(c);
+    uint64_t before = s_store_bytes(sh);
+    size_t size = 4 * MiB + 123;
+    shoal_put_t *put = NULL;
+    shoal_ref_t ref;
+    shoal_put_opts_t opts = {.name = "big", .tags = (const char *[]){"test"}, .n_tags = 1};
+    assert_int_equal(shoal_put_begin(sh, size, &opts, &ref, &put), 0);
+    uint8_t *mem = shoal_put_memory(put);
+    assert_non_null(mem); //  the worker is on this host
+    assert_true(s_in_mapping_of(mem, c->workers[0].arena));
+    for (size_t i = 0; i < size; i++)
+        mem[i] = s_pat(1, i);
+    assert_int_equal(shoal_put_end(&put), 0);
+    assert_null(put);
+    //  A second client on this host: the view is the arena itself, not a copy.
+    shoal_t *reader = s_connect(c);
+    shoal_view_t v;
+    assert_int_equal(shoal_get(reader, ref, WAIT_MS, &v), 0);
+    s_assert_pattern(v.data, v.size, 1, size);
+    assert_true(s_in_mapping_of(v.data, c->workers[0].arena));
+    //  The view outlives its client.
+    shoal_disconnect(&reader);
+    s_assert_pattern(v.data, v.size, 1, size);
+    shoal_view_release(&v);
+    s_wait_store(sh, before + size, before + size + 4096);
+    assert_int_equal(shoal_remove(sh, &ref, 1, WAIT_MS), 1);
+    s_wait_store_at_most(sh, before);
+    shoal_disconnect(&sh);
+}
+
+static void test_a_remote_writer_sends_parts_and_a_remote_reader_fetches_them(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    setenv("SHOAL_NO_LOCAL_STORE", "1", 1);
+    shoal_t *sh = s_connect(c);
+    size_t size = 3 * MiB + 100;
+    uint8_t *data = s_pattern(2, size);
+    shoal_put_t *put = NULL;
+    shoal_ref_t ref;
+    assert_int_equal(shoal_put_begin(sh, size, NULL, &ref, &put), 0);
+    assert_null(shoal_put_memory(put));
+    size_t parts[] = {1, 4095, MiB, 2 * MiB - 4096, 100};
+    size_t off = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+        assert_int_equal(shoal_put_write(put, data + off, parts[i]), 0);
+        off += parts[i];
+    }
+    assert_int_equal(off, size);
+    //  Not one byte more than the size.
+    assert_int_equal(shoal_put_write(put, data, 1), SHOAL_EINVAL);
+    assert_int_equal(shoal_put_end(&put), 0);
+    shoal_view_t v;
+    assert_int_equal(shoal_get(sh, ref, WAIT_MS, &v), 0);
+    s_assert_pattern(v.data, v.size, 2, size);
+    assert_false(s_in_mapping_of(v.data, c->workers[0].arena));
+    shoal_view_release(&v);
+    //  Ending with bytes missing aborts the object.
+    assert_int_equal(shoal_put_begin(sh, 100, NULL, &ref, &put), 0);
+    assert_int_equal(shoal_put_write(put, data, 99), 0);
+    assert_int_equal(shoal_put_end(&put), SHOAL_EINVAL);
+    assert_true(strstr(shoal_last_error(sh), "99 of its 100 bytes") != NULL);
+    assert_int_not_equal(shoal_wait(sh, &ref, 1, false, WAIT_MS), 0);
+    unsetenv("SHOAL_NO_LOCAL_STORE");
+    free(data);
+    shoal_disconnect(&sh);
+}
+
+static void test_a_task_reading_a_put_waits_for_the_seal(void **state)
+{
+    shoal_t *sh = s_connect(h_state(state));
+    size_t size = MiB;
+    shoal_put_t *put = NULL;
+    shoal_ref_t ref;
+    assert_int_equal(shoal_put_begin(sh, size, NULL, &ref, &put), 0);
+    shoal_ref_t task = s_submit_fn(sh, s_concat, NULL, &ref, 1);
+    //  Allocated, not sealed: the task cannot have run.
+    assert_int_equal(shoal_wait(sh, &task, 1, false, 300), SHOAL_ETIMEDOUT);
+    uint8_t *data = s_pattern(3, size);
+    assert_int_equal(shoal_put_write(put, data, size), 0);
+    assert_int_equal(shoal_put_end(&put), 0);
+    shoal_view_t v;
+    assert_int_equal(shoal_get(sh, task, WAIT_MS, &v), 0);
+    s_assert_pattern(v.data, v.size, 3, size);
+    shoal_view_release(&v);
+    free(data);
+    shoal_remove(sh, (shoal_ref_t[]){ref, task}, 2, WAIT_MS);
+    shoal_disconnect(&sh);
+}
+
+static void test_an_aborted_put_fails_its_readers_naming_it(void **state)
+{
+    shoal_t *sh = s_connect(h_state(state));
+    uint64_t before = s_store_bytes(sh);
+    shoal_put_t *put = NULL;
+    shoal_ref_t ref;
+    assert_int_equal(shoal_put_begin(sh, 2 * MiB, NULL, &ref, &put), 0);
+    shoal_ref_t task = s_submit_fn(sh, s_concat, NULL, &ref, 1);
+    assert_int_equal(shoal_flush(sh, WAIT_MS), 0);
+    shoal_put_abort(&put);
+    assert_null(put);
+    assert_int_not_equal(shoal_wait(sh, &task, 1, false, WAIT_MS), 0);
+    shoal_status_t st;
+    assert_int_equal(shoal_status(sh, task, &st), 0);
+    assert_int_equal(st.code, SHOAL_ECANCELED);
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(ref, text);
+    if (!st.error || !strstr(st.error, text))
+        print_error("error: %s\n", st.error ? st.error : "(none)");
+    assert_true(st.error && strstr(st.error, text));
+    s_wait_store_at_most(sh, before);
+    shoal_disconnect(&sh);
+}
+
+static void test_a_put_larger_than_the_store_fails_at_once_naming_the_sizes(void **state)
+{
+    shoal_t *sh = s_connect(h_state(state));
+    shoal_put_t *put = NULL;
+    shoal_ref_t ref;
+    int64_t start = h_now_ms();
+    assert_int_equal(shoal_put_begin(sh, 64 * MiB, NULL, &ref, &put), SHOAL_EFULL);
+    assert_true(h_now_ms() - start < 2000 * h_scale());
+    const char *why = shoal_last_error(sh);
+    if (!strstr(why, "larger than the whole store") || !strstr(why, "64"))
+        print_error("error: %s\n", why);
+    assert_true(strstr(why, "larger than the whole store") && strstr(why, "64"));
+    assert_null(put);
+    shoal_disconnect(&sh);
+}
+
+static void test_a_put_that_does_not_fit_now_waits_then_fails_naming_the_sizes(void **state)
+{
+    shoal_t *sh = s_connect(h_state(state));
+    uint64_t before = s_store_bytes(sh);
+    size_t big = 24 * MiB;
+    uint8_t *data = s_pattern(4, big);
+    shoal_ref_t first, second;
+    shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
+    assert_int_equal(shoal_put(sh, data, big, &store, &first), 0);
+    int64_t start = h_now_ms();
+    assert_int_equal(shoal_put(sh, data, 16 * MiB, &store, &second), SHOAL_EFULL);
+    int64_t waited = h_now_ms() - start;
+    print_message("the put waited %" PRId64 " ms for room\n", waited);
+    assert_true(waited >= 4000); //  S_ALLOC_WAIT_MS is 5 s
+    const char *why = shoal_last_error(sh);
+    if (!strstr(why, "store full") || !strstr(why, "16 MiB"))
+        print_error("error: %s\n", why);
+    assert_true(strstr(why, "store full") && strstr(why, "16 MiB"));
+    //  Room again: the same put goes through.
+    assert_int_equal(shoal_remove(sh, &first, 1, WAIT_MS), 1);
+    assert_int_equal(shoal_put(sh, data, 16 * MiB, &store, &second), 0);
+    assert_int_equal(shoal_remove(sh, &second, 1, WAIT_MS), 1);
+    s_wait_store_at_most(sh, before);
+    free(data);
+    shoal_disconnect(&sh);
+}
+
+static void test_a_put_released_at_disconnect_or_expired_frees_its_space(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *watcher = s_connect(c);
+    uint64_t before = s_store_bytes(watcher);
+    uint8_t *data = s_pattern(5, 2 * MiB);
+    shoal_t *sh = s_connect(c);
+    shoal_ref_t gone, kept;
+    assert_int_equal(shoal_put(sh, data, 2 * MiB, NULL, &gone), 0);
+    shoal_disconnect(&sh); //  not kept: released
+    s_wait_store_at_most(watcher, before);
+    assert_int_not_equal(shoal_wait(watcher, &gone, 1, false, WAIT_MS), 0);
+    //  A TTL removes it a while after it is sealed, kept or not.
+    shoal_put_opts_t ttl = {.ttl_ms = 300};
+    assert_int_equal(shoal_put(watcher, data, 2 * MiB, &ttl, &kept), 0);
+    assert_int_equal(shoal_wait(watcher, &kept, 1, false, WAIT_MS), 0);
+    s_wait_store_at_most(watcher, before);
+    free(data);
+    shoal_disconnect(&watcher);
+}
+
+static void test_a_stray_write_in_a_plugin_faults_and_spares_its_neighbours(void **state)
+{
+    shoal_t *sh = s_connect(h_state(state));
+    size_t size = MiB;
+    uint8_t *data = s_pattern(6, size);
+    shoal_ref_t neighbour;
+    shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
+    assert_int_equal(shoal_put(sh, data, size, &store, &neighbour), 0);
+    for (int i = 0; i < 3; i++) {
+        shoal_ref_t task = s_submit_fn(sh, s_stray, "100000", NULL, 0);
+        assert_int_not_equal(shoal_wait(sh, &task, 1, false, WAIT_MS), 0);
+        shoal_status_t st;
+        assert_int_equal(shoal_status(sh, task, &st), 0);
+        assert_int_equal(st.state, SHOAL_STATUS_FAILED);
+        if (!st.error || !strstr(st.error, "signal"))
+            print_error("error: %s\n", st.error ? st.error : "(none)");
+        assert_true(st.error && strstr(st.error, "signal"));
+    }
+    shoal_view_t v;
+    assert_int_equal(shoal_get(sh, neighbour, WAIT_MS, &v), 0);
+    s_assert_pattern(v.data, v.size, 6, size);
+    shoal_view_release(&v);
+    shoal_remove(sh, &neighbour, 1, WAIT_MS);
+    free(data);
+    shoal_disconnect(&sh);
+}
+
+static void test_a_writer_that_dies_mid_write_is_aborted_and_its_space_reclaimed(void **state)
+{
+    shoal_t *sh = s_connect(h_state(state));
+    uint64_t before = s_store_bytes(sh);
+    shoal_ref_t task = s_submit_fn(sh, s_crash, NULL, NULL, 0);
+    shoal_ref_t reader = s_submit_fn(sh, s_concat, NULL, &task, 1);
+    assert_int_not_equal(shoal_wait(sh, (shoal_ref_t[]){task, reader}, 2, false, WAIT_MS), 0);
+    shoal_status_t st;
+    assert_int_equal(shoal_status(sh, task, &st), 0);
+    assert_int_equal(st.state, SHOAL_STATUS_FAILED);
+    assert_int_equal(shoal_status(sh, reader, &st), 0);
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(task, text);
+    if (!st.error || !strstr(st.error, text))
+        print_error("error: %s\n", st.error ? st.error : "(none)");
+    assert_true(st.error && strstr(st.error, text));
+    s_wait_store_at_most(sh, before);
+    shoal_disconnect(&sh);
+}
+
+static void test_shoal_put_prints_a_ref_that_shoal_get_reads_back(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    h_result_t *r =
+        h_sh(c, CMD_MS,
+             "head -c 300000 /dev/urandom > $H_TMP/in && "
+             "ref=$(shoal put --name data --tag a --tag b $H_TMP/in) && "
+             "shoal get $ref > $H_TMP/out && cmp $H_TMP/in $H_TMP/out && "
+             "small=$(printf hello | shoal put -) && test \"$(shoal get $small)\" = hello && "
+             "s2=$(printf abc | shoal put --store --size 3 -) && "
+             "test \"$(shoal get $s2)\" = abc && shoal rm $ref $small $s2 && echo ok");
+    h_assert_exit(r, 0);
+    assert_true(h_contains(r->out, "ok"));
+    r = h_run(c, CMD_MS, "put", "/nonexistent/file", NULL);
+    h_assert_exit(r, 2);
+    assert_true(h_contains(r->err, "/nonexistent/file"));
+    r = h_sh(c, CMD_MS, "printf ab | shoal put --size 3 -");
+    h_assert_exit(r, 2);
+    assert_true(h_contains(r->err, "2 bytes"));
+}
+
+int main(void)
+{
+    if (getenv("SHOAL_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("SHOAL_TEST_FILTER"));
+    s_fns();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_small_put_is_read_back_and_feeds_a_task),
+        cmocka_unit_test(test_a_large_put_is_written_in_shared_memory_and_read_zero_copy),
+        cmocka_unit_test(test_a_remote_writer_sends_parts_and_a_remote_reader_fetches_them),
+        cmocka_unit_test(test_a_task_reading_a_put_waits_for_the_seal),
+        cmocka_unit_test(test_an_aborted_put_fails_its_readers_naming_it),
+        cmocka_unit_test(test_a_put_larger_than_the_store_fails_at_once_naming_the_sizes),
+        cmocka_unit_test(test_a_put_that_does_not_fit_now_waits_then_fails_naming_the_sizes),
+        cmocka_unit_test(test_a_put_released_at_disconnect_or_expired_frees_its_space),
+        cmocka_unit_test(test_a_stray_write_in_a_plugin_faults_and_spares_its_neighbours),
+        cmocka_unit_test(test_a_writer_that_dies_mid_write_is_aborted_and_its_space_reclaimed),
+        cmocka_unit_test(test_shoal_put_prints_a_ref_that_shoal_get_reads_back),
+    };
+    return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
+}
