@@ -1,5 +1,6 @@
-/*  cmd_bench.c: `shoal bench`, the control plane's figures measured the way users meet
-    them (issue 4; bench/README.md keeps the latest and says what each means).
+/*  cmd_bench.c: `shoal bench`, the figures of the control plane (issue 4) and of the object
+    store (issue "object store core") measured the way users meet them; bench/README.md
+    keeps the latest and says what each means.
 
     One line per figure on stdout, `NAME VALUE UNIT`, so scripts (bench/run) can read them;
     progress and notes go to stderr. The workloads:
@@ -7,10 +8,15 @@
       batches them, timed until the client knows every completion (shoal_wait on all).
     - latency: sequential submit -> wait -> get of one no-op fn task, and as its baseline
       a raw libzmq DEALER -> ROUTER round trip over TCP loopback, measured in this run.
+    - put: a 256 MiB put through shared memory against a memcpy of the same bytes, and
+      a stream of 1 KiB puts to the broker until every one is acknowledged.
+    - get: zero-copy gets from a worker's store on this host (1 KiB and 1 GiB objects),
+      and a 256 MiB get over the worker's data socket against raw libzmq.
     - memory: a broker of our own with no workers, its VmRSS before and after a million
       tasks are queued in it.
-    Without --broker the first two run on a local://2 cluster (2 workers x 1 slot, the
-    shape of the Dask comparison in bench/peers/). */
+    Without --broker, throughput and latency run on a local://2 cluster (2 workers x 1
+    slot, the shape of the Dask comparison in bench/peers/), put and get on a local://1
+    cluster whose arena is sized for the objects (and for this machine's free memory). */
 #include "cli.h"
 
 #include "common.h"
@@ -26,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,13 +46,20 @@ enum {
     OPT_QUEUED,
     OPT_SAMPLES,
     OPT_PLUGIN,
+    OPT_PUTS,
+    OPT_GETS,
+    OPT_RUNS,
+    OPT_OBJECT_SIZE,
+    OPT_BIG_SIZE,
 };
 
 enum {
     S_THROUGHPUT = 1,
     S_LATENCY = 2,
     S_MEMORY = 4,
-    S_ALL = 7,
+    S_PUT = 8,
+    S_GET = 16,
+    S_ALL = 31,
 };
 
 #define S_PLUGIN_NAME "libshoal_examples.so"
@@ -64,31 +78,68 @@ enum {
     submit is not (about 100 bytes), but the point is the per-message cost, not bytes. */
 #define S_ECHO_BYTES 16
 
+#define S_KIB 1024ull
+#define S_MIB (1024ull * 1024)
+/*  The object sizes the figures are named after; --object-size and --big-size change them
+    (bench_smoke, a machine without the memory), and the unit then says so ("x@16MiB"). */
+#define S_OBJECT_SIZE (256 * S_MIB)
+#define S_BIG_SIZE    (1024 * S_MIB)
+/*  The small objects of small_puts_per_s and local_get_1kib_us. */
+#define S_SMALL_SIZE 1024
+/*  What the store reserves for one small object: allocations are page-aligned. */
+#define S_STORE_PAGE 4096
+/*  libshoal fetches in chunks of 1 MiB (SHOAL_CHUNK_SIZE): the baseline streams the same
+    messages. */
+#define S_STREAM_CHUNK (1 * S_MIB)
+/*  A generous margin for everything besides the objects and buffers counted: the broker,
+    the worker and its executor, libzmq's queues, this process's code. */
+#define S_RAM_SLACK (256 * S_MIB)
+/*  Slack in the arena beyond the planned objects (the index, rounding). */
+#define S_ARENA_SLACK (32 * S_MIB)
+
 typedef struct {
     const char *broker; //  NULL: a local cluster of our own
     uint64_t tasks, queued, samples;
+    uint64_t puts, gets, runs;      //  put/get: 1 KiB puts, 1 KiB gets, runs of ratios
+    uint64_t object_size, big_size; //  put/get: the 256 MiB and the 1 GiB objects
     const char *plugin;
     char fn[PATH_MAX + 8]; //  "PATH:noop"
     int which;
 } s_opts_t;
 
 static const char s_help[] =
-    "Usage: shoal bench [OPTIONS] [throughput|latency|memory|all]\n"
+    "Usage: shoal bench [OPTIONS] [throughput|latency|put|get|memory|all]\n"
     "\n"
-    "Measures the control plane and prints one line per figure on stdout, NAME VALUE\n"
-    "UNIT (progress goes to stderr):\n"
+    "Measures the control plane and the object store, and prints one line per figure on\n"
+    "stdout, NAME VALUE UNIT (progress goes to stderr):\n"
     "  throughput_tasks_per_s        N no-op fn tasks submitted from one client, until\n"
     "                                the client knows every completion\n"
     "  latency_median_us             sequential submit -> wait -> get of one no-op fn\n"
     "  latency_p99_us                task (--samples of them)\n"
     "  zmq_rtt_median_us             the baseline: a raw libzmq DEALER -> ROUTER round\n"
     "                                trip of 16 bytes over TCP loopback, in this process\n"
+    "  put_256mib_vs_memcpy          a memcpy of 256 MiB into pre-faulted memory, as a\n"
+    "                                fraction of the time of a 256 MiB put (begin, memcpy\n"
+    "                                into shoal_put_memory, end) on this host (goal 0.8)\n"
+    "  small_puts_per_s              1 KiB shoal_put calls (--puts of them) until\n"
+    "                                shoal_flush says the broker has every one (goal\n"
+    "                                50000)\n"
+    "  local_get_1kib_us             median shoal_get + shoal_view_release of a sealed\n"
+    "  local_get_1gib_us             object in a store on this host (zero-copy), on a\n"
+    "                                fresh connection after one warm-up get (goal 20 us)\n"
+    "  remote_get_256mib_vs_zmq      the same 256 MiB streamed as 1 MiB messages over\n"
+    "                                raw libzmq, as a fraction of the time of a get over\n"
+    "                                the worker's data socket (SHOAL_NO_LOCAL_STORE=1;\n"
+    "                                goal 0.7)\n"
     "  broker_bytes_per_queued_task  a broker's memory per queued task: a broker of its\n"
     "                                own, without workers, VmRSS before and after\n"
     "                                --queued tasks are submitted and acknowledged\n"
-    "`throughput` gives the first, `latency` the next three, `memory` the last, `all`\n"
-    "(the default) every one. Without --broker, throughput and latency run on a local\n"
-    "cluster started for the purpose: a broker and 2 workers x 1 slot (local://2).\n"
+    "`throughput` gives the first, `latency` the next three, `put` the next two, `get`\n"
+    "the next three, `memory` the last, `all` (the default) every one. Without --broker,\n"
+    "throughput and latency run on a local cluster started for the purpose, a broker and\n"
+    "2 workers x 1 slot (local://2); put and get on one of 1 worker whose arena holds\n"
+    "their objects, made smaller (and the units marked, as x@128MiB) when this machine's\n"
+    "free memory (MemAvailable, /dev/shm) cannot hold them.\n"
     "The no-op task is the function noop of the example plugin " S_PLUGIN_NAME ",\n"
     "taken from --plugin, else $SHOAL_EXAMPLES_PLUGIN, else next to this shoal binary.\n"
     "\n"
@@ -100,6 +151,13 @@ static const char s_help[] =
     "  --queued N       memory: how many queued tasks (default 1000000)\n"
     "  --samples N      latency: how many round trips, for shoal and for libzmq\n"
     "                   (default 1000)\n"
+    "  --puts N         put: how many 1 KiB puts (default 100000)\n"
+    "  --gets N         get: how many 1 KiB objects to get, once each (default 1000);\n"
+    "                   the big object is got N/10 times (at least once)\n"
+    "  --runs N         put, get: runs of each side of a ratio (default 5), alternating\n"
+    "  --object-size SIZE  put, get: the object of put_256mib_vs_memcpy and\n"
+    "                   remote_get_256mib_vs_zmq (default 256M)\n"
+    "  --big-size SIZE  get: the object of local_get_1gib_us (default 1G)\n"
     "  --plugin PATH    the example plugin (" S_PLUGIN_NAME ")\n"
     "  -h, --help       show this help\n"
     "\n"
@@ -425,6 +483,740 @@ done:
     return status;
 }
 
+/*  ------------------------------------------------------------------ put and get */
+
+//  Monotonic nanoseconds: a local get takes about a microsecond, the grain of
+//  shoal__now_us.
+static int64_t s_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+//  Keeps the compiler from dropping a copy into memory that is never read again.
+static void s_clobber(void *p)
+{
+    __asm__ volatile("" : : "r"(p) : "memory");
+}
+
+static void s_figure_digits(const char *name, double value, int digits, const char *unit)
+{
+    printf("%s %.*f %s\n", name, digits, value, unit);
+    fflush(stdout);
+}
+
+//  Microseconds with two decimals below 10 (a local get is about one).
+static void s_figure_us(const char *name, double us, const char *unit)
+{
+    s_figure_digits(name, us, us < 10 ? 2 : 1, unit);
+}
+
+//  "1GiB", "256MiB", "4KiB", "100B": exact, for units and notes.
+static char *s_size_text(uint64_t bytes, char *buf, size_t size)
+{
+    if (bytes && bytes % (1024 * S_MIB) == 0)
+        snprintf(buf, size, "%lluGiB", (unsigned long long)(bytes / (1024 * S_MIB)));
+    else if (bytes && bytes % S_MIB == 0)
+        snprintf(buf, size, "%lluMiB", (unsigned long long)(bytes / S_MIB));
+    else if (bytes && bytes % S_KIB == 0)
+        snprintf(buf, size, "%lluKiB", (unsigned long long)(bytes / S_KIB));
+    else
+        snprintf(buf, size, "%lluB", (unsigned long long)bytes);
+    return buf;
+}
+
+//  The unit of a figure measured at another size than its name says: "x@64MiB", so
+//  nobody takes it for the real one.
+static const char *s_unit_at(const char *unit, uint64_t size, uint64_t named, char *buf, size_t n)
+{
+    if (size == named)
+        return unit;
+    char text[32];
+    snprintf(buf, n, "%s@%s", unit, s_size_text(size, text, sizeof text));
+    return buf;
+}
+
+//  A "Key:   N kB" line of /proc/meminfo, in bytes; -1 when unreadable.
+static int64_t s_meminfo(const char *key)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    if (!f)
+        return -1;
+    char line[256];
+    int64_t kb = -1;
+    size_t len = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, len) == 0 && line[len] == ':') {
+            kb = strtoll(line + len + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
+//  Sizes of the objects of put and get, and the arena of a local cluster that holds them.
+typedef struct {
+    uint64_t object; //  put_256mib_vs_memcpy, remote_get_256mib_vs_zmq
+    uint64_t big;    //  local_get_1gib_us
+    uint64_t arena;  //  a local cluster's worker: its --shm-size
+} s_plan_t;
+
+/*  The arena for the objects of the workloads that run. put removes each object before the
+    next, but a removed object's space is free again only once the worker has flushed the
+    delete, which may come after the next put's allocation: room for two. get holds the
+    big object, its small ones (a page each: allocations are page-aligned) and the object
+    of the remote get at once. */
+static uint64_t s_arena_for(const s_opts_t *o, uint64_t object, uint64_t big)
+{
+    uint64_t need = 0;
+    if (o->which & S_PUT)
+        need = 2 * object;
+    if (o->which & S_GET)
+        need = SHOAL__MAX(need, big + object + (o->gets + 2) * S_STORE_PAGE);
+    need += S_ARENA_SLACK;
+    return (need + S_MIB - 1) / S_MIB * S_MIB;
+}
+
+//  The largest power of two below n (n >= 2).
+static uint64_t s_pow2_below(uint64_t n)
+{
+    uint64_t p = 1;
+    while (p * 2 < n)
+        p *= 2;
+    return p;
+}
+
+/*  Makes the objects smaller (the larger first, to powers of two) until the arena fits in
+    shm_room and everything fits in ram_room: the arena when it is RAM (a local cluster's
+    /dev/shm), and this process's buffers: put's source and memcpy destination, the
+    remote get's buffer in libshoal, the baseline's source, receive buffer and what
+    libzmq queues between them (up to the whole stream). 0, or -1 when even 1 MiB objects
+    do not fit. */
+static int s_plan_fit(const s_opts_t *o, s_plan_t *p, uint64_t shm_room, uint64_t ram_room,
+                      bool arena_in_ram)
+{
+    for (;;) {
+        uint64_t arena = s_arena_for(o, p->object, p->big);
+        uint64_t ram = 4 * p->object + S_RAM_SLACK + (arena_in_ram ? arena : 0);
+        if (arena <= shm_room && ram <= ram_room) {
+            p->arena = arena;
+            return 0;
+        }
+        if ((o->which & S_GET) && p->big >= p->object && p->big > S_MIB)
+            p->big = s_pow2_below(p->big);
+        else if (p->object > S_MIB)
+            p->object = s_pow2_below(p->object);
+        else
+            return -1;
+    }
+}
+
+//  Says on stderr which objects were made smaller than asked, and why.
+static void s_plan_note(const s_opts_t *o, const s_plan_t *p, const char *why)
+{
+    char a[32], b[32];
+    if (p->big != o->big_size)
+        fprintf(stderr,
+                "shoal bench: get: %s: the big object of local_get_1gib_us is %s, not %s (its "
+                "unit says so)\n",
+                why, s_size_text(p->big, a, sizeof a), s_size_text(o->big_size, b, sizeof b));
+    if (p->object != o->object_size)
+        fprintf(stderr,
+                "shoal bench: put, get: %s: the object of put_256mib_vs_memcpy and "
+                "remote_get_256mib_vs_zmq is %s, not %s (their units say so)\n",
+                why, s_size_text(p->object, a, sizeof a), s_size_text(o->object_size, b, sizeof b));
+}
+
+/*  The worker on this host with the most free space in its store, into name ("" when no
+    worker is here), with its free bytes in *free_here; the most free bytes of any worker
+    in *free_any. 0 or an exit status. */
+static int s_pick_worker(const char *cmd, shoal_t *sh, char *name, size_t size, uint64_t *free_here,
+                         uint64_t *free_any)
+{
+    shoal_worker_info_t *list = NULL;
+    size_t n = 0;
+    int rc = shoal_workers(sh, &list, &n, S_REPLY_MS);
+    if (rc)
+        return cli_fail(cmd, cli_exit_for(rc), "listing the workers: %s", shoal_last_error(sh));
+    name[0] = '\0';
+    *free_here = *free_any = 0;
+    for (size_t i = 0; i < n; i++) {
+        const shoal_worker_info_t *w = &list[i];
+        uint64_t room = w->store_capacity > w->store_bytes ? w->store_capacity - w->store_bytes : 0;
+        *free_any = SHOAL__MAX(*free_any, room);
+        if (strcmp(w->host, shoal__hostname()) == 0 && (!name[0] || room > *free_here)) {
+            shoal__strlcpy(name, w->name, size);
+            *free_here = room;
+        }
+    }
+    shoal_workers_free(&list, n);
+    if (n == 0)
+        return cli_fail(cmd, CLI_EXIT_USAGE, "no worker is connected to the broker at %s",
+                        shoal_broker_endpoint(sh));
+    return 0;
+}
+
+/*  Puts size bytes from src (NULL: a filler byte, written in 1 MiB pieces when there is
+    no shared memory, so 1 GiB needs no buffer here) the way a program on the worker's host
+    does: begin, memcpy into shoal_put_memory when it is there (else shoal_put_write),
+    end. *mapped tells whether the bytes went through shared memory; steps, when not NULL,
+    receives the nanoseconds of the three steps (begin, write, end). 0 or a SHOAL_E* code
+    (shoal_last_error says why). */
+static int s_put_object(shoal_t *sh, const void *src, uint64_t size, const shoal_put_opts_t *opts,
+                        shoal_ref_t *ref, bool *mapped, int64_t steps[3])
+{
+    shoal_put_t *put = NULL;
+    int64_t t0 = s_now_ns();
+    int rc = shoal_put_begin(sh, size, opts, ref, &put);
+    if (rc)
+        return rc;
+    int64_t t1 = s_now_ns();
+    uint8_t *mem = shoal_put_memory(put);
+    *mapped = mem != NULL;
+    if (mem && src)
+        memcpy(mem, src, (size_t)size);
+    else if (mem)
+        memset(mem, 0x5a, (size_t)size);
+    else if (src)
+        rc = shoal_put_write(put, src, (size_t)size);
+    else {
+        static uint8_t piece[S_STREAM_CHUNK];
+        memset(piece, 0x5a, sizeof piece);
+        for (uint64_t done = 0; rc == 0 && done < size; done += sizeof piece)
+            rc = shoal_put_write(put, piece, (size_t)SHOAL__MIN(size - done, sizeof piece));
+    }
+    if (rc) {
+        shoal_put_abort(&put);
+        return rc;
+    }
+    int64_t t2 = s_now_ns();
+    rc = shoal_put_end(&put);
+    if (steps) {
+        steps[0] = t1 - t0;
+        steps[1] = t2 - t1;
+        steps[2] = s_now_ns() - t2;
+    }
+    return rc;
+}
+
+//  Removes n objects (untimed housekeeping); a failure is only a warning.
+static void s_remove(const char *what, shoal_t *sh, const shoal_ref_t *refs, size_t n)
+{
+    int rc = n ? shoal_remove(sh, refs, n, S_STALL_MS) : 0;
+    if (rc < 0)
+        fprintf(stderr, "shoal bench: %s: removing %zu objects: %s\n", what, n,
+                shoal_last_error(sh));
+}
+
+static int s_put_vs_memcpy(const char *cmd, shoal_t *sh, const s_opts_t *o, uint64_t size)
+{
+    const char *name = "put_256mib_vs_memcpy";
+    size_t n = (size_t)size, runs = (size_t)o->runs;
+    uint8_t *src = malloc(n), *dst = malloc(n);
+    int64_t *copy_ns = calloc(runs, sizeof *copy_ns), *put_ns = calloc(runs, sizeof *put_ns);
+    //  The steps of each put (begin, write, end), to say where its time goes.
+    int64_t *step_ns = calloc(3 * runs, sizeof *step_ns);
+    int status = CLI_EXIT_OK, rc;
+    char text[32], unit[48];
+    if (!src || !dst || !copy_ns || !put_ns || !step_ns) {
+        status = cli_fail(cmd, CLI_EXIT_USAGE, "put: out of memory for 2 x %s",
+                          s_size_text(size, text, sizeof text));
+        goto done;
+    }
+    //  Both buffers are touched before anything is timed: the memcpy is into pre-faulted
+    //  memory, as the put's is (the arena is pre-faulted, and the put's mapping populated).
+    memset(src, 0x5a, n);
+    memset(dst, 0xa5, n); //  not 0: malloc + memset 0 may become calloc, which touches nothing
+    fprintf(stderr,
+            "shoal bench: %s: the time of a memcpy of %s into pre-faulted memory over the time "
+            "of a put of the same bytes (shoal_put_begin, memcpy into shoal_put_memory, "
+            "shoal_put_end: allocate, write, seal), medians of %zu runs of each, alternating\n",
+            name, s_size_text(size, text, sizeof text), runs);
+    //  One put untimed: the list of workers, the first connection to the worker.
+    shoal_ref_t ref;
+    bool mapped;
+    if ((rc = s_put_object(sh, src, size, NULL, &ref, &mapped, NULL)) != 0) {
+        status = cli_fail(cmd, cli_exit_for(rc), "put: %s", shoal_last_error(sh));
+        goto done;
+    }
+    s_remove("put", sh, &ref, 1);
+    if (!mapped)
+        fprintf(stderr,
+                "shoal bench: %s: no worker's store is mapped here (none on this host?): the "
+                "bytes go by message (shoal_put_write), not through shared memory\n",
+                name);
+    for (size_t r = 0; r < runs; r++) {
+        int64_t t0 = s_now_ns();
+        memcpy(dst, src, n);
+        s_clobber(dst);
+        copy_ns[r] = s_now_ns() - t0;
+        int64_t steps[3];
+        t0 = s_now_ns();
+        rc = s_put_object(sh, src, size, NULL, &ref, &mapped, steps);
+        put_ns[r] = s_now_ns() - t0;
+        for (int k = 0; k < 3; k++)
+            step_ns[k * runs + r] = steps[k];
+        if (rc) {
+            status = cli_fail(cmd, cli_exit_for(rc), "put: run %zu: %s", r, shoal_last_error(sh));
+            goto done;
+        }
+        s_remove("put", sh, &ref, 1);
+    }
+    qsort(copy_ns, runs, sizeof *copy_ns, s_cmp_i64);
+    qsort(put_ns, runs, sizeof *put_ns, s_cmp_i64);
+    double copy = s_median(copy_ns, runs), put = s_median(put_ns, runs);
+    fprintf(stderr,
+            "shoal bench: %s: memcpy %.1f ms (%.2f GB/s), put %.1f ms (%.2f GB/s); put runs "
+            "%.1f .. %.1f ms\n",
+            name, copy / 1e6, (double)size / copy, put / 1e6, (double)size / put, put_ns[0] / 1e6,
+            put_ns[runs - 1] / 1e6);
+    for (int k = 0; k < 3; k++)
+        qsort(step_ns + k * runs, runs, sizeof *step_ns, s_cmp_i64);
+    fprintf(stderr,
+            "shoal bench: %s: medians of the put's steps: shoal_put_begin %.1f ms (allocate, "
+            "map), %s %.1f ms, shoal_put_end %.1f ms (seal, unmap)\n",
+            name, s_median(step_ns, runs) / 1e6, mapped ? "memcpy" : "shoal_put_write",
+            s_median(step_ns + runs, runs) / 1e6, s_median(step_ns + 2 * runs, runs) / 1e6);
+    s_figure_digits(name, copy / put, 3, s_unit_at("x", size, S_OBJECT_SIZE, unit, sizeof unit));
+done:
+    free(step_ns);
+    free(put_ns);
+    free(copy_ns);
+    free(dst);
+    free(src);
+    return status;
+}
+
+static int s_small_puts(const char *cmd, shoal_t *sh, const s_opts_t *o)
+{
+    size_t n = (size_t)o->puts, made = 0;
+    shoal_ref_t *refs = malloc(n * sizeof *refs);
+    if (!refs)
+        return cli_fail(cmd, CLI_EXIT_USAGE, "out of memory for %zu refs", n);
+    fprintf(stderr,
+            "shoal bench: small_puts_per_s: %zu puts of 1 KiB from one client with shoal_put "
+            "(default options: inline to the broker, batched like submissions), timed until "
+            "shoal_flush says the broker has acknowledged every one\n",
+            n);
+    uint8_t buf[S_SMALL_SIZE];
+    memset(buf, 0x5a, sizeof buf);
+    int status = CLI_EXIT_OK, rc;
+    int64_t t0 = s_now_ns();
+    for (; made < n; made++) {
+        memcpy(buf, &made, sizeof made); //  distinct objects
+        if ((rc = shoal_put(sh, buf, sizeof buf, NULL, &refs[made])) != 0) {
+            status = cli_fail(cmd, cli_exit_for(rc), "small puts: put %zu: %s", made,
+                              shoal_last_error(sh));
+            goto done;
+        }
+    }
+    if ((rc = shoal_flush(sh, S_STALL_MS)) != 0) {
+        status = cli_fail(cmd, cli_exit_for(rc), "small puts: %s", shoal_last_error(sh));
+        goto done;
+    }
+    int64_t ns = s_now_ns() - t0;
+    fprintf(stderr, "shoal bench: small_puts_per_s: %zu puts acknowledged in %.3f s\n", n,
+            ns / 1e9);
+    s_figure("small_puts_per_s", (double)n * 1e9 / (double)SHOAL__MAX(ns, 1), "puts/s");
+done:
+    s_remove("small puts", sh, refs, made);
+    free(refs);
+    return status;
+}
+
+/*  Gets refs[i] (distinct) or refs[0] on reader and releases the view, n times; the time
+    of each get + release in ns[i], and of the release alone in release_ns[i] unless that
+    is NULL. The view must have size bytes. 0 or an exit status. */
+static int s_time_gets(const char *cmd, shoal_t *reader, const shoal_ref_t *refs, size_t n,
+                       bool distinct, uint64_t size, int64_t *ns, int64_t *release_ns)
+{
+    for (size_t i = 0; i < n; i++) {
+        shoal_view_t view = {0};
+        int64_t t0 = s_now_ns();
+        int rc = shoal_get(reader, refs[distinct ? i : 0], S_REPLY_MS, &view);
+        size_t got = rc ? 0 : view.size;
+        int64_t t1 = release_ns ? s_now_ns() : 0;
+        shoal_view_release(&view);
+        ns[i] = s_now_ns() - t0;
+        if (release_ns)
+            release_ns[i] = t0 + ns[i] - t1;
+        if (rc)
+            return cli_fail(cmd, s_exit_for(rc), "get: %s", shoal_last_error(reader));
+        if (got != size)
+            return cli_fail(cmd, CLI_EXIT_USAGE, "get: %zu bytes, not %llu", got,
+                            (unsigned long long)size);
+    }
+    return 0;
+}
+
+static int s_local_gets(const char *cmd, shoal_t *sh, const s_opts_t *o, const char *worker,
+                        uint64_t big)
+{
+    size_t n = (size_t)o->gets, n_big = SHOAL__MAX(n / 10, (size_t)1), made = 0;
+    //  refs[0]: the warm-up object; refs[1 .. n]: the small ones; refs[n + 1]: the big one.
+    shoal_ref_t *refs = malloc((n + 2) * sizeof *refs);
+    int64_t *ns = malloc(SHOAL__MAX(n, n_big) * sizeof *ns);
+    shoal_t *reader = NULL;
+    int status = CLI_EXIT_OK, rc;
+    char text[32], unit[48];
+    if (!refs || !ns) {
+        status = cli_fail(cmd, CLI_EXIT_USAGE, "out of memory");
+        goto done;
+    }
+    shoal_put_opts_t opts = {.worker = worker, .flags = SHOAL_PUT_STORE};
+    fprintf(stderr,
+            "shoal bench: local_get_1kib_us, local_get_1gib_us: median shoal_get + "
+            "shoal_view_release of an object sealed in the store of worker %s on this host "
+            "(read zero-copy through its index and a pin in shared memory), on a fresh "
+            "connection after one warm-up get: %zu distinct 1 KiB objects once each, a %s "
+            "object %zu times\n",
+            worker, n, s_size_text(big, text, sizeof text), n_big);
+    uint8_t buf[S_SMALL_SIZE];
+    memset(buf, 0x5a, sizeof buf);
+    for (; made < n + 1; made++) {
+        memcpy(buf, &made, sizeof made);
+        if ((rc = shoal_put(sh, buf, sizeof buf, &opts, &refs[made])) != 0) {
+            status = cli_fail(cmd, cli_exit_for(rc), "get: putting 1 KiB object %zu: %s", made,
+                              shoal_last_error(sh));
+            goto done;
+        }
+    }
+    bool mapped;
+    if ((rc = s_put_object(sh, NULL, big, &opts, &refs[made], &mapped, NULL)) != 0) {
+        status = cli_fail(cmd, cli_exit_for(rc), "get: putting the %s object: %s", text,
+                          shoal_last_error(sh));
+        goto done;
+    }
+    made++;
+    if ((rc = shoal_flush(sh, S_STALL_MS)) != 0) {
+        status = cli_fail(cmd, cli_exit_for(rc), "get: %s", shoal_last_error(sh));
+        goto done;
+    }
+    //  A fresh connection, as a program that reads results has; its one warm-up get opens
+    //  the worker's store (maps the arena, opens the index).
+    if ((status = cli_connect(cmd, shoal_broker_endpoint(sh), &reader)) != 0)
+        goto done;
+    if ((status = s_time_gets(cmd, reader, refs, 1, false, S_SMALL_SIZE, ns, NULL)) != 0)
+        goto done;
+    fprintf(stderr, "shoal bench: get: the warm-up get took %.1f us\n", ns[0] / 1e3);
+    if ((status = s_time_gets(cmd, reader, refs + 1, n, true, S_SMALL_SIZE, ns, NULL)) != 0)
+        goto done;
+    qsort(ns, n, sizeof *ns, s_cmp_i64);
+    double small_us = s_median(ns, n) / 1e3;
+    fprintf(stderr, "shoal bench: local_get_1kib_us: median %.2f us, p99 %.2f us, max %.1f us\n",
+            small_us, s_percentile(ns, n, 99) / 1e3, ns[n - 1] / 1e3);
+    s_figure_us("local_get_1kib_us", small_us, "us");
+    if ((status = s_time_gets(cmd, reader, refs + n + 1, n_big, false, big, ns, NULL)) != 0)
+        goto done;
+    qsort(ns, n_big, sizeof *ns, s_cmp_i64);
+    double big_us = s_median(ns, n_big) / 1e3;
+    fprintf(stderr, "shoal bench: local_get_1gib_us: median %.2f us, p99 %.2f us, max %.1f us\n",
+            big_us, s_percentile(ns, n_big, 99) / 1e3, ns[n_big - 1] / 1e3);
+    //  A copy of even 1 MiB takes longer than this.
+    if (big_us > 1000)
+        fprintf(stderr,
+                "shoal bench: local_get_1gib_us: %.0f us for %s is not zero-copy: the bytes "
+                "were copied or fetched (is the store of %s readable here?)\n",
+                big_us, text, worker);
+    s_figure_us("local_get_1gib_us", big_us, s_unit_at("us", big, S_BIG_SIZE, unit, sizeof unit));
+done:
+    shoal_disconnect(&reader);
+    s_remove("get", sh, refs, made);
+    free(ns);
+    free(refs);
+    return status;
+}
+
+/*  The baseline of the remote get: a ROUTER in a thread streams size bytes as 1 MiB
+    messages to the DEALER that asks (a one-byte message; an empty one stops it). Each side
+    has a context of its own, so each has its own I/O thread, as two processes do. */
+typedef struct {
+    void *ctx_send, *ctx_recv;
+    void *router, *dealer;
+    const uint8_t *src;
+    size_t size;
+    pthread_t thread;
+    bool running;
+} s_stream_t;
+
+static void *s_stream_run(void *arg)
+{
+    s_stream_t *st = arg;
+    for (bool stop = false; !stop;) {
+        zmq_msg_t id, req;
+        zmq_msg_init(&id);
+        zmq_msg_init(&req);
+        stop = zmq_msg_recv(&id, st->router, 0) < 0 || zmq_msg_recv(&req, st->router, 0) < 0 ||
+               zmq_msg_size(&req) == 0;
+        //  zmq_send copies each piece into a message, as the worker copies each chunk out
+        //  of its store.
+        for (size_t off = 0; !stop && off < st->size; off += S_STREAM_CHUNK)
+            stop = zmq_send(st->router, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE) < 0 ||
+                   zmq_send(st->router, st->src + off,
+                            (size_t)SHOAL__MIN((uint64_t)S_STREAM_CHUNK, st->size - off), 0) < 0;
+        zmq_msg_close(&id);
+        zmq_msg_close(&req);
+    }
+    return NULL;
+}
+
+static void s_stream_stop(s_stream_t *st)
+{
+    if (st->running) {
+        //  The empty message stops the thread; should it be lost, closing its context
+        //  (ETERM) does.
+        zmq_send(st->dealer, "", 0, ZMQ_DONTWAIT);
+        zmq_close(st->dealer);
+        st->dealer = NULL;
+        zmq_ctx_shutdown(st->ctx_send);
+        pthread_join(st->thread, NULL);
+        st->running = false;
+    }
+    if (st->dealer)
+        zmq_close(st->dealer);
+    if (st->router)
+        zmq_close(st->router);
+    if (st->ctx_recv)
+        zmq_ctx_term(st->ctx_recv);
+    if (st->ctx_send)
+        zmq_ctx_term(st->ctx_send);
+    memset(st, 0, sizeof *st);
+}
+
+//  0 or an exit status.
+static int s_stream_start(const char *cmd, s_stream_t *st, const uint8_t *src, size_t size)
+{
+    memset(st, 0, sizeof *st);
+    st->src = src;
+    st->size = size;
+    st->ctx_send = zmq_ctx_new();
+    st->ctx_recv = zmq_ctx_new();
+    //  Their I/O threads are then "1/ZMQbg/IO/0" (sender) and "2/ZMQbg/IO/0" (receiver),
+    //  told apart from libshoal's in a profile.
+    if (st->ctx_send)
+        zmq_ctx_set(st->ctx_send, ZMQ_THREAD_NAME_PREFIX, 1);
+    if (st->ctx_recv)
+        zmq_ctx_set(st->ctx_recv, ZMQ_THREAD_NAME_PREFIX, 2);
+    char endpoint[256];
+    size_t len = sizeof endpoint;
+    int timeout = S_REPLY_MS, linger = 0;
+    if (!st->ctx_send || !st->ctx_recv || !(st->router = zmq_socket(st->ctx_send, ZMQ_ROUTER)) ||
+        !(st->dealer = zmq_socket(st->ctx_recv, ZMQ_DEALER)) ||
+        zmq_setsockopt(st->router, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_setsockopt(st->dealer, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_setsockopt(st->dealer, ZMQ_RCVTIMEO, &timeout, sizeof timeout) != 0 ||
+        zmq_bind(st->router, "tcp://127.0.0.1:*") != 0 ||
+        zmq_getsockopt(st->router, ZMQ_LAST_ENDPOINT, endpoint, &len) != 0 ||
+        zmq_connect(st->dealer, endpoint) != 0) {
+        int err = errno;
+        s_stream_stop(st);
+        return cli_fail(cmd, CLI_EXIT_USAGE, "zmq stream baseline: sockets: %s", zmq_strerror(err));
+    }
+    //  pthread_create is a full barrier: the ROUTER passes to the thread safely.
+    if (pthread_create(&st->thread, NULL, s_stream_run, st) != 0) {
+        s_stream_stop(st);
+        return cli_fail(cmd, CLI_EXIT_USAGE, "zmq stream baseline: cannot start a thread");
+    }
+    st->running = true;
+    return 0;
+}
+
+//  Asks for the stream and copies each message into dst (size bytes). 0 or an exit status.
+static int s_stream_once(const char *cmd, s_stream_t *st, uint8_t *dst)
+{
+    if (zmq_send(st->dealer, "g", 1, 0) != 1)
+        return cli_fail(cmd, CLI_EXIT_USAGE, "zmq stream baseline: %s", zmq_strerror(errno));
+    for (size_t off = 0; off < st->size; off += S_STREAM_CHUNK) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, st->dealer, 0) < 0) {
+            int err = errno;
+            zmq_msg_close(&m);
+            return cli_fail(cmd, CLI_EXIT_USAGE, "zmq stream baseline: at %zu of %zu bytes: %s",
+                            off, st->size,
+                            err == EAGAIN ? "nothing within 10 s" : zmq_strerror(err));
+        }
+        size_t len = zmq_msg_size(&m);
+        if (len != (size_t)SHOAL__MIN((uint64_t)S_STREAM_CHUNK, st->size - off)) {
+            zmq_msg_close(&m);
+            return cli_fail(cmd, CLI_EXIT_USAGE, "zmq stream baseline: a message of %zu bytes",
+                            len);
+        }
+        memcpy(dst + off, zmq_msg_data(&m), len);
+        zmq_msg_close(&m);
+    }
+    s_clobber(dst);
+    return 0;
+}
+
+static int s_remote_get(const char *cmd, shoal_t *sh, const s_opts_t *o, uint64_t size)
+{
+    const char *name = "remote_get_256mib_vs_zmq";
+    size_t n = (size_t)size, runs = (size_t)o->runs;
+    uint8_t *src = malloc(n), *dst = malloc(n);
+    int64_t *zmq_ns = calloc(runs, sizeof *zmq_ns), *get_ns = calloc(runs, sizeof *get_ns);
+    int64_t *release_ns = calloc(runs, sizeof *release_ns);
+    shoal_t *remote = NULL;
+    s_stream_t stream = {0};
+    shoal_ref_t ref;
+    bool made = false, mapped;
+    int status = CLI_EXIT_OK, rc;
+    char text[32], unit[48];
+    if (!src || !dst || !zmq_ns || !get_ns || !release_ns) {
+        status = cli_fail(cmd, CLI_EXIT_USAGE, "remote get: out of memory for 2 x %s",
+                          s_size_text(size, text, sizeof text));
+        goto done;
+    }
+    memset(src, 0x5a, n);
+    memset(dst, 0xa5, n); //  not 0: malloc + memset 0 may become calloc, which touches nothing
+    fprintf(stderr,
+            "shoal bench: %s: the time to stream %s as 1 MiB messages over raw libzmq (ROUTER "
+            "thread -> DEALER, tcp://127.0.0.1, each copied into a reused pre-faulted buffer) "
+            "over the time of shoal_get + shoal_view_release of the same bytes from a worker's "
+            "data socket (SHOAL_NO_LOCAL_STORE=1: 1 MiB chunks over TCP, 8 in flight), "
+            "medians of %zu runs of each, alternating\n",
+            name, s_size_text(size, text, sizeof text), runs);
+    rc = s_put_object(sh, src, size, NULL, &ref, &mapped, NULL);
+    made = rc == 0;
+    if (rc == 0)
+        rc = shoal_flush(sh, S_STALL_MS);
+    if (rc) {
+        status = cli_fail(cmd, cli_exit_for(rc), "remote get: putting %s: %s", text,
+                          shoal_last_error(sh));
+        goto done;
+    }
+    if ((status = s_stream_start(cmd, &stream, src, n)) != 0)
+        goto done;
+    //  libshoal reads it at every decision, not once: it acts while it is set, which is
+    //  while this connection alone runs. Unset again below.
+    setenv("SHOAL_NO_LOCAL_STORE", "1", 1);
+    if ((status = cli_connect(cmd, shoal_broker_endpoint(sh), &remote)) != 0)
+        goto done;
+    //  Untimed: the object's status from the broker, the connection to the worker's data
+    //  socket, libzmq's first buffers.
+    if ((status = s_time_gets(cmd, remote, &ref, 1, false, size, get_ns, NULL)) != 0 ||
+        (status = s_stream_once(cmd, &stream, dst)) != 0)
+        goto done;
+    for (size_t r = 0; r < runs; r++) {
+        int64_t t0 = s_now_ns();
+        if ((status = s_stream_once(cmd, &stream, dst)) != 0)
+            goto done;
+        zmq_ns[r] = s_now_ns() - t0;
+        if ((status = s_time_gets(cmd, remote, &ref, 1, false, size, &get_ns[r], &release_ns[r])) !=
+            0)
+            goto done;
+    }
+    qsort(zmq_ns, runs, sizeof *zmq_ns, s_cmp_i64);
+    qsort(get_ns, runs, sizeof *get_ns, s_cmp_i64);
+    qsort(release_ns, runs, sizeof *release_ns, s_cmp_i64);
+    double base = s_median(zmq_ns, runs), get = s_median(get_ns, runs);
+    fprintf(stderr,
+            "shoal bench: %s: libzmq %.1f ms (%.2f GB/s), shoal_get + release %.1f ms (%.2f "
+            "GB/s; the release alone %.1f ms); get runs %.1f .. %.1f ms\n",
+            name, base / 1e6, (double)size / base, get / 1e6, (double)size / get,
+            s_median(release_ns, runs) / 1e6, get_ns[0] / 1e6, get_ns[runs - 1] / 1e6);
+    //  A zero-copy local get takes a microsecond or two; a transfer over TCP, even of
+    //  1 MiB, hundreds.
+    if (get < 1e5)
+        fprintf(stderr,
+                "shoal bench: %s: %.0f us is too fast for a transfer: was the get served from "
+                "the store on this host despite SHOAL_NO_LOCAL_STORE?\n",
+                name, get / 1e3);
+    s_figure_digits(name, base / get, 3, s_unit_at("x", size, S_OBJECT_SIZE, unit, sizeof unit));
+done:
+    shoal_disconnect(&remote);
+    unsetenv("SHOAL_NO_LOCAL_STORE");
+    s_stream_stop(&stream);
+    if (made)
+        s_remove("remote get", sh, &ref, 1);
+    free(release_ns);
+    free(get_ns);
+    free(zmq_ns);
+    free(dst);
+    free(src);
+    return status;
+}
+
+/*  put and get, on a cluster of their own (or --broker). */
+static int s_objects(const char *cmd, const s_opts_t *o)
+{
+    s_plan_t plan = {.object = o->object_size, .big = o->big_size};
+    char url[128], a[32], b[32];
+    if (getenv("SHOAL_NO_LOCAL_STORE")) {
+        fprintf(stderr, "shoal bench: put, get: ignoring SHOAL_NO_LOCAL_STORE in the "
+                        "environment (only remote_get_256mib_vs_zmq sets it, for itself)\n");
+        unsetenv("SHOAL_NO_LOCAL_STORE");
+    }
+    if (!o->broker) {
+        //  The arena is RAM (/dev/shm, no swap), and so are this process's buffers.
+        int64_t avail = s_meminfo("MemAvailable");
+        struct statvfs vfs;
+        uint64_t shm_room = statvfs("/dev/shm", &vfs) == 0
+                                ? (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize
+                                : UINT64_MAX;
+        uint64_t ram_room = avail < 0 ? UINT64_MAX : (uint64_t)avail;
+        if (avail < 0)
+            fprintf(stderr, "shoal bench: put, get: /proc/meminfo has no MemAvailable: "
+                            "assuming the objects fit\n");
+        char why[128];
+        snprintf(why, sizeof why, "MemAvailable %s, /dev/shm %s free",
+                 avail < 0 ? "unknown" : s_size_text((uint64_t)avail / S_MIB * S_MIB, a, sizeof a),
+                 shm_room == UINT64_MAX ? "unknown"
+                                        : s_size_text(shm_room / S_MIB * S_MIB, b, sizeof b));
+        if (s_plan_fit(o, &plan, shm_room, ram_room, true) != 0)
+            return cli_fail(cmd, CLI_EXIT_USAGE,
+                            "put, get: not enough memory even for 1 MiB objects (%s)", why);
+        s_plan_note(o, &plan, why);
+        //  One worker: every figure here is about one store and one client; a second
+        //  worker would only commit a second arena of RAM.
+        snprintf(url, sizeof url, "local://1?slots=1&shm=%lluM",
+                 (unsigned long long)(plan.arena / S_MIB));
+        fprintf(stderr, "shoal bench: starting a local cluster (%s; %s)\n", url, why);
+    }
+    shoal_t *sh = NULL;
+    int status = cli_connect(cmd, o->broker ? o->broker : url, &sh);
+    if (status)
+        return status;
+    //  Release what we made, should we stop half-way (a --broker cluster lives on).
+    shoal_keep(sh, false);
+    char worker[256] = "";
+    uint64_t free_here = 0, free_any = 0;
+    if ((status = s_pick_worker(cmd, sh, worker, sizeof worker, &free_here, &free_any)) != 0)
+        goto done;
+    if (o->broker) {
+        int64_t avail = s_meminfo("MemAvailable");
+        char why[640];
+        snprintf(why, sizeof why, "%s free in the store of %s%s",
+                 s_size_text((worker[0] ? free_here : free_any) / S_MIB * S_MIB, a, sizeof a),
+                 worker[0] ? "worker " : "the emptiest worker", worker);
+        if (s_plan_fit(o, &plan, worker[0] ? free_here : free_any,
+                       avail < 0 ? UINT64_MAX : (uint64_t)avail, false) != 0) {
+            status = cli_fail(cmd, CLI_EXIT_USAGE, "put, get: not enough room (%s)", why);
+            goto done;
+        }
+        s_plan_note(o, &plan, why);
+    }
+    if (o->which & S_PUT) {
+        if ((status = s_put_vs_memcpy(cmd, sh, o, plan.object)) != 0 ||
+            (status = s_small_puts(cmd, sh, o)) != 0)
+            goto done;
+    }
+    if (o->which & S_GET) {
+        if (!worker[0])
+            fprintf(stderr,
+                    "shoal bench: skipping local_get_1kib_us and local_get_1gib_us: no worker "
+                    "of the broker at %s runs on this host (%s)\n",
+                    shoal_broker_endpoint(sh), shoal__hostname());
+        else if ((status = s_local_gets(cmd, sh, o, worker, plan.big)) != 0)
+            goto done;
+        status = s_remote_get(cmd, sh, o, plan.object);
+    }
+done:
+    shoal_disconnect(&sh);
+    return status;
+}
+
 /*  ---------------------------------------------------------------------- memory */
 
 typedef struct {
@@ -623,10 +1415,22 @@ int cli_cmd_bench(int argc, char **argv)
         {"queued", required_argument, NULL, OPT_QUEUED},
         {"samples", required_argument, NULL, OPT_SAMPLES},
         {"plugin", required_argument, NULL, OPT_PLUGIN},
+        {"puts", required_argument, NULL, OPT_PUTS},
+        {"gets", required_argument, NULL, OPT_GETS},
+        {"runs", required_argument, NULL, OPT_RUNS},
+        {"object-size", required_argument, NULL, OPT_OBJECT_SIZE},
+        {"big-size", required_argument, NULL, OPT_BIG_SIZE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    s_opts_t o = {.tasks = 100000, .queued = 1000000, .samples = 1000};
+    s_opts_t o = {.tasks = 100000,
+                  .queued = 1000000,
+                  .samples = 1000,
+                  .puts = 100000,
+                  .gets = 1000,
+                  .runs = 5,
+                  .object_size = S_OBJECT_SIZE,
+                  .big_size = S_BIG_SIZE};
     cli_getopt_reset();
     int c, rc;
     //  No command line follows: options may come after the workload too (GNU permutation).
@@ -653,6 +1457,26 @@ int cli_cmd_bench(int argc, char **argv)
         case OPT_PLUGIN:
             o.plugin = optarg;
             break;
+        case OPT_PUTS:
+            if ((rc = cli_parse_number(cmd, "--puts", optarg, 1, 100000000, &o.puts)) != 0)
+                return rc;
+            break;
+        case OPT_GETS:
+            if ((rc = cli_parse_number(cmd, "--gets", optarg, 1, 10000000, &o.gets)) != 0)
+                return rc;
+            break;
+        case OPT_RUNS:
+            if ((rc = cli_parse_number(cmd, "--runs", optarg, 1, 1000, &o.runs)) != 0)
+                return rc;
+            break;
+        case OPT_OBJECT_SIZE:
+            if ((rc = cli_parse_size(cmd, "--object-size", optarg, &o.object_size)) != 0)
+                return rc;
+            break;
+        case OPT_BIG_SIZE:
+            if ((rc = cli_parse_size(cmd, "--big-size", optarg, &o.big_size)) != 0)
+                return rc;
+            break;
         default:
             return cli_bad_option(cmd);
         }
@@ -662,16 +1486,20 @@ int cli_cmd_bench(int argc, char **argv)
         const char *w = argv[optind++];
         o.which = strcmp(w, "throughput") == 0 ? S_THROUGHPUT
                   : strcmp(w, "latency") == 0  ? S_LATENCY
+                  : strcmp(w, "put") == 0      ? S_PUT
+                  : strcmp(w, "get") == 0      ? S_GET
                   : strcmp(w, "memory") == 0   ? S_MEMORY
                   : strcmp(w, "all") == 0      ? S_ALL
                                                : 0;
         if (!o.which)
-            return cli_usage(cmd, "unknown workload '%s' (throughput, latency, memory or all)", w);
+            return cli_usage(
+                cmd, "unknown workload '%s' (throughput, latency, put, get, memory or all)", w);
     }
     if (optind < argc)
         return cli_usage(cmd, "unexpected argument: %s", argv[optind]);
     shoal__log_init("client", SHOAL_LOG_WARN);
-    if ((rc = s_find_plugin(cmd, &o)) != 0)
+    //  put and get need no plugin.
+    if ((o.which & (S_THROUGHPUT | S_LATENCY | S_MEMORY)) && (rc = s_find_plugin(cmd, &o)) != 0)
         return rc;
 
     int status = CLI_EXIT_OK;
@@ -694,6 +1522,8 @@ int cli_cmd_bench(int argc, char **argv)
             status = s_zmq_rtt(cmd, &o);
         shoal_disconnect(&sh);
     }
+    if (!status && (o.which & (S_PUT | S_GET)))
+        status = s_objects(cmd, &o);
     if (!status && (o.which & S_MEMORY)) {
         if (o.broker)
             fprintf(stderr,
