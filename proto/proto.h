@@ -83,8 +83,6 @@ enum {
     SHOAL_PUT_OP_ABORT = 4
 };
 #define SHOAL_PUT_LEASE_MS 60000
-#define SHOAL_TAG_MAX      64 /*  bytes in a tag */
-#define SHOAL_TAGS_MAX     16 /*  tags per task or put */
 #define SHOAL_WATCH_NODATA 1u /*  watch: do not send inline bytes with statuses */
 
 /*  A job_tasks_reply carries at most this many refs (16 MiB); the client asks for the
