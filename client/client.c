@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -129,9 +130,17 @@ typedef struct {
     int64_t tried_ms;
 } s_local_t;
 
+//  An arena of a worker on this host, mapped writable for puts (s_warena).
+typedef struct {
+    char *path;
+    uint64_t dev, ino, size;
+    uint8_t *base;
+} s_warena_t;
+
 //  What a view owns: a buffer, or a pin in a same-host store.
 typedef struct {
     void *buf;
+    size_t cap; //  buf came from s_buffer with this many bytes (0: a plain malloc)
     shoal_store_view_t pin;
 } s_view_priv_t;
 
@@ -189,6 +198,8 @@ struct shoal {
     int64_t wks_ms;
     s_local_t *locals; //  stores of workers on this host
     size_t n_locals;
+    s_warena_t *warenas; //  their arenas, mapped writable for puts
+    size_t n_warenas;
 
     char error[1024];
     shoal__local_t *local; //  local://: the cluster we started, stopped on disconnect
@@ -1334,21 +1345,69 @@ int shoal_status(shoal_t *self, shoal_ref_t ref, shoal_status_t *status)
 
 /*  --------------------------------------------------------------------------- fetch */
 
+/*  One released fetch buffer kept for the next large get, process-wide: writing into
+    fresh pages costs more than the copy (256 MiB: ~100 ms against ~40 ms into touched
+    pages), so a program that gets large objects one after another reuses the same pages.
+    At most one buffer of S_SPARE_MAX bytes is held; it is taken and given back with an
+    atomic exchange, so views may be released from any thread. */
+#define S_SPARE_MIN (4u << 20)
+#define S_SPARE_MAX (1ull << 30)
+typedef struct {
+    void *buf;
+    size_t cap;
+} s_spare_t;
+static _Atomic(s_spare_t *) s_spare;
+
+static void s_spare_give(void *buf, size_t cap)
+{
+    s_spare_t *mine = NULL;
+    if (cap >= S_SPARE_MIN && cap <= S_SPARE_MAX && (mine = malloc(sizeof *mine))) {
+        *mine = (s_spare_t){buf, cap};
+        mine = atomic_exchange(&s_spare, mine);
+    } else if (!mine)
+        free(buf);
+    if (mine) {
+        free(mine->buf);
+        free(mine);
+    }
+}
+
+//  The spare buffer when it holds size bytes without wasting more than half of it.
+static void *s_spare_take(size_t size, size_t *cap)
+{
+    s_spare_t *spare = atomic_exchange(&s_spare, NULL);
+    if (!spare)
+        return NULL;
+    if (spare->cap < size || spare->cap / 2 > size) {
+        s_spare_give(spare->buf, spare->cap); //  back; another may fit it
+        free(spare);
+        return NULL;
+    }
+    void *buf = spare->buf;
+    *cap = spare->cap;
+    free(spare);
+    return buf;
+}
+
 void shoal_view_release(shoal_view_t *view)
 {
     if (!view)
         return;
     s_view_priv_t *priv = view->priv_;
     if (priv) {
-        free(priv->buf);
+        if (priv->cap)
+            s_spare_give(priv->buf, priv->cap);
+        else
+            free(priv->buf);
         shoal_store_view_release(&priv->pin);
         free(priv);
     }
     memset(view, 0, sizeof *view);
 }
 
-//  Hands buf (size bytes, malloc'd; freed here on failure) to view.
-static int s_view_buffer(shoal_t *self, shoal_view_t *view, void *buf, size_t size)
+//  Hands buf (size bytes, malloc'd, or from s_buffer when cap > 0; freed here on
+//  failure) to view.
+static int s_view_buffer(shoal_t *self, shoal_view_t *view, void *buf, size_t cap, size_t size)
 {
     s_view_priv_t *priv = calloc(1, sizeof *priv);
     if (!priv) {
@@ -1356,23 +1415,29 @@ static int s_view_buffer(shoal_t *self, shoal_view_t *view, void *buf, size_t si
         return s_fail(self, SHOAL_ENOMEM, "out of memory");
     }
     priv->buf = buf;
+    priv->cap = cap;
     view->data = buf;
     view->size = size;
     view->priv_ = priv;
     return 0;
 }
 
-//  A buffer for size bytes. Fresh pages cost more than the copy (256 MiB: 270 ms into
-//  fresh pages, 130 ms with huge pages, on these machines), so big buffers are aligned
-//  to 2 MiB and asked for huge pages.
-static void *s_buffer(size_t size)
+//  A buffer for size bytes; *cap > 0 when it is a big one (give it back to the spare
+//  slot, not free). Fresh pages cost more than the copy (256 MiB: 270 ms into fresh
+//  pages, 130 ms with huge pages, on these machines), so big buffers come from the spare
+//  slot when they can, else are aligned to 2 MiB and asked for huge pages.
+static void *s_buffer(size_t size, size_t *cap)
 {
-    if (size < 4 * 1024 * 1024)
+    *cap = 0;
+    if (size < S_SPARE_MIN)
         return malloc(size ? size : 1);
-    void *p = NULL;
+    void *p = s_spare_take(size, cap);
+    if (p)
+        return p;
     if (posix_memalign(&p, 2 * 1024 * 1024, size) != 0)
         return NULL;
     madvise(p, size, MADV_HUGEPAGE);
+    *cap = size;
     return p;
 }
 
@@ -1413,7 +1478,7 @@ static int s_send_fetch(void *sock, uint64_t seq, shoal_ref_t ref, uint64_t offs
     flight; chunk i is fetch seq base + i. Returns 0 with *buf_p, or SHOAL_ENOTFOUND /
     SHOAL_EUNREACH (the caller asks the broker again), SHOAL_ETIMEDOUT, another code. */
 static int s_fetch(shoal_t *self, shoal_ref_t ref, const char *endpoint, uint64_t size,
-                   int64_t deadline, void **buf_p)
+                   int64_t deadline, void **buf_p, size_t *cap_p)
 {
     char text[SHOAL_REF_TEXT_SIZE];
     shoal_ref_format(ref, text);
@@ -1425,7 +1490,8 @@ static int s_fetch(shoal_t *self, shoal_ref_t ref, const char *endpoint, uint64_
         return s_fail(self, SHOAL_EIO, "cannot connect to the worker at %s: %s", endpoint,
                       zmq_strerror(errno));
     size_t n_chunks = (size_t)((size + SHOAL_CHUNK_SIZE - 1) / SHOAL_CHUNK_SIZE);
-    uint8_t *buf = s_buffer((size_t)size);
+    size_t cap;
+    uint8_t *buf = s_buffer((size_t)size, &cap);
     uint8_t *state = calloc(n_chunks, 1);
     if (!buf || !state) {
         free(buf);
@@ -1545,10 +1611,14 @@ static int s_fetch(shoal_t *self, shoal_ref_t ref, const char *endpoint, uint64_
 out:
     free(state);
     if (rc) {
-        free(buf);
+        if (cap)
+            s_spare_give(buf, cap);
+        else
+            free(buf);
         return rc;
     }
     *buf_p = buf;
+    *cap_p = cap;
     return 0;
 }
 
@@ -1571,6 +1641,13 @@ static void s_wks_clear(shoal_t *self)
 
 static void s_locals_clear(shoal_t *self)
 {
+    for (size_t i = 0; i < self->n_warenas; i++) {
+        shoal_arena_unmap(self->warenas[i].base, self->warenas[i].size);
+        free(self->warenas[i].path);
+    }
+    free(self->warenas);
+    self->warenas = NULL;
+    self->n_warenas = 0;
     for (size_t i = 0; i < self->n_locals; i++) {
         free(self->locals[i].worker);
         shoal_store_reader_close(&self->locals[i].reader); //  views keep theirs alive
@@ -1742,7 +1819,7 @@ int shoal_get(shoal_t *self, shoal_ref_t ref, int timeout_ms, shoal_view_t *view
                 return s_fail(self, SHOAL_ENOMEM, "out of memory");
             if (size)
                 memcpy(buf, st->data.data, size);
-            return s_view_buffer(self, view, buf, size);
+            return s_view_buffer(self, view, buf, 0, size);
         }
         if (!st->endpoint || !*st->endpoint) {
             rc = s_fail(self, SHOAL_ELOST, "%s: done, but the broker names no worker holding it",
@@ -1752,9 +1829,10 @@ int shoal_get(shoal_t *self, shoal_ref_t ref, int timeout_ms, shoal_view_t *view
                 st->worker ? s_local_reader(self, st->worker, deadline) : NULL;
             if (reader && s_local_get(self, reader, ref, view) == 0)
                 return 0;
-            rc = s_fetch(self, ref, st->endpoint, st->size, deadline, &buf);
+            size_t cap = 0;
+            rc = s_fetch(self, ref, st->endpoint, st->size, deadline, &buf, &cap);
             if (rc == 0)
-                return s_view_buffer(self, view, buf, (size_t)st->size);
+                return s_view_buffer(self, view, buf, cap, (size_t)st->size);
         }
         bool relocate = rc == SHOAL_ENOTFOUND || rc == SHOAL_EUNREACH || rc == SHOAL_ELOST;
         if (!relocate || attempt >= S_GET_RELOCATES || s_expired(deadline))
@@ -2079,7 +2157,14 @@ struct shoal_put {
     void *sock;       //  a DEALER of its own to the worker's data socket
     char *worker;     //  the worker's name
     char *endpoint;
-    uint8_t *mem; //  same host: the object's range of the arena, writable
+    //  Same host: where the object is in the worker's arena, the arena mapped writable
+    //  for libshoal's own copies (shoal_put_write), and, made on demand by
+    //  shoal_put_memory, a mapping of just the object's pages for the caller to write.
+    bool local;
+    uint64_t offset;
+    uint8_t *arena; //  borrowed from the owner's cache (s_warena_t)
+    uint8_t *mem;
+    char *arena_path;
     int64_t last_msg_ms;
     int64_t deadline;
 };
@@ -2175,6 +2260,7 @@ static void s_put_free(shoal_put_t *put)
         return;
     if (put->mem)
         shoal_arena_unmap(put->mem, put->size);
+    free(put->arena_path);
     if (put->sock)
         zmq_close(put->sock);
     free(put->worker);
@@ -2183,15 +2269,51 @@ static void s_put_free(shoal_put_t *put)
 }
 
 //  Maps the allocation writable when the reply's arena is the very file on this host.
+/*  The arena at path (device dev, inode ino) mapped writable, whole, kept until
+    disconnect: a put's copy then costs only the copy. Mapping (and populating) 256 MiB
+    per put and unmapping it after cost 16-20 ms + 8-10 ms here, against ~40 ms for the
+    copy itself (bench/README.md). Only libshoal writes through it, within the object's
+    bounds; the caller's pointer (shoal_put_memory) is a mapping of the object's pages
+    alone, guarded, so a stray write faults. NULL when it cannot be mapped. */
+static uint8_t *s_warena(shoal_t *self, const char *path, uint64_t dev, uint64_t ino)
+{
+    for (size_t i = 0; i < self->n_warenas; i++) {
+        s_warena_t *w = &self->warenas[i];
+        if (w->dev == dev && w->ino == ino && strcmp(w->path, path) == 0)
+            return w->base;
+    }
+    struct stat st;
+    void *base = NULL;
+    if (stat(path, &st) != 0 || (uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino ||
+        shoal_arena_map_range(path, 0, (uint64_t)st.st_size, &base) != 0)
+        return NULL;
+    s_warena_t *grown = realloc(self->warenas, (self->n_warenas + 1) * sizeof *grown);
+    char *copy = strdup(path);
+    if (!grown || !copy) {
+        free(copy);
+        if (grown)
+            self->warenas = grown;
+        shoal_arena_unmap(base, (uint64_t)st.st_size);
+        return NULL;
+    }
+    self->warenas = grown;
+    self->warenas[self->n_warenas++] = (s_warena_t){
+        .path = copy, .dev = dev, .ino = ino, .base = base, .size = (uint64_t)st.st_size};
+    return base;
+}
+
 static void s_put_map(shoal_put_t *put, const shoal_wire_put_reply_t *r)
 {
     struct stat st;
     if (s_no_local() || !r->arena || !*r->arena || stat(r->arena, &st) != 0 ||
         (uint64_t)st.st_dev != r->arena_dev || (uint64_t)st.st_ino != r->arena_ino)
         return; //  another host (or another arena of that name): bytes go by message
-    void *p = NULL;
-    if (shoal_arena_map_range(r->arena, r->offset, put->size, &p) == 0)
-        put->mem = p;
+    uint8_t *base = s_warena(put->owner, r->arena, r->arena_dev, r->arena_ino);
+    if (!base || !(put->arena_path = strdup(r->arena)))
+        return;
+    put->arena = base;
+    put->offset = r->offset;
+    put->local = true;
 }
 
 //  The worker for a put: opts->worker, else one on this host, else the one with the most
@@ -2333,7 +2455,12 @@ int shoal_put_begin(shoal_t *self, uint64_t size, const shoal_put_opts_t *opts, 
 
 void *shoal_put_memory(shoal_put_t *put)
 {
-    return put ? put->mem : NULL;
+    if (!put || !put->local)
+        return NULL;
+    void *p = NULL;
+    if (!put->mem && shoal_arena_map_range(put->arena_path, put->offset, put->size, &p) == 0)
+        put->mem = p;
+    return put->mem;
 }
 
 //  Remote: waits until at most max WRITE messages are unanswered.
@@ -2371,8 +2498,8 @@ int shoal_put_write(shoal_put_t *put, const void *data, size_t n)
         return s_fail(self, SHOAL_EINVAL,
                       "shoal_put_write: %zu more bytes after %llu exceed the object's %llu", n,
                       (unsigned long long)put->written, (unsigned long long)put->size);
-    if (put->mem) {
-        memcpy(put->mem + put->written, data, n);
+    if (put->local) {
+        memcpy(put->arena + put->offset + put->written, data, n);
         put->written += n;
         if (shoal__now_ms() - put->last_msg_ms >= S_PUT_KEEPALIVE_MS) {
             shoal_wire_put_t m = {.seq = ++self->seq,
@@ -2420,7 +2547,7 @@ int shoal_put_end(shoal_put_t **put_p)
     char text[SHOAL_REF_TEXT_SIZE];
     shoal_ref_format(put->ref, text);
     int rc = 0;
-    if (!put->mem && put->written != put->size)
+    if (!put->local && put->written != put->size)
         rc = s_fail(self, SHOAL_EINVAL, "put %s: %llu of its %llu bytes written; aborted", text,
                     (unsigned long long)put->written, (unsigned long long)put->size);
     if (rc == 0)
