@@ -119,8 +119,8 @@ static const char s_help[] =
     "  zmq_rtt_median_us             the baseline: a raw libzmq DEALER -> ROUTER round\n"
     "                                trip of 16 bytes over TCP loopback, in this process\n"
     "  put_256mib_vs_memcpy          a memcpy of 256 MiB into pre-faulted memory, as a\n"
-    "                                fraction of the time of a 256 MiB put (begin, memcpy\n"
-    "                                into shoal_put_memory, end) on this host (goal 0.8)\n"
+    "                                fraction of the time of a 256 MiB put (begin,\n"
+    "                                shoal_put_write, end) on this host (goal 0.8)\n"
     "  small_puts_per_s              1 KiB shoal_put calls (--puts of them) until\n"
     "                                shoal_flush says the broker has every one (goal\n"
     "                                50000)\n"
@@ -657,12 +657,13 @@ static int s_pick_worker(const char *cmd, shoal_t *sh, char *name, size_t size, 
     return 0;
 }
 
-/*  Puts size bytes from src (NULL: a filler byte, written in 1 MiB pieces when there is
-    no shared memory, so 1 GiB needs no buffer here) the way a program on the worker's host
-    does: begin, memcpy into shoal_put_memory when it is there (else shoal_put_write),
-    end. *mapped tells whether the bytes went through shared memory; steps, when not NULL,
-    receives the nanoseconds of the three steps (begin, write, end). 0 or a SHOAL_E* code
-    (shoal_last_error says why). */
+/*  Puts size bytes from src the way shoal_put does: begin, shoal_put_write (libshoal
+    copies into the worker's arena when the worker is on this host, else sends 1 MiB
+    parts), end. src NULL: a filler byte, set in place through shoal_put_memory (or
+    written in 1 MiB pieces when there is no shared memory), so 1 GiB needs no buffer
+    here; only then does *mapped tell whether the bytes went through shared memory (else
+    it is true). steps, when not NULL, receives the nanoseconds of the three steps (begin,
+    write, end). 0 or a SHOAL_E* code (shoal_last_error says why). */
 static int s_put_object(shoal_t *sh, const void *src, uint64_t size, const shoal_put_opts_t *opts,
                         shoal_ref_t *ref, bool *mapped, int64_t steps[3])
 {
@@ -672,11 +673,9 @@ static int s_put_object(shoal_t *sh, const void *src, uint64_t size, const shoal
     if (rc)
         return rc;
     int64_t t1 = s_now_ns();
-    uint8_t *mem = shoal_put_memory(put);
-    *mapped = mem != NULL;
-    if (mem && src)
-        memcpy(mem, src, (size_t)size);
-    else if (mem)
+    uint8_t *mem = src ? NULL : shoal_put_memory(put);
+    *mapped = src || mem != NULL;
+    if (mem)
         memset(mem, 0x5a, (size_t)size);
     else if (src)
         rc = shoal_put_write(put, src, (size_t)size);
@@ -730,8 +729,8 @@ static int s_put_vs_memcpy(const char *cmd, shoal_t *sh, const s_opts_t *o, uint
     memset(dst, 0xa5, n); //  not 0: malloc + memset 0 may become calloc, which touches nothing
     fprintf(stderr,
             "shoal bench: %s: the time of a memcpy of %s into pre-faulted memory over the time "
-            "of a put of the same bytes (shoal_put_begin, memcpy into shoal_put_memory, "
-            "shoal_put_end: allocate, write, seal), medians of %zu runs of each, alternating\n",
+            "of a put of the same bytes (shoal_put_begin, shoal_put_write, shoal_put_end: "
+            "allocate, write, seal), medians of %zu runs of each, alternating\n",
             name, s_size_text(size, text, sizeof text), runs);
     //  One put untimed: the list of workers, the first connection to the worker.
     shoal_ref_t ref;
