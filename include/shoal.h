@@ -345,10 +345,15 @@ typedef struct {
 } shoal_view_t;
 
 /*  Waits until ref is final and gives its bytes. Small objects (up to 64 KiB) come with
-    their status from the broker; larger ones are fetched from the data socket of the
-    worker that holds them, in 1 MiB chunks with 8 in flight, into one buffer. If that
-    worker has lost the object or does not answer, the broker is asked again (a lost
-    object is computed again from its task).
+    their status from the broker. An object in the store of a worker on this host is not
+    copied at all: the view points into that worker's shared-memory arena (mapped
+    read-only) and pins the object there until released, so a get costs about a
+    microsecond whatever the size; once this client has read from a worker's store, an
+    object sealed there is found without asking the broker. Other objects are fetched
+    from the data socket of the worker that holds them, in 1 MiB chunks with 8 in
+    flight, into one buffer. If that worker has lost the object or does not answer, the
+    broker is asked again (a lost object is computed again from its task).
+    ($SHOAL_NO_LOCAL_STORE=1 makes every worker count as remote.)
     On success *view holds the bytes until shoal_view_release(view), which the caller
     must call; the view does not depend on self (it may outlive shoal_disconnect).
     Returns 0; the failure code of the ref as shoal_wait gives it (SHOAL_ETASK, ...);
