@@ -13,6 +13,15 @@
       it and its failure. Queued, a no-op task costs about 175 bytes with its hash slot
       and its place in the ready queue (`shoal bench`: broker_bytes_per_queued_task).
     - objects: the directory, by ref: size, holder, and the bytes when small.
+    - puts: objects a client stored (SHOAL_KIND_PUT) are tasks too, which never run: an
+      inline put is DONE on arrival; another is RUNNING on the worker whose store holds it
+      until that worker's w_objects note says SEALED (DONE) or ABORTED (FAILED). A put is
+      never run again: lost with its worker, it fails (SHOAL_ELOST), and so do its
+      consumers. Notes may come before the client's PUT task (another socket): the note
+      then makes the task, and the client's is a duplicate.
+    - ttl: a task with ttl_ms is removed that long after it is DONE, from a min-heap of
+      (deadline, id) checked each turn; a task forgotten earlier leaves a stale entry,
+      skipped when it reaches the top.
     - workers: a small array (tens to hundreds), found by routing id or name.
     - jobs: by name. A job counts its tasks by state and lists them in job order; a task
       points to its job and knows its place in that list (16 bytes a task, plus 8 to 16
@@ -67,6 +76,20 @@ typedef struct {
     shoal_ref_t ref;
 } s_watch_t;
 
+/*  What few tasks are submitted with: a name or tags for their outputs, a ttl, flags, and
+    for a put the worker holding it and its size. One malloc'd block with its strings after
+    it, hung on the extension: a plain queued task has none. */
+typedef struct {
+    const char *name;   //  the name given to its outputs, or NULL
+    const char *worker; //  put: the worker whose store holds it, or NULL
+    const char *tags;   //  n_tags NUL-terminated strings, one after the other
+    uint64_t flags;     //  as submitted (SHOAL_OUT_INLINE: an inline put)
+    uint64_t ttl_ms;    //  0, or: removed this long after it is DONE
+    uint64_t size;      //  put: the size announced
+    int64_t expires_us; //  DONE with a ttl: the deadline; heap entries for another are stale
+    uint32_t n_tags;
+} s_meta_t;
+
 /*  What a task needs only sometimes, allocated on first use: a queued task that nothing
     consumes, nobody watches and that has not failed has none. */
 typedef struct {
@@ -78,9 +101,8 @@ typedef struct {
     s_watch_t *watchers;
     uint32_t n_watchers, cap_watchers;
     int64_t code, exit_code;
-    char *error; //  failure text
-    char *name;  //  the name given to its outputs
-    uint64_t flags;
+    char *error;    //  failure text
+    s_meta_t *meta; //  what it was submitted with beyond the common fields, or NULL
 } s_task_x_t;
 
 /*  A task: 104 bytes from a slab (no malloc header), because the broker holds millions of
@@ -114,6 +136,8 @@ struct s_task {
     bool all_inline : 1; //  every output lives in the directory: survives its worker
     bool doomed : 1;     //  forgotten while in the ready queue: recycled when popped
 };
+//  The figure `shoal bench memory` depends on: new per-task data goes in s_meta_t.
+_Static_assert(sizeof(s_task_t) == 104, "s_task_t must stay 104 bytes");
 
 /*  The tasks submitted under one name. tasks is in job order: submission order, with each
     run of array tasks (array_index > 0) sorted by index (s_job_tidy, lazily: arrays are
@@ -141,15 +165,26 @@ typedef struct {
 struct s_worker {
     shoal_wire_peer_t peer;
     char name[128], host[256], endpoint[256];
+    char *store_dir, *arena; //  from its w_hello, for same-host readers; NULL from older workers
     uint64_t slots, capacity, store_capacity, store_bytes, pid;
     uint64_t running, queued; //  as the worker last reported
     uint64_t done, failed;
     uint64_t outstanding; //  length of the task list
+    uint64_t n_puts;      //  puts RUNNING on it (being written into its store): no credit
     int64_t last_heard_us;
     //  The dispatch batch being built this turn.
     s_task_t **batch;
     size_t n_batch, cap_batch;
+    //  Objects to delete from its store, sent as one w_drop at the end of the turn.
+    shoal_ref_t *drops;
+    size_t n_drops, cap_drops;
 };
+
+//  A ttl deadline: the task with this id is removed at deadline_us (if still due then).
+typedef struct {
+    int64_t deadline_us;
+    shoal_ref_t id;
+} s_ttl_t;
 
 typedef struct {
     shoal_wire_peer_t peer;
@@ -193,6 +228,13 @@ typedef struct {
     int64_t next_tick_us;
     //  Bytes of small objects kept in the directory (broker.stats).
     uint64_t inline_bytes;
+    //  ttl deadlines: a binary min-heap on deadline_us.
+    s_ttl_t *ttl;
+    size_t n_ttl, cap_ttl;
+    //  Puts RUNNING when the broker restarted, waiting for their worker to say hello
+    //  (ids; entries for tasks that moved on are dropped at the next hello).
+    shoal_ref_t *unbound;
+    size_t n_unbound, cap_unbound;
 } s_broker_t;
 
 static volatile sig_atomic_t s_stop_requested;
@@ -314,6 +356,34 @@ static inline const char *s_job_name(const s_task_t *t)
     return t->job ? t->job->name : NULL;
 }
 
+static inline s_meta_t *s_meta(const s_task_t *t)
+{
+    return t->x ? t->x->meta : NULL;
+}
+
+static inline bool s_is_put(const s_task_t *t)
+{
+    return t->kind == SHOAL_KIND_PUT;
+}
+
+//  "1.0 GiB": sizes in messages people read.
+static const char *s_size_text(uint64_t bytes, char *buf, size_t size)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    if (bytes < 1024) {
+        snprintf(buf, size, "%llu bytes", (unsigned long long)bytes);
+        return buf;
+    }
+    double v = (double)bytes / 1024;
+    size_t u = 0;
+    while (v >= 1024 && u + 1 < sizeof units / sizeof *units) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, size, "%.1f %s", v, units[u]);
+    return buf;
+}
+
 /*  --------------------------------------------------------------------------- events */
 
 static bool s_wants(s_broker_t *self, const char *topic)
@@ -402,6 +472,23 @@ static void s_event_worker(s_broker_t *self, const char *topic, s_worker_t *w, c
     s_event_send(self, topic, &ev);
 }
 
+/*  object.allocated|sealed|deleted: ref, worker (the holder, or nil), size, and for
+    object.deleted the reason (removed, released, expired, lost). */
+static void s_event_object(s_broker_t *self, const char *topic, shoal_ref_t ref,
+                           const s_worker_t *w, uint64_t size, const char *reason)
+{
+    if (!s_wants(self, topic))
+        return;
+    s_event_t ev;
+    s_event_begin(self, &ev, reason ? 4 : 3);
+    s_ev_ref(&ev, "ref", ref);
+    s_ev_str(&ev, "worker", w ? w->name : NULL);
+    s_ev_int(&ev, "size", (int64_t)SHOAL__MIN(size, (uint64_t)INT64_MAX));
+    if (reason)
+        s_ev_str(&ev, "reason", reason);
+    s_event_send(self, topic, &ev);
+}
+
 /*  ------------------------------------------------------------------------ statuses */
 
 static s_outbox_t *s_outbox_for(s_broker_t *self, const shoal_wire_peer_t *peer)
@@ -426,6 +513,15 @@ static void s_object_free_data(s_broker_t *self, s_object_t *o)
         free(o->data);
         o->data = NULL;
     }
+}
+
+//  Takes o out of the directory and frees it (object.deleted says why).
+static void s_object_forget(s_broker_t *self, s_object_t *o, const char *reason)
+{
+    shoal__refmap_remove(self->objects, o->ref);
+    s_event_object(self, "object.deleted", o->ref, o->worker, o->size, reason);
+    s_object_free_data(self, o);
+    free(o);
 }
 
 /*  Records ref: size bytes held by holder (NULL: no worker keeps it), and a copy of data
@@ -617,23 +713,63 @@ static s_task_t *s_task_alloc(s_broker_t *self)
     return t;
 }
 
+//  The meta block of spec, or NULL when it has nothing beyond the common fields.
+static s_meta_t *s_meta_new(const shoal_wire_task_t *spec)
+{
+    bool put = spec->kind == SHOAL_KIND_PUT;
+    const char *name = spec->name && spec->name[0] ? spec->name : NULL;
+    const char *worker = put && spec->worker && spec->worker[0] ? spec->worker : NULL;
+    if (!put && !name && !spec->flags && !spec->ttl_ms && !spec->tags.count)
+        return NULL;
+    size_t n_tags = SHOAL__MIN(spec->tags.count, (size_t)UINT32_MAX);
+    size_t bytes =
+        sizeof(s_meta_t) + (name ? strlen(name) + 1 : 0) + (worker ? strlen(worker) + 1 : 0);
+    for (size_t i = 0; i < n_tags; i++)
+        bytes += strlen(spec->tags.items[i] ? spec->tags.items[i] : "") + 1;
+    s_meta_t *m = calloc(1, bytes);
+    if (!m)
+        abort();
+    char *p = (char *)(m + 1);
+    if (name) {
+        m->name = strcpy(p, name);
+        p += strlen(name) + 1;
+    }
+    if (worker) {
+        m->worker = strcpy(p, worker);
+        p += strlen(worker) + 1;
+    }
+    m->tags = p;
+    for (size_t i = 0; i < n_tags; i++) {
+        const char *tag = spec->tags.items[i] ? spec->tags.items[i] : "";
+        strcpy(p, tag);
+        p += strlen(tag) + 1;
+    }
+    m->n_tags = (uint32_t)n_tags;
+    m->flags = spec->flags;
+    m->ttl_ms = spec->ttl_ms;
+    m->size = put ? spec->size : 0;
+    return m;
+}
+
 //  A task from its wire form. Copies what it keeps; spec is the caller's.
 static s_task_t *s_task_new(s_broker_t *self, const shoal_wire_task_t *spec)
 {
+    //  A put's bytes go to the directory, not here: it never runs.
+    bool put = spec->kind == SHOAL_KIND_PUT;
     s_task_t *t = s_task_alloc(self);
     t->id = spec->id;
     t->kind = (uint8_t)spec->kind;
-    t->fn = spec->fn ? s_fn_intern(self, spec->fn) : NULL;
+    t->fn = spec->fn && !put ? s_fn_intern(self, spec->fn) : NULL;
     t->array_index = spec->array_index;
     t->n_outputs = (uint16_t)spec->n_outputs; //  validated: 1..SHOAL_MAX_OUTPUTS
     t->retries = (uint16_t)SHOAL__MIN(spec->retries, (uint64_t)UINT16_MAX);
     t->priority =
         (int32_t)SHOAL__MAX(SHOAL__MIN(spec->priority, (int64_t)INT32_MAX), (int64_t)INT32_MIN);
-    t->n_inputs = (uint32_t)spec->inputs.count;
-    t->arg_size = (uint32_t)spec->arg.size;
-    t->n_argv = (uint16_t)spec->argv.count;
+    t->n_inputs = put ? 0 : (uint32_t)spec->inputs.count;
+    t->arg_size = put ? 0 : (uint32_t)spec->arg.size;
+    t->n_argv = put ? 0 : (uint16_t)spec->argv.count;
     size_t argv_bytes = 0;
-    for (size_t i = 0; i < spec->argv.count; i++)
+    for (size_t i = 0; i < t->n_argv; i++)
         argv_bytes += strlen(spec->argv.items[i] ? spec->argv.items[i] : "") + 1;
     size_t var = (size_t)t->n_inputs * sizeof(shoal_ref_t) + t->arg_size + argv_bytes;
     if (var) {
@@ -646,24 +782,29 @@ static s_task_t *s_task_new(s_broker_t *self, const shoal_wire_task_t *spec)
         if (t->arg_size)
             memcpy(p, spec->arg.data, t->arg_size);
         p += t->arg_size;
-        for (size_t i = 0; i < spec->argv.count; i++) {
+        for (size_t i = 0; i < t->n_argv; i++) {
             const char *a = spec->argv.items[i] ? spec->argv.items[i] : "";
             size_t len = strlen(a) + 1;
             memcpy(p, a, len);
             p += len;
         }
     }
-    if ((spec->name && spec->name[0]) || spec->flags) {
-        s_task_x_t *x = s_x(t);
-        x->name = spec->name && spec->name[0] ? s_strdup(spec->name) : NULL;
-        x->flags = spec->flags;
-    }
+    s_meta_t *meta = s_meta_new(spec);
+    if (meta)
+        s_x(t)->meta = meta;
     return t;
 }
 
-/*  The wire form of t, for dispatch: pointers into t, and argv pointers in argv_buf
-    (t->n_argv + 1 entries). Valid while t is unchanged. */
-static void s_task_wire(const s_task_t *t, shoal_wire_task_t *w, char **argv_buf)
+//  Entries s_task_wire needs in its strings buffer.
+static size_t s_task_strs(const s_task_t *t)
+{
+    const s_meta_t *m = s_meta(t);
+    return (size_t)t->n_argv + (m ? m->n_tags : 0) + 1;
+}
+
+/*  The wire form of t, for dispatch: pointers into t, and argv and tags pointers in strs
+    (s_task_strs(t) entries). Valid while t is unchanged. */
+static void s_task_wire(const s_task_t *t, shoal_wire_task_t *w, char **strs)
 {
     memset(w, 0, sizeof *w);
     w->id = t->id;
@@ -674,11 +815,23 @@ static void s_task_wire(const s_task_t *t, shoal_wire_task_t *w, char **argv_buf
     w->priority = t->priority;
     w->array_index = t->array_index;
     w->job = (char *)s_job_name(t);
-    w->name = t->x ? t->x->name : NULL;
-    w->flags = t->x ? t->x->flags : 0;
     w->inputs = (shoal_wire_refs_t){(shoal_ref_t *)s_inputs(t), t->n_inputs};
+    char **argv_buf = strs;
     argv_buf[t->n_argv] = NULL;
     w->argv = (shoal_wire_strs_t){argv_buf, t->n_argv};
+    const s_meta_t *m = s_meta(t);
+    if (m) {
+        w->name = (char *)m->name;
+        w->flags = m->flags;
+        w->ttl_ms = m->ttl_ms;
+        char **tags = strs + t->n_argv + 1;
+        const char *p = m->tags;
+        for (uint32_t i = 0; i < m->n_tags; i++) {
+            tags[i] = (char *)p;
+            p += strlen(p) + 1;
+        }
+        w->tags = (shoal_wire_strs_t){tags, m->n_tags};
+    }
     if (!t->var)
         return;
     const uint8_t *p = t->var + (size_t)t->n_inputs * sizeof(shoal_ref_t);
@@ -696,7 +849,7 @@ static void s_task_free(s_broker_t *self, s_task_t *t)
         free(t->x->consumers);
         free(t->x->watchers);
         free(t->x->error);
-        free(t->x->name);
+        free(t->x->meta);
         free(t->x);
     }
     free(t->var);
@@ -712,6 +865,46 @@ static void s_task_free(s_broker_t *self, s_task_t *t)
     }
     t->x = (s_task_x_t *)self->free_tasks;
     self->free_tasks = t;
+}
+
+//  Asks w to delete ref from its store, in the w_drop sent at the end of the turn.
+static void s_queue_drop(s_worker_t *w, shoal_ref_t ref)
+{
+    S_PUSH(w->drops, w->n_drops, w->cap_drops, ref);
+}
+
+//  At most 65,536 refs (1 MiB) a w_drop: a release of a million objects stays far below the
+//  worker's ZMQ_MAXMSGSIZE.
+#define S_DROP_BATCH 65536
+
+static void s_flush_drops(s_broker_t *self)
+{
+    for (size_t i = 0; i < self->n_workers; i++) {
+        s_worker_t *w = self->workers[i];
+        for (size_t start = 0; start < w->n_drops; start += S_DROP_BATCH) {
+            size_t n = SHOAL__MIN(w->n_drops - start, (size_t)S_DROP_BATCH);
+            shoal_wire_w_drop_t drop = {.refs = {w->drops + start, n}};
+            //  A full pipe loses these: the objects stay in its store until the worker
+            //  says hello again and the broker drops what nobody names (orphans).
+            if (shoal_wire_send(self->router, &w->peer, SHOAL_MSG_w_drop, &drop, NULL, 0))
+                shoal__warn("worker %s: %zu object deletion(s) not sent", w->name, n);
+        }
+        w->n_drops = 0;
+        if (w->cap_drops > 4096) { //  a big release once does not pin memory for ever
+            free(w->drops);
+            w->drops = NULL;
+            w->cap_drops = 0;
+        }
+    }
+}
+
+static void s_worker_free(s_worker_t *w)
+{
+    free(w->batch);
+    free(w->drops);
+    free(w->store_dir);
+    free(w->arena);
+    free(w);
 }
 
 static void s_worker_detach(s_task_t *t)
@@ -926,8 +1119,27 @@ static void s_consumers_update(s_broker_t *self, s_task_t *p, bool up)
     }
 }
 
-//  Fails (or cancels) every consumer not yet final, naming the input that failed.
 static void s_finish_one(s_broker_t *self, s_task_t *t, uint8_t state);
+
+/*  Sets the error of c, whose input ref was made by p, which failed or was canceled;
+    returns the state c ends in. A failed task's code was its own (SHOAL_ETASK for c); a
+    put's says what became of the object, and c carries it on: aborted by its writer
+    (SHOAL_ECANCELED), c is canceled, as the dependents of a canceled task are; lost
+    with its worker (SHOAL_ELOST) or refused, c fails. */
+static uint8_t s_input_failed(s_task_t *c, const s_task_t *p, shoal_ref_t ref)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    s_ref_text(ref, text);
+    if (p->state == SHOAL_STATE_CANCELED) {
+        s_set_error(c, SHOAL_ECANCELED, 0, "input %s was canceled", text);
+        return SHOAL_STATE_CANCELED;
+    }
+    const char *first = s_error(p) ? s_error(p) : "";
+    int len = (int)strcspn(first, "\n");
+    int64_t code = s_is_put(p) && p->x && p->x->code ? p->x->code : SHOAL_ETASK;
+    s_set_error(c, code, 0, "input %s failed: %.*s", text, len, first);
+    return code == SHOAL_ECANCELED ? SHOAL_STATE_CANCELED : SHOAL_STATE_FAILED;
+}
 
 //  Fails (or cancels) every task downstream of p not yet final, each naming the input
 //  that failed. With a worklist, not recursion: a chain of 25,000 tasks overflowed the
@@ -950,17 +1162,7 @@ static void s_propagate_failure(s_broker_t *self, s_task_t *p0)
                     input = s_inputs(c)[k];
                     break;
                 }
-            char itext[SHOAL_REF_TEXT_SIZE];
-            s_ref_text(input, itext);
-            const char *first = s_error(p) ? s_error(p) : "";
-            int len = (int)strcspn(first, "\n");
-            if (p->state == SHOAL_STATE_CANCELED) {
-                s_set_error(c, SHOAL_ECANCELED, 0, "input %s was canceled", itext);
-                s_finish_one(self, c, SHOAL_STATE_CANCELED);
-            } else {
-                s_set_error(c, SHOAL_ETASK, 0, "input %s failed: %.*s", itext, len, first);
-                s_finish_one(self, c, SHOAL_STATE_FAILED);
-            }
+            s_finish_one(self, c, s_input_failed(c, p, input));
             S_PUSH(work, n, cap, c);
         }
     }
@@ -974,6 +1176,70 @@ static void s_notify_watchers(s_broker_t *self, s_task_t *t)
     for (uint32_t i = 0; i < t->x->n_watchers; i++)
         s_owe_status(self, &t->x->watchers[i].peer, t->x->watchers[i].ref);
     t->x->n_watchers = 0;
+}
+
+/*  --------------------------------------------------------------------------- ttl */
+
+static bool s_ttl_before(const s_ttl_t *a, const s_ttl_t *b)
+{
+    return a->deadline_us < b->deadline_us;
+}
+
+static void s_ttl_push(s_broker_t *self, s_ttl_t e)
+{
+    S_PUSH(self->ttl, self->n_ttl, self->cap_ttl, e);
+    for (size_t i = self->n_ttl - 1; i > 0;) {
+        size_t up = (i - 1) / 2;
+        if (!s_ttl_before(&self->ttl[i], &self->ttl[up]))
+            break;
+        s_ttl_t tmp = self->ttl[i];
+        self->ttl[i] = self->ttl[up];
+        self->ttl[up] = tmp;
+        i = up;
+    }
+}
+
+static s_ttl_t s_ttl_pop(s_broker_t *self)
+{
+    s_ttl_t top = self->ttl[0];
+    self->ttl[0] = self->ttl[--self->n_ttl];
+    for (size_t i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, min = i;
+        if (l < self->n_ttl && s_ttl_before(&self->ttl[l], &self->ttl[min]))
+            min = l;
+        if (r < self->n_ttl && s_ttl_before(&self->ttl[r], &self->ttl[min]))
+            min = r;
+        if (min == i)
+            break;
+        s_ttl_t tmp = self->ttl[i];
+        self->ttl[i] = self->ttl[min];
+        self->ttl[min] = tmp;
+        i = min;
+    }
+    //  A burst of ttls that all expired gives its memory back.
+    if (self->cap_ttl > 1024 && self->n_ttl < self->cap_ttl / 4) {
+        s_ttl_t *smaller = realloc(self->ttl, self->cap_ttl / 2 * sizeof *smaller);
+        if (smaller) {
+            self->ttl = smaller;
+            self->cap_ttl /= 2;
+        }
+    }
+    return top;
+}
+
+//  A task with a ttl became DONE: it is removed ttl_ms from now.
+static void s_ttl_arm(s_broker_t *self, s_task_t *t)
+{
+    s_meta_t *m = s_meta(t);
+    if (!m || !m->ttl_ms)
+        return;
+    int64_t now = shoal__now_us();
+    //  Saturated: a ttl of centuries is "never", not an overflow.
+    int64_t deadline = m->ttl_ms > (uint64_t)(INT64_MAX - now) / 1000
+                           ? INT64_MAX
+                           : now + (int64_t)m->ttl_ms * 1000;
+    m->expires_us = deadline;
+    s_ttl_push(self, (s_ttl_t){deadline, t->id});
 }
 
 //  Records a final task's outcome: the statuses of its outputs and log.
@@ -995,7 +1261,10 @@ static void s_journal_outcome(s_broker_t *self, s_task_t *t)
 //  A task reaches a final state, without touching what depends on it (s_finish does).
 static void s_finish_one(s_broker_t *self, s_task_t *t, uint8_t state)
 {
-    if (t->state == SHOAL_STATE_RUNNING) {
+    if (t->state == SHOAL_STATE_RUNNING && s_is_put(t)) {
+        if (t->worker)
+            t->worker->n_puts--; //  never linked: a put takes no credit
+    } else if (t->state == SHOAL_STATE_RUNNING) {
         //  Failed from upstream while running (during lineage): stop it on its worker.
         if (state != SHOAL_STATE_DONE && t->worker && t->linked) {
             shoal_wire_attempt_ref_t a = {.id = t->id, .attempt = t->attempt};
@@ -1011,6 +1280,7 @@ static void s_finish_one(s_broker_t *self, s_task_t *t, uint8_t state)
         self->n_done++;
         s_event_task(self, "task.finished", t);
         s_consumers_update(self, t, true);
+        s_ttl_arm(self, t);
     } else {
         self->n_failed++;
         t->worker = NULL;
@@ -1024,6 +1294,30 @@ static void s_finish(s_broker_t *self, s_task_t *t, uint8_t state)
     s_finish_one(self, t, state);
     if (state != SHOAL_STATE_DONE)
         s_propagate_failure(self, t);
+}
+
+//  Checks the tags of task (or put) id: at most SHOAL_TAGS_MAX, each 1..SHOAL_TAG_MAX bytes.
+//  Returns 0 or SHOAL_EINVAL with err naming the bad tag.
+static int s_check_tags(const shoal_wire_strs_t *tags, const char *id, char *err, size_t errlen)
+{
+    if (tags->count > SHOAL_TAGS_MAX) {
+        snprintf(err, errlen, "%s: at most %d tags, got %zu", id, SHOAL_TAGS_MAX, tags->count);
+        return SHOAL_EINVAL;
+    }
+    for (size_t i = 0; i < tags->count; i++) {
+        const char *tag = tags->items[i];
+        size_t len = tag ? strlen(tag) : 0;
+        if (len == 0) {
+            snprintf(err, errlen, "%s: tag %zu is empty", id, i);
+            return SHOAL_EINVAL;
+        }
+        if (len > SHOAL_TAG_MAX) {
+            snprintf(err, errlen, "%s: tag '%.*s%s' has %zu bytes, at most %d", id, 80, tag,
+                     len > 80 ? "..." : "", len, SHOAL_TAG_MAX);
+            return SHOAL_EINVAL;
+        }
+    }
+    return 0;
 }
 
 //  Validates one submitted task; returns 0 or fills err.
@@ -1046,6 +1340,24 @@ static int s_validate(s_broker_t *self, const shoal_wire_task_t *spec, char *err
                      spec->fn ? spec->fn : "");
             return SHOAL_EINVAL;
         }
+    } else if (spec->kind == SHOAL_KIND_PUT) {
+        if (spec->inputs.count || spec->n_outputs != 1) {
+            snprintf(err, errlen, "put %s: a put has no inputs and one output, got %zu and %llu",
+                     id, spec->inputs.count, (unsigned long long)spec->n_outputs);
+            return SHOAL_EINVAL;
+        }
+        if ((spec->flags & SHOAL_OUT_INLINE) && spec->arg.size > SHOAL_INLINE_MAX) {
+            snprintf(err, errlen,
+                     "put %s: an inline put holds at most %d bytes, got %zu; put it in a "
+                     "worker's store",
+                     id, SHOAL_INLINE_MAX, spec->arg.size);
+            return SHOAL_EINVAL;
+        }
+        if (!(spec->flags & SHOAL_OUT_INLINE) && (!spec->worker || !spec->worker[0])) {
+            snprintf(err, errlen,
+                     "put %s: a put that is not inline names the worker whose store holds it", id);
+            return SHOAL_EINVAL;
+        }
     } else {
         snprintf(err, errlen, "task %s: unknown task kind %llu", id,
                  (unsigned long long)spec->kind);
@@ -1065,6 +1377,13 @@ static int s_validate(s_broker_t *self, const shoal_wire_task_t *spec, char *err
         snprintf(err, errlen, "task %s: outputs must be 1..%d, got %llu", id, SHOAL_MAX_OUTPUTS,
                  (unsigned long long)spec->n_outputs);
         return SHOAL_EINVAL;
+    }
+    if (spec->tags.count) { //  the label only when needed: this runs for every task
+        char what[8 + SHOAL_REF_TEXT_SIZE];
+        snprintf(what, sizeof what, "%s %s", spec->kind == SHOAL_KIND_PUT ? "put" : "task", id);
+        int rc = s_check_tags(&spec->tags, what, err, errlen);
+        if (rc)
+            return rc;
     }
     (void)self;
     return 0;
@@ -1096,14 +1415,7 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
         if (!p)
             continue; //  a stored object with no task: available
         if (p->state == SHOAL_STATE_FAILED || p->state == SHOAL_STATE_CANCELED) {
-            const char *first = s_error(p) ? s_error(p) : "";
-            int len = (int)strcspn(first, "\n");
-            if (p->state == SHOAL_STATE_CANCELED)
-                s_set_error(t, SHOAL_ECANCELED, 0, "input %s was canceled", s_ref_text(ref, text));
-            else
-                s_set_error(t, SHOAL_ETASK, 0, "input %s failed: %.*s", s_ref_text(ref, text), len,
-                            first);
-            s_finish(self, t, p->state);
+            s_finish(self, t, s_input_failed(t, p, ref));
             return;
         }
         s_task_x_t *px = s_x(p);
@@ -1149,6 +1461,183 @@ static s_worker_t *s_worker_by_name(s_broker_t *self, const char *name)
     return NULL;
 }
 
+/*  ---------------------------------------------------------------------------- puts */
+
+//  The put is being written into w's store: RUNNING there until w's note says how it ended.
+static void s_put_start(s_task_t *t, s_worker_t *w)
+{
+    s_set_state(t, SHOAL_STATE_RUNNING);
+    t->worker = w;
+    w->n_puts++;
+}
+
+//  w sealed the put: DONE, its object held by w.
+static void s_put_sealed(s_broker_t *self, s_task_t *t, s_worker_t *w, uint64_t size)
+{
+    s_object_set(self, t->id, size, NULL, w);
+    t->all_inline = false;
+    t->worker = w;
+    s_event_object(self, "object.sealed", t->id, w, size, NULL);
+    s_finish(self, t, SHOAL_STATE_DONE);
+}
+
+//  The put's bytes went with their worker (why: w's name and reason): it fails, and so do
+//  its consumers. A put is never run again: nobody but its client has its bytes.
+static void s_put_lost(s_broker_t *self, s_task_t *t, const char *why)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    if (t->state == SHOAL_STATE_DONE)
+        self->n_done--;
+    s_set_error(t, SHOAL_ELOST, 0, "object %s was lost %s", s_ref_text(t->id, text), why);
+    s_finish(self, t, SHOAL_STATE_FAILED);
+}
+
+//  Registers a put (its journal entry is the caller's): an inline one is DONE at once, within
+//  the inline budget; another is RUNNING on the worker it names, if that one is connected.
+static void s_add_put(s_broker_t *self, s_task_t *t, const shoal_wire_task_t *spec)
+{
+    shoal__refmap_put(self->tasks, t->id, t);
+    self->n_submitted++;
+    s_event_task(self, "task.submitted", t);
+    char text[SHOAL_REF_TEXT_SIZE];
+    s_ref_text(t->id, text);
+    if (spec->flags & SHOAL_OUT_INLINE) {
+        if (self->inline_bytes + spec->arg.size > self->cfg.inline_budget) {
+            char held[32], budget[32];
+            s_set_error(t, SHOAL_EFULL, 0,
+                        "put %s (%zu bytes): the broker holds %s of small objects and its "
+                        "--inline-budget is %s; put it in a worker's store (SHOAL_PUT_STORE / "
+                        "shoal put --store) or raise --inline-budget",
+                        text, spec->arg.size, s_size_text(self->inline_bytes, held, sizeof held),
+                        s_size_text(self->cfg.inline_budget, budget, sizeof budget));
+            s_finish(self, t, SHOAL_STATE_FAILED);
+            return;
+        }
+        s_object_set(self, t->id, spec->arg.size, spec->arg.data ? spec->arg.data : (void *)"",
+                     NULL);
+        t->all_inline = true;
+        s_finish(self, t, SHOAL_STATE_DONE);
+        return;
+    }
+    s_worker_t *w = s_worker_by_name(self, spec->worker);
+    if (!w) {
+        s_set_error(t, SHOAL_EUNREACH, 0,
+                    "put %s: no worker named '%s' is connected to the broker (its store was to "
+                    "hold the object)",
+                    text, spec->worker);
+        s_finish(self, t, SHOAL_STATE_FAILED);
+        return;
+    }
+    s_put_start(t, w);
+}
+
+/*  One note of w about an object in its store. Returns false for a note that makes no
+    sense (counted as malformed, ignored). A put the broker does not know yet (the client's
+    PUT task comes over another socket, maybe later) is made from the note: its spec goes
+    to *fresh for the journal (strings borrowed from the note and from w). */
+static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_note_t *n,
+                      shoal_wire_task_t **fresh, size_t *n_fresh, size_t *cap_fresh)
+{
+    shoal_ref_t ref = n->ref;
+    uint16_t index = shoal_ref_index(ref);
+    if (n->state < SHOAL_OBJ_NOTE_ALLOCATED || n->state > SHOAL_OBJ_NOTE_ABORTED ||
+        shoal_ref_is_null(shoal_ref_task(ref)))
+        return false;
+    s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
+    char text[SHOAL_REF_TEXT_SIZE];
+    s_ref_text(ref, text);
+    if (!t) {
+        if (index != 0)
+            return false;
+        if (n->state == SHOAL_OBJ_NOTE_ABORTED)
+            return true; //  given up before the client submitted it: nothing to know
+        char err[256];
+        if (s_check_tags(&n->tags, text, err, sizeof err)) {
+            shoal__debug("worker %s: note for %s: %s", w->name, text, err);
+            return false;
+        }
+        shoal_wire_task_t spec = {.id = ref,
+                                  .kind = SHOAL_KIND_PUT,
+                                  .n_outputs = 1,
+                                  .name = n->name,
+                                  .tags = n->tags,
+                                  .ttl_ms = n->ttl_ms,
+                                  .worker = w->name,
+                                  .size = n->size};
+        S_PUSH(*fresh, *n_fresh, *cap_fresh, spec);
+        t = s_task_new(self, &spec);
+        shoal__refmap_put(self->tasks, t->id, t);
+        self->n_submitted++;
+        s_event_task(self, "task.submitted", t);
+        s_put_start(t, w);
+        if (n->state == SHOAL_OBJ_NOTE_SEALED)
+            s_put_sealed(self, t, w, n->size);
+        else
+            s_event_object(self, "object.allocated", ref, w, n->size, NULL);
+        return true;
+    }
+    if (!s_is_put(t)) {
+        //  A task's output (or log) that its executor allocated: news for subscribers only.
+        bool output = index < t->n_outputs || index == SHOAL_REF_LOG_INDEX;
+        if (n->state != SHOAL_OBJ_NOTE_ALLOCATED || !output || t->state != SHOAL_STATE_RUNNING ||
+            t->worker != w)
+            return false;
+        s_event_object(self, "object.allocated", ref, w, n->size, NULL);
+        return true;
+    }
+    if (index != 0)
+        return false;
+    const s_meta_t *m = s_meta(t);
+    bool named_w = m && m->worker && strcmp(m->worker, w->name) == 0;
+    if (t->state == SHOAL_STATE_RUNNING) {
+        if (!t->worker && named_w)
+            s_put_start(t, w); //  restored from the journal, its worker is back
+        if (t->worker != w)
+            return false;
+        if (n->state == SHOAL_OBJ_NOTE_ALLOCATED)
+            s_event_object(self, "object.allocated", ref, w, n->size, NULL);
+        else if (n->state == SHOAL_OBJ_NOTE_SEALED)
+            s_put_sealed(self, t, w, n->size);
+        else {
+            s_set_error(t, SHOAL_ECANCELED, 0, "put %s was aborted: %s", text,
+                        n->error && n->error[0] ? n->error : "no reason given");
+            s_finish(self, t, SHOAL_STATE_FAILED);
+        }
+        return true;
+    }
+    if (t->state == SHOAL_STATE_DONE) {
+        //  A repeat of what made it DONE, from its holder: nothing new.
+        s_object_t *o = s_object(self, ref);
+        return o && o->worker == w && n->state != SHOAL_OBJ_NOTE_ABORTED;
+    }
+    if (s_is_final(t->state) && named_w) {
+        //  Canceled or failed while its worker wrote it: nobody names these bytes now.
+        if (n->state != SHOAL_OBJ_NOTE_ABORTED)
+            s_queue_drop(w, ref);
+        return true;
+    }
+    return false;
+}
+
+static void s_on_w_objects(s_broker_t *self, s_worker_t *w, const shoal_wire_w_objects_t *m)
+{
+    shoal_wire_task_t *fresh = NULL;
+    size_t n_fresh = 0, cap_fresh = 0;
+    for (size_t i = 0; i < m->items.count; i++)
+        if (!s_on_note(self, w, &m->items.items[i], &fresh, &n_fresh, &cap_fresh)) {
+            self->n_malformed++;
+            char text[SHOAL_REF_TEXT_SIZE];
+            shoal__debug("worker %s: a note on %s (state %llu) that makes no sense: ignored",
+                         w->name, s_ref_text(m->items.items[i].ref, text),
+                         (unsigned long long)m->items.items[i].state);
+        }
+    //  Puts made from notes are journaled like submitted ones (no ack waits on it: a write
+    //  that fails is logged, and the put lives on in memory).
+    if (n_fresh && self->journal)
+        shoal__journal_add_tasks(self->journal, fresh, n_fresh);
+    free(fresh);
+}
+
 //  A worker is gone (silent, replaced, or shut down): its tasks go back to the queue and
 //  the outputs only it held are recomputed.
 static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
@@ -1158,19 +1647,28 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
                "worker %s (%s) left: %s; %llu task(s) requeued", w->name, w->host, reason,
                (unsigned long long)w->outstanding);
     s_event_worker(self, "worker.left", w, reason);
-    //  Its tasks: found by a walk of the task map rather than a per-task list, which would
-    //  cost 16 bytes in every task to save milliseconds once per worker death. Collected
-    //  first: failing one changes the map (never by removal, but stay safe).
+    //  Its tasks, and the puts being written into its store: found by a walk of the task
+    //  map rather than a per-task list, which would cost 16 bytes in every task to save
+    //  milliseconds once per worker death. Collected first: failing one changes the map
+    //  (never by removal, but stay safe).
+    char why[300];
+    snprintf(why, sizeof why, "with worker %s (%s)", w->name, reason);
     s_task_t **lost = NULL;
     size_t n_lost = 0, cap_lost = 0, tcursor = 0;
     void *tvalue;
-    while (w->outstanding && shoal__refmap_next(self->tasks, &tcursor, NULL, &tvalue)) {
+    while ((w->outstanding || w->n_puts) &&
+           shoal__refmap_next(self->tasks, &tcursor, NULL, &tvalue)) {
         s_task_t *t = tvalue;
-        if (t->linked && t->worker == w)
+        if (t->worker == w && (t->linked || (s_is_put(t) && t->state == SHOAL_STATE_RUNNING)))
             S_PUSH(lost, n_lost, cap_lost, t);
     }
     for (size_t i = 0; i < n_lost; i++) {
         s_task_t *t = lost[i];
+        if (s_is_put(t)) {
+            if (t->state == SHOAL_STATE_RUNNING && t->worker == w)
+                s_put_lost(self, t, why);
+            continue;
+        }
         if (!t->linked || t->worker != w)
             continue;
         s_worker_detach(t);
@@ -1206,10 +1704,14 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
     for (size_t i = 0; i < n_dead; i++) {
         s_object_t *o = dead[i];
         shoal_ref_t ref = o->ref;
-        shoal__refmap_remove(self->objects, ref);
-        s_object_free_data(self, o);
-        free(o);
+        o->worker = w; //  for object.deleted
+        s_object_forget(self, o, "lost");
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
+        if (p && s_is_put(p)) {
+            if (p->state == SHOAL_STATE_DONE)
+                s_put_lost(self, p, why);
+            continue;
+        }
         if (p && p->state == SHOAL_STATE_DONE && shoal_ref_index(ref) != SHOAL_REF_LOG_INDEX) {
             s_undo_done(self, p);
             S_PUSH(rerun, n_rerun, cap_rerun, p);
@@ -1228,8 +1730,7 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
             self->workers[i] = self->workers[--self->n_workers];
             break;
         }
-    free(w->batch);
-    free(w);
+    s_worker_free(w);
 }
 
 static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_w_hello_t *m)
@@ -1280,18 +1781,34 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
     w->capacity = m->capacity ? m->capacity : m->slots;
     w->store_capacity = m->store_capacity;
     w->pid = m->pid;
+    w->store_dir = m->store_dir ? s_strdup(m->store_dir) : NULL;
+    w->arena = m->arena ? s_strdup(m->arena) : NULL;
     w->last_heard_us = shoal__now_us();
     if (old) {
         bool same = shoal_wire_peer_equal(&old->peer, peer) ||
                     (strcmp(old->host, host) == 0 && old->pid == m->pid);
         //  The same process saying hello again still has its store: what it says it holds
-        //  moves to the new entry instead of being recomputed.
-        if (same)
+        //  moves to the new entry instead of being recomputed, the puts being written into
+        //  it go on, and the deletions not yet sent are still due.
+        if (same) {
             for (size_t i = 0; i < m->held.count; i++) {
                 s_object_t *o = s_object(self, m->held.items[i]);
                 if (o && o->worker == old)
                     o->worker = w;
             }
+            size_t cursor = 0;
+            void *value;
+            while (old->n_puts && shoal__refmap_next(self->tasks, &cursor, NULL, &value)) {
+                s_task_t *t = value;
+                if (s_is_put(t) && t->state == SHOAL_STATE_RUNNING && t->worker == old) {
+                    old->n_puts--;
+                    t->worker = w;
+                    w->n_puts++;
+                }
+            }
+            for (size_t i = 0; i < old->n_drops; i++)
+                s_queue_drop(w, old->drops[i]);
+        }
         s_worker_remove(self, old, same ? "reconnected" : "replaced by a new process");
     }
     S_PUSH(self->workers, self->n_workers, self->cap_workers, w);
@@ -1309,9 +1826,32 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
             continue;
         }
         s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
+        const s_meta_t *meta = t ? s_meta(t) : NULL;
+        if (t && s_is_put(t) && t->state == SHOAL_STATE_RUNNING && !t->worker &&
+            shoal_ref_index(ref) == 0 && meta && meta->worker &&
+            strcmp(meta->worker, w->name) == 0) {
+            //  A put the broker restarted in the middle of: its worker has it whole.
+            s_put_start(t, w);
+            s_put_sealed(self, t, w, meta->size);
+            continue;
+        }
         if (!t || s_is_final(t->state))
             S_PUSH(orphans, n_orphans, cap_orphans, ref);
     }
+    //  Puts the broker restarted in the middle of that this worker still writes.
+    size_t kept = 0;
+    for (size_t i = 0; i < self->n_unbound; i++) {
+        s_task_t *t = shoal__refmap_get(self->tasks, self->unbound[i]);
+        const s_meta_t *meta = t ? s_meta(t) : NULL;
+        if (!t || !s_is_put(t) || t->state != SHOAL_STATE_RUNNING || t->worker || !meta ||
+            !meta->worker)
+            continue; //  moved on: the entry goes
+        if (strcmp(meta->worker, w->name) == 0)
+            s_put_start(t, w);
+        else
+            self->unbound[kept++] = self->unbound[i];
+    }
+    self->n_unbound = kept;
     if (n_orphans) {
         shoal_wire_w_drop_t drop = {.refs = {orphans, n_orphans}};
         shoal_wire_send(self->router, peer, SHOAL_MSG_w_drop, &drop, NULL, 0);
@@ -1328,6 +1868,10 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
 static void s_on_result(s_broker_t *self, s_worker_t *w, shoal_wire_result_t *r)
 {
     s_task_t *t = shoal__refmap_get(self->tasks, r->id);
+    if (t && s_is_put(t)) {
+        self->n_malformed++; //  a put is never run, so no worker has a result for it
+        return;
+    }
     if (!t || t->state != SHOAL_STATE_RUNNING || t->worker != w || t->attempt != r->attempt) {
         //  Fenced: an earlier attempt, a canceled task, or a repeated w_done. Outputs it
         //  stored that no entry will ever name are dropped, unless this worker holds or
@@ -1348,12 +1892,17 @@ static void s_on_result(s_broker_t *self, s_worker_t *w, shoal_wire_result_t *r)
     if (r->status == 0) {
         w->done++;
         t->all_inline = true;
+        bool sealed_events = s_wants(self, "object.sealed");
         for (size_t i = 0; i < r->outputs.count && i < t->n_outputs; i++) {
             shoal_wire_output_t *out = &r->outputs.items[i];
             bool whole = (out->flags & SHOAL_OUT_INLINE) && out->data.size == out->size;
-            if (!s_object_set(self, shoal_ref_output(t->id, (uint16_t)i), out->size,
-                              whole ? out->data.data : NULL, whole ? NULL : w))
+            shoal_ref_t ref = shoal_ref_output(t->id, (uint16_t)i);
+            if (!s_object_set(self, ref, out->size, whole ? out->data.data : NULL,
+                              whole ? NULL : w)) {
                 t->all_inline = false;
+                if (sealed_events)
+                    s_event_object(self, "object.sealed", ref, w, out->size, NULL);
+            }
         }
         s_log_set(self, t, r, w);
         t->worker = w;
@@ -1453,10 +2002,14 @@ static bool s_inputs_available(s_broker_t *self, s_task_t *t)
             continue;
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(o->ref));
         if (p && p->state == SHOAL_STATE_DONE) {
-            shoal__refmap_remove(self->objects, o->ref);
-            free(o);
-            s_rerun(self, p); //  t counts p missing now, and waits
+            s_object_forget(self, o, "lost");
+            if (s_is_put(p)) //  never run again: fails, and t with it
+                s_put_lost(self, p, "with its worker: none holds it since the broker restarted");
+            else
+                s_rerun(self, p); //  t counts p missing now, and waits
             ok = false;
+            if (s_is_final(t->state))
+                break;
         }
     }
     return ok;
@@ -1476,8 +2029,8 @@ static void s_dispatch(s_broker_t *self)
             self->free_tasks = t;
             continue;
         }
-        if (t->state != SHOAL_STATE_READY)
-            continue; //  canceled or back to waiting since it was queued
+        if (t->state != SHOAL_STATE_READY || s_is_put(t))
+            continue; //  canceled or back to waiting since it was queued; a put never runs
         if (!s_inputs_available(self, t))
             continue; //  back to waiting while the producers run again
         s_worker_t *w = s_place(self, t);
@@ -1513,6 +2066,13 @@ static uint64_t s_dispatch_bytes(s_broker_t *self, const s_task_t *t)
         if (o && o->data)
             bytes += o->size;
     }
+    const s_meta_t *m = s_meta(t);
+    if (m) {
+        bytes += m->name ? strlen(m->name) : 0;
+        const char *p = m->tags;
+        for (uint32_t i = 0; i < m->n_tags; i++, p += strlen(p) + 1)
+            bytes += strlen(p) + 2;
+    }
     return bytes;
 }
 
@@ -1534,7 +2094,7 @@ static void s_send_batches(s_broker_t *self)
             size_t n_inputs = 0, n_argv = 0;
             for (size_t k = 0; k < n; k++) {
                 n_inputs += w->batch[start + k]->n_inputs;
-                n_argv += w->batch[start + k]->n_argv + 1u;
+                n_argv += s_task_strs(w->batch[start + k]);
             }
             shoal_wire_dispatch_t *ds = calloc(n, sizeof *ds);
             shoal_wire_input_t *inputs = calloc(n_inputs ? n_inputs : 1, sizeof *inputs);
@@ -1547,7 +2107,7 @@ static void s_send_batches(s_broker_t *self)
                 s_task_t *t = w->batch[start + k];
                 shoal_wire_dispatch_t *d = &ds[k];
                 s_task_wire(t, &d->task, next_argv);
-                next_argv += t->n_argv + 1u;
+                next_argv += s_task_strs(t);
                 d->attempt = t->attempt;
                 d->inputs.items = next;
                 d->inputs.count = t->n_inputs;
@@ -1625,7 +2185,10 @@ static void s_on_submit(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
             continue; //  a resend after a lost ack
         s_task_t *t = s_task_new(self, spec);
         s_job_join(self, t, spec->job);
-        s_add_task(self, t);
+        if (s_is_put(t))
+            s_add_put(self, t, spec);
+        else
+            s_add_task(self, t);
         taken++;
     }
     s_ack(self, peer, m->seq, 0, NULL, m->tasks.count);
@@ -1662,7 +2225,10 @@ static void s_cancel_task(s_broker_t *self, s_task_t *t)
 {
     if (s_is_final(t->state))
         return;
-    //  s_finish_one tells its worker to stop it if it is running.
+    //  s_finish_one tells its worker to stop it if it is running; a put being written is
+    //  aborted by its worker when told to drop it.
+    if (s_is_put(t) && t->state == SHOAL_STATE_RUNNING && t->worker)
+        s_queue_drop(t->worker, t->id);
     s_set_error(t, SHOAL_ECANCELED, 0, "canceled");
     s_finish(self, t, SHOAL_STATE_CANCELED);
 }
@@ -1712,24 +2278,22 @@ static void s_on_cancel(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
     s_ack(self, peer, m->seq, 0, NULL, count);
 }
 
-//  Drops ref from the directory and from the worker holding it. True if it was there.
-static bool s_drop_object(s_broker_t *self, shoal_ref_t ref)
+//  Drops ref from the directory and from the worker holding it (in that worker's w_drop of
+//  this turn); reason is for object.deleted. True if it was there.
+static bool s_drop_object(s_broker_t *self, shoal_ref_t ref, const char *reason)
 {
-    s_object_t *o = shoal__refmap_remove(self->objects, ref);
+    s_object_t *o = s_object(self, ref);
     if (!o)
         return false;
-    if (o->worker) {
-        shoal_wire_w_drop_t drop = {.refs = {&o->ref, 1}};
-        shoal_wire_send(self->router, &o->worker->peer, SHOAL_MSG_w_drop, &drop, NULL, 0);
-    }
-    s_object_free_data(self, o);
-    free(o);
+    if (o->worker)
+        s_queue_drop(o->worker, ref);
+    s_object_forget(self, o, reason);
     return true;
 }
 
 //  Forgets a final task once none of its outputs lives and nothing waits on it: its log
-//  and stdout tail go with it.
-static void s_maybe_forget(s_broker_t *self, s_task_t *t)
+//  and stdout tail go with it (reason: why, for object.deleted).
+static void s_maybe_forget(s_broker_t *self, s_task_t *t, const char *reason)
 {
     if (!s_is_final(t->state))
         return;
@@ -1744,8 +2308,8 @@ static void s_maybe_forget(s_broker_t *self, s_task_t *t)
         if (c && !s_is_final(c->state))
             return;
     }
-    s_drop_object(self, shoal_ref_output(t->id, SHOAL_REF_STDOUT_INDEX));
-    s_drop_object(self, shoal_ref_output(t->id, SHOAL_REF_LOG_INDEX));
+    s_drop_object(self, shoal_ref_output(t->id, SHOAL_REF_STDOUT_INDEX), reason);
+    s_drop_object(self, shoal_ref_output(t->id, SHOAL_REF_LOG_INDEX), reason);
     shoal__refmap_remove(self->tasks, t->id);
     if (self->journal)
         shoal__journal_forget(self->journal, t->id);
@@ -1753,9 +2317,9 @@ static void s_maybe_forget(s_broker_t *self, s_task_t *t)
     s_task_free(self, t);
 }
 
-//  Output ref of p is gone (removed or released): every consumer not yet final that
+//  Output ref of p is gone (how: "removed", "expired"): every consumer not yet final that
 //  reads it fails now, naming it, rather than finding nothing when it is dispatched.
-static void s_fail_readers(s_broker_t *self, s_task_t *p, shoal_ref_t ref)
+static void s_fail_readers(s_broker_t *self, s_task_t *p, shoal_ref_t ref, const char *how)
 {
     char text[SHOAL_REF_TEXT_SIZE];
     for (uint32_t i = 0; i < s_n_consumers(p); i++) {
@@ -1764,8 +2328,8 @@ static void s_fail_readers(s_broker_t *self, s_task_t *p, shoal_ref_t ref)
             continue;
         for (uint32_t k = 0; k < c->n_inputs; k++)
             if (shoal_ref_equal(s_inputs(c)[k], ref)) {
-                s_set_error(c, SHOAL_ENOTFOUND, 0, "input %s was removed before it was read",
-                            s_ref_text(ref, text));
+                s_set_error(c, SHOAL_ENOTFOUND, 0, "input %s was %s before it was read",
+                            s_ref_text(ref, text), how);
                 s_finish(self, c, SHOAL_STATE_FAILED);
                 break;
             }
@@ -1777,15 +2341,49 @@ static void s_on_remove(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
     uint64_t count = 0;
     for (size_t i = 0; i < m->refs.count; i++) {
         shoal_ref_t ref = m->refs.items[i];
-        bool dropped = s_drop_object(self, ref);
+        bool dropped = s_drop_object(self, ref, "removed");
         count += dropped;
         s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
         if (t && dropped && shoal_ref_index(ref) < t->n_outputs)
-            s_fail_readers(self, t, ref);
+            s_fail_readers(self, t, ref, "removed");
         if (t)
-            s_maybe_forget(self, t);
+            s_maybe_forget(self, t, "removed");
     }
     s_ack(self, peer, m->seq, 0, NULL, count);
+}
+
+//  At most this many ttls expire per loop turn, so a million tasks that were done at once
+//  do not stall the loop (the next turn does not wait: the top is due).
+#define S_TTL_TURN 10000
+
+//  Removes the tasks whose ttl is due, as a client's remove of all their outputs would.
+static void s_ttl_expire(s_broker_t *self)
+{
+    int64_t now = shoal__now_us();
+    for (int n = 0; n < S_TTL_TURN && self->n_ttl && self->ttl[0].deadline_us <= now; n++) {
+        s_ttl_t due = s_ttl_pop(self);
+        s_task_t *t = shoal__refmap_get(self->tasks, due.id);
+        s_meta_t *m = t ? s_meta(t) : NULL;
+        //  Stale: forgotten (maybe submitted again), or run again since (a new deadline).
+        if (!m || m->expires_us != due.deadline_us || t->state != SHOAL_STATE_DONE)
+            continue;
+        m->expires_us = 0;
+        for (uint16_t k = 0; k < t->n_outputs; k++) {
+            shoal_ref_t ref = shoal_ref_output(t->id, k);
+            if (s_drop_object(self, ref, "expired"))
+                s_fail_readers(self, t, ref, "removed (its ttl expired)");
+        }
+        s_maybe_forget(self, t, "expired");
+    }
+}
+
+//  Microseconds until the next ttl is due (at most limit).
+static int64_t s_ttl_wait_us(const s_broker_t *self, int64_t now, int64_t limit)
+{
+    if (!self->n_ttl)
+        return limit;
+    int64_t left = self->ttl[0].deadline_us - now;
+    return left < 0 ? 0 : SHOAL__MIN(left, limit);
 }
 
 static int s_newest_first(const void *a, const void *b)
@@ -1809,16 +2407,17 @@ static void s_on_release(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
         s_task_t *t = mine[i];
         for (uint64_t k = 0; k < t->n_outputs; k++) {
             shoal_ref_t ref = shoal_ref_output(t->id, (uint16_t)k);
-            if (s_drop_object(self, ref))
-                s_fail_readers(self, t, ref); //  other clients' tasks that still need it
+            if (s_drop_object(self, ref, "released"))
+                s_fail_readers(self, t, ref, "removed"); //  other clients' tasks need it
         }
     }
     //  A task is forgotten only once its consumers are final and its outputs gone, so
     //  forget consumers before producers: tasks of one client were submitted in counter
     //  order, and a consumer always comes after its producers.
-    qsort(mine, n, sizeof *mine, s_newest_first);
+    if (n) //  mine is NULL for a client with no task: qsort of NULL is undefined
+        qsort(mine, n, sizeof *mine, s_newest_first);
     for (size_t i = 0; i < n; i++)
-        s_maybe_forget(self, mine[i]);
+        s_maybe_forget(self, mine[i], "released");
     //  Objects it stored without a task.
     shoal_ref_t *objs = NULL;
     size_t n_objs = 0, cap_objs = 0;
@@ -1828,7 +2427,7 @@ static void s_on_release(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
         if (key.hi == m->client_id && !shoal__refmap_get(self->tasks, shoal_ref_task(key)))
             S_PUSH(objs, n_objs, cap_objs, key);
     for (size_t i = 0; i < n_objs; i++)
-        s_drop_object(self, objs[i]);
+        s_drop_object(self, objs[i], "released");
     free(objs);
     free(mine);
     s_ack(self, peer, m->seq, 0, NULL, n);
@@ -1854,6 +2453,8 @@ static void s_on_workers(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
             .store_bytes = w->store_bytes,
             .store_capacity = w->store_capacity,
             .endpoint = w->endpoint,
+            .store_dir = w->store_dir,
+            .arena = w->arena,
         };
     }
     shoal_wire_worker_list_t reply = {.seq = m->seq, .workers = {items, self->n_workers}};
@@ -1878,7 +2479,8 @@ static void s_on_jobs(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wir
     shoal_wire_job_info_t *items = calloc(n ? n : 1, sizeof *items);
     if (!sorted || !items)
         abort();
-    memcpy(sorted, self->jobs, n * sizeof *sorted);
+    if (n) //  self->jobs is NULL before the first job: memcpy from NULL is undefined
+        memcpy(sorted, self->jobs, n * sizeof *sorted);
     qsort(sorted, n, sizeof *sorted, s_job_created_order);
     for (size_t i = skip; i < n; i++) {
         const s_job_t *j = sorted[i];
@@ -1987,6 +2589,7 @@ static void s_handle(s_broker_t *self, shoal_wire_in_t *in)
     case SHOAL_MSG_heartbeat:
     case SHOAL_MSG_w_started:
     case SHOAL_MSG_w_done:
+    case SHOAL_MSG_w_objects:
         if (!w) {
             //  A worker the broker does not know (restarted broker, or declared dead):
             //  it says hello again and resends what is unacknowledged.
@@ -1998,6 +2601,8 @@ static void s_handle(s_broker_t *self, shoal_wire_in_t *in)
             w->store_bytes = m->u.heartbeat.store_bytes;
             w->running = m->u.heartbeat.running;
             w->queued = m->u.heartbeat.queued;
+        } else if (m->type == SHOAL_MSG_w_objects) {
+            s_on_w_objects(self, w, &m->u.w_objects);
         } else if (m->type == SHOAL_MSG_w_started) {
             for (size_t i = 0; i < m->u.w_started.tasks.count; i++) {
                 shoal_wire_attempt_ref_t *a = &m->u.w_started.tasks.items[i];
@@ -2067,8 +2672,10 @@ static void s_tick(s_broker_t *self)
     }
     if (s_wants(self, "broker.stats")) {
         s_event_t ev;
-        s_event_begin(self, &ev, 7);
+        s_event_begin(self, &ev, 9);
         s_ev_int(&ev, "inline_bytes", (int64_t)self->inline_bytes);
+        s_ev_int(&ev, "ttl_pending", (int64_t)self->n_ttl);
+        s_ev_int(&ev, "malformed", (int64_t)self->n_malformed);
         s_ev_int(&ev, "workers", (int64_t)self->n_workers);
         s_ev_int(&ev, "tasks", (int64_t)shoal__refmap_size(self->tasks));
         s_ev_int(&ev, "ready", (int64_t)s_queue_len(&self->ready));
@@ -2088,6 +2695,15 @@ static void s_reload_task(void *arg, const shoal_wire_task_t *spec)
         return;
     s_task_t *t = s_task_new(self, spec);
     t->state = SHOAL_STATE_WAITING;
+    if (s_is_put(t) && (spec->flags & SHOAL_OUT_INLINE)) {
+        //  Its bytes are in its spec, not in the task: back in the directory now (its outcome,
+        //  if one was recorded, may still say it failed).
+        s_object_set(self, t->id, spec->arg.size, spec->arg.data ? spec->arg.data : (void *)"",
+                     NULL);
+        t->all_inline = true;
+        t->state = SHOAL_STATE_DONE;
+        self->n_done++;
+    }
     shoal__refmap_put(self->tasks, t->id, t);
     s_job_join(self, t, spec->job);
 }
@@ -2100,6 +2716,12 @@ static void s_reload_final(void *arg, shoal_ref_t id, const shoal_wire_statuses_
         return;
     const shoal_wire_status_t *first = &outcome->items.items[0];
     if (first->state == SHOAL_STATE_FAILED || first->state == SHOAL_STATE_CANCELED) {
+        if (t->state == SHOAL_STATE_DONE) { //  an inline put, refused (its budget)
+            s_object_t *o = s_object(self, t->id);
+            if (o)
+                s_object_forget(self, o, "removed");
+            self->n_done--;
+        }
         s_set_state(t, (uint8_t)first->state);
         s_task_x_t *x = s_x(t);
         x->code = first->code;
@@ -2107,7 +2729,7 @@ static void s_reload_final(void *arg, shoal_ref_t id, const shoal_wire_statuses_
         free(x->error);
         x->error = s_strdup(first->error);
         self->n_failed++;
-    } else if (first->state == SHOAL_STATE_DONE) {
+    } else if (first->state == SHOAL_STATE_DONE && t->state != SHOAL_STATE_DONE) {
         s_set_state(t, SHOAL_STATE_DONE);
         self->n_done++;
     }
@@ -2145,14 +2767,21 @@ static int s_journal_reload(s_broker_t *self)
         }
         pending++;
     }
-    //  Failed producers fail their consumers as at submission; the rest become ready.
+    //  Failed producers fail their consumers as at submission; the rest become ready, but
+    //  a put never runs: one that was being written waits for its worker to say hello.
+    //  Done tasks with a ttl live that long from now.
     cursor = 0;
     while (shoal__refmap_next(self->tasks, &cursor, NULL, &value)) {
         s_task_t *t = value;
         if (t->state == SHOAL_STATE_FAILED || t->state == SHOAL_STATE_CANCELED)
             s_propagate_failure(self, t);
-        else if (t->state == SHOAL_STATE_WAITING)
+        else if (t->state == SHOAL_STATE_WAITING && s_is_put(t)) {
+            s_set_state(t, SHOAL_STATE_RUNNING);
+            S_PUSH(self->unbound, self->n_unbound, self->cap_unbound, t->id);
+        } else if (t->state == SHOAL_STATE_WAITING)
             s_make_ready(self, t, false);
+        else if (t->state == SHOAL_STATE_DONE)
+            s_ttl_arm(self, t);
     }
     if (shoal__refmap_size(self->tasks)) {
         shoal__info("journal: %zu task(s) restored, %zu to run", shoal__refmap_size(self->tasks),
@@ -2210,11 +2839,11 @@ static void s_destroy(s_broker_t *self)
     free(self->jobs);
     shoal__refmap_destroy(&self->job_names);
     shoal__journal_close(&self->journal);
-    for (size_t i = 0; i < self->n_workers; i++) {
-        free(self->workers[i]->batch);
-        free(self->workers[i]);
-    }
+    for (size_t i = 0; i < self->n_workers; i++)
+        s_worker_free(self->workers[i]);
     free(self->workers);
+    free(self->ttl);
+    free(self->unbound);
     free(self->ready.items);
     for (size_t i = 0; i < self->n_outbox; i++)
         free(self->outbox[i].items);
@@ -2242,6 +2871,8 @@ int shoal_broker_run(const shoal_broker_config_t *config)
         self->cfg.heartbeat_ms = 1000;
     if (self->cfg.dead_after <= 0)
         self->cfg.dead_after = 5;
+    if (!self->cfg.inline_budget)
+        self->cfg.inline_budget = 1ull << 30; //  see broker.h
     if (self->cfg.state_dir) {
         int rc = shoal__mkdir_p(self->cfg.state_dir, 0700);
         if (rc) {
@@ -2304,9 +2935,9 @@ int shoal_broker_run(const shoal_broker_config_t *config)
     shoal_wire_in_t in;
     while (!s_stop_requested) {
         int64_t now = shoal__now_us();
-        long timeout = (long)((self->next_tick_us - now) / 1000);
-        if (timeout < 0)
-            timeout = 0;
+        int64_t wait_us = s_ttl_wait_us(self, now, self->next_tick_us - now);
+        //  Rounded up: a timeout of 0 ms for a deadline 0.4 ms away would spin.
+        long timeout = wait_us <= 0 ? 0 : (long)((wait_us + 999) / 1000);
         zmq_pollitem_t items[] = {{self->router, 0, ZMQ_POLLIN, 0}, {self->xpub, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, timeout) < 0) {
             if (errno == EINTR)
@@ -2340,9 +2971,11 @@ int shoal_broker_run(const shoal_broker_config_t *config)
             s_tick(self);
             self->next_tick_us = shoal__now_us() + self->cfg.heartbeat_ms * 1000;
         }
+        s_ttl_expire(self);
         if (shoal__now_us() >= self->dispatch_after_us)
             s_dispatch(self);
         s_flush_outbox(self);
+        s_flush_drops(self);
         if (self->journal)
             shoal__journal_commit(self->journal);
     }

@@ -15,6 +15,12 @@ typedef struct {
     const char *state_dir; /*  journal of submitted tasks; NULL: none */
     int heartbeat_ms;      /*  default 1000 */
     int dead_after;        /*  heartbeats missed before a worker is dead; default 5 */
+    /*  Bytes of small objects the directory may hold before an inline put (a client's
+        SHOAL_KIND_PUT with SHOAL_OUT_INLINE) is refused: such a put fails with SHOAL_EFULL
+        naming the budget. 0: the default, 1 GiB. Only puts are refused: small task outputs
+        and logs exist nowhere else once their worker sent them, so they are always kept
+        (and count towards what is held). */
+    uint64_t inline_budget;
 } shoal_broker_config_t;
 
 /*  Binds, then prints ONE line on stdout and flushes it, which `shoal up`, scripts and tests

@@ -903,6 +903,874 @@ static void test_a_removed_input_fails_its_waiting_reader_naming_it(void **state
     s_close(c);
 }
 
+/*  ------------------------------------------------------------------------- puts */
+
+//  An inline put of data (a C string) as task 7:n.
+static shoal_wire_task_t s_put_inline(uint64_t n, const char *data)
+{
+    return (shoal_wire_task_t){.id = shoal_ref_make(7, n, 0),
+                               .kind = SHOAL_KIND_PUT,
+                               .arg = {(const uint8_t *)data, strlen(data)},
+                               .n_outputs = 1,
+                               .flags = SHOAL_OUT_INLINE};
+}
+
+//  A put of size bytes in the store of worker, as task 7:n.
+static shoal_wire_task_t s_put_store(uint64_t n, const char *worker, uint64_t size)
+{
+    return (shoal_wire_task_t){.id = shoal_ref_make(7, n, 0),
+                               .kind = SHOAL_KIND_PUT,
+                               .n_outputs = 1,
+                               .worker = (char *)worker,
+                               .size = size};
+}
+
+//  Worker w tells the broker what became of ref.
+static void s_send_note(void *w, shoal_ref_t ref, uint64_t state, uint64_t size, const char *error)
+{
+    shoal_wire_object_note_t note = {
+        .ref = ref, .state = state, .size = size, .error = (char *)error};
+    shoal_wire_w_objects_t msg = {.items = {&note, 1}};
+    assert_int_equal(shoal_wire_send(w, NULL, SHOAL_MSG_w_objects, &msg, NULL, 0), 0);
+}
+
+//  The same, then waits until the broker has read it (a workers request on the same socket
+//  is answered after the note was handled): w must expect nothing else meanwhile.
+static void s_note(void *w, shoal_ref_t ref, uint64_t state, uint64_t size, const char *error)
+{
+    s_send_note(w, ref, state, size, error);
+    static uint64_t seq = 5000;
+    shoal_wire_workers_t req = {.seq = ++seq};
+    assert_int_equal(shoal_wire_send(w, NULL, SHOAL_MSG_workers, &req, NULL, 0), 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_worker_list, &in, 5000);
+    assert_int_equal(in.msg.u.worker_list.seq, seq);
+    shoal_wire_in_clear(&in);
+}
+
+//  Watches ref and returns its (final) status in *in: clear it.
+static shoal_wire_status_t *s_watch(void *c, shoal_ref_t ref, shoal_wire_in_t *in)
+{
+    shoal_wire_watch_t watch = {.seq = 3, .refs = {&ref, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_watch, &watch, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_statuses, in, 5000);
+    assert_int_equal(in->msg.u.statuses.items.count, 1);
+    assert_true(shoal_ref_equal(in->msg.u.statuses.items.items[0].ref, ref));
+    return &in->msg.u.statuses.items.items[0];
+}
+
+static void s_assert_error_has(const char *error, const char *part)
+{
+    if (!error || !strstr(error, part))
+        fail_msg("expected an error with '%s', got '%s'", part, error ? error : "(null)");
+}
+
+static void test_an_inline_put_is_done_at_once_and_its_bytes_come_back_in_the_status(void **state)
+{
+    fixture_t *f = *state;
+    void *c = s_client(f);
+    shoal_wire_task_t put = s_put_inline(1, "small object");
+    put.job = "puts";
+    s_submit(c, &put, 1, 0);
+    s_assert_counts(c, "puts", 0, 0, 0, 1, 0, 0);
+    shoal_wire_in_t in;
+    shoal_wire_status_t *st = s_watch(c, put.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    assert_int_equal(st->flags & SHOAL_OUT_INLINE, SHOAL_OUT_INLINE);
+    assert_int_equal(st->size, 12);
+    assert_memory_equal(st->data.data, "small object", 12);
+    assert_null(st->worker);
+    shoal_wire_in_clear(&in);
+    //  An empty object is an object too.
+    shoal_wire_task_t empty = s_put_inline(2, "");
+    s_submit(c, &empty, 1, 0);
+    st = s_watch(c, empty.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    assert_int_equal(st->size, 0);
+    shoal_wire_in_clear(&in);
+    s_close(c);
+}
+
+static void s_restart(fixture_t *f)
+{
+    shoal_broker_stop();
+    pthread_join(f->thread, NULL);
+    assert_int_equal(f->rc, 0);
+    assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
+}
+
+static void test_an_inline_put_over_the_budget_fails_full_naming_the_budget(void **state)
+{
+    fixture_t *f = *state;
+    f->cfg.inline_budget = 100;
+    s_restart(f);
+    void *c = s_client(f);
+    char bytes[61];
+    memset(bytes, 'x', 60);
+    bytes[60] = '\0';
+    shoal_wire_task_t puts[2] = {s_put_inline(1, bytes), s_put_inline(2, bytes)};
+    s_submit(c, puts, 2, 0); //  accepted, the second fails
+    shoal_wire_in_t in;
+    shoal_wire_status_t *st = s_watch(c, puts[0].id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    shoal_wire_in_clear(&in);
+    st = s_watch(c, puts[1].id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_FAILED);
+    assert_int_equal(st->code, SHOAL_EFULL);
+    s_assert_error_has(st->error, "--inline-budget is 100 bytes");
+    s_assert_error_has(st->error, "holds 60 bytes");
+    s_assert_error_has(st->error, "shoal put --store");
+    shoal_wire_in_clear(&in);
+    //  Removing the first makes room.
+    shoal_wire_remove_t rm = {.seq = 4, .refs = {&puts[0].id, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_remove, &rm, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    shoal_wire_task_t again = s_put_inline(3, bytes);
+    s_submit(c, &again, 1, 0);
+    st = s_watch(c, again.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    shoal_wire_in_clear(&in);
+    s_close(c);
+}
+
+static void test_a_put_in_a_store_is_running_until_its_worker_seals_it(void **state)
+{
+    fixture_t *f = *state;
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_wire_task_t put = s_put_store(1, "w1", 1 << 20);
+    put.job = "p";
+    s_submit(c, &put, 1, 0);
+    s_assert_counts(c, "p", 0, 0, 1, 0, 0, 0);
+    s_note(w, put.id, SHOAL_OBJ_NOTE_ALLOCATED, 1 << 20, NULL);
+    s_assert_counts(c, "p", 0, 0, 1, 0, 0, 0);
+    //  A watcher waits: nothing final yet (the counts' round trip orders watch and seal).
+    shoal_wire_watch_t watch = {.seq = 3, .refs = {&put.id, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_watch, &watch, NULL, 0), 0);
+    s_assert_counts(c, "p", 0, 0, 1, 0, 0, 0);
+    s_note(w, put.id, SHOAL_OBJ_NOTE_SEALED, 1 << 20, NULL);
+    shoal_wire_in_t in;
+    s_expect(c, SHOAL_MSG_statuses, &in, 5000);
+    shoal_wire_status_t *st = &in.msg.u.statuses.items.items[0];
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    assert_int_equal(st->size, 1 << 20);
+    assert_int_equal(st->flags & SHOAL_OUT_INLINE, 0);
+    assert_string_equal(st->worker, "w1");
+    assert_string_equal(st->endpoint, "tcp://127.0.0.1:1");
+    shoal_wire_in_clear(&in);
+    s_assert_counts(c, "p", 0, 0, 0, 1, 0, 0);
+    //  A put takes none of the worker's credit: it still gets 4 tasks at once.
+    shoal_wire_task_t tasks[4] = {s_task(2, NULL, 0), s_task(3, NULL, 0), s_task(4, NULL, 0),
+                                  s_task(5, NULL, 0)};
+    s_submit(c, tasks, 4, 0);
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_int_equal(in.msg.u.w_dispatch.tasks.count, 4);
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
+static void test_an_aborted_put_fails_canceled_naming_it_and_so_does_its_reader(void **state)
+{
+    fixture_t *f = *state;
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_wire_task_t put = s_put_store(1, "w1", 4096);
+    shoal_wire_task_t reader = s_task(2, &put.id, 1);
+    shoal_wire_task_t both[2] = {put, reader};
+    s_submit(c, both, 2, 0);
+    s_note(w, put.id, SHOAL_OBJ_NOTE_ABORTED, 0, "its writer went silent");
+    shoal_wire_in_t in;
+    shoal_wire_status_t *st = s_watch(c, put.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_FAILED);
+    assert_int_equal(st->code, SHOAL_ECANCELED);
+    char text[SHOAL_REF_TEXT_SIZE];
+    s_assert_error_has(st->error, shoal_ref_format(put.id, text));
+    s_assert_error_has(st->error, "aborted: its writer went silent");
+    shoal_wire_in_clear(&in);
+    st = s_watch(c, reader.id, &in); //  canceled, as the dependents of a canceled task
+    assert_int_equal(st->state, SHOAL_STATE_CANCELED);
+    assert_int_equal(st->code, SHOAL_ECANCELED);
+    s_assert_error_has(st->error, text);
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
+static void test_a_note_before_the_put_task_makes_it_and_the_later_put_is_a_duplicate(void **state)
+{
+    fixture_t *f = *state;
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_ref_t ref = shoal_ref_make(7, 1, 0);
+    //  Allocated: a watcher of the ref waits (it is RUNNING, not unknown).
+    s_note(w, ref, SHOAL_OBJ_NOTE_ALLOCATED, 300000, NULL);
+    shoal_wire_watch_t watch = {.seq = 3, .refs = {&ref, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_watch, &watch, NULL, 0), 0);
+    shoal_wire_job_info_t info;
+    assert_false(s_job_info(c, "none", &info)); //  a round trip: the watch is in
+    s_note(w, ref, SHOAL_OBJ_NOTE_SEALED, 300000, NULL);
+    shoal_wire_in_t in;
+    s_expect(c, SHOAL_MSG_statuses, &in, 5000);
+    shoal_wire_status_t *st = &in.msg.u.statuses.items.items[0];
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    assert_int_equal(st->size, 300000);
+    assert_string_equal(st->worker, "w1");
+    shoal_wire_in_clear(&in);
+    //  The client's PUT task comes last: acknowledged, and changes nothing.
+    shoal_wire_task_t put = s_put_store(1, "w1", 300000);
+    put.job = "late";
+    s_submit(c, &put, 1, 0);
+    assert_false(s_job_info(c, "late", &info));
+    st = s_watch(c, ref, &in);
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    assert_string_equal(st->worker, "w1");
+    shoal_wire_in_clear(&in);
+    //  A seal straight away (no allocated note seen) makes a DONE put too.
+    shoal_ref_t ref2 = shoal_ref_make(7, 2, 0);
+    s_note(w, ref2, SHOAL_OBJ_NOTE_SEALED, 70000, NULL);
+    st = s_watch(c, ref2, &in);
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    assert_int_equal(st->size, 70000);
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
+static void test_a_task_reading_a_put_waits_for_the_seal_and_finds_it_on_that_worker(void **state)
+{
+    fixture_t *f = *state;
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_wire_task_t put = s_put_store(1, "w1", 200000);
+    shoal_wire_task_t reader = s_job_task(2, "r", 0, &put.id, 1);
+    shoal_wire_task_t both[2] = {put, reader};
+    s_submit(c, both, 2, 0);
+    s_assert_counts(c, "r", 1, 0, 0, 0, 0, 0);
+    s_send_note(w, put.id, SHOAL_OBJ_NOTE_SEALED, 200000, NULL);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_int_equal(in.msg.u.w_dispatch.tasks.count, 1);
+    shoal_wire_dispatch_t *d = &in.msg.u.w_dispatch.tasks.items[0];
+    assert_true(shoal_ref_equal(d->task.id, reader.id));
+    assert_int_equal(d->inputs.count, 1);
+    assert_true(shoal_ref_equal(d->inputs.items[0].ref, put.id));
+    assert_int_equal(d->inputs.items[0].size, 200000);
+    assert_int_equal(d->inputs.items[0].flags & SHOAL_OUT_INLINE, 0);
+    assert_string_equal(d->inputs.items[0].worker, "w1");
+    assert_string_equal(d->inputs.items[0].endpoint, "tcp://127.0.0.1:1");
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
+static void test_a_put_on_a_worker_nobody_knows_fails_unreachable_naming_it(void **state)
+{
+    fixture_t *f = *state;
+    void *c = s_client(f);
+    shoal_wire_task_t put = s_put_store(1, "nowhere", 100);
+    s_submit(c, &put, 1, 0);
+    shoal_wire_in_t in;
+    shoal_wire_status_t *st = s_watch(c, put.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_FAILED);
+    assert_int_equal(st->code, SHOAL_EUNREACH);
+    s_assert_error_has(st->error, "'nowhere'");
+    shoal_wire_in_clear(&in);
+    s_close(c);
+}
+
+//  Asks for the workers until name is not among them.
+static void s_wait_worker_gone(void *c, const char *name)
+{
+    int64_t deadline = shoal__now_ms() + 5000;
+    for (bool there = true; there;) {
+        assert_true(shoal__now_ms() < deadline);
+        shoal_wire_workers_t req = {.seq = 77};
+        assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_workers, &req, NULL, 0), 0);
+        shoal_wire_in_t in;
+        s_expect(c, SHOAL_MSG_worker_list, &in, 5000);
+        there = false;
+        for (size_t i = 0; i < in.msg.u.worker_list.workers.count; i++)
+            there = there || strcmp(in.msg.u.worker_list.workers.items[i].name, name) == 0;
+        shoal_wire_in_clear(&in);
+    }
+}
+
+static void test_puts_lost_with_their_worker_fail_and_so_do_their_readers(void **state)
+{
+    fixture_t *f = *state;
+    void *w1 = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    //  P1 is sealed, P2 is being written; R reads P1 and waits for task A, which never ends.
+    shoal_wire_task_t a = s_task(1, NULL, 0);
+    shoal_wire_task_t p1 = s_put_store(2, "w1", 100000), p2 = s_put_store(3, "w1", 100000);
+    shoal_ref_t r_in[2] = {p1.id, a.id};
+    shoal_wire_task_t r = s_task(4, r_in, 2);
+    shoal_wire_task_t all[4] = {a, p1, p2, r};
+    s_submit(c, all, 4, 0);
+    shoal_wire_in_t in;
+    s_expect(w1, SHOAL_MSG_w_dispatch, &in, 5000); //  A
+    shoal_wire_in_clear(&in);
+    s_note(w1, p1.id, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
+    shoal_wire_w_bye_t bye = {.reason = "test"};
+    assert_int_equal(shoal_wire_send(w1, NULL, SHOAL_MSG_w_bye, &bye, NULL, 0), 0);
+    s_wait_worker_gone(c, "w1");
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_wire_status_t *st = s_watch(c, p1.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_FAILED);
+    assert_int_equal(st->code, SHOAL_ELOST);
+    s_assert_error_has(st->error, shoal_ref_format(p1.id, text));
+    s_assert_error_has(st->error, "lost with worker w1");
+    shoal_wire_in_clear(&in);
+    st = s_watch(c, p2.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_FAILED);
+    assert_int_equal(st->code, SHOAL_ELOST);
+    s_assert_error_has(st->error, "lost with worker w1");
+    shoal_wire_in_clear(&in);
+    st = s_watch(c, r.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_FAILED);
+    assert_int_equal(st->code, SHOAL_ELOST);
+    s_assert_error_has(st->error, shoal_ref_format(p1.id, text));
+    shoal_wire_in_clear(&in);
+    //  A put is never run again: a new worker gets A, and only A.
+    void *w2 = s_worker(f, "w2", 2);
+    s_expect(w2, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_int_equal(in.msg.u.w_dispatch.tasks.count, 1);
+    assert_true(shoal_ref_equal(in.msg.u.w_dispatch.tasks.items[0].task.id, a.id));
+    shoal_wire_in_clear(&in);
+    s_close(w1);
+    s_close(w2);
+    s_close(c);
+}
+
+//  Waits for a w_drop on w that names ref.
+static void s_expect_drop(void *w, shoal_ref_t ref)
+{
+    int64_t deadline = shoal__now_ms() + 5000;
+    for (;;) {
+        shoal_wire_in_t in;
+        s_expect(w, SHOAL_MSG_w_drop, &in, (int)(deadline - shoal__now_ms()));
+        bool found = false;
+        for (size_t i = 0; i < in.msg.u.w_drop.refs.count; i++)
+            found = found || shoal_ref_equal(in.msg.u.w_drop.refs.items[i], ref);
+        shoal_wire_in_clear(&in);
+        if (found)
+            return;
+    }
+}
+
+static void test_removing_or_canceling_a_put_in_a_store_tells_its_worker_to_drop_it(void **state)
+{
+    fixture_t *f = *state;
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_wire_task_t puts[2] = {s_put_store(1, "w1", 100000), s_put_store(2, "w1", 100000)};
+    s_submit(c, puts, 2, 0);
+    s_note(w, puts[0].id, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
+    //  The sealed one is removed: deleted from the store, forgotten by the broker.
+    s_remove(c, (const uint64_t[]){1}, 1);
+    s_expect_drop(w, puts[0].id);
+    shoal_wire_in_t in;
+    shoal_wire_status_t *st = s_watch(c, puts[0].id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_UNKNOWN);
+    shoal_wire_in_clear(&in);
+    //  The one being written is canceled: the worker aborts it.
+    shoal_wire_cancel_t cancel = {.seq = 5, .refs = {&puts[1].id, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_cancel, &cancel, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    assert_int_equal(in.msg.u.ack.count, 1);
+    shoal_wire_in_clear(&in);
+    s_expect_drop(w, puts[1].id);
+    //  Its seal, already on its way, is answered by another drop: nobody names it now.
+    s_send_note(w, puts[1].id, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
+    s_expect_drop(w, puts[1].id);
+    st = s_watch(c, puts[1].id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_CANCELED);
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
+static void test_a_restarted_broker_keeps_puts_and_never_runs_them(void **state)
+{
+    fixture_t *f = *state;
+    char state_dir[128];
+    snprintf(state_dir, sizeof state_dir, "%s/state", f->dir);
+    f->cfg.state_dir = state_dir;
+    s_restart(f);
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    //  Inline; sealed in w1's store; being written into it when the broker stops.
+    shoal_wire_task_t puts[3] = {s_put_inline(1, "kept"), s_put_store(2, "w1", 5000),
+                                 s_put_store(3, "w1", 6000)};
+    s_submit(c, puts, 3, 0);
+    s_note(w, puts[1].id, SHOAL_OBJ_NOTE_SEALED, 5000, NULL);
+    s_close(w);
+    s_close(c);
+    s_restart(f);
+
+    c = s_client(f);
+    shoal_wire_in_t in;
+    shoal_wire_status_t *st = s_watch(c, puts[0].id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    assert_memory_equal(st->data.data, "kept", 4);
+    shoal_wire_in_clear(&in);
+    //  w1 comes back holding both: the one being written was sealed meanwhile.
+    w = s_dealer(f);
+    shoal_ref_t held[2] = {puts[1].id, puts[2].id};
+    shoal_wire_w_hello_t hello = {.version = SHOAL_PROTO_VERSION,
+                                  .name = "w1",
+                                  .host = "testhost",
+                                  .slots = 1,
+                                  .capacity = 4,
+                                  .endpoint = "tcp://127.0.0.1:1",
+                                  .pid = 9,
+                                  .held = {held, 2}};
+    assert_int_equal(shoal_wire_send(w, NULL, SHOAL_MSG_w_hello, &hello, NULL, 0), 0);
+    s_expect(w, SHOAL_MSG_w_welcome, &in, 5000);
+    assert_int_equal(in.msg.u.w_welcome.code, 0);
+    shoal_wire_in_clear(&in);
+    for (int i = 1; i < 3; i++) {
+        st = s_watch(c, puts[i].id, &in);
+        assert_int_equal(st->state, SHOAL_STATE_DONE);
+        assert_int_equal(st->size, i == 1 ? 5000 : 6000);
+        assert_string_equal(st->worker, "w1");
+        shoal_wire_in_clear(&in);
+    }
+    //  The first dispatch holds the one task that reads them, and no put.
+    shoal_wire_task_t reader = s_task(4, held, 2);
+    s_submit(c, &reader, 1, 0);
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_int_equal(in.msg.u.w_dispatch.tasks.count, 1);
+    assert_true(shoal_ref_equal(in.msg.u.w_dispatch.tasks.items[0].task.id, reader.id));
+    assert_string_equal(in.msg.u.w_dispatch.tasks.items[0].inputs.items[1].worker, "w1");
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
+/*  ------------------------------------------------------------------------- ttl */
+
+static void test_a_ttl_removes_a_done_tasks_outputs_once_it_expires(void **state)
+{
+    fixture_t *f = *state;
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_wire_task_t t = s_task(1, NULL, 0);
+    t.ttl_ms = 300;
+    s_submit(c, &t, 1, 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_int_equal(in.msg.u.w_dispatch.tasks.items[0].task.ttl_ms, 300);
+    shoal_wire_in_clear(&in);
+    int64_t done_at = shoal__now_ms();
+    s_done(w, t.id, 1, 0, "short-lived");
+    shoal_wire_status_t *st = s_watch(c, t.id, &in);
+    bool early = shoal__now_ms() - done_at < 250;
+    if (early) //  a slow machine may take longer than the ttl to answer
+        assert_int_equal(st->state, SHOAL_STATE_DONE);
+    shoal_wire_in_clear(&in);
+    //  Gone after the ttl: its output and the task itself (an inline put's too).
+    shoal_wire_task_t put = s_put_inline(2, "bytes");
+    put.ttl_ms = 1;
+    s_submit(c, &put, 1, 0);
+    int64_t deadline = shoal__now_ms() + 5000;
+    uint64_t state_t, state_put;
+    do {
+        st = s_watch(c, t.id, &in);
+        state_t = st->state;
+        shoal_wire_in_clear(&in);
+        st = s_watch(c, put.id, &in);
+        state_put = st->state;
+        shoal_wire_in_clear(&in);
+    } while ((state_t != SHOAL_STATE_UNKNOWN || state_put != SHOAL_STATE_UNKNOWN) &&
+             shoal__now_ms() < deadline);
+    assert_int_equal(state_t, SHOAL_STATE_UNKNOWN);
+    assert_int_equal(state_put, SHOAL_STATE_UNKNOWN);
+    if (early)
+        assert_true(shoal__now_ms() - done_at >= 300);
+    s_close(w);
+    s_close(c);
+}
+
+//  An event's map, unpacked from a copy of its body (the map's strings point into it).
+typedef struct {
+    msgpack_unpacked u;
+    char *body;
+} s_ev_t;
+
+static void s_ev_free(s_ev_t *ev)
+{
+    msgpack_unpacked_destroy(&ev->u);
+    free(ev->body);
+}
+
+//  A SUB socket on the broker's events, subscribed to prefix (and to broker.stats, whose
+//  first arrival says the subscriptions are in place).
+static void *s_subscriber(fixture_t *f, const char *prefix);
+//  Waits for the next event of topic; returns its map in *ev (s_ev_free it).
+static void s_expect_event(void *sub, const char *topic, s_ev_t *ev, int timeout_ms);
+//  The value of key in the event map, or NULL.
+static msgpack_object *s_field(s_ev_t *ev, const char *key);
+
+static void test_a_task_removed_before_its_ttl_leaves_nothing_behind(void **state)
+{
+    fixture_t *f = *state;
+    void *sub = s_subscriber(f, "broker.stats");
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_wire_task_t t = s_task(1, NULL, 0);
+    t.ttl_ms = 400;
+    s_submit(c, &t, 1, 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_done(w, t.id, 1, 0, "x");
+    s_remove(c, (const uint64_t[]){1}, 1);
+    //  The same id again, without a ttl: the old deadline must not touch it.
+    t.ttl_ms = 0;
+    s_submit(c, &t, 1, 0);
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_done(w, t.id, 1, 0, "y");
+    //  Past the old deadline, the heap holds nothing (the stale entry was popped).
+    int64_t deadline = shoal__now_ms() + 5000, pending;
+    do {
+        s_ev_t ev;
+        s_expect_event(sub, "broker.stats", &ev, 5000);
+        pending = s_field(&ev, "ttl_pending")->via.i64;
+        s_ev_free(&ev);
+    } while (pending && shoal__now_ms() < deadline);
+    assert_int_equal(pending, 0);
+    shoal_wire_status_t *st = s_watch(c, t.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    assert_memory_equal(st->data.data, "y", 1);
+    shoal_wire_in_clear(&in);
+    s_close(sub);
+    s_close(w);
+    s_close(c);
+}
+
+/*  ----------------------------------------------------------------------- events */
+
+static void *s_subscriber(fixture_t *f, const char *prefix)
+{
+    void *s = zmq_socket(f->ctx, ZMQ_SUB);
+    assert_true(f->n_socks < 64);
+    f->socks[f->n_socks++] = s;
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_setsockopt(s, ZMQ_SUBSCRIBE, prefix, strlen(prefix)), 0);
+    assert_int_equal(zmq_setsockopt(s, ZMQ_SUBSCRIBE, "broker.stats", 12), 0);
+    assert_int_equal(zmq_connect(s, f->events), 0);
+    //  broker.stats comes every heartbeat (100 ms): once one arrives, the broker has read
+    //  both subscriptions (in order, on one pipe).
+    s_ev_t ev;
+    s_expect_event(s, "broker.stats", &ev, 5000);
+    s_ev_free(&ev);
+    return s;
+}
+
+static void s_expect_event(void *sub, const char *topic, s_ev_t *ev, int timeout_ms)
+{
+    int64_t deadline = shoal__now_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - shoal__now_ms();
+        if (left <= 0)
+            fail_msg("no %s event within %d ms", topic, timeout_ms);
+        zmq_pollitem_t item = {sub, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, (long)left) < 1)
+            continue;
+        char name[64];
+        int n = zmq_recv(sub, name, sizeof name - 1, 0);
+        assert_true(n > 0);
+        name[SHOAL__MIN(n, (int)sizeof name - 1)] = '\0';
+        zmq_msg_t body;
+        zmq_msg_init(&body);
+        assert_true(zmq_msg_recv(&body, sub, 0) >= 0);
+        if (strcmp(name, topic) == 0) {
+            size_t size = zmq_msg_size(&body), off = 0;
+            ev->body = malloc(size ? size : 1);
+            memcpy(ev->body, zmq_msg_data(&body), size);
+            zmq_msg_close(&body);
+            msgpack_unpacked_init(&ev->u);
+            assert_int_equal(msgpack_unpack_next(&ev->u, ev->body, size, &off),
+                             MSGPACK_UNPACK_SUCCESS);
+            assert_int_equal(ev->u.data.type, MSGPACK_OBJECT_MAP);
+            return;
+        }
+        zmq_msg_close(&body);
+    }
+}
+
+static msgpack_object *s_field(s_ev_t *ev, const char *key)
+{
+    msgpack_object_map *map = &ev->u.data.via.map;
+    for (uint32_t i = 0; i < map->size; i++) {
+        msgpack_object *k = &map->ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(key) &&
+            memcmp(k->via.str.ptr, key, k->via.str.size) == 0)
+            return &map->ptr[i].val;
+    }
+    return NULL;
+}
+
+static void s_assert_str_field(s_ev_t *ev, const char *key, const char *want)
+{
+    msgpack_object *v = s_field(ev, key);
+    assert_non_null(v);
+    if (!want) {
+        assert_int_equal(v->type, MSGPACK_OBJECT_NIL);
+        return;
+    }
+    assert_int_equal(v->type, MSGPACK_OBJECT_STR);
+    if (v->via.str.size != strlen(want) || memcmp(v->via.str.ptr, want, strlen(want)) != 0)
+        fail_msg("%s: expected '%s', got '%.*s'", key, want, (int)v->via.str.size, v->via.str.ptr);
+}
+
+//  Expects topic about ref (skipping those about other refs), from worker (NULL: nil), of
+//  size bytes, for reason (NULL: none).
+static void s_expect_object_event(void *sub, const char *topic, shoal_ref_t ref, const char *worker,
+                                  uint64_t size, const char *reason)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(ref, text);
+    s_ev_t ev;
+    int64_t deadline = shoal__now_ms() + 5000;
+    for (;;) {
+        s_expect_event(sub, topic, &ev, (int)SHOAL__MAX(deadline - shoal__now_ms(), 1));
+        msgpack_object *v = s_field(&ev, "ref");
+        assert_non_null(v);
+        if (v->type == MSGPACK_OBJECT_STR && v->via.str.size == 32 &&
+            memcmp(v->via.str.ptr, text, 32) == 0)
+            break;
+        s_ev_free(&ev);
+    }
+    s_assert_str_field(&ev, "worker", worker);
+    assert_non_null(s_field(&ev, "size"));
+    assert_int_equal(s_field(&ev, "size")->via.u64, size);
+    if (reason)
+        s_assert_str_field(&ev, "reason", reason);
+    else
+        assert_null(s_field(&ev, "reason"));
+    s_ev_free(&ev);
+}
+
+static void test_object_events_tell_a_subscriber_of_allocations_seals_and_deletions(void **state)
+{
+    fixture_t *f = *state;
+    void *sub = s_subscriber(f, "object.");
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    //  A put: allocated, then sealed.
+    shoal_ref_t put = shoal_ref_make(7, 1, 0);
+    s_note(w, put, SHOAL_OBJ_NOTE_ALLOCATED, 100000, NULL);
+    s_expect_object_event(sub, "object.allocated", put, "w1", 100000, NULL);
+    s_note(w, put, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
+    s_expect_object_event(sub, "object.sealed", put, "w1", 100000, NULL);
+    //  A task's big output: allocated by its executor, sealed with its result; its small
+    //  output is inline, so no seal is published for it.
+    shoal_wire_task_t t = s_task(2, NULL, 0);
+    t.n_outputs = 2;
+    s_submit(c, &t, 1, 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    shoal_ref_t big = shoal_ref_output(t.id, 1);
+    s_note(w, big, SHOAL_OBJ_NOTE_ALLOCATED, 500000, NULL);
+    s_expect_object_event(sub, "object.allocated", big, "w1", 500000, NULL);
+    shoal_wire_output_t outs[2] = {
+        {.size = 2, .flags = SHOAL_OUT_INLINE, .data = {(const uint8_t *)"ok", 2}},
+        {.size = 500000}};
+    shoal_wire_result_t r = {.id = t.id, .attempt = 1, .outputs = {outs, 2}};
+    shoal_wire_w_done_t done = {.seq = 77, .results = {&r, 1}};
+    assert_int_equal(shoal_wire_send(w, NULL, SHOAL_MSG_w_done, &done, NULL, 0), 0);
+    s_expect(w, SHOAL_MSG_w_done_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_expect_object_event(sub, "object.sealed", big, "w1", 500000, NULL);
+    //  Removed, released, expired.
+    s_remove(c, (const uint64_t[]){1}, 1);
+    s_expect_object_event(sub, "object.deleted", put, "w1", 100000, "removed");
+    shoal_wire_release_t rel = {.seq = 8, .client_id = 7};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_release, &rel, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_expect_object_event(sub, "object.deleted", t.id, NULL, 2, "released");
+    s_expect_object_event(sub, "object.deleted", big, "w1", 500000, "released");
+    shoal_wire_task_t brief = s_put_inline(3, "soon gone");
+    brief.ttl_ms = 50;
+    s_submit(c, &brief, 1, 0);
+    s_expect_object_event(sub, "object.deleted", brief.id, NULL, 9, "expired");
+    s_close(sub);
+    s_close(w);
+    s_close(c);
+}
+
+/*  ------------------------------------------------------------------ bad input */
+
+static void test_notes_that_make_no_sense_are_counted_and_ignored(void **state)
+{
+    fixture_t *f = *state;
+    void *sub = s_subscriber(f, "broker.stats");
+    void *w1 = s_worker(f, "w1", 1);
+    void *w2 = s_worker(f, "w2", 2);
+    void *c = s_client(f);
+    shoal_wire_task_t put = s_put_store(1, "w1", 1000);
+    put.job = "n";
+    shoal_wire_task_t fn = s_task(2, NULL, 0); //  dispatched to w1, which never ends it
+    fn.kind = SHOAL_KIND_FN;
+    fn.fn = "lib.so:f";
+    fn.n_outputs = 2;
+    shoal_wire_task_t both[2] = {put, fn};
+    s_submit(c, both, 2, 0);
+    shoal_wire_in_t in;
+    s_expect(w1, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_ref_t running = in.msg.u.w_dispatch.tasks.items[0].task.id; //  the fn task, on w1
+    shoal_wire_in_clear(&in);
+    //  Seven notes that make no sense:
+    s_note(w2, put.id, SHOAL_OBJ_NOTE_SEALED, 1000, NULL); //  another worker's put
+    s_note(w1, shoal_ref_make(7, 99, 3), SHOAL_OBJ_NOTE_ALLOCATED, 1, NULL);     //  no such task
+    s_note(w1, shoal_ref_output(put.id, 1), SHOAL_OBJ_NOTE_SEALED, 1, NULL);     //  a put has one
+    s_note(w1, shoal_ref_output(running, 1), SHOAL_OBJ_NOTE_SEALED, 1, NULL);    //  results say so
+    s_note(w2, shoal_ref_output(running, 1), SHOAL_OBJ_NOTE_ALLOCATED, 1, NULL); //  not w2's
+    s_note(w1, shoal_ref_output(running, 5), SHOAL_OBJ_NOTE_ALLOCATED, 1, NULL); //  no output 5
+    s_note(w1, put.id, 42, 1000, NULL);                                          //  no state 42
+    //  A put's result from a worker: there is none, a put never runs.
+    shoal_wire_result_t r = {.id = put.id};
+    shoal_wire_w_done_t done = {.seq = 31, .results = {&r, 1}};
+    assert_int_equal(shoal_wire_send(w1, NULL, SHOAL_MSG_w_done, &done, NULL, 0), 0);
+    s_expect(w1, SHOAL_MSG_w_done_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    int64_t deadline = shoal__now_ms() + 5000, malformed;
+    do {
+        s_ev_t ev;
+        s_expect_event(sub, "broker.stats", &ev, 5000);
+        malformed = s_field(&ev, "malformed")->via.i64;
+        s_ev_free(&ev);
+    } while (malformed < 8 && shoal__now_ms() < deadline);
+    assert_int_equal(malformed, 8);
+    //  Nothing changed: the put still runs on w1, which seals it.
+    s_assert_counts(c, "n", 0, 0, 1, 0, 0, 0);
+    s_note(w1, put.id, SHOAL_OBJ_NOTE_SEALED, 1000, NULL);
+    shoal_wire_status_t *st = s_watch(c, put.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    assert_string_equal(st->worker, "w1");
+    shoal_wire_in_clear(&in);
+    //  A note from a worker the broker does not know is refused like its other messages.
+    void *stranger = s_dealer(f);
+    shoal_wire_object_note_t note = {.ref = put.id, .state = SHOAL_OBJ_NOTE_SEALED};
+    shoal_wire_w_objects_t msg = {.items = {&note, 1}};
+    assert_int_equal(shoal_wire_send(stranger, NULL, SHOAL_MSG_w_objects, &msg, NULL, 0), 0);
+    s_expect(stranger, SHOAL_MSG_error, &in, 5000);
+    assert_int_equal(in.msg.u.error.code, SHOAL_ESTATE);
+    shoal_wire_in_clear(&in);
+    s_close(stranger);
+    s_close(sub);
+    s_close(w1);
+    s_close(w2);
+    s_close(c);
+}
+
+//  Submits t and expects the batch refused with SHOAL_EINVAL and an error holding part.
+static void s_refused(void *c, shoal_wire_task_t *t, const char *part)
+{
+    shoal_wire_submit_t sub = {.seq = 1, .tasks = {t, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_submit, &sub, NULL, 0), 0);
+    shoal_wire_in_t in;
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    assert_int_equal(in.msg.u.ack.code, SHOAL_EINVAL);
+    s_assert_error_has(in.msg.u.ack.error, part);
+    shoal_wire_in_clear(&in);
+}
+
+static void test_bad_tags_and_bad_puts_refuse_the_batch_naming_what_is_wrong(void **state)
+{
+    fixture_t *f = *state;
+    void *c = s_client(f);
+    char long_tag[SHOAL_TAG_MAX + 2];
+    memset(long_tag, 'q', sizeof long_tag - 1);
+    long_tag[sizeof long_tag - 1] = '\0';
+    char *tags[SHOAL_TAGS_MAX + 1];
+    for (int i = 0; i <= SHOAL_TAGS_MAX; i++)
+        tags[i] = "ok";
+    shoal_wire_task_t t = s_task(1, NULL, 0);
+    tags[1] = long_tag;
+    t.tags = (shoal_wire_strs_t){tags, 2};
+    s_refused(c, &t, long_tag);
+    tags[1] = "";
+    s_refused(c, &t, "tag 1 is empty");
+    tags[1] = "ok";
+    t.tags.count = SHOAL_TAGS_MAX + 1;
+    s_refused(c, &t, "at most 16 tags");
+    //  Puts: on every kind alike.
+    shoal_wire_task_t put = s_put_inline(2, "x");
+    put.tags = (shoal_wire_strs_t){(char *[]){long_tag}, 1};
+    s_refused(c, &put, long_tag);
+    put = s_put_store(2, NULL, 10);
+    s_refused(c, &put, "names the worker");
+    put = s_put_store(2, "w1", 10);
+    put.inputs = (shoal_wire_refs_t){&t.id, 1};
+    s_refused(c, &put, "no inputs and one output");
+    static char big[SHOAL_INLINE_MAX + 2];
+    memset(big, 'b', sizeof big - 1);
+    put = s_put_inline(2, big);
+    s_refused(c, &put, "at most 65536 bytes");
+    //  Good tags are kept and go with the task to its worker.
+    t.tags.count = SHOAL_TAGS_MAX;
+    s_submit(c, &t, 1, 0);
+    void *w = s_worker(f, "w1", 1);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_task_t *sent = &in.msg.u.w_dispatch.tasks.items[0].task;
+    assert_int_equal(sent->tags.count, SHOAL_TAGS_MAX);
+    assert_string_equal(sent->tags.items[SHOAL_TAGS_MAX - 1], "ok");
+    assert_int_equal(sent->argv.count, 2);
+    assert_string_equal(sent->argv.items[1], "hi");
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
+static void test_the_workers_reply_names_each_workers_store_dir_and_arena(void **state)
+{
+    fixture_t *f = *state;
+    void *old = s_worker(f, "old", 1); //  says neither
+    void *w = s_dealer(f);
+    shoal_wire_w_hello_t hello = {.version = SHOAL_PROTO_VERSION,
+                                  .name = "new",
+                                  .host = "testhost",
+                                  .slots = 1,
+                                  .endpoint = "tcp://127.0.0.1:2",
+                                  .pid = 2,
+                                  .store_dir = "/var/lib/shoal/new",
+                                  .arena = "/dev/shm/shoal-new"};
+    assert_int_equal(shoal_wire_send(w, NULL, SHOAL_MSG_w_hello, &hello, NULL, 0), 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_welcome, &in, 5000);
+    assert_int_equal(in.msg.u.w_welcome.code, 0);
+    shoal_wire_in_clear(&in);
+    void *c = s_client(f);
+    shoal_wire_workers_t req = {.seq = 1};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_workers, &req, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_worker_list, &in, 5000);
+    assert_int_equal(in.msg.u.worker_list.workers.count, 2);
+    for (size_t i = 0; i < 2; i++) {
+        shoal_wire_worker_info_t *wi = &in.msg.u.worker_list.workers.items[i];
+        if (strcmp(wi->name, "new") == 0) {
+            assert_string_equal(wi->store_dir, "/var/lib/shoal/new");
+            assert_string_equal(wi->arena, "/dev/shm/shoal-new");
+        } else {
+            assert_null(wi->store_dir);
+            assert_null(wi->arena);
+        }
+    }
+    shoal_wire_in_clear(&in);
+    s_close(old);
+    s_close(w);
+    s_close(c);
+}
+
 int main(void)
 {
     shoal__log_init("test", SHOAL_LOG_ERROR);
@@ -944,6 +1812,44 @@ int main(void)
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_removed_input_fails_its_waiting_reader_naming_it,
                                         s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_inline_put_is_done_at_once_and_its_bytes_come_back_in_the_status, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_inline_put_over_the_budget_fails_full_naming_the_budget, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_put_in_a_store_is_running_until_its_worker_seals_it,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_aborted_put_fails_canceled_naming_it_and_so_does_its_reader, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_note_before_the_put_task_makes_it_and_the_later_put_is_a_duplicate, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_task_reading_a_put_waits_for_the_seal_and_finds_it_on_that_worker, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_put_on_a_worker_nobody_knows_fails_unreachable_naming_it, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_puts_lost_with_their_worker_fail_and_so_do_their_readers, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_removing_or_canceling_a_put_in_a_store_tells_its_worker_to_drop_it, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_restarted_broker_keeps_puts_and_never_runs_them,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_ttl_removes_a_done_tasks_outputs_once_it_expires,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_task_removed_before_its_ttl_leaves_nothing_behind,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_object_events_tell_a_subscriber_of_allocations_seals_and_deletions, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(test_notes_that_make_no_sense_are_counted_and_ignored,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_bad_tags_and_bad_puts_refuse_the_batch_naming_what_is_wrong, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_the_workers_reply_names_each_workers_store_dir_and_arena, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
