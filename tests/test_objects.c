@@ -357,9 +357,16 @@ static void test_a_stray_write_in_a_plugin_faults_and_spares_its_neighbours(void
         shoal_status_t st;
         assert_int_equal(shoal_status(sh, task, &st), 0);
         assert_int_equal(st.state, SHOAL_STATUS_FAILED);
-        if (!st.error || !strstr(st.error, "signal"))
+        //  Under AddressSanitizer the executor's SEGV handler reports and exits with status
+        //  1 instead of dying by the signal (handle_segv).
+#if defined(__SANITIZE_ADDRESS__)
+        bool named = st.error && (strstr(st.error, "SIGSEGV") || strstr(st.error, "status 1"));
+#else
+        bool named = st.error && strstr(st.error, "SIGSEGV");
+#endif
+        if (!named)
             print_error("error: %s\n", st.error ? st.error : "(none)");
-        assert_true(st.error && strstr(st.error, "signal"));
+        assert_true(named);
     }
     shoal_view_t v;
     assert_int_equal(shoal_get(sh, neighbour, WAIT_MS, &v), 0);
