@@ -36,6 +36,7 @@ enum {
     OPT_LISTEN = 256,
     OPT_EVENTS,
     OPT_STATE_DIR,
+    OPT_INLINE_BUDGET,
     OPT_BROKER,
     OPT_SLOTS,
     OPT_STORE_DIR,
@@ -82,7 +83,10 @@ static const char s_broker_help[] =
     "                     " CLI_DEFAULT_BROKER "; tcp://127.0.0.1:* picks a free port).\n"
     "                     Anything beyond loopback lets whoever reaches it run commands.\n"
     "  --events EP        events endpoint (default " CLI_DEFAULT_EVENTS ")\n"
-    "  --state-dir DIR    keep a journal of submitted tasks in DIR (default: none)\n" S_HELP_HELP;
+    "  --state-dir DIR    keep a journal of submitted tasks in DIR (default: none)\n"
+    "  --inline-budget S  bytes of small objects (put by clients, up to 64 KiB each) the\n"
+    "                     broker keeps in its directory; a put beyond it fails with\n"
+    "                     \"store full\" (K/M/G suffixes; default 1G)\n" S_HELP_HELP;
 
 int cli_cmd_broker(int argc, char **argv)
 {
@@ -91,6 +95,7 @@ int cli_cmd_broker(int argc, char **argv)
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"events", required_argument, NULL, OPT_EVENTS},
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+        {"inline-budget", required_argument, NULL, OPT_INLINE_BUDGET},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -110,6 +115,12 @@ int cli_cmd_broker(int argc, char **argv)
             break;
         case OPT_STATE_DIR:
             config.state_dir = optarg;
+            break;
+        case OPT_INLINE_BUDGET:
+            if (cli_parse_size(cmd, "--inline-budget", optarg, &config.inline_budget))
+                return CLI_EXIT_USAGE;
+            if (config.inline_budget == 0)
+                return cli_usage(cmd, "--inline-budget must be positive");
             break;
         default:
             return cli_bad_option(cmd);
