@@ -2173,6 +2173,11 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
     char error[512], text[SHOAL_REF_TEXT_SIZE];
     s_ref_text(m->ref, text);
     if (m->op == SHOAL_PUT_OP_ALLOC) {
+        //  The writer asks again after a second without an answer: one waiting is enough.
+        for (size_t i = 0; i < self->n_parked; i++)
+            if (!self->parked[i].slot &&
+                shoal_ref_equal(((const shoal_wire_put_t *)self->parked[i].msg)->ref, m->ref))
+                return;
         if (s_put_alloc(self, &in->peer, m, true))
             s_park(self, NULL, &in->peer, &shoal_wire_put_desc, m);
         return;
