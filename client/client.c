@@ -82,7 +82,10 @@ S_SAME(SHOAL_STATUS_LOST, SHOAL_STATE_LOST);
     WRITE messages in flight (1 MiB each, as fetches). */
 #define S_PUT_TIMEOUT_MS 60000
 #define S_PUT_RESEND_MS  1000
-#define S_PUT_CREDIT     8
+/*  A worker that answers nothing for this long is unreachable: it answers even an
+    allocation that waits for room within 5 s. */
+#define S_PUT_SILENT_MS 15000
+#define S_PUT_CREDIT    8
 /*  A same-host writer tells the worker it is alive this often (the lease is a minute). */
 #define S_PUT_KEEPALIVE_MS 10000
 /*  How many times shoal_get asks the broker again after the holder failed it. */
@@ -2179,8 +2182,11 @@ static int s_put_call(shoal_put_t *put, const shoal_wire_put_t *msg, const void 
     shoal_t *self = put->owner;
     char text[SHOAL_REF_TEXT_SIZE];
     shoal_ref_format(put->ref, text);
-    int64_t sent = 0;
+    int64_t sent = 0, asked = shoal__now_ms();
     for (;;) {
+        if (shoal__now_ms() - asked >= S_PUT_SILENT_MS)
+            return s_fail(self, SHOAL_EUNREACH, "put %s: worker %s at %s does not answer", text,
+                          put->worker, put->endpoint);
         if (!sent || shoal__now_ms() - sent >= S_PUT_RESEND_MS) {
             int rc = shoal_wire_send(put->sock, NULL, SHOAL_MSG_put, msg, raw, raw_size);
             if (rc && rc != SHOAL_EAGAIN)
@@ -2220,6 +2226,7 @@ static int s_put_call(shoal_put_t *put, const shoal_wire_put_t *msg, const void 
                 shoal_wire_in_clear(&in);
                 continue;
             }
+            asked = shoal__now_ms(); //  the worker is alive
             if (r->seq == msg->seq) {
                 *reply = in;
                 return 0;
