@@ -2127,6 +2127,9 @@ static void s_send_batches(s_broker_t *self)
                     if (o->worker) {
                         next->endpoint = o->worker->endpoint;
                         next->worker = o->worker->name;
+                        //  A worker on the holder's host copies out of its arena.
+                        next->store_dir = o->worker->store_dir;
+                        next->arena = o->worker->arena;
                     }
                 }
             }

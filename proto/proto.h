@@ -136,7 +136,9 @@ typedef struct {
     F(R, U64, flags, _) /*  SHOAL_OUT_INLINE: data is the object */                                \
     F(R, BIN, data, _)                                                                             \
     F(R, STR, endpoint, _)                                                                         \
-    F(R, STR, worker, _)
+    F(R, STR, worker, _)                                                                           \
+    F(R, STR, store_dir, _) /*  the holder's store, for a worker on its host */                    \
+    F(R, STR, arena, _)
 
 /*  One task handed to a worker. attempt fences off late results of earlier attempts. */
 #define SHOAL_WIRE_dispatch(F, R)                                                                  \
