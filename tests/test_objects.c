@@ -418,6 +418,47 @@ static void test_shoal_put_prints_a_ref_that_shoal_get_reads_back(void **state)
     assert_true(h_contains(r->err, "2 bytes"));
 }
 
+/*  ------------------------------------------------ two workers on one host (debug logs) */
+
+static int s_setup_two(void **state)
+{
+    setenv("SHOAL_LOG", "debug", 1); //  the workers say where each input came from
+    int rc = h_fixture_start(state, 2, 1, "32M");
+    unsetenv("SHOAL_LOG");
+    return rc;
+}
+
+static void test_a_worker_copies_an_input_out_of_a_peer_on_its_host(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = s_connect(c);
+    //  A lies on worker 0, the larger B on worker 1: the task goes where less is missing,
+    //  worker 1, which copies A out of worker 0's arena instead of fetching it.
+    size_t a_size = MiB, b_size = 2 * MiB;
+    uint8_t *a = s_pattern(7, a_size), *b = s_pattern(8, b_size);
+    shoal_ref_t in[2];
+    shoal_put_opts_t on0 = {.worker = c->workers[0].name}, on1 = {.worker = c->workers[1].name};
+    assert_int_equal(shoal_put(sh, a, a_size, &on0, &in[0]), 0);
+    assert_int_equal(shoal_put(sh, b, b_size, &on1, &in[1]), 0);
+    shoal_ref_t task = s_submit_fn(sh, s_concat, NULL, in, 2);
+    shoal_view_t v;
+    assert_int_equal(shoal_get(sh, task, WAIT_MS, &v), 0);
+    assert_int_equal(v.size, a_size + b_size);
+    s_assert_pattern(v.data, a_size, 7, a_size);
+    s_assert_pattern((const uint8_t *)v.data + a_size, b_size, 8, b_size);
+    shoal_view_release(&v);
+    char text[SHOAL_REF_TEXT_SIZE], *log = h_read_file(c, c->workers[1].log, NULL);
+    const char *said = h_fmt(c, "input %s: 1 MiB copied from the store of worker %s",
+                             shoal_ref_format(in[0], text), c->workers[0].name);
+    if (!log || !strstr(log, said))
+        print_error("expected \"%s\" in the log of %s:\n%s\n", said, c->workers[1].name,
+                    log ? log : "(none)");
+    assert_true(log && strstr(log, said));
+    free(a);
+    free(b);
+    shoal_disconnect(&sh);
+}
+
 int main(void)
 {
     if (getenv("SHOAL_TEST_FILTER"))
@@ -436,5 +477,9 @@ int main(void)
         cmocka_unit_test(test_a_writer_that_dies_mid_write_is_aborted_and_its_space_reclaimed),
         cmocka_unit_test(test_shoal_put_prints_a_ref_that_shoal_get_reads_back),
     };
-    return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
+    const struct CMUnitTest two[] = {
+        cmocka_unit_test(test_a_worker_copies_an_input_out_of_a_peer_on_its_host),
+    };
+    int failed = cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
+    return failed + cmocka_run_group_tests(two, s_setup_two, h_fixture_stop);
 }

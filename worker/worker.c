@@ -111,6 +111,8 @@ extern char **environ;
 #define S_PIN_MAX (64u << 10)
 //  The per-turn bump arena grows in chunks of 64 KiB.
 #define S_BUMP_CHUNK (64u << 10)
+//  A peer's store on this host that cannot be read is tried again after this long.
+#define S_NEAR_RETRY_MS 10000
 //  An allocation that does not fit now (not even after evicting unused input copies)
 //  waits this long for room -- outputs read and dropped, puts aborted, pins released --
 //  before it fails with SHOAL_EFULL. Bounded: a writer is never left hanging (spilling
@@ -229,6 +231,14 @@ typedef struct {
     shoal_wire_fetch_t req;
 } s_stash_t;
 
+//  The store of another worker on this host, read for inputs it holds (s_near_copy).
+//  reader NULL: it could not be opened at tried_ms (tried again S_NEAR_RETRY_MS later).
+typedef struct {
+    char *arena;
+    shoal_store_reader_t *reader;
+    int64_t tried_ms;
+} s_near_t;
+
 //  A client's put being written: between its ALLOC and its SEAL or ABORT.
 typedef struct {
     shoal_wire_put_t *spec; //  the ALLOC, one shoal_wire_dup block (name, tags, ttl)
@@ -328,6 +338,8 @@ typedef struct {
     s_sealed_t *sealed;
     size_t n_sealed, cap_sealed;
     int64_t puts_checked_us;
+    s_near_t *nears; //  stores of the other workers on this host
+    size_t n_nears;
 
     uint64_t n_malformed, n_tasks_done, n_tasks_failed;
 } s_worker_t;
@@ -935,6 +947,68 @@ static int s_fetch_reset(s_worker_t *self, s_fetch_t *f, uint64_t size)
 
 //  Starts copying input in from the peer that holds it; t waits for it. Returns 0,
 //  SHOAL_ELOST (error says why), or the store's code when there is no room.
+//  The reader of the store in->arena when it is another worker's on this host, or NULL.
+static shoal_store_reader_t *s_near_reader(s_worker_t *self, const shoal_wire_input_t *in)
+{
+    if (!in->arena || !in->store_dir || !in->arena[0] || strcmp(in->arena, self->arena_path) == 0)
+        return NULL;
+    s_near_t *n = NULL;
+    for (size_t i = 0; i < self->n_nears && !n; i++)
+        if (strcmp(self->nears[i].arena, in->arena) == 0)
+            n = &self->nears[i];
+    int64_t now = shoal__now_ms();
+    if (n && (n->reader || now - n->tried_ms < S_NEAR_RETRY_MS))
+        return n->reader;
+    if (!n) {
+        self->nears = realloc(self->nears, (self->n_nears + 1) * sizeof *self->nears);
+        if (!self->nears)
+            s_oom();
+        n = &self->nears[self->n_nears++];
+        *n = (s_near_t){.arena = s_strdup(in->arena)};
+    }
+    n->tried_ms = now;
+    //  Another host's path does not exist here: no warning for that.
+    if (access(in->arena, R_OK) == 0 &&
+        shoal_store_reader_open(in->store_dir, in->arena, &n->reader) != 0)
+        n->reader = NULL;
+    return n->reader;
+}
+
+/*  Copies input ref out of the arena of the worker holding it when that worker runs on
+    this host: one memcpy instead of a stream of chunks over its data socket. 0 (the copy
+    is sealed in our store), SHOAL_EFULL (no room here), or another code: fetch it. */
+static int s_near_copy(s_worker_t *self, const shoal_wire_input_t *in, shoal_ref_t ref)
+{
+    shoal_store_reader_t *reader = s_near_reader(self, in);
+    if (!reader)
+        return SHOAL_ENOTFOUND;
+    shoal_store_view_t view;
+    int rc = shoal_store_reader_get(reader, ref, &view);
+    if (rc == SHOAL_EIO) { //  that store was reset: open it again next time
+        for (size_t i = 0; i < self->n_nears; i++)
+            if (self->nears[i].reader == reader)
+                shoal_store_reader_close(&self->nears[i].reader);
+        return rc;
+    }
+    if (rc)
+        return rc;
+    shoal_store_obj_t obj;
+    if (view.size != in->size)
+        rc = SHOAL_EPROTO;
+    else if ((rc = s_store_alloc(self, ref, view.size, &obj)) == 0) {
+        memcpy(obj.data, view.data, view.size);
+        shoal_store_seal(self->store, ref);
+        char text[SHOAL_REF_TEXT_SIZE], sz[32];
+        shoal__debug("input %s: %s copied from the store of worker %s on this host",
+                     s_ref_text(ref, text), s_size_text(view.size, sz, sizeof sz),
+                     in->worker ? in->worker : "?");
+        if (shoal__refmap_put(self->copies, ref, (void *)(uintptr_t)(shoal__now_ms() + 1)))
+            s_oom();
+    }
+    shoal_store_view_release(&view);
+    return rc;
+}
+
 static int s_fetch_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_t *t, char *error,
                          size_t size)
 {
@@ -1161,7 +1235,7 @@ static int s_task_start_inputs(s_worker_t *self, s_task_t *t, bool retry)
             if (rc == 0 &&
                 shoal__refmap_put(self->copies, ref, (void *)(uintptr_t)(shoal__now_ms() + 1)))
                 s_oom();
-        } else {
+        } else if ((rc = s_near_copy(self, in, ref)) != 0 && rc != SHOAL_EFULL) {
             rc = s_fetch_start(self, in, t, error, sizeof error);
             if (rc == 0)
                 t->missing++;
@@ -3259,6 +3333,11 @@ static void s_teardown(s_worker_t *self)
         free(self->parked[i].msg);
     free(self->parked);
     free(self->sealed);
+    for (size_t i = 0; i < self->n_nears; i++) {
+        free(self->nears[i].arena);
+        shoal_store_reader_close(&self->nears[i].reader);
+    }
+    free(self->nears);
     if (self->broker) {
         //  A clean stop frees our name at once and requeues our tasks without waiting for
         //  the broker to notice our silence; the linger period lets it leave.
