@@ -250,7 +250,7 @@ typedef struct {
                                    submitted before (by any client), or stored objects */
     size_t n_inputs;
     unsigned n_outputs; /*  1..SHOAL_MAX_OUTPUTS; 0 means 1 */
-    const char *name;   /*  optional name for the outputs; NULL for none */
+    const char *name;   /*  optional name for the outputs (not 32 hex digits); NULL for none */
     unsigned retries;   /*  extra attempts after a failure of the task itself */
     const char *job;    /*  optional job the task belongs to; NULL for none */
     int priority;       /*  higher runs first; default 0 */
@@ -276,7 +276,8 @@ typedef struct {
     tasks (a batch the broker refuses is reported there, and waiting on its refs fails
     with the broker's reason).
     Returns 0, or SHOAL_EINVAL (spec NULL, an unknown kind, exec without argv, fn without
-    "lib:symbol", n_outputs above SHOAL_MAX_OUTPUTS), SHOAL_ETOOBIG (the task alone would
+    "lib:symbol", n_outputs above SHOAL_MAX_OUTPUTS, a name that looks like a ref: 32 hex
+    digits), SHOAL_ETOOBIG (the task alone would
     not fit in one message: SHOAL_MAX_MSG_SIZE, 64 MiB), SHOAL_ENOMEM. On failure
     *task_id is untouched and nothing is submitted. */
 int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task_id);
@@ -383,7 +384,7 @@ void shoal_view_release(shoal_view_t *view);
 
 /*  Put options; zero-initialise. Pointers are borrowed for the call only. */
 typedef struct {
-    const char *name;        /*  a name for the object (shoal ls), or NULL */
+    const char *name;        /*  a name for the object (shoal ls; not 32 hex digits), or NULL */
     const char *const *tags; /*  n_tags tags, each at most SHOAL_TAG_MAX bytes */
     size_t n_tags;
     uint64_t ttl_ms;    /*  removed this long after it is sealed; 0: until removed */
@@ -397,7 +398,8 @@ typedef struct {
 /*  Puts size bytes as a new object; its ref comes back in *ref. A small object goes in
     the submission stream (buffered and acknowledged like shoal_submit: shoal_flush says
     the broker has it); a larger one is written and sealed before the call returns.
-    Returns 0; SHOAL_EINVAL (NULL arguments, bad tags); SHOAL_EFULL (no worker's store has
+    Returns 0; SHOAL_EINVAL (NULL arguments, bad tags, a name that looks like a ref: 32
+    hex digits); SHOAL_EFULL (no worker's store has
     room, within a bounded wait: the message names the sizes); SHOAL_EUNREACH (no worker,
     or the chosen one does not answer); SHOAL_ETIMEDOUT; SHOAL_ENOMEM; SHOAL_EIO. */
 int shoal_put(shoal_t *self, const void *data, size_t size, const shoal_put_opts_t *opts,
@@ -413,12 +415,15 @@ int shoal_put_begin(shoal_t *self, uint64_t size, const shoal_put_opts_t *opts, 
                     shoal_put_t **put_p);
 /*  The object's memory when the worker is on this host: size bytes, writable, mapped for
     this writer only (writing past them faults). NULL when the worker is remote: use
-    shoal_put_write. Valid until shoal_put_end or shoal_put_abort. */
+    shoal_put_write. Valid until shoal_put_end or shoal_put_abort. Caveat: the worker
+    frees the space of a put that is aborted under its writer (shoal_remove of its ref, or
+    a writer silent for a minute); writes after that land in space that may
+    belong to another object by then. */
 void *shoal_put_memory(shoal_put_t *put);
 /*  Appends n bytes after those written so far (copies them: into shared memory on the
     worker's host, else in 1 MiB messages with a few in flight). Returns 0, SHOAL_EINVAL
     (more than size bytes in all), SHOAL_EUNREACH, SHOAL_ETIMEDOUT, SHOAL_EIO. A writer
-    that stays silent for a minute (SHOAL_PUT_LEASE_MS) is aborted by the worker. */
+    that stays silent for a minute is aborted by the worker. */
 int shoal_put_write(shoal_put_t *put, const void *data, size_t n);
 /*  Seals the object and frees the writer (*put_p = NULL, whatever the outcome). With
     shoal_put_write, all size bytes must have been written (else SHOAL_EINVAL and the
@@ -458,6 +463,66 @@ typedef struct {
 int shoal_workers(shoal_t *self, shoal_worker_info_t **list, size_t *n, int timeout_ms);
 /*  Frees a list from shoal_workers and sets *list to NULL. NULL-safe. */
 void shoal_workers_free(shoal_worker_info_t **list, size_t n);
+
+/*  ---------------------------------------------------------------------------- query
+
+    What is stored, as the broker knows it (`shoal ls`): the outputs of done tasks (every
+    output index below n_outputs; not logs nor the stdout of failed commands) and puts,
+    being written or sealed. Names and tags are those given at submission or put
+    (spec.name, spec.tags; opts.name, opts.tags): every output of a task carries its
+    task's. A name that looks like a ref (32 hex digits) is refused at submission, so
+    `shoal get NAME` can tell them apart. */
+
+/*  The state of a stored object (the same numbers as on the wire). */
+enum {
+    SHOAL_OBJECT_ALLOCATED = 1, /*  a put being written (allocated, not sealed yet) */
+    SHOAL_OBJECT_SEALED = 2,    /*  complete and immutable: readable */
+    SHOAL_OBJECT_SPILLED = 3,   /*  reserved: moved out of memory to the worker's disk */
+    SHOAL_OBJECT_PERSISTED = 4, /*  reserved: kept on durable storage */
+};
+
+/*  A query; zero-initialise. Filters are ANDed; NULL (or "") for any. Pointers are
+    borrowed for the call only. */
+typedef struct {
+    const char *name_glob; /*  fnmatch(3) pattern on the name: "run-*"; objects without a
+                              name never match. For an exact name, escape * ? [ and \ with
+                              a backslash */
+    const char *tag;       /*  one of the object's tags, exactly */
+    const char *worker;    /*  the name of the worker whose store holds it */
+    const char *job;       /*  the job of the task that produced it */
+    size_t limit;          /*  list at most this many; 0: SHOAL_QUERY_DEFAULT_LIMIT; at most
+                              1,000,000 */
+} shoal_query_t;
+#define SHOAL_QUERY_DEFAULT_LIMIT 1000
+
+/*  One stored object. Strings are NULL when absent. */
+typedef struct {
+    shoal_ref_t ref;
+    const char *name;        /*  its name, or NULL */
+    const char *const *tags; /*  n_tags tags (NULL when there are none) */
+    size_t n_tags;
+    uint64_t size;      /*  bytes (being written: the size allocated) */
+    int state;          /*  SHOAL_OBJECT_* */
+    const char *worker; /*  the worker holding it, or NULL: inline in the broker's directory */
+    shoal_ref_t task;   /*  the task that produced it (for a put, ref itself) */
+    uint64_t age_ms;    /*  since it was sealed (allocated, while being written), as the
+                           broker counts: after a broker restart, since the restart */
+} shoal_object_info_t;
+
+/*  Lists the stored objects that match q (NULL: every object), the oldest first, at most
+    q->limit of them, and no more than fit in one reply (32 MiB: about 200,000 objects of
+    short names and few tags). Sends buffered submissions first, so puts just made are
+    listed. On success *list is a new array of *n entries (*n may be 0), owned by the
+    caller with everything it points to: free it with shoal_objects_free(list, *n).
+    The broker walks every task it knows once: fine for listings, not for a hot path.
+    Returns how many more objects matched than *list holds (>= 0; 0 when it holds them
+    all; at most INT_MAX); SHOAL_EINVAL (self, list or n NULL); SHOAL_ETIMEDOUT; the code
+    of an error from the broker (SHOAL_EPROTO from a broker that predates queries);
+    SHOAL_ENOMEM; SHOAL_EIO. On failure *list and *n are untouched. */
+int shoal_query(shoal_t *self, const shoal_query_t *q, shoal_object_info_t **list, size_t *n,
+                int timeout_ms);
+/*  Frees a list from shoal_query and sets *list to NULL. NULL-safe. */
+void shoal_objects_free(shoal_object_info_t **list, size_t n);
 
 /*  ---------------------------------------------------------------------- jobs and arrays
 
