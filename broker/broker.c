@@ -27,6 +27,8 @@
       points to its job and knows its place in that list (16 bytes a task, plus 8 to 16
       in the job's list), so every state change and every forgotten task updates the job
       in O(1).
+    - queries (`shoal ls`): no index of names or tags; one walk of the task map (of a job's
+      list, with a job filter) per query, keeping the limit oldest matches in a heap.
 
     Availability is tracked per task: a task's outputs are available when it is DONE.
     When the worker holding them dies, a task whose outputs were not all inline goes
@@ -40,6 +42,7 @@
 #include "wire.h"
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -87,6 +90,7 @@ typedef struct {
     uint64_t ttl_ms;    //  0, or: removed this long after it is DONE
     uint64_t size;      //  put: the size announced
     int64_t expires_us; //  DONE with a ttl: the deadline; heap entries for another are stale
+    int64_t since_us;   //  put: when the broker heard of it (shoal ls: the age while written)
     uint32_t n_tags;
 } s_meta_t;
 
@@ -160,6 +164,8 @@ typedef struct {
     uint64_t size;
     s_worker_t *worker; //  holder; NULL when only inline
     uint8_t *data;      //  inline bytes (size of them), or NULL
+    int64_t since_us;   //  when it became available (shoal ls: its age). 40 -> 48 bytes:
+                        //  a 64-byte malloc chunk instead of 48, per object, not per task
 } s_object_t;
 
 struct s_worker {
@@ -542,6 +548,7 @@ static bool s_object_set(s_broker_t *self, shoal_ref_t ref, uint64_t size, const
     s_object_free_data(self, o);
     o->size = size;
     o->worker = holder;
+    o->since_us = shoal__now_us();
     if (!data)
         return false;
     if (!(o->data = malloc(size ? size : 1)))
@@ -748,6 +755,7 @@ static s_meta_t *s_meta_new(const shoal_wire_task_t *spec)
     m->flags = spec->flags;
     m->ttl_ms = spec->ttl_ms;
     m->size = put ? spec->size : 0;
+    m->since_us = put ? shoal__now_us() : 0;
     return m;
 }
 
@@ -1320,6 +1328,13 @@ static int s_check_tags(const shoal_wire_strs_t *tags, const char *id, char *err
     return 0;
 }
 
+//  Whether name is 32 hex digits (either case): a name a ref could be mistaken for.
+static bool s_looks_like_ref(const char *name)
+{
+    shoal_ref_t ref;
+    return name && shoal_ref_parse(name, &ref) == 0;
+}
+
 //  Validates one submitted task; returns 0 or fills err.
 static int s_validate(s_broker_t *self, const shoal_wire_task_t *spec, char *err, size_t errlen)
 {
@@ -1371,6 +1386,13 @@ static int s_validate(s_broker_t *self, const shoal_wire_task_t *spec, char *err
     if (spec->job && strlen(spec->job) > SHOAL_JOB_NAME_MAX) {
         snprintf(err, errlen, "task %s: a job name has at most %d bytes, got %zu", id,
                  SHOAL_JOB_NAME_MAX, strlen(spec->job));
+        return SHOAL_EINVAL;
+    }
+    if (s_looks_like_ref(spec->name)) {
+        snprintf(err, errlen,
+                 "%s %s: the name '%s' looks like a ref (32 hex digits): `shoal get NAME` could "
+                 "not tell them apart; choose another name",
+                 spec->kind == SHOAL_KIND_PUT ? "put" : "task", id, spec->name);
         return SHOAL_EINVAL;
     }
     if (spec->n_outputs < 1 || spec->n_outputs > SHOAL_MAX_OUTPUTS) {
@@ -1554,6 +1576,12 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
         char err[256];
         if (s_check_tags(&n->tags, text, err, sizeof err)) {
             shoal__debug("worker %s: note for %s: %s", w->name, text, err);
+            return false;
+        }
+        if (s_looks_like_ref(n->name)) {
+            //  Its PUT task will be refused (s_validate): nobody will name these bytes.
+            shoal__debug("worker %s: note for %s: its name looks like a ref", w->name, text);
+            s_queue_drop(w, ref);
             return false;
         }
         shoal_wire_task_t spec = {.id = ref,
@@ -2531,6 +2559,211 @@ static void s_on_job_tasks(s_broker_t *self, const shoal_wire_peer_t *peer,
     free(refs);
 }
 
+/*  ------------------------------------------------------------------------ queries */
+
+//  A query reply takes at most half the message cap, as a statuses message does.
+#define S_QUERY_BYTES (SHOAL_MAX_MSG_SIZE / 2)
+
+//  An object a query matched: o NULL for a put being written (t says the rest).
+typedef struct {
+    int64_t since_us;
+    s_task_t *t;
+    s_object_t *o;
+} s_hit_t;
+
+//  The limit oldest matches so far, in a max-heap on age order (heap[0] is the newest
+//  kept): a listing of a million objects with --limit 10 holds 10, not a million.
+typedef struct {
+    const shoal_wire_query_t *q;
+    s_hit_t *heap;
+    size_t n, cap, limit;
+    uint64_t matched;
+} s_query_t;
+
+static shoal_ref_t s_hit_ref(const s_hit_t *h)
+{
+    return h->o ? h->o->ref : h->t->id;
+}
+
+//  Age order: the oldest first; equal times by ref, so a listing is the same every time.
+static bool s_hit_before(const s_hit_t *a, const s_hit_t *b)
+{
+    if (a->since_us != b->since_us)
+        return a->since_us < b->since_us;
+    shoal_ref_t x = s_hit_ref(a), y = s_hit_ref(b);
+    return x.hi != y.hi ? x.hi < y.hi : x.lo < y.lo;
+}
+
+static int s_hit_order(const void *a, const void *b)
+{
+    return s_hit_before(a, b) ? -1 : s_hit_before(b, a) ? 1 : 0;
+}
+
+static void s_hit_swap(s_hit_t *a, s_hit_t *b)
+{
+    s_hit_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static void s_query_offer(s_query_t *qs, s_hit_t hit)
+{
+    qs->matched++;
+    s_hit_t *h = qs->heap;
+    if (qs->n < qs->limit) {
+        if (qs->n == qs->cap) {
+            size_t cap = SHOAL__MIN(qs->cap ? qs->cap * 2 : 64, qs->limit);
+            if (!(h = realloc(qs->heap, cap * sizeof *h)))
+                abort();
+            qs->heap = h;
+            qs->cap = cap;
+        }
+        size_t i = qs->n++;
+        h[i] = hit;
+        for (; i && s_hit_before(&h[(i - 1) / 2], &h[i]); i = (i - 1) / 2)
+            s_hit_swap(&h[(i - 1) / 2], &h[i]);
+        return;
+    }
+    if (!s_hit_before(&hit, &h[0]))
+        return;
+    h[0] = hit;
+    for (size_t i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, top = i;
+        if (l < qs->n && s_hit_before(&h[top], &h[l]))
+            top = l;
+        if (r < qs->n && s_hit_before(&h[top], &h[r]))
+            top = r;
+        if (top == i)
+            break;
+        s_hit_swap(&h[i], &h[top]);
+        i = top;
+    }
+}
+
+static bool s_has_tag(const s_meta_t *m, const char *tag)
+{
+    const char *p = m->tags;
+    for (uint32_t i = 0; i < m->n_tags; i++, p += strlen(p) + 1)
+        if (strcmp(p, tag) == 0)
+            return true;
+    return false;
+}
+
+//  The worker whose store holds (or is being written) h's object; NULL: inline.
+static const char *s_hit_holder(const s_hit_t *h)
+{
+    if (h->o)
+        return h->o->worker ? h->o->worker->name : NULL;
+    const s_meta_t *m = s_meta(h->t);
+    //  A put restored from the journal has no worker until that one says hello again.
+    return h->t->worker ? h->t->worker->name : m ? m->worker : NULL;
+}
+
+//  Offers t's objects that match: a put being written, or each output of a done task
+//  that is still in the directory.
+static void s_query_task(s_broker_t *self, s_query_t *qs, s_task_t *t)
+{
+    const shoal_wire_query_t *q = qs->q;
+    bool writing = s_is_put(t) && t->state == SHOAL_STATE_RUNNING;
+    if (t->state != SHOAL_STATE_DONE && !writing)
+        return;
+    const s_meta_t *m = s_meta(t);
+    if (q->name_glob && (!m || !m->name || fnmatch(q->name_glob, m->name, 0) != 0))
+        return;
+    if (q->tag && (!m || !s_has_tag(m, q->tag)))
+        return;
+    if (q->job && (!t->job || strcmp(t->job->name, q->job) != 0))
+        return;
+    if (writing) {
+        s_hit_t hit = {m ? m->since_us : 0, t, NULL};
+        const char *holder = s_hit_holder(&hit);
+        if (!q->worker || (holder && strcmp(holder, q->worker) == 0))
+            s_query_offer(qs, hit);
+        return;
+    }
+    for (uint32_t i = 0; i < t->n_outputs; i++) {
+        s_object_t *o = s_object(self, shoal_ref_output(t->id, (uint16_t)i));
+        if (o && (!q->worker || (o->worker && strcmp(o->worker->name, q->worker) == 0)))
+            s_query_offer(qs, (s_hit_t){o->since_us, t, o});
+    }
+}
+
+/*  One walk of the task map (of the job's list with a job filter), keeping the limit
+    oldest matches; the reply lists them oldest first, as many as fit in S_QUERY_BYTES,
+    and counts the rest in more. Strings are borrowed from the broker's state and sent
+    within the call. */
+static void s_on_query(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_query_t *m)
+{
+    //  "" filters nothing, as NULL.
+    char **filters[] = {&m->name_glob, &m->tag, &m->worker, &m->job};
+    for (size_t i = 0; i < SHOAL__ARRAY_SIZE(filters); i++)
+        if (*filters[i] && !**filters[i])
+            *filters[i] = NULL;
+    s_query_t qs = {.q = m,
+                    .limit = m->limit ? (size_t)SHOAL__MIN(m->limit, SHOAL_QUERY_LIMIT_MAX)
+                                      : SHOAL_QUERY_DEFAULT_LIMIT};
+    if (m->job) {
+        s_job_t *j = s_job_find(self, m->job);
+        for (uint32_t i = 0; j && i < j->n_tasks; i++)
+            if (j->tasks[i])
+                s_query_task(self, &qs, j->tasks[i]);
+    } else {
+        size_t cursor = 0;
+        void *value;
+        while (shoal__refmap_next(self->tasks, &cursor, NULL, &value))
+            s_query_task(self, &qs, value);
+    }
+    if (qs.n)
+        qsort(qs.heap, qs.n, sizeof *qs.heap, s_hit_order);
+    size_t n_tags = 0;
+    for (size_t i = 0; i < qs.n; i++)
+        n_tags += s_meta(qs.heap[i].t) ? s_meta(qs.heap[i].t)->n_tags : 0;
+    shoal_wire_object_info_t *items = calloc(qs.n ? qs.n : 1, sizeof *items);
+    char **tags = calloc(n_tags ? n_tags : 1, sizeof *tags);
+    if (!items || !tags)
+        abort();
+    int64_t now = shoal__now_us();
+    //  msgpack spends at most 9 bytes on an integer, 5 on a string's or array's header:
+    //  two refs (18 each), three integers and five headers bound an entry's frame.
+    size_t bytes = 64, k = 0;
+    char **tag_at = tags;
+    for (; k < qs.n; k++) {
+        const s_hit_t *h = &qs.heap[k];
+        const s_meta_t *meta = s_meta(h->t);
+        const char *holder = s_hit_holder(h);
+        const char *name = meta ? meta->name : NULL;
+        uint32_t nt = meta ? meta->n_tags : 0;
+        size_t need =
+            2 * 18 + 3 * 9 + 5 * 5 + (name ? strlen(name) : 0) + (holder ? strlen(holder) : 0);
+        const char *p = meta ? meta->tags : NULL;
+        for (uint32_t i = 0; i < nt; i++, p += strlen(p) + 1) {
+            tag_at[i] = (char *)p;
+            need += strlen(p) + 5;
+        }
+        if (bytes + need > S_QUERY_BYTES)
+            break;
+        bytes += need;
+        items[k] = (shoal_wire_object_info_t){
+            .ref = s_hit_ref(h),
+            .name = (char *)name,
+            .tags = {nt ? tag_at : NULL, nt},
+            .size = h->o   ? h->o->size
+                    : meta ? meta->size
+                           : 0,
+            .state = h->o ? SHOAL_OBJECT_SEALED : SHOAL_OBJECT_ALLOCATED,
+            .worker = (char *)holder,
+            .task = h->t->id,
+            .age_ms = (uint64_t)SHOAL__MAX(now - h->since_us, (int64_t)0) / 1000,
+        };
+        tag_at += nt;
+    }
+    shoal_wire_query_reply_t reply = {.seq = m->seq, .objects = {items, k}, .more = qs.matched - k};
+    shoal_wire_send(self->router, peer, SHOAL_MSG_query_reply, &reply, NULL, 0);
+    free(tags);
+    free(items);
+    free(qs.heap);
+}
+
 /*  ------------------------------------------------------------------------- the loop */
 
 static void s_handle(s_broker_t *self, shoal_wire_in_t *in)
@@ -2577,6 +2810,9 @@ static void s_handle(s_broker_t *self, shoal_wire_in_t *in)
         break;
     case SHOAL_MSG_job_tasks:
         s_on_job_tasks(self, peer, &m->u.job_tasks);
+        break;
+    case SHOAL_MSG_query:
+        s_on_query(self, peer, &m->u.query);
         break;
     case SHOAL_MSG_w_hello:
         s_on_w_hello(self, peer, &m->u.w_hello);

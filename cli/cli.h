@@ -39,6 +39,7 @@ int cli_cmd_cancel(int argc, char **argv);
 int cli_cmd_rm(int argc, char **argv);
 int cli_cmd_workers(int argc, char **argv);
 int cli_cmd_jobs(int argc, char **argv);
+int cli_cmd_ls(int argc, char **argv);
 int cli_cmd_bench(int argc, char **argv);
 
 /*  $SHOAL_BROKER if set and not empty, else CLI_DEFAULT_BROKER. */
@@ -72,6 +73,12 @@ int cli_connect(const char *cmd, const char *url, shoal_t **self_p);
     SHOAL_ETIMEDOUT, CLI_EXIT_USAGE otherwise. (Task failures are recognised from their
     status, not from the code alone.) */
 int cli_exit_for(int code);
+
+/*  The ref of the one stored object named name (exactly: glob characters in it are
+    escaped), for `shoal get NAME`. 0 with *ref set; else prints why and returns the exit
+    status: CLI_EXIT_FAILED when no object has that name, CLI_EXIT_USAGE when several do
+    (their refs listed), or that of the query's failure. */
+int cli_find_by_name(const char *cmd, shoal_t *client, const char *name, shoal_ref_t *ref);
 
 /*  "1.5K", "256M", "12B": bytes in powers of 1024, at most 5 characters. */
 char *cli_human_size(uint64_t bytes, char *buf, size_t size);

@@ -556,7 +556,8 @@ static const char s_submit_help[] =
     "                   the file $SHOAL_INPUT_i of a command, a zero-copy view for a\n"
     "                   function; the task runs once its inputs exist\n"
     "  --outputs N      number of outputs, 1..1024 (default 1)\n"
-    "  --name NAME      a name for the outputs\n"
+    "  --name NAME      a name for the outputs (shoal ls, shoal get NAME); not 32 hex\n"
+    "                   digits, which would read as a ref\n"
     "  --retries N      run it again up to N times when it fails\n"
     "  --job NAME       group the task under job NAME (at most 255 bytes)\n"
     "  --array SPEC     one task per index of SPEC: A-B (A to B inclusive), A-B:STEP\n"
@@ -664,10 +665,18 @@ typedef struct {
     const char *output;
     shoal_ref_t *refs;
     size_t n_refs;
-    const char *job; /*  --job NAME */
+    const char *job;  /*  --job NAME */
+    const char *name; /*  S_NAME_OK: the argument, which is not a ref but a name */
 } s_ref_opts_t;
 
-enum { S_WITH_TIMEOUT = 1, S_WITH_ANY = 2, S_WITH_OUTPUT = 4, S_ONE_REF = 8, S_WITH_JOB = 16 };
+enum {
+    S_WITH_TIMEOUT = 1,
+    S_WITH_ANY = 2,
+    S_WITH_OUTPUT = 4,
+    S_ONE_REF = 8,
+    S_WITH_JOB = 16,
+    S_NAME_OK = 32, //  an argument that is not 32 hex digits is a name (o->name, no ref)
+};
 
 static int s_parse_refs(const char *cmd, int argc, char **argv, s_ref_opts_t *o, const char *help,
                         unsigned with)
@@ -730,6 +739,10 @@ static int s_parse_refs(const char *cmd, int argc, char **argv, s_ref_opts_t *o,
     o->refs = calloc(n ? n : 1, sizeof *o->refs);
     if (!o->refs)
         return cli_fail(cmd, CLI_EXIT_USAGE, "out of memory");
+    if ((with & S_NAME_OK) && n == 1 && shoal_ref_parse(argv[optind], &o->refs[0]) != 0) {
+        o->name = argv[optind];
+        return 0;
+    }
     for (size_t i = 0; i < n; i++)
         if ((rc = cli_parse_ref(cmd, argv[optind + (int)i], &o->refs[i])) != 0)
             return rc;
@@ -826,11 +839,15 @@ int cli_cmd_wait(int argc, char **argv)
 }
 
 static const char s_get_help[] =
-    "Usage: shoal get [OPTIONS] REF\n"
+    "Usage: shoal get [OPTIONS] REF|NAME\n"
     "       shoal get [OPTIONS] --job NAME\n"
     "\n"
     "Waits for object REF and writes its bytes to stdout (or FILE). When the task that\n"
     "produces it failed, exits 1 with the reason.\n"
+    "\n"
+    "An argument that is not a ref (32 hex digits) is the name of an object (--name of\n"
+    "submit or put; see `shoal ls`), which must be unique: no object of that name is\n"
+    "exit 1, several are exit 2, listing their refs.\n"
     "\n"
     "With --job, waits for every task of job NAME and writes output 0 of each, one after\n"
     "the other in job order (an array's tasks by index, other tasks in submission order).\n"
@@ -909,11 +926,16 @@ int cli_cmd_get(int argc, char **argv)
     shoal__log_init("client", SHOAL_LOG_WARN);
     s_ref_opts_t o = {.timeout_ms = -1};
     int rc = s_parse_refs(cmd, argc, argv, &o, s_get_help,
-                          S_WITH_TIMEOUT | S_WITH_OUTPUT | S_ONE_REF | S_WITH_JOB);
+                          S_WITH_TIMEOUT | S_WITH_OUTPUT | S_ONE_REF | S_WITH_JOB | S_NAME_OK);
     shoal_t *client = NULL;
     if (rc || (rc = cli_connect(cmd, o.broker, &client)) != 0) {
         free(o.refs);
         return rc < 0 ? CLI_EXIT_OK : rc;
+    }
+    if (o.name && (rc = cli_find_by_name(cmd, client, o.name, &o.refs[0])) != 0) {
+        shoal_disconnect(&client);
+        free(o.refs);
+        return rc;
     }
     if (o.job) {
         int status = s_get_job(cmd, client, &o);

@@ -31,6 +31,7 @@ static const s_command_t s_commands[] = {
     {"rm", cli_cmd_rm, "remove objects from the cluster"},
     {"workers", cli_cmd_workers, "list the workers"},
     {"jobs", cli_cmd_jobs, "list the jobs: their tasks by state"},
+    {"ls", cli_cmd_ls, "list stored objects: by name, tag, worker or job"},
     {"bench", cli_cmd_bench, "measure throughput, latency and broker memory per task"},
 };
 

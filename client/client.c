@@ -191,7 +191,8 @@ struct shoal {
     shoal_wire_worker_list_t *req_workers;
     const char *req_job; //  job_tasks, cancel: the job named (borrowed from the caller)
     uint64_t req_offset; //  job_tasks: the first task wanted
-    void *req_job_reply; //  job_list or job_tasks_reply: one shoal_wire_dup block
+    void *req_job_reply; //  job_list, job_tasks_reply or query_reply: one shoal_wire_dup block
+    const shoal_wire_query_t *req_query; //  query: the request (borrowed from the caller)
 
     s_data_t *data;
     size_t n_data;
@@ -464,6 +465,10 @@ static int s_send_request(shoal_t *self)
         shoal_wire_job_tasks_t j = {
             .seq = self->req_seq, .name = (char *)self->req_job, .offset = self->req_offset};
         rc = shoal_wire_send(self->sock, NULL, SHOAL_MSG_job_tasks, &j, NULL, 0);
+    } else if (self->req_type == SHOAL_MSG_query) {
+        shoal_wire_query_t q = *self->req_query;
+        q.seq = self->req_seq;
+        rc = shoal_wire_send(self->sock, NULL, SHOAL_MSG_query, &q, NULL, 0);
     } else {
         //  cancel and remove share their layout: seq, refs (cancel adds a job)
         shoal_wire_cancel_t c = {.seq = self->req_seq};
@@ -619,6 +624,21 @@ static void s_on_job_reply(shoal_t *self, const shoal_msg_t *msg)
     }
 }
 
+//  The reply to the pending query: kept whole (in req_job_reply) for the call waiting.
+static void s_on_query_reply(shoal_t *self, const shoal_wire_query_reply_t *r)
+{
+    if (self->req_type != SHOAL_MSG_query || self->req_done || r->seq != self->req_seq)
+        return; //  a late reply to a resend
+    free(self->req_job_reply);
+    self->req_job_reply = shoal_wire_dup(&shoal_wire_query_reply_desc, r);
+    self->req_done = true;
+    self->req_code = !self->req_job_reply ? SHOAL_ENOMEM : r->code;
+    if (self->req_code < 0 && self->req_job_reply) {
+        free(self->req_error);
+        self->req_error = s_strdup(r->error);
+    }
+}
+
 static void s_handle(shoal_t *self, shoal_wire_in_t *in)
 {
     shoal_msg_t *msg = &in->msg;
@@ -637,6 +657,9 @@ static void s_handle(shoal_t *self, shoal_wire_in_t *in)
     case SHOAL_MSG_job_list:
     case SHOAL_MSG_job_tasks_reply:
         s_on_job_reply(self, msg);
+        break;
+    case SHOAL_MSG_query_reply:
+        s_on_query_reply(self, &msg->u.query_reply);
         break;
     case SHOAL_MSG_worker_list:
         if (self->req_type == SHOAL_MSG_workers && !self->req_done &&
@@ -1089,6 +1112,17 @@ static int s_check_tags(shoal_t *self, const char *const *tags, size_t n)
 
 static int s_enqueue(shoal_t *self, const shoal_wire_task_t *t, size_t wire);
 
+//  A name must not look like a ref (32 hex digits): `shoal get NAME` tells them apart by
+//  that, and the broker refuses a whole batch for one such name. 0 or SHOAL_EINVAL.
+static int s_check_name(shoal_t *self, const char *name)
+{
+    shoal_ref_t ref;
+    if (name && shoal_ref_parse(name, &ref) == 0)
+        return s_fail(self, SHOAL_EINVAL,
+                      "the name '%s' looks like a ref (32 hex digits); choose another name", name);
+    return 0;
+}
+
 int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task_id)
 {
     int rc;
@@ -1126,7 +1160,8 @@ int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task
                       (unsigned long long)(self->max_msg - S_MSG_SLACK));
     if (self->counter + 1 >= ((uint64_t)1 << 48))
         return s_fail(self, SHOAL_EINVAL, "this connection has used up its 2^48 task ids");
-    if ((rc = s_check_tags(self, spec->tags, spec->n_tags)) != 0)
+    if ((rc = s_check_tags(self, spec->tags, spec->n_tags)) != 0 ||
+        (rc = s_check_name(self, spec->name)) != 0)
         return rc;
 
     shoal_ref_t id = shoal_ref_make(self->client_id, self->counter + 1, 0);
@@ -1875,6 +1910,7 @@ static int s_request(shoal_t *self, int64_t deadline)
     self->req_type = 0;
     self->req_refs = NULL;
     self->req_job = NULL;
+    self->req_query = NULL;
     return rc;
 }
 
@@ -2377,7 +2413,8 @@ static int s_put_opts_check(shoal_t *self, const shoal_put_opts_t *opts)
 {
     if (self->counter + 1 >= ((uint64_t)1 << 48))
         return s_fail(self, SHOAL_EINVAL, "this connection has used up its 2^48 ids");
-    return opts ? s_check_tags(self, opts->tags, opts->n_tags) : 0;
+    int rc = opts ? s_check_tags(self, opts->tags, opts->n_tags) : 0;
+    return rc ? rc : opts ? s_check_name(self, opts->name) : 0;
 }
 
 //  The PUT task that tells the broker about the put (see SHOAL_KIND_PUT in proto.h).
@@ -2626,4 +2663,102 @@ int shoal_put(shoal_t *self, const void *data, size_t size, const shoal_put_opts
         return rc;
     *ref = id;
     return 0;
+}
+
+/*  --------------------------------------------------------------------------- query */
+
+//  Length of s with its NUL, 0 for NULL (which stays NULL in the copy).
+static size_t s_str_bytes(const char *s)
+{
+    return s ? strlen(s) + 1 : 0;
+}
+
+//  Copies s (NULL stays NULL) to *at and advances it.
+static const char *s_str_put(char **at, const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t len = strlen(s) + 1;
+    char *d = memcpy(*at, s, len);
+    *at += len;
+    return d;
+}
+
+int shoal_query(shoal_t *self, const shoal_query_t *q, shoal_object_info_t **list, size_t *n,
+                int timeout_ms)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    if (!list || !n)
+        return s_fail(self, SHOAL_EINVAL, "shoal_query: NULL argument");
+    int64_t deadline = s_deadline(timeout_ms);
+    int rc = s_flush(self, deadline, false);
+    if (rc)
+        return rc;
+    shoal_wire_query_t req = {0};
+    if (q) {
+        req.name_glob = (char *)q->name_glob;
+        req.tag = (char *)q->tag;
+        req.worker = (char *)q->worker;
+        req.job = (char *)q->job;
+        req.limit = q->limit;
+    }
+    self->req_type = SHOAL_MSG_query;
+    self->req_query = &req;
+    rc = s_request(self, deadline);
+    shoal_wire_query_reply_t *r = self->req_job_reply;
+    self->req_job_reply = NULL;
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    /*  One block: the array, the tag pointers, then the strings (the array and the
+        pointers keep the strings 8-byte aligned after them). */
+    size_t count = r->objects.count, n_tags = 0, strings = 0;
+    for (size_t i = 0; i < count; i++) {
+        const shoal_wire_object_info_t *o = &r->objects.items[i];
+        n_tags += o->tags.count;
+        strings += s_str_bytes(o->name) + s_str_bytes(o->worker);
+        for (size_t k = 0; k < o->tags.count; k++)
+            strings += strlen(o->tags.items[k] ? o->tags.items[k] : "") + 1;
+    }
+    size_t bytes =
+        (count ? count : 1) * sizeof(shoal_object_info_t) + n_tags * sizeof(char *) + strings;
+    shoal_object_info_t *out = malloc(bytes);
+    if (!out) {
+        free(r);
+        return s_fail(self, SHOAL_ENOMEM, "out of memory");
+    }
+    const char **tag_at = (const char **)(out + (count ? count : 1));
+    char *at = (char *)(tag_at + n_tags);
+    for (size_t i = 0; i < count; i++) {
+        const shoal_wire_object_info_t *o = &r->objects.items[i];
+        out[i] = (shoal_object_info_t){
+            .ref = o->ref,
+            .name = s_str_put(&at, o->name),
+            .tags = o->tags.count ? tag_at : NULL,
+            .n_tags = o->tags.count,
+            .size = o->size,
+            .state = (int)SHOAL__MIN(o->state, (uint64_t)INT_MAX),
+            .worker = s_str_put(&at, o->worker),
+            .task = o->task,
+            .age_ms = o->age_ms,
+        };
+        for (size_t k = 0; k < o->tags.count; k++)
+            *tag_at++ = s_str_put(&at, o->tags.items[k] ? o->tags.items[k] : "");
+    }
+    uint64_t more = r->more;
+    free(r);
+    *list = out;
+    *n = count;
+    return (int)SHOAL__MIN(more, (uint64_t)INT_MAX);
+}
+
+void shoal_objects_free(shoal_object_info_t **list, size_t n)
+{
+    (void)n;
+    if (!list)
+        return;
+    free(*list);
+    *list = NULL;
 }

@@ -89,6 +89,11 @@ enum {
     rest from offset. Job names are at most SHOAL_JOB_NAME_MAX bytes (shoal.h). */
 #define SHOAL_JOB_TASKS_MAX (1024 * 1024)
 
+/*  A query lists at most this many objects (its limit is capped to it), and by default
+    SHOAL_QUERY_DEFAULT_LIMIT (shoal.h). A million entries of ~150 bytes is more than the
+    32 MiB a reply may take: the byte bound usually stops a reply first. */
+#define SHOAL_QUERY_LIMIT_MAX 1000000
+
 typedef struct {
     const uint8_t *data;
     size_t size;
@@ -222,6 +227,22 @@ typedef struct {
     F(R, U64, attempt, _)                                                                          \
     F(R, RECS, inputs, e_input)
 
+/*  One stored object as a query lists it (query_reply). state: SHOAL_OBJECT_* (shoal.h:
+    1 allocated, 2 sealed; 3 spilled and 4 persisted are reserved for stores that spill to
+    disk or persist). worker: the holder, NULL for an object inline in the broker's
+    directory. task: the id of the task that produced it (a put's own ref). age_ms: since
+    it became available (sealed), or, for a put being written, since the broker heard of
+    it; after a broker restart, since the restart. */
+#define SHOAL_WIRE_object_info(F, R)                                                               \
+    F(R, REF, ref, _)                                                                              \
+    F(R, STR, name, _)                                                                             \
+    F(R, STRS, tags, _)                                                                            \
+    F(R, U64, size, _)                                                                             \
+    F(R, U64, state, _)                                                                            \
+    F(R, STR, worker, _)                                                                           \
+    F(R, REF, task, _)                                                                             \
+    F(R, U64, age_ms, _)
+
 /*  ---------------------------------------------------------------------------- messages */
 
 /*  client -> broker */
@@ -287,6 +308,24 @@ typedef struct {
     F(R, REFS, tasks, _)                                                                           \
     F(R, U64, offset, _)                                                                           \
     F(R, U64, total, _)
+/*  Objects the broker knows (outputs of done tasks, puts) that match every filter given
+    (NULL: any): name_glob an fnmatch pattern on the name, tag one of the tags exactly,
+    worker the holder's name, job the producing task's job. The reply lists the oldest
+    first, at most limit of them (0: 1000; at most SHOAL_QUERY_LIMIT_MAX) and at most what
+    fits in half of SHOAL_MAX_MSG_SIZE; more counts the matches left out. */
+#define SHOAL_WIRE_query(F, R)                                                                     \
+    F(R, U64, seq, _)                                                                              \
+    F(R, STR, name_glob, _)                                                                        \
+    F(R, STR, tag, _)                                                                              \
+    F(R, STR, worker, _)                                                                           \
+    F(R, STR, job, _)                                                                              \
+    F(R, U64, limit, _)
+#define SHOAL_WIRE_query_reply(F, R)                                                               \
+    F(R, U64, seq, _)                                                                              \
+    F(R, I64, code, _)                                                                             \
+    F(R, STR, error, _)                                                                            \
+    F(R, RECS, objects, object_info)                                                               \
+    F(R, U64, more, _)
 /*  Any side: a request that cannot be served, or a malformed message. */
 #define SHOAL_WIRE_error(F, R)                                                                     \
     F(R, I64, code, _)                                                                             \
@@ -424,7 +463,8 @@ typedef struct {
     X(e_input)                                                                                     \
     X(e_task)                                                                                      \
     X(job_info)                                                                                    \
-    X(object_note)
+    X(object_note)                                                                                 \
+    X(object_info)
 
 /*  Every message: X(type number, NAME). Numbers are stable on the wire. */
 #define SHOAL_WIRE_MESSAGES(X)                                                                     \
@@ -444,6 +484,8 @@ typedef struct {
     X(14, job_tasks)                                                                               \
     X(15, job_tasks_reply)                                                                         \
     X(16, release)                                                                                 \
+    X(17, query)                                                                                   \
+    X(18, query_reply)                                                                             \
     X(20, w_hello)                                                                                 \
     X(21, w_welcome)                                                                               \
     X(22, w_dispatch)                                                                              \

@@ -1771,6 +1771,279 @@ static void test_the_workers_reply_names_each_workers_store_dir_and_arena(void *
     s_close(c);
 }
 
+/*  ------------------------------------------------------------------------ queries */
+
+//  Sends a query and returns its reply in *in (clear it). NULL filters: any.
+static shoal_wire_query_reply_t *s_query(void *c, const char *name_glob, const char *tag,
+                                         const char *worker, const char *job, uint64_t limit,
+                                         shoal_wire_in_t *in)
+{
+    static uint64_t seq = 9000;
+    shoal_wire_query_t q = {.seq = ++seq,
+                            .name_glob = (char *)name_glob,
+                            .tag = (char *)tag,
+                            .worker = (char *)worker,
+                            .job = (char *)job,
+                            .limit = limit};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_query, &q, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_query_reply, in, 5000);
+    shoal_wire_query_reply_t *r = &in->msg.u.query_reply;
+    assert_int_equal(r->seq, seq);
+    assert_int_equal(r->code, 0);
+    return r;
+}
+
+//  The reply lists exactly refs, in this order, and counts more left out.
+static void s_assert_listed(const shoal_wire_query_reply_t *r, const shoal_ref_t *refs, size_t n,
+                            uint64_t more)
+{
+    char a[SHOAL_REF_TEXT_SIZE], b[SHOAL_REF_TEXT_SIZE];
+    if (r->objects.count != n)
+        fail_msg("listed %zu objects, expected %zu", r->objects.count, n);
+    for (size_t i = 0; i < n; i++)
+        if (!shoal_ref_equal(r->objects.items[i].ref, refs[i]))
+            fail_msg("object %zu is %s, expected %s", i,
+                     shoal_ref_format(r->objects.items[i].ref, a), shoal_ref_format(refs[i], b));
+    assert_int_equal(r->more, more);
+}
+
+//  w finishes task id (attempt 1) with two outputs: a small one inline ("small"), and
+//  one of 100,000 bytes that w keeps in its store.
+static void s_done_two(void *w, shoal_ref_t id)
+{
+    shoal_wire_output_t outs[2] = {
+        {.size = 5, .flags = SHOAL_OUT_INLINE, .data = {(const uint8_t *)"small", 5}},
+        {.size = 100000},
+    };
+    shoal_wire_result_t r = {.id = id,
+                             .attempt = 1,
+                             .outputs = {outs, 2},
+                             .log_size = 3,
+                             .log_tail = {(const uint8_t *)"log", 3}};
+    shoal_wire_w_done_t done = {.seq = 77, .results = {&r, 1}};
+    assert_int_equal(shoal_wire_send(w, NULL, SHOAL_MSG_w_done, &done, NULL, 0), 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_done_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+}
+
+static void test_a_query_lists_objects_by_name_glob_tag_worker_and_job(void **state)
+{
+    fixture_t *f = *state;
+    void *w1 = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    //  A task of job "jg" named "gamma" with two outputs, done on w1 (its log and a
+    //  failed task's outputs are never listed).
+    shoal_wire_task_t task = s_job_task(1, "jg", 0, NULL, 0);
+    task.name = "gamma";
+    task.n_outputs = 2;
+    s_submit(c, &task, 1, 0);
+    shoal_wire_in_t in;
+    s_expect(w1, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_done_two(w1, task.id);
+    shoal_wire_task_t failing = s_job_task(2, "jg", 0, NULL, 0);
+    failing.name = "gamma";
+    s_submit(c, &failing, 1, 0);
+    s_expect(w1, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_done(w1, failing.id, 1, SHOAL_ETASK, NULL);
+    //  Puts: two inline, one in w2's store.
+    void *w2 = s_worker(f, "w2", 2);
+    shoal_wire_task_t p1 = s_put_inline(3, "one");
+    p1.name = "alpha-1";
+    p1.tags = (shoal_wire_strs_t){(char *[]){"red", "big"}, 2};
+    shoal_wire_task_t p2 = s_put_inline(4, "two");
+    p2.name = "alpha-2";
+    p2.tags = (shoal_wire_strs_t){(char *[]){"blue"}, 1};
+    shoal_wire_task_t p3 = s_put_store(5, "w2", 70000);
+    p3.name = "beta";
+    p3.tags = (shoal_wire_strs_t){(char *[]){"red"}, 1};
+    shoal_wire_task_t puts[3] = {p1, p2, p3};
+    s_submit(c, puts, 3, 0);
+    s_note(w2, p3.id, SHOAL_OBJ_NOTE_SEALED, 70000, NULL);
+    shoal_ref_t out0 = task.id, out1 = shoal_ref_output(task.id, 1);
+
+    //  Everything, oldest first.
+    shoal_wire_query_reply_t *r = s_query(c, NULL, NULL, NULL, NULL, 0, &in);
+    s_assert_listed(r, (shoal_ref_t[]){out0, out1, p1.id, p2.id, p3.id}, 5, 0);
+    shoal_wire_object_info_t *o = &r->objects.items[0];
+    assert_string_equal(o->name, "gamma");
+    assert_int_equal(o->tags.count, 0);
+    assert_int_equal(o->size, 5);
+    assert_int_equal(o->state, SHOAL_OBJECT_SEALED);
+    assert_null(o->worker); //  inline in the directory
+    assert_true(shoal_ref_equal(o->task, task.id));
+    o = &r->objects.items[1];
+    assert_int_equal(o->size, 100000);
+    assert_string_equal(o->worker, "w1");
+    assert_true(shoal_ref_equal(o->task, task.id));
+    o = &r->objects.items[2];
+    assert_string_equal(o->name, "alpha-1");
+    assert_int_equal(o->tags.count, 2);
+    assert_string_equal(o->tags.items[0], "red");
+    assert_string_equal(o->tags.items[1], "big");
+    assert_int_equal(o->size, 3);
+    assert_true(shoal_ref_equal(o->task, p1.id)); //  a put is its own task
+    o = &r->objects.items[4];
+    assert_string_equal(o->worker, "w2");
+    assert_int_equal(o->size, 70000);
+    assert_int_equal(o->state, SHOAL_OBJECT_SEALED);
+    assert_true(o->age_ms < 60000);
+    shoal_wire_in_clear(&in);
+    //  Each filter, and filters together.
+    r = s_query(c, "alpha-*", NULL, NULL, NULL, 0, &in);
+    s_assert_listed(r, (shoal_ref_t[]){p1.id, p2.id}, 2, 0);
+    shoal_wire_in_clear(&in);
+    r = s_query(c, "?amma", NULL, NULL, NULL, 0, &in);
+    s_assert_listed(r, (shoal_ref_t[]){out0, out1}, 2, 0);
+    shoal_wire_in_clear(&in);
+    r = s_query(c, NULL, "red", NULL, NULL, 0, &in);
+    s_assert_listed(r, (shoal_ref_t[]){p1.id, p3.id}, 2, 0);
+    shoal_wire_in_clear(&in);
+    r = s_query(c, NULL, "re", NULL, NULL, 0, &in); //  a tag matches exactly
+    s_assert_listed(r, NULL, 0, 0);
+    shoal_wire_in_clear(&in);
+    r = s_query(c, NULL, NULL, "w1", NULL, 0, &in);
+    s_assert_listed(r, (shoal_ref_t[]){out1}, 1, 0);
+    shoal_wire_in_clear(&in);
+    r = s_query(c, NULL, NULL, "w2", NULL, 0, &in);
+    s_assert_listed(r, (shoal_ref_t[]){p3.id}, 1, 0);
+    shoal_wire_in_clear(&in);
+    r = s_query(c, NULL, NULL, NULL, "jg", 0, &in);
+    s_assert_listed(r, (shoal_ref_t[]){out0, out1}, 2, 0);
+    shoal_wire_in_clear(&in);
+    r = s_query(c, "alpha-*", "blue", NULL, NULL, 0, &in);
+    s_assert_listed(r, (shoal_ref_t[]){p2.id}, 1, 0);
+    shoal_wire_in_clear(&in);
+    r = s_query(c, "alpha-*", "red", "w2", NULL, 0, &in);
+    s_assert_listed(r, NULL, 0, 0);
+    shoal_wire_in_clear(&in);
+    r = s_query(c, NULL, NULL, NULL, "no such job", 0, &in);
+    s_assert_listed(r, NULL, 0, 0);
+    shoal_wire_in_clear(&in);
+    //  "" is no filter, as NULL.
+    r = s_query(c, "", "", "", "", 0, &in);
+    assert_int_equal(r->objects.count, 5);
+    shoal_wire_in_clear(&in);
+    //  A removed object is gone from listings.
+    shoal_wire_remove_t rm = {.seq = 8, .refs = {&p1.id, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_remove, &rm, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    r = s_query(c, "alpha-*", NULL, NULL, NULL, 0, &in);
+    s_assert_listed(r, (shoal_ref_t[]){p2.id}, 1, 0);
+    shoal_wire_in_clear(&in);
+    s_close(w1);
+    s_close(w2);
+    s_close(c);
+}
+
+static void test_a_query_lists_the_oldest_up_to_its_limit_and_counts_the_rest(void **state)
+{
+    fixture_t *f = *state;
+    void *c = s_client(f);
+    shoal_wire_task_t puts[5];
+    for (int i = 0; i < 5; i++) {
+        puts[i] = s_put_inline((uint64_t)i + 1, "x");
+        puts[i].name = "many";
+    }
+    s_submit(c, puts, 3, 0);
+    s_submit(c, puts + 3, 2, 0);
+    shoal_wire_in_t in;
+    shoal_wire_query_reply_t *r = s_query(c, "many", NULL, NULL, NULL, 2, &in);
+    s_assert_listed(r, (shoal_ref_t[]){puts[0].id, puts[1].id}, 2, 3);
+    shoal_wire_in_clear(&in);
+    r = s_query(c, "many", NULL, NULL, NULL, 4, &in);
+    s_assert_listed(r, (shoal_ref_t[]){puts[0].id, puts[1].id, puts[2].id, puts[3].id}, 4, 1);
+    shoal_wire_in_clear(&in);
+    //  A limit past the cap is the cap.
+    r = s_query(c, "many", NULL, NULL, NULL, UINT64_MAX, &in);
+    assert_int_equal(r->objects.count, 5);
+    assert_int_equal(r->more, 0);
+    shoal_wire_in_clear(&in);
+    s_close(c);
+}
+
+static void test_a_put_being_written_is_listed_allocated_on_its_worker(void **state)
+{
+    fixture_t *f = *state;
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_wire_task_t put = s_put_store(1, "w1", 1 << 20);
+    put.name = "partial";
+    s_submit(c, &put, 1, 0);
+    s_note(w, put.id, SHOAL_OBJ_NOTE_ALLOCATED, 1 << 20, NULL);
+    shoal_wire_in_t in;
+    shoal_wire_query_reply_t *r = s_query(c, NULL, NULL, "w1", NULL, 0, &in);
+    s_assert_listed(r, &put.id, 1, 0);
+    shoal_wire_object_info_t *o = &r->objects.items[0];
+    assert_int_equal(o->state, SHOAL_OBJECT_ALLOCATED);
+    assert_int_equal(o->size, 1 << 20);
+    assert_string_equal(o->worker, "w1");
+    assert_string_equal(o->name, "partial");
+    assert_true(shoal_ref_equal(o->task, put.id));
+    shoal_wire_in_clear(&in);
+    //  A task still running has no object to list; a put made from a note does.
+    s_submit(c, (shoal_wire_task_t[]){s_task(2, NULL, 0)}, 1, 0);
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    shoal_ref_t early = shoal_ref_make(7, 3, 0);
+    s_note(w, early, SHOAL_OBJ_NOTE_ALLOCATED, 4096, NULL);
+    r = s_query(c, NULL, NULL, NULL, NULL, 0, &in);
+    s_assert_listed(r, (shoal_ref_t[]){put.id, early}, 2, 0);
+    assert_int_equal(r->objects.items[1].state, SHOAL_OBJECT_ALLOCATED);
+    shoal_wire_in_clear(&in);
+    //  Sealed, it is listed sealed, with the size the seal gave.
+    s_note(w, put.id, SHOAL_OBJ_NOTE_SEALED, 1000, NULL);
+    r = s_query(c, "partial", NULL, NULL, NULL, 0, &in);
+    s_assert_listed(r, &put.id, 1, 0);
+    assert_int_equal(r->objects.items[0].state, SHOAL_OBJECT_SEALED);
+    assert_int_equal(r->objects.items[0].size, 1000);
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
+static void test_names_that_look_like_refs_are_refused_naming_them(void **state)
+{
+    fixture_t *f = *state;
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_wire_task_t t = s_task(1, NULL, 0);
+    t.name = "0123456789abcdef0123456789abcdef";
+    s_refused(c, &t, "name '0123456789abcdef0123456789abcdef' looks like a ref");
+    shoal_wire_task_t put = s_put_inline(2, "x");
+    put.name = "0123456789ABCDEF0123456789ABCDEF"; //  either case
+    s_refused(c, &put, "put ");
+    s_refused(c, &put, "0123456789ABCDEF0123456789ABCDEF");
+    //  Not 32 hex digits: fine.
+    t.name = "0123456789abcdef0123456789abcdeg";
+    put.name = "0123456789abcdef0123456789abcdef0";
+    shoal_wire_task_t both[2] = {t, put};
+    s_submit(c, both, 2, 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    //  A worker's note cannot make one either: the bytes are dropped, nothing is listed.
+    shoal_ref_t ref = shoal_ref_make(7, 3, 0);
+    shoal_wire_object_note_t note = {.ref = ref,
+                                     .state = SHOAL_OBJ_NOTE_ALLOCATED,
+                                     .size = 100,
+                                     .name = "ffffffffffffffffffffffffffffffff"};
+    shoal_wire_w_objects_t msg = {.items = {&note, 1}};
+    assert_int_equal(shoal_wire_send(w, NULL, SHOAL_MSG_w_objects, &msg, NULL, 0), 0);
+    s_expect(w, SHOAL_MSG_w_drop, &in, 5000);
+    assert_int_equal(in.msg.u.w_drop.refs.count, 1);
+    assert_true(shoal_ref_equal(in.msg.u.w_drop.refs.items[0], ref));
+    shoal_wire_in_clear(&in);
+    shoal_wire_query_reply_t *r = s_query(c, "ffff*", NULL, NULL, NULL, 0, &in);
+    s_assert_listed(r, NULL, 0, 0);
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
 int main(void)
 {
     shoal__log_init("test", SHOAL_LOG_ERROR);
@@ -1850,6 +2123,14 @@ int main(void)
             test_bad_tags_and_bad_puts_refuse_the_batch_naming_what_is_wrong, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(
             test_the_workers_reply_names_each_workers_store_dir_and_arena, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_query_lists_objects_by_name_glob_tag_worker_and_job,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_query_lists_the_oldest_up_to_its_limit_and_counts_the_rest, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_put_being_written_is_listed_allocated_on_its_worker,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_names_that_look_like_refs_are_refused_naming_them,
+                                        s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
