@@ -57,6 +57,7 @@
 #define S_ERROR_MAX      4096        //  bytes of failure text kept per task
 #define S_DISPATCH_BATCH 256         //  tasks per w_dispatch message
 #define S_DISPATCH_BYTES (16u << 20) //  a quarter of SHOAL_MAX_MSG_SIZE, for headroom
+#define S_GONE_MS        60000       //  tombstones of forgotten puts (s_broker_t.gone)
 
 /*  ------------------------------------------------------------------------- types */
 
@@ -234,6 +235,11 @@ typedef struct {
     int64_t next_tick_us;
     //  Bytes of small objects kept in the directory (broker.stats).
     uint64_t inline_bytes;
+    //  Puts held by workers that were forgotten (released, removed, canceled, expired),
+    //  id -> when to forget the tombstone (ms): a worker's note about one may still be on
+    //  its way (it travels on another connection than the client's release), and must not
+    //  bring the put back. Kept for S_GONE_MS, about the put's lease.
+    shoal__refmap_t *gone;
     //  ttl deadlines: a binary min-heap on deadline_us.
     s_ttl_t *ttl;
     size_t n_ttl, cap_ttl;
@@ -1573,6 +1579,10 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
             return false;
         if (n->state == SHOAL_OBJ_NOTE_ABORTED)
             return true; //  given up before the client submitted it: nothing to know
+        if (shoal__refmap_get(self->gone, ref)) {
+            s_queue_drop(w, ref); //  released or removed before this note came: its bytes go too
+            return true;
+        }
         char err[256];
         if (s_check_tags(&n->tags, text, err, sizeof err)) {
             shoal__debug("worker %s: note for %s: %s", w->name, text, err);
@@ -2344,8 +2354,26 @@ static void s_maybe_forget(s_broker_t *self, s_task_t *t, const char *reason)
     shoal__refmap_remove(self->tasks, t->id);
     if (self->journal)
         shoal__journal_forget(self->journal, t->id);
+    if (s_is_put(t) && !t->all_inline &&
+        shoal__refmap_put(self->gone, t->id, (void *)(uintptr_t)(shoal__now_ms() + S_GONE_MS)))
+        abort(); //  out of memory in the broker: nothing sane to do
     s_job_leave(self, t);
     s_task_free(self, t);
+}
+
+//  Forgets tombstones older than S_GONE_MS (a few each tick: they are few).
+static void s_gone_expire(s_broker_t *self)
+{
+    shoal_ref_t old[256];
+    size_t n = 0, cursor = 0;
+    shoal_ref_t key;
+    void *value;
+    int64_t now = shoal__now_ms();
+    while (n < 256 && shoal__refmap_next(self->gone, &cursor, &key, &value))
+        if ((int64_t)(uintptr_t)value <= now)
+            old[n++] = key;
+    for (size_t i = 0; i < n; i++)
+        shoal__refmap_remove(self->gone, old[i]);
 }
 
 //  Output ref of p is gone (how: "removed", "expired"): every consumer not yet final that
@@ -3070,6 +3098,7 @@ static void s_destroy(s_broker_t *self)
             self->fns[i] = next;
         }
     shoal__refmap_destroy(&self->objects);
+    shoal__refmap_destroy(&self->gone);
     for (size_t i = 0; i < self->n_jobs; i++) {
         free(self->jobs[i]->tasks);
         free(self->jobs[i]->name);
@@ -3122,8 +3151,9 @@ int shoal_broker_run(const shoal_broker_config_t *config)
     self->tasks = shoal__refmap_new();
     self->objects = shoal__refmap_new();
     self->job_names = shoal__refmap_new();
+    self->gone = shoal__refmap_new();
     self->ctx = zmq_ctx_new();
-    if (!self->tasks || !self->objects || !self->job_names || !self->ctx) {
+    if (!self->tasks || !self->objects || !self->job_names || !self->gone || !self->ctx) {
         s_destroy(self);
         return SHOAL_ENOMEM;
     }
@@ -3208,6 +3238,7 @@ int shoal_broker_run(const shoal_broker_config_t *config)
         }
         if (shoal__now_us() >= self->next_tick_us) {
             s_tick(self);
+            s_gone_expire(self);
             self->next_tick_us = shoal__now_us() + self->cfg.heartbeat_ms * 1000;
         }
         s_ttl_expire(self);

@@ -1292,6 +1292,30 @@ static void test_removing_or_canceling_a_put_in_a_store_tells_its_worker_to_drop
     s_close(c);
 }
 
+static void test_a_seal_that_comes_after_the_release_does_not_bring_the_put_back(void **state)
+{
+    fixture_t *f = *state;
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    //  The client's PUT task and its release arrive before the worker's SEALED note (they
+    //  travel on other connections): the put is forgotten, then its note comes.
+    shoal_wire_task_t put = s_put_store(1, "w1", 100000);
+    s_submit(c, &put, 1, 0);
+    shoal_wire_release_t rel = {.seq = 8, .client_id = 7};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_release, &rel, NULL, 0), 0);
+    shoal_wire_in_t in;
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_expect_drop(w, put.id);
+    s_send_note(w, put.id, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
+    s_expect_drop(w, put.id); //  its bytes go, and nothing is made of the note
+    shoal_wire_status_t *st = s_watch(c, put.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_UNKNOWN);
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
 static void test_a_restarted_broker_keeps_puts_and_never_runs_them(void **state)
 {
     fixture_t *f = *state;
@@ -2107,6 +2131,9 @@ int main(void)
             test_puts_lost_with_their_worker_fail_and_so_do_their_readers, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(
             test_removing_or_canceling_a_put_in_a_store_tells_its_worker_to_drop_it, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_seal_that_comes_after_the_release_does_not_bring_the_put_back, s_setup,
             s_teardown),
         cmocka_unit_test_setup_teardown(test_a_restarted_broker_keeps_puts_and_never_runs_them,
                                         s_setup, s_teardown),
