@@ -2594,14 +2594,8 @@ static void s_flush(s_worker_t *self)
             shoal__warn("cannot commit the store index: %s (retrying next turn)",
                         shoal_strerror(rc));
     }
-    for (size_t i = 0; i < self->n_sealed; i++) {
-        s_sealed_t *d = &self->sealed[i];
-        shoal_wire_put_t m = {.seq = d->seq, .ref = d->ref};
-        shoal_store_obj_t obj;
-        uint64_t size = shoal_store_lookup(self->store, d->ref, &obj) == 0 ? obj.size : 0;
-        s_put_reply(self, &d->peer, &m, 0, NULL, size);
-    }
-    self->n_sealed = 0;
+    //  Notes before the answers to SEALs: the broker should hear of a put from us before
+    //  its writer's client tells it anything more (a release, a task reading it).
     if (self->n_notes && self->welcomed) {
         //  Informational for task outputs; for puts, the client's PUT task says the same.
         shoal_wire_object_note_t *items = s_bump_alloc(self, self->n_notes * sizeof *items);
@@ -2614,6 +2608,14 @@ static void s_flush(s_worker_t *self)
             self->n_notes = 0;
         }
     }
+    for (size_t i = 0; i < self->n_sealed; i++) {
+        s_sealed_t *d = &self->sealed[i];
+        shoal_wire_put_t m = {.seq = d->seq, .ref = d->ref};
+        shoal_store_obj_t obj;
+        uint64_t size = shoal_store_lookup(self->store, d->ref, &obj) == 0 ? obj.size : 0;
+        s_put_reply(self, &d->peer, &m, 0, NULL, size);
+    }
+    self->n_sealed = 0;
     if (self->n_results) {
         for (size_t i = 0; i < self->n_results;) {
             size_t start = i, bytes = 0;
