@@ -19,21 +19,24 @@
     index read-only; to view an object it pins the object's range in the pin table, a file
     next to the arena (s_pins_header_t + S_PIN_SLOTS s_pin_t, shared memory). The owner
     never hands out space a reader may be viewing:
-    - deleting an object whose SEALED record was committed (entry->published) does not free
-      its range: the range goes to the limbo list, still counted as used;
+    - deleting (or aborting) an object whose record was committed (entry->published) does
+      not free its range: the range goes to the limbo list, still counted as used;
     - a limbo range returns to the free list only when (a) a flush has committed the delete
       (limbo_safe counts those entries) and (b) a scan of the pin table, made after that
       commit, finds no pin covering it (a slot still being claimed counts as covering all);
     - a reader (1) looks the ref up in a read transaction, (2) claims a slot and publishes
       its pin with a sequentially consistent CAS, (3) looks the ref up again in a fresh read
-      transaction and gives up unless it is still SEALED at the same offset.
+      transaction and gives up unless it is still SEALED at the same offset. A writer on
+      the host (a client writing its put in place) pins its ALLOCATED object the same way
+      (shoal_store_reader_pin_writing), so a put aborted under it keeps its range until
+      the writer lets go or dies: its late writes never land in another object.
     Why that suffices: take a pin P on the range of object X that passed (3), and an owner
     scan S after the commit C that deleted X. Both sides order a store before a load with a
     seq_cst fence (the reader: publish P, then read the index; the owner: commit C, then read
     the slot), so either S sees P (and keeps the range) or (3) starts after C and does not
     find X (and the reader gives up). A pin that S misses was therefore either released or
-    never validated. Deleting an object that was never committed as SEALED frees at once:
-    no reader can have found it, since readers only see committed index states.
+    never validated. Deleting an object that was never committed frees at once: no reader
+    or writer can have found it, since they only see committed index states.
 
     Dead holders: a pin names its holder by pid and start time (/proc/PID/stat field 22, so
     a reused pid is not mistaken for the holder). Holders are checked at most once a second
@@ -125,7 +128,7 @@ typedef struct {
     int64_t created_us;
     int state;
     bool dirty;     //  its ref is in the dirty list
-    bool published; //  committed to the index as SEALED: readers may have pinned it
+    bool published; //  committed to the index: readers (sealed) or writers may pin it
 } s_entry_t;
 
 typedef struct {
@@ -1725,7 +1728,7 @@ static int s_commit(shoal_store_t *self)
             entry->dirty = false;
             self->clean++;
         }
-        if (entry && entry->state == SHOAL_OBJ_SEALED)
+        if (entry)
             entry->published = true;
     }
     self->dirty_len = 0;
@@ -2161,7 +2164,9 @@ static void s_pin_drop(shoal_store_reader_t *self, uint32_t i)
     atomic_compare_exchange_strong(&self->slots[i].holder, &expect, 0);
 }
 
-int shoal_store_reader_get(shoal_store_reader_t *self, shoal_ref_t ref, shoal_store_view_t *view)
+//  reader_get (want SEALED) and pin_writing (want ALLOCATED).
+static int s_reader_pin(shoal_store_reader_t *self, shoal_ref_t ref, uint32_t want,
+                        shoal_store_view_t *view)
 {
     if (!view)
         return SHOAL_EINVAL;
@@ -2172,8 +2177,10 @@ int shoal_store_reader_get(shoal_store_reader_t *self, shoal_ref_t ref, shoal_st
     uint32_t slot = S_PIN_NONE;
     s_record_t rec, again;
     int rc = s_reader_lookup(self, ref, &rec);
-    if (rc == 0 && rec.state != SHOAL_OBJ_SEALED)
-        rc = rec.state == SHOAL_OBJ_ALLOCATED ? SHOAL_EAGAIN : SHOAL_ENOTFOUND;
+    if (rc == 0 && rec.state != want)
+        rc = rec.state == SHOAL_OBJ_ALLOCATED ? SHOAL_EAGAIN
+             : rec.state == SHOAL_OBJ_SEALED  ? SHOAL_ESTATE
+                                              : SHOAL_ENOTFOUND;
     if (rc == 0 && (rec.offset % S_PAGE || rec.size > self->capacity ||
                     rec.offset > self->capacity - s_page_round(rec.size))) {
         shoal__warn("store: index record of an object lies outside the %llu-byte arena",
@@ -2189,8 +2196,8 @@ int shoal_store_reader_get(shoal_store_reader_t *self, shoal_ref_t ref, shoal_st
         //  still there, the owner will see our pin before it frees the range.
         if (rc == 0)
             rc = s_reader_lookup(self, ref, &again);
-        if (rc == 0 && (again.state != SHOAL_OBJ_SEALED || again.offset != rec.offset ||
-                        again.size != rec.size))
+        if (rc == 0 &&
+            (again.state != want || again.offset != rec.offset || again.size != rec.size))
             rc = SHOAL_ENOTFOUND; //  deleted (and maybe stored anew) meanwhile
         if (rc && slot != S_PIN_NONE)
             s_pin_drop(self, slot);
@@ -2204,6 +2211,17 @@ int shoal_store_reader_get(shoal_store_reader_t *self, shoal_ref_t ref, shoal_st
     view->reader_ = self;
     view->pin_ = slot;
     return 0;
+}
+
+int shoal_store_reader_get(shoal_store_reader_t *self, shoal_ref_t ref, shoal_store_view_t *view)
+{
+    return s_reader_pin(self, ref, SHOAL_OBJ_SEALED, view);
+}
+
+int shoal_store_reader_pin_writing(shoal_store_reader_t *self, shoal_ref_t ref,
+                                   shoal_store_view_t *view)
+{
+    return s_reader_pin(self, ref, SHOAL_OBJ_ALLOCATED, view);
 }
 
 void shoal_store_view_release(shoal_store_view_t *view)

@@ -187,6 +187,14 @@ int shoal_store_reader_open(const char *dir, const char *arena_path, shoal_store
     slot: release views), SHOAL_EIO (the owner reset or destroyed the store since open, or
     the index cannot be read: close and reopen; views already held stay valid). */
 int shoal_store_reader_get(shoal_store_reader_t *self, shoal_ref_t ref, shoal_store_view_t *view);
+/*  For a writer on the host (a client writing a put in place through its own writable
+    mapping): pins ref while it is ALLOCATED in the index, as shoal_store_reader_get pins a
+    sealed object, so that if the owner aborts it meanwhile its range stays out of use until
+    the view is released (or the writer dies). view->data is the read-only view of the
+    range. Returns as shoal_store_reader_get, except SHOAL_ESTATE (sealed already) instead
+    of SHOAL_EAGAIN. */
+int shoal_store_reader_pin_writing(shoal_store_reader_t *self, shoal_ref_t ref,
+                                   shoal_store_view_t *view);
 /*  Unpins the view and zeroes it. NULL-safe, idempotent (a zeroed view is a no-op), callable
     from any thread. The last release after shoal_store_reader_close frees the reader. */
 void shoal_store_view_release(shoal_store_view_t *view);

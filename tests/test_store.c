@@ -704,6 +704,9 @@ static void test_fragmentation_heals_when_everything_is_freed(void **state)
                 } else
                     i++;
             }
+            //  Aborted objects that were committed wait in limbo for a flush (a writer on
+            //  the host may pin them); the index never holds limbo.
+            assert_int_equal(shoal_store_flush(f->store), 0);
             uint64_t used = shoal_store_used(f->store);
             size_t ranges_before = shoal__store_free_ranges(f->store, &largest, NULL);
             uint64_t largest_before = largest;
@@ -1128,6 +1131,37 @@ static void test_a_pinned_deleted_object_keeps_its_bytes_and_space_until_release
     }
     assert_int_equal(shoal_store_pinned_pending(f->store), 0);
     assert_int_equal(shoal_store_used(f->store), 512 * 1024);
+    shoal_store_reader_close(&reader);
+}
+
+static void test_a_writer_pin_keeps_an_aborted_objects_space_out_of_use(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_open(f, 1 * MiB), 0);
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_alloc(f->store, s_ref(1), 1 * MiB, &obj), 0);
+    shoal_store_reader_t *reader = NULL;
+    assert_int_equal(s_reader(f, &reader), 0);
+    shoal_store_view_t view;
+    //  Not committed yet: a writer cannot find it.
+    assert_int_equal(shoal_store_reader_pin_writing(reader, s_ref(1), &view), SHOAL_ENOTFOUND);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    assert_int_equal(shoal_store_reader_pin_writing(reader, s_ref(1), &view), 0);
+    assert_int_equal(view.size, 1 * MiB);
+    //  Aborted under its writer: the space stays out of use while the pin lives.
+    assert_int_equal(shoal_store_abort(f->store, s_ref(1)), 0);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    assert_int_equal(shoal_store_pinned_pending(f->store), 1);
+    assert_int_equal(shoal_store_alloc(f->store, s_ref(2), 4096, &obj), SHOAL_EFULL);
+    shoal_store_view_release(&view);
+    assert_int_equal(shoal_store_alloc(f->store, s_ref(2), 4096, &obj), 0);
+    assert_int_equal(obj.offset, 0);
+    //  A sealed object is not for writers; an allocated one is not for readers.
+    assert_int_equal(shoal_store_seal(f->store, s_ref(2)), 0);
+    assert_int_equal(shoal_store_alloc(f->store, s_ref(3), 4096, &obj), 0);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    assert_int_equal(shoal_store_reader_pin_writing(reader, s_ref(2), &view), SHOAL_ESTATE);
+    assert_int_equal(shoal_store_reader_get(reader, s_ref(3), &view), SHOAL_EAGAIN);
     shoal_store_reader_close(&reader);
 }
 
@@ -2008,6 +2042,7 @@ int main(void)
         T(test_a_reader_gets_eagain_while_allocated_and_enotfound_when_unknown),
         T(test_a_reader_of_a_missing_or_mismatched_store_is_refused),
         T(test_a_pinned_deleted_object_keeps_its_bytes_and_space_until_released),
+        T(test_a_writer_pin_keeps_an_aborted_objects_space_out_of_use),
         T(test_a_delete_between_a_readers_look_up_and_pin_makes_the_get_fail),
         T(test_an_idle_owners_tick_commits_deletes_and_frees_their_space),
         T(test_views_outlive_the_close_of_their_reader),
