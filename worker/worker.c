@@ -255,12 +255,14 @@ typedef struct {
     int64_t deadline_us;
 } s_parked_t;
 
-//  A SEAL answered after the flush that puts the object in the index: a client on this
-//  host reads the index as soon as it has the answer.
+//  An ALLOC or a SEAL answered after the flush that puts the object in the index: a
+//  client on this host looks it up there as soon as it has the answer (a writer pins its
+//  allocation, a reader finds the sealed object).
 typedef struct {
     shoal_wire_peer_t peer;
     uint64_t seq;
     shoal_ref_t ref;
+    bool alloc; //  an ALLOC (else a SEAL)
 } s_sealed_t;
 
 typedef struct {
@@ -2229,15 +2231,8 @@ static bool s_put_alloc(s_worker_t *self, const shoal_wire_peer_t *peer, const s
             s_oom();
         s_note(self, m->ref, SHOAL_OBJ_NOTE_ALLOCATED, m->size, p->spec, NULL);
     }
-    if (shoal_store_lookup(self->store, m->ref, &obj) != 0)
-        s_oom(); //  just allocated: cannot be missing
-    shoal_wire_put_reply_t reply = {.seq = m->seq,
-                                    .ref = m->ref,
-                                    .offset = obj.offset,
-                                    .arena = (char *)self->arena_path,
-                                    .arena_dev = self->arena_dev,
-                                    .arena_ino = self->arena_ino};
-    shoal_wire_send(self->data, peer, SHOAL_MSG_put_reply, &reply, NULL, 0);
+    s_sealed_t answer = {*peer, m->seq, m->ref, true};
+    S_PUSH(self->sealed, self->n_sealed, self->cap_sealed, answer);
     return false;
 }
 
@@ -2301,7 +2296,7 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
             return;
         }
         s_note(self, m->ref, SHOAL_OBJ_NOTE_SEALED, p->spec->size, p->spec, NULL);
-        s_sealed_t done = {in->peer, m->seq, m->ref};
+        s_sealed_t done = {in->peer, m->seq, m->ref, false};
         S_PUSH(self->sealed, self->n_sealed, self->cap_sealed, done);
         s_put_free(p);
         return;
@@ -2612,8 +2607,24 @@ static void s_flush(s_worker_t *self)
         s_sealed_t *d = &self->sealed[i];
         shoal_wire_put_t m = {.seq = d->seq, .ref = d->ref};
         shoal_store_obj_t obj;
-        uint64_t size = shoal_store_lookup(self->store, d->ref, &obj) == 0 ? obj.size : 0;
-        s_put_reply(self, &d->peer, &m, 0, NULL, size);
+        bool there = shoal_store_lookup(self->store, d->ref, &obj) == 0;
+        if (!d->alloc) {
+            s_put_reply(self, &d->peer, &m, 0, NULL, there ? obj.size : 0);
+        } else if (!there || obj.state != SHOAL_OBJ_ALLOCATED) {
+            char text[SHOAL_REF_TEXT_SIZE], error[128];
+            snprintf(error, sizeof error,
+                     "object %s was dropped before its allocation was answered",
+                     s_ref_text(d->ref, text));
+            s_put_reply(self, &d->peer, &m, SHOAL_ENOTFOUND, error, 0);
+        } else {
+            shoal_wire_put_reply_t reply = {.seq = d->seq,
+                                            .ref = d->ref,
+                                            .offset = obj.offset,
+                                            .arena = (char *)self->arena_path,
+                                            .arena_dev = self->arena_dev,
+                                            .arena_ino = self->arena_ino};
+            shoal_wire_send(self->data, &d->peer, SHOAL_MSG_put_reply, &reply, NULL, 0);
+        }
     }
     self->n_sealed = 0;
     if (self->n_results) {
