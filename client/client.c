@@ -2204,6 +2204,7 @@ struct shoal_put {
     uint8_t *arena; //  borrowed from the owner's cache (s_warena_t)
     uint8_t *mem;
     char *arena_path;
+    shoal_store_view_t pin; //  on the allocation while we write in place
     int64_t last_msg_ms;
     int64_t deadline;
 };
@@ -2303,6 +2304,7 @@ static void s_put_free(shoal_put_t *put)
         return;
     if (put->mem)
         shoal_arena_unmap(put->mem, put->size);
+    shoal_store_view_release(&put->pin);
     free(put->arena_path);
     if (put->sock)
         zmq_close(put->sock);
@@ -2351,9 +2353,16 @@ static void s_put_map(shoal_put_t *put, const shoal_wire_put_reply_t *r)
     if (s_no_local() || !r->arena || !*r->arena || stat(r->arena, &st) != 0 ||
         (uint64_t)st.st_dev != r->arena_dev || (uint64_t)st.st_ino != r->arena_ino)
         return; //  another host (or another arena of that name): bytes go by message
-    uint8_t *base = s_warena(put->owner, r->arena, r->arena_dev, r->arena_ino);
-    if (!base || !(put->arena_path = strdup(r->arena)))
+    //  A pin on the allocation keeps its space out of use should the worker abort the put
+    //  under us (a remove, the lease): a late write then lands nowhere that matters.
+    shoal_store_reader_t *reader = s_local_reader(put->owner, put->worker, put->deadline);
+    if (!reader || shoal_store_reader_pin_writing(reader, put->ref, &put->pin) != 0)
         return;
+    uint8_t *base = s_warena(put->owner, r->arena, r->arena_dev, r->arena_ino);
+    if (!base || !(put->arena_path = strdup(r->arena))) {
+        shoal_store_view_release(&put->pin);
+        return;
+    }
     put->arena = base;
     put->offset = r->offset;
     put->local = true;

@@ -459,6 +459,51 @@ static void test_a_worker_copies_an_input_out_of_a_peer_on_its_host(void **state
     shoal_disconnect(&sh);
 }
 
+//  Polls until the log at path says what (cluster-owned result), within the deadline.
+static bool s_log_says(h_cluster_t *c, const char *path, const char *what)
+{
+    int64_t deadline = h_now_ms() + WAIT_MS;
+    do {
+        char *log = h_read_file(c, path, NULL);
+        if (log && strstr(log, what))
+            return true;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL); //  between polls
+    } while (h_now_ms() < deadline);
+    return false;
+}
+
+static void
+test_a_put_aborted_under_its_writer_keeps_its_space_until_the_writer_lets_go(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = s_connect(c);
+    size_t size = 8 * MiB;
+    shoal_put_opts_t on0 = {.worker = c->workers[0].name};
+    shoal_put_t *doomed = NULL, *next = NULL;
+    shoal_ref_t ref, ref2;
+    assert_int_equal(shoal_put_begin(sh, size, &on0, &ref, &doomed), 0);
+    uint8_t *late = shoal_put_memory(doomed);
+    assert_non_null(late);
+    //  Canceled under its writer: the worker aborts it.
+    assert_int_equal(shoal_cancel(sh, &ref, 1, WAIT_MS), 1);
+    assert_true(s_log_says(c, c->workers[0].log, "w_drop: 1 objects"));
+    //  The next allocation must not get the aborted range while the writer may write.
+    assert_int_equal(shoal_put_begin(sh, size, &on0, &ref2, &next), 0);
+    uint8_t *data = s_pattern(9, size);
+    assert_int_equal(shoal_put_write(next, data, size), 0);
+    assert_int_equal(shoal_put_end(&next), 0);
+    memset(late, 0xee, size); //  the writer did not notice
+    shoal_view_t v;
+    assert_int_equal(shoal_get(sh, ref2, WAIT_MS, &v), 0);
+    s_assert_pattern(v.data, v.size, 9, size);
+    shoal_view_release(&v);
+    //  The writer learns of it at the end, and lets go.
+    assert_int_not_equal(shoal_put_end(&doomed), 0);
+    assert_int_equal(shoal_remove(sh, &ref2, 1, WAIT_MS), 1);
+    free(data);
+    shoal_disconnect(&sh);
+}
+
 int main(void)
 {
     if (getenv("SHOAL_TEST_FILTER"))
@@ -479,6 +524,8 @@ int main(void)
     };
     const struct CMUnitTest two[] = {
         cmocka_unit_test(test_a_worker_copies_an_input_out_of_a_peer_on_its_host),
+        cmocka_unit_test(
+            test_a_put_aborted_under_its_writer_keeps_its_space_until_the_writer_lets_go),
     };
     int failed = cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
     return failed + cmocka_run_group_tests(two, s_setup_two, h_fixture_stop);
