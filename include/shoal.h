@@ -415,10 +415,10 @@ int shoal_put_begin(shoal_t *self, uint64_t size, const shoal_put_opts_t *opts, 
                     shoal_put_t **put_p);
 /*  The object's memory when the worker is on this host: size bytes, writable, mapped for
     this writer only (writing past them faults). NULL when the worker is remote: use
-    shoal_put_write. Valid until shoal_put_end or shoal_put_abort. Caveat: the worker
-    frees the space of a put that is aborted under its writer (shoal_remove of its ref, or
-    a writer silent for a minute); writes after that land in space that may
-    belong to another object by then. */
+    shoal_put_write. Valid until shoal_put_end or shoal_put_abort. The writer pins the
+    allocation in the worker's store while it writes, so if the put is aborted under it
+    (canceled, removed, or a writer silent for a minute) the space is not reused until
+    shoal_put_end (which then fails) or shoal_put_abort: late writes harm nothing. */
 void *shoal_put_memory(shoal_put_t *put);
 /*  Appends n bytes after those written so far (copies them: into shared memory on the
     worker's host, else in 1 MiB messages with a few in flight). Returns 0, SHOAL_EINVAL
