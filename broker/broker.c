@@ -1768,6 +1768,13 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
             self->workers[i] = self->workers[--self->n_workers];
             break;
         }
+    //  Finished tasks still name it as where they ran: a new worker allocated at the same
+    //  address must not pass for it (results are fenced by worker and attempt). One more
+    //  walk of the task map, once per worker that leaves.
+    tcursor = 0;
+    while (shoal__refmap_next(self->tasks, &tcursor, NULL, &tvalue))
+        if (((s_task_t *)tvalue)->worker == w)
+            ((s_task_t *)tvalue)->worker = NULL;
     s_worker_free(w);
 }
 
