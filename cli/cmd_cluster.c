@@ -37,6 +37,7 @@ enum {
     OPT_EVENTS,
     OPT_STATE_DIR,
     OPT_INLINE_BUDGET,
+    OPT_RESET_STORE,
     OPT_BROKER,
     OPT_SLOTS,
     OPT_STORE_DIR,
@@ -154,7 +155,10 @@ static const char s_worker_help[] =
     "  --data EP          bind the data socket here (default: an ephemeral port on the\n"
     "                     address that reaches the broker)\n"
     "  --advertise HOST   the host others reach the data socket at (default: that\n"
-    "                     address)\n" S_HELP_HELP;
+    "                     address)\n"
+    "  --reset-store      start with an empty store: remove what the store dir and its\n"
+    "                     arena hold (a store that cannot be read is reset anyway, with\n"
+    "                     a warning naming the file)\n" S_HELP_HELP;
 
 int cli_cmd_worker(int argc, char **argv)
 {
@@ -168,6 +172,7 @@ int cli_cmd_worker(int argc, char **argv)
         {"shm-size", required_argument, NULL, OPT_SHM_SIZE},
         {"data", required_argument, NULL, OPT_DATA},
         {"advertise", required_argument, NULL, OPT_ADVERTISE},
+        {"reset-store", no_argument, NULL, OPT_RESET_STORE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -210,6 +215,9 @@ int cli_cmd_worker(int argc, char **argv)
             break;
         case OPT_ADVERTISE:
             config.advertise = optarg;
+            break;
+        case OPT_RESET_STORE:
+            config.reset_store = true;
             break;
         default:
             return cli_bad_option(cmd);

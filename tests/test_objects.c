@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <time.h>
 
@@ -418,6 +419,46 @@ static void test_shoal_put_prints_a_ref_that_shoal_get_reads_back(void **state)
     assert_true(h_contains(r->err, "2 bytes"));
 }
 
+static void test_a_restarted_worker_keeps_its_store_unless_told_to_reset_it(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = s_connect(c);
+    size_t size = 3 * MiB;
+    uint8_t *data = s_pattern(10, size);
+    shoal_ref_t ref;
+    shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
+    assert_int_equal(shoal_put(sh, data, size, &store, &ref), 0);
+    assert_int_equal(shoal_flush(sh, WAIT_MS), 0);
+    assert_int_equal(h_kill_worker(c, 0, SIGKILL), 0);
+    //  The broker counts it dead after five missed heartbeats; then its name is free.
+    int64_t deadline = h_now_ms() + WAIT_MS;
+    shoal_worker_info_t *list = NULL;
+    size_t n = 1;
+    while (n > 0 && h_now_ms() < deadline) {
+        assert_int_equal(shoal_workers(sh, &list, &n, WAIT_MS), 0);
+        shoal_workers_free(&list, n);
+        nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL); //  between polls
+    }
+    assert_int_equal(n, 0);
+    shoal_disconnect(&sh);
+    //  --reset-store starts it empty (it says so, naming the store and what it held).
+    h_worker_t *w = &c->workers[0];
+    h_result_t *r = h_sh(c, CMD_MS,
+                         "shoal worker --name %s --store-dir %s --shm-size %s --reset-store "
+                         "> $H_TMP/reset.log 2>&1 & pid=$!; "
+                         "for i in $(seq 200); do grep -q 'removed the store' $H_TMP/reset.log "
+                         "&& break; sleep 0.05; done; kill $pid; wait $pid; cat $H_TMP/reset.log",
+                         w->name, w->store_dir, c->shm);
+    if (!h_contains(r->out,
+                    h_fmt(c, "--reset-store: removed the store in %s (1 objects)", w->store_dir)))
+        print_error("the worker said:\n%s\n", r->out);
+    assert_true(h_contains(
+        r->out, h_fmt(c, "--reset-store: removed the store in %s (1 objects)", w->store_dir)));
+    assert_int_equal(h_start_worker(c, 0), 0);
+    assert_int_equal(h_wait_workers(c, WAIT_MS), 0);
+    free(data);
+}
+
 /*  ------------------------------------------------ two workers on one host (debug logs) */
 
 static int s_setup_two(void **state)
@@ -521,6 +562,7 @@ int main(void)
         cmocka_unit_test(test_a_stray_write_in_a_plugin_faults_and_spares_its_neighbours),
         cmocka_unit_test(test_a_writer_that_dies_mid_write_is_aborted_and_its_space_reclaimed),
         cmocka_unit_test(test_shoal_put_prints_a_ref_that_shoal_get_reads_back),
+        cmocka_unit_test(test_a_restarted_worker_keeps_its_store_unless_told_to_reset_it),
     };
     const struct CMUnitTest two[] = {
         cmocka_unit_test(test_a_worker_copies_an_input_out_of_a_peer_on_its_host),

@@ -3163,6 +3163,12 @@ static int s_setup(s_worker_t *self, const shoal_worker_config_t *cfg)
     shoal_store_config_t sc = {
         .dir = self->store_dir, .name = self->store_name, .capacity = self->shm_size};
     int rc = shoal_store_open(&sc, &self->store);
+    if (rc == 0 && cfg->reset_store) {
+        size_t n = shoal_store_count(self->store);
+        shoal_store_destroy(&self->store);
+        shoal__info("--reset-store: removed the store in %s (%zu objects)", self->store_dir, n);
+        rc = shoal_store_open(&sc, &self->store);
+    }
     if (rc) {
         shoal__error("cannot open the store in %s: %s", self->store_dir, shoal_strerror(rc));
         return rc;

@@ -24,6 +24,8 @@ typedef struct {
     const char *advertise;    /*  host peers use to reach the data socket; default ADDR */
     const char *executor_bin; /*  the shoal binary for executors; default /proc/self/exe */
     int heartbeat_ms;         /*  default: what the broker's welcome says */
+    bool reset_store;         /*  start with an empty store: what the store dir and arena held
+                                  is removed (`shoal worker --reset-store`) */
 } shoal_worker_config_t;
 /*  Zero (or NULL) in any field means "the default" above; prefetch < 0 means no prefetch
     (capacity = slots). */
