@@ -38,7 +38,9 @@ static const char s_put_help[] =
     "  --store          keep it in a worker's store even when small (default: objects up\n"
     "                   to 64 KiB live in the broker's directory)\n"
     "  --size N         with -: standard input carries exactly N bytes (K/M/G suffixes);\n"
-    "                   the space is allocated first and the input read straight into it\n"
+    "                   the space is allocated first, the ref printed at once (tasks that\n"
+    "                   read it wait until every byte is in), and the input read straight\n"
+    "                   into it\n"
     "  -h, --help       show this help\n"
     "\n"
     "Exit status: 0 stored, 2 usage, an unreadable file, or no room (the message names\n"
@@ -96,15 +98,33 @@ static int s_read_all(int fd, uint8_t **buf_p, size_t *size_p)
     return -ENOMEM;
 }
 
-//  A store put of size bytes read from fd: into shared memory when the worker is on this
-//  host, else in pieces through the worker's data socket.
+//  Prints ref on stdout, once the broker has acknowledged the put. Returns the status.
+static int s_announce(const char *cmd, shoal_t *client, shoal_ref_t ref)
+{
+    int rc = shoal_flush(client, S_ACK_TIMEOUT_MS);
+    if (rc)
+        return cli_fail(cmd, cli_exit_for(rc), "%s", shoal_last_error(client));
+    char text[SHOAL_REF_TEXT_SIZE];
+    printf("%s\n", shoal_ref_format(ref, text));
+    fflush(stdout);
+    return CLI_EXIT_OK;
+}
+
+/*  A store put of size bytes read from fd: into shared memory when the worker is on this
+    host, else in pieces through the worker's data socket. early: print the ref as soon as
+    the space is allocated (standard input with --size), so another command can name it
+    while the bytes still arrive (tasks reading it wait for the seal). */
 static int s_put_stream(const char *cmd, shoal_t *client, int fd, const char *what, uint64_t size,
-                        const shoal_put_opts_t *opts, shoal_ref_t *ref)
+                        const shoal_put_opts_t *opts, bool early, shoal_ref_t *ref)
 {
     shoal_put_t *put = NULL;
     int rc = shoal_put_begin(client, size, opts, ref, &put);
     if (rc)
         return cli_fail(cmd, cli_exit_for(rc), "%s", shoal_last_error(client));
+    if (early && (rc = s_announce(cmd, client, *ref)) != CLI_EXIT_OK) {
+        shoal_put_abort(&put);
+        return rc;
+    }
     uint8_t *mem = shoal_put_memory(put);
     uint8_t *piece = mem ? NULL : malloc(S_PIECE);
     if (!mem && !piece) {
@@ -224,8 +244,9 @@ int cli_cmd_put(int argc, char **argv)
     shoal_keep(client, true);
     shoal_ref_t ref;
     bool small = has_size && size <= 64 * 1024 && !opts.worker && !(opts.flags & SHOAL_PUT_STORE);
+    bool early = from_stdin && has_size && !small;
     if (has_size && !small) {
-        status = s_put_stream(cmd, client, fd, what, size, &opts, &ref);
+        status = s_put_stream(cmd, client, fd, what, size, &opts, early, &ref);
     } else {
         uint8_t *buf = NULL;
         size_t n = 0;
@@ -244,16 +265,8 @@ int cli_cmd_put(int argc, char **argv)
     }
     if (!from_stdin)
         close(fd);
-    if (status == CLI_EXIT_OK) {
-        int rc = shoal_flush(client, S_ACK_TIMEOUT_MS);
-        if (rc)
-            status = cli_fail(cmd, cli_exit_for(rc), "%s", shoal_last_error(client));
-        else {
-            char text[SHOAL_REF_TEXT_SIZE];
-            printf("%s\n", shoal_ref_format(ref, text));
-            fflush(stdout);
-        }
-    }
+    if (status == CLI_EXIT_OK && !early)
+        status = s_announce(cmd, client, ref);
     shoal_disconnect(&client);
     return status;
 }

@@ -419,6 +419,21 @@ static void test_shoal_put_prints_a_ref_that_shoal_get_reads_back(void **state)
     assert_true(h_contains(r->err, "2 bytes"));
 }
 
+static void test_shoal_put_with_a_size_prints_the_ref_before_the_bytes_arrive(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    h_result_t *r =
+        h_sh(c, CMD_MS,
+             "mkfifo $H_TMP/in && (shoal put --store --size 5 - < $H_TMP/in > $H_TMP/ref &) && "
+             "exec 3>$H_TMP/in && "
+             "for i in $(seq 200); do test -s $H_TMP/ref && break; sleep 0.05; done; "
+             "test -s $H_TMP/ref || { echo 'no ref before the input'; exit 1; }; "
+             "ref=$(cat $H_TMP/ref); shoal get --timeout 20 $ref > $H_TMP/out & g=$!; "
+             "printf hello >&3; exec 3>&-; wait $g; test \"$(cat $H_TMP/out)\" = hello && echo ok");
+    h_assert_exit(r, 0);
+    assert_true(h_contains(r->out, "ok"));
+}
+
 static void test_a_restarted_worker_keeps_its_store_unless_told_to_reset_it(void **state)
 {
     h_cluster_t *c = h_state(state);
@@ -562,6 +577,7 @@ int main(void)
         cmocka_unit_test(test_a_stray_write_in_a_plugin_faults_and_spares_its_neighbours),
         cmocka_unit_test(test_a_writer_that_dies_mid_write_is_aborted_and_its_space_reclaimed),
         cmocka_unit_test(test_shoal_put_prints_a_ref_that_shoal_get_reads_back),
+        cmocka_unit_test(test_shoal_put_with_a_size_prints_the_ref_before_the_bytes_arrive),
         cmocka_unit_test(test_a_restarted_worker_keeps_its_store_unless_told_to_reset_it),
     };
     const struct CMUnitTest two[] = {
