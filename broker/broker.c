@@ -1547,6 +1547,14 @@ static void s_add_put(s_broker_t *self, s_task_t *t, const shoal_wire_task_t *sp
         s_finish(self, t, SHOAL_STATE_DONE);
         return;
     }
+    if (shoal__refmap_get(self->gone, t->id)) {
+        //  Its worker gave it up (or it was dropped) before this task arrived.
+        s_set_error(t, SHOAL_ECANCELED, 0,
+                    "put %s was aborted on worker %s before the broker heard of it", text,
+                    spec->worker);
+        s_finish(self, t, SHOAL_STATE_CANCELED);
+        return;
+    }
     s_worker_t *w = s_worker_by_name(self, spec->worker);
     if (!w) {
         s_set_error(t, SHOAL_EUNREACH, 0,
@@ -1577,8 +1585,13 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
     if (!t) {
         if (index != 0)
             return false;
-        if (n->state == SHOAL_OBJ_NOTE_ABORTED)
-            return true; //  given up before the client submitted it: nothing to know
+        if (n->state == SHOAL_OBJ_NOTE_ABORTED) {
+            //  Given up before the client's PUT task came: when it comes, it fails.
+            if (shoal__refmap_put(self->gone, ref,
+                                  (void *)(uintptr_t)(shoal__now_ms() + S_GONE_MS)))
+                abort(); //  out of memory in the broker: nothing sane to do
+            return true;
+        }
         if (shoal__refmap_get(self->gone, ref)) {
             s_queue_drop(w, ref); //  released or removed before this note came: its bytes go too
             return true;

@@ -1316,6 +1316,27 @@ static void test_a_seal_that_comes_after_the_release_does_not_bring_the_put_back
     s_close(c);
 }
 
+static void test_a_put_whose_abort_came_first_is_canceled_when_it_arrives(void **state)
+{
+    fixture_t *f = *state;
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_wire_task_t put = s_put_store(1, "w1", 100000);
+    s_send_note(w, put.id, SHOAL_OBJ_NOTE_ABORTED, 0, "its writer went silent");
+    shoal_wire_job_info_t info;
+    assert_false(s_job_info(c, "none", &info)); //  a round trip: the note is in
+    s_submit(c, &put, 1, 0);
+    shoal_wire_in_t in;
+    shoal_wire_status_t *st = s_watch(c, put.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_CANCELED);
+    assert_int_equal(st->code, SHOAL_ECANCELED);
+    char text[SHOAL_REF_TEXT_SIZE];
+    s_assert_error_has(st->error, shoal_ref_format(put.id, text));
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
 static void test_a_restarted_broker_keeps_puts_and_never_runs_them(void **state)
 {
     fixture_t *f = *state;
@@ -2135,6 +2156,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_seal_that_comes_after_the_release_does_not_bring_the_put_back, s_setup,
             s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_put_whose_abort_came_first_is_canceled_when_it_arrives, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_restarted_broker_keeps_puts_and_never_runs_them,
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_ttl_removes_a_done_tasks_outputs_once_it_expires,
