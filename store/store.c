@@ -23,7 +23,8 @@
       not free its range: the range goes to the limbo list, still counted as used;
     - a limbo range returns to the free list only when (a) a flush has committed the delete
       (limbo_safe counts those entries) and (b) a scan of the pin table, made after that
-      commit, finds no pin covering it (a slot still being claimed counts as covering all);
+      commit, finds no pin covering it (a slot still being claimed covers nothing: its claimer
+   validates after our commit);
     - a reader (1) looks the ref up in a read transaction, (2) claims a slot and publishes
       its pin with a sequentially consistent CAS, (3) looks the ref up again in a fresh read
       transaction and gives up unless it is still SEALED at the same offset. A writer on
@@ -1060,8 +1061,11 @@ static int s_span_cmp(const void *a, const void *b)
 }
 
 //  Reads the pin table into self->spans, sorted by start, each end turned into the largest
-//  end so far. Returns false when a slot is being claimed: its range is not known yet, so
-//  it pins everything (claims take nanoseconds; the caller tries again later).
+//  end so far. Always true. A slot still being claimed (CLAIMING) pins nothing: its
+//  publish comes after our read of it in the holder's order, so after our commit and
+//  fence, and the claimer's validating look-up then sees the commit and gives up. (It
+//  used to pin everything, and a reader stopped mid-claim -- Ctrl-Z, a debugger, a
+//  suspended job -- kept every deleted range out of use for as long as it stayed stopped.)
 static bool s_pins_scan(shoal_store_t *self, size_t *n_p)
 {
     //  The other half of the reader's publish-then-look-up: our commit happened before
@@ -1074,7 +1078,7 @@ static bool s_pins_scan(shoal_store_t *self, size_t *n_p)
         if (!h)
             continue;
         if (h & S_PIN_CLAIMING)
-            return false;
+            continue;
         uint64_t offset = atomic_load_explicit(&pin->offset, memory_order_relaxed);
         uint64_t size = atomic_load_explicit(&pin->size, memory_order_relaxed);
         //  A slot changing under us yields a mix of two pins: a wrong range, never a
