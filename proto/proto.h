@@ -343,7 +343,8 @@ typedef struct {
     F(R, STR, name, _)                                                                             \
     F(R, STRS, tags, _)                                                                            \
     F(R, U64, ttl_ms, _)                                                                           \
-    F(R, STR, error, _) /*  ABORTED: why */
+    F(R, STR, error, _) /*  ABORTED: why */                                                        \
+    F(R, U64, put, _)   /*  1: a client's put (only these may stand in for a PUT task) */
 #define SHOAL_WIRE_w_objects(F, R) F(R, RECS, items, object_note)
 
 /*  worker -> broker: (re)register. held: objects already in its store. */
@@ -358,7 +359,8 @@ typedef struct {
     F(R, U64, pid, _)                                                                              \
     F(R, REFS, held, _)                                                                            \
     F(R, STR, store_dir, _) /*  its store's index directory, for same-host readers */              \
-    F(R, STR, arena, _)     /*  its arena file (/dev/shm/...) */
+    F(R, STR, arena, _)     /*  its arena file (/dev/shm/...) */                                   \
+    F(R, REFS, writing, _)  /*  client puts it is still writing (allocated, not sealed) */
 /*  broker -> worker. code < 0: refused (error says why), the worker exits. */
 #define SHOAL_WIRE_w_welcome(F, R)                                                                 \
     F(R, U64, version, _)                                                                          \

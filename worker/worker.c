@@ -1747,6 +1747,7 @@ static void s_note(s_worker_t *self, shoal_ref_t ref, uint64_t state, uint64_t s
         note.name = spec->name;
         note.tags = spec->tags;
         note.ttl_ms = spec->ttl_ms;
+        note.put = 1;
     }
     note.error = (char *)error;
     shoal_wire_object_note_t *copy = shoal_wire_dup(&shoal_wire_object_note_desc, &note);
@@ -2395,6 +2396,15 @@ static void s_send_hello(s_worker_t *self)
     while (n < cap && shoal_store_next(self->store, &cursor, &obj))
         if (!shoal__refmap_get(self->copies, obj.ref))
             held[n++] = obj.ref;
+    //  writing: client puts still open here, so a restarted broker knows which of the puts
+    //  it left RUNNING on us are still coming.
+    size_t n_writing = 0;
+    shoal_ref_t *writing = s_alloc0((shoal__refmap_size(self->puts) + 1) * sizeof *writing);
+    void *value;
+    shoal_ref_t key;
+    cursor = 0;
+    while (shoal__refmap_next(self->puts, &cursor, &key, &value))
+        writing[n_writing++] = key;
     shoal_wire_w_hello_t hello = {.version = SHOAL_PROTO_VERSION,
                                   .name = self->name,
                                   .host = self->host,
@@ -2405,9 +2415,11 @@ static void s_send_hello(s_worker_t *self)
                                   .pid = (uint64_t)getpid(),
                                   .held = {held, n},
                                   .store_dir = (char *)shoal_store_dir(self->store),
-                                  .arena = (char *)self->arena_path};
+                                  .arena = (char *)self->arena_path,
+                                  .writing = {writing, n_writing}};
     int rc = s_broker_send(self, SHOAL_MSG_w_hello, &hello);
     free(held);
+    free(writing);
     if (rc == 0) {
         self->hello_next_us = now + (int64_t)S_DEAD_AFTER * self->heartbeat_ms * 1000;
         self->hello_retry_ms = 0;
