@@ -2205,6 +2205,7 @@ struct shoal_put {
     uint8_t *mem;
     char *arena_path;
     shoal_store_view_t pin; //  on the allocation while we write in place
+    uint64_t arena_dev, arena_ino;
     int64_t last_msg_ms;
     int64_t deadline;
 };
@@ -2327,10 +2328,9 @@ static uint8_t *s_warena(shoal_t *self, const char *path, uint64_t dev, uint64_t
         if (w->dev == dev && w->ino == ino && strcmp(w->path, path) == 0)
             return w->base;
     }
-    struct stat st;
     void *base = NULL;
-    if (stat(path, &st) != 0 || (uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino ||
-        shoal_arena_map_range(path, 0, (uint64_t)st.st_size, &base) != 0)
+    uint64_t size = 0;
+    if (shoal_arena_map_checked(path, dev, ino, 0, UINT64_MAX, &base, &size) != 0)
         return NULL;
     s_warena_t *grown = realloc(self->warenas, (self->n_warenas + 1) * sizeof *grown);
     char *copy = strdup(path);
@@ -2338,12 +2338,12 @@ static uint8_t *s_warena(shoal_t *self, const char *path, uint64_t dev, uint64_t
         free(copy);
         if (grown)
             self->warenas = grown;
-        shoal_arena_unmap(base, (uint64_t)st.st_size);
+        shoal_arena_unmap(base, size);
         return NULL;
     }
     self->warenas = grown;
-    self->warenas[self->n_warenas++] = (s_warena_t){
-        .path = copy, .dev = dev, .ino = ino, .base = base, .size = (uint64_t)st.st_size};
+    self->warenas[self->n_warenas++] =
+        (s_warena_t){.path = copy, .dev = dev, .ino = ino, .base = base, .size = size};
     return base;
 }
 
@@ -2358,6 +2358,10 @@ static void s_put_map(shoal_put_t *put, const shoal_wire_put_reply_t *r)
     shoal_store_reader_t *reader = s_local_reader(put->owner, put->worker, put->deadline);
     if (!reader || shoal_store_reader_pin_writing(reader, put->ref, &put->pin) != 0)
         return;
+    if (put->pin.size != put->size) { //  not the allocation we asked for
+        shoal_store_view_release(&put->pin);
+        return;
+    }
     uint8_t *base = s_warena(put->owner, r->arena, r->arena_dev, r->arena_ino);
     if (!base || !(put->arena_path = strdup(r->arena))) {
         shoal_store_view_release(&put->pin);
@@ -2365,6 +2369,8 @@ static void s_put_map(shoal_put_t *put, const shoal_wire_put_reply_t *r)
     }
     put->arena = base;
     put->offset = r->offset;
+    put->arena_dev = r->arena_dev;
+    put->arena_ino = r->arena_ino;
     put->local = true;
 }
 
@@ -2511,7 +2517,9 @@ void *shoal_put_memory(shoal_put_t *put)
     if (!put || !put->local)
         return NULL;
     void *p = NULL;
-    if (!put->mem && shoal_arena_map_range(put->arena_path, put->offset, put->size, &p) == 0)
+    //  Checked: a worker restarted since may have a new arena under the same path.
+    if (!put->mem && shoal_arena_map_checked(put->arena_path, put->arena_dev, put->arena_ino,
+                                             put->offset, put->size, &p, NULL) == 0)
         put->mem = p;
     return put->mem;
 }

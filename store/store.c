@@ -1831,12 +1831,17 @@ int shoal_arena_map(const char *path, void **base_p, uint64_t *size_p)
     return 0;
 }
 
-int shoal_arena_map_range(const char *path, uint64_t offset, uint64_t size, void **p)
+//  Maps [offset, offset + size) of the arena at path writable (size UINT64_MAX: to the
+//  end); with check, only when the file opened is device dev, inode ino.
+static int s_map_range(const char *path, bool check, uint64_t dev, uint64_t ino, uint64_t offset,
+                       uint64_t size, void **p, uint64_t *mapped_p)
 {
     if (!path || !p || offset % S_PAGE)
         return SHOAL_EINVAL;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
+        if (check && errno == ENOENT)
+            return SHOAL_ENOTFOUND;
         shoal__error("store: cannot open arena %s: %s", path, strerror(errno));
         return SHOAL_EIO;
     }
@@ -1846,12 +1851,20 @@ int shoal_arena_map_range(const char *path, uint64_t offset, uint64_t size, void
         close(fd);
         return SHOAL_EIO;
     }
+    //  Checked on the descriptor we map from: a path checked and then opened again could
+    //  name a new arena renamed over it in between.
+    if (check && ((uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino)) {
+        close(fd);
+        return SHOAL_ENOTFOUND;
+    }
+    if (size == UINT64_MAX)
+        size = offset <= (uint64_t)st.st_size ? (uint64_t)st.st_size - offset : 0;
     //  Beyond the end of the file a mapping raises SIGBUS on access: refuse it here.
     if (offset > (uint64_t)st.st_size || size > (uint64_t)st.st_size - offset) {
         close(fd);
         return SHOAL_EINVAL;
     }
-    //  MAP_POPULATE: the executor is about to write the whole range.
+    //  MAP_POPULATE: the writer is about to write the whole range.
     int err = s_map_guarded(fd, offset, size, PROT_READ | PROT_WRITE, MAP_POPULATE, p);
     close(fd);
     if (err) {
@@ -1859,7 +1872,21 @@ int shoal_arena_map_range(const char *path, uint64_t offset, uint64_t size, void
                      (unsigned long long)size, (unsigned long long)offset, path, strerror(err));
         return SHOAL_EIO;
     }
+    if (mapped_p)
+        *mapped_p = size;
     return 0;
+}
+
+int shoal_arena_map_range(const char *path, uint64_t offset, uint64_t size, void **p)
+{
+    return size == UINT64_MAX ? SHOAL_EINVAL
+                              : s_map_range(path, false, 0, 0, offset, size, p, NULL);
+}
+
+int shoal_arena_map_checked(const char *path, uint64_t dev, uint64_t ino, uint64_t offset,
+                            uint64_t size, void **p, uint64_t *mapped_p)
+{
+    return s_map_range(path, true, dev, ino, offset, size, p, mapped_p);
 }
 
 void shoal_arena_unmap(void *p, uint64_t size)

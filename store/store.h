@@ -209,6 +209,14 @@ int shoal_arena_map(const char *path, void **base_p, uint64_t *size_p);
     stray write beyond an executor's own allocation faults instead of corrupting others.
     Unmap with shoal_arena_unmap(p, size). 0, SHOAL_EINVAL, SHOAL_EIO. */
 int shoal_arena_map_range(const char *path, uint64_t offset, uint64_t size, void **p);
+/*  shoal_arena_map_range for a process that is not the owner's child (a client writing a
+    put): maps only if the file at path is still the arena of device dev and inode ino, as
+    the worker reported it (a restarted worker renames a new arena over the same path), and
+    checks that on the descriptor it maps from. size UINT64_MAX maps from offset to the end;
+    *mapped_p (optional) receives the bytes mapped (unmap with shoal_arena_unmap(p, them)).
+    0, SHOAL_ENOTFOUND (no such file, or another file now), SHOAL_EINVAL, SHOAL_EIO. */
+int shoal_arena_map_checked(const char *path, uint64_t dev, uint64_t ino, uint64_t offset,
+                            uint64_t size, void **p, uint64_t *mapped_p);
 void shoal_arena_unmap(void *p, uint64_t size);
 
 /*  ------------------------------------------------------------------------- testing only
