@@ -2207,7 +2207,6 @@ struct shoal_put {
     shoal_store_view_t pin; //  on the allocation while we write in place
     uint64_t arena_dev, arena_ino;
     int64_t last_msg_ms;
-    int64_t deadline;
 };
 
 //  Waits for the put_reply to seq on put's socket (WRITE answers met on the way are
@@ -2215,16 +2214,22 @@ struct shoal_put {
 //  S_PUT_RESEND_MS: every op is idempotent at the worker. Returns 0 with *reply (clear
 //  it with shoal_wire_in_clear), or a code (self->error).
 static int s_put_call(shoal_put_t *put, const shoal_wire_put_t *msg, const void *raw,
-                      size_t raw_size, shoal_wire_in_t *reply)
+                      size_t raw_size, int timeout_ms, shoal_wire_in_t *reply)
 {
     shoal_t *self = put->owner;
     char text[SHOAL_REF_TEXT_SIZE];
     shoal_ref_format(put->ref, text);
+    //  A deadline per call, not per put: a writer may take its time between calls (the
+    //  lease only asks for a word a minute).
+    int64_t deadline = s_deadline(timeout_ms);
     int64_t sent = 0, asked = shoal__now_ms();
     for (;;) {
         if (shoal__now_ms() - asked >= S_PUT_SILENT_MS)
             return s_fail(self, SHOAL_EUNREACH, "put %s: worker %s at %s does not answer", text,
                           put->worker, put->endpoint);
+        if (s_expired(deadline))
+            return s_fail(self, SHOAL_ETIMEDOUT, "put %s: worker %s at %s did not answer in time",
+                          text, put->worker, put->endpoint);
         if (!sent || shoal__now_ms() - sent >= S_PUT_RESEND_MS) {
             int rc = shoal_wire_send(put->sock, NULL, SHOAL_MSG_put, msg, raw, raw_size);
             if (rc && rc != SHOAL_EAGAIN)
@@ -2233,11 +2238,8 @@ static int s_put_call(shoal_put_t *put, const shoal_wire_put_t *msg, const void 
             sent = shoal__now_ms();
             put->last_msg_ms = sent;
         }
-        if (s_expired(put->deadline))
-            return s_fail(self, SHOAL_ETIMEDOUT, "put %s: worker %s at %s did not answer in time",
-                          text, put->worker, put->endpoint);
         bool ready = false;
-        int rc = s_turn(self, s_poll_ms(put->deadline, S_PUT_RESEND_MS / 4), put->sock, &ready);
+        int rc = s_turn(self, s_poll_ms(deadline, S_PUT_RESEND_MS / 4), put->sock, &ready);
         if (rc)
             return rc;
         while (ready) {
@@ -2355,7 +2357,8 @@ static void s_put_map(shoal_put_t *put, const shoal_wire_put_reply_t *r)
         return; //  another host (or another arena of that name): bytes go by message
     //  A pin on the allocation keeps its space out of use should the worker abort the put
     //  under us (a remove, the lease): a late write then lands nowhere that matters.
-    shoal_store_reader_t *reader = s_local_reader(put->owner, put->worker, put->deadline);
+    shoal_store_reader_t *reader =
+        s_local_reader(put->owner, put->worker, s_deadline(S_PUT_TIMEOUT_MS));
     if (!reader || shoal_store_reader_pin_writing(reader, put->ref, &put->pin) != 0)
         return;
     if (put->pin.size != put->size) { //  not the allocation we asked for
@@ -2466,7 +2469,6 @@ int shoal_put_begin(shoal_t *self, uint64_t size, const shoal_put_opts_t *opts, 
     }
     put->owner = self;
     put->size = size;
-    put->deadline = deadline;
     put->ref = shoal_ref_make(self->client_id, self->counter + 1, 0);
     put->sock = s_socket(self->ctx, ZMQ_DEALER, 0);
     if (!put->sock || zmq_connect(put->sock, put->endpoint) != 0) {
@@ -2484,7 +2486,7 @@ int shoal_put_begin(shoal_t *self, uint64_t size, const shoal_put_opts_t *opts, 
         m.ttl_ms = opts->ttl_ms;
     }
     shoal_wire_in_t in;
-    if ((rc = s_put_call(put, &m, NULL, 0, &in)) != 0) {
+    if ((rc = s_put_call(put, &m, NULL, 0, S_PUT_TIMEOUT_MS, &in)) != 0) {
         s_put_free(put);
         return rc;
     }
@@ -2535,7 +2537,7 @@ static int s_put_drain(shoal_put_t *put, size_t max)
                               .op = SHOAL_PUT_OP_WRITE,
                               .offset = put->written};
         shoal_wire_in_t in;
-        int rc = s_put_call(put, &m, NULL, 0, &in);
+        int rc = s_put_call(put, &m, NULL, 0, S_PUT_TIMEOUT_MS, &in);
         if (rc)
             return rc;
         rc = s_put_check(put, &in);
@@ -2613,15 +2615,24 @@ int shoal_put_end(shoal_put_t **put_p)
                     (unsigned long long)put->written, (unsigned long long)put->size);
     if (rc == 0)
         rc = s_put_drain(put, 0);
+    bool unknown = false;
     if (rc == 0) {
         shoal_wire_put_t m = {.seq = ++self->seq, .ref = put->ref, .op = SHOAL_PUT_OP_SEAL};
         shoal_wire_in_t in;
-        if ((rc = s_put_call(put, &m, NULL, 0, &in)) == 0) {
+        if ((rc = s_put_call(put, &m, NULL, 0, S_PUT_TIMEOUT_MS, &in)) == 0) {
             rc = s_put_check(put, &in);
             shoal_wire_in_clear(&in);
+        } else if (rc == SHOAL_ETIMEDOUT || rc == SHOAL_EUNREACH) {
+            //  The SEAL went out and no answer came: it may have been sealed. An ABORT now
+            //  could not undo that, so say so instead.
+            unknown = true;
+            rc = s_fail(self, rc,
+                        "put %s: worker %s did not confirm the seal; the object may be "
+                        "stored (shoal_wait on its ref tells)",
+                        text, put->worker);
         }
     }
-    if (rc) {
+    if (rc && !unknown) {
         //  Best effort: the worker aborts it anyway when the lease runs out.
         shoal_wire_put_t a = {.seq = ++self->seq, .ref = put->ref, .op = SHOAL_PUT_OP_ABORT};
         shoal_wire_send(put->sock, NULL, SHOAL_MSG_put, &a, NULL, 0);
@@ -2637,9 +2648,8 @@ void shoal_put_abort(shoal_put_t **put_p)
     shoal_put_t *put = *put_p;
     *put_p = NULL;
     shoal_wire_put_t m = {.seq = ++put->owner->seq, .ref = put->ref, .op = SHOAL_PUT_OP_ABORT};
-    put->deadline = s_deadline(S_PUT_RESEND_MS * 2);
     shoal_wire_in_t in;
-    if (s_put_call(put, &m, NULL, 0, &in) == 0)
+    if (s_put_call(put, &m, NULL, 0, S_PUT_RESEND_MS * 2, &in) == 0)
         shoal_wire_in_clear(&in);
     s_put_free(put);
 }
