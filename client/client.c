@@ -2541,10 +2541,19 @@ static int s_put_drain(shoal_put_t *put, size_t max)
         if (rc)
             return rc;
         rc = s_put_check(put, &in);
+        uint64_t watermark = in.msg.u.put_reply.offset;
         shoal_wire_in_clear(&in);
         if (rc)
             return rc;
-        put->in_flight = 0; //  answered in order: every WRITE before it is in
+        //  Answered in order: every WRITE before it is in, or one was lost on the way.
+        if (watermark != put->written) {
+            char text[SHOAL_REF_TEXT_SIZE];
+            return s_fail(put->owner, SHOAL_EPROTO,
+                          "put %s: worker %s has %llu of the %llu bytes sent (a part was lost)",
+                          shoal_ref_format(put->ref, text), put->worker,
+                          (unsigned long long)watermark, (unsigned long long)put->written);
+        }
+        put->in_flight = 0;
         put->acked = put->written;
     }
     return 0;
@@ -2617,7 +2626,11 @@ int shoal_put_end(shoal_put_t **put_p)
         rc = s_put_drain(put, 0);
     bool unknown = false;
     if (rc == 0) {
-        shoal_wire_put_t m = {.seq = ++self->seq, .ref = put->ref, .op = SHOAL_PUT_OP_SEAL};
+        //  offset = size: written in place, the bytes are ours to vouch for.
+        shoal_wire_put_t m = {.seq = ++self->seq,
+                              .ref = put->ref,
+                              .op = SHOAL_PUT_OP_SEAL,
+                              .offset = put->local ? put->size : 0};
         shoal_wire_in_t in;
         if ((rc = s_put_call(put, &m, NULL, 0, S_PUT_TIMEOUT_MS, &in)) == 0) {
             rc = s_put_check(put, &in);

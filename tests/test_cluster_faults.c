@@ -465,6 +465,73 @@ static void test_garbage_on_a_worker_data_port_does_not_stop_it(void **state)
     assert_true(strncmp(r->out, nl + 1, (size_t)(nl - r->out)) == 0);
 }
 
+//  One put op (with raw bytes when raw != NULL) on sock; returns its answer's code and
+//  sets *offset_p to the answer's offset.
+static int64_t s_put_op(void *sock, uint64_t seq, shoal_ref_t ref, uint64_t op, uint64_t size,
+                        uint64_t offset, const void *raw, size_t n, uint64_t *offset_p)
+{
+    shoal_wire_put_t m = {.seq = seq, .ref = ref, .op = op, .size = size, .offset = offset};
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    assert_int_equal(shoal_proto_encode(SHOAL_MSG_put, &m, &buf), 0);
+    assert_int_equal(zmq_send(sock, buf.data, buf.size, raw ? ZMQ_SNDMORE : 0), (int)buf.size);
+    msgpack_sbuffer_destroy(&buf);
+    if (raw)
+        assert_int_equal(zmq_send(sock, raw, n, 0), (int)n);
+    shoal_msg_t msg;
+    while (s_recv_type(sock, SHOAL_MSG_put_reply, &msg, 10000)) {
+        bool ours = msg.u.put_reply.seq == seq;
+        int64_t code = msg.u.put_reply.code;
+        *offset_p = msg.u.put_reply.offset;
+        shoal_msg_clear(&msg);
+        if (ours)
+            return code;
+    }
+    fail_msg("no answer to put op %llu (seq %llu)", (unsigned long long)op,
+             (unsigned long long)seq);
+    return 0;
+}
+
+static void test_a_put_with_a_missing_part_is_never_sealed(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    int ports[8];
+    int n = h_listen_ports(c->workers[0].pid, ports, 8);
+    assert_true(n > 0);
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", ports[0]);
+    void *ctx = zmq_ctx_new();
+    void *sock = s_dealer(ctx, endpoint);
+    static uint8_t part[4096];
+    memset(part, 'p', sizeof part);
+    shoal_ref_t ref = shoal_ref_make(0xfa17ull << 32 | (uint64_t)getpid(), 1, 0);
+    uint64_t off = 0;
+    assert_int_equal(s_put_op(sock, 1, ref, SHOAL_PUT_OP_ALLOC, 8192, 0, NULL, 0, &off), 0);
+    //  The second part first: the first is missing.
+    assert_int_equal(s_put_op(sock, 2, ref, SHOAL_PUT_OP_WRITE, 0, 4096, part, 4096, &off),
+                     SHOAL_EPROTO);
+    assert_int_equal(off, 0);
+    assert_int_equal(s_put_op(sock, 3, ref, SHOAL_PUT_OP_SEAL, 0, 0, NULL, 0, &off), SHOAL_EPROTO);
+    //  In order, with a resend in between, it goes through.
+    assert_int_equal(s_put_op(sock, 4, ref, SHOAL_PUT_OP_WRITE, 0, 0, part, 4096, &off), 0);
+    assert_int_equal(off, 4096);
+    assert_int_equal(s_put_op(sock, 5, ref, SHOAL_PUT_OP_WRITE, 0, 0, part, 4096, &off), 0);
+    assert_int_equal(off, 4096);
+    assert_int_equal(s_put_op(sock, 6, ref, SHOAL_PUT_OP_WRITE, 0, 4096, part, 4096, &off), 0);
+    assert_int_equal(off, 8192);
+    assert_int_equal(s_put_op(sock, 7, ref, SHOAL_PUT_OP_SEAL, 0, 0, NULL, 0, &off), 0);
+    //  Absurd sizes and unknown refs get answers, not a crash.
+    shoal_ref_t huge = shoal_ref_make(0xfa17ull << 32 | (uint64_t)getpid(), 2, 0);
+    assert_int_equal(s_put_op(sock, 8, huge, SHOAL_PUT_OP_ALLOC, UINT64_MAX, 0, NULL, 0, &off),
+                     SHOAL_EFULL);
+    assert_int_equal(s_put_op(sock, 9, huge, SHOAL_PUT_OP_SEAL, 0, 0, NULL, 0, &off),
+                     SHOAL_ENOTFOUND);
+    assert_int_equal(s_put_op(sock, 10, huge, SHOAL_PUT_OP_ABORT, 0, 0, NULL, 0, &off), 0);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    s_assert_serving(c);
+}
+
 //  -------------------------------------------------------------------- no broker
 
 static void test_a_broker_that_is_not_running_is_reported_within_the_deadline(void **state)
@@ -550,6 +617,8 @@ int main(void)
                                         h_fixture_stop),
         cmocka_unit_test_setup_teardown(test_garbage_on_a_worker_data_port_does_not_stop_it,
                                         s_setup, h_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_a_put_with_a_missing_part_is_never_sealed, s_setup,
+                                        h_fixture_stop),
         cmocka_unit_test_setup_teardown(
             test_a_worker_with_a_name_already_taken_is_refused_and_harms_nobody, s_setup,
             h_fixture_stop),

@@ -243,6 +243,7 @@ typedef struct {
 typedef struct {
     shoal_wire_put_t *spec; //  the ALLOC, one shoal_wire_dup block (name, tags, ttl)
     int64_t last_us;        //  its writer's last message: the lease (SHOAL_PUT_LEASE_MS)
+    uint64_t watermark;     //  bytes that arrived in WRITEs, contiguous from 0
 } s_put_t;
 
 //  An allocation waiting for room (S_ALLOC_WAIT_MS): an executor's e_alloc (the executor
@@ -2274,6 +2275,10 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
     p->last_us = shoal__now_us();
     switch (m->op) {
     case SHOAL_PUT_OP_WRITE: {
+        //  Parts land in order (one pipe): a part that starts beyond the watermark means
+        //  one went missing (libzmq drops what is queued on a connection that breaks), and
+        //  sealing then would seal a hole. A part already in (a resend) is ignored. A
+        //  WRITE without bytes only asks for the watermark (and keeps the lease).
         size_t n = in->has_raw ? zmq_msg_size(&in->raw) : 0;
         if (m->offset > p->spec->size || n > p->spec->size - m->offset) {
             snprintf(error, sizeof error,
@@ -2282,12 +2287,33 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
             s_put_reply(self, &in->peer, m, SHOAL_EINVAL, error, 0);
             return;
         }
-        if (n && shoal_store_lookup(self->store, m->ref, &obj) == 0)
-            memcpy(obj.data + m->offset, zmq_msg_data(&in->raw), n);
-        s_put_reply(self, &in->peer, m, 0, NULL, m->offset + n);
+        if (n && m->offset > p->watermark) {
+            snprintf(error, sizeof error,
+                     "object %s: a part is missing (%llu bytes arrived, the next part starts "
+                     "at %llu)",
+                     text, (unsigned long long)p->watermark, (unsigned long long)m->offset);
+            s_put_reply(self, &in->peer, m, SHOAL_EPROTO, error, p->watermark);
+            return;
+        }
+        if (n && m->offset + n > p->watermark &&
+            shoal_store_lookup(self->store, m->ref, &obj) == 0) {
+            uint64_t skip = p->watermark - m->offset;
+            memcpy(obj.data + p->watermark, (const uint8_t *)zmq_msg_data(&in->raw) + skip,
+                   n - skip);
+            p->watermark = m->offset + n;
+        }
+        s_put_reply(self, &in->peer, m, 0, NULL, p->watermark);
         return;
     }
     case SHOAL_PUT_OP_SEAL: {
+        //  offset == size: the writer wrote in place (same host) and vouches for the bytes;
+        //  otherwise every byte must have come in WRITEs.
+        if (m->offset != p->spec->size && p->watermark != p->spec->size) {
+            snprintf(error, sizeof error, "object %s: only %llu of its %llu bytes arrived", text,
+                     (unsigned long long)p->watermark, (unsigned long long)p->spec->size);
+            s_put_reply(self, &in->peer, m, SHOAL_EPROTO, error, p->watermark);
+            return;
+        }
         shoal__refmap_remove(self->puts, m->ref);
         int rc = shoal_store_seal(self->store, m->ref);
         if (rc) {
