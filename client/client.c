@@ -204,6 +204,10 @@ struct shoal {
     size_t n_locals;
     s_warena_t *warenas; //  their arenas, mapped writable for puts
     size_t n_warenas;
+    //  Refs this client removed while it reads stores on this host, ref -> until when (ms):
+    //  their bytes may stay in a store a moment longer (the worker deletes them when the
+    //  broker's drop arrives), and a get must not find them there.
+    shoal__refmap_t *removed;
 
     char error[1024];
     shoal__local_t *local; //  local://: the cluster we started, stopped on disconnect
@@ -810,6 +814,7 @@ static void s_destroy(shoal_t *self)
 {
     s_wks_clear(self);
     s_locals_clear(self);
+    shoal__refmap_destroy(&self->removed);
     for (size_t i = 0; i < self->n_data; i++) {
         zmq_close(self->data[i].sock);
         free(self->data[i].endpoint);
@@ -1832,6 +1837,8 @@ static int s_local_find(shoal_t *self, shoal_ref_t ref, shoal_view_t *view)
     return SHOAL_ENOTFOUND;
 }
 
+static bool s_removed_lately(shoal_t *self, shoal_ref_t ref);
+
 int shoal_get(shoal_t *self, shoal_ref_t ref, int timeout_ms, shoal_view_t *view)
 {
     if (!self)
@@ -1843,7 +1850,8 @@ int shoal_get(shoal_t *self, shoal_ref_t ref, int timeout_ms, shoal_view_t *view
     shoal_ref_format(ref, text);
     //  A sealed object in a store on this host is final: no need to ask the broker.
     s_entry_t *known = shoal__refmap_get(self->refs, ref);
-    if ((!known || !known->final) && self->n_locals && s_local_find(self, ref, view) == 0)
+    if ((!known || !known->final) && self->n_locals && !s_removed_lately(self, ref) &&
+        s_local_find(self, ref, view) == 0)
         return 0;
     for (int attempt = 0;; attempt++) {
         int rc = s_wait(self, &ref, 1, false, deadline);
@@ -1914,6 +1922,35 @@ static int s_request(shoal_t *self, int64_t deadline)
     return rc;
 }
 
+#define S_REMOVED_MS    60000 //  far longer than a drop takes to reach a worker
+#define S_REMOVED_SWEEP 65536 //  entries beyond which expired ones are swept
+
+static void s_removed_add(shoal_t *self, shoal_ref_t ref)
+{
+    if (!self->removed && !(self->removed = shoal__refmap_new()))
+        return; //  out of memory: the fast path may then serve a removed object
+    int64_t now = shoal__now_ms();
+    if (shoal__refmap_size(self->removed) >= S_REMOVED_SWEEP) {
+        size_t cursor = 0, n = 0;
+        shoal_ref_t key, *old = malloc(S_REMOVED_SWEEP * sizeof *old);
+        void *value;
+        while (old && n < S_REMOVED_SWEEP &&
+               shoal__refmap_next(self->removed, &cursor, &key, &value))
+            if ((int64_t)(uintptr_t)value <= now)
+                old[n++] = key;
+        for (size_t i = 0; i < n; i++)
+            shoal__refmap_remove(self->removed, old[i]);
+        free(old);
+    }
+    shoal__refmap_put(self->removed, ref, (void *)(uintptr_t)(now + S_REMOVED_MS));
+}
+
+static bool s_removed_lately(shoal_t *self, shoal_ref_t ref)
+{
+    void *until = self->removed ? shoal__refmap_get(self->removed, ref) : NULL;
+    return until && (int64_t)(uintptr_t)until > shoal__now_ms();
+}
+
 static int s_refs_request(shoal_t *self, int type, const shoal_ref_t *refs, size_t n,
                           int timeout_ms)
 {
@@ -1937,8 +1974,11 @@ static int s_refs_request(shoal_t *self, int type, const shoal_ref_t *refs, size
         done += chunk.count;
     }
     if (type == SHOAL_MSG_remove)
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             s_entry_drop(self, refs[i]);
+            if (self->n_locals)
+                s_removed_add(self, refs[i]);
+        }
     return (int)SHOAL__MIN(count, (uint64_t)INT_MAX);
 }
 

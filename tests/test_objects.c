@@ -197,6 +197,25 @@ static void test_a_large_put_is_written_in_shared_memory_and_read_zero_copy(void
     shoal_disconnect(&sh);
 }
 
+static void test_a_removed_object_is_not_found_even_while_its_bytes_linger(void **state)
+{
+    shoal_t *sh = s_connect(h_state(state));
+    shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
+    uint8_t *data = s_pattern(11, 100000);
+    for (int i = 0; i < 20; i++) {
+        shoal_ref_t ref;
+        assert_int_equal(shoal_put(sh, data, 100000, &store, &ref), 0);
+        shoal_view_t v;
+        assert_int_equal(shoal_get(sh, ref, WAIT_MS, &v), 0); //  opens the store's reader
+        shoal_view_release(&v);
+        assert_int_equal(shoal_remove(sh, &ref, 1, WAIT_MS), 1);
+        //  The worker may not have deleted it yet; the client must not serve it anyway.
+        assert_int_equal(shoal_get(sh, ref, 2000, &v), SHOAL_ENOTFOUND);
+    }
+    free(data);
+    shoal_disconnect(&sh);
+}
+
 static void test_a_remote_writer_sends_parts_and_a_remote_reader_fetches_them(void **state)
 {
     h_cluster_t *c = h_state(state);
@@ -571,6 +590,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_small_put_is_read_back_and_feeds_a_task),
         cmocka_unit_test(test_a_large_put_is_written_in_shared_memory_and_read_zero_copy),
+        cmocka_unit_test(test_a_removed_object_is_not_found_even_while_its_bytes_linger),
         cmocka_unit_test(test_a_remote_writer_sends_parts_and_a_remote_reader_fetches_them),
         cmocka_unit_test(test_a_task_reading_a_put_waits_for_the_seal),
         cmocka_unit_test(test_an_aborted_put_fails_its_readers_naming_it),
