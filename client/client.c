@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,11 +126,13 @@ typedef struct {
     uint64_t store_bytes, store_capacity;
 } s_wk_t;
 
-//  A reader of the store of a worker on this host; reader NULL: opening it failed at
-//  tried_ms (tried again after S_LOCAL_RETRY_MS).
+typedef struct s_shared s_shared_t;
+
+//  The store of a worker on this host, as this connection uses it; shared NULL: it could
+//  not be opened at tried_ms (tried again after S_LOCAL_RETRY_MS).
 typedef struct {
     char *worker;
-    shoal_store_reader_t *reader;
+    s_shared_t *shared;
     int64_t tried_ms;
 } s_local_t;
 
@@ -809,6 +812,7 @@ static int s_run(shoal_t *self, int64_t deadline, bool (*done)(shoal_t *, void *
 
 static void s_wks_clear(shoal_t *self);
 static void s_locals_clear(shoal_t *self);
+static void s_shared_release(s_shared_t *e);
 
 static void s_destroy(shoal_t *self)
 {
@@ -1693,7 +1697,7 @@ static void s_locals_clear(shoal_t *self)
     self->n_warenas = 0;
     for (size_t i = 0; i < self->n_locals; i++) {
         free(self->locals[i].worker);
-        shoal_store_reader_close(&self->locals[i].reader); //  views keep theirs alive
+        s_shared_release(self->locals[i].shared); //  views keep their readers alive
     }
     free(self->locals);
     self->locals = NULL;
@@ -1764,17 +1768,125 @@ static bool s_wk_is_local(const s_wk_t *w)
            access(w->arena, R_OK) == 0;
 }
 
-/*  The reader of worker's store if that worker is on this host: opened on first use
-    (the workers list is asked for when the worker is not in it). NULL: not on this host,
-    or its store cannot be read here (a warning was logged; tried again later). */
-static shoal_store_reader_t *s_local_reader(shoal_t *self, const char *worker, int64_t deadline)
+/*  -------------------------------------------------- readers shared by the process
+
+    One reader per store for the whole process, whatever the number of connections: LMDB
+    allows one environment of a file per process (closing a second one clears the reader
+    slots of the first, and the owner's reader check then clears the rest). A reader whose
+    store was reset (its gets say SHOAL_EIO) is replaced only once its last view is
+    released; until then gets from that store go through its worker's data socket. The
+    list is short (the workers on this host) and its lock is held through each get (about a
+    microsecond), so a reader is never closed under a get in another thread. */
+struct s_shared {
+    s_shared_t *next;
+    char *dir, *arena;
+    shoal_store_reader_t *reader; //  NULL while a stale one still has views
+    shoal_store_reader_t *stale;  //  its store was reset; closed once its views are gone
+    size_t users;                 //  connections holding the entry
+};
+static pthread_mutex_t s_shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static s_shared_t *s_shared_list;
+
+//  Opens the entry's reader if it has none and it may. Lock held.
+static void s_shared_open(s_shared_t *e)
+{
+    if (e->reader)
+        return;
+    if (e->stale) {
+        if (shoal_store_reader_views(e->stale) > 0)
+            return;
+        shoal_store_reader_close(&e->stale);
+    }
+    if (shoal_store_reader_open(e->dir, e->arena, &e->reader) != 0)
+        e->reader = NULL;
+}
+
+//  The entry of store (dir, arena), one more user; NULL when out of memory or the store
+//  cannot be read here.
+static s_shared_t *s_shared_acquire(const char *dir, const char *arena)
+{
+    pthread_mutex_lock(&s_shared_lock);
+    s_shared_t *e = s_shared_list;
+    while (e && (strcmp(e->dir, dir) != 0 || strcmp(e->arena, arena) != 0))
+        e = e->next;
+    if (!e && (e = calloc(1, sizeof *e)) != NULL) {
+        e->dir = strdup(dir);
+        e->arena = strdup(arena);
+        if (!e->dir || !e->arena) {
+            free(e->dir);
+            free(e->arena);
+            free(e);
+            e = NULL;
+        } else {
+            e->next = s_shared_list;
+            s_shared_list = e;
+        }
+    }
+    if (e) {
+        s_shared_open(e);
+        if (e->reader || e->stale || e->users)
+            e->users++;
+        else { //  nothing to share: forget it
+            s_shared_list = e->next;
+            free(e->dir);
+            free(e->arena);
+            free(e);
+            e = NULL;
+        }
+    }
+    pthread_mutex_unlock(&s_shared_lock);
+    return e;
+}
+
+static void s_shared_release(s_shared_t *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&s_shared_lock);
+    if (--e->users == 0) {
+        s_shared_t **p = &s_shared_list;
+        while (*p != e)
+            p = &(*p)->next;
+        *p = e->next;
+        shoal_store_reader_close(&e->reader);
+        shoal_store_reader_close(&e->stale);
+        free(e->dir);
+        free(e->arena);
+        free(e);
+    }
+    pthread_mutex_unlock(&s_shared_lock);
+}
+
+/*  Pins ref in the entry's store: sealed (writing false) into a view of it, or allocated
+    (writing true, for a writer on this host) into *pin. 0, or the store's code. */
+static int s_shared_pin(s_shared_t *e, shoal_ref_t ref, bool writing, shoal_store_view_t *pin)
+{
+    pthread_mutex_lock(&s_shared_lock);
+    s_shared_open(e);
+    int rc = SHOAL_ENOTFOUND;
+    if (e->reader) {
+        rc = writing ? shoal_store_reader_pin_writing(e->reader, ref, pin)
+                     : shoal_store_reader_get(e->reader, ref, pin);
+        if (rc == SHOAL_EIO) { //  reset under us: replaced once its views are gone
+            e->stale = e->reader;
+            e->reader = NULL;
+        }
+    }
+    pthread_mutex_unlock(&s_shared_lock);
+    return rc;
+}
+
+/*  The store of worker if that worker is on this host: opened on first use (the workers
+    list is asked for when the worker is not in it). NULL: not on this host, or its store
+    cannot be read here (tried again later). */
+static s_shared_t *s_local_store(shoal_t *self, const char *worker, int64_t deadline)
 {
     s_local_t *l = NULL;
     for (size_t i = 0; i < self->n_locals && !l; i++)
         if (strcmp(self->locals[i].worker, worker) == 0)
             l = &self->locals[i];
-    if (l && (l->reader || shoal__now_ms() - l->tried_ms < S_LOCAL_RETRY_MS))
-        return l->reader;
+    if (l && (l->shared || shoal__now_ms() - l->tried_ms < S_LOCAL_RETRY_MS))
+        return l->shared;
     s_wk_t *w = s_wk_find(self, worker);
     if (!w && s_wks_refresh(self, deadline, false) == 0)
         w = s_wk_find(self, worker);
@@ -1792,33 +1904,20 @@ static shoal_store_reader_t *s_local_reader(shoal_t *self, const char *worker, i
         *l = (s_local_t){.worker = name};
     }
     l->tried_ms = shoal__now_ms();
-    if (w && s_wk_is_local(w) && shoal_store_reader_open(w->store_dir, w->arena, &l->reader) != 0)
-        l->reader = NULL;
-    return l->reader;
+    if (w && s_wk_is_local(w))
+        l->shared = s_shared_acquire(w->store_dir, w->arena);
+    return l->shared;
 }
 
-//  Forgets a reader whose store was reset under it (its views stay valid).
-static void s_local_drop(shoal_t *self, shoal_store_reader_t *reader)
-{
-    for (size_t i = 0; i < self->n_locals; i++)
-        if (self->locals[i].reader == reader) {
-            shoal_store_reader_close(&self->locals[i].reader);
-            self->locals[i].tried_ms = 0;
-        }
-}
-
-//  Pins ref in reader into view. 0, or the reader's code (SHOAL_ENOTFOUND, ...).
-static int s_local_get(shoal_t *self, shoal_store_reader_t *reader, shoal_ref_t ref,
-                       shoal_view_t *view)
+//  Pins ref in store e into view. 0, or the store's code (SHOAL_ENOTFOUND, ...).
+static int s_local_get(s_shared_t *e, shoal_ref_t ref, shoal_view_t *view)
 {
     s_view_priv_t *priv = calloc(1, sizeof *priv);
     if (!priv)
         return SHOAL_ENOMEM;
-    int rc = shoal_store_reader_get(reader, ref, &priv->pin);
+    int rc = s_shared_pin(e, ref, false, &priv->pin);
     if (rc) {
         free(priv);
-        if (rc == SHOAL_EIO)
-            s_local_drop(self, reader);
         return rc;
     }
     view->data = priv->pin.data;
@@ -1827,12 +1926,12 @@ static int s_local_get(shoal_t *self, shoal_store_reader_t *reader, shoal_ref_t 
     return 0;
 }
 
-/*  Zero-copy from a store on this host, without asking anyone: the readers opened so far
+/*  Zero-copy from a store on this host, without asking anyone: the stores opened so far
     find sealed objects through their index. 0, or SHOAL_ENOTFOUND. */
 static int s_local_find(shoal_t *self, shoal_ref_t ref, shoal_view_t *view)
 {
     for (size_t i = 0; i < self->n_locals; i++)
-        if (self->locals[i].reader && s_local_get(self, self->locals[i].reader, ref, view) == 0)
+        if (self->locals[i].shared && s_local_get(self->locals[i].shared, ref, view) == 0)
             return 0;
     return SHOAL_ENOTFOUND;
 }
@@ -1871,9 +1970,8 @@ int shoal_get(shoal_t *self, shoal_ref_t ref, int timeout_ms, shoal_view_t *view
             rc = s_fail(self, SHOAL_ELOST, "%s: done, but the broker names no worker holding it",
                         text);
         } else {
-            shoal_store_reader_t *reader =
-                st->worker ? s_local_reader(self, st->worker, deadline) : NULL;
-            if (reader && s_local_get(self, reader, ref, view) == 0)
+            s_shared_t *store = st->worker ? s_local_store(self, st->worker, deadline) : NULL;
+            if (store && s_local_get(store, ref, view) == 0)
                 return 0;
             size_t cap = 0;
             rc = s_fetch(self, ref, st->endpoint, st->size, deadline, &buf, &cap);
@@ -2397,9 +2495,8 @@ static void s_put_map(shoal_put_t *put, const shoal_wire_put_reply_t *r)
         return; //  another host (or another arena of that name): bytes go by message
     //  A pin on the allocation keeps its space out of use should the worker abort the put
     //  under us (a remove, the lease): a late write then lands nowhere that matters.
-    shoal_store_reader_t *reader =
-        s_local_reader(put->owner, put->worker, s_deadline(S_PUT_TIMEOUT_MS));
-    if (!reader || shoal_store_reader_pin_writing(reader, put->ref, &put->pin) != 0)
+    s_shared_t *store = s_local_store(put->owner, put->worker, s_deadline(S_PUT_TIMEOUT_MS));
+    if (!store || s_shared_pin(store, put->ref, true, &put->pin) != 0)
         return;
     if (put->pin.size != put->size) { //  not the allocation we asked for
         shoal_store_view_release(&put->pin);

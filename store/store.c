@@ -1930,6 +1930,11 @@ static void s_reader_free(shoal_store_reader_t *self)
     free(self);
 }
 
+size_t shoal_store_reader_views(shoal_store_reader_t *self)
+{
+    return self ? atomic_load(&self->refs) - 1 : 0;
+}
+
 static void s_reader_unref(shoal_store_reader_t *self)
 {
     if (atomic_fetch_sub_explicit(&self->refs, 1, memory_order_acq_rel) == 1)

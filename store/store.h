@@ -201,6 +201,10 @@ void shoal_store_view_release(shoal_store_view_t *view);
 /*  Drops the opener's reference and nulls *self_p: the reader (its mappings, pin table and
     index handle) lives on until the last of its views is released. NULL-safe. */
 void shoal_store_reader_close(shoal_store_reader_t **self_p);
+/*  Views of this reader not yet released (a reader whose store was reset may be closed and
+    a new one opened on the same index only once this is 0: two LMDB environments of one
+    file in one process clear each other's reader slots when one closes). Before close. */
+size_t shoal_store_reader_views(shoal_store_reader_t *self);
 
 /*  For processes that do not own the store (executors, same-host readers): maps the arena
     file at path, read-only, whole. *size_p receives its size. 0 or SHOAL_EIO. */
