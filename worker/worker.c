@@ -2257,7 +2257,9 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
     shoal_store_obj_t obj;
     if (m->op == SHOAL_PUT_OP_SEAL && !p && shoal_store_lookup(self->store, m->ref, &obj) == 0 &&
         obj.state == SHOAL_OBJ_SEALED) {
-        s_put_reply(self, &in->peer, m, 0, NULL, obj.size); //  sealed already: a resend
+        //  Sealed already (a resend): answered with the others, after the flush.
+        s_sealed_t done = {in->peer, m->seq, m->ref, false};
+        S_PUSH(self->sealed, self->n_sealed, self->cap_sealed, done);
         return;
     }
     if (m->op == SHOAL_PUT_OP_ABORT && !p) {
