@@ -15,13 +15,21 @@
     - objects: the directory, by ref: size, holder, and the bytes when small.
     - puts: objects a client stored (SHOAL_KIND_PUT) are tasks too, which never run: an
       inline put is DONE on arrival; another is RUNNING on the worker whose store holds it
-      until that worker's w_objects note says SEALED (DONE) or ABORTED (FAILED). A put is
+      until that worker's w_objects note says SEALED (DONE) or ABORTED (CANCELED). A put is
       never run again: lost with its worker, it fails (SHOAL_ELOST), and so do its
-      consumers. Notes may come before the client's PUT task (another socket): the note
-      then makes the task, and the client's is a duplicate.
+      consumers. Notes flagged `put` may come before the client's PUT task (another
+      socket): the note then makes the task, and the client's is a duplicate. A put
+      RUNNING that its worker has not reported has a deadline (put_due): 2 x the workers'
+      put lease after its PUT task came, or, restored from the journal, the time its
+      worker has to say hello again; past it, it ends (nobody is writing it).
     - ttl: a task with ttl_ms is removed that long after it is DONE, from a min-heap of
-      (deadline, id) checked each turn; a task forgotten earlier leaves a stale entry,
-      skipped when it reaches the top.
+      (deadline, id) checked each turn. A task forgotten or run again earlier leaves a
+      stale entry, skipped when it reaches the top; the heap counts the entries still
+      armed and is rebuilt without the stale ones once they outnumber those (a ttl of
+      years must not pin an entry per forgotten task).
+    - gone: tombstones of forgotten puts, in a map and in a FIFO ring in creation order
+      (all live equally long, so the ring is in deadline order): expired ones are popped
+      from its head, O(1) each.
     - workers: a small array (tens to hundreds), found by routing id or name.
     - jobs: by name. A job counts its tasks by state and lists them in job order; a task
       points to its job and knows its place in that list (16 bytes a task, plus 8 to 16
@@ -57,7 +65,7 @@
 #define S_ERROR_MAX      4096        //  bytes of failure text kept per task
 #define S_DISPATCH_BATCH 256         //  tasks per w_dispatch message
 #define S_DISPATCH_BYTES (16u << 20) //  a quarter of SHOAL_MAX_MSG_SIZE, for headroom
-#define S_GONE_MS        60000       //  tombstones of forgotten puts (s_broker_t.gone)
+#define S_HEAP_SLACK     1024        //  stale deadlines let be (24 KiB): not worth a rebuild
 
 /*  ------------------------------------------------------------------------- types */
 
@@ -92,6 +100,7 @@ typedef struct {
     uint64_t size;      //  put: the size announced
     int64_t expires_us; //  DONE with a ttl: the deadline; heap entries for another are stale
     int64_t since_us;   //  put: when the broker heard of it (shoal ls: the age while written)
+    int64_t put_due_us; //  put RUNNING that its worker has not reported: when it ends; or 0
     uint32_t n_tags;
 } s_meta_t;
 
@@ -187,11 +196,26 @@ struct s_worker {
     size_t n_drops, cap_drops;
 };
 
-//  A ttl deadline: the task with this id is removed at deadline_us (if still due then).
+//  A deadline: the task with this id is due at deadline_us (if still due then).
 typedef struct {
     int64_t deadline_us;
     shoal_ref_t id;
-} s_ttl_t;
+} s_due_t;
+
+/*  A binary min-heap of deadlines. Nothing is removed from the middle: an entry whose task
+    moved on (forgotten, run again, reported) is stale, skipped when it reaches the top.
+    live counts the entries still armed; once stale ones outnumber them by S_HEAP_SLACK the
+    heap is rebuilt without them (O(n), so O(1) amortized per entry). */
+typedef struct {
+    s_due_t *items;
+    size_t n, cap, live;
+} s_heap_t;
+
+//  A tombstone in creation order (s_broker_t.gone_ring).
+typedef struct {
+    shoal_ref_t ref;
+    int64_t until_ms;
+} s_gone_t;
 
 typedef struct {
     shoal_wire_peer_t peer;
@@ -238,11 +262,17 @@ typedef struct {
     //  Puts held by workers that were forgotten (released, removed, canceled, expired),
     //  id -> when to forget the tombstone (ms): a worker's note about one may still be on
     //  its way (it travels on another connection than the client's release), and must not
-    //  bring the put back. Kept for S_GONE_MS, about the put's lease.
+    //  bring the put back. Kept for put_lease_ms. The ring lists them in creation order,
+    //  which is deadline order: a power of two in size, head and count as in s_queue_t.
     shoal__refmap_t *gone;
-    //  ttl deadlines: a binary min-heap on deadline_us.
-    s_ttl_t *ttl;
-    size_t n_ttl, cap_ttl;
+    s_gone_t *gone_ring;
+    size_t gone_head, gone_count, gone_cap;
+    int64_t put_lease_ms; //  the workers' put lease (cfg.put_lease_ms or SHOAL_PUT_LEASE_MS)
+    //  ttl deadlines, and the deadlines of puts their worker has not reported.
+    s_heap_t ttl, put_due;
+    //  The clock, read once per loop turn: for timestamps that need no finer grain (the
+    //  age of an object in `shoal ls`).
+    int64_t turn_us;
     //  Puts RUNNING when the broker restarted, waiting for their worker to say hello
     //  (ids; entries for tasks that moved on are dropped at the next hello).
     shoal_ref_t *unbound;
@@ -554,7 +584,7 @@ static bool s_object_set(s_broker_t *self, shoal_ref_t ref, uint64_t size, const
     s_object_free_data(self, o);
     o->size = size;
     o->worker = holder;
-    o->since_us = shoal__now_us();
+    o->since_us = self->turn_us; //  an age in `shoal ls` needs no finer grain than a turn
     if (!data)
         return false;
     if (!(o->data = malloc(size ? size : 1)))
@@ -1192,53 +1222,114 @@ static void s_notify_watchers(s_broker_t *self, s_task_t *t)
     t->x->n_watchers = 0;
 }
 
-/*  --------------------------------------------------------------------------- ttl */
+/*  ---------------------------------------------------------------------- deadlines */
 
-static bool s_ttl_before(const s_ttl_t *a, const s_ttl_t *b)
+static void s_heap_swap(s_due_t *a, s_due_t *b)
 {
-    return a->deadline_us < b->deadline_us;
+    s_due_t t = *a;
+    *a = *b;
+    *b = t;
 }
 
-static void s_ttl_push(s_broker_t *self, s_ttl_t e)
+static void s_heap_down(s_heap_t *h, size_t i)
 {
-    S_PUSH(self->ttl, self->n_ttl, self->cap_ttl, e);
-    for (size_t i = self->n_ttl - 1; i > 0;) {
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, min = i;
+        if (l < h->n && h->items[l].deadline_us < h->items[min].deadline_us)
+            min = l;
+        if (r < h->n && h->items[r].deadline_us < h->items[min].deadline_us)
+            min = r;
+        if (min == i)
+            return;
+        s_heap_swap(&h->items[i], &h->items[min]);
+        i = min;
+    }
+}
+
+//  Adds an armed entry.
+static void s_heap_push(s_heap_t *h, s_due_t e)
+{
+    S_PUSH(h->items, h->n, h->cap, e);
+    h->live++;
+    for (size_t i = h->n - 1; i > 0;) {
         size_t up = (i - 1) / 2;
-        if (!s_ttl_before(&self->ttl[i], &self->ttl[up]))
+        if (h->items[up].deadline_us <= h->items[i].deadline_us)
             break;
-        s_ttl_t tmp = self->ttl[i];
-        self->ttl[i] = self->ttl[up];
-        self->ttl[up] = tmp;
+        s_heap_swap(&h->items[i], &h->items[up]);
         i = up;
     }
 }
 
-static s_ttl_t s_ttl_pop(s_broker_t *self)
+//  Gives memory back once the heap is a quarter full (a burst of deadlines that passed).
+static void s_heap_shrink(s_heap_t *h)
 {
-    s_ttl_t top = self->ttl[0];
-    self->ttl[0] = self->ttl[--self->n_ttl];
-    for (size_t i = 0;;) {
-        size_t l = 2 * i + 1, r = l + 1, min = i;
-        if (l < self->n_ttl && s_ttl_before(&self->ttl[l], &self->ttl[min]))
-            min = l;
-        if (r < self->n_ttl && s_ttl_before(&self->ttl[r], &self->ttl[min]))
-            min = r;
-        if (min == i)
-            break;
-        s_ttl_t tmp = self->ttl[i];
-        self->ttl[i] = self->ttl[min];
-        self->ttl[min] = tmp;
-        i = min;
-    }
-    //  A burst of ttls that all expired gives its memory back.
-    if (self->cap_ttl > 1024 && self->n_ttl < self->cap_ttl / 4) {
-        s_ttl_t *smaller = realloc(self->ttl, self->cap_ttl / 2 * sizeof *smaller);
+    if (h->cap > 1024 && h->n < h->cap / 4) {
+        s_due_t *smaller = realloc(h->items, h->cap / 2 * sizeof *smaller);
         if (smaller) {
-            self->ttl = smaller;
-            self->cap_ttl /= 2;
+            h->items = smaller;
+            h->cap /= 2;
         }
     }
+}
+
+//  Takes the earliest entry out; the caller says whether it was armed (s_heap_disarmed).
+static s_due_t s_heap_pop(s_heap_t *h)
+{
+    s_due_t top = h->items[0];
+    h->items[0] = h->items[--h->n];
+    s_heap_down(h, 0);
+    s_heap_shrink(h);
     return top;
+}
+
+typedef bool(s_due_armed_fn)(s_broker_t *self, const s_due_t *e);
+
+//  Keeps only the armed entries (armed says which), then restores the heap order from the
+//  bottom up (Floyd: O(n)).
+static void s_heap_rebuild(s_broker_t *self, s_heap_t *h, s_due_armed_fn *armed)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < h->n; i++)
+        if (armed(self, &h->items[i]))
+            h->items[n++] = h->items[i];
+    h->n = h->live = n;
+    for (size_t i = n / 2; i-- > 0;)
+        s_heap_down(h, i);
+    while (h->cap > 1024 && h->n < h->cap / 4)
+        s_heap_shrink(h);
+}
+
+//  An entry of h is no longer armed (its task moved on, or it was popped).
+static void s_heap_disarmed(s_broker_t *self, s_heap_t *h, s_due_armed_fn *armed)
+{
+    if (h->live)
+        h->live--;
+    if (h->n - h->live > h->live + S_HEAP_SLACK)
+        s_heap_rebuild(self, h, armed);
+}
+
+//  Saturated: a deadline of centuries is "never", not an overflow.
+static int64_t s_deadline(int64_t now_us, uint64_t ms)
+{
+    return ms > (uint64_t)(INT64_MAX - now_us) / 1000 ? INT64_MAX : now_us + (int64_t)ms * 1000;
+}
+
+//  Whether the ttl entry e is armed: its task is DONE with that deadline.
+static bool s_ttl_armed(s_broker_t *self, const s_due_t *e)
+{
+    s_task_t *t = shoal__refmap_get(self->tasks, e->id);
+    s_meta_t *m = t ? s_meta(t) : NULL;
+    return m && m->expires_us == e->deadline_us && t->state == SHOAL_STATE_DONE;
+}
+
+//  t leaves DONE, or is forgotten: its ttl entry, if any, is stale from now on.
+static void s_ttl_disarm(s_broker_t *self, s_task_t *t)
+{
+    s_meta_t *m = s_meta(t);
+    if (!m || !m->expires_us)
+        return;
+    m->expires_us = 0;
+    s_heap_disarmed(self, &self->ttl, s_ttl_armed);
 }
 
 //  A task with a ttl became DONE: it is removed ttl_ms from now.
@@ -1247,13 +1338,45 @@ static void s_ttl_arm(s_broker_t *self, s_task_t *t)
     s_meta_t *m = s_meta(t);
     if (!m || !m->ttl_ms)
         return;
-    int64_t now = shoal__now_us();
-    //  Saturated: a ttl of centuries is "never", not an overflow.
-    int64_t deadline = m->ttl_ms > (uint64_t)(INT64_MAX - now) / 1000
-                           ? INT64_MAX
-                           : now + (int64_t)m->ttl_ms * 1000;
-    m->expires_us = deadline;
-    s_ttl_push(self, (s_ttl_t){deadline, t->id});
+    s_ttl_disarm(self, t); //  one entry a task
+    m->expires_us = s_deadline(shoal__now_us(), m->ttl_ms);
+    s_heap_push(&self->ttl, (s_due_t){m->expires_us, t->id});
+}
+
+//  Whether the put_due entry e is armed: a put RUNNING with that deadline.
+static bool s_put_due_armed(s_broker_t *self, const s_due_t *e)
+{
+    s_task_t *t = shoal__refmap_get(self->tasks, e->id);
+    s_meta_t *m = t ? s_meta(t) : NULL;
+    return m && m->put_due_us == e->deadline_us && t->state == SHOAL_STATE_RUNNING;
+}
+
+//  Its worker reported the put (a note, or w_hello's writing), or it ended: no deadline.
+static void s_put_due_disarm(s_broker_t *self, s_task_t *t)
+{
+    s_meta_t *m = s_meta(t);
+    if (!m || !m->put_due_us)
+        return;
+    m->put_due_us = 0;
+    s_heap_disarmed(self, &self->put_due, s_put_due_armed);
+}
+
+//  The put RUNNING t ends at deadline_us unless its worker reports it first.
+static void s_put_due_arm(s_broker_t *self, s_task_t *t, int64_t deadline_us)
+{
+    s_meta_t *m = s_meta(t);
+    if (!m) //  cannot happen: every put has one (s_meta_new)
+        return;
+    s_put_due_disarm(self, t);
+    m->put_due_us = deadline_us;
+    s_heap_push(&self->put_due, (s_due_t){deadline_us, t->id});
+}
+
+//  Whether t's worker has reported t, a put RUNNING (it has no deadline then).
+static bool s_put_reported(const s_task_t *t)
+{
+    const s_meta_t *m = s_meta(t);
+    return !m || !m->put_due_us;
 }
 
 //  Records a final task's outcome: the statuses of its outputs and log.
@@ -1278,6 +1401,7 @@ static void s_finish_one(s_broker_t *self, s_task_t *t, uint8_t state)
     if (t->state == SHOAL_STATE_RUNNING && s_is_put(t)) {
         if (t->worker)
             t->worker->n_puts--; //  never linked: a put takes no credit
+        s_put_due_disarm(self, t);
     } else if (t->state == SHOAL_STATE_RUNNING) {
         //  Failed from upstream while running (during lineage): stop it on its worker.
         if (state != SHOAL_STATE_DONE && t->worker && t->linked) {
@@ -1379,6 +1503,13 @@ static int s_validate(s_broker_t *self, const shoal_wire_task_t *spec, char *err
                      "put %s: a put that is not inline names the worker whose store holds it", id);
             return SHOAL_EINVAL;
         }
+        if (!(spec->flags & SHOAL_OUT_INLINE) && spec->arg.size) {
+            snprintf(err, errlen,
+                     "put %s: a store put carries no bytes in its task (got %zu): they are in "
+                     "the store of worker %s",
+                     id, spec->arg.size, spec->worker);
+            return SHOAL_EINVAL;
+        }
     } else {
         snprintf(err, errlen, "task %s: unknown task kind %llu", id,
                  (unsigned long long)spec->kind);
@@ -1392,6 +1523,13 @@ static int s_validate(s_broker_t *self, const shoal_wire_task_t *spec, char *err
     if (spec->job && strlen(spec->job) > SHOAL_JOB_NAME_MAX) {
         snprintf(err, errlen, "task %s: a job name has at most %d bytes, got %zu", id,
                  SHOAL_JOB_NAME_MAX, strlen(spec->job));
+        return SHOAL_EINVAL;
+    }
+    if (spec->name && strlen(spec->name) > SHOAL_NAME_MAX) {
+        //  Listings carry names: a name of megabytes would crowd every other object out.
+        snprintf(err, errlen, "%s %s: a name has at most %d bytes, got %zu",
+                 spec->kind == SHOAL_KIND_PUT ? "put" : "task", id, SHOAL_NAME_MAX,
+                 strlen(spec->name));
         return SHOAL_EINVAL;
     }
     if (s_looks_like_ref(spec->name)) {
@@ -1458,6 +1596,7 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
     count it missing until it is done again. */
 static void s_undo_done(s_broker_t *self, s_task_t *p)
 {
+    s_ttl_disarm(self, p); //  a new completion counts its ttl anew
     s_set_state(p, SHOAL_STATE_WAITING);
     p->worker = NULL;
     s_consumers_update(self, p, false);
@@ -1491,9 +1630,56 @@ static s_worker_t *s_worker_by_name(s_broker_t *self, const char *name)
 
 /*  ---------------------------------------------------------------------------- puts */
 
-//  The put is being written into w's store: RUNNING there until w's note says how it ended.
+/*  A tombstone for the forgotten or aborted put ref, kept for the put lease: a note about
+    it may still be on its way and must not bring it back. */
+static void s_gone_add(s_broker_t *self, shoal_ref_t ref)
+{
+    //  From the turn's clock: the tombstones of one turn (a release of many puts) go together.
+    int64_t until = self->turn_us / 1000 + self->put_lease_ms;
+    if (shoal__refmap_put(self->gone, ref, (void *)(uintptr_t)until))
+        abort(); //  out of memory in the broker: nothing sane to do
+    if (self->gone_count == self->gone_cap) {
+        size_t ncap = self->gone_cap ? self->gone_cap * 2 : 64; //  a power of two
+        s_gone_t *ring = malloc(ncap * sizeof *ring);
+        if (!ring)
+            abort();
+        for (size_t i = 0; i < self->gone_count; i++)
+            ring[i] = self->gone_ring[(self->gone_head + i) & (self->gone_cap - 1)];
+        free(self->gone_ring);
+        self->gone_ring = ring;
+        self->gone_cap = ncap;
+        self->gone_head = 0;
+    }
+    self->gone_ring[(self->gone_head + self->gone_count++) & (self->gone_cap - 1)] =
+        (s_gone_t){ref, until};
+}
+
+//  Forgets the tombstones whose time is up, from the head of the ring: O(1) each.
+static void s_gone_expire(s_broker_t *self)
+{
+    int64_t now = shoal__now_ms();
+    while (self->gone_count && self->gone_ring[self->gone_head].until_ms <= now) {
+        s_gone_t g = self->gone_ring[self->gone_head];
+        self->gone_head = (self->gone_head + 1) & (self->gone_cap - 1);
+        self->gone_count--;
+        //  Tombstoned again since, the map holds the later time: the later entry removes it.
+        if ((int64_t)(uintptr_t)shoal__refmap_get(self->gone, g.ref) == g.until_ms)
+            shoal__refmap_remove(self->gone, g.ref);
+    }
+    if (!self->gone_count && self->gone_cap > 4096) { //  a burst once does not pin memory
+        free(self->gone_ring);
+        self->gone_ring = NULL;
+        self->gone_cap = self->gone_head = 0;
+    }
+}
+
+/*  The put is being written into w's store: RUNNING there until w's note says how it ended.
+    A put RUNNING on an earlier entry of the same worker name (one that said hello again)
+    moves. */
 static void s_put_start(s_task_t *t, s_worker_t *w)
 {
+    if (t->state == SHOAL_STATE_RUNNING && t->worker)
+        t->worker->n_puts--;
     s_set_state(t, SHOAL_STATE_RUNNING);
     t->worker = w;
     w->n_puts++;
@@ -1514,8 +1700,10 @@ static void s_put_sealed(s_broker_t *self, s_task_t *t, s_worker_t *w, uint64_t 
 static void s_put_lost(s_broker_t *self, s_task_t *t, const char *why)
 {
     char text[SHOAL_REF_TEXT_SIZE];
-    if (t->state == SHOAL_STATE_DONE)
+    if (t->state == SHOAL_STATE_DONE) {
         self->n_done--;
+        s_ttl_disarm(self, t);
+    }
     s_set_error(t, SHOAL_ELOST, 0, "object %s was lost %s", s_ref_text(t->id, text), why);
     s_finish(self, t, SHOAL_STATE_FAILED);
 }
@@ -1565,6 +1753,18 @@ static void s_add_put(s_broker_t *self, s_task_t *t, const shoal_wire_task_t *sp
         return;
     }
     s_put_start(t, w);
+    //  Its worker reports it at once (it allocated it before the client sent this); one that
+    //  does not have it says ABORTED, but if that note came and went with its tombstone,
+    //  or was lost, nobody would ever end this put: the deadline does.
+    s_put_due_arm(self, t, s_deadline(shoal__now_us(), 2 * (uint64_t)self->put_lease_ms));
+}
+
+//  The put's worker aborted it, or no longer has it (why): CANCELED, as its consumers.
+static void s_put_canceled(s_broker_t *self, s_task_t *t, const char *why)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    s_set_error(t, SHOAL_ECANCELED, 0, "put %s was %s", s_ref_text(t->id, text), why);
+    s_finish(self, t, SHOAL_STATE_CANCELED);
 }
 
 /*  One note of w about an object in its store. Returns false for a note that makes no
@@ -1582,14 +1782,18 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
     s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
     char text[SHOAL_REF_TEXT_SIZE];
     s_ref_text(ref, text);
+    if (!t && !n->put) {
+        //  A task's output the broker forgot (canceled and released, or a restart without
+        //  a journal): only a client's put may stand in for a task. The worker owns what a
+        //  running task allocates, and its result is fenced (s_on_result drops the outputs).
+        return true;
+    }
     if (!t) {
         if (index != 0)
             return false;
         if (n->state == SHOAL_OBJ_NOTE_ABORTED) {
-            //  Given up before the client's PUT task came: when it comes, it fails.
-            if (shoal__refmap_put(self->gone, ref,
-                                  (void *)(uintptr_t)(shoal__now_ms() + S_GONE_MS)))
-                abort(); //  out of memory in the broker: nothing sane to do
+            //  Given up before the client's PUT task came: when it comes, it is canceled.
+            s_gone_add(self, ref);
             return true;
         }
         if (shoal__refmap_get(self->gone, ref)) {
@@ -1601,9 +1805,11 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
             shoal__debug("worker %s: note for %s: %s", w->name, text, err);
             return false;
         }
-        if (s_looks_like_ref(n->name)) {
+        if (s_looks_like_ref(n->name) || (n->name && strlen(n->name) > SHOAL_NAME_MAX)) {
             //  Its PUT task will be refused (s_validate): nobody will name these bytes.
-            shoal__debug("worker %s: note for %s: its name looks like a ref", w->name, text);
+            shoal__debug("worker %s: note for %s: its name looks like a ref or is longer than "
+                         "%d bytes",
+                         w->name, text, SHOAL_NAME_MAX);
             s_queue_drop(w, ref);
             return false;
         }
@@ -1645,14 +1851,16 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
             s_put_start(t, w); //  restored from the journal, its worker is back
         if (t->worker != w)
             return false;
+        s_put_due_disarm(self, t); //  its worker has it: no deadline
         if (n->state == SHOAL_OBJ_NOTE_ALLOCATED)
             s_event_object(self, "object.allocated", ref, w, n->size, NULL);
         else if (n->state == SHOAL_OBJ_NOTE_SEALED)
             s_put_sealed(self, t, w, n->size);
         else {
-            s_set_error(t, SHOAL_ECANCELED, 0, "put %s was aborted: %s", text,
-                        n->error && n->error[0] ? n->error : "no reason given");
-            s_finish(self, t, SHOAL_STATE_FAILED);
+            char why[S_ERROR_MAX];
+            snprintf(why, sizeof why, "aborted: %s",
+                     n->error && n->error[0] ? n->error : "no reason given");
+            s_put_canceled(self, t, why);
         }
         return true;
     }
@@ -1791,6 +1999,68 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
     s_worker_free(w);
 }
 
+//  refs as a set (each mapped to a dummy value), or NULL when there are none.
+static shoal__refmap_t *s_ref_set(const shoal_wire_refs_t *refs)
+{
+    if (!refs->count)
+        return NULL;
+    shoal__refmap_t *set = shoal__refmap_new();
+    if (!set)
+        abort(); //  out of memory in the broker: nothing sane to do
+    for (size_t i = 0; i < refs->count; i++)
+        if (shoal__refmap_put(set, refs->items[i], (void *)1))
+            abort();
+    return set;
+}
+
+//  Whether t, a put RUNNING, is being written by the worker called name: on its earlier
+//  entry old, or, restored from the journal (no worker yet), naming it.
+static bool s_put_writer_is(const s_task_t *t, const char *name, const s_worker_t *old)
+{
+    const s_meta_t *m = s_meta(t);
+    if (t->worker)
+        return old && t->worker == old;
+    return m && m->worker && strcmp(m->worker, name) == 0;
+}
+
+//  w said hello without t, a put it was writing: it gave it up.
+static void s_put_abandoned(s_broker_t *self, s_task_t *t, s_worker_t *w)
+{
+    char why[200];
+    snprintf(why, sizeof why, "abandoned: its worker %s no longer has it", w->name);
+    s_put_canceled(self, t, why);
+}
+
+/*  The puts old was writing, when its worker says hello again as w (same: the same
+    process). Those it lists in writing move to w. Of the rest (those held were sealed
+    already): from the same process, one it never reported may still be (its note is on the
+    way), and moves under its deadline; one it reported and no longer has was abandoned.
+    From a new process, the rest is lost with old (s_worker_remove). */
+static void s_adopt_puts(s_broker_t *self, s_worker_t *old, s_worker_t *w,
+                         const shoal__refmap_t *writing, bool same)
+{
+    s_task_t **puts = NULL;
+    size_t n = 0, cap = 0, cursor = 0;
+    void *value;
+    //  A walk of the task map, once per worker that says hello again with puts open.
+    while (n < old->n_puts && shoal__refmap_next(self->tasks, &cursor, NULL, &value)) {
+        s_task_t *t = value;
+        if (s_is_put(t) && t->state == SHOAL_STATE_RUNNING && t->worker == old)
+            S_PUSH(puts, n, cap, t);
+    }
+    for (size_t i = 0; i < n; i++) {
+        s_task_t *t = puts[i];
+        if (writing && shoal__refmap_get(writing, t->id)) {
+            s_put_start(t, w);
+            s_put_due_disarm(self, t);
+        } else if (same && !s_put_reported(t))
+            s_put_start(t, w);
+        else if (same)
+            s_put_abandoned(self, t, w);
+    }
+    free(puts);
+}
+
 static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_w_hello_t *m)
 {
     shoal_wire_w_welcome_t reply = {.version = SHOAL_PROTO_VERSION,
@@ -1842,61 +2112,46 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
     w->store_dir = m->store_dir ? s_strdup(m->store_dir) : NULL;
     w->arena = m->arena ? s_strdup(m->arena) : NULL;
     w->last_heard_us = shoal__now_us();
-    if (old) {
-        bool same = shoal_wire_peer_equal(&old->peer, peer) ||
-                    (strcmp(old->host, host) == 0 && old->pid == m->pid);
-        //  The same process saying hello again still has its store: what it says it holds
-        //  moves to the new entry instead of being recomputed, the puts being written into
-        //  it go on, and the deletions not yet sent are still due.
-        if (same) {
-            for (size_t i = 0; i < m->held.count; i++) {
-                s_object_t *o = s_object(self, m->held.items[i]);
-                if (o && o->worker == old)
-                    o->worker = w;
-            }
-            size_t cursor = 0;
-            void *value;
-            while (old->n_puts && shoal__refmap_next(self->tasks, &cursor, NULL, &value)) {
-                s_task_t *t = value;
-                if (s_is_put(t) && t->state == SHOAL_STATE_RUNNING && t->worker == old) {
-                    old->n_puts--;
-                    t->worker = w;
-                    w->n_puts++;
-                }
-            }
-            for (size_t i = 0; i < old->n_drops; i++)
-                s_queue_drop(w, old->drops[i]);
-        }
-        s_worker_remove(self, old, same ? "reconnected" : "replaced by a new process");
-    }
-    S_PUSH(self->workers, self->n_workers, self->cap_workers, w);
-    //  Objects it already holds (a restarted broker, or a worker that re-adopted its store).
-    //  What nobody can name any more (no directory entry, no live task) it drops, or its
-    //  store would fill with orphans.
+    shoal__refmap_t *writing = s_ref_set(&m->writing);
+    bool same = old && (shoal_wire_peer_equal(&old->peer, peer) ||
+                        (strcmp(old->host, host) == 0 && old->pid == m->pid));
+    /*  Objects it already holds stay with it: its earlier entry's (the same process saying
+        hello again, or a new process that re-adopted the store), or a restarted broker's.
+        Only what it no longer has is lost with the earlier entry (recomputed, or failed for
+        a put). What nobody can name any more (no directory entry, no live task) it drops,
+        or its store would fill with orphans. */
     shoal_ref_t *orphans = NULL;
     size_t n_orphans = 0, cap_orphans = 0;
     for (size_t i = 0; i < m->held.count; i++) {
         shoal_ref_t ref = m->held.items[i];
         s_object_t *o = s_object(self, ref);
         if (o) {
-            if (!o->worker)
+            if (!o->worker || (old && o->worker == old))
                 o->worker = w;
             continue;
         }
         s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
-        const s_meta_t *meta = t ? s_meta(t) : NULL;
-        if (t && s_is_put(t) && t->state == SHOAL_STATE_RUNNING && !t->worker &&
-            shoal_ref_index(ref) == 0 && meta && meta->worker &&
-            strcmp(meta->worker, w->name) == 0) {
-            //  A put the broker restarted in the middle of: its worker has it whole.
+        if (t && s_is_put(t) && t->state == SHOAL_STATE_RUNNING && shoal_ref_index(ref) == 0 &&
+            s_put_writer_is(t, w->name, old)) {
+            //  A put it was writing, sealed while the broker was not listening (restarted,
+            //  or the note lost): it has it whole.
             s_put_start(t, w);
-            s_put_sealed(self, t, w, meta->size);
+            s_put_sealed(self, t, w, s_meta(t)->size);
             continue;
         }
         if (!t || s_is_final(t->state))
             S_PUSH(orphans, n_orphans, cap_orphans, ref);
     }
-    //  Puts the broker restarted in the middle of that this worker still writes.
+    if (old) {
+        s_adopt_puts(self, old, w, writing, same);
+        //  The same process: the deletions not yet sent are still due.
+        for (size_t i = 0; same && i < old->n_drops; i++)
+            s_queue_drop(w, old->drops[i]);
+        s_worker_remove(self, old, same ? "reconnected" : "replaced by a new process");
+    }
+    S_PUSH(self->workers, self->n_workers, self->cap_workers, w);
+    //  Puts the broker restarted in the middle of: this worker still writes those it lists;
+    //  the others (neither held nor being written) it gave up while the broker was away.
     size_t kept = 0;
     for (size_t i = 0; i < self->n_unbound; i++) {
         s_task_t *t = shoal__refmap_get(self->tasks, self->unbound[i]);
@@ -1904,12 +2159,16 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
         if (!t || !s_is_put(t) || t->state != SHOAL_STATE_RUNNING || t->worker || !meta ||
             !meta->worker)
             continue; //  moved on: the entry goes
-        if (strcmp(meta->worker, w->name) == 0)
-            s_put_start(t, w);
-        else
+        if (strcmp(meta->worker, w->name) != 0)
             self->unbound[kept++] = self->unbound[i];
+        else if (writing && shoal__refmap_get(writing, t->id)) {
+            s_put_start(t, w);
+            s_put_due_disarm(self, t);
+        } else
+            s_put_abandoned(self, t, w);
     }
     self->n_unbound = kept;
+    shoal__refmap_destroy(&writing);
     if (n_orphans) {
         shoal_wire_w_drop_t drop = {.refs = {orphans, n_orphans}};
         shoal_wire_send(self->router, peer, SHOAL_MSG_w_drop, &drop, NULL, 0);
@@ -1923,6 +2182,15 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
     shoal_wire_send(self->router, peer, SHOAL_MSG_w_welcome, &reply, NULL, 0);
 }
 
+//  w kept ref for a result that was fenced off: dropped unless w holds it for the outcome
+//  the broker knows (the same ref, from another attempt).
+static void s_drop_orphan(s_broker_t *self, s_worker_t *w, shoal_ref_t ref)
+{
+    s_object_t *o = s_object(self, ref);
+    if (!o || o->worker != w)
+        s_queue_drop(w, ref);
+}
+
 static void s_on_result(s_broker_t *self, s_worker_t *w, shoal_wire_result_t *r)
 {
     s_task_t *t = shoal__refmap_get(self->tasks, r->id);
@@ -1931,18 +2199,20 @@ static void s_on_result(s_broker_t *self, s_worker_t *w, shoal_wire_result_t *r)
         return;
     }
     if (!t || t->state != SHOAL_STATE_RUNNING || t->worker != w || t->attempt != r->attempt) {
-        //  Fenced: an earlier attempt, a canceled task, or a repeated w_done. Outputs it
-        //  stored that no entry will ever name are dropped, unless this worker holds or
-        //  makes that task's outputs (same refs) for its current attempt.
-        if (r->status == 0 && (!t || t->worker != w)) {
-            shoal_ref_t refs[SHOAL_MAX_OUTPUTS + 1];
-            size_t n = 0;
-            for (size_t i = 0; i < r->outputs.count && i < SHOAL_MAX_OUTPUTS; i++)
+        //  Fenced: an earlier attempt, a task canceled (or forgotten, or unknown to a broker
+        //  restarted without a journal), or a repeated w_done. What it kept in its store
+        //  (outputs, and a log not sent whole) no entry will ever name: dropped in this
+        //  turn's w_drop, unless this worker holds that task's objects (same refs) for the
+        //  outcome the broker knows, or makes them for its current attempt.
+        if (!t || t->worker != w) {
+            size_t n_out = SHOAL__MIN(r->outputs.count, (size_t)SHOAL_MAX_OUTPUTS);
+            //  Even an output sent whole may be in its store (copied out of the executor's
+            //  allocation): a drop of what it does not have changes nothing.
+            for (size_t i = 0; i < n_out; i++)
                 if (!(r->outputs.items[i].flags & SHOAL_OUT_STDOUT))
-                    refs[n++] = shoal_ref_output(r->id, (uint16_t)i);
-            refs[n++] = shoal_ref_output(r->id, SHOAL_REF_LOG_INDEX);
-            shoal_wire_w_drop_t drop = {.refs = {refs, n}};
-            shoal_wire_send(self->router, &w->peer, SHOAL_MSG_w_drop, &drop, NULL, 0);
+                    s_drop_orphan(self, w, shoal_ref_output(r->id, (uint16_t)i));
+            if (r->log_tail.size != r->log_size)
+                s_drop_orphan(self, w, shoal_ref_output(r->id, SHOAL_REF_LOG_INDEX));
         }
         return;
     }
@@ -2374,26 +2644,11 @@ static void s_maybe_forget(s_broker_t *self, s_task_t *t, const char *reason)
     shoal__refmap_remove(self->tasks, t->id);
     if (self->journal)
         shoal__journal_forget(self->journal, t->id);
-    if (s_is_put(t) && !t->all_inline &&
-        shoal__refmap_put(self->gone, t->id, (void *)(uintptr_t)(shoal__now_ms() + S_GONE_MS)))
-        abort(); //  out of memory in the broker: nothing sane to do
+    if (s_is_put(t) && !t->all_inline)
+        s_gone_add(self, t->id);
+    s_ttl_disarm(self, t);
     s_job_leave(self, t);
     s_task_free(self, t);
-}
-
-//  Forgets tombstones older than S_GONE_MS (a few each tick: they are few).
-static void s_gone_expire(s_broker_t *self)
-{
-    shoal_ref_t old[256];
-    size_t n = 0, cursor = 0;
-    shoal_ref_t key;
-    void *value;
-    int64_t now = shoal__now_ms();
-    while (n < 256 && shoal__refmap_next(self->gone, &cursor, &key, &value))
-        if ((int64_t)(uintptr_t)value <= now)
-            old[n++] = key;
-    for (size_t i = 0; i < n; i++)
-        shoal__refmap_remove(self->gone, old[i]);
 }
 
 //  Output ref of p is gone (how: "removed", "expired"): every consumer not yet final that
@@ -2420,9 +2675,14 @@ static void s_on_remove(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
     uint64_t count = 0;
     for (size_t i = 0; i < m->refs.count; i++) {
         shoal_ref_t ref = m->refs.items[i];
+        s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
+        if (t && s_is_put(t) && t->state == SHOAL_STATE_RUNNING && shoal_ref_index(ref) == 0) {
+            //  Being written: as a cancel (its worker drops the bytes), then forgotten below.
+            s_cancel_task(self, t);
+            count++;
+        }
         bool dropped = s_drop_object(self, ref, "removed");
         count += dropped;
-        s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
         if (t && dropped && shoal_ref_index(ref) < t->n_outputs)
             s_fail_readers(self, t, ref, "removed");
         if (t)
@@ -2439,14 +2699,14 @@ static void s_on_remove(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
 static void s_ttl_expire(s_broker_t *self)
 {
     int64_t now = shoal__now_us();
-    for (int n = 0; n < S_TTL_TURN && self->n_ttl && self->ttl[0].deadline_us <= now; n++) {
-        s_ttl_t due = s_ttl_pop(self);
-        s_task_t *t = shoal__refmap_get(self->tasks, due.id);
-        s_meta_t *m = t ? s_meta(t) : NULL;
+    s_heap_t *h = &self->ttl;
+    for (int n = 0; n < S_TTL_TURN && h->n && h->items[0].deadline_us <= now; n++) {
+        s_due_t due = s_heap_pop(h);
         //  Stale: forgotten (maybe submitted again), or run again since (a new deadline).
-        if (!m || m->expires_us != due.deadline_us || t->state != SHOAL_STATE_DONE)
+        if (!s_ttl_armed(self, &due))
             continue;
-        m->expires_us = 0;
+        s_task_t *t = shoal__refmap_get(self->tasks, due.id);
+        s_ttl_disarm(self, t);
         for (uint16_t k = 0; k < t->n_outputs; k++) {
             shoal_ref_t ref = shoal_ref_output(t->id, k);
             if (s_drop_object(self, ref, "expired"))
@@ -2459,10 +2719,43 @@ static void s_ttl_expire(s_broker_t *self)
 //  Microseconds until the next ttl is due (at most limit).
 static int64_t s_ttl_wait_us(const s_broker_t *self, int64_t now, int64_t limit)
 {
-    if (!self->n_ttl)
+    if (!self->ttl.n)
         return limit;
-    int64_t left = self->ttl[0].deadline_us - now;
+    int64_t left = self->ttl.items[0].deadline_us - now;
     return left < 0 ? 0 : SHOAL__MIN(left, limit);
+}
+
+/*  Ends the puts RUNNING whose deadline passed with no word from their worker (checked each
+    tick: the deadlines are seconds to minutes long). Restored from the journal with no
+    worker yet, its worker did not come back in time: lost. On a worker that never reported
+    it: canceled, and that worker told to drop it in case it has it after all. */
+static void s_put_due_expire(s_broker_t *self)
+{
+    int64_t now = shoal__now_us();
+    s_heap_t *h = &self->put_due;
+    while (h->n && h->items[0].deadline_us <= now) {
+        s_due_t due = s_heap_pop(h);
+        if (!s_put_due_armed(self, &due))
+            continue;
+        s_task_t *t = shoal__refmap_get(self->tasks, due.id);
+        const s_meta_t *m = s_meta(t);
+        s_put_due_disarm(self, t);
+        char text[SHOAL_REF_TEXT_SIZE], why[300];
+        if (!t->worker) {
+            s_set_error(t, SHOAL_ELOST, 0,
+                        "object %s was lost: its worker %s did not say hello again after the "
+                        "broker restarted",
+                        s_ref_text(t->id, text), m->worker ? m->worker : "(none)");
+            s_finish(self, t, SHOAL_STATE_FAILED);
+            continue;
+        }
+        snprintf(why, sizeof why,
+                 "canceled: its worker %s never reported it (no note in %g s: it does not have "
+                 "the allocation)",
+                 t->worker->name, 2 * (double)self->put_lease_ms / 1000);
+        s_queue_drop(t->worker, t->id);
+        s_put_canceled(self, t, why);
+    }
 }
 
 static int s_newest_first(const void *a, const void *b)
@@ -2775,8 +3068,8 @@ static void s_on_query(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wi
     //  two refs (18 each), three integers and five headers bound an entry's frame.
     size_t bytes = 64, k = 0;
     char **tag_at = tags;
-    for (; k < qs.n; k++) {
-        const s_hit_t *h = &qs.heap[k];
+    for (size_t i = 0; i < qs.n; i++) {
+        const s_hit_t *h = &qs.heap[i];
         const s_meta_t *meta = s_meta(h->t);
         const char *holder = s_hit_holder(h);
         const char *name = meta ? meta->name : NULL;
@@ -2784,10 +3077,12 @@ static void s_on_query(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wi
         size_t need =
             2 * 18 + 3 * 9 + 5 * 5 + (name ? strlen(name) : 0) + (holder ? strlen(holder) : 0);
         const char *p = meta ? meta->tags : NULL;
-        for (uint32_t i = 0; i < nt; i++, p += strlen(p) + 1) {
-            tag_at[i] = (char *)p;
+        for (uint32_t j = 0; j < nt; j++, p += strlen(p) + 1) {
+            tag_at[j] = (char *)p;
             need += strlen(p) + 5;
         }
+        if (64 + need > S_QUERY_BYTES)
+            continue; //  could never be listed (a name from before SHOAL_NAME_MAX): in more
         if (bytes + need > S_QUERY_BYTES)
             break;
         bytes += need;
@@ -2804,6 +3099,7 @@ static void s_on_query(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wi
             .age_ms = (uint64_t)SHOAL__MAX(now - h->since_us, (int64_t)0) / 1000,
         };
         tag_at += nt;
+        k++;
     }
     shoal_wire_query_reply_t reply = {.seq = m->seq, .objects = {items, k}, .more = qs.matched - k};
     shoal_wire_send(self->router, peer, SHOAL_MSG_query_reply, &reply, NULL, 0);
@@ -2959,9 +3255,10 @@ static void s_tick(s_broker_t *self)
     }
     if (s_wants(self, "broker.stats")) {
         s_event_t ev;
-        s_event_begin(self, &ev, 9);
+        s_event_begin(self, &ev, 10);
         s_ev_int(&ev, "inline_bytes", (int64_t)self->inline_bytes);
-        s_ev_int(&ev, "ttl_pending", (int64_t)self->n_ttl);
+        s_ev_int(&ev, "ttl_pending", (int64_t)self->ttl.live);
+        s_ev_int(&ev, "tombstones", (int64_t)shoal__refmap_size(self->gone));
         s_ev_int(&ev, "malformed", (int64_t)self->n_malformed);
         s_ev_int(&ev, "workers", (int64_t)self->n_workers);
         s_ev_int(&ev, "tasks", (int64_t)shoal__refmap_size(self->tasks));
@@ -3055,8 +3352,12 @@ static int s_journal_reload(s_broker_t *self)
         pending++;
     }
     //  Failed producers fail their consumers as at submission; the rest become ready, but
-    //  a put never runs: one that was being written waits for its worker to say hello.
-    //  Done tasks with a ttl live that long from now.
+    //  a put never runs: one that was being written waits for its worker to say hello,
+    //  for as long as the broker waits before dispatching, plus what it gives a silent
+    //  worker before declaring it dead; then it is lost. Done tasks with a ttl live that
+    //  long from now.
+    int64_t hello_by = shoal__now_us() + 2 * (int64_t)self->cfg.heartbeat_ms * 1000;
+    int64_t put_lost_at = hello_by + (int64_t)self->cfg.dead_after * self->cfg.heartbeat_ms * 1000;
     cursor = 0;
     while (shoal__refmap_next(self->tasks, &cursor, NULL, &value)) {
         s_task_t *t = value;
@@ -3065,6 +3366,7 @@ static int s_journal_reload(s_broker_t *self)
         else if (t->state == SHOAL_STATE_WAITING && s_is_put(t)) {
             s_set_state(t, SHOAL_STATE_RUNNING);
             S_PUSH(self->unbound, self->n_unbound, self->cap_unbound, t->id);
+            s_put_due_arm(self, t, put_lost_at);
         } else if (t->state == SHOAL_STATE_WAITING)
             s_make_ready(self, t, false);
         else if (t->state == SHOAL_STATE_DONE)
@@ -3073,7 +3375,7 @@ static int s_journal_reload(s_broker_t *self)
     if (shoal__refmap_size(self->tasks)) {
         shoal__info("journal: %zu task(s) restored, %zu to run", shoal__refmap_size(self->tasks),
                     pending);
-        self->dispatch_after_us = shoal__now_us() + 2 * self->cfg.heartbeat_ms * 1000;
+        self->dispatch_after_us = hello_by;
     }
     return 0;
 }
@@ -3130,7 +3432,9 @@ static void s_destroy(s_broker_t *self)
     for (size_t i = 0; i < self->n_workers; i++)
         s_worker_free(self->workers[i]);
     free(self->workers);
-    free(self->ttl);
+    free(self->ttl.items);
+    free(self->put_due.items);
+    free(self->gone_ring);
     free(self->unbound);
     free(self->ready.items);
     for (size_t i = 0; i < self->n_outbox; i++)
@@ -3161,6 +3465,8 @@ int shoal_broker_run(const shoal_broker_config_t *config)
         self->cfg.dead_after = 5;
     if (!self->cfg.inline_budget)
         self->cfg.inline_budget = 1ull << 30; //  see broker.h
+    self->put_lease_ms = self->cfg.put_lease_ms > 0 ? self->cfg.put_lease_ms : SHOAL_PUT_LEASE_MS;
+    self->turn_us = shoal__now_us();
     if (self->cfg.state_dir) {
         int rc = shoal__mkdir_p(self->cfg.state_dir, 0700);
         if (rc) {
@@ -3234,6 +3540,7 @@ int shoal_broker_run(const shoal_broker_config_t *config)
             shoal__error("poll failed: %s", zmq_strerror(errno));
             break;
         }
+        self->turn_us = shoal__now_us();
         if (items[1].revents & ZMQ_POLLIN)
             s_on_xpub(self);
         if (items[0].revents & ZMQ_POLLIN) {
@@ -3259,6 +3566,7 @@ int shoal_broker_run(const shoal_broker_config_t *config)
         if (shoal__now_us() >= self->next_tick_us) {
             s_tick(self);
             s_gone_expire(self);
+            s_put_due_expire(self);
             self->next_tick_us = shoal__now_us() + self->cfg.heartbeat_ms * 1000;
         }
         s_ttl_expire(self);

@@ -21,6 +21,11 @@ typedef struct {
         and logs exist nowhere else once their worker sent them, so they are always kept
         (and count towards what is held). */
     uint64_t inline_budget;
+    /*  The workers' put lease (SHOAL_PUT_LEASE_MS); 0 or less: that. The broker keeps the
+        tombstone of a forgotten put this long, and a put in a store that its worker has
+        not reported (no note, not in its w_hello's writing) for twice this long is canceled
+        (SHOAL_ECANCELED). Tests shorten it. */
+    int put_lease_ms;
 } shoal_broker_config_t;
 
 /*  Binds, then prints ONE line on stdout and flushes it, which `shoal up`, scripts and tests

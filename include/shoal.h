@@ -393,6 +393,7 @@ typedef struct {
 } shoal_put_opts_t;
 #define SHOAL_PUT_STORE 1u /*  keep even a small object in a worker's store */
 #define SHOAL_TAG_MAX   64
+#define SHOAL_NAME_MAX  1024 /*  bytes of an object's name (shoal_put_opts_t, task specs) */
 #define SHOAL_TAGS_MAX  16
 
 /*  Puts size bytes as a new object; its ref comes back in *ref. A small object goes in

@@ -50,7 +50,7 @@
     it in its directory: the task is DONE on arrival. Without it, the object is in the
     store of the worker named by `worker` (the client allocated it there with a `put`
     ALLOC on that worker's data socket before submitting this), `size` bytes: the task is
-    RUNNING until that worker's w_objects note says SEALED (DONE) or ABORTED (FAILED). A
+    RUNNING until that worker's w_objects note says SEALED (DONE) or ABORTED (CANCELED). A
     put has no inputs, one output, and is never run again: lost with its worker, it fails
     with SHOAL_ELOST. */
 enum { SHOAL_KIND_EXEC = 0, SHOAL_KIND_FN = 1, SHOAL_KIND_PUT = 2 };
