@@ -1122,10 +1122,14 @@ static int s_check_tags(shoal_t *self, const char *const *tags, size_t n)
 static int s_enqueue(shoal_t *self, const shoal_wire_task_t *t, size_t wire);
 
 //  A name must not look like a ref (32 hex digits): `shoal get NAME` tells them apart by
-//  that, and the broker refuses a whole batch for one such name. 0 or SHOAL_EINVAL.
+//  that; and it has at most SHOAL_NAME_MAX bytes. The broker refuses a whole batch for one
+//  bad name: catch it here. 0 or SHOAL_EINVAL.
 static int s_check_name(shoal_t *self, const char *name)
 {
     shoal_ref_t ref;
+    if (name && strlen(name) > SHOAL_NAME_MAX)
+        return s_fail(self, SHOAL_EINVAL, "a name has at most %d bytes, got %zu", SHOAL_NAME_MAX,
+                      strlen(name));
     if (name && shoal_ref_parse(name, &ref) == 0)
         return s_fail(self, SHOAL_EINVAL,
                       "the name '%s' looks like a ref (32 hex digits); choose another name", name);

@@ -156,6 +156,12 @@ static void test_a_small_put_is_read_back_and_feeds_a_task(void **state)
     assert_int_equal(v.size, 12);
     assert_memory_equal(v.data, "hello, world", 12);
     shoal_view_release(&v);
+    //  A name longer than SHOAL_NAME_MAX is refused before anything is sent.
+    static char long_name[SHOAL_NAME_MAX + 2];
+    memset(long_name, 'n', SHOAL_NAME_MAX + 1);
+    shoal_put_opts_t named = {.name = long_name};
+    assert_int_equal(shoal_put(sh, "x", 1, &named, &ref), SHOAL_EINVAL);
+    assert_non_null(strstr(shoal_last_error(sh), "at most 1024 bytes"));
     //  An empty object is an object too.
     assert_int_equal(shoal_put(sh, NULL, 0, NULL, &ref), 0);
     assert_int_equal(shoal_get(sh, ref, WAIT_MS, &v), 0);
