@@ -33,6 +33,8 @@ enum {
     OPT_ARG_FILE,
     OPT_ANY,
     OPT_ARRAY,
+    OPT_TTL,
+    OPT_TAG,
 };
 
 #define S_BROKER_HELP                                                                              \
@@ -116,6 +118,9 @@ typedef struct {
     size_t n_inputs;
     uint64_t outputs, retries;
     const char *name, *job;
+    uint64_t ttl_ms;
+    const char *tags[SHOAL_TAGS_MAX];
+    size_t n_tags;
     bool exec;
     const char *fn;  /*  --fn LIB:SYMBOL */
     const char *arg; /*  --arg TEXT, or the bytes of --arg-file (arg_owned) */
@@ -286,6 +291,8 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
         {"retries", required_argument, NULL, OPT_RETRIES},
         {"job", required_argument, NULL, OPT_JOB},
         {"array", required_argument, NULL, OPT_ARRAY},
+        {"ttl", required_argument, NULL, OPT_TTL},
+        {"tag", required_argument, NULL, OPT_TAG},
         {"exec", no_argument, NULL, OPT_EXEC},
         {"fn", required_argument, NULL, OPT_FN},
         {"arg", required_argument, NULL, OPT_ARG},
@@ -328,6 +335,22 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
             break;
         case OPT_NAME:
             o->name = optarg;
+            break;
+        case OPT_TTL: {
+            int ms;
+            if ((rc = cli_parse_timeout(cmd, optarg, &ms)) != 0)
+                return rc;
+            if (ms <= 0)
+                return cli_usage(cmd, "--ttl must be positive, got '%s'", optarg);
+            o->ttl_ms = (uint64_t)ms;
+            break;
+        }
+        case OPT_TAG:
+            if (o->n_tags == SHOAL_TAGS_MAX)
+                return cli_usage(cmd, "at most %d tags", SHOAL_TAGS_MAX);
+            if (!*optarg || strlen(optarg) > SHOAL_TAG_MAX)
+                return cli_usage(cmd, "--tag '%s': a tag has 1 to %d bytes", optarg, SHOAL_TAG_MAX);
+            o->tags[o->n_tags++] = optarg;
             break;
         case OPT_JOB:
             o->job = optarg;
@@ -559,6 +582,8 @@ static const char s_submit_help[] =
     "  --name NAME      a name for the outputs (shoal ls, shoal get NAME); not 32 hex\n"
     "                   digits, which would read as a ref\n"
     "  --retries N      run it again up to N times when it fails\n"
+    "  --ttl S          remove its outputs S seconds after it is done\n"
+    "  --tag TAG        a tag for its outputs (repeatable; shoal ls --tag)\n"
     "  --job NAME       group the task under job NAME (at most 255 bytes)\n"
     "  --array SPEC     one task per index of SPEC: A-B (A to B inclusive), A-B:STEP\n"
     "                   (every STEP-th), N, or a comma-separated list of these; at most\n"
@@ -629,6 +654,9 @@ int cli_cmd_submit(int argc, char **argv)
         .n_outputs = (unsigned)o.outputs,
         .name = o.name,
         .retries = (unsigned)o.retries,
+        .ttl_ms = o.ttl_ms,
+        .tags = o.tags,
+        .n_tags = o.n_tags,
         .job = o.job,
     };
     if (o.indices) {

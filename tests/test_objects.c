@@ -461,6 +461,20 @@ static void test_shoal_put_with_a_size_prints_the_ref_before_the_bytes_arrive(vo
     assert_true(h_contains(r->out, "ok"));
 }
 
+static void test_shoal_submit_tags_outputs_and_expires_them_after_their_ttl(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    h_result_t *r = h_sh(c, CMD_MS,
+                         "ref=$(shoal submit --ttl 1 --tag ttl-test -- echo hi) && "
+                         "shoal wait --timeout 20 $ref && shoal ls --tag ttl-test | grep -c $ref; "
+                         "for i in $(seq 100); do shoal ls --tag ttl-test | grep -q $ref || "
+                         "{ echo expired; break; }; sleep 0.1; done; shoal get $ref");
+    //  Listed by its tag while it lives, gone after its ttl: get finds nothing (exit 1).
+    h_assert_exit(r, 1);
+    assert_true(h_contains(r->out, "1\n"));
+    assert_true(h_contains(r->out, "expired"));
+}
+
 static void test_a_restarted_worker_keeps_its_store_unless_told_to_reset_it(void **state)
 {
     h_cluster_t *c = h_state(state);
@@ -607,6 +621,7 @@ int main(void)
         cmocka_unit_test(test_a_writer_that_dies_mid_write_is_aborted_and_its_space_reclaimed),
         cmocka_unit_test(test_shoal_put_prints_a_ref_that_shoal_get_reads_back),
         cmocka_unit_test(test_shoal_put_with_a_size_prints_the_ref_before_the_bytes_arrive),
+        cmocka_unit_test(test_shoal_submit_tags_outputs_and_expires_them_after_their_ttl),
         cmocka_unit_test(test_a_restarted_worker_keeps_its_store_unless_told_to_reset_it),
     };
     const struct CMUnitTest two[] = {
