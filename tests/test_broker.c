@@ -18,6 +18,7 @@
 
 typedef struct {
     char dir[64];
+    char state_dir[128]; //  DIR/state, once a test restarts the broker with a journal
     char listen[128], events[128];
     pthread_t thread;
     shoal_broker_config_t cfg;
@@ -182,6 +183,23 @@ static void s_done(void *w, shoal_ref_t id, uint64_t attempt, int64_t status, co
     s_expect(w, SHOAL_MSG_w_done_ack, &in, 5000);
     assert_int_equal(in.msg.u.w_done_ack.seq, seq);
     shoal_wire_in_clear(&in);
+}
+
+//  Stops the fixture's broker and starts it again with the same configuration.
+static void s_restart(fixture_t *f)
+{
+    shoal_broker_stop();
+    pthread_join(f->thread, NULL);
+    assert_int_equal(f->rc, 0);
+    assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
+}
+
+//  Restarts the fixture's broker with a journal in DIR/state.
+static void s_use_state_dir(fixture_t *f)
+{
+    snprintf(f->state_dir, sizeof f->state_dir, "%s/state", f->dir);
+    f->cfg.state_dir = f->state_dir;
+    s_restart(f);
 }
 
 static void test_dependent_tasks_run_in_order_with_inputs_inline(void **state)
@@ -359,13 +377,7 @@ static void test_a_name_taken_by_a_live_worker_is_refused(void **state)
 static void test_a_restarted_broker_keeps_acknowledged_tasks_and_small_results(void **state)
 {
     fixture_t *f = *state;
-    //  Restart the fixture's broker with a state dir.
-    shoal_broker_stop();
-    pthread_join(f->thread, NULL);
-    char state_dir[128];
-    snprintf(state_dir, sizeof state_dir, "%s/state", f->dir);
-    f->cfg.state_dir = state_dir;
-    assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
+    s_use_state_dir(f);
 
     void *w = s_worker(f, "w1", 1);
     void *c = s_client(f);
@@ -381,10 +393,7 @@ static void test_a_restarted_broker_keeps_acknowledged_tasks_and_small_results(v
     s_submit(c, tasks + 1, 1, 0);
     s_close(c);
 
-    shoal_broker_stop();
-    pthread_join(f->thread, NULL);
-    assert_int_equal(f->rc, 0);
-    assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
+    s_restart(f);
 
     c = s_client(f);
     shoal_wire_watch_t watch = {.seq = 1, .refs = {&a_out, 1}};
@@ -725,12 +734,7 @@ static void test_forgotten_tasks_leave_their_job_which_keeps_its_order(void **st
 static void test_a_restarted_broker_knows_its_jobs_again(void **state)
 {
     fixture_t *f = *state;
-    shoal_broker_stop();
-    pthread_join(f->thread, NULL);
-    char state_dir[128];
-    snprintf(state_dir, sizeof state_dir, "%s/state", f->dir);
-    f->cfg.state_dir = state_dir;
-    assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
+    s_use_state_dir(f);
 
     void *w = s_worker(f, "w1", 1);
     void *c = s_client(f);
@@ -746,10 +750,7 @@ static void test_a_restarted_broker_knows_its_jobs_again(void **state)
     s_close(w);
     s_close(c);
 
-    shoal_broker_stop();
-    pthread_join(f->thread, NULL);
-    assert_int_equal(f->rc, 0);
-    assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
+    s_restart(f);
     c = s_client(f);
     s_assert_counts(c, "keep", 0, 0, 0, 0, 3, 0);
     assert_int_equal(s_job_tasks(c, "keep", 0, &in), 0);
@@ -1011,14 +1012,6 @@ static void test_an_inline_put_is_done_at_once_and_its_bytes_come_back_in_the_st
     assert_int_equal(st->size, 0);
     shoal_wire_in_clear(&in);
     s_close(c);
-}
-
-static void s_restart(fixture_t *f)
-{
-    shoal_broker_stop();
-    pthread_join(f->thread, NULL);
-    assert_int_equal(f->rc, 0);
-    assert_int_equal(pthread_create(&f->thread, NULL, s_broker_thread, f), 0);
 }
 
 static void test_an_inline_put_over_the_budget_fails_full_naming_the_budget(void **state)
@@ -1364,10 +1357,7 @@ static void test_a_put_whose_abort_came_first_is_canceled_when_it_arrives(void *
 static void test_a_restarted_broker_keeps_puts_and_never_runs_them(void **state)
 {
     fixture_t *f = *state;
-    char state_dir[128];
-    snprintf(state_dir, sizeof state_dir, "%s/state", f->dir);
-    f->cfg.state_dir = state_dir;
-    s_restart(f);
+    s_use_state_dir(f);
     void *w = s_worker(f, "w1", 1);
     void *c = s_client(f);
     //  Inline; sealed in w1's store; being written into it when the broker stops.
@@ -2221,18 +2211,10 @@ test_an_output_note_of_an_unknown_task_makes_no_put_and_its_result_is_dropped(vo
     s_close(c);
 }
 
-static void s_use_state_dir(fixture_t *f, char *state_dir, size_t size)
-{
-    snprintf(state_dir, size, "%s/state", f->dir);
-    f->cfg.state_dir = state_dir;
-    s_restart(f);
-}
-
 static void test_a_put_its_worker_no_longer_has_after_a_broker_restart_is_canceled(void **state)
 {
     fixture_t *f = *state;
-    char state_dir[128];
-    s_use_state_dir(f, state_dir, sizeof state_dir);
+    s_use_state_dir(f);
     void *w = s_worker(f, "w1", 9);
     void *c = s_client(f);
     shoal_wire_task_t puts[2] = {s_put_store(1, "w1", 5000), s_put_store(2, "w1", 6000)};
@@ -2296,8 +2278,7 @@ static void test_a_worker_saying_hello_again_without_a_put_it_reported_cancels_i
 static void test_a_put_whose_worker_never_says_hello_after_a_broker_restart_is_lost(void **state)
 {
     fixture_t *f = *state;
-    char state_dir[128];
-    s_use_state_dir(f, state_dir, sizeof state_dir);
+    s_use_state_dir(f);
     void *w = s_worker(f, "w1", 1);
     void *c = s_client(f);
     shoal_wire_task_t put = s_put_store(1, "w1", 5000);
