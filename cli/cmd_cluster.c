@@ -236,7 +236,7 @@ int cli_cmd_executor(int argc, char **argv)
     uint64_t slot;
     if (argc != 4)
         return cli_fail(cmd, CLI_EXIT_USAGE,
-                        "usage: shoal executor ENDPOINT ARENA SLOT (started by the worker)");
+                        "usage: shoal executor fd:N ARENA SLOT (started by the worker)");
     if (cli_parse_number(cmd, "SLOT", argv[3], 0, INT_MAX, &slot) != 0)
         return CLI_EXIT_USAGE;
     shoal__log_init("executor", SHOAL_LOG_INFO);

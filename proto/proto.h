@@ -429,7 +429,7 @@ typedef struct {
     F(R, U64, arena_dev, _)                                                                        \
     F(R, U64, arena_ino, _)
 
-/*  executor <-> worker over ipc:// */
+/*  executor <-> worker over a socketpair (proto/chan.h: length-prefixed frames) */
 #define SHOAL_WIRE_e_hello(F, R)                                                                   \
     F(R, U64, pid, _)                                                                              \
     F(R, U64, slot, _)

@@ -728,13 +728,9 @@ int h_start_worker(h_cluster_t *c, int i)
                           "--slots", slots,         NULL};
     int log = s_open_log(w->log);
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    //  The worker's private runtime directory (the executors' ipc socket) goes under the
-    //  cluster's directory, so it goes with it even when the worker is killed.
-    char *xdg = s_fmt("XDG_RUNTIME_DIR=%s", c->tmp);
-    const char *set[] = {"SHOAL_BROKER=", xdg};
-    bool drop[] = {true, false};
-    char **env = s_env(set, 2, drop);
-    free(xdg);
+    const char *set[] = {"SHOAL_BROKER="};
+    bool drop[] = {true};
+    char **env = s_env(set, 1, drop);
     w->pid = s_spawn(h_bin(), (char *const *)argv, env, devnull, log, log);
     s_env_free(env);
     close(log);

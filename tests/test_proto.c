@@ -7,10 +7,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "chan.h"
 #include "proto.h"
 
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 //  Fills a record with values derived from seed, allocating from a simple pool.
 typedef struct {
@@ -363,6 +367,153 @@ static void test_newer_peer_fields_are_skipped_and_missing_ones_zero(void **stat
     shoal_msg_clear(&msg);
 }
 
+/*  ------------------------------------------------------------ chan: worker <-> executor */
+
+static void s_pair(shoal_chan_t **a, shoal_chan_t **b, size_t max_msg)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(shoal_chan_new(sv[0], max_msg, a), 0);
+    assert_int_equal(shoal_chan_new(sv[1], max_msg, b), 0);
+}
+
+//  Receives one message, polling up to 5 s for it.
+static int s_chan_recv_wait(shoal_chan_t *c, shoal_msg_t *msg)
+{
+    for (int i = 0; i < 5000; i++) {
+        int rc = shoal_chan_recv(c, msg);
+        if (rc != SHOAL_EAGAIN)
+            return rc;
+        struct pollfd pfd = {shoal_chan_fd(c), POLLIN, 0};
+        poll(&pfd, 1, 1);
+    }
+    return SHOAL_ETIMEDOUT;
+}
+
+static void test_chan_messages_arrive_whole_and_in_order(void **state)
+{
+    (void)state;
+    shoal_chan_t *a, *b;
+    s_pair(&a, &b, SHOAL_MAX_MSG_SIZE);
+    shoal_msg_t msg;
+    assert_int_equal(shoal_chan_recv(b, &msg), SHOAL_EAGAIN);
+    for (uint64_t i = 0; i < 100; i++) {
+        shoal_wire_e_hello_t hello = {.pid = 1000 + i, .slot = i};
+        assert_int_equal(shoal_chan_send(a, SHOAL_MSG_e_hello, &hello), 0);
+    }
+    for (uint64_t i = 0; i < 100; i++) {
+        assert_int_equal(s_chan_recv_wait(b, &msg), 0);
+        assert_int_equal(msg.type, SHOAL_MSG_e_hello);
+        assert_int_equal(msg.u.e_hello.pid, 1000 + i);
+        assert_int_equal(msg.u.e_hello.slot, i);
+        shoal_msg_clear(&msg);
+    }
+    assert_int_equal(shoal_chan_recv(b, &msg), SHOAL_EAGAIN);
+    shoal_chan_destroy(&a);
+    assert_null(a);
+    //  The peer closed: end of file is SHOAL_EIO, and stays so.
+    assert_int_equal(s_chan_recv_wait(b, &msg), SHOAL_EIO);
+    assert_int_equal(shoal_chan_recv(b, &msg), SHOAL_EIO);
+    assert_int_equal(shoal_chan_send(b, SHOAL_MSG_e_hello, &(shoal_wire_e_hello_t){0}), SHOAL_EIO);
+    shoal_chan_destroy(&b);
+    shoal_chan_destroy(&b); //  NULL-safe
+}
+
+//  A message larger than the socket buffer is queued and goes out with flushes, while the
+//  other side reads: the sender never blocks.
+static void test_chan_large_message_is_queued_and_flushed(void **state)
+{
+    (void)state;
+    shoal_chan_t *a, *b;
+    s_pair(&a, &b, SHOAL_MAX_MSG_SIZE);
+    size_t size = 8u << 20;
+    uint8_t *bytes = malloc(size);
+    assert_non_null(bytes);
+    for (size_t i = 0; i < size; i++)
+        bytes[i] = (uint8_t)(i * 7);
+    shoal_wire_e_input_t in = {.offset = 1, .size = size, .data = {bytes, size}};
+    shoal_wire_e_task_t task = {.attempt = 3, .inputs = {&in, 1}};
+    shoal_wire_e_run_t run = {.tasks = {&task, 1}, .seq = 42};
+    assert_int_equal(shoal_chan_send(a, SHOAL_MSG_e_run, &run), 0);
+    assert_true(shoal_chan_pending(a) > 0); //  a socketpair takes far less than 8 MiB
+    shoal_wire_e_hello_t hello = {.pid = 7, .slot = 1};
+    assert_int_equal(shoal_chan_send(a, SHOAL_MSG_e_hello, &hello), 0); //  queued behind
+    shoal_msg_t msg;
+    int got = 0;
+    for (int i = 0; i < 100000 && got < 2; i++) {
+        int rc = shoal_chan_flush(a);
+        assert_true(rc == 0 || rc == SHOAL_EAGAIN);
+        rc = shoal_chan_recv(b, &msg);
+        if (rc == SHOAL_EAGAIN)
+            continue;
+        assert_int_equal(rc, 0);
+        if (got == 0) {
+            assert_int_equal(msg.type, SHOAL_MSG_e_run);
+            assert_int_equal(msg.u.e_run.seq, 42);
+            assert_int_equal(msg.u.e_run.tasks.count, 1);
+            assert_int_equal(msg.u.e_run.tasks.items[0].inputs.items[0].data.size, size);
+            assert_memory_equal(msg.u.e_run.tasks.items[0].inputs.items[0].data.data, bytes, size);
+        } else {
+            assert_int_equal(msg.type, SHOAL_MSG_e_hello);
+            assert_int_equal(msg.u.e_hello.pid, 7);
+        }
+        shoal_msg_clear(&msg);
+        got++;
+    }
+    assert_int_equal(got, 2);
+    assert_int_equal(shoal_chan_pending(a), 0);
+    free(bytes);
+    shoal_chan_destroy(&a);
+    shoal_chan_destroy(&b);
+}
+
+//  What arrives byte by byte is put together; a malformed body is skipped alone; a length
+//  beyond max_msg breaks the channel (it cannot be resynchronised).
+static void test_chan_partial_malformed_and_oversized_input(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    shoal_chan_t *b;
+    assert_int_equal(shoal_chan_new(sv[1], 1024, &b), 0);
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    shoal_wire_e_hello_t hello = {.pid = 99, .slot = 2};
+    assert_int_equal(shoal_proto_encode(SHOAL_MSG_e_hello, &hello, &buf), 0);
+    uint8_t head[4] = {(uint8_t)buf.size, 0, 0, 0};
+    shoal_msg_t msg;
+    //  1. byte by byte
+    assert_int_equal(write(sv[0], head, 4), 4);
+    for (size_t i = 0; i < buf.size; i++) {
+        assert_int_equal(shoal_chan_recv(b, &msg), SHOAL_EAGAIN);
+        assert_int_equal(write(sv[0], buf.data + i, 1), 1);
+    }
+    assert_int_equal(s_chan_recv_wait(b, &msg), 0);
+    assert_int_equal(msg.u.e_hello.pid, 99);
+    shoal_msg_clear(&msg);
+    //  2. garbage of a valid length, then a good message
+    uint8_t junk[8] = {4, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef};
+    assert_int_equal(write(sv[0], junk, 8), 8);
+    assert_int_equal(write(sv[0], head, 4), 4);
+    assert_int_equal(write(sv[0], buf.data, buf.size), (ssize_t)buf.size);
+    int rc = s_chan_recv_wait(b, &msg);
+    assert_true(rc == SHOAL_EPROTO || rc == SHOAL_EVERSION);
+    assert_int_equal(s_chan_recv_wait(b, &msg), 0);
+    assert_int_equal(msg.u.e_hello.slot, 2);
+    shoal_msg_clear(&msg);
+    //  3. a length beyond max_msg (1024)
+    uint8_t huge[4] = {0, 0, 0, 0x40};
+    assert_int_equal(write(sv[0], huge, 4), 4);
+    assert_int_equal(s_chan_recv_wait(b, &msg), SHOAL_EIO);
+    assert_int_equal(write(sv[0], head, 4), 4);
+    assert_int_equal(shoal_chan_recv(b, &msg), SHOAL_EIO); //  broken for good
+    msgpack_sbuffer_destroy(&buf);
+    close(sv[0]);
+    shoal_chan_destroy(&b);
+    assert_int_equal(shoal_chan_new(-1, 10, &b), SHOAL_EINVAL);
+    assert_null(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -374,6 +525,9 @@ int main(void)
         cmocka_unit_test(test_empty_records_cannot_amplify_allocation),
         cmocka_unit_test(test_other_version_and_unknown_type_are_named),
         cmocka_unit_test(test_newer_peer_fields_are_skipped_and_missing_ones_zero),
+        cmocka_unit_test(test_chan_messages_arrive_whole_and_in_order),
+        cmocka_unit_test(test_chan_large_message_is_queued_and_flushed),
+        cmocka_unit_test(test_chan_partial_malformed_and_oversized_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

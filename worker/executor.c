@@ -1,4 +1,4 @@
-/*  executor.c: `shoal executor ENDPOINT ARENA SLOT`, the process that runs task code.
+/*  executor.c: `shoal executor fd:N ARENA SLOT`, the process that runs task code.
 
     The worker starts one executor per slot (fork + exec, so task code never shares an
     address space with the worker's store and sockets). Each executor is the leader of its
@@ -26,6 +26,7 @@
 #include "worker.h"
 
 #include "common.h"
+#include "chan.h"
 #include "store.h"
 #include "wire.h"
 
@@ -34,6 +35,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -199,7 +201,7 @@ typedef struct {
 } s_outcome_t;
 
 struct s_exec {
-    void *ctx, *sock;
+    shoal_chan_t *chan; //  to the worker (a socketpair it made: chan.h says why)
     const char *arena_path;
     const uint8_t *arena;
     uint64_t arena_size;
@@ -347,16 +349,16 @@ static bool s_worker_alive(s_exec_t *self)
 //  caller holds self->lock.
 static int s_send_locked(s_exec_t *self, int type, const void *body)
 {
-    while (true) {
-        int rc = shoal_wire_send(self->sock, NULL, type, body, NULL, 0);
-        if (rc != SHOAL_EAGAIN)
-            return rc;
-        zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLOUT, 0};
-        if (zmq_poll(&item, 1, S_POLL_MS) < 0 && errno != EINTR)
+    int rc = shoal_chan_send(self->chan, type, body);
+    while (rc == 0 && (rc = shoal_chan_flush(self->chan)) == SHOAL_EAGAIN) {
+        struct pollfd pfd = {shoal_chan_fd(self->chan), POLLOUT, 0};
+        if (poll(&pfd, 1, S_POLL_MS) < 0 && errno != EINTR)
             return SHOAL_EIO;
         if (!s_worker_alive(self))
             return SHOAL_EUNREACH;
+        rc = 0;
     }
+    return rc;
 }
 
 static int s_send(s_exec_t *self, int type, const void *body)
@@ -380,8 +382,9 @@ static int s_recv(s_exec_t *self, shoal_wire_in_t *in)
 
 static int s_recv_locked(s_exec_t *self, shoal_wire_in_t *in)
 {
+    memset(in, 0, sizeof *in);
     while (true) {
-        int rc = shoal_wire_recv(self->sock, false, in, ZMQ_DONTWAIT);
+        int rc = shoal_chan_recv(self->chan, &in->msg);
         if (rc == 0)
             return 0;
         if (rc == SHOAL_EPROTO || rc == SHOAL_EVERSION) {
@@ -389,10 +392,10 @@ static int s_recv_locked(s_exec_t *self, shoal_wire_in_t *in)
                    shoal_strerror(rc));
             continue;
         }
-        if (rc != SHOAL_EAGAIN)
-            return rc;
-        zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, S_POLL_MS) < 0 && errno != EINTR)
+        if (rc != SHOAL_EAGAIN && rc != SHOAL_ENOMEM)
+            return rc == SHOAL_EIO ? SHOAL_EUNREACH : rc;
+        struct pollfd pfd = {shoal_chan_fd(self->chan), POLLIN, 0};
+        if (poll(&pfd, 1, S_POLL_MS) < 0 && errno != EINTR)
             return SHOAL_EIO;
         if (!s_worker_alive(self))
             return SHOAL_EUNREACH;
@@ -1752,7 +1755,7 @@ int shoal_executor_run(const char *endpoint, const char *arena_path, int slot)
                      .saved_out = -1,
                      .saved_err = -1};
     if (!endpoint || !arena_path) {
-        shoal__error("usage: shoal executor ENDPOINT ARENA SLOT (started by shoal worker)");
+        shoal__error("usage: shoal executor fd:N ARENA SLOT (started by shoal worker)");
         return 2;
     }
     if (self.ppid == 1) //  our worker is already gone
@@ -1808,22 +1811,16 @@ int shoal_executor_run(const char *endpoint, const char *arena_path, int slot)
     }
     self.arena = base;
     pthread_mutex_init(&self.lock, NULL);
-    self.ctx = zmq_ctx_new();
-    self.sock = self.ctx ? zmq_socket(self.ctx, ZMQ_DEALER) : NULL;
-    if (!self.sock) {
-        shoal__error("executor %d: cannot create a socket: %s", slot, zmq_strerror(errno));
-        if (self.ctx)
-            zmq_ctx_term(self.ctx);
-        shoal_arena_unmap(base, self.arena_size);
-        return 1;
-    }
-    int linger = 200; //  ms: enough to hand a last e_done to the worker, never a hang
-    int64_t maxmsg = SHOAL_MAX_MSG_SIZE;
-    zmq_setsockopt(self.sock, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(self.sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    //  endpoint is "fd:N": the executor's end of the socketpair the worker made, which no
+    //  task may inherit.
+    char *end = NULL;
+    long chan_fd = strncmp(endpoint, "fd:", 3) == 0 ? strtol(endpoint + 3, &end, 10) : -1;
     int status = 0;
-    if (zmq_connect(self.sock, endpoint) != 0) {
-        shoal__error("executor %d: cannot connect to %s: %s", slot, endpoint, zmq_strerror(errno));
+    if (chan_fd < 3 || chan_fd >= INT_MAX || !end || *end ||
+        fcntl((int)chan_fd, F_SETFD, FD_CLOEXEC) != 0 ||
+        shoal_chan_new((int)chan_fd, SHOAL_MAX_MSG_SIZE, &self.chan) != 0) {
+        shoal__error("executor %d: no channel to the worker at %s (want fd:N, N >= 3, open)", slot,
+                     endpoint);
         status = 1;
     } else {
         s_watch_start(&self);
@@ -1858,8 +1855,7 @@ int shoal_executor_run(const char *endpoint, const char *arena_path, int slot)
         shoal_wire_in_clear(&p->in);
         free(p);
     }
-    zmq_close(self.sock);
-    zmq_ctx_term(self.ctx);
+    shoal_chan_destroy(&self.chan);
     shoal_arena_unmap(base, self.arena_size);
     if (self.progress)
         munmap(self.progress, sizeof *self.progress);

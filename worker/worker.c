@@ -35,6 +35,7 @@
 
 #include "common.h"
 #include "refmap.h"
+#include "chan.h"
 #include "store.h"
 #include "wire.h"
 
@@ -185,7 +186,8 @@ typedef struct {
     int index;
     int state;
     pid_t pid;
-    shoal_wire_peer_t peer; //  valid in IDLE and BUSY
+    shoal_chan_t *chan; //  to its executor (chan.h), from spawn until it dies
+    char chan_arg[24];  //  "fd:N": the executor's end, in its argv
     //  BUSY: the tasks of the e_run it runs, in order; an entry is NULL once its result is
     //  in (or the task is gone); n_left counts the others.
     s_task_t **batch;
@@ -270,14 +272,14 @@ typedef struct {
     //  configuration, defaults applied
     char name[128], store_name[80], broker_ep[256], host[256];
     //  Sizes leave room for what is appended to each within PATH_MAX.
-    char store_dir[PATH_MAX - 64], scratch_dir[PATH_MAX - 32], run_dir[256];
-    char exec_bin[PATH_MAX], exec_path[300], exec_ep[320];
+    char store_dir[PATH_MAX - 64], scratch_dir[PATH_MAX - 32];
+    char exec_bin[PATH_MAX];
     char data_ep[300]; //  as advertised
     int n_slots;
     uint64_t capacity, shm_size;
     int heartbeat_ms, fixed_heartbeat_ms;
 
-    void *ctx, *broker, *data, *exec;
+    void *ctx, *broker, *data;
     int sigfd, stop_rd;
     sigset_t old_mask;
     bool mask_set;
@@ -1405,9 +1407,9 @@ static void s_describe_status(int status, char *buf, size_t size, int64_t *exit_
 //  The child between fork and exec of `shoal executor`: only async-signal-safe calls,
 //  since the worker runs libzmq threads. Everything it needs was prepared before fork.
 static void s_exec_child(const char *bin, char *const argv[], char *const envp[], pid_t parent,
-                         int progress_fd) __attribute__((noreturn));
+                         int progress_fd, int chan_fd) __attribute__((noreturn));
 static void s_exec_child(const char *bin, char *const argv[], char *const envp[], pid_t parent,
-                         int progress_fd)
+                         int progress_fd, int chan_fd)
 {
     //  Its own process group (and session): exec tasks run in it and die with it.
     setsid();
@@ -1434,6 +1436,7 @@ static void s_exec_child(const char *bin, char *const argv[], char *const envp[]
     close_range(3, ~0u, CLOSE_RANGE_CLOEXEC); //  no worker fd (store, sockets) leaks
     if (progress_fd >= 0) //  but the progress page ($SHOAL_EXEC_PROGRESS_FD, worker.h)
         fcntl(progress_fd, F_SETFD, 0);
+    fcntl(chan_fd, F_SETFD, 0); //  and its end of the channel (argv: fd:N)
     execve(bin, argv, envp);
     static const char msg[] = "shoal worker: cannot exec the executor binary\n";
     ssize_t rc = write(STDERR_FILENO, msg, sizeof msg - 1);
@@ -1443,7 +1446,18 @@ static void s_exec_child(const char *bin, char *const argv[], char *const envp[]
 
 static void s_slot_spawn(s_worker_t *self, s_slot_t *slot)
 {
-    char *argv[] = {"shoal",          "executor", self->exec_ep, (char *)self->arena_path,
+    //  Its channel: a socketpair, both ends close-on-exec; the child clears the flag on
+    //  its own end alone, so no other executor (nor any task) holds either.
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        shoal__warn("cannot start an executor for slot %d: socketpair: %s", slot->index,
+                    strerror(errno));
+        slot->state = S_SLOT_DOWN;
+        slot->respawn_at_us = shoal__now_us() + 1000000;
+        return;
+    }
+    snprintf(slot->chan_arg, sizeof slot->chan_arg, "fd:%d", sv[1]);
+    char *argv[] = {"shoal",          "executor", slot->chan_arg, (char *)self->arena_path,
                     slot->index_text, NULL};
     pid_t parent = getpid();
     if (slot->progress)
@@ -1451,16 +1465,31 @@ static void s_slot_spawn(s_worker_t *self, s_slot_t *slot)
     pid_t pid = fork();
     if (pid < 0) {
         shoal__warn("cannot start an executor for slot %d: fork: %s", slot->index, strerror(errno));
+        close(sv[0]);
+        close(sv[1]);
         slot->state = S_SLOT_DOWN;
         slot->respawn_at_us = shoal__now_us() + 1000000;
         return;
     }
     if (pid == 0)
-        s_exec_child(self->exec_bin, argv, slot->envp, parent, slot->progress_fd);
+        s_exec_child(self->exec_bin, argv, slot->envp, parent, slot->progress_fd, sv[1]);
+    close(sv[1]);
     slot->pid = pid;
     slot->state = S_SLOT_STARTING;
-    memset(&slot->peer, 0, sizeof slot->peer);
+    shoal_chan_destroy(&slot->chan);
+    if (shoal_chan_new(sv[0], SHOAL_MAX_MSG_SIZE, &slot->chan) != 0)
+        s_oom();
     shoal__debug("executor for slot %d started (pid %d)", slot->index, (int)pid);
+}
+
+//  Sends slot's executor a message (queued in its channel when the socket is full: the
+//  loop flushes it). SHOAL_EUNREACH: it has no channel or the channel broke.
+static int s_exec_send(s_slot_t *slot, int type, const void *body)
+{
+    if (!slot->chan)
+        return SHOAL_EUNREACH;
+    int rc = shoal_chan_send(slot->chan, type, body);
+    return rc == SHOAL_EIO ? SHOAL_EUNREACH : rc;
 }
 
 //  The unfinished tasks of the slot's batch but except go back to the front of the ready
@@ -1504,7 +1533,7 @@ static void s_slot_kill(s_worker_t *self, s_slot_t *slot, s_task_t *except)
         slot->state = S_SLOT_DOWN;
     }
     s_batch_requeue(self, slot, except, false, NULL, 0);
-    memset(&slot->peer, 0, sizeof slot->peer);
+    shoal_chan_destroy(&slot->chan);
 }
 
 //  The task the slot's executor runs now, per its progress page (or, without one, the
@@ -1537,17 +1566,6 @@ static s_slot_t *s_slot_by_pid(s_worker_t *self, pid_t pid)
     return NULL;
 }
 
-static s_slot_t *s_slot_by_peer(s_worker_t *self, const shoal_wire_peer_t *peer)
-{
-    for (int i = 0; i < self->n_slots; i++) {
-        s_slot_t *slot = &self->slots[i];
-        if ((slot->state == S_SLOT_IDLE || slot->state == S_SLOT_BUSY) &&
-            shoal_wire_peer_equal(&slot->peer, peer))
-            return slot;
-    }
-    return NULL;
-}
-
 //  Collects dead children: an executor that died fails its task and is started again.
 static void s_reap(s_worker_t *self)
 {
@@ -1561,7 +1579,7 @@ static void s_reap(s_worker_t *self)
         kill(-pid, SIGKILL); //  whatever its tasks left behind in its group
         shoal__tree_remove(slot->scratch);
         slot->pid = 0;
-        memset(&slot->peer, 0, sizeof slot->peer);
+        shoal_chan_destroy(&slot->chan);
         if (slot->state == S_SLOT_DYING) { //  we killed it
             slot->state = S_SLOT_DOWN;
             slot->respawn_at_us = now;
@@ -1590,7 +1608,7 @@ static void s_reap(s_worker_t *self)
             if (slot->fails <= 3 || slot->fails % 100 == 0)
                 shoal__error("executor for slot %d (pid %d) %s before it said hello (%s %s); "
                              "%d times in a row",
-                             slot->index, (int)pid, how, self->exec_bin, self->exec_ep,
+                             slot->index, (int)pid, how, self->exec_bin, slot->chan_arg,
                              slot->fails);
         } else {
             shoal__warn("executor for slot %d (pid %d) %s", slot->index, (int)pid, how);
@@ -1678,7 +1696,7 @@ static void s_batch_send(s_worker_t *self, s_slot_t *slot, size_t share)
         at += self->etasks[i].inputs.count;
     }
     shoal_wire_e_run_t msg = {.tasks = {self->etasks, n}, .seq = ++self->batch_seq};
-    int rc = shoal_wire_send(self->exec, &slot->peer, SHOAL_MSG_e_run, &msg, NULL, 0);
+    int rc = s_exec_send(slot, SHOAL_MSG_e_run, &msg);
     if (rc) {
         for (size_t i = n; i-- > 0;)
             s_ready_push(self, slot->batch[i], true);
@@ -1856,7 +1874,7 @@ static bool s_on_e_alloc(s_worker_t *self, s_slot_t *slot, const shoal_wire_e_al
             s_note(self, shoal_ref_output(t->d->task.id, (uint16_t)i), SHOAL_OBJ_NOTE_ALLOCATED,
                    m->sizes.items[i], NULL, NULL);
 send:;
-    int rc = shoal_wire_send(self->exec, &slot->peer, SHOAL_MSG_e_alloc_ok, &reply, NULL, 0);
+    int rc = s_exec_send(slot, SHOAL_MSG_e_alloc_ok, &reply);
     if (rc)
         shoal__warn("cannot answer the executor of slot %d: %s", slot->index, shoal_strerror(rc));
     free(offsets);
@@ -2028,25 +2046,23 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
 }
 
 //  Returns true when it kept the message (results point into it until the flush).
-static bool s_on_exec_msg(s_worker_t *self, shoal_wire_in_t *in)
+static bool s_on_exec_msg(s_worker_t *self, s_slot_t *slot, shoal_wire_in_t *in)
 {
     shoal_msg_t *m = &in->msg;
     if (m->type == SHOAL_MSG_e_hello) {
-        uint64_t k = m->u.e_hello.slot;
-        s_slot_t *slot = k < (uint64_t)self->n_slots ? &self->slots[k] : NULL;
-        if (!slot || slot->state != S_SLOT_STARTING || (uint64_t)slot->pid != m->u.e_hello.pid) {
-            shoal__debug("ignoring e_hello from pid %llu for slot %llu",
-                         (unsigned long long)m->u.e_hello.pid, (unsigned long long)k);
+        if (slot->state != S_SLOT_STARTING || (uint64_t)slot->pid != m->u.e_hello.pid ||
+            m->u.e_hello.slot != (uint64_t)slot->index) {
+            shoal__debug("ignoring e_hello from pid %llu for slot %llu on slot %d",
+                         (unsigned long long)m->u.e_hello.pid,
+                         (unsigned long long)m->u.e_hello.slot, slot->index);
             return false;
         }
-        slot->peer = in->peer;
         slot->state = S_SLOT_IDLE;
         slot->fails = 0;
         return false;
     }
-    s_slot_t *slot = s_slot_by_peer(self, &in->peer);
-    if (!slot)
-        return false; //  the last words of an executor we killed
+    if (slot->state != S_SLOT_IDLE && slot->state != S_SLOT_BUSY)
+        return false; //  before its hello, or the last words of an executor we killed
     switch (m->type) {
     case SHOAL_MSG_e_started: { //  from an executor without a progress page
         s_task_t *t = s_batch_find(slot, m->u.e_started.id, m->u.e_started.attempt);
@@ -2074,6 +2090,31 @@ static bool s_on_exec_msg(s_worker_t *self, shoal_wire_in_t *in)
     }
     S_PUSH(self->kept, self->n_kept, self->cap_kept, *in);
     return true;
+}
+
+//  Reads what slot's executor sent. A channel that broke (the executor died: its fd reads
+//  as end of file) is closed at once, so the loop does not wake for it again; s_reap
+//  then deals with the process.
+static void s_exec_drain(s_worker_t *self, s_slot_t *slot)
+{
+    for (int i = 0; i < S_DRAIN_MAX && slot->chan && !self->stopping; i++) {
+        shoal_wire_in_t in;
+        memset(&in, 0, sizeof in);
+        int rc = shoal_chan_recv(slot->chan, &in.msg);
+        if (rc == SHOAL_EAGAIN || rc == SHOAL_ENOMEM)
+            return;
+        if (rc == SHOAL_EIO) {
+            shoal__debug("executor for slot %d closed its channel", slot->index);
+            shoal_chan_destroy(&slot->chan);
+            return;
+        }
+        if (rc) {
+            s_malformed(self, "executor", rc);
+            continue;
+        }
+        if (!s_on_exec_msg(self, slot, &in))
+            shoal_wire_in_clear(&in);
+    }
 }
 
 /*  ---------------------------------------------------------------------- data server */
@@ -2865,7 +2906,7 @@ static void s_loop(s_worker_t *self)
     s_peer_t **polled = NULL;
     size_t cap = 0;
     while (!self->stopping && !s_stop_flag) {
-        size_t n = 5 + self->n_peers;
+        size_t n = 4 + (size_t)self->n_slots + self->n_peers;
         if (n > cap) {
             cap = n * 2;
             items = realloc(items, cap * sizeof *items);
@@ -2876,10 +2917,18 @@ static void s_loop(s_worker_t *self)
         items[0] = (zmq_pollitem_t){self->broker, 0, ZMQ_POLLIN, 0};
         //  While requests wait for a reader's pipe, new ones wait in libzmq (backpressure).
         items[1] = (zmq_pollitem_t){self->data, 0, self->n_stash ? 0 : ZMQ_POLLIN, 0};
-        items[2] = (zmq_pollitem_t){self->exec, 0, ZMQ_POLLIN, 0};
-        items[3] = (zmq_pollitem_t){NULL, self->sigfd, ZMQ_POLLIN, 0};
-        items[4] = (zmq_pollitem_t){NULL, self->stop_rd, ZMQ_POLLIN, 0};
-        size_t k = 5;
+        items[2] = (zmq_pollitem_t){NULL, self->sigfd, ZMQ_POLLIN, 0};
+        items[3] = (zmq_pollitem_t){NULL, self->stop_rd, ZMQ_POLLIN, 0};
+        size_t k = 4;
+        //  Executors' channels: raw fds in the same poll.
+        for (int i = 0; i < self->n_slots; i++) {
+            shoal_chan_t *chan = self->slots[i].chan;
+            if (chan) {
+                short events = ZMQ_POLLIN | (shoal_chan_pending(chan) ? ZMQ_POLLOUT : 0);
+                items[k++] = (zmq_pollitem_t){NULL, shoal_chan_fd(chan), events, 0};
+            }
+        }
+        size_t first_peer = k;
         for (size_t i = 0; i < self->n_peers; i++)
             if (self->peers[i]->sock) {
                 polled[k] = self->peers[i];
@@ -2893,9 +2942,9 @@ static void s_loop(s_worker_t *self)
             self->exit_code = SHOAL_EIO;
             break;
         }
-        if (items[3].revents)
+        if (items[2].revents)
             s_on_signals(self);
-        if (items[4].revents) {
+        if (items[3].revents) {
             char buf[64];
             while (read(self->stop_rd, buf, sizeof buf) > 0)
                 ;
@@ -2905,13 +2954,29 @@ static void s_loop(s_worker_t *self)
             break;
         if (items[0].revents)
             s_drain(self, self->broker, false, "broker", s_on_broker_msg);
-        if (items[2].revents)
-            s_drain(self, self->exec, true, "executor", s_on_exec_msg);
+        for (size_t i = 4; i < first_peer; i++) {
+            if (!items[i].revents)
+                continue;
+            //  Find the slot by fd: one that died and was started again meanwhile has
+            //  another channel (and this turn's events are not its).
+            s_slot_t *slot = NULL;
+            for (int j = 0; j < self->n_slots && !slot; j++)
+                if (self->slots[j].chan && shoal_chan_fd(self->slots[j].chan) == items[i].fd)
+                    slot = &self->slots[j];
+            if (!slot)
+                continue;
+            if ((items[i].revents & ZMQ_POLLOUT) && shoal_chan_flush(slot->chan) == SHOAL_EIO) {
+                shoal_chan_destroy(&slot->chan);
+                continue;
+            }
+            if (items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR))
+                s_exec_drain(self, slot);
+        }
         if (self->n_stash)
             s_stash_retry(self);
         if (items[1].revents && !self->n_stash)
             s_drain(self, self->data, true, "data", s_on_data_msg);
-        for (size_t i = 5; i < k; i++) {
+        for (size_t i = first_peer; i < k; i++) {
             s_peer_t *p = polled[i];
             if (!items[i].revents)
                 continue;
@@ -3005,80 +3070,6 @@ static void s_local_addr(const char *broker_ep, char *out, size_t size)
     if (fd >= 0)
         close(fd);
     freeaddrinfo(res);
-}
-
-//  Creates path 0700, or accepts an existing directory of ours (not a symlink).
-static int s_private_dir(const char *path)
-{
-    if (mkdir(path, 0700) == 0)
-        return 0;
-    if (errno != EEXIST)
-        return -errno;
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return -errno;
-    if (!S_ISDIR(st.st_mode) || st.st_uid != getuid())
-        return -EPERM;
-    if ((st.st_mode & 077) && chmod(path, 0700) != 0)
-        return -errno;
-    return 0;
-}
-
-//  Removes the run directories of workers that are gone (killed: nobody cleaned up), so
-//  the base does not grow without bound. kill(pid, 0) says whether the pid exists.
-static void s_clean_run_dirs(const char *base)
-{
-    DIR *d = opendir(base);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        char *end;
-        if (e->d_name[0] != 'w' || !e->d_name[1])
-            continue;
-        long pid = strtol(e->d_name + 1, &end, 10);
-        if (*end || pid <= 0 || pid == (long)getpid())
-            continue;
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
-            continue;
-        char path[PATH_MAX];
-        if (snprintf(path, sizeof path, "%s/%s", base, e->d_name) < (int)sizeof path)
-            shoal__tree_remove(path);
-    }
-    closedir(d);
-}
-
-//  The executors' ipc endpoint lives in a private runtime directory, one per worker
-//  process; sun_path holds 107 characters, so a long $XDG_RUNTIME_DIR falls back to /tmp.
-static int s_make_run_dir(s_worker_t *self)
-{
-    char bases[2][PATH_MAX];
-    int n = 0;
-    const char *xdg = getenv("XDG_RUNTIME_DIR");
-    if (xdg && xdg[0] == '/' && strlen(xdg) < 200)
-        snprintf(bases[n++], PATH_MAX, "%s/shoal", xdg);
-    snprintf(bases[n++], PATH_MAX, "/tmp/shoal-%u", (unsigned)getuid());
-    int err = -ENAMETOOLONG;
-    for (int i = 0; i < n; i++) {
-        if ((err = s_private_dir(bases[i])) != 0)
-            continue;
-        s_clean_run_dirs(bases[i]);
-        if (snprintf(self->run_dir, sizeof self->run_dir, "%s/w%d", bases[i], (int)getpid()) >=
-                (int)sizeof self->run_dir ||
-            snprintf(self->exec_path, sizeof self->exec_path, "%s/exec.sock", self->run_dir) >
-                107) {
-            err = -ENAMETOOLONG;
-            continue;
-        }
-        if ((err = s_private_dir(self->run_dir)) != 0)
-            continue;
-        unlink(self->exec_path); //  left by a dead process that had our pid
-        snprintf(self->exec_ep, sizeof self->exec_ep, "ipc://%s", self->exec_path);
-        return 0;
-    }
-    shoal__error("cannot make a private runtime directory (%s): %s", bases[n - 1], strerror(-err));
-    self->run_dir[0] = '\0';
-    return SHOAL_EIO;
 }
 
 static char **s_make_envp(const char *scratch, int progress_fd)
@@ -3228,17 +3219,10 @@ static int s_setup(s_worker_t *self, const shoal_worker_config_t *cfg)
         shoal__error("cannot create %s: %s", self->scratch_dir, strerror(-err));
         return SHOAL_EIO;
     }
-    if ((rc = s_make_run_dir(self)) != 0)
-        return rc;
 
     self->ctx = zmq_ctx_new();
     if (!self->ctx)
         return SHOAL_EIO;
-    self->exec = s_socket(self, ZMQ_ROUTER, true);
-    if (!self->exec || zmq_bind(self->exec, self->exec_ep) != 0) {
-        shoal__error("cannot bind the executor socket %s: %s", self->exec_ep, zmq_strerror(errno));
-        return SHOAL_EIO;
-    }
     char addr[64], bind_ep[300], last[300];
     s_local_addr(self->broker_ep, addr, sizeof addr);
     if (cfg->data && cfg->data[0])
@@ -3408,15 +3392,9 @@ static void s_teardown(s_worker_t *self)
     }
     if (self->data)
         zmq_close(self->data);
-    if (self->exec)
-        zmq_close(self->exec);
     if (self->ctx)
         zmq_ctx_term(self->ctx);
     shoal_store_close(&self->store);
-    if (self->run_dir[0]) {
-        unlink(self->exec_path);
-        rmdir(self->run_dir);
-    }
     if (self->scratch_dir[0])
         shoal__tree_remove(self->scratch_dir);
     if (self->slots) {

@@ -33,8 +33,9 @@ typedef struct {
 int shoal_worker_run(const shoal_worker_config_t *config);
 void shoal_worker_stop(void); /*  async-signal-safe */
 
-/*  `shoal executor ENDPOINT ARENA SLOT` (internal): connects to the worker's executor
-    socket, runs the tasks it is given until the worker goes away. Returns an exit status. */
+/*  `shoal executor fd:N ARENA SLOT` (internal): talks to the worker over the socketpair end
+    it inherited as fd N (proto/chan.h), runs the tasks it is given until the worker goes
+    away. Returns an exit status. */
 int shoal_executor_run(const char *endpoint, const char *arena_path, int slot);
 
 /*  ------------------------------------------------------------------------------------
