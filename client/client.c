@@ -1338,6 +1338,11 @@ static int s_wait(shoal_t *self, const shoal_ref_t *refs, size_t n, bool any, in
         e->watched = true;
         self->n_open++;
     }
+    //  Right behind the submission s_flush just sent, so that libzmq's I/O thread takes
+    //  both in one wake-up and the broker reads both in one turn (a task submitted then
+    //  waited on costs one message exchange, not two).
+    if ((rc = s_send_watches(self)) != 0)
+        return s_fail(self, rc, "sending a watch: %s", shoal_strerror(rc));
     s_wait_t w = {refs, n, any, 0};
     rc = s_run(self, deadline, s_wait_done, &w);
     if (rc == SHOAL_ETIMEDOUT) {
