@@ -223,6 +223,13 @@ typedef struct {
     size_t count, cap;
 } s_outbox_t;
 
+//  An ack waiting for the end of the loop turn (SHOAL_MSG_ack or SHOAL_MSG_w_done_ack).
+typedef struct {
+    shoal_wire_peer_t peer;
+    int type;
+    uint64_t seq, count;
+} s_ack_t;
+
 typedef struct {
     s_task_t **items;
     size_t head, count, cap; //  ring buffer
@@ -277,6 +284,14 @@ typedef struct {
     //  (ids; entries for tasks that moved on are dropped at the next hello).
     shoal_ref_t *unbound;
     size_t n_unbound, cap_unbound;
+    //  Positive acks (of submissions and the like, of w_done) wait for the end of the loop
+    //  turn: sent after the turn's dispatches and statuses, which are on a task's critical
+    //  path while acks are not (the first send of a turn wakes libzmq's I/O thread, and on
+    //  two cores a w_done_ack sent first delayed the client's status by a second wake-up,
+    //  ~40 us), and after the turn's journal commit, so a task is acknowledged only once
+    //  it is in the journal.
+    s_ack_t *acks;
+    size_t n_acks, cap_acks;
 } s_broker_t;
 
 static volatile sig_atomic_t s_stop_requested;
@@ -2484,11 +2499,32 @@ static void s_send_batches(s_broker_t *self)
 
 /*  ------------------------------------------------------------------------ clients */
 
+//  Errors go at once (their text is borrowed); a positive ack waits for the end of the turn.
 static void s_ack(s_broker_t *self, const shoal_wire_peer_t *peer, uint64_t seq, int code,
                   const char *error, uint64_t count)
 {
+    if (code == 0 && !error) {
+        s_ack_t a = {.peer = *peer, .type = SHOAL_MSG_ack, .seq = seq, .count = count};
+        S_PUSH(self->acks, self->n_acks, self->cap_acks, a);
+        return;
+    }
     shoal_wire_ack_t ack = {.seq = seq, .code = code, .error = (char *)error, .count = count};
     shoal_wire_send(self->router, peer, SHOAL_MSG_ack, &ack, NULL, 0);
+}
+
+static void s_flush_acks(s_broker_t *self)
+{
+    for (size_t i = 0; i < self->n_acks; i++) {
+        const s_ack_t *a = &self->acks[i];
+        if (a->type == SHOAL_MSG_ack) {
+            shoal_wire_ack_t ack = {.seq = a->seq, .count = a->count};
+            shoal_wire_send(self->router, &a->peer, SHOAL_MSG_ack, &ack, NULL, 0);
+        } else {
+            shoal_wire_w_done_ack_t ack = {.seq = a->seq};
+            shoal_wire_send(self->router, &a->peer, SHOAL_MSG_w_done_ack, &ack, NULL, 0);
+        }
+    }
+    self->n_acks = 0;
 }
 
 static void s_on_submit(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_submit_t *m)
@@ -3197,8 +3233,8 @@ static void s_handle(s_broker_t *self, shoal_wire_in_t *in)
             for (size_t i = 0; i < m->u.w_done.results.count; i++)
                 s_on_result(self, w, &m->u.w_done.results.items[i]);
             w->store_bytes = m->u.w_done.store_bytes;
-            shoal_wire_w_done_ack_t ack = {.seq = m->u.w_done.seq};
-            shoal_wire_send(self->router, peer, SHOAL_MSG_w_done_ack, &ack, NULL, 0);
+            s_ack_t a = {.peer = *peer, .type = SHOAL_MSG_w_done_ack, .seq = m->u.w_done.seq};
+            S_PUSH(self->acks, self->n_acks, self->cap_acks, a);
         }
         break;
     default:
@@ -3436,6 +3472,7 @@ static void s_destroy(s_broker_t *self)
     free(self->put_due.items);
     free(self->gone_ring);
     free(self->unbound);
+    free(self->acks);
     free(self->ready.items);
     for (size_t i = 0; i < self->n_outbox; i++)
         free(self->outbox[i].items);
@@ -3576,6 +3613,7 @@ int shoal_broker_run(const shoal_broker_config_t *config)
         s_flush_drops(self);
         if (self->journal)
             shoal__journal_commit(self->journal);
+        s_flush_acks(self);
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
