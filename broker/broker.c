@@ -223,12 +223,23 @@ typedef struct {
     size_t count, cap;
 } s_outbox_t;
 
-//  An ack waiting for the end of the loop turn (SHOAL_MSG_ack or SHOAL_MSG_w_done_ack).
+//  A positive ack not sent yet (SHOAL_MSG_ack or SHOAL_MSG_w_done_ack). due_us 0: at the
+//  end of this loop turn; else held until another message goes to the peer (it rides
+//  along: one wake-up of the peer instead of two) or until due_us.
 typedef struct {
     shoal_wire_peer_t peer;
     int type;
     uint64_t seq, count;
+    int64_t due_us;
 } s_ack_t;
+
+/*  How long an ack may wait for company. A w_done_ack waits for the worker's next
+    dispatch; a submission's ack, when the same turn brought a watch from that client,
+    waits for the statuses it asked for. On two cores each separate ack cost the task in
+    flight 35-40 us of latency (the peer's I/O thread and main thread woke up in the
+    middle of it); the peers resend what is unacknowledged after 1 s (clients) or 2 s
+    (workers), far above this. */
+#define S_ACK_HOLD_US 1000
 
 typedef struct {
     s_task_t **items;
@@ -284,12 +295,12 @@ typedef struct {
     //  (ids; entries for tasks that moved on are dropped at the next hello).
     shoal_ref_t *unbound;
     size_t n_unbound, cap_unbound;
-    //  Positive acks (of submissions and the like, of w_done) wait for the end of the loop
-    //  turn: sent after the turn's dispatches and statuses, which are on a task's critical
-    //  path while acks are not (the first send of a turn wakes libzmq's I/O thread, and on
-    //  two cores a w_done_ack sent first delayed the client's status by a second wake-up,
-    //  ~40 us), and after the turn's journal commit, so a task is acknowledged only once
-    //  it is in the journal.
+    //  Positive acks (of submissions and the like, of w_done) go after the messages on a
+    //  task's critical path, never before (the first send of a turn wakes libzmq's I/O
+    //  thread, and on two cores a w_done_ack sent first delayed the client's status by a
+    //  second wake-up, ~40 us): at the end of the loop turn, or held (S_ACK_HOLD_US) to ride
+    //  along with the next message to the same peer. With a journal, never before the
+    //  turn's commit, so a task is acknowledged only once it is in the journal.
     s_ack_t *acks;
     size_t n_acks, cap_acks;
 } s_broker_t;
@@ -679,6 +690,8 @@ static void s_owe_status(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
     S_PUSH(box->items, box->count, box->cap, st);
 }
 
+static void s_acks_ride(s_broker_t *self, const shoal_wire_peer_t *peer);
+
 //  Sends the statuses owed, one message per client, split to stay below the size limit.
 static void s_flush_outbox(s_broker_t *self)
 {
@@ -700,6 +713,8 @@ static void s_flush_outbox(s_broker_t *self)
                             end - start);
             start = end;
         }
+        if (self->n_acks)
+            s_acks_ride(self, &box->peer);
         free(box->items);
     }
     self->n_outbox = 0;
@@ -2478,6 +2493,8 @@ static void s_send_batches(s_broker_t *self)
             }
             shoal_wire_w_dispatch_t msg = {.tasks = {ds, n}};
             int rc = shoal_wire_send(self->router, &w->peer, SHOAL_MSG_w_dispatch, &msg, NULL, 0);
+            if (self->n_acks)
+                s_acks_ride(self, &w->peer);
             free(ds);
             free(inputs);
             free(argv);
@@ -2512,19 +2529,55 @@ static void s_ack(s_broker_t *self, const shoal_wire_peer_t *peer, uint64_t seq,
     shoal_wire_send(self->router, peer, SHOAL_MSG_ack, &ack, NULL, 0);
 }
 
-static void s_flush_acks(s_broker_t *self)
+static void s_ack_send(s_broker_t *self, const s_ack_t *a)
 {
+    if (a->type == SHOAL_MSG_ack) {
+        shoal_wire_ack_t ack = {.seq = a->seq, .count = a->count};
+        shoal_wire_send(self->router, &a->peer, SHOAL_MSG_ack, &ack, NULL, 0);
+    } else {
+        shoal_wire_w_done_ack_t ack = {.seq = a->seq};
+        shoal_wire_send(self->router, &a->peer, SHOAL_MSG_w_done_ack, &ack, NULL, 0);
+    }
+}
+
+//  End of a loop turn (after the journal's commit): sends the acks due now. now 0: all.
+static void s_flush_acks(s_broker_t *self, int64_t now)
+{
+    size_t kept = 0;
     for (size_t i = 0; i < self->n_acks; i++) {
         const s_ack_t *a = &self->acks[i];
-        if (a->type == SHOAL_MSG_ack) {
-            shoal_wire_ack_t ack = {.seq = a->seq, .count = a->count};
-            shoal_wire_send(self->router, &a->peer, SHOAL_MSG_ack, &ack, NULL, 0);
-        } else {
-            shoal_wire_w_done_ack_t ack = {.seq = a->seq};
-            shoal_wire_send(self->router, &a->peer, SHOAL_MSG_w_done_ack, &ack, NULL, 0);
-        }
+        if (a->due_us == 0 || a->due_us <= now || now == 0)
+            s_ack_send(self, a);
+        else
+            self->acks[kept++] = *a;
     }
-    self->n_acks = 0;
+    self->n_acks = kept;
+}
+
+//  A message just went to peer: its held acks follow it at once (without a journal: with
+//  one, they wait for the end of the turn, after the commit).
+static void s_acks_ride(s_broker_t *self, const shoal_wire_peer_t *peer)
+{
+    if (self->journal)
+        return;
+    size_t kept = 0;
+    for (size_t i = 0; i < self->n_acks; i++) {
+        const s_ack_t *a = &self->acks[i];
+        if (shoal_wire_peer_equal(&a->peer, peer))
+            s_ack_send(self, a);
+        else
+            self->acks[kept++] = *a;
+    }
+    self->n_acks = kept;
+}
+
+//  When the next held ack is due, or limit.
+static int64_t s_acks_wait_us(const s_broker_t *self, int64_t now, int64_t limit)
+{
+    for (size_t i = 0; i < self->n_acks; i++)
+        if (self->acks[i].due_us)
+            limit = SHOAL__MIN(limit, self->acks[i].due_us - now);
+    return limit;
 }
 
 static void s_on_submit(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_submit_t *m)
@@ -2564,6 +2617,11 @@ static void s_on_submit(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
 
 static void s_on_watch(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_watch_t *m)
 {
+    //  The client waits for statuses: its acks of this turn may ride along with them.
+    for (size_t i = 0; i < self->n_acks; i++)
+        if (self->acks[i].type == SHOAL_MSG_ack && !self->acks[i].due_us &&
+            shoal_wire_peer_equal(&self->acks[i].peer, peer))
+            self->acks[i].due_us = self->turn_us + S_ACK_HOLD_US;
     bool with_data = !(m->flags & SHOAL_WATCH_NODATA);
     for (size_t i = 0; i < m->refs.count; i++) {
         shoal_ref_t ref = m->refs.items[i];
@@ -3233,7 +3291,10 @@ static void s_handle(s_broker_t *self, shoal_wire_in_t *in)
             for (size_t i = 0; i < m->u.w_done.results.count; i++)
                 s_on_result(self, w, &m->u.w_done.results.items[i]);
             w->store_bytes = m->u.w_done.store_bytes;
-            s_ack_t a = {.peer = *peer, .type = SHOAL_MSG_w_done_ack, .seq = m->u.w_done.seq};
+            s_ack_t a = {.peer = *peer,
+                         .type = SHOAL_MSG_w_done_ack,
+                         .seq = m->u.w_done.seq,
+                         .due_us = self->turn_us + S_ACK_HOLD_US};
             S_PUSH(self->acks, self->n_acks, self->cap_acks, a);
         }
         break;
@@ -3568,6 +3629,7 @@ int shoal_broker_run(const shoal_broker_config_t *config)
     while (!s_stop_requested) {
         int64_t now = shoal__now_us();
         int64_t wait_us = s_ttl_wait_us(self, now, self->next_tick_us - now);
+        wait_us = s_acks_wait_us(self, now, wait_us);
         //  Rounded up: a timeout of 0 ms for a deadline 0.4 ms away would spin.
         long timeout = wait_us <= 0 ? 0 : (long)((wait_us + 999) / 1000);
         zmq_pollitem_t items[] = {{self->router, 0, ZMQ_POLLIN, 0}, {self->xpub, 0, ZMQ_POLLIN, 0}};
@@ -3613,8 +3675,9 @@ int shoal_broker_run(const shoal_broker_config_t *config)
         s_flush_drops(self);
         if (self->journal)
             shoal__journal_commit(self->journal);
-        s_flush_acks(self);
+        s_flush_acks(self, shoal__now_us());
     }
+    s_flush_acks(self, 0);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     s_stop_requested = 0; //  here, not at the start: a stop that came early still counts

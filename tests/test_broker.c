@@ -238,6 +238,43 @@ static void s_use_state_dir(fixture_t *f)
     s_restart(f);
 }
 
+//  Acks wait for company (S_ACK_HOLD_US, broker.c) but never for long: with nothing else
+//  to send, a w_done_ack and a watched submission's ack come within the hold, not at the
+//  next heartbeat tick (2 s here). And what the client watches still reaches it.
+static void test_held_acks_come_within_the_hold_when_nothing_else_goes(void **state)
+{
+    fixture_t *f = *state;
+    f->cfg.heartbeat_ms = 2000;
+    f->cfg.dead_after = 5;
+    s_restart(f);
+    void *w = s_worker(f, "w1", 1);
+    void *c = s_client(f);
+    shoal_wire_task_t t = s_task(1, NULL, 0);
+    //  A submission and a watch on it, back to back: the ack may wait for the statuses.
+    shoal_wire_submit_t sub = {.seq = 1, .tasks = {&t, 1}};
+    shoal_wire_watch_t watch = {.seq = 2, .refs = {&t.id, 1}};
+    int64_t t0 = shoal__now_ms();
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_submit, &sub, NULL, 0), 0);
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_watch, &watch, NULL, 0), 0);
+    shoal_wire_in_t in;
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    assert_int_equal(in.msg.u.ack.code, 0);
+    assert_true(shoal__now_ms() - t0 < 1000);
+    shoal_wire_in_clear(&in);
+    s_expect(w, SHOAL_MSG_w_dispatch, &in, 5000);
+    uint64_t attempt = in.msg.u.w_dispatch.tasks.items[0].attempt;
+    shoal_wire_in_clear(&in);
+    //  Nothing else goes to the worker after its result: its ack comes on its own.
+    t0 = shoal__now_ms();
+    s_done(w, t.id, attempt, 0, "hi");
+    assert_true(shoal__now_ms() - t0 < 1000);
+    s_expect(c, SHOAL_MSG_statuses, &in, 5000);
+    assert_int_equal(in.msg.u.statuses.items.items[0].state, SHOAL_STATE_DONE);
+    shoal_wire_in_clear(&in);
+    s_close(w);
+    s_close(c);
+}
+
 static void test_dependent_tasks_run_in_order_with_inputs_inline(void **state)
 {
     fixture_t *f = *state;
@@ -2617,6 +2654,8 @@ int main(void)
 {
     shoal__log_init("test", SHOAL_LOG_ERROR);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_held_acks_come_within_the_hold_when_nothing_else_goes,
+                                        s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_dependent_tasks_run_in_order_with_inputs_inline,
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_failure_fails_dependents_naming_the_input, s_setup,
