@@ -3404,6 +3404,7 @@ static void s_teardown(s_worker_t *self)
                 free(envp[k]);
             free(envp);
             free(self->slots[i].batch);
+            shoal_chan_destroy(&self->slots[i].chan);
             if (self->slots[i].progress)
                 munmap(self->slots[i].progress, sizeof *self->slots[i].progress);
             if (self->slots[i].progress_fd >= 0)
