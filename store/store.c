@@ -127,6 +127,7 @@ typedef struct {
     uint64_t offset;
     uint64_t size;
     int64_t created_us;
+    uint64_t seq; //  the store's use counter at its last use: least recent spills first
     int state;
     bool dirty;     //  its ref is in the dirty list
     bool published; //  committed to the index: readers (sealed) or writers may pin it
@@ -222,6 +223,21 @@ struct shoal_store {
     size_t dirty_len;
     size_t dirty_cap;
     size_t clean; //  entries in the map whose ref is not in the dirty list
+
+    uint64_t seq; //  use counter (alloc, lookup, restore): the spill's LRU order
+
+    //  Disk tier (see store.h). spill_used counts the bytes of spilled objects plus the
+    //  whole size of the one being spilled (reserved when its spill starts).
+    MDB_env *spill_env;
+    MDB_dbi spill_dbi;
+    shoal__refmap_t *spill_bytes; //  while opening: ref -> bytes + 1 found in the disk tier
+    char spill_path[PATH_MAX];
+    uint64_t spill_cap;
+    uint64_t spill_used;
+    bool job; //  an object is being spilled: job_ref, job_done bytes written so far
+    shoal_ref_t job_ref;
+    uint64_t job_offset; //  its arena offset when the spill started (changes = another object)
+    uint64_t job_done;
 };
 
 //  --------------------------------------------------------------------- fault injection
@@ -294,7 +310,7 @@ static void s_fill_obj(const shoal_store_t *self, shoal_ref_t ref, const s_entry
     obj->offset = entry->offset;
     obj->size = entry->size;
     obj->state = entry->state;
-    obj->data = self->base + entry->offset;
+    obj->data = entry->state == SHOAL_OBJ_SPILLED ? NULL : self->base + entry->offset;
 }
 
 //  ---------------------------------------------------------------------------- allocator
@@ -704,15 +720,9 @@ static int s_index_load(shoal_store_t *self, const char *why)
             goto fail;
     }
 
-    if (why) {
-        if (records > 0)
-            shoal__warn("store: resetting index %s (%zu objects): %s", self->index_path, records,
-                        why);
-        what = "empty the database";
-        rc = S_MDB(mdb_drop(txn, dbi, 0));
-        if (rc)
-            goto mdb_fail;
-    } else {
+    if (why && records > 0)
+        shoal__warn("store: resetting index %s (%zu objects): %s", self->index_path, records, why);
+    {
         what = "open a cursor";
         rc = S_MDB(mdb_cursor_open(txn, dbi, &cursor));
         if (rc)
@@ -757,12 +767,26 @@ static int s_index_load(shoal_store_t *self, const char *why)
             shoal__warn("store: index %s: dropped %zu malformed records", self->index_path,
                         malformed);
 
-        //  Keep sealed objects that lie inside the arena and overlap nobody. Of two that
-        //  overlap, neither can be trusted: drop both.
-        size_t unsealed = 0, outside = 0, overlapping = 0;
+        //  Keep spilled objects whose pieces are all in the disk tier (even on a reset:
+        //  their bytes never were in the arena), and, unless resetting, sealed objects that
+        //  lie inside the arena and overlap nobody. Of two that overlap, neither can be
+        //  trusted: drop both.
+        size_t unsealed = 0, outside = 0, overlapping = 0, incomplete = 0, kept_spilled = 0;
         for (size_t i = 0; i < nrows; i++) {
             s_record_t *r = &rows[i].rec;
-            if (r->state != SHOAL_OBJ_SEALED) {
+            if (r->state == SHOAL_OBJ_SPILLED) {
+                uintptr_t have = self->spill_bytes
+                                     ? (uintptr_t)shoal__refmap_get(self->spill_bytes, rows[i].ref)
+                                     : 0;
+                //  stored as bytes + 1, so that 0 (absent) differs from an empty piece set
+                if (r->size == 0 || have != r->size + 1) {
+                    rows[i].drop = true;
+                    incomplete++;
+                } else
+                    kept_spilled++;
+            } else if (why)
+                rows[i].drop = true;
+            else if (r->state != SHOAL_OBJ_SEALED) {
                 rows[i].drop = true;
                 unsealed++;
             } else if (r->offset % S_PAGE || r->size > self->capacity ||
@@ -776,7 +800,7 @@ static int s_index_load(shoal_store_t *self, const char *why)
         s_row_t *last = NULL; //  the kept row that reaches furthest so far
         for (size_t i = 0; i < nrows; i++) {
             s_row_t *row = &rows[i];
-            if (row->drop || row->rec.size == 0)
+            if (row->drop || row->rec.size == 0 || row->rec.state == SHOAL_OBJ_SPILLED)
                 continue;
             if (last && row->rec.offset < last->rec.offset + s_page_round(last->rec.size)) {
                 overlapping += 1 + !last->drop;
@@ -793,6 +817,15 @@ static int s_index_load(shoal_store_t *self, const char *why)
             shoal__warn("store: index %s: dropped %zu objects outside the %llu-byte arena and "
                         "%zu overlapping ones",
                         self->index_path, outside, (unsigned long long)self->capacity, overlapping);
+        if (incomplete)
+            shoal__warn("store: index %s: dropped %zu spilled objects whose bytes are missing "
+                        "from %s",
+                        self->index_path, incomplete,
+                        self->spill_env ? self->spill_path : "the disk tier (none configured)");
+        if (why && kept_spilled)
+            shoal__info("store: index %s: kept %zu spilled objects across the reset (their "
+                        "bytes are in %s)",
+                        self->index_path, kept_spilled, self->spill_path);
         what = "drop a record";
         for (size_t i = 0; i < nrows; i++) {
             if (!rows[i].drop)
@@ -838,7 +871,7 @@ static int s_index_load(shoal_store_t *self, const char *why)
     for (size_t i = 0; i < nrows; i++)
         if (!rows[i].drop) {
             kept++;
-            spaced += rows[i].rec.size > 0;
+            spaced += rows[i].rec.size > 0 && rows[i].rec.state != SHOAL_OBJ_SPILLED;
         }
     rc = s_free_reserve(self, spaced + 2);
     if (rc == 0)
@@ -855,10 +888,12 @@ static int s_index_load(shoal_store_t *self, const char *why)
             rc = SHOAL_ENOMEM;
             goto fail;
         }
-        entry->offset = row->rec.offset;
+        bool spilled = row->rec.state == SHOAL_OBJ_SPILLED;
+        entry->offset = spilled ? 0 : row->rec.offset;
         entry->size = row->rec.size;
-        entry->state = SHOAL_OBJ_SEALED;
+        entry->state = spilled ? SHOAL_OBJ_SPILLED : SHOAL_OBJ_SEALED;
         entry->created_us = row->rec.created_us;
+        entry->seq = 0;
         entry->dirty = false;
         entry->published = true;
         if (shoal__refmap_put(self->map, row->ref, entry) != 0) {
@@ -867,7 +902,7 @@ static int s_index_load(shoal_store_t *self, const char *why)
             goto fail;
         }
         self->clean++;
-        if (entry->size == 0)
+        if (entry->size == 0 || spilled)
             continue;
         if (entry->offset > cursor_off) {
             self->free[self->free_len].offset = cursor_off;
@@ -937,6 +972,205 @@ static int s_index_open(shoal_store_t *self, const char *why)
             rc = SHOAL_EIO; //  a file we just created: not corruption we can fix here
     }
     return rc;
+}
+
+//  -------------------------------------------------------------------------- disk tier
+
+//  A piece's key: the ref as in the index (16 bytes, big-endian) then the piece number
+//  (4 bytes, big-endian), so an object's pieces are adjacent and in order.
+#define S_PIECE_KEY 20
+
+static void s_piece_key(shoal_ref_t ref, uint32_t piece, uint8_t k[S_PIECE_KEY])
+{
+    s_key_encode(ref, k);
+    for (int i = 0; i < 4; i++)
+        k[16 + i] = (uint8_t)(piece >> (24 - 8 * i));
+}
+
+static int s_spill_env_open(shoal_store_t *self)
+{
+    int rc = S_MDB(mdb_env_create(&self->spill_env));
+    if (rc) {
+        self->spill_env = NULL;
+        return rc;
+    }
+    //  The map must hold spill_cap bytes of pieces, plus LMDB's overhead: a 1 MiB piece
+    //  takes 257 overflow pages (0.4%), branch/leaf pages are tiny, and pages freed by
+    //  deletes are reused only once no older transaction can see them. A quarter more plus
+    //  16 MiB covers that; the cap itself is enforced by spill_used, so MDB_MAP_FULL means
+    //  the disk itself ran short and maps to SHOAL_EFULL. The map is sparse on disk.
+    size_t mapsize = (size_t)(self->spill_cap + self->spill_cap / 4 + (16u << 20));
+    mapsize = (mapsize + S_PAGE - 1) & ~(size_t)(S_PAGE - 1);
+    rc = S_MDB(mdb_env_set_mapsize(self->spill_env, mapsize));
+    //  NOSYNC: spilled bytes survive a process kill (the OS has the pages), not a power cut,
+    //  like the index that names them.
+    if (rc == 0)
+        rc = S_MDB(mdb_env_open(self->spill_env, self->spill_path,
+                                MDB_NOSUBDIR | MDB_NOSYNC | MDB_NOTLS, 0600));
+    MDB_txn *txn = NULL;
+    if (rc == 0)
+        rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+    if (rc == 0)
+        rc = S_MDB(mdb_dbi_open(txn, NULL, 0, &self->spill_dbi));
+    if (rc == 0) {
+        rc = s_fault() ? EIO : mdb_txn_commit(txn);
+        if (rc)
+            mdb_txn_abort(txn);
+        txn = NULL;
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    if (rc) {
+        mdb_env_close(self->spill_env);
+        self->spill_env = NULL;
+    }
+    return rc;
+}
+
+static void s_spill_unlink(const char *path)
+{
+    char lock[PATH_MAX + 8];
+    snprintf(lock, sizeof lock, "%s-lock", path);
+    if (unlink(path) != 0 && errno != ENOENT)
+        shoal__warn("store: cannot remove %s: %s", path, strerror(errno));
+    if (unlink(lock) != 0 && errno != ENOENT)
+        shoal__warn("store: cannot remove %s: %s", lock, strerror(errno));
+}
+
+//  Reads which objects the disk tier holds into self->spill_bytes (ref -> bytes + 1).
+//  Returns an LMDB code or SHOAL_ENOMEM.
+static int s_spill_scan(shoal_store_t *self)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cursor = NULL;
+    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, MDB_RDONLY, &txn));
+    if (rc == 0)
+        rc = S_MDB(mdb_cursor_open(txn, self->spill_dbi, &cursor));
+    MDB_val key, val;
+    if (rc == 0)
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+    while (rc == 0) {
+        //  mv_size comes from the node: the piece's overflow pages are not read.
+        if (key.mv_size == S_PIECE_KEY) {
+            shoal_ref_t ref = s_key_decode(key.mv_data);
+            uintptr_t have = (uintptr_t)shoal__refmap_get(self->spill_bytes, ref);
+            if (shoal__refmap_put(self->spill_bytes, ref,
+                                  (void *)(uintptr_t)((have ? have : 1) + val.mv_size))) {
+                rc = SHOAL_ENOMEM;
+                break;
+            }
+        }
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+    }
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (cursor)
+        mdb_cursor_close(cursor);
+    if (txn)
+        mdb_txn_abort(txn);
+    return rc;
+}
+
+//  Opens the disk tier before the index is loaded: the load keeps the spilled objects
+//  whose pieces it finds here. A damaged file is named, removed and made anew (its spilled
+//  objects are then dropped by the load, with a warning). 0, SHOAL_EIO, SHOAL_ENOMEM.
+static int s_spill_open(shoal_store_t *self, const char *spill_dir)
+{
+    char dir[PATH_MAX];
+    if (spill_dir && *spill_dir)
+        shoal__strlcpy(dir, spill_dir, sizeof dir);
+    else if (snprintf(dir, sizeof dir, "%s/spill", self->dir) >= (int)sizeof dir)
+        return SHOAL_EINVAL;
+    int err = s_fault() ? -EIO : shoal__mkdir_p(dir, 0700);
+    if (err) {
+        shoal__error("store: cannot create spill directory %s: %s", dir, strerror(-err));
+        return SHOAL_EIO;
+    }
+    if (snprintf(self->spill_path, sizeof self->spill_path, "%s/spill.mdb", dir) >=
+        (int)sizeof self->spill_path)
+        return SHOAL_EINVAL;
+    self->spill_bytes = s_fault() ? NULL : shoal__refmap_new();
+    if (!self->spill_bytes)
+        return SHOAL_ENOMEM;
+    int rc = s_spill_env_open(self);
+    if (rc == 0) {
+        rc = s_spill_scan(self);
+        if (rc && rc != SHOAL_ENOMEM) {
+            mdb_env_close(self->spill_env);
+            self->spill_env = NULL;
+        }
+    }
+    if (s_mdb_is_corrupt(rc)) {
+        shoal__warn("store: disk tier %s is corrupt (%s): starting it afresh; the objects "
+                    "spilled to it are lost",
+                    self->spill_path, mdb_strerror(rc));
+        s_spill_unlink(self->spill_path);
+        shoal__refmap_destroy(&self->spill_bytes);
+        self->spill_bytes = s_fault() ? NULL : shoal__refmap_new();
+        if (!self->spill_bytes)
+            return SHOAL_ENOMEM;
+        rc = s_spill_env_open(self);
+    }
+    if (rc == SHOAL_ENOMEM)
+        return rc;
+    if (rc) {
+        shoal__error("store: cannot open disk tier %s: %s", self->spill_path, mdb_strerror(rc));
+        return rc == ENOMEM ? SHOAL_ENOMEM : SHOAL_EIO;
+    }
+    return 0;
+}
+
+//  After the index load: deletes the pieces of objects the store does not hold as spilled
+//  (deleted or restored while their pieces could not be removed, a spill cut short by a
+//  kill) and counts spill_used. 0 or SHOAL_EIO (logged).
+static int s_spill_sweep(shoal_store_t *self)
+{
+    shoal__refmap_destroy(&self->spill_bytes);
+    MDB_txn *txn = NULL;
+    MDB_cursor *cursor = NULL;
+    size_t dropped = 0;
+    uint64_t used = 0;
+    MDB_val key, val;
+    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+    if (rc == 0)
+        rc = S_MDB(mdb_cursor_open(txn, self->spill_dbi, &cursor));
+    if (rc == 0)
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+    while (rc == 0) {
+        const s_entry_t *entry = key.mv_size == S_PIECE_KEY
+                                     ? shoal__refmap_get(self->map, s_key_decode(key.mv_data))
+                                     : NULL;
+        if (entry && entry->state == SHOAL_OBJ_SPILLED) {
+            used += val.mv_size;
+            rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+            continue;
+        }
+        rc = S_MDB(mdb_cursor_del(cursor, 0));
+        if (rc)
+            break;
+        dropped++;
+        //  The cursor now stands on the next piece, which MDB_NEXT returns (C_DEL).
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+    }
+    if (cursor)
+        mdb_cursor_close(cursor);
+    if (rc == MDB_NOTFOUND) {
+        rc = s_fault() ? EIO : mdb_txn_commit(txn);
+        if (rc)
+            mdb_txn_abort(txn);
+        txn = NULL;
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    if (rc) {
+        shoal__error("store: cannot clean disk tier %s: %s", self->spill_path, mdb_strerror(rc));
+        return SHOAL_EIO;
+    }
+    if (dropped)
+        shoal__info("store: disk tier %s: dropped %zu pieces no object owns", self->spill_path,
+                    dropped);
+    self->spill_used = used;
+    return 0;
 }
 
 //  ---------------------------------------------------------------------------- pin table
@@ -1329,6 +1563,9 @@ static void s_store_free(shoal_store_t *self)
         shoal__refmap_destroy(&self->map);
     }
     s_env_close(self);
+    if (self->spill_env)
+        mdb_env_close(self->spill_env);
+    shoal__refmap_destroy(&self->spill_bytes);
     if (self->base)
         munmap(self->base, self->capacity);
     if (self->arena_fd >= 0)
@@ -1404,10 +1641,16 @@ int shoal_store_open(const shoal_store_config_t *config, shoal_store_t **self_p)
         goto fail;
     const char *why = NULL;
     rc = s_arena_open(self, &why);
+    if (rc == 0 && config->spill_size > 0) {
+        self->spill_cap = config->spill_size;
+        rc = s_spill_open(self, config->spill_dir);
+    }
     if (rc == 0)
         rc = s_index_open(self, why);
     if (rc == 0)
         rc = s_pins_open(self);
+    if (rc == 0 && self->spill_env)
+        rc = s_spill_sweep(self);
     //  The invariants on capacities (see the struct), for deletes before any alloc.
     if (rc == 0)
         rc = s_free_reserve(self, self->spaced + self->limbo_len + 1);
@@ -1478,6 +1721,8 @@ void shoal_store_destroy(shoal_store_t **self_p)
     if (self->pins && unlink(self->pins_path) != 0 && errno != ENOENT)
         shoal__warn("store: cannot remove pin table %s: %s", self->pins_path, strerror(errno));
     s_index_unlink(self);
+    if (self->spill_env)
+        s_spill_unlink(self->spill_path);
     s_store_free(self);
     *self_p = NULL;
 }
@@ -1578,6 +1823,7 @@ int shoal_store_alloc(shoal_store_t *self, shoal_ref_t ref, uint64_t size, shoal
     entry->offset = offset;
     entry->size = size;
     entry->state = SHOAL_OBJ_ALLOCATED;
+    entry->seq = ++self->seq;
     entry->created_us = shoal__wall_us();
     entry->dirty = true;
     entry->published = false;
@@ -1603,10 +1849,12 @@ int shoal_store_seal(shoal_store_t *self, shoal_ref_t ref)
     return 0;
 }
 
-static void s_drop(shoal_store_t *self, shoal_ref_t ref)
+static void s_pieces_drop(shoal_store_t *self, shoal_ref_t ref, uint64_t size);
+
+//  Gives up the arena range of entry, which stays in the map (spill) or leaves it (drop):
+//  to limbo if readers may view it, else to the free list. Never allocates.
+static void s_range_release(shoal_store_t *self, const s_entry_t *entry)
 {
-    s_entry_t *entry = shoal__refmap_remove(self->map, ref);
-    assert(entry);
     uint64_t span = s_page_round(entry->size);
     if (span && entry->published) {
         //  Readers may view it: limbo until a commit and a pin scan say otherwise.
@@ -1617,6 +1865,22 @@ static void s_drop(shoal_store_t *self, shoal_ref_t ref)
         s_free_give(self, entry->offset, span);
         self->used -= span;
         self->spaced--;
+    }
+}
+
+static void s_drop(shoal_store_t *self, shoal_ref_t ref)
+{
+    s_entry_t *entry = shoal__refmap_remove(self->map, ref);
+    assert(entry);
+    if (entry->state == SHOAL_OBJ_SPILLED)
+        s_pieces_drop(self, ref, entry->size);
+    else {
+        if (self->job && shoal_ref_equal(self->job_ref, ref)) {
+            //  Being spilled: the pieces written so far go, and its reserved disk room.
+            s_pieces_drop(self, ref, entry->size);
+            self->job = false;
+        }
+        s_range_release(self, entry);
     }
     if (!entry->dirty) {
         //  Flush must delete its record: the slot this takes was counted in clean.
@@ -1667,6 +1931,7 @@ int shoal_store_lookup(shoal_store_t *self, shoal_ref_t ref, shoal_store_obj_t *
     s_entry_t *entry = shoal__refmap_get(self->map, ref);
     if (!entry)
         return SHOAL_ENOTFOUND;
+    entry->seq = ++self->seq;
     s_fill_obj(self, ref, entry, obj);
     return 0;
 }
@@ -1677,7 +1942,7 @@ bool shoal_store_next(const shoal_store_t *self, size_t *cursor, shoal_store_obj
     void *value;
     while (shoal__refmap_next(self->map, cursor, &ref, &value)) {
         const s_entry_t *entry = value;
-        if (entry->state == SHOAL_OBJ_SEALED) {
+        if (entry->state == SHOAL_OBJ_SEALED || entry->state == SHOAL_OBJ_SPILLED) {
             s_fill_obj(self, ref, entry, obj);
             return true;
         }
@@ -1779,6 +2044,300 @@ void shoal_store_tick(shoal_store_t *self)
         if (mdb_reader_check(self->env, &dead) == 0 && dead > 0)
             shoal__info("store: index %s: cleared %d stale reader slots", self->index_path, dead);
     }
+}
+
+//  ----------------------------------------------------------------------- spill, restore
+
+//  Deletes the pieces of ref and gives its size back to the disk tier's room. A failure is
+//  logged: the pieces stay until the next open sweeps them (the cap is our accounting, so
+//  the room is given back anyway; the map has slack for such leftovers).
+static void s_pieces_drop(shoal_store_t *self, shoal_ref_t ref, uint64_t size)
+{
+    self->spill_used -= SHOAL__MIN(size, self->spill_used);
+    MDB_txn *txn = NULL;
+    MDB_cursor *cursor = NULL;
+    uint8_t k[S_PIECE_KEY];
+    s_piece_key(ref, 0, k);
+    MDB_val key = {sizeof k, k}, val;
+    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+    if (rc == 0)
+        rc = S_MDB(mdb_cursor_open(txn, self->spill_dbi, &cursor));
+    if (rc == 0)
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
+    while (rc == 0 && key.mv_size == S_PIECE_KEY && memcmp(key.mv_data, k, 16) == 0) {
+        rc = S_MDB(mdb_cursor_del(cursor, 0));
+        if (rc == 0)
+            rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT); //  the next one (C_DEL)
+    }
+    if (cursor)
+        mdb_cursor_close(cursor);
+    if (rc == 0 || rc == MDB_NOTFOUND) {
+        rc = s_fault() ? EIO : mdb_txn_commit(txn);
+        if (rc)
+            mdb_txn_abort(txn);
+        txn = NULL;
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    if (rc) {
+        char text[SHOAL_REF_TEXT_SIZE];
+        shoal__error("store: cannot delete the pieces of %s from %s (the next open will): %s",
+                     shoal_ref_format(ref, text), self->spill_path, mdb_strerror(rc));
+    }
+}
+
+//  The least recently used object that may be spilled now, or false.
+static bool s_victim(shoal_store_t *self, bool (*skip)(void *, shoal_ref_t), void *arg,
+                     shoal_ref_t *ref_p, bool *too_big)
+{
+    size_t n = 0;
+    s_pins_scan(self, &n);
+    size_t cursor = 0;
+    shoal_ref_t ref;
+    void *value;
+    const s_entry_t *best = NULL;
+    *too_big = false;
+    //  Linear in the objects: ~5 ns each, so 10,000 objects cost 50 us per victim, against
+    //  the milliseconds it takes to write a 1 MiB piece.
+    while (shoal__refmap_next(self->map, &cursor, &ref, &value)) {
+        const s_entry_t *e = value;
+        if (e->state != SHOAL_OBJ_SEALED || e->size == 0 || (best && e->seq >= best->seq))
+            continue;
+        if (e->size > self->spill_cap - self->spill_used) {
+            *too_big = true;
+            continue;
+        }
+        if (s_pinned(self->spans, n, e->offset, s_page_round(e->size)) || (skip && skip(arg, ref)))
+            continue;
+        best = e;
+        *ref_p = ref;
+    }
+    return best != NULL;
+}
+
+int shoal_store_spill(shoal_store_t *self, uint64_t budget,
+                      bool (*skip)(void *arg, shoal_ref_t ref), void *arg, uint64_t *freed_p)
+{
+    assert(self);
+    if (freed_p)
+        *freed_p = 0;
+    if (!self->spill_env)
+        return SHOAL_EFULL;
+    budget = SHOAL__MAX(budget, 1);
+    uint64_t written = 0;
+    MDB_txn *txn = NULL;
+    const char *what = "begin a transaction";
+    int rc = 0;
+    char text[SHOAL_REF_TEXT_SIZE];
+    while (written < budget) {
+        s_entry_t *entry = self->job ? shoal__refmap_get(self->map, self->job_ref) : NULL;
+        if (self->job &&
+            (!entry || entry->state != SHOAL_OBJ_SEALED || entry->offset != self->job_offset ||
+             (skip && skip(arg, self->job_ref)))) {
+            //  Deleted (s_drop cleans up), or wanted by the owner now: give up on it.
+            if (entry) {
+                if (txn) { //  its pieces of this call are not committed: drop them first
+                    mdb_txn_abort(txn);
+                    txn = NULL;
+                }
+                s_pieces_drop(self, self->job_ref, entry->size);
+            }
+            self->job = false;
+            entry = NULL;
+        }
+        if (!self->job) {
+            bool too_big;
+            shoal_ref_t ref;
+            if (!s_victim(self, skip, arg, &ref, &too_big)) {
+                if (written)
+                    break;
+                return SHOAL_EFULL;
+            }
+            entry = shoal__refmap_get(self->map, ref);
+            self->job = true;
+            self->job_ref = ref;
+            self->job_offset = entry->offset;
+            self->job_done = 0;
+            self->spill_used += entry->size;
+        }
+        if (!txn) {
+            what = "begin a transaction";
+            rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+            if (rc) {
+                txn = NULL;
+                goto fail;
+            }
+        }
+        //  One piece: MDB_RESERVE lets us copy straight from the arena into LMDB's page.
+        uint64_t len = SHOAL__MIN((uint64_t)SHOAL_STORE_PIECE, entry->size - self->job_done);
+        uint8_t k[S_PIECE_KEY];
+        s_piece_key(self->job_ref, (uint32_t)(self->job_done / SHOAL_STORE_PIECE), k);
+        MDB_val key = {sizeof k, k}, val = {(size_t)len, NULL};
+        what = "write a piece";
+        rc = S_MDB(mdb_put(txn, self->spill_dbi, &key, &val, MDB_RESERVE));
+        if (rc)
+            goto fail;
+        memcpy(val.mv_data, self->base + entry->offset + self->job_done, (size_t)len);
+        self->job_done += len;
+        written += len;
+        if (self->job_done < entry->size)
+            continue;
+        //  All pieces written: commit them before the arena range is given up.
+        what = "commit";
+        rc = s_fault() ? (mdb_txn_abort(txn), EIO) : mdb_txn_commit(txn);
+        txn = NULL;
+        if (rc)
+            goto fail;
+        //  A reader may have pinned it since it was chosen: it keeps its bytes either way
+        //  (limbo), but the rule is that a pinned object is not spilled. Undo.
+        size_t n = 0;
+        s_pins_scan(self, &n);
+        if (s_pinned(self->spans, n, entry->offset, s_page_round(entry->size))) {
+            s_pieces_drop(self, self->job_ref, entry->size);
+            self->job = false;
+            continue;
+        }
+        s_range_release(self, entry);
+        entry->state = SHOAL_OBJ_SPILLED;
+        entry->offset = 0;
+        s_mark_dirty(self, self->job_ref, entry);
+        self->job = false;
+        if (freed_p)
+            *freed_p += s_page_round(entry->size);
+        shoal__debug("store: spilled %s (%llu bytes) to %s", shoal_ref_format(self->job_ref, text),
+                     (unsigned long long)entry->size, self->spill_path);
+    }
+    if (txn) {
+        what = "commit";
+        rc = s_fault() ? (mdb_txn_abort(txn), EIO) : mdb_txn_commit(txn);
+        txn = NULL;
+        if (rc)
+            goto fail;
+    }
+    return 0;
+
+fail:
+    if (txn)
+        mdb_txn_abort(txn);
+    //  What this call wrote of the current object is gone: start it over next time.
+    if (self->job) {
+        s_entry_t *entry = shoal__refmap_get(self->map, self->job_ref);
+        s_pieces_drop(self, self->job_ref, entry ? entry->size : 0);
+        self->job = false;
+    }
+    shoal__error("store: cannot %s in disk tier %s: %s", what, self->spill_path, mdb_strerror(rc));
+    return rc == MDB_MAP_FULL ? SHOAL_EFULL : rc == ENOMEM ? SHOAL_ENOMEM : SHOAL_EIO;
+}
+
+//  Copies [offset, offset + size) of ref's pieces into dst in one read transaction.
+static int s_pieces_read(shoal_store_t *self, shoal_ref_t ref, uint64_t total, uint64_t offset,
+                         uint64_t size, uint8_t *dst)
+{
+    MDB_txn *txn = NULL;
+    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, MDB_RDONLY, &txn));
+    uint32_t piece = (uint32_t)(offset / SHOAL_STORE_PIECE);
+    while (rc == 0 && size > 0) {
+        uint8_t k[S_PIECE_KEY];
+        s_piece_key(ref, piece, k);
+        MDB_val key = {sizeof k, k}, val;
+        rc = S_MDB(mdb_get(txn, self->spill_dbi, &key, &val));
+        uint64_t start = (uint64_t)piece * SHOAL_STORE_PIECE;
+        uint64_t want = SHOAL__MIN((uint64_t)SHOAL_STORE_PIECE, total - start);
+        if (rc == MDB_NOTFOUND || (rc == 0 && val.mv_size != want)) {
+            char text[SHOAL_REF_TEXT_SIZE];
+            shoal__error("store: disk tier %s: piece %u of %s is missing or of the wrong size",
+                         self->spill_path, piece, shoal_ref_format(ref, text));
+            mdb_txn_abort(txn);
+            return SHOAL_ECORRUPT;
+        }
+        if (rc)
+            break;
+        uint64_t at = offset - start, len = SHOAL__MIN(size, want - at);
+        memcpy(dst, (const uint8_t *)val.mv_data + at, (size_t)len);
+        dst += len;
+        offset += len;
+        size -= len;
+        piece++;
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    if (rc) {
+        shoal__error("store: cannot read disk tier %s: %s", self->spill_path, mdb_strerror(rc));
+        return s_mdb_is_corrupt(rc) ? SHOAL_ECORRUPT : SHOAL_EIO;
+    }
+    return 0;
+}
+
+int shoal_store_read(shoal_store_t *self, shoal_ref_t ref, uint64_t offset, uint64_t size,
+                     void *dst)
+{
+    assert(self);
+    s_entry_t *entry = shoal__refmap_get(self->map, ref);
+    if (!entry)
+        return SHOAL_ENOTFOUND;
+    if (entry->state != SHOAL_OBJ_SPILLED)
+        return SHOAL_ESTATE;
+    if (offset > entry->size || size > entry->size - offset || (size && !dst))
+        return SHOAL_EINVAL;
+    return s_pieces_read(self, ref, entry->size, offset, size, dst);
+}
+
+int shoal_store_restore(shoal_store_t *self, shoal_ref_t ref, shoal_store_obj_t *obj)
+{
+    assert(self);
+    s_entry_t *entry = shoal__refmap_get(self->map, ref);
+    if (!entry)
+        return SHOAL_ENOTFOUND;
+    if (entry->state != SHOAL_OBJ_SPILLED)
+        return SHOAL_ESTATE;
+    uint64_t span = s_page_round(entry->size);
+    //  The same reservations as alloc: the restored object's later delete cannot fail.
+    int rc = s_free_reserve(self, self->spaced + self->limbo_len + 2);
+    if (rc == 0)
+        rc = s_limbo_reserve(self, self->limbo_len + self->spaced + 1);
+    if (rc)
+        return rc;
+    uint64_t offset;
+    if (!s_free_take(self, span, &offset)) {
+        if (self->limbo_len == 0)
+            return SHOAL_EFULL;
+        s_commit(self);
+        s_reap(self);
+        if (!s_free_take(self, span, &offset))
+            return SHOAL_EFULL;
+    }
+    rc = s_pieces_read(self, ref, entry->size, 0, entry->size, self->base + offset);
+    if (rc) {
+        s_free_give(self, offset, span);
+        return rc;
+    }
+    self->used += span;
+    self->spaced++;
+    entry->offset = offset;
+    entry->state = SHOAL_OBJ_SEALED;
+    //  A new range no reader can have seen: a delete before the next flush frees it at once.
+    entry->published = false;
+    entry->seq = ++self->seq;
+    s_mark_dirty(self, ref, entry);
+    s_pieces_drop(self, ref, entry->size);
+    if (obj)
+        s_fill_obj(self, ref, entry, obj);
+    return 0;
+}
+
+uint64_t shoal_store_spill_used(const shoal_store_t *self)
+{
+    return self->spill_used;
+}
+
+uint64_t shoal_store_spill_capacity(const shoal_store_t *self)
+{
+    return self->spill_env ? self->spill_cap : 0;
+}
+
+const char *shoal_store_spill_path(const shoal_store_t *self)
+{
+    return self->spill_env ? self->spill_path : "";
 }
 
 //  --------------------------------------------------------------------- other processes
