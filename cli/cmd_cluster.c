@@ -45,6 +45,8 @@ enum {
     OPT_DATA,
     OPT_ADVERTISE,
     OPT_SHM_SIZE,
+    OPT_SPILL_DIR,
+    OPT_SPILL_SIZE,
     OPT_PREFETCH,
     OPT_WORKERS,
     OPT_DIR,
@@ -158,7 +160,12 @@ static const char s_worker_help[] =
     "                     address)\n"
     "  --reset-store      start with an empty store: remove what the store dir and its\n"
     "                     arena hold (a store that cannot be read is reset anyway, with\n"
-    "                     a warning naming the file)\n" S_HELP_HELP;
+    "                     a warning naming the file)\n"
+    "  --spill-size SIZE  the disk tier: when the store memory is full, sealed objects\n"
+    "                     nobody reads are spilled to disk, least recently used first, up\n"
+    "                     to SIZE bytes, e.g. 4G (default 0: no disk tier; a write that\n"
+    "                     finds no room then fails with 'store full' after 5 s)\n"
+    "  --spill-dir DIR    where the disk tier lives (default STORE_DIR/spill)\n" S_HELP_HELP;
 
 int cli_cmd_worker(int argc, char **argv)
 {
@@ -173,6 +180,8 @@ int cli_cmd_worker(int argc, char **argv)
         {"data", required_argument, NULL, OPT_DATA},
         {"advertise", required_argument, NULL, OPT_ADVERTISE},
         {"reset-store", no_argument, NULL, OPT_RESET_STORE},
+        {"spill-dir", required_argument, NULL, OPT_SPILL_DIR},
+        {"spill-size", required_argument, NULL, OPT_SPILL_SIZE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -218,6 +227,17 @@ int cli_cmd_worker(int argc, char **argv)
             break;
         case OPT_RESET_STORE:
             config.reset_store = true;
+            break;
+        case OPT_SPILL_DIR:
+            if (!*optarg)
+                return cli_usage(cmd, "--spill-dir: empty path");
+            config.spill_dir = optarg;
+            break;
+        case OPT_SPILL_SIZE:
+            if (strcmp(optarg, "0") == 0)
+                config.spill_size = 0;
+            else if ((rc = cli_parse_size(cmd, "--spill-size", optarg, &config.spill_size)) != 0)
+                return rc;
             break;
         default:
             return cli_bad_option(cmd);

@@ -74,7 +74,17 @@ const char *shoal_wire_state_name(uint64_t state);
     2u /*  result output of a FAILED exec attempt: the tail of its                                 \
            stdout (inline), kept as index SHOAL_REF_STDOUT_INDEX */
 /*  object_note states */
-enum { SHOAL_OBJ_NOTE_ALLOCATED = 1, SHOAL_OBJ_NOTE_SEALED = 2, SHOAL_OBJ_NOTE_ABORTED = 3 };
+/*  SPILLED: a sealed object's bytes moved to the worker's disk tier (still served: over the
+    data socket, not zero-copy); RESTORED: back in the arena. Both for any object the
+    worker holds (a task's output or a put); the broker only records the state, for
+    `shoal ls`, query_reply and events. */
+enum {
+    SHOAL_OBJ_NOTE_ALLOCATED = 1,
+    SHOAL_OBJ_NOTE_SEALED = 2,
+    SHOAL_OBJ_NOTE_ABORTED = 3,
+    SHOAL_OBJ_NOTE_SPILLED = 4,
+    SHOAL_OBJ_NOTE_RESTORED = 5,
+};
 /*  put ops */
 enum {
     SHOAL_PUT_OP_ALLOC = 1,

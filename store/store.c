@@ -2087,7 +2087,7 @@ static void s_pieces_drop(shoal_store_t *self, shoal_ref_t ref, uint64_t size)
 }
 
 //  The least recently used object that may be spilled now, or false.
-static bool s_victim(shoal_store_t *self, bool (*skip)(void *, shoal_ref_t), void *arg,
+static bool s_victim(shoal_store_t *self, const shoal_store_spill_hooks_t *hooks,
                      shoal_ref_t *ref_p, bool *too_big)
 {
     size_t n = 0;
@@ -2107,7 +2107,8 @@ static bool s_victim(shoal_store_t *self, bool (*skip)(void *, shoal_ref_t), voi
             *too_big = true;
             continue;
         }
-        if (s_pinned(self->spans, n, e->offset, s_page_round(e->size)) || (skip && skip(arg, ref)))
+        if (s_pinned(self->spans, n, e->offset, s_page_round(e->size)) ||
+            (hooks && hooks->skip && hooks->skip(hooks->arg, ref)))
             continue;
         best = e;
         *ref_p = ref;
@@ -2115,8 +2116,8 @@ static bool s_victim(shoal_store_t *self, bool (*skip)(void *, shoal_ref_t), voi
     return best != NULL;
 }
 
-int shoal_store_spill(shoal_store_t *self, uint64_t budget,
-                      bool (*skip)(void *arg, shoal_ref_t ref), void *arg, uint64_t *freed_p)
+int shoal_store_spill(shoal_store_t *self, uint64_t budget, const shoal_store_spill_hooks_t *hooks,
+                      uint64_t *freed_p)
 {
     assert(self);
     if (freed_p)
@@ -2133,7 +2134,7 @@ int shoal_store_spill(shoal_store_t *self, uint64_t budget,
         s_entry_t *entry = self->job ? shoal__refmap_get(self->map, self->job_ref) : NULL;
         if (self->job &&
             (!entry || entry->state != SHOAL_OBJ_SEALED || entry->offset != self->job_offset ||
-             (skip && skip(arg, self->job_ref)))) {
+             (hooks && hooks->skip && hooks->skip(hooks->arg, self->job_ref)))) {
             //  Deleted (s_drop cleans up), or wanted by the owner now: give up on it.
             if (entry) {
                 if (txn) { //  its pieces of this call are not committed: drop them first
@@ -2148,7 +2149,7 @@ int shoal_store_spill(shoal_store_t *self, uint64_t budget,
         if (!self->job) {
             bool too_big;
             shoal_ref_t ref;
-            if (!s_victim(self, skip, arg, &ref, &too_big)) {
+            if (!s_victim(self, hooks, &ref, &too_big)) {
                 if (written)
                     break;
                 return SHOAL_EFULL;
@@ -2204,6 +2205,8 @@ int shoal_store_spill(shoal_store_t *self, uint64_t budget,
         self->job = false;
         if (freed_p)
             *freed_p += s_page_round(entry->size);
+        if (hooks && hooks->spilled)
+            hooks->spilled(hooks->arg, self->job_ref, entry->size);
         shoal__debug("store: spilled %s (%llu bytes) to %s", shoal_ref_format(self->job_ref, text),
                      (unsigned long long)entry->size, self->spill_path);
     }

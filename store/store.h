@@ -248,15 +248,24 @@ void shoal_arena_unmap(void *p, uint64_t size);
     dropped. */
 #define SHOAL_STORE_PIECE (1024 * 1024)
 
+/*  The owner's say in a spill (all optional). skip is asked about each candidate: true
+    leaves it in the arena (an object the owner's tasks are reading). spilled is told of
+    each object whose spill completed (now SHOAL_OBJ_SPILLED). */
+typedef struct {
+    bool (*skip)(void *arg, shoal_ref_t ref);
+    void (*spilled)(void *arg, shoal_ref_t ref, uint64_t size);
+    void *arg;
+} shoal_store_spill_hooks_t;
+
 /*  Spills at most budget bytes (rounded up to whole pieces) of the least recently used
-    eligible object(s). skip (optional) is asked about each candidate: true leaves it in
-    the arena (an object the owner's tasks are reading). *freed_p (optional) receives the
-    arena bytes released by objects whose spill completed in this call. Returns 0 (some
-    work done; call again while more room is needed), SHOAL_EFULL (nothing can be spilled:
-    no disk tier, no eligible object, or none fits in the disk tier's remaining room), SHOAL_EIO
-   (logged; nothing changed but pieces that the next call or open removes), SHOAL_ENOMEM. */
-int shoal_store_spill(shoal_store_t *self, uint64_t budget,
-                      bool (*skip)(void *arg, shoal_ref_t ref), void *arg, uint64_t *freed_p);
+    eligible object(s). hooks may be NULL. *freed_p (optional) receives the arena bytes
+    released by objects whose spill completed in this call. Returns 0 (some work done; call
+    again while more room is needed), SHOAL_EFULL (nothing can be spilled: no disk tier, no
+    eligible object, none fits in the disk tier's remaining room, or the disk itself is
+    full: MDB_MAP_FULL), SHOAL_EIO (logged; pieces written by this call are dropped),
+    SHOAL_ENOMEM. */
+int shoal_store_spill(shoal_store_t *self, uint64_t budget, const shoal_store_spill_hooks_t *hooks,
+                      uint64_t *freed_p);
 /*  Copies [offset, offset + size) of a SPILLED object's bytes into dst. 0, SHOAL_ENOTFOUND,
     SHOAL_ESTATE (not spilled: read the arena), SHOAL_EINVAL (range beyond the object),
     SHOAL_ECORRUPT (a piece is missing or of the wrong size; logged naming the file),

@@ -2026,7 +2026,7 @@ static int s_spill_all(fixture_t *f, uint64_t budget, uint64_t *freed)
     *freed = 0;
     for (int i = 0; i < 1000; i++) {
         uint64_t got = 0;
-        int rc = shoal_store_spill(f->store, budget, NULL, NULL, &got);
+        int rc = shoal_store_spill(f->store, budget, NULL, &got);
         *freed += got;
         if (rc || got)
             return rc;
@@ -2057,11 +2057,11 @@ static void test_a_full_arena_spills_the_least_recently_used_object_and_reads_it
     assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0); //  1 is used: 2 is LRU
     //  A small budget: the spill goes piece by piece, over several calls.
     uint64_t freed = 0;
-    assert_int_equal(shoal_store_spill(f->store, 1, NULL, NULL, &freed), 0);
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), 0);
     assert_int_equal(freed, 0);
     assert_int_equal(shoal_store_lookup(f->store, s_ref(2), &obj), 0);
     assert_int_equal(obj.state, SHOAL_OBJ_SEALED);
-    assert_int_equal(shoal_store_spill(f->store, 1, NULL, NULL, &freed), 0);
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), 0);
     assert_true(freed >= size);
     assert_int_equal(shoal_store_lookup(f->store, s_ref(2), &obj), 0);
     assert_int_equal(obj.state, SHOAL_OBJ_SPILLED);
@@ -2106,7 +2106,7 @@ static void test_spill_never_takes_a_pinned_or_skipped_object(void **state)
     assert_int_equal(shoal_store_reader_get(reader, s_ref(2), &view), 0);
     //  One piece's budget: 1, the least recently used, goes alone.
     uint64_t freed;
-    assert_int_equal(shoal_store_spill(f->store, 1, NULL, NULL, &freed), 0);
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), 0);
     assert_int_equal(freed, MiB);
     shoal_store_obj_t obj;
     assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0);
@@ -2114,7 +2114,8 @@ static void test_spill_never_takes_a_pinned_or_skipped_object(void **state)
     assert_int_equal(shoal_store_restore(f->store, s_ref(1), &obj), 0);
     assert_int_equal(shoal_store_flush(f->store), 0);
     //  Now 1 is skipped and 2 pinned: only 3 may go.
-    assert_int_equal(shoal_store_spill(f->store, 64 * MiB, s_skip_ref1, NULL, &freed), 0);
+    shoal_store_spill_hooks_t skip1 = {.skip = s_skip_ref1};
+    assert_int_equal(shoal_store_spill(f->store, 64 * MiB, &skip1, &freed), 0);
     assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0);
     assert_int_equal(obj.state, SHOAL_OBJ_SEALED);
     assert_int_equal(shoal_store_lookup(f->store, s_ref(2), &obj), 0);
@@ -2122,7 +2123,7 @@ static void test_spill_never_takes_a_pinned_or_skipped_object(void **state)
     assert_int_equal(shoal_store_lookup(f->store, s_ref(3), &obj), 0);
     assert_int_equal(obj.state, SHOAL_OBJ_SPILLED);
     //  Nothing else may go: EFULL, not a hang or a pinned victim.
-    assert_int_equal(shoal_store_spill(f->store, 64 * MiB, s_skip_ref1, NULL, &freed), SHOAL_EFULL);
+    assert_int_equal(shoal_store_spill(f->store, 64 * MiB, &skip1, &freed), SHOAL_EFULL);
     //  A reader does not find a spilled object in the arena.
     assert_int_equal(shoal_store_flush(f->store), 0);
     shoal_store_view_t other;
@@ -2140,12 +2141,12 @@ static void test_a_full_disk_tier_makes_spill_fail_with_efull(void **state)
     uint64_t freed;
     assert_int_equal(s_spill_all(f, 64 * MiB, &freed), 0);
     assert_int_equal(freed, MiB);
-    assert_int_equal(shoal_store_spill(f->store, 64 * MiB, NULL, NULL, &freed), SHOAL_EFULL);
+    assert_int_equal(shoal_store_spill(f->store, 64 * MiB, NULL, &freed), SHOAL_EFULL);
     assert_int_equal(shoal_store_spill_used(f->store), MiB);
     //  Without a disk tier, spill says EFULL at once.
     shoal_store_close(&f->store);
     assert_int_equal(s_open(f, 4 * MiB), 0);
-    assert_int_equal(shoal_store_spill(f->store, 64 * MiB, NULL, NULL, &freed), SHOAL_EFULL);
+    assert_int_equal(shoal_store_spill(f->store, 64 * MiB, NULL, &freed), SHOAL_EFULL);
 }
 
 static void test_spilled_objects_survive_a_reopen_and_an_arena_reset(void **state)
@@ -2189,17 +2190,17 @@ static void test_deleting_a_spilled_object_gives_its_disk_room_back(void **state
     assert_int_equal(s_open_spill(f, 4 * MiB, 16 * MiB), 0);
     s_put_pattern(f, 1, MiB);
     uint64_t freed;
-    assert_int_equal(shoal_store_spill(f->store, 1, NULL, NULL, &freed), 0); //  all of it
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), 0); //  all of it
     assert_int_equal(shoal_store_spill_used(f->store), MiB);
     assert_int_equal(shoal_store_delete(f->store, s_ref(1)), 0);
     assert_int_equal(shoal_store_spill_used(f->store), 0);
     //  Deleted half-way through a spill: the pieces written go too.
     s_put_pattern(f, 2, 3 * MiB);
-    assert_int_equal(shoal_store_spill(f->store, 1, NULL, NULL, &freed), 0);
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), 0);
     assert_int_equal(shoal_store_spill_used(f->store), 3 * MiB);
     assert_int_equal(shoal_store_delete(f->store, s_ref(2)), 0);
     assert_int_equal(shoal_store_spill_used(f->store), 0);
-    assert_int_equal(shoal_store_spill(f->store, 1, NULL, NULL, &freed), SHOAL_EFULL);
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), SHOAL_EFULL);
     shoal_store_close(&f->store);
     assert_int_equal(s_open_spill(f, 4 * MiB, 16 * MiB), 0);
     assert_int_equal(shoal_store_count(f->store), 0);
@@ -2221,7 +2222,7 @@ static void test_fault_sweep_on_spill_read_and_restore_never_loses_the_object(vo
         assert_int_equal(shoal_store_flush(f->store), 0);
         shoal__store_fail_at = n;
         uint64_t freed;
-        int rc = shoal_store_spill(f->store, 64 * MiB, NULL, NULL, &freed);
+        int rc = shoal_store_spill(f->store, 64 * MiB, NULL, &freed);
         if (rc == 0)
             rc = shoal_store_flush(f->store);
         if (rc == 0)
