@@ -176,6 +176,8 @@ typedef struct {
     uint8_t *data;      //  inline bytes (size of them), or NULL
     int64_t since_us;   //  when it became available (shoal ls: its age). 40 -> 48 bytes:
                         //  a 64-byte malloc chunk instead of 48, per object, not per task
+    bool spilled;       //  its holder moved it to its disk tier (object_note SPILLED); still
+                        //  56 bytes, within the same 64-byte chunk
 } s_object_t;
 
 struct s_worker {
@@ -584,6 +586,7 @@ static bool s_object_set(s_broker_t *self, shoal_ref_t ref, uint64_t size, const
     s_object_free_data(self, o);
     o->size = size;
     o->worker = holder;
+    o->spilled = false;
     o->since_us = self->turn_us; //  an age in `shoal ls` needs no finer grain than a turn
     if (!data)
         return false;
@@ -1776,6 +1779,17 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
 {
     shoal_ref_t ref = n->ref;
     uint16_t index = shoal_ref_index(ref);
+    if (n->state == SHOAL_OBJ_NOTE_SPILLED || n->state == SHOAL_OBJ_NOTE_RESTORED) {
+        //  Where its bytes are within the holder: for ls and events only. A note about an
+        //  object the broker no longer lists at w (removed, or moved on) is stale: ignored.
+        s_object_t *o = s_object(self, ref);
+        if (o && o->worker == w) {
+            o->spilled = n->state == SHOAL_OBJ_NOTE_SPILLED;
+            s_event_object(self, o->spilled ? "object.spilled" : "object.restored", ref, w, o->size,
+                           NULL);
+        }
+        return true;
+    }
     if (n->state < SHOAL_OBJ_NOTE_ALLOCATED || n->state > SHOAL_OBJ_NOTE_ABORTED ||
         shoal_ref_is_null(shoal_ref_task(ref)))
         return false;
@@ -3093,7 +3107,9 @@ static void s_on_query(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wi
             .size = h->o   ? h->o->size
                     : meta ? meta->size
                            : 0,
-            .state = h->o ? SHOAL_OBJECT_SEALED : SHOAL_OBJECT_ALLOCATED,
+            .state = !h->o           ? SHOAL_OBJECT_ALLOCATED
+                     : h->o->spilled ? SHOAL_OBJECT_SPILLED
+                                     : SHOAL_OBJECT_SEALED,
             .worker = (char *)holder,
             .task = h->t->id,
             .age_ms = (uint64_t)SHOAL__MAX(now - h->since_us, (int64_t)0) / 1000,

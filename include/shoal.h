@@ -478,7 +478,9 @@ void shoal_workers_free(shoal_worker_info_t **list, size_t n);
 enum {
     SHOAL_OBJECT_ALLOCATED = 1, /*  a put being written (allocated, not sealed yet) */
     SHOAL_OBJECT_SEALED = 2,    /*  complete and immutable: readable */
-    SHOAL_OBJECT_SPILLED = 3,   /*  reserved: moved out of memory to the worker's disk */
+    SHOAL_OBJECT_SPILLED = 3,   /*  sealed, its bytes moved from the worker's memory to its
+                                    disk tier (memory pressure); still readable: a get reads
+                                    it over the data socket, a task gets it back in memory */
     SHOAL_OBJECT_PERSISTED = 4, /*  reserved: kept on durable storage */
 };
 

@@ -72,6 +72,26 @@ static h_cluster_t *s_start(void **state, const char *spill_size)
     return c;
 }
 
+//  Waits until `shoal ls` shows ref in state (a word of its line). true, or false at the
+//  deadline (after printing the last listing).
+static bool s_wait_ls_state(h_cluster_t *c, shoal_ref_t ref, const char *state)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(ref, text);
+    int64_t deadline = h_now_ms() + 10000 * h_scale();
+    h_result_t *r = NULL;
+    do {
+        r = h_run(c, 20000, "ls", NULL);
+        const char *line = r->status == 0 ? strstr(r->out, text) : NULL;
+        const char *end = line ? strchr(line, '\n') : NULL;
+        const char *at = line ? strstr(line, state) : NULL;
+        if (at && (!end || at < end))
+            return true;
+    } while (h_now_ms() < deadline);
+    print_error("%s is not %s:\n%s%s\n", text, state, r->out, r->err);
+    return false;
+}
+
 static void test_puts_beyond_the_arena_spill_and_every_one_reads_back(void **state)
 {
     h_cluster_t *c = s_start(state, "64M");
@@ -112,6 +132,9 @@ static void test_puts_beyond_the_arena_spill_and_every_one_reads_back(void **sta
     size_t bytes = 0;
     assert_non_null(h_read_file(c, spill, &bytes));
     assert_true(bytes >= 3 * size);
+    //  `shoal ls` tells which are on disk: the oldest, not the newest.
+    assert_true(s_wait_ls_state(c, refs[0], "spilled"));
+    assert_true(s_wait_ls_state(c, refs[N - 1], "sealed"));
     shoal_disconnect(&sh);
 }
 
@@ -142,6 +165,8 @@ static void test_a_task_whose_input_was_spilled_gets_it_back(void **state)
     assert_int_equal(rc, 0);
     s_assert_pattern(v.data, v.size, 7, size);
     shoal_view_release(&v);
+    //  Back in memory, and the broker knows.
+    assert_true(s_wait_ls_state(c, first, "sealed"));
     shoal_disconnect(&sh);
 }
 
