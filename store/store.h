@@ -54,8 +54,9 @@ typedef struct {
     const char *dir;   /*  store directory (created 0700 if missing): the LMDB index */
     const char *name;  /*  arena name: see shoal_store_arena_path_for */
     uint64_t capacity; /*  arena bytes, rounded up to a page */
-    /*  The disk tier: an LMDB environment "spill.mdb" in spill_dir (NULL: "DIR/spill"),
-        holding at most spill_size bytes of objects. spill_size 0: no disk tier. */
+    /*  The disk tier: an LMDB environment "spill.mdb" in spill_dir (NULL: "DIR/spill").
+        spill_size caps the bytes spilled under memory pressure (0: never spill);
+        persisted copies are not counted in it (they are bounded by the disk). */
     const char *spill_dir;
     uint64_t spill_size;
 } shoal_store_config_t;
@@ -65,6 +66,7 @@ typedef struct {
     uint64_t offset; /*  in the arena, page-aligned */
     uint64_t size;   /*  the object's bytes (the reserved space is size rounded to a page) */
     int state;       /*  SHOAL_OBJ_* */
+    bool persisted;  /*  a copy is in the disk tier for good (shoal_store_persist) */
     uint8_t *data;   /*  base + offset: borrowed, valid until the object is deleted/aborted */
 } shoal_store_obj_t;
 
@@ -232,20 +234,26 @@ void shoal_arena_unmap(void *p, uint64_t size);
 
 /*  --------------------------------------------------------------------------- disk tier
 
-    When the arena is full, the owner spills sealed objects to the disk tier: an LMDB
-    environment (MDB_NOSYNC) whose values are pieces of SHOAL_STORE_PIECE bytes keyed by
-    (ref, piece number), so no value needs a long contiguous run of LMDB pages. Spilling is
-    incremental: each shoal_store_spill call writes at most `budget` bytes in one LMDB
-    transaction, so the owner's loop stays responsive; an object's arena range is released
-    (to limbo, as a delete: readers that pin it keep their bytes) only once all its pieces
-    are committed. Victims: sealed, non-empty, not pinned by a reader, not refused by the
-    owner's skip callback, least recently used first (alloc, lookup and restore count as
-    uses), and fitting in what is left of spill_size. A spilled object is read back in
-    place (shoal_store_read, for the data socket) or restored into the arena
-    (shoal_store_restore, for executors, which read the arena). Deleting a spilled object
-    deletes its pieces. On open, spilled objects whose pieces are all there are re-adopted
-    (even when the arena is reset: their bytes are on disk); pieces nobody owns are
-    dropped. */
+    Every store has a disk tier: an LMDB environment whose values are pieces of
+    SHOAL_STORE_PIECE bytes keyed by (ref, piece number), so no value needs a long
+    contiguous run of LMDB pages, plus one small record per object written with its last
+    piece. Its commits are synced (fdatasync), unlike the index's: what is on disk survives
+    a power cut, and on open every complete object on disk that the index does not hold in
+    the arena (the arena was lost, the index reset) is re-adopted as SPILLED.
+
+    Spill: when the arena is full, the owner moves sealed objects to disk. Incremental:
+    each shoal_store_spill call writes at most `budget` bytes in one transaction, so the
+    owner's loop stays responsive; an object's arena range is released (to limbo, as a
+    delete: readers that pin it keep their bytes) only once all its pieces are committed.
+    Victims: sealed, non-empty, not pinned by a reader, not refused by the owner's skip
+    hook, least recently used first (alloc, lookup and restore count as uses), and fitting
+    in what is left of spill_size (a persisted object is on disk already: it costs
+    nothing). A spilled object is read in place (shoal_store_read, for the data socket) or
+    restored into the arena (shoal_store_restore, for executors, which read the arena).
+
+    Persist: shoal_store_persist writes a sealed object's copy to disk for good (until it
+    is deleted), synced; the next flush also syncs the index. Deleting an object deletes
+    its copy. */
 #define SHOAL_STORE_PIECE (1024 * 1024)
 
 /*  The owner's say in a spill (all optional). skip is asked about each candidate: true
@@ -278,10 +286,18 @@ int shoal_store_read(shoal_store_t *self, shoal_ref_t ref, uint64_t offset, uint
     SHOAL_EFULL (no arena range large enough now: spill others first), SHOAL_ECORRUPT,
     SHOAL_EIO, SHOAL_ENOMEM. */
 int shoal_store_restore(shoal_store_t *self, shoal_ref_t ref, shoal_store_obj_t *obj);
-/*  Bytes of objects in the disk tier (including one being spilled), and its cap. */
+/*  Writes a copy of ref (SEALED or SPILLED) to the disk tier for good, in one synced
+    transaction (about the cost of writing its bytes plus one fdatasync), and marks it
+    persisted (obj.persisted; the next shoal_store_flush syncs the index too). Idempotent.
+    0, SHOAL_ENOTFOUND, SHOAL_ESTATE (not sealed yet), SHOAL_EFULL (the disk is full:
+    ENOSPC, or the tier's map; nothing changed), SHOAL_EIO (logged; nothing changed). */
+int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref);
+/*  Bytes of spilled objects in the disk tier (including one being spilled), and its cap
+    (spill_size); bytes of persisted copies. */
 uint64_t shoal_store_spill_used(const shoal_store_t *self);
+uint64_t shoal_store_persist_used(const shoal_store_t *self);
 uint64_t shoal_store_spill_capacity(const shoal_store_t *self);
-/*  The disk tier's file (empty string without a disk tier). */
+/*  The disk tier's file. */
 const char *shoal_store_spill_path(const shoal_store_t *self);
 
 /*  ------------------------------------------------------------------------- testing only

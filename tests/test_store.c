@@ -2013,6 +2013,16 @@ static void test_fault_sweep_on_reader_open_and_get_fails_cleanly_and_leaks_no_p
 
 //  ---------------------------------------------------------------------------- disk tier
 
+//  Overwrites the start of an existing file with junk (a damaged file). 0 or -1.
+static int h_write_junk(const char *path, const void *junk, size_t size)
+{
+    FILE *fp = fopen(path, "r+");
+    if (!fp)
+        return -1;
+    size_t n = fwrite(junk, 1, size, fp);
+    return fclose(fp) == 0 && n == size ? 0 : -1;
+}
+
 static int s_open_spill(fixture_t *f, uint64_t capacity, uint64_t spill_size)
 {
     shoal_store_config_t config = {
@@ -2143,7 +2153,7 @@ static void test_a_full_disk_tier_makes_spill_fail_with_efull(void **state)
     assert_int_equal(freed, MiB);
     assert_int_equal(shoal_store_spill(f->store, 64 * MiB, NULL, &freed), SHOAL_EFULL);
     assert_int_equal(shoal_store_spill_used(f->store), MiB);
-    //  Without a disk tier, spill says EFULL at once.
+    //  With spilling off (spill_size 0), spill says EFULL at once, even with room used.
     shoal_store_close(&f->store);
     assert_int_equal(s_open(f, 4 * MiB), 0);
     assert_int_equal(shoal_store_spill(f->store, 64 * MiB, NULL, &freed), SHOAL_EFULL);
@@ -2179,9 +2189,10 @@ static void test_spilled_objects_survive_a_reopen_and_an_arena_reset(void **stat
             assert_int_equal(s_spill_all(f, 64 * MiB, &freed), 0);
         shoal_store_close(&f->store);
     }
-    //  Without the disk tier, a spilled object cannot be kept: dropped with a warning.
+    //  With spilling off (spill_size 0), what is on disk stays readable.
     assert_int_equal(s_open(f, 8 * MiB), 0);
-    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), SHOAL_ENOTFOUND);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SPILLED);
 }
 
 static void test_deleting_a_spilled_object_gives_its_disk_room_back(void **state)
@@ -2264,6 +2275,134 @@ static void test_fault_sweep_on_spill_read_and_restore_never_loses_the_object(vo
     free(back);
 }
 
+static void s_assert_object(fixture_t *f, uint64_t i, uint64_t size, int state, bool persisted)
+{
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(i), &obj), 0);
+    assert_int_equal(obj.state, state);
+    assert_int_equal(obj.size, size);
+    assert_int_equal(obj.persisted, persisted);
+    uint8_t *back = malloc(size + 1);
+    assert_non_null(back);
+    if (state == SHOAL_OBJ_SPILLED)
+        assert_int_equal(shoal_store_read(f->store, s_ref(i), 0, size, back), 0);
+    else
+        memcpy(back, obj.data, size);
+    assert_true(s_check(back, size, i));
+    free(back);
+}
+
+static void test_a_persisted_object_survives_the_loss_of_its_arena(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_open(f, 4 * MiB), 0); //  spilling off: persisting needs no cap
+    s_put_pattern(f, 1, MiB + 3);
+    s_put_pattern(f, 2, 5000);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), 0);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), 0); //  idempotent
+    assert_int_equal(shoal_store_persist(f->store, s_ref(9)), SHOAL_ENOTFOUND);
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_alloc(f->store, s_ref(3), 10, &obj), 0);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(3)), SHOAL_ESTATE);
+    assert_int_equal(shoal_store_persist_used(f->store), MiB + 3);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    s_assert_object(f, 1, MiB + 3, SHOAL_OBJ_SEALED, true);
+    //  A restart keeps both in the arena, 1 still persisted.
+    assert_int_equal(s_reopen(f, 4 * MiB), 0);
+    s_assert_object(f, 1, MiB + 3, SHOAL_OBJ_SEALED, true);
+    s_assert_object(f, 2, 5000, SHOAL_OBJ_SEALED, false);
+    //  The arena lost (a reboot empties /dev/shm): 1 comes back from disk, 2 is gone.
+    shoal_store_close(&f->store);
+    assert_int_equal(unlink(f->arena), 0);
+    assert_int_equal(s_open(f, 4 * MiB), 0);
+    s_assert_object(f, 1, MiB + 3, SHOAL_OBJ_SPILLED, true);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(2), &obj), SHOAL_ENOTFOUND);
+    assert_int_equal(shoal_store_persist_used(f->store), MiB + 3);
+    //  Back into the arena on demand, keeping its disk copy; spilled again for free.
+    assert_int_equal(shoal_store_restore(f->store, s_ref(1), NULL), 0);
+    s_assert_object(f, 1, MiB + 3, SHOAL_OBJ_SEALED, true);
+    uint64_t freed;
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), 0);
+    assert_int_equal(freed, MiB + 4096);
+    s_assert_object(f, 1, MiB + 3, SHOAL_OBJ_SPILLED, true);
+    assert_int_equal(shoal_store_spill_used(f->store), 0);
+    //  Deleted: its copy goes, for good.
+    assert_int_equal(shoal_store_delete(f->store, s_ref(1)), 0);
+    assert_int_equal(shoal_store_persist_used(f->store), 0);
+    assert_int_equal(s_reopen(f, 4 * MiB), 0);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), SHOAL_ENOTFOUND);
+}
+
+static void
+test_a_corrupt_index_keeps_persisted_objects_and_a_corrupt_disk_tier_is_named(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_open(f, 4 * MiB), 0);
+    s_put_pattern(f, 1, 70000);
+    s_put_pattern(f, 2, 1000);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), 0);
+    shoal_store_close(&f->store);
+    //  Garbage over the index: reset (with a warning naming it), 1 re-adopted from disk.
+    char junk[8192];
+    memset(junk, 0x5a, sizeof junk);
+    assert_int_equal(h_write_junk(f->index, junk, sizeof junk), 0);
+    assert_int_equal(s_open(f, 4 * MiB), 0);
+    s_assert_object(f, 1, 70000, SHOAL_OBJ_SPILLED, true);
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(2), &obj), SHOAL_ENOTFOUND);
+    shoal_store_close(&f->store);
+    //  Garbage over the disk tier: started afresh, the store still opens.
+    char spill[PATH_MAX + 32];
+    snprintf(spill, sizeof spill, "%s/spill/spill.mdb", f->dir);
+    assert_int_equal(h_write_junk(spill, junk, sizeof junk), 0);
+    assert_int_equal(s_open(f, 4 * MiB), 0);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), SHOAL_ENOTFOUND);
+    assert_int_equal(shoal_store_persist_used(f->store), 0);
+    s_put_pattern(f, 3, 1000);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(3)), 0);
+}
+
+static void test_fault_sweep_on_persist_and_reopen_without_arena_never_loses_it(void **state)
+{
+    fixture_t *f = *state;
+    int n, failures = 0;
+    for (n = 1; n < 10000; n++) {
+        assert_int_equal(s_open(f, 4 * MiB), 0);
+        s_put_pattern(f, 1, MiB + 5);
+        shoal__store_fail_at = n;
+        int rc = shoal_store_persist(f->store, s_ref(1));
+        if (rc == 0)
+            rc = shoal_store_flush(f->store);
+        bool persisted = rc == 0;
+        shoal_store_close(&f->store);
+        unlink(f->arena);
+        if (rc == 0) {
+            f->store = NULL;
+            rc = s_open(f, 4 * MiB);
+        }
+        bool reached = shoal__store_fail_at == 0;
+        shoal__store_fail_at = 0;
+        if (rc) {
+            failures++;
+            assert_true(reached);
+            assert_true(s_is_clean_error(rc));
+        }
+        if (!f->store)
+            assert_int_equal(s_open(f, 4 * MiB), 0);
+        shoal_store_obj_t obj;
+        if (persisted) //  what persist said it did holds
+            s_assert_object(f, 1, MiB + 5, SHOAL_OBJ_SPILLED, true);
+        else if (shoal_store_lookup(f->store, s_ref(1), &obj) == 0)
+            s_assert_object(f, 1, MiB + 5, SHOAL_OBJ_SPILLED, true);
+        shoal_store_destroy(&f->store);
+        if (!reached)
+            break;
+    }
+    assert_true(n < 10000);
+    printf("fault sweep, persist: %d fallible steps, each failed cleanly (%d errors)\n", n - 1,
+           failures);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2319,6 +2458,9 @@ int main(void)
         T(test_spilled_objects_survive_a_reopen_and_an_arena_reset),
         T(test_deleting_a_spilled_object_gives_its_disk_room_back),
         T(test_fault_sweep_on_spill_read_and_restore_never_loses_the_object),
+        T(test_a_persisted_object_survives_the_loss_of_its_arena),
+        T(test_a_corrupt_index_keeps_persisted_objects_and_a_corrupt_disk_tier_is_named),
+        T(test_fault_sweep_on_persist_and_reopen_without_arena_never_loses_it),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
