@@ -1947,7 +1947,7 @@ static void test_a_query_lists_objects_by_name_glob_tag_worker_and_job(void **st
     o = &r->objects.items[4];
     assert_string_equal(o->worker, "w2");
     assert_int_equal(o->size, 70000);
-    assert_int_equal(o->state, SHOAL_OBJECT_SEALED);
+    assert_int_equal(o->state, SHOAL_OBJECT_PERSISTED); //  named, in a worker's store
     assert_true(o->age_ms < 60000);
     shoal_wire_in_clear(&in);
     //  Each filter, and filters together.
@@ -2053,11 +2053,12 @@ static void test_a_put_being_written_is_listed_allocated_on_its_worker(void **st
     s_assert_listed(r, (shoal_ref_t[]){put.id, early}, 2, 0);
     assert_int_equal(r->objects.items[1].state, SHOAL_OBJECT_ALLOCATED);
     shoal_wire_in_clear(&in);
-    //  Sealed, it is listed sealed, with the size the seal gave.
+    //  Sealed, it is listed persisted (named, in a worker's store), with the size the seal
+    //  gave.
     s_note(w, put.id, SHOAL_OBJ_NOTE_SEALED, 1000, NULL);
     r = s_query(c, "partial", NULL, NULL, NULL, 0, &in);
     s_assert_listed(r, &put.id, 1, 0);
-    assert_int_equal(r->objects.items[0].state, SHOAL_OBJECT_SEALED);
+    assert_int_equal(r->objects.items[0].state, SHOAL_OBJECT_PERSISTED);
     assert_int_equal(r->objects.items[0].size, 1000);
     shoal_wire_in_clear(&in);
     s_close(w);

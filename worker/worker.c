@@ -601,7 +601,15 @@ static bool s_evict_one(s_worker_t *self)
 //  find everything in use or the disk tier full (within S_SPILL_RETRY_MS).
 static bool s_spill_may_free(s_worker_t *self)
 {
-    return shoal_store_spill_capacity(self->store) > 0 && shoal__now_ms() >= self->spill_stuck_ms;
+    return (shoal_store_spill_capacity(self->store) > 0 ||
+            shoal_store_persist_used(self->store) > 0) &&
+           shoal__now_ms() >= self->spill_stuck_ms;
+}
+
+//  Whether the outputs of a task (or a put) with these flags and name go to disk too.
+static bool s_wants_persist(uint64_t flags, const char *name)
+{
+    return (flags & SHOAL_TASK_PERSIST) || (name && name[0]);
 }
 
 //  shoal_store_alloc, evicting unused input copies while the store is full. Still full:
@@ -1871,6 +1879,7 @@ static void s_note(s_worker_t *self, shoal_ref_t ref, uint64_t state, uint64_t s
         note.tags = spec->tags;
         note.ttl_ms = spec->ttl_ms;
         note.put = 1;
+        note.flags = spec->flags & SHOAL_TASK_PERSIST;
     }
     note.error = (char *)error;
     shoal_wire_object_note_t *copy = shoal_wire_dup(&shoal_wire_object_note_desc, &note);
@@ -2095,6 +2104,23 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
                      rc == SHOAL_EEXIST ? "an object of that name is in use" : shoal_strerror(rc),
                      st);
             status = rc == SHOAL_ETOOBIG ? SHOAL_EFULL : rc;
+            reason = error;
+        }
+    }
+    //  Persisted: each output in the store gets its synced disk copy before the result goes
+    //  (the flush that sends it syncs the index too).
+    for (size_t i = 0;
+         status == 0 && i < stored && s_wants_persist(t->d->task.flags, t->d->task.name); i++) {
+        shoal_ref_t ref = shoal_ref_output(id, (uint16_t)i);
+        shoal_store_obj_t obj;
+        if (shoal_store_lookup(self->store, ref, &obj) != 0)
+            continue; //  inline: the broker keeps it
+        int rc = shoal_store_persist(self->store, ref);
+        if (rc) {
+            s_store_text(self, st, sizeof st);
+            snprintf(error, sizeof error, "cannot persist output %zu (%s): %s; %s", i,
+                     s_size_text(obj.size, sz, sizeof sz), shoal_strerror(rc), st);
+            status = rc;
             reason = error;
         }
     }
@@ -2463,6 +2489,19 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
         int rc = shoal_store_seal(self->store, m->ref);
         if (rc) {
             snprintf(error, sizeof error, "cannot seal %s: %s", text, shoal_strerror(rc));
+            s_put_reply(self, &in->peer, m, rc, error, 0);
+            s_put_free(p);
+            return;
+        }
+        if (s_wants_persist(p->spec->flags, p->spec->name) &&
+            (rc = shoal_store_persist(self->store, m->ref)) != 0) {
+            //  Asked to be durable and cannot be: nothing half-kept.
+            char st[192];
+            s_store_text(self, st, sizeof st);
+            snprintf(error, sizeof error, "cannot persist %s (%llu bytes) on worker %s: %s; %s",
+                     text, (unsigned long long)p->spec->size, self->name, shoal_strerror(rc), st);
+            shoal_store_delete(self->store, m->ref);
+            s_note(self, m->ref, SHOAL_OBJ_NOTE_ABORTED, p->spec->size, p->spec, error);
             s_put_reply(self, &in->peer, m, rc, error, 0);
             s_put_free(p);
             return;
