@@ -10,10 +10,15 @@
 
 #include <shoal.h>
 
+#include "store.h"
+
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #if !defined(SHOAL_EXAMPLES_PLUGIN)
 #error "tests/CMakeLists.txt defines SHOAL_EXAMPLES_PLUGIN"
@@ -206,6 +211,107 @@ static void test_a_full_disk_tier_fails_the_writer_with_efull_in_bounded_time(vo
     shoal_disconnect(&sh);
 }
 
+static shoal_ref_t s_concat(shoal_t *sh, const shoal_ref_t *input, unsigned flags)
+{
+    static char fn[PATH_MAX + 16];
+    snprintf(fn, sizeof fn, "%s:concat", SHOAL_EXAMPLES_PLUGIN);
+    shoal_task_spec_t spec = {
+        .kind = SHOAL_TASK_FN, .fn = fn, .inputs = input, .n_inputs = 1, .flags = flags};
+    shoal_ref_t task;
+    assert_int_equal(shoal_submit(sh, &spec, &task), 0);
+    return task;
+}
+
+static void s_assert_get(shoal_t *sh, shoal_ref_t ref, uint64_t seed, size_t size)
+{
+    shoal_view_t v;
+    int rc = shoal_get(sh, ref, WAIT_MS, &v);
+    if (rc)
+        print_error("get: %s\n", shoal_last_error(sh));
+    assert_int_equal(rc, 0);
+    s_assert_pattern(v.data, v.size, seed, size);
+    shoal_view_release(&v);
+}
+
+static void
+test_persisted_objects_survive_a_sigkill_of_their_worker_and_the_loss_of_its_memory(void **state)
+{
+    h_cluster_t *c = h_cluster_start_with(1, 2, "16M", NULL);
+    assert_non_null(c);
+    *state = c;
+    shoal_t *sh = s_connect(c);
+    size_t size = 3 * MiB + 17;
+    uint8_t *data = s_pattern(21, size);
+    shoal_ref_t kept, plain;
+    shoal_put_opts_t persist = {.flags = SHOAL_PUT_PERSIST};
+    assert_int_equal(shoal_put(sh, data, size, &persist, &kept), 0);
+    shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
+    assert_int_equal(shoal_put(sh, data, size, &store, &plain), 0);
+    shoal_ref_t task = s_concat(sh, &kept, SHOAL_TASK_PERSIST);
+    s_assert_get(sh, task, 21, size);
+    assert_true(s_wait_ls_state(c, kept, "persisted"));
+    assert_true(s_wait_ls_state(c, task, "persisted"));
+    assert_true(s_wait_ls_state(c, plain, "sealed"));
+    //  The command line too.
+    h_result_t *r =
+        h_sh(c, 20000, "head -c 300000 /dev/urandom > $H_TMP/f && shoal put --persist $H_TMP/f");
+    assert_int_equal(r->status, 0);
+    char cli_ref[SHOAL_REF_TEXT_SIZE];
+    assert_true(r->out_len >= 32);
+    snprintf(cli_ref, sizeof cli_ref, "%.32s", r->out);
+
+    //  Killed, and its memory gone with it (as a reboot empties /dev/shm).
+    h_worker_t *w = &c->workers[0];
+    assert_int_equal(h_kill_worker(c, 0, SIGKILL), 0);
+    char pins[PATH_MAX];
+    assert_int_equal(shoal_store_pins_path_for(w->arena, pins, sizeof pins), 0);
+    assert_int_equal(unlink(w->arena), 0);
+    unlink(pins);
+    //  The broker counts it dead after missed heartbeats: its persisted objects stay listed,
+    //  not lost, not recomputed; a get says why it cannot be served now.
+    int64_t deadline = h_now_ms() + WAIT_MS;
+    shoal_worker_info_t *list = NULL;
+    size_t n = 1;
+    while (n > 0 && h_now_ms() < deadline) {
+        assert_int_equal(shoal_workers(sh, &list, &n, WAIT_MS), 0);
+        shoal_workers_free(&list, n);
+        nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL); //  between polls
+    }
+    assert_int_equal(n, 0);
+    //  (A new client: this one's view of the old arena would still show the bytes.)
+    shoal_t *other = s_connect(c);
+    shoal_view_t v;
+    assert_int_equal(shoal_get(other, kept, WAIT_MS, &v), SHOAL_EAGAIN);
+    const char *why = shoal_last_error(other);
+    if (!strstr(why, "away") || !strstr(why, w->name))
+        print_error("error: %s\n", why);
+    assert_true(strstr(why, "away") && strstr(why, w->name));
+    shoal_disconnect(&other);
+    assert_true(s_wait_ls_state(c, kept, "persisted"));
+    shoal_status_t st;
+    assert_int_equal(shoal_status(sh, task, &st), 0);
+    assert_int_equal(st.state, SHOAL_STATUS_DONE); //  not rerun
+    //  A task that reads it waits for the worker instead of failing.
+    shoal_ref_t later = s_concat(sh, &kept, 0);
+    assert_int_equal(shoal_flush(sh, WAIT_MS), 0);
+
+    //  Back on the same store directory: served again, from its disk copy.
+    assert_int_equal(h_start_worker(c, 0), 0);
+    assert_int_equal(h_wait_workers(c, WAIT_MS), 0);
+    s_assert_get(sh, kept, 21, size);
+    s_assert_get(sh, task, 21, size);
+    s_assert_get(sh, later, 21, size);
+    r = h_sh(c, 20000, "shoal get %s > $H_TMP/g && cmp $H_TMP/f $H_TMP/g", cli_ref);
+    assert_int_equal(r->status, 0);
+    //  What was not persisted is lost with the memory.
+    assert_int_not_equal(shoal_get(sh, plain, 5000, &v), 0);
+    char *log = h_read_file(c, w->log, NULL);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "re-adopted 3 objects from the disk tier"));
+    free(data);
+    shoal_disconnect(&sh);
+}
+
 int main(void)
 {
     if (getenv("SHOAL_TEST_FILTER"))
@@ -216,6 +322,9 @@ int main(void)
         cmocka_unit_test_teardown(test_a_task_whose_input_was_spilled_gets_it_back, s_teardown),
         cmocka_unit_test_teardown(test_a_full_disk_tier_fails_the_writer_with_efull_in_bounded_time,
                                   s_teardown),
+        cmocka_unit_test_teardown(
+            test_persisted_objects_survive_a_sigkill_of_their_worker_and_the_loss_of_its_memory,
+            s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2695,6 +2695,13 @@ static void s_on_welcome(s_worker_t *self, const shoal_wire_w_welcome_t *w)
     for (size_t i = 0; i < self->n_done; i++)
         self->done[i]->sent_us = 0; //  resend what is unacknowledged now
     self->last_sent_us = 0;         //  and a heartbeat, so the broker knows our store now
+    //  Objects on our disk tier (re-adopted, or spilled while the broker was away): the
+    //  broker learnt them from the hello's held list as sealed; tell it where they are.
+    size_t cursor = 0;
+    shoal_store_obj_t obj;
+    while (shoal_store_next(self->store, &cursor, &obj))
+        if (obj.state == SHOAL_OBJ_SPILLED && !shoal__refmap_get(self->copies, obj.ref))
+            s_note(self, obj.ref, SHOAL_OBJ_NOTE_SPILLED, obj.size, NULL, NULL);
 }
 
 static void s_done_free(s_done_t *d)
