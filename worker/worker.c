@@ -599,11 +599,15 @@ static bool s_evict_one(s_worker_t *self)
 
 //  Whether the disk tier may make room soon: there is one, and the last spill did not
 //  find everything in use or the disk tier full (within S_SPILL_RETRY_MS).
+static bool s_spill_can(s_worker_t *self)
+{
+    //  Persisted objects spill for free even when --spill-size is 0.
+    return shoal_store_spill_capacity(self->store) > 0 || shoal_store_persist_used(self->store) > 0;
+}
+
 static bool s_spill_may_free(s_worker_t *self)
 {
-    return (shoal_store_spill_capacity(self->store) > 0 ||
-            shoal_store_persist_used(self->store) > 0) &&
-           shoal__now_ms() >= self->spill_stuck_ms;
+    return s_spill_can(self) && shoal__now_ms() >= self->spill_stuck_ms;
 }
 
 //  Whether the outputs of a task (or a put) with these flags and name go to disk too.
@@ -682,8 +686,8 @@ static void s_spill_pump(s_worker_t *self)
 {
     if (!self->spill_wanted)
         return;
-    if (!self->n_parked && !self->room.head) {
-        self->spill_wanted = false; //  nobody waits any more
+    if ((!self->n_parked && !self->room.head) || !s_spill_can(self)) {
+        self->spill_wanted = false; //  nobody waits any more, or no disk tier
         return;
     }
     if (!s_spill_may_free(self))
@@ -2937,8 +2941,10 @@ static long s_poll_timeout(s_worker_t *self)
         s_deadline(&next, now + 2000); //  2 ms: a reader's pipe drains quickly
     if (self->n_parked)
         s_deadline(&next, now + 50000); //  allocations waiting for room: look again
-    if (self->spill_wanted && (self->n_parked || self->room.head))
-        s_deadline(&next, now); //  spilling to make room: the next piece at once
+    if (self->spill_wanted && (self->n_parked || self->room.head) && s_spill_can(self))
+        //  Spilling to make room: the next step at once; after a spill that found nothing
+        //  to move, not before S_SPILL_RETRY_MS (no spinning while writers wait).
+        s_deadline(&next, s_spill_may_free(self) ? now : self->spill_stuck_ms * 1000);
     if (self->n_notes)
         s_deadline(&next, retry);
     if (!self->welcomed) {
