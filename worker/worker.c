@@ -115,12 +115,13 @@ extern char **environ;
 #define S_NEAR_RETRY_MS 10000
 //  An allocation that does not fit now (not even after evicting unused input copies)
 //  waits this long for room -- outputs read and dropped, puts aborted, pins released --
-//  before it fails with SHOAL_EFULL. Bounded: a writer is never left hanging (spilling
-//  sealed objects to disk makes room in the next issue).
+//  before it fails with SHOAL_EFULL. Bounded: a writer is never left hanging, also when a
+//  disk tier is spilling for it (1 GB/s here: 5 s is ~5 GB spilled) or is full.
 #define S_ALLOC_WAIT_MS 5000
-//  Spill work per loop turn while allocations wait for room: 8 MiB is 8 pieces, ~10 ms of
-//  LMDB writes into the page cache here (see docs/architecture.md), so a 256 MiB spill
-//  takes 32 turns and the loop still answers fetches, heartbeats and executors between them.
+//  Spill work per loop turn while allocations wait for room: 8 MiB is 8 pieces and one
+//  synced commit, 7-19 ms here (shoal bench spill, docs/architecture.md), so a 256 MiB
+//  spill takes 32 turns and the loop still answers fetches, heartbeats and executors
+//  between them.
 #define S_SPILL_BUDGET (8ull << 20)
 //  After a spill found nothing to move (the disk tier full, or every object in use), wait
 //  this long before trying again, so the loop does not spin on it.
@@ -734,7 +735,7 @@ static void s_store_text(s_worker_t *self, char *buf, size_t size)
     if (n < 0 || (size_t)n >= size)
         return;
     if (shoal_store_spill_capacity(self->store) == 0)
-        snprintf(buf + n, size - (size_t)n, " in memory (no disk tier: --spill-size)");
+        snprintf(buf + n, size - (size_t)n, " in memory (no spilling to disk: --spill-size)");
     else
         snprintf(buf + n, size - (size_t)n, " in memory and its disk tier %s of %s",
                  s_size_text(shoal_store_spill_used(self->store), sused, sizeof sused),
