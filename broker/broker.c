@@ -1615,8 +1615,9 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
         }
         s_task_x_t *px = s_x(p);
         S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t->id);
-        if (p->state != SHOAL_STATE_DONE)
-            t->missing++;
+        const s_object_t *o;
+        if (p->state != SHOAL_STATE_DONE || ((o = s_object(self, ref)) && o->away))
+            t->missing++; //  not done, or persisted on a worker that is away: wait for it
     }
     s_make_ready(self, t, false);
 }
@@ -2414,6 +2415,13 @@ static bool s_inputs_available(s_broker_t *self, s_task_t *t)
         if (!o || o->data || o->worker)
             continue;
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(o->ref));
+        if (o->away) {
+            //  Persisted, its worker away: wait for it (its hello counts this back down).
+            t->missing++;
+            s_set_state(t, SHOAL_STATE_WAITING);
+            ok = false;
+            continue;
+        }
         if (p && p->state == SHOAL_STATE_DONE) {
             s_object_forget(self, o, "lost");
             if (s_is_put(p)) //  never run again: fails, and t with it
