@@ -2295,7 +2295,7 @@ int shoal_store_spill(shoal_store_t *self, uint64_t budget, const shoal_store_sp
         return SHOAL_EFULL;
     budget = SHOAL__MAX(budget, 1);
     uint64_t written = 0;
-    bool progress = false;
+    bool progress = false, done_one = false;
     MDB_txn *txn = NULL;
     const char *what = "begin a transaction";
     int rc = 0;
@@ -2313,13 +2313,17 @@ int shoal_store_spill(shoal_store_t *self, uint64_t budget, const shoal_store_sp
             entry = NULL;
         }
         if (!self->job) {
+            //  One object made room: the caller asks again if it needs more, rather than
+            //  this call starting on another object nobody may need on disk.
+            if (done_one)
+                break;
             shoal_ref_t ref;
             if (!s_victim(self, hooks, &ref))
                 break;
             entry = shoal__refmap_get(self->map, ref);
             if (entry->persisted) {
                 s_spilled(self, ref, entry, hooks, freed_p);
-                progress = true;
+                progress = done_one = true;
                 continue;
             }
             self->job = true;
@@ -2365,6 +2369,7 @@ int shoal_store_spill(shoal_store_t *self, uint64_t budget, const shoal_store_sp
             continue;
         }
         s_spilled(self, self->job_ref, entry, hooks, freed_p);
+        done_one = true;
     }
     if (txn) {
         what = "commit";

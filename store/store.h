@@ -266,7 +266,9 @@ typedef struct {
 } shoal_store_spill_hooks_t;
 
 /*  Spills at most budget bytes (rounded up to whole pieces) of the least recently used
-    eligible object(s). hooks may be NULL. *freed_p (optional) receives the arena bytes
+    eligible object, finishing at most one object per call (call again for more: an object
+    half written stays in the arena, and the next call goes on with it). hooks may be
+    NULL. *freed_p (optional) receives the arena bytes
     released by objects whose spill completed in this call. Returns 0 (some work done; call
     again while more room is needed), SHOAL_EFULL (nothing can be spilled: no disk tier, no
     eligible object, none fits in the disk tier's remaining room, or the disk itself is
