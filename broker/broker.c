@@ -176,6 +176,10 @@ typedef struct {
     uint8_t *data;      //  inline bytes (size of them), or NULL
     int64_t since_us;   //  when it became available (shoal ls: its age). 40 -> 48 bytes:
                         //  a 64-byte malloc chunk instead of 48, per object, not per task
+    bool spilled;       //  its holder moved it to its disk tier (object_note SPILLED); still
+                        //  56 bytes, within the same 64-byte chunk
+    bool away;          //  persisted, its holder is gone for now: worker NULL, the holder's
+                        //  name in the broker's away map until it says hello again
 } s_object_t;
 
 struct s_worker {
@@ -253,6 +257,7 @@ typedef struct {
     int64_t dispatch_after_us; //  after a restart: time for workers to say hello again
     char listen_ep[256], events_ep[256];
     shoal__refmap_t *tasks, *objects;
+    shoal__refmap_t *away; //  ref -> the name (malloc'd) of the away holder of a persisted object
     shoal__refmap_t *job_names; //  hash of a name -> chain of jobs with that hash
     s_job_t **jobs;
     size_t n_jobs, cap_jobs;
@@ -584,8 +589,22 @@ static void s_object_free_data(s_broker_t *self, s_object_t *o)
 }
 
 //  Takes o out of the directory and frees it (object.deleted says why).
+//  Whether ref is a persisted object: an output (not the log) of a task, or a put, marked
+//  SHOAL_TASK_PERSIST or named (proto.h).
+static bool s_is_persisted(s_broker_t *self, shoal_ref_t ref)
+{
+    if (shoal_ref_index(ref) == SHOAL_REF_LOG_INDEX ||
+        shoal_ref_index(ref) == SHOAL_REF_STDOUT_INDEX)
+        return false;
+    const s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
+    const s_meta_t *m = t ? s_meta(t) : NULL;
+    return m && ((m->flags & SHOAL_TASK_PERSIST) || (m->name && m->name[0]));
+}
+
 static void s_object_forget(s_broker_t *self, s_object_t *o, const char *reason)
 {
+    if (o->away)
+        free(shoal__refmap_remove(self->away, o->ref));
     shoal__refmap_remove(self->objects, o->ref);
     s_event_object(self, "object.deleted", o->ref, o->worker, o->size, reason);
     s_object_free_data(self, o);
@@ -608,8 +627,12 @@ static bool s_object_set(s_broker_t *self, shoal_ref_t ref, uint64_t size, const
         shoal__refmap_put(self->objects, ref, o);
     }
     s_object_free_data(self, o);
+    if (o->away)
+        free(shoal__refmap_remove(self->away, o->ref));
+    o->away = false;
     o->size = size;
     o->worker = holder;
+    o->spilled = false;
     o->since_us = self->turn_us; //  an age in `shoal ls` needs no finer grain than a turn
     if (!data)
         return false;
@@ -679,6 +702,10 @@ static void s_status_of(s_broker_t *self, shoal_ref_t ref, shoal_wire_status_t *
     if (o->worker) {
         st->endpoint = o->worker->endpoint;
         st->worker = o->worker->name;
+    } else if (o->away) {
+        //  No endpoint: the reader is told why, and may ask again once the worker is back.
+        st->worker = shoal__refmap_get(self->away, ref);
+        st->error = "persisted on a worker that is away: served again when it is back";
     }
 }
 
@@ -1169,8 +1196,10 @@ static uint32_t s_count_missing(s_broker_t *self, s_task_t *t)
     uint32_t n = 0;
     for (uint32_t i = 0; i < t->n_inputs; i++) {
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(s_inputs(t)[i]));
-        if (p && p->state != SHOAL_STATE_DONE)
-            n++;
+        const s_object_t *o;
+        if ((p && p->state != SHOAL_STATE_DONE) ||
+            ((o = shoal__refmap_get(self->objects, s_inputs(t)[i])) && o->away))
+            n++; //  not done, or persisted on a worker that is away: wait for it
     }
     return n;
 }
@@ -1616,8 +1645,9 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
         }
         s_task_x_t *px = s_x(p);
         S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t->id);
-        if (p->state != SHOAL_STATE_DONE)
-            t->missing++;
+        const s_object_t *o;
+        if (p->state != SHOAL_STATE_DONE || ((o = s_object(self, ref)) && o->away))
+            t->missing++; //  not done, or persisted on a worker that is away: wait for it
     }
     s_make_ready(self, t, false);
 }
@@ -1806,6 +1836,17 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
 {
     shoal_ref_t ref = n->ref;
     uint16_t index = shoal_ref_index(ref);
+    if (n->state == SHOAL_OBJ_NOTE_SPILLED || n->state == SHOAL_OBJ_NOTE_RESTORED) {
+        //  Where its bytes are within the holder: for ls and events only. A note about an
+        //  object the broker no longer lists at w (removed, or moved on) is stale: ignored.
+        s_object_t *o = s_object(self, ref);
+        if (o && o->worker == w) {
+            o->spilled = n->state == SHOAL_OBJ_NOTE_SPILLED;
+            s_event_object(self, o->spilled ? "object.spilled" : "object.restored", ref, w, o->size,
+                           NULL);
+        }
+        return true;
+    }
     if (n->state < SHOAL_OBJ_NOTE_ALLOCATED || n->state > SHOAL_OBJ_NOTE_ABORTED ||
         shoal_ref_is_null(shoal_ref_task(ref)))
         return false;
@@ -1850,7 +1891,8 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
                                   .tags = n->tags,
                                   .ttl_ms = n->ttl_ms,
                                   .worker = w->name,
-                                  .size = n->size};
+                                  .size = n->size,
+                                  .flags = n->flags & SHOAL_TASK_PERSIST};
         S_PUSH(*fresh, *n_fresh, *cap_fresh, spec);
         t = s_task_new(self, &spec);
         shoal__refmap_put(self->tasks, t->id, t);
@@ -1978,14 +2020,39 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
     shoal_ref_t key;
     s_object_t **dead = NULL;
     size_t n_dead = 0, cap_dead = 0;
+    s_task_t **waits = NULL; //  producers of persisted objects now away: consumers wait
+    size_t n_waits = 0, cap_waits = 0, n_away = 0;
     while (shoal__refmap_next(self->objects, &cursor, &key, &value)) {
         s_object_t *o = value;
         if (o->worker != w)
             continue;
         o->worker = NULL;
+        if (!o->data && s_is_persisted(self, o->ref)) {
+            //  On its disk: it comes back with the worker (w_hello held). Neither lost nor
+            //  recomputed meanwhile; readers and consumers wait for it.
+            char *name = strdup(w->name);
+            if (!name || shoal__refmap_put(self->away, o->ref, name) != 0)
+                abort();
+            o->away = true;
+            n_away++;
+            s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(o->ref));
+            if (p && p->state == SHOAL_STATE_DONE)
+                S_PUSH(waits, n_waits, cap_waits, p);
+            continue;
+        }
         if (!o->data)
             S_PUSH(dead, n_dead, cap_dead, o);
     }
+    for (size_t i = 0; i < n_waits; i++) {
+        bool seen = false; //  a producer with several away outputs: once
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = waits[k] == waits[i];
+        if (!seen)
+            s_consumers_update(self, waits[i], false);
+    }
+    free(waits);
+    if (n_away)
+        shoal__info("worker %s: %zu persisted objects wait for it to come back", w->name, n_away);
     //  First take every lost producer out of DONE, then count what each one misses:
     //  a producer may itself consume another lost producer.
     s_task_t **rerun = NULL;
@@ -2151,13 +2218,27 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
         a put). What nobody can name any more (no directory entry, no live task) it drops,
         or its store would fill with orphans. */
     shoal_ref_t *orphans = NULL;
-    size_t n_orphans = 0, cap_orphans = 0;
+    size_t n_orphans = 0, cap_orphans = 0, n_back = 0;
+    s_task_t **backs = NULL;
+    size_t n_backs = 0, cap_backs = 0;
     for (size_t i = 0; i < m->held.count; i++) {
         shoal_ref_t ref = m->held.items[i];
         s_object_t *o = s_object(self, ref);
         if (o) {
             if (!o->worker || (old && o->worker == old))
                 o->worker = w;
+            if (o->away && o->worker == w) {
+                //  A persisted object back with its worker: its consumers may go on.
+                free(shoal__refmap_remove(self->away, ref));
+                o->away = false;
+                n_back++;
+                s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
+                bool seen = false;
+                for (size_t k = 0; k < n_backs && !seen; k++)
+                    seen = backs[k] == p;
+                if (p && p->state == SHOAL_STATE_DONE && !seen)
+                    S_PUSH(backs, n_backs, cap_backs, p);
+            }
             continue;
         }
         s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
@@ -2180,6 +2261,11 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
         s_worker_remove(self, old, same ? "reconnected" : "replaced by a new process");
     }
     S_PUSH(self->workers, self->n_workers, self->cap_workers, w);
+    for (size_t i = 0; i < n_backs; i++)
+        s_consumers_update(self, backs[i], true);
+    free(backs);
+    if (n_back)
+        shoal__info("worker %s is back with %zu persisted object(s)", w->name, n_back);
     //  Puts the broker restarted in the middle of: this worker still writes those it lists;
     //  the others (neither held nor being written) it gave up while the broker was away.
     size_t kept = 0;
@@ -2359,6 +2445,13 @@ static bool s_inputs_available(s_broker_t *self, s_task_t *t)
         if (!o || o->data || o->worker)
             continue;
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(o->ref));
+        if (o->away) {
+            //  Persisted, its worker away: wait for it (its hello counts this back down).
+            t->missing++;
+            s_set_state(t, SHOAL_STATE_WAITING);
+            ok = false;
+            continue;
+        }
         if (p && p->state == SHOAL_STATE_DONE) {
             s_object_forget(self, o, "lost");
             if (s_is_put(p)) //  never run again: fails, and t with it
@@ -3166,6 +3259,8 @@ static void s_on_query(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wi
         const s_hit_t *h = &qs.heap[i];
         const s_meta_t *meta = s_meta(h->t);
         const char *holder = s_hit_holder(h);
+        if (!holder && h->o && h->o->away)
+            holder = shoal__refmap_get(self->away, h->o->ref);
         const char *name = meta ? meta->name : NULL;
         uint32_t nt = meta ? meta->n_tags : 0;
         size_t need =
@@ -3187,7 +3282,10 @@ static void s_on_query(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wi
             .size = h->o   ? h->o->size
                     : meta ? meta->size
                            : 0,
-            .state = h->o ? SHOAL_OBJECT_SEALED : SHOAL_OBJECT_ALLOCATED,
+            .state = !h->o                                            ? SHOAL_OBJECT_ALLOCATED
+                     : !h->o->data && s_is_persisted(self, h->o->ref) ? SHOAL_OBJECT_PERSISTED
+                     : h->o->spilled                                  ? SHOAL_OBJECT_SPILLED
+                                                                      : SHOAL_OBJECT_SEALED,
             .worker = (char *)holder,
             .task = h->t->id,
             .age_ms = (uint64_t)SHOAL__MAX(now - h->since_us, (int64_t)0) / 1000,
@@ -3517,6 +3615,11 @@ static void s_destroy(s_broker_t *self)
             self->fns[i] = next;
         }
     shoal__refmap_destroy(&self->objects);
+    size_t away_cursor = 0;
+    void *away_name;
+    while (shoal__refmap_next(self->away, &away_cursor, NULL, &away_name))
+        free(away_name);
+    shoal__refmap_destroy(&self->away);
     shoal__refmap_destroy(&self->gone);
     for (size_t i = 0; i < self->n_jobs; i++) {
         free(self->jobs[i]->tasks);
@@ -3574,10 +3677,12 @@ int shoal_broker_run(const shoal_broker_config_t *config)
     }
     self->tasks = shoal__refmap_new();
     self->objects = shoal__refmap_new();
+    self->away = shoal__refmap_new();
     self->job_names = shoal__refmap_new();
     self->gone = shoal__refmap_new();
     self->ctx = zmq_ctx_new();
-    if (!self->tasks || !self->objects || !self->job_names || !self->gone || !self->ctx) {
+    if (!self->tasks || !self->objects || !self->away || !self->job_names || !self->gone ||
+        !self->ctx) {
         s_destroy(self);
         return SHOAL_ENOMEM;
     }

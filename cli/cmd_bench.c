@@ -20,6 +20,8 @@
 #include "cli.h"
 
 #include "common.h"
+#include "store.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +53,7 @@ enum {
     OPT_RUNS,
     OPT_OBJECT_SIZE,
     OPT_BIG_SIZE,
+    OPT_SPILL_DIR,
 };
 
 enum {
@@ -60,6 +63,7 @@ enum {
     S_PUT = 8,
     S_GET = 16,
     S_ALL = 31,
+    S_SPILL = 32, //  not in all: it writes 2 GiB to disk (with the default object size)
 };
 
 #define S_PLUGIN_NAME "libshoal_examples.so"
@@ -105,6 +109,7 @@ typedef struct {
     const char *plugin;
     char fn[PATH_MAX + 8]; //  "PATH:noop"
     int which;
+    const char *spill_dir; //  spill: where its temporary store goes
 } s_opts_t;
 
 static const char s_help[] =
@@ -134,6 +139,17 @@ static const char s_help[] =
     "  broker_bytes_per_queued_task  a broker's memory per queued task: a broker of its\n"
     "                                own, without workers, VmRSS before and after\n"
     "                                --queued tasks are submitted and acknowledged\n"
+    "  spill_mb_per_s                `spill` (not in all): 256 MiB (--object-size) spilled\n"
+    "                                from a store's arena to its disk tier in 8 MiB steps\n"
+    "                                as a worker does, best of --runs\n"
+    "  restore_mb_per_s              the same object read back into the arena\n"
+    "  spill_step_max_ms             the slowest 8 MiB step: how long a worker's loop\n"
+    "                                stalls at most while spilling\n"
+    "  persist_mb_per_s              a synced disk copy of the object (persist + flush)\n"
+    "  persist_4kib_us               the same for 4 KiB: the cost of the syncs\n"
+    "  dd_mb_per_s                   the baseline: dd conv=fdatasync of the same size\n"
+    "                                into the same directory (--spill-dir DIR, default\n"
+    "                                under ~/.local/state/shoal), best of --runs\n"
     "`throughput` gives the first, `latency` the next three, `put` the next two, `get`\n"
     "the next three, `memory` the last, `all` (the default) every one. Without --broker,\n"
     "throughput and latency run on a local cluster started for the purpose, a broker and\n"
@@ -1405,6 +1421,173 @@ done:
 
 /*  ------------------------------------------------------------------------ main */
 
+/*  ------------------------------------------------------------------------------- spill */
+
+//  Spill work per call, as the worker does per loop turn (worker.c S_SPILL_BUDGET).
+#define S_SPILL_STEP (8ull << 20)
+
+//  Runs `dd if=/dev/zero of=PATH bs=1M count=MIB conv=fdatasync` and returns its MB/s
+//  (wall time of the whole command, 1 MB = 10^6 bytes), or a negative value.
+static double s_dd_mb_per_s(const char *path, uint64_t mib)
+{
+    char count[32], of[PATH_MAX + 32];
+    snprintf(count, sizeof count, "count=%llu", (unsigned long long)mib);
+    snprintf(of, sizeof of, "of=%s", path);
+    int64_t start = shoal__now_us();
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("dd", "dd", "if=/dev/zero", of, "bs=1M", count, "conv=fdatasync", "status=none",
+               (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return -1;
+    double s = (double)(shoal__now_us() - start) / 1e6;
+    unlink(path);
+    return (double)(mib << 20) / 1e6 / s;
+}
+
+/*  The disk tier, measured on the store itself (no cluster: the figures are about the
+    disk and the store, not the sockets): an arena of 2 objects, filled with 2, then a
+    third allocation that does not fit; spill in S_SPILL_STEP calls until it fits, then
+    restore the spilled one (after freeing room). And persist: a synced copy of one object,
+    and of a 4 KiB one (the fsync's cost). dd to the same directory is the baseline. */
+static int s_spill(const char *cmd, const s_opts_t *o)
+{
+    const char *home = getenv("HOME");
+    char dir[PATH_MAX];
+    if (o->spill_dir)
+        snprintf(dir, sizeof dir, "%s/shoal-bench-XXXXXX", o->spill_dir);
+    else if (home && home[0]) {
+        //  Where a worker's store lives by default: the disk a worker would spill to.
+        snprintf(dir, sizeof dir, "%s/.local/state/shoal", home);
+        shoal__mkdir_p(dir, 0700);
+        snprintf(dir, sizeof dir, "%s/.local/state/shoal/bench-XXXXXX", home);
+    } else
+        snprintf(dir, sizeof dir, "/tmp/shoal-bench-XXXXXX");
+    if (!mkdtemp(dir))
+        return cli_fail(cmd, CLI_EXIT_USAGE, "cannot create a directory like %s: %s", dir,
+                        strerror(errno));
+    uint64_t size = o->object_size;
+    char name[64];
+    snprintf(name, sizeof name, "bench-%d", (int)getpid());
+    shoal_store_config_t config = {
+        .dir = dir, .name = name, .capacity = 2 * size + (1u << 20), .spill_size = 4 * size};
+    shoal_store_t *store = NULL;
+    int rc = shoal_store_open(&config, &store);
+    if (rc) {
+        shoal__tree_remove(dir);
+        return cli_fail(cmd, CLI_EXIT_USAGE, "cannot open a store in %s: %s", dir,
+                        shoal_strerror(rc));
+    }
+    fprintf(stderr, "shoal bench: spill: %llu MiB objects, disk tier %s\n",
+            (unsigned long long)(size >> 20), shoal_store_spill_path(store));
+    int status = CLI_EXIT_OK;
+    double spill_best = 0, restore_best = 0, step_max_ms = 0;
+    for (uint64_t run = 0; run < o->runs && !status; run++) {
+        shoal_ref_t a = shoal_ref_make(0xbe4c4, 3 * run + 1, 0);
+        shoal_ref_t b = shoal_ref_make(0xbe4c4, 3 * run + 2, 0);
+        shoal_ref_t c = shoal_ref_make(0xbe4c4, 3 * run + 3, 0);
+        shoal_store_obj_t obj;
+        if ((rc = shoal_store_alloc(store, a, size, &obj)) == 0) {
+            memset(obj.data, 1, size);
+            shoal_store_seal(store, a);
+        }
+        if (rc == 0 && (rc = shoal_store_alloc(store, b, size, &obj)) == 0) {
+            memset(obj.data, 2, size);
+            shoal_store_seal(store, b);
+        }
+        shoal_store_flush(store);
+        if (rc == 0 && shoal_store_alloc(store, c, size, &obj) != SHOAL_EFULL)
+            rc = SHOAL_ESTATE;
+        //  Spill: steps until the third fits (a, the least recently used, goes).
+        int64_t start = shoal__now_us();
+        while (rc == 0) {
+            int64_t t0 = shoal__now_us();
+            uint64_t freed = 0;
+            rc = shoal_store_spill(store, S_SPILL_STEP, NULL, &freed);
+            step_max_ms = SHOAL__MAX(step_max_ms, (double)(shoal__now_us() - t0) / 1000);
+            if (rc == 0 && freed && shoal_store_alloc(store, c, size, &obj) == 0)
+                break;
+        }
+        double spill_s = (double)(shoal__now_us() - start) / 1e6;
+        //  Restore: room first (c goes), then a back into the arena.
+        if (rc == 0) {
+            shoal_store_abort(store, c);
+            shoal_store_flush(store);
+            start = shoal__now_us();
+            rc = shoal_store_restore(store, a, &obj);
+        }
+        double restore_s = (double)(shoal__now_us() - start) / 1e6;
+        if (rc) {
+            status = cli_fail(cmd, CLI_EXIT_USAGE, "spill run %llu: %s", (unsigned long long)run,
+                              shoal_strerror(rc));
+            break;
+        }
+        spill_best = SHOAL__MAX(spill_best, (double)size / 1e6 / spill_s);
+        restore_best = SHOAL__MAX(restore_best, (double)size / 1e6 / restore_s);
+        shoal_store_delete(store, a);
+        shoal_store_delete(store, b);
+        shoal_store_flush(store);
+    }
+    //  Persist: one object of the size, and small ones (the cost of the syncs).
+    double persist_mb = 0, persist_small_us = 0;
+    if (!status) {
+        shoal_ref_t p = shoal_ref_make(0xbe4c5, 1, 0);
+        shoal_store_obj_t obj;
+        rc = shoal_store_alloc(store, p, size, &obj);
+        if (rc == 0) {
+            memset(obj.data, 3, size);
+            shoal_store_seal(store, p);
+            int64_t start = shoal__now_us();
+            rc = shoal_store_persist(store, p);
+            if (rc == 0)
+                rc = shoal_store_flush(store); //  syncs the index: part of the cost
+            persist_mb = (double)size / 1e6 / ((double)(shoal__now_us() - start) / 1e6);
+            shoal_store_delete(store, p);
+            shoal_store_flush(store);
+        }
+        int64_t total = 0;
+        for (uint64_t i = 0; i < 20 && rc == 0; i++) {
+            shoal_ref_t q = shoal_ref_make(0xbe4c6, i + 1, 0);
+            if ((rc = shoal_store_put(store, q, dir, 4096)) != 0)
+                break;
+            int64_t start = shoal__now_us();
+            rc = shoal_store_persist(store, q);
+            if (rc == 0)
+                rc = shoal_store_flush(store);
+            total += shoal__now_us() - start;
+        }
+        persist_small_us = (double)total / 20;
+        if (rc)
+            status = cli_fail(cmd, CLI_EXIT_USAGE, "persist: %s", shoal_strerror(rc));
+    }
+    shoal_store_destroy(&store);
+    char ddpath[PATH_MAX + 16];
+    snprintf(ddpath, sizeof ddpath, "%s/dd.test", dir);
+    double dd = -1; //  the best of --runs, as for spill and restore
+    for (uint64_t run = 0; run < o->runs && !status; run++)
+        dd = SHOAL__MAX(dd, s_dd_mb_per_s(ddpath, size >> 20));
+    shoal__tree_remove(dir);
+    if (status)
+        return status;
+    char unit[32];
+    snprintf(unit, sizeof unit, "MB/s@%lluMiB", (unsigned long long)(size >> 20));
+    printf("spill_mb_per_s %.0f %s\n", spill_best, unit);
+    printf("restore_mb_per_s %.0f %s\n", restore_best, unit);
+    printf("spill_step_max_ms %.1f ms@%lluMiB-steps\n", step_max_ms,
+           (unsigned long long)(S_SPILL_STEP >> 20));
+    printf("persist_mb_per_s %.0f %s\n", persist_mb, unit);
+    printf("persist_4kib_us %.0f us\n", persist_small_us);
+    if (dd >= 0)
+        printf("dd_mb_per_s %.0f %s\n", dd, unit);
+    else
+        fprintf(stderr, "shoal bench: dd to %s failed: no baseline\n", dir);
+    fflush(stdout);
+    return CLI_EXIT_OK;
+}
+
 int cli_cmd_bench(int argc, char **argv)
 {
     const char *cmd = "bench";
@@ -1419,6 +1602,7 @@ int cli_cmd_bench(int argc, char **argv)
         {"runs", required_argument, NULL, OPT_RUNS},
         {"object-size", required_argument, NULL, OPT_OBJECT_SIZE},
         {"big-size", required_argument, NULL, OPT_BIG_SIZE},
+        {"spill-dir", required_argument, NULL, OPT_SPILL_DIR},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1476,6 +1660,9 @@ int cli_cmd_bench(int argc, char **argv)
             if ((rc = cli_parse_size(cmd, "--big-size", optarg, &o.big_size)) != 0)
                 return rc;
             break;
+        case OPT_SPILL_DIR:
+            o.spill_dir = optarg;
+            break;
         default:
             return cli_bad_option(cmd);
         }
@@ -1488,11 +1675,14 @@ int cli_cmd_bench(int argc, char **argv)
                   : strcmp(w, "put") == 0      ? S_PUT
                   : strcmp(w, "get") == 0      ? S_GET
                   : strcmp(w, "memory") == 0   ? S_MEMORY
+                  : strcmp(w, "spill") == 0    ? S_SPILL
                   : strcmp(w, "all") == 0      ? S_ALL
                                                : 0;
         if (!o.which)
-            return cli_usage(
-                cmd, "unknown workload '%s' (throughput, latency, put, get, memory or all)", w);
+            return cli_usage(cmd,
+                             "unknown workload '%s' (throughput, latency, put, get, memory, "
+                             "spill or all)",
+                             w);
     }
     if (optind < argc)
         return cli_usage(cmd, "unexpected argument: %s", argv[optind]);
@@ -1523,6 +1713,8 @@ int cli_cmd_bench(int argc, char **argv)
     }
     if (!status && (o.which & (S_PUT | S_GET)))
         status = s_objects(cmd, &o);
+    if (!status && (o.which & S_SPILL))
+        status = s_spill(cmd, &o);
     if (!status && (o.which & S_MEMORY)) {
         if (o.broker)
             fprintf(stderr,

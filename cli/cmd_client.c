@@ -35,6 +35,7 @@ enum {
     OPT_ARRAY,
     OPT_TTL,
     OPT_TAG,
+    OPT_PERSIST,
 };
 
 #define S_BROKER_HELP                                                                              \
@@ -119,6 +120,7 @@ typedef struct {
     uint64_t outputs, retries;
     const char *name, *job;
     uint64_t ttl_ms;
+    bool persist; /*  --persist */
     const char *tags[SHOAL_TAGS_MAX];
     size_t n_tags;
     bool exec;
@@ -279,6 +281,7 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
         {"fn", required_argument, NULL, OPT_FN},
         {"arg", required_argument, NULL, OPT_ARG},
         {"arg-file", required_argument, NULL, OPT_ARG_FILE},
+        {"persist", no_argument, NULL, OPT_PERSIST},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -293,6 +296,7 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
         {"array", required_argument, NULL, OPT_ARRAY},
         {"ttl", required_argument, NULL, OPT_TTL},
         {"tag", required_argument, NULL, OPT_TAG},
+        {"persist", no_argument, NULL, OPT_PERSIST},
         {"exec", no_argument, NULL, OPT_EXEC},
         {"fn", required_argument, NULL, OPT_FN},
         {"arg", required_argument, NULL, OPT_ARG},
@@ -335,6 +339,9 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
             break;
         case OPT_NAME:
             o->name = optarg;
+            break;
+        case OPT_PERSIST:
+            o->persist = true;
             break;
         case OPT_TTL: {
             int ms;
@@ -420,7 +427,9 @@ static const char s_run_help[] =
     "  --fn LIB.so:SYMBOL  run the C function SYMBOL of the plugin LIB.so (a path on the\n"
     "                   worker) instead of a command; --input REF is then its input i\n"
     "  --arg TEXT       the function's argument bytes\n"
-    "  --arg-file FILE  the function's argument: the bytes of FILE (- for stdin)\n" S_HELP_HELP;
+    "  --arg-file FILE  the function's argument: the bytes of FILE (- for stdin)\n"
+    "  --persist        keep its outputs on the worker's disk too (synced before it is\n"
+    "                   reported done): they survive a kill or restart of the worker\n" S_HELP_HELP;
 
 static volatile sig_atomic_t s_interrupted;
 
@@ -467,6 +476,7 @@ int cli_cmd_run(int argc, char **argv)
         .n_outputs = 1,
         .retries = (unsigned)o.retries,
         .job = o.job,
+        .flags = o.persist ? SHOAL_TASK_PERSIST : 0,
     };
     shoal_ref_t id;
     int status = CLI_EXIT_OK;
@@ -584,6 +594,8 @@ static const char s_submit_help[] =
     "  --retries N      run it again up to N times when it fails\n"
     "  --ttl S          remove its outputs S seconds after it is done\n"
     "  --tag TAG        a tag for its outputs (repeatable; shoal ls --tag)\n"
+    "  --persist        keep its outputs on the worker's disk too (synced before it is\n"
+    "                   reported done): they survive a kill or restart of the worker\n"
     "  --job NAME       group the task under job NAME (at most 255 bytes)\n"
     "  --array SPEC     one task per index of SPEC: A-B (A to B inclusive), A-B:STEP\n"
     "                   (every STEP-th), N, or a comma-separated list of these; at most\n"
@@ -658,6 +670,7 @@ int cli_cmd_submit(int argc, char **argv)
         .tags = o.tags,
         .n_tags = o.n_tags,
         .job = o.job,
+        .flags = o.persist ? SHOAL_TASK_PERSIST : 0,
     };
     if (o.indices) {
         int status = s_submit_array(cmd, client, &spec, &o);

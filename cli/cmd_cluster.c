@@ -45,6 +45,8 @@ enum {
     OPT_DATA,
     OPT_ADVERTISE,
     OPT_SHM_SIZE,
+    OPT_SPILL_DIR,
+    OPT_SPILL_SIZE,
     OPT_PREFETCH,
     OPT_WORKERS,
     OPT_DIR,
@@ -158,7 +160,12 @@ static const char s_worker_help[] =
     "                     address)\n"
     "  --reset-store      start with an empty store: remove what the store dir and its\n"
     "                     arena hold (a store that cannot be read is reset anyway, with\n"
-    "                     a warning naming the file)\n" S_HELP_HELP;
+    "                     a warning naming the file)\n"
+    "  --spill-size SIZE  the disk tier: when the store memory is full, sealed objects\n"
+    "                     nobody reads are spilled to disk, least recently used first, up\n"
+    "                     to SIZE bytes, e.g. 4G (default 0: no disk tier; a write that\n"
+    "                     finds no room then fails with 'store full' after 5 s)\n"
+    "  --spill-dir DIR    where the disk tier lives (default STORE_DIR/spill)\n" S_HELP_HELP;
 
 int cli_cmd_worker(int argc, char **argv)
 {
@@ -173,6 +180,8 @@ int cli_cmd_worker(int argc, char **argv)
         {"data", required_argument, NULL, OPT_DATA},
         {"advertise", required_argument, NULL, OPT_ADVERTISE},
         {"reset-store", no_argument, NULL, OPT_RESET_STORE},
+        {"spill-dir", required_argument, NULL, OPT_SPILL_DIR},
+        {"spill-size", required_argument, NULL, OPT_SPILL_SIZE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -219,6 +228,17 @@ int cli_cmd_worker(int argc, char **argv)
         case OPT_RESET_STORE:
             config.reset_store = true;
             break;
+        case OPT_SPILL_DIR:
+            if (!*optarg)
+                return cli_usage(cmd, "--spill-dir: empty path");
+            config.spill_dir = optarg;
+            break;
+        case OPT_SPILL_SIZE:
+            if (strcmp(optarg, "0") == 0)
+                config.spill_size = 0;
+            else if ((rc = cli_parse_size(cmd, "--spill-size", optarg, &config.spill_size)) != 0)
+                return rc;
+            break;
         default:
             return cli_bad_option(cmd);
         }
@@ -264,7 +284,9 @@ static const char s_up_help[] =
     "  --shm-size SIZE    store memory of each worker in /dev/shm (default 256M). It is\n"
     "                     committed RAM and there is no swap: N x SIZE must fit\n"
     "  --dir DIR          keep the workers' stores under DIR (kept on exit) instead of a\n"
-    "                     temporary directory (removed on exit)\n" S_HELP_HELP;
+    "                     temporary directory (removed on exit)\n"
+    "  --spill-size SIZE  give each worker a disk tier of SIZE in its store (see `shoal\n"
+    "                     worker --help`; default 0: no spilling)\n" S_HELP_HELP;
 
 /*  Time for the broker to bind and print its line, for the workers to start (their arena
     is pre-faulted: ~0.1 s per 256 MiB here, more under memory pressure) and join, and for
@@ -586,10 +608,12 @@ int cli_cmd_up(int argc, char **argv)
         {"events", required_argument, NULL, OPT_EVENTS},
         {"shm-size", required_argument, NULL, OPT_SHM_SIZE},
         {"dir", required_argument, NULL, OPT_DIR},
+        {"spill-size", required_argument, NULL, OPT_SPILL_SIZE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    uint64_t n_workers = 2, slots = 0, shm_size;
+    uint64_t n_workers = 2, slots = 0, shm_size, spill_size;
+    const char *spill_text = "0";
     const char *listen_ep = CLI_DEFAULT_BROKER, *events_ep = CLI_DEFAULT_EVENTS;
     const char *shm_text = "256M", *dir = NULL;
     cli_getopt_reset();
@@ -617,6 +641,12 @@ int cli_cmd_up(int argc, char **argv)
             if ((rc = cli_parse_size(cmd, "--shm-size", optarg, &shm_size)) != 0)
                 return rc;
             shm_text = optarg;
+            break;
+        case OPT_SPILL_SIZE:
+            if (strcmp(optarg, "0") != 0 &&
+                (rc = cli_parse_size(cmd, "--spill-size", optarg, &spill_size)) != 0)
+                return rc;
+            spill_text = optarg;
             break;
         case OPT_DIR:
             dir = optarg;
@@ -716,9 +746,10 @@ int cli_cmd_up(int argc, char **argv)
                  (unsigned long long)i);
         char store_dir[PATH_MAX + 160];
         snprintf(store_dir, sizeof store_dir, "%s/%s", up.dir, child->name);
-        char *worker_argv[] = {up.exe,       "worker",         "--broker", url,       "--name",
-                               child->name,  "--store-dir",    store_dir,  "--slots", slots_text,
-                               "--shm-size", (char *)shm_text, NULL};
+        char *worker_argv[] = {up.exe,         "worker",           "--broker",    url,
+                               "--name",       child->name,        "--store-dir", store_dir,
+                               "--slots",      slots_text,         "--shm-size",  (char *)shm_text,
+                               "--spill-size", (char *)spill_text, NULL};
         //  Workers' stdout goes to our stderr: our stdout carries only our own lines.
         child->pid = s_spawn(&up, worker_argv, STDERR_FILENO);
         if (child->pid < 0) {

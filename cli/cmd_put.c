@@ -37,6 +37,10 @@ static const char s_put_help[] =
     "  --worker NAME    keep it in this worker's store\n"
     "  --store          keep it in a worker's store even when small (default: objects up\n"
     "                   to 64 KiB live in the broker's directory)\n"
+    "  --persist        keep it on the worker's disk too (implies --store; written and\n"
+    "                   synced before the command exits): it survives a kill or restart\n"
+    "                   of the worker, even when the worker's memory is lost. A named\n"
+    "                   object in a worker's store is persisted too\n"
     "  --size N         with -: standard input carries exactly N bytes (K/M/G suffixes);\n"
     "                   the space is allocated first, the ref printed at once (tasks that\n"
     "                   read it wait until every byte is in), and the input read straight\n"
@@ -46,7 +50,7 @@ static const char s_put_help[] =
     "Exit status: 0 stored, 2 usage, an unreadable file, or no room (the message names\n"
     "the sizes), 3 timed out.\n";
 
-enum { OPT_BROKER = 256, OPT_NAME, OPT_TAG, OPT_TTL, OPT_WORKER, OPT_STORE, OPT_SIZE };
+enum { OPT_BROKER = 256, OPT_NAME, OPT_TAG, OPT_TTL, OPT_WORKER, OPT_STORE, OPT_SIZE, OPT_PERSIST };
 
 //  Reads exactly n bytes from fd into buf. 0, -EPIPE (input ended early) or -errno.
 static int s_read_full(int fd, void *buf, size_t n)
@@ -165,6 +169,7 @@ int cli_cmd_put(int argc, char **argv)
                                              {"ttl", required_argument, NULL, OPT_TTL},
                                              {"worker", required_argument, NULL, OPT_WORKER},
                                              {"store", no_argument, NULL, OPT_STORE},
+                                             {"persist", no_argument, NULL, OPT_PERSIST},
                                              {"size", required_argument, NULL, OPT_SIZE},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
@@ -198,6 +203,9 @@ int cli_cmd_put(int argc, char **argv)
             break;
         case OPT_WORKER:
             opts.worker = optarg;
+            break;
+        case OPT_PERSIST:
+            opts.flags |= SHOAL_PUT_PERSIST;
             break;
         case OPT_STORE:
             opts.flags |= SHOAL_PUT_STORE;
@@ -243,7 +251,8 @@ int cli_cmd_put(int argc, char **argv)
     }
     shoal_keep(client, true);
     shoal_ref_t ref;
-    bool small = has_size && size <= 64 * 1024 && !opts.worker && !(opts.flags & SHOAL_PUT_STORE);
+    bool small = has_size && size <= 64 * 1024 && !opts.worker &&
+                 !(opts.flags & (SHOAL_PUT_STORE | SHOAL_PUT_PERSIST));
     bool early = from_stdin && has_size && !small;
     if (has_size && !small) {
         status = s_put_stream(cmd, client, fd, what, size, &opts, early, &ref);

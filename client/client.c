@@ -1189,6 +1189,7 @@ int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task
         .job = (char *)spec->job,
         .array_index = spec->array_index,
         .ttl_ms = spec->ttl_ms,
+        .flags = spec->flags & SHOAL_TASK_PERSIST,
     };
     t.argv.items = (char **)spec->argv;
     t.argv.count = argc;
@@ -1975,7 +1976,11 @@ int shoal_get(shoal_t *self, shoal_ref_t ref, int timeout_ms, shoal_view_t *view
                 memcpy(buf, st->data.data, size);
             return s_view_buffer(self, view, buf, 0, size);
         }
-        if (!st->endpoint || !*st->endpoint) {
+        if ((!st->endpoint || !*st->endpoint) && st->error && *st->error) {
+            //  A persisted object whose worker is away: not lost, not here either.
+            return s_fail(self, SHOAL_EAGAIN, "%s: %s%s%s", text, st->error,
+                          st->worker ? ": worker " : "", st->worker ? st->worker : "");
+        } else if (!st->endpoint || !*st->endpoint) {
             rc = s_fail(self, SHOAL_ELOST, "%s: done, but the broker names no worker holding it",
                         text);
         } else {
@@ -2590,6 +2595,8 @@ static shoal_wire_task_t s_put_task(shoal_ref_t ref, const shoal_put_opts_t *opt
         t.tags.items = (char **)opts->tags;
         t.tags.count = opts->n_tags;
         t.ttl_ms = opts->ttl_ms;
+        if (opts->flags & SHOAL_PUT_PERSIST)
+            t.flags = SHOAL_TASK_PERSIST;
     }
     return t;
 }
@@ -2630,6 +2637,8 @@ int shoal_put_begin(shoal_t *self, uint64_t size, const shoal_put_opts_t *opts, 
         m.tags.items = (char **)opts->tags;
         m.tags.count = opts->n_tags;
         m.ttl_ms = opts->ttl_ms;
+        if (opts->flags & SHOAL_PUT_PERSIST)
+            m.flags = SHOAL_TASK_PERSIST;
     }
     shoal_wire_in_t in;
     if ((rc = s_put_call(put, &m, NULL, 0, S_PUT_TIMEOUT_MS, &in)) != 0) {
@@ -2823,12 +2832,12 @@ int shoal_put(shoal_t *self, const void *data, size_t size, const shoal_put_opts
     int rc = s_put_opts_check(self, opts);
     if (rc)
         return rc;
-    bool store = opts && ((opts->flags & SHOAL_PUT_STORE) || opts->worker);
+    bool store = opts && ((opts->flags & (SHOAL_PUT_STORE | SHOAL_PUT_PERSIST)) || opts->worker);
     if (size <= SHOAL_INLINE_MAX && !store) {
         //  Small: to the broker's directory, in the submission stream.
         shoal_ref_t id = shoal_ref_make(self->client_id, self->counter + 1, 0);
         shoal_wire_task_t t = s_put_task(id, opts);
-        t.flags = SHOAL_OUT_INLINE;
+        t.flags |= SHOAL_OUT_INLINE;
         t.arg.data = data;
         t.arg.size = size;
         t.size = size;

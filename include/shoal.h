@@ -264,7 +264,14 @@ typedef struct {
         most SHOAL_TAG_MAX bytes. */
     const char *const *tags;
     size_t n_tags;
+    unsigned flags; /*  SHOAL_TASK_PERSIST */
 } shoal_task_spec_t;
+/*  Its outputs held in a worker's store are written to that worker's disk too, synced
+    before the task is reported done: they survive a kill or restart of the worker (also
+    without its memory), and are neither recomputed nor failed while it is away. Small
+    outputs that travel inline are kept by the broker anyway. A task with a name is
+    persisted likewise. */
+#define SHOAL_TASK_PERSIST (1u << 8)
 
 /*  Submits a task. Its id comes back at once in *task_id (the ref of its output 0);
     output i is shoal_ref_output(*task_id, i) and its log (the stderr of an exec task)
@@ -389,12 +396,17 @@ typedef struct {
     size_t n_tags;
     uint64_t ttl_ms;    /*  removed this long after it is sealed; 0: until removed */
     const char *worker; /*  put it in this worker's store; NULL: as said above */
-    unsigned flags;     /*  SHOAL_PUT_STORE */
+    unsigned flags;     /*  SHOAL_PUT_STORE, SHOAL_PUT_PERSIST */
 } shoal_put_opts_t;
 #define SHOAL_PUT_STORE 1u /*  keep even a small object in a worker's store */
-#define SHOAL_TAG_MAX   64
-#define SHOAL_NAME_MAX  1024 /*  bytes of an object's name (shoal_put_opts_t, task specs) */
-#define SHOAL_TAGS_MAX  16
+/*  Keep it on the worker's disk too (implies SHOAL_PUT_STORE): written and synced when it
+    is sealed (shoal_put returns after that), it survives a kill or restart of the worker,
+    even when its memory (/dev/shm) is lost, and the broker keeps listing it while that
+    worker is away. A named object (opts->name) is persisted likewise. */
+#define SHOAL_PUT_PERSIST 2u
+#define SHOAL_TAG_MAX     64
+#define SHOAL_NAME_MAX    1024 /*  bytes of an object's name (shoal_put_opts_t, task specs) */
+#define SHOAL_TAGS_MAX    16
 
 /*  Puts size bytes as a new object; its ref comes back in *ref. A small object goes in
     the submission stream (buffered and acknowledged like shoal_submit: shoal_flush says
@@ -478,8 +490,12 @@ void shoal_workers_free(shoal_worker_info_t **list, size_t n);
 enum {
     SHOAL_OBJECT_ALLOCATED = 1, /*  a put being written (allocated, not sealed yet) */
     SHOAL_OBJECT_SEALED = 2,    /*  complete and immutable: readable */
-    SHOAL_OBJECT_SPILLED = 3,   /*  reserved: moved out of memory to the worker's disk */
-    SHOAL_OBJECT_PERSISTED = 4, /*  reserved: kept on durable storage */
+    SHOAL_OBJECT_SPILLED = 3,   /*  sealed, its bytes moved from the worker's memory to its
+                                    disk tier (memory pressure); still readable: a get reads
+                                    it over the data socket, a task gets it back in memory */
+    SHOAL_OBJECT_PERSISTED = 4, /*  sealed and kept on its worker's disk too (persist, or a
+                                    name): survives the worker's restart; listed with its
+                                    worker's name even while that worker is away */
 };
 
 /*  A query; zero-initialise. Filters are ANDed; NULL (or "") for any. Pointers are

@@ -68,13 +68,26 @@ enum {
 };
 const char *shoal_wire_state_name(uint64_t state);
 
-/*  Flags. */
+/*  Flags. task.flags also carries SHOAL_TASK_PERSIST (shoal.h, 1u << 8): its outputs (a
+    put's object) are written to the disk tier of the worker that stores them, synced, and
+    survive that worker's restart; the broker keeps them listed while that worker is gone.
+    A task or put with a name is persisted too. */
 #define SHOAL_OUT_INLINE 1u /*  output/status/input: data holds the whole object */
 #define SHOAL_OUT_STDOUT                                                                           \
     2u /*  result output of a FAILED exec attempt: the tail of its                                 \
            stdout (inline), kept as index SHOAL_REF_STDOUT_INDEX */
 /*  object_note states */
-enum { SHOAL_OBJ_NOTE_ALLOCATED = 1, SHOAL_OBJ_NOTE_SEALED = 2, SHOAL_OBJ_NOTE_ABORTED = 3 };
+/*  SPILLED: a sealed object's bytes moved to the worker's disk tier (still served: over the
+    data socket, not zero-copy); RESTORED: back in the arena. Both for any object the
+    worker holds (a task's output or a put); the broker only records the state, for
+    `shoal ls`, query_reply and events. */
+enum {
+    SHOAL_OBJ_NOTE_ALLOCATED = 1,
+    SHOAL_OBJ_NOTE_SEALED = 2,
+    SHOAL_OBJ_NOTE_ABORTED = 3,
+    SHOAL_OBJ_NOTE_SPILLED = 4,
+    SHOAL_OBJ_NOTE_RESTORED = 5,
+};
 /*  put ops */
 enum {
     SHOAL_PUT_OP_ALLOC = 1,
@@ -344,7 +357,8 @@ typedef struct {
     F(R, STRS, tags, _)                                                                            \
     F(R, U64, ttl_ms, _)                                                                           \
     F(R, STR, error, _) /*  ABORTED: why */                                                        \
-    F(R, U64, put, _)   /*  1: a client's put (only these may stand in for a PUT task) */
+    F(R, U64, put, _)   /*  1: a client's put (only these may stand in for a PUT task) */          \
+    F(R, U64, flags, _) /*  a put's: SHOAL_TASK_PERSIST when it asked for it */
 #define SHOAL_WIRE_w_objects(F, R) F(R, RECS, items, object_note)
 
 /*  worker -> broker: (re)register. held: objects already in its store. */
@@ -416,7 +430,8 @@ typedef struct {
     F(R, U64, offset, _)                                                                           \
     F(R, STR, name, _)                                                                             \
     F(R, STRS, tags, _)                                                                            \
-    F(R, U64, ttl_ms, _)
+    F(R, U64, ttl_ms, _)                                                                           \
+    F(R, U64, flags, _) /*  ALLOC: SHOAL_TASK_PERSIST (keep a synced disk copy at seal) */
 /*  ALLOC's answer names the arena and the offset, so a client on the worker's host that
     opens that file and finds the same device and inode writes there directly. */
 #define SHOAL_WIRE_put_reply(F, R)                                                                 \

@@ -110,9 +110,10 @@ typedef struct {
     uint64_t offset;
     uint64_t size;
     uint32_t state;
-    uint32_t reserved; //  0; room for flags (persist, spilled) without a format change
+    uint32_t reserved; //  S_REC_PERSISTED (informational: the disk tier's record decides)
     int64_t created_us;
 } s_record_t;
+#define S_REC_PERSISTED 1u
 
 typedef struct {
     char magic[8];
@@ -127,9 +128,11 @@ typedef struct {
     uint64_t offset;
     uint64_t size;
     int64_t created_us;
+    uint64_t seq; //  the store's use counter at its last use: least recent spills first
     int state;
     bool dirty;     //  its ref is in the dirty list
     bool published; //  committed to the index: readers (sealed) or writers may pin it
+    bool persisted; //  a complete copy is in the disk tier for good (until deleted)
 } s_entry_t;
 
 typedef struct {
@@ -222,6 +225,23 @@ struct shoal_store {
     size_t dirty_len;
     size_t dirty_cap;
     size_t clean; //  entries in the map whose ref is not in the dirty list
+
+    uint64_t seq; //  use counter (alloc, lookup, restore): the spill's LRU order
+
+    //  Disk tier (see store.h). spill_used counts the bytes of spilled objects plus the
+    //  whole size of the one being spilled (reserved when its spill starts).
+    MDB_env *spill_env;
+    MDB_dbi spill_dbi;
+    shoal__refmap_t *disk; //  while opening: ref -> s_disk_t, what the disk tier holds
+    uint64_t persist_used; //  bytes of persisted objects' copies (not counted in spill_used)
+    bool sync_index;       //  a persisted object's record awaits a synced index commit
+    char spill_path[PATH_MAX];
+    uint64_t spill_cap;
+    uint64_t spill_used;
+    bool job; //  an object is being spilled: job_ref, job_done bytes written so far
+    shoal_ref_t job_ref;
+    uint64_t job_offset; //  its arena offset when the spill started (changes = another object)
+    uint64_t job_done;
 };
 
 //  --------------------------------------------------------------------- fault injection
@@ -294,7 +314,8 @@ static void s_fill_obj(const shoal_store_t *self, shoal_ref_t ref, const s_entry
     obj->offset = entry->offset;
     obj->size = entry->size;
     obj->state = entry->state;
-    obj->data = self->base + entry->offset;
+    obj->persisted = entry->persisted;
+    obj->data = entry->state == SHOAL_OBJ_SPILLED ? NULL : self->base + entry->offset;
 }
 
 //  ---------------------------------------------------------------------------- allocator
@@ -632,6 +653,8 @@ typedef struct {
     bool drop;
 } s_row_t;
 
+static int s_disk_merge(shoal_store_t *self);
+
 static int s_row_by_offset(const void *a, const void *b)
 {
     const s_row_t *x = a, *y = b;
@@ -704,15 +727,9 @@ static int s_index_load(shoal_store_t *self, const char *why)
             goto fail;
     }
 
-    if (why) {
-        if (records > 0)
-            shoal__warn("store: resetting index %s (%zu objects): %s", self->index_path, records,
-                        why);
-        what = "empty the database";
-        rc = S_MDB(mdb_drop(txn, dbi, 0));
-        if (rc)
-            goto mdb_fail;
-    } else {
+    if (why && records > 0)
+        shoal__warn("store: resetting index %s (%zu objects): %s", self->index_path, records, why);
+    {
         what = "open a cursor";
         rc = S_MDB(mdb_cursor_open(txn, dbi, &cursor));
         if (rc)
@@ -757,12 +774,15 @@ static int s_index_load(shoal_store_t *self, const char *why)
             shoal__warn("store: index %s: dropped %zu malformed records", self->index_path,
                         malformed);
 
-        //  Keep sealed objects that lie inside the arena and overlap nobody. Of two that
-        //  overlap, neither can be trusted: drop both.
+        //  Unless resetting, keep sealed objects that lie inside the arena and overlap
+        //  nobody. Of two that overlap, neither can be trusted: drop both. Spilled records
+        //  go too: the disk tier says what it holds (s_disk_merge re-adds them).
         size_t unsealed = 0, outside = 0, overlapping = 0;
         for (size_t i = 0; i < nrows; i++) {
             s_record_t *r = &rows[i].rec;
-            if (r->state != SHOAL_OBJ_SEALED) {
+            if (r->state == SHOAL_OBJ_SPILLED || why)
+                rows[i].drop = true;
+            else if (r->state != SHOAL_OBJ_SEALED) {
                 rows[i].drop = true;
                 unsealed++;
             } else if (r->offset % S_PAGE || r->size > self->capacity ||
@@ -855,12 +875,11 @@ static int s_index_load(shoal_store_t *self, const char *why)
             rc = SHOAL_ENOMEM;
             goto fail;
         }
-        entry->offset = row->rec.offset;
-        entry->size = row->rec.size;
-        entry->state = SHOAL_OBJ_SEALED;
-        entry->created_us = row->rec.created_us;
-        entry->dirty = false;
-        entry->published = true;
+        *entry = (s_entry_t){.offset = row->rec.offset,
+                             .size = row->rec.size,
+                             .state = SHOAL_OBJ_SEALED,
+                             .created_us = row->rec.created_us,
+                             .published = true};
         if (shoal__refmap_put(self->map, row->ref, entry) != 0) {
             free(entry);
             rc = SHOAL_ENOMEM;
@@ -885,7 +904,7 @@ static int s_index_load(shoal_store_t *self, const char *why)
         self->free_len++;
     }
     free(rows);
-    return 0;
+    return s_disk_merge(self);
 
 mdb_fail:
     if (s_mdb_is_corrupt(rc)) {
@@ -937,6 +956,323 @@ static int s_index_open(shoal_store_t *self, const char *why)
             rc = SHOAL_EIO; //  a file we just created: not corruption we can fix here
     }
     return rc;
+}
+
+//  -------------------------------------------------------------------------- disk tier
+
+/*  Disk tier format (one LMDB environment, "spill.mdb"; host byte order, never leaves the
+    host):
+    - key: ref (16 bytes, as in the index) then the piece number (4 bytes, big-endian), so
+      an object's pieces are adjacent and in order; value: up to SHOAL_STORE_PIECE bytes;
+    - key: ref alone (16 bytes, sorts right before its pieces): s_disk_rec_t, written in
+      the same transaction as the last piece. An object is on disk exactly when its record
+      is there and its pieces add up to the record's size.
+    The disk tier describes itself, so it does not depend on the index (which is MDB_NOSYNC
+    and may be reset or, after a power cut, corrupt): on open, every complete object on
+    disk that the index does not hold in the arena is re-adopted as SPILLED. Commits are
+    synced (MDB_NOMETASYNC: one fdatasync per spill step or delete of a spilled object; a
+    persist also syncs the meta page), so a power cut can undo at most the last commit
+    (a spill step, never a persist that returned) and never corrupts the file. */
+#define S_PIECE_KEY      20
+#define S_DISK_PERSISTED 1u
+//  Address space for persisted copies beyond the spill cap (the file is sparse: it grows
+//  only as pages are used). A full disk shows as ENOSPC or MDB_MAP_FULL: SHOAL_EFULL.
+#define S_DISK_PERSIST_MAP (64ull << 30)
+
+typedef struct {
+    uint64_t size;
+    uint32_t flags; //  S_DISK_PERSISTED
+    uint32_t reserved;
+    int64_t created_us;
+} s_disk_rec_t;
+
+//  What the open's scan found of one object.
+typedef struct {
+    uint64_t bytes; //  its pieces' sizes, summed
+    s_disk_rec_t rec;
+    bool has_rec;
+} s_disk_t;
+
+static void s_piece_key(shoal_ref_t ref, uint32_t piece, uint8_t k[S_PIECE_KEY])
+{
+    s_key_encode(ref, k);
+    for (int i = 0; i < 4; i++)
+        k[16 + i] = (uint8_t)(piece >> (24 - 8 * i));
+}
+
+static bool s_disk_complete(const s_disk_t *d)
+{
+    return d->has_rec && d->bytes == d->rec.size;
+}
+
+static int s_spill_env_open(shoal_store_t *self)
+{
+    int rc = S_MDB(mdb_env_create(&self->spill_env));
+    if (rc) {
+        self->spill_env = NULL;
+        return rc;
+    }
+    //  The map must hold spill_cap bytes of pieces, plus LMDB's overhead: a 1 MiB piece
+    //  takes 257 overflow pages (0.4%), branch/leaf pages are tiny, and pages freed by
+    //  deletes are reused only once no older transaction can see them. A quarter more plus
+    //  16 MiB covers that; the cap itself is enforced by spill_used. Persisted copies get
+    //  S_DISK_PERSIST_MAP on top. The map is address space only: the file is sparse.
+    size_t mapsize =
+        (size_t)(self->spill_cap + self->spill_cap / 4 + (16u << 20) + S_DISK_PERSIST_MAP);
+    mapsize = (mapsize + S_PAGE - 1) & ~(size_t)(S_PAGE - 1);
+    rc = S_MDB(mdb_env_set_mapsize(self->spill_env, mapsize));
+    //  Synced commits, without MDB_NOSYNC (a crash of the machine could then corrupt the
+    //  file, persisted copies included), but MDB_NOMETASYNC: one fdatasync per commit
+    //  instead of two, and a power cut can only undo the last commit, never break the file.
+    //  A persist syncs the meta page too (mdb_env_sync), so it is on disk when it returns.
+    if (rc == 0)
+        rc = S_MDB(mdb_env_open(self->spill_env, self->spill_path,
+                                MDB_NOSUBDIR | MDB_NOTLS | MDB_NOMETASYNC, 0600));
+    MDB_txn *txn = NULL;
+    if (rc == 0)
+        rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+    if (rc == 0)
+        rc = S_MDB(mdb_dbi_open(txn, NULL, 0, &self->spill_dbi));
+    if (rc == 0) {
+        rc = s_fault() ? EIO : mdb_txn_commit(txn);
+        if (rc)
+            mdb_txn_abort(txn);
+        txn = NULL;
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    if (rc) {
+        mdb_env_close(self->spill_env);
+        self->spill_env = NULL;
+    }
+    return rc;
+}
+
+static void s_spill_unlink(const char *path)
+{
+    char lock[PATH_MAX + 8];
+    snprintf(lock, sizeof lock, "%s-lock", path);
+    if (unlink(path) != 0 && errno != ENOENT)
+        shoal__warn("store: cannot remove %s: %s", path, strerror(errno));
+    if (unlink(lock) != 0 && errno != ENOENT)
+        shoal__warn("store: cannot remove %s: %s", lock, strerror(errno));
+}
+
+static void s_disk_free(shoal_store_t *self)
+{
+    if (!self->disk)
+        return;
+    size_t cursor = 0;
+    void *value;
+    while (shoal__refmap_next(self->disk, &cursor, NULL, &value))
+        free(value);
+    shoal__refmap_destroy(&self->disk);
+}
+
+//  The scan's record of ref, made on first sight. NULL: out of memory.
+static s_disk_t *s_disk_get(shoal_store_t *self, shoal_ref_t ref)
+{
+    s_disk_t *d = shoal__refmap_get(self->disk, ref);
+    if (d)
+        return d;
+    d = s_calloc(1, sizeof *d);
+    if (d && shoal__refmap_put(self->disk, ref, d) != 0) {
+        free(d);
+        d = NULL;
+    }
+    return d;
+}
+
+//  Reads which objects the disk tier holds into self->disk (ref -> s_disk_t). Reads only
+//  keys and sizes: a piece's overflow pages are not touched. An LMDB code or SHOAL_ENOMEM.
+static int s_spill_scan(shoal_store_t *self)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cursor = NULL;
+    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, MDB_RDONLY, &txn));
+    if (rc == 0)
+        rc = S_MDB(mdb_cursor_open(txn, self->spill_dbi, &cursor));
+    MDB_val key, val;
+    if (rc == 0)
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+    while (rc == 0) {
+        if (key.mv_size == S_PIECE_KEY || key.mv_size == 16) {
+            s_disk_t *d = s_disk_get(self, s_key_decode(key.mv_data));
+            if (!d) {
+                rc = SHOAL_ENOMEM;
+                break;
+            }
+            if (key.mv_size == S_PIECE_KEY)
+                d->bytes += val.mv_size;
+            else if (val.mv_size == sizeof d->rec) {
+                memcpy(&d->rec, val.mv_data, sizeof d->rec);
+                d->has_rec = true;
+            }
+        }
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+    }
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (cursor)
+        mdb_cursor_close(cursor);
+    if (txn)
+        mdb_txn_abort(txn);
+    return rc;
+}
+
+//  Opens the disk tier before the index is loaded, and reads what it holds. A damaged file
+//  is named, removed and made anew (what was on it is lost, with a warning). 0,
+//  SHOAL_EINVAL (the path does not fit), SHOAL_EIO, SHOAL_ENOMEM.
+static int s_spill_open(shoal_store_t *self, const char *spill_dir)
+{
+    char dir[PATH_MAX];
+    if (spill_dir && *spill_dir)
+        shoal__strlcpy(dir, spill_dir, sizeof dir);
+    else if (snprintf(dir, sizeof dir, "%s/spill", self->dir) >= (int)sizeof dir)
+        return SHOAL_EINVAL;
+    int err = s_fault() ? -EIO : shoal__mkdir_p(dir, 0700);
+    if (err) {
+        shoal__error("store: cannot create the disk tier's directory %s: %s", dir, strerror(-err));
+        return SHOAL_EIO;
+    }
+    if (snprintf(self->spill_path, sizeof self->spill_path, "%s/spill.mdb", dir) >=
+        (int)sizeof self->spill_path)
+        return SHOAL_EINVAL;
+    self->disk = s_fault() ? NULL : shoal__refmap_new();
+    if (!self->disk)
+        return SHOAL_ENOMEM;
+    int rc = s_spill_env_open(self);
+    if (rc == 0) {
+        rc = s_spill_scan(self);
+        if (rc && rc != SHOAL_ENOMEM) {
+            mdb_env_close(self->spill_env);
+            self->spill_env = NULL;
+        }
+    }
+    if (s_mdb_is_corrupt(rc)) {
+        shoal__warn("store: disk tier %s is corrupt (%s): starting it afresh; the objects "
+                    "spilled or persisted to it are lost",
+                    self->spill_path, mdb_strerror(rc));
+        s_spill_unlink(self->spill_path);
+        s_disk_free(self);
+        self->disk = s_fault() ? NULL : shoal__refmap_new();
+        if (!self->disk)
+            return SHOAL_ENOMEM;
+        rc = s_spill_env_open(self);
+    }
+    if (rc == SHOAL_ENOMEM)
+        return rc;
+    if (rc) {
+        shoal__error("store: cannot open disk tier %s: %s", self->spill_path, mdb_strerror(rc));
+        return rc == ENOMEM ? SHOAL_ENOMEM : SHOAL_EIO;
+    }
+    return 0;
+}
+
+//  At the end of the index load: objects complete on disk become known. One the index
+//  holds in the arena gets its persisted flag from disk; one it does not hold (spilled,
+//  or the arena was lost or reset) is re-adopted as SPILLED (a new index record, written
+//  at the next flush). 0 or SHOAL_ENOMEM.
+static int s_disk_merge(shoal_store_t *self)
+{
+    if (!self->disk)
+        return 0;
+    int rc =
+        s_dirty_reserve(self, self->dirty_len + self->clean + shoal__refmap_size(self->disk) + 1);
+    if (rc)
+        return rc;
+    size_t cursor = 0, adopted = 0, incomplete = 0;
+    shoal_ref_t ref;
+    void *value;
+    while (shoal__refmap_next(self->disk, &cursor, &ref, &value)) {
+        const s_disk_t *d = value;
+        if (!s_disk_complete(d)) {
+            incomplete++;
+            continue;
+        }
+        bool persisted = d->rec.flags & S_DISK_PERSISTED;
+        s_entry_t *entry = shoal__refmap_get(self->map, ref);
+        if (entry) {
+            entry->persisted = persisted && entry->state == SHOAL_OBJ_SEALED;
+            continue;
+        }
+        if (!(entry = s_malloc(sizeof *entry)))
+            return SHOAL_ENOMEM;
+        *entry = (s_entry_t){.size = d->rec.size,
+                             .created_us = d->rec.created_us,
+                             .state = SHOAL_OBJ_SPILLED,
+                             .persisted = persisted,
+                             .dirty = true};
+        if (shoal__refmap_put(self->map, ref, entry) != 0) {
+            free(entry);
+            return SHOAL_ENOMEM;
+        }
+        self->dirty[self->dirty_len++] = ref;
+        adopted++;
+    }
+    if (adopted)
+        shoal__info("store: re-adopted %zu objects from the disk tier %s", adopted,
+                    self->spill_path);
+    if (incomplete)
+        shoal__info("store: disk tier %s: %zu objects were cut short (a spill or persist "
+                    "interrupted): dropped",
+                    self->spill_path, incomplete);
+    return 0;
+}
+
+//  After the index load: deletes what no object owns (incomplete objects, and copies of
+//  objects neither spilled nor persisted: deleted or restored while their pieces could not
+//  be removed) and counts spill_used and persist_used. 0 or SHOAL_EIO (logged).
+static int s_spill_sweep(shoal_store_t *self)
+{
+    s_disk_free(self);
+    MDB_txn *txn = NULL;
+    MDB_cursor *cursor = NULL;
+    size_t dropped = 0;
+    uint64_t spilled = 0, persisted = 0;
+    MDB_val key, val;
+    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+    if (rc == 0)
+        rc = S_MDB(mdb_cursor_open(txn, self->spill_dbi, &cursor));
+    if (rc == 0)
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+    while (rc == 0) {
+        const s_entry_t *entry = key.mv_size == S_PIECE_KEY || key.mv_size == 16
+                                     ? shoal__refmap_get(self->map, s_key_decode(key.mv_data))
+                                     : NULL;
+        if (entry && (entry->persisted || entry->state == SHOAL_OBJ_SPILLED)) {
+            if (key.mv_size == S_PIECE_KEY)
+                *(entry->persisted ? &persisted : &spilled) += val.mv_size;
+            rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+            continue;
+        }
+        rc = S_MDB(mdb_cursor_del(cursor, 0));
+        if (rc)
+            break;
+        dropped++;
+        //  The cursor now stands on the next key, which MDB_NEXT returns (C_DEL).
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+    }
+    if (cursor)
+        mdb_cursor_close(cursor);
+    if (rc == MDB_NOTFOUND) {
+        rc = dropped == 0 ? (mdb_txn_abort(txn), 0) : s_fault() ? EIO : mdb_txn_commit(txn);
+        if (rc && dropped)
+            mdb_txn_abort(txn);
+        txn = NULL;
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    if (rc) {
+        shoal__error("store: cannot clean disk tier %s: %s", self->spill_path, mdb_strerror(rc));
+        return SHOAL_EIO;
+    }
+    if (dropped)
+        shoal__info("store: disk tier %s: dropped %zu pieces and records no object owns",
+                    self->spill_path, dropped);
+    self->spill_used = spilled;
+    self->persist_used = persisted;
+    return 0;
 }
 
 //  ---------------------------------------------------------------------------- pin table
@@ -1329,6 +1665,9 @@ static void s_store_free(shoal_store_t *self)
         shoal__refmap_destroy(&self->map);
     }
     s_env_close(self);
+    if (self->spill_env)
+        mdb_env_close(self->spill_env);
+    s_disk_free(self);
     if (self->base)
         munmap(self->base, self->capacity);
     if (self->arena_fd >= 0)
@@ -1404,10 +1743,15 @@ int shoal_store_open(const shoal_store_config_t *config, shoal_store_t **self_p)
         goto fail;
     const char *why = NULL;
     rc = s_arena_open(self, &why);
+    self->spill_cap = config->spill_size;
+    if (rc == 0)
+        rc = s_spill_open(self, config->spill_dir);
     if (rc == 0)
         rc = s_index_open(self, why);
     if (rc == 0)
         rc = s_pins_open(self);
+    if (rc == 0 && self->spill_env)
+        rc = s_spill_sweep(self);
     //  The invariants on capacities (see the struct), for deletes before any alloc.
     if (rc == 0)
         rc = s_free_reserve(self, self->spaced + self->limbo_len + 1);
@@ -1478,6 +1822,8 @@ void shoal_store_destroy(shoal_store_t **self_p)
     if (self->pins && unlink(self->pins_path) != 0 && errno != ENOENT)
         shoal__warn("store: cannot remove pin table %s: %s", self->pins_path, strerror(errno));
     s_index_unlink(self);
+    if (self->spill_env)
+        s_spill_unlink(self->spill_path);
     s_store_free(self);
     *self_p = NULL;
 }
@@ -1578,9 +1924,11 @@ int shoal_store_alloc(shoal_store_t *self, shoal_ref_t ref, uint64_t size, shoal
     entry->offset = offset;
     entry->size = size;
     entry->state = SHOAL_OBJ_ALLOCATED;
+    entry->seq = ++self->seq;
     entry->created_us = shoal__wall_us();
     entry->dirty = true;
     entry->published = false;
+    entry->persisted = false;
     self->dirty[self->dirty_len++] = ref;
     if (span) {
         self->used += span;
@@ -1603,10 +1951,12 @@ int shoal_store_seal(shoal_store_t *self, shoal_ref_t ref)
     return 0;
 }
 
-static void s_drop(shoal_store_t *self, shoal_ref_t ref)
+static void s_pieces_drop(shoal_store_t *self, shoal_ref_t ref, uint64_t size, bool persisted);
+
+//  Gives up the arena range of entry, which stays in the map (spill) or leaves it (drop):
+//  to limbo if readers may view it, else to the free list. Never allocates.
+static void s_range_release(shoal_store_t *self, const s_entry_t *entry)
 {
-    s_entry_t *entry = shoal__refmap_remove(self->map, ref);
-    assert(entry);
     uint64_t span = s_page_round(entry->size);
     if (span && entry->published) {
         //  Readers may view it: limbo until a commit and a pin scan say otherwise.
@@ -1618,6 +1968,21 @@ static void s_drop(shoal_store_t *self, shoal_ref_t ref)
         self->used -= span;
         self->spaced--;
     }
+}
+
+static void s_drop(shoal_store_t *self, shoal_ref_t ref)
+{
+    s_entry_t *entry = shoal__refmap_remove(self->map, ref);
+    assert(entry);
+    if (entry->state == SHOAL_OBJ_SPILLED || entry->persisted)
+        s_pieces_drop(self, ref, entry->size, entry->persisted);
+    else if (self->job && shoal_ref_equal(self->job_ref, ref)) {
+        //  Being spilled: the pieces written so far go, and its reserved disk room.
+        s_pieces_drop(self, ref, entry->size, false);
+        self->job = false;
+    }
+    if (entry->state != SHOAL_OBJ_SPILLED)
+        s_range_release(self, entry);
     if (!entry->dirty) {
         //  Flush must delete its record: the slot this takes was counted in clean.
         assert(self->dirty_len < self->dirty_cap && self->clean > 0);
@@ -1667,6 +2032,7 @@ int shoal_store_lookup(shoal_store_t *self, shoal_ref_t ref, shoal_store_obj_t *
     s_entry_t *entry = shoal__refmap_get(self->map, ref);
     if (!entry)
         return SHOAL_ENOTFOUND;
+    entry->seq = ++self->seq;
     s_fill_obj(self, ref, entry, obj);
     return 0;
 }
@@ -1677,7 +2043,7 @@ bool shoal_store_next(const shoal_store_t *self, size_t *cursor, shoal_store_obj
     void *value;
     while (shoal__refmap_next(self->map, cursor, &ref, &value)) {
         const s_entry_t *entry = value;
-        if (entry->state == SHOAL_OBJ_SEALED) {
+        if (entry->state == SHOAL_OBJ_SEALED || entry->state == SHOAL_OBJ_SPILLED) {
             s_fill_obj(self, ref, entry, obj);
             return true;
         }
@@ -1702,8 +2068,8 @@ static int s_commit(shoal_store_t *self)
         s_key_encode(ref, k);
         MDB_val key = {sizeof k, k};
         if (entry) {
-            s_record_t rec = {entry->offset, entry->size, (uint32_t)entry->state, 0,
-                              entry->created_us};
+            s_record_t rec = {entry->offset, entry->size, (uint32_t)entry->state,
+                              entry->persisted ? S_REC_PERSISTED : 0, entry->created_us};
             MDB_val val = {sizeof rec, &rec};
             what = "write a record";
             rc = S_MDB(mdb_put(txn, self->dbi, &key, &val, 0));
@@ -1738,6 +2104,16 @@ static int s_commit(shoal_store_t *self)
     self->dirty_len = 0;
     //  Every delete so far is in the index now.
     self->limbo_safe = self->limbo_len;
+    //  A persisted object's record is on the disk before its seal is reported (the worker
+    //  flushes before it answers): one fdatasync, only in a flush that follows a persist.
+    if (self->sync_index) {
+        rc = s_fault() ? EIO : mdb_env_sync(self->env, 1);
+        if (rc) {
+            shoal__error("store: cannot sync index %s: %s", self->index_path, mdb_strerror(rc));
+            return SHOAL_EIO;
+        }
+        self->sync_index = false;
+    }
     return 0;
 
 fail:
@@ -1779,6 +2155,429 @@ void shoal_store_tick(shoal_store_t *self)
         if (mdb_reader_check(self->env, &dead) == 0 && dead > 0)
             shoal__info("store: index %s: cleared %d stale reader slots", self->index_path, dead);
     }
+}
+
+//  ----------------------------------------------------------------------- spill, restore
+
+//  Deletes ref's record and pieces from the disk tier and gives its size back to the
+//  counter it was in. A failure is logged: what stays is swept by the next open (the
+//  counters are our accounting, so the room is given back anyway; the map has slack).
+static void s_pieces_drop(shoal_store_t *self, shoal_ref_t ref, uint64_t size, bool persisted)
+{
+    uint64_t *used = persisted ? &self->persist_used : &self->spill_used;
+    *used -= SHOAL__MIN(size, *used);
+    MDB_txn *txn = NULL;
+    MDB_cursor *cursor = NULL;
+    uint8_t k[16];
+    s_key_encode(ref, k);
+    //  The record's key (16 bytes) sorts right before the pieces' (20 bytes, same prefix).
+    MDB_val key = {sizeof k, k}, val;
+    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+    if (rc == 0)
+        rc = S_MDB(mdb_cursor_open(txn, self->spill_dbi, &cursor));
+    if (rc == 0)
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
+    while (rc == 0 && key.mv_size >= 16 && memcmp(key.mv_data, k, 16) == 0) {
+        rc = S_MDB(mdb_cursor_del(cursor, 0));
+        if (rc == 0)
+            rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT); //  the next one (C_DEL)
+    }
+    if (cursor)
+        mdb_cursor_close(cursor);
+    if (rc == 0 || rc == MDB_NOTFOUND) {
+        rc = s_fault() ? EIO : mdb_txn_commit(txn);
+        if (rc)
+            mdb_txn_abort(txn);
+        txn = NULL;
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    if (rc) {
+        char text[SHOAL_REF_TEXT_SIZE];
+        shoal__error("store: cannot delete %s from the disk tier %s (the next open will): %s",
+                     shoal_ref_format(ref, text), self->spill_path, mdb_strerror(rc));
+    }
+}
+
+//  Writes entry's record (flags) in txn.
+static int s_disk_rec_put(shoal_store_t *self, MDB_txn *txn, shoal_ref_t ref,
+                          const s_entry_t *entry, uint32_t flags)
+{
+    uint8_t k[16];
+    s_key_encode(ref, k);
+    s_disk_rec_t rec = {.size = entry->size, .flags = flags, .created_us = entry->created_us};
+    MDB_val key = {sizeof k, k}, val = {sizeof rec, &rec};
+    return S_MDB(mdb_put(txn, self->spill_dbi, &key, &val, 0));
+}
+
+//  Writes pieces of entry's bytes, from *done on, in txn, until all are written or budget
+//  bytes were. 0 or an LMDB code.
+static int s_pieces_put(shoal_store_t *self, MDB_txn *txn, shoal_ref_t ref, const s_entry_t *entry,
+                        uint64_t *done, uint64_t budget)
+{
+    uint64_t written = 0;
+    while (*done < entry->size && written < budget) {
+        //  MDB_RESERVE: copied straight from the arena into LMDB's pages.
+        uint64_t len = SHOAL__MIN((uint64_t)SHOAL_STORE_PIECE, entry->size - *done);
+        uint8_t k[S_PIECE_KEY];
+        s_piece_key(ref, (uint32_t)(*done / SHOAL_STORE_PIECE), k);
+        MDB_val key = {sizeof k, k}, val = {(size_t)len, NULL};
+        int rc = S_MDB(mdb_put(txn, self->spill_dbi, &key, &val, MDB_RESERVE));
+        if (rc)
+            return rc;
+        memcpy(val.mv_data, self->base + entry->offset + *done, (size_t)len);
+        *done += len;
+        written += len;
+    }
+    return 0;
+}
+
+static int s_disk_code(int rc)
+{
+    return rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT ? SHOAL_EFULL
+           : rc == ENOMEM                                     ? SHOAL_ENOMEM
+                                                              : SHOAL_EIO;
+}
+
+//  The least recently used object that may be spilled now, or false.
+static bool s_victim(shoal_store_t *self, const shoal_store_spill_hooks_t *hooks,
+                     shoal_ref_t *ref_p)
+{
+    size_t n = 0;
+    s_pins_scan(self, &n);
+    size_t cursor = 0;
+    shoal_ref_t ref;
+    void *value;
+    const s_entry_t *best = NULL;
+    //  Linear in the objects: ~5 ns each, so 10,000 objects cost 50 us per victim, against
+    //  the milliseconds it takes to write a 1 MiB piece.
+    while (shoal__refmap_next(self->map, &cursor, &ref, &value)) {
+        const s_entry_t *e = value;
+        if (e->state != SHOAL_OBJ_SEALED || e->size == 0 || (best && e->seq >= best->seq))
+            continue;
+        //  A persisted object is on disk already: spilling it costs no disk room.
+        if (!e->persisted &&
+            (self->spill_used >= self->spill_cap || e->size > self->spill_cap - self->spill_used))
+            continue;
+        if (s_pinned(self->spans, n, e->offset, s_page_round(e->size)) ||
+            (hooks && hooks->skip && hooks->skip(hooks->arg, ref)))
+            continue;
+        best = e;
+        *ref_p = ref;
+    }
+    return best != NULL;
+}
+
+//  The spill of entry is on disk: gives up its arena range (limbo, as a delete does).
+static void s_spilled(shoal_store_t *self, shoal_ref_t ref, s_entry_t *entry,
+                      const shoal_store_spill_hooks_t *hooks, uint64_t *freed_p)
+{
+    s_range_release(self, entry);
+    entry->state = SHOAL_OBJ_SPILLED;
+    entry->offset = 0;
+    s_mark_dirty(self, ref, entry);
+    if (freed_p)
+        *freed_p += s_page_round(entry->size);
+    if (hooks && hooks->spilled)
+        hooks->spilled(hooks->arg, ref, entry->size);
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal__debug("store: spilled %s (%llu bytes) to %s", shoal_ref_format(ref, text),
+                 (unsigned long long)entry->size, self->spill_path);
+}
+
+int shoal_store_spill(shoal_store_t *self, uint64_t budget, const shoal_store_spill_hooks_t *hooks,
+                      uint64_t *freed_p)
+{
+    assert(self);
+    if (freed_p)
+        *freed_p = 0;
+    if (!self->spill_env)
+        return SHOAL_EFULL;
+    budget = SHOAL__MAX(budget, 1);
+    uint64_t written = 0;
+    bool progress = false, done_one = false;
+    MDB_txn *txn = NULL;
+    const char *what = "begin a transaction";
+    int rc = 0;
+    while (written < budget) {
+        s_entry_t *entry = self->job ? shoal__refmap_get(self->map, self->job_ref) : NULL;
+        if (self->job && (!entry || entry->state != SHOAL_OBJ_SEALED ||
+                          entry->offset != self->job_offset || entry->persisted ||
+                          (hooks && hooks->skip && hooks->skip(hooks->arg, self->job_ref)))) {
+            //  Deleted (s_drop cleaned up), persisted meanwhile (its copy is complete), or
+            //  wanted by the owner now: give up on it. Nothing of it is in txn: a job
+            //  starts a call or follows a commit.
+            if (entry && !entry->persisted)
+                s_pieces_drop(self, self->job_ref, entry->size, false);
+            self->job = false;
+            entry = NULL;
+        }
+        if (!self->job) {
+            //  One object made room: the caller asks again if it needs more, rather than
+            //  this call starting on another object nobody may need on disk.
+            if (done_one)
+                break;
+            shoal_ref_t ref;
+            if (!s_victim(self, hooks, &ref))
+                break;
+            entry = shoal__refmap_get(self->map, ref);
+            if (entry->persisted) {
+                s_spilled(self, ref, entry, hooks, freed_p);
+                progress = done_one = true;
+                continue;
+            }
+            self->job = true;
+            self->job_ref = ref;
+            self->job_offset = entry->offset;
+            self->job_done = 0;
+            self->spill_used += entry->size;
+        }
+        if (!txn) {
+            what = "begin a transaction";
+            rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+            if (rc) {
+                txn = NULL;
+                goto fail;
+            }
+        }
+        uint64_t before = self->job_done;
+        what = "write a piece";
+        rc = s_pieces_put(self, txn, self->job_ref, entry, &self->job_done, budget - written);
+        if (rc)
+            goto fail;
+        written += self->job_done - before;
+        progress = true;
+        if (self->job_done < entry->size)
+            continue;
+        //  All pieces: the record goes in the same commit, before the range is given up.
+        what = "write a record";
+        rc = s_disk_rec_put(self, txn, self->job_ref, entry, 0);
+        if (rc)
+            goto fail;
+        what = "commit";
+        rc = s_fault() ? (mdb_txn_abort(txn), EIO) : mdb_txn_commit(txn);
+        txn = NULL;
+        if (rc)
+            goto fail;
+        self->job = false;
+        //  A reader may have pinned it since it was chosen: it keeps its bytes either way
+        //  (limbo), but the rule is that a pinned object is not spilled. Undo.
+        size_t n = 0;
+        s_pins_scan(self, &n);
+        if (s_pinned(self->spans, n, entry->offset, s_page_round(entry->size))) {
+            s_pieces_drop(self, self->job_ref, entry->size, false);
+            continue;
+        }
+        s_spilled(self, self->job_ref, entry, hooks, freed_p);
+        done_one = true;
+    }
+    if (txn) {
+        what = "commit";
+        rc = s_fault() ? (mdb_txn_abort(txn), EIO) : mdb_txn_commit(txn);
+        txn = NULL;
+        if (rc)
+            goto fail;
+    }
+    return progress ? 0 : SHOAL_EFULL;
+
+fail:
+    if (txn)
+        mdb_txn_abort(txn);
+    //  What this call wrote of the current object is gone: start it over next time.
+    if (self->job) {
+        s_entry_t *entry = shoal__refmap_get(self->map, self->job_ref);
+        s_pieces_drop(self, self->job_ref, entry ? entry->size : 0, false);
+        self->job = false;
+    }
+    shoal__error("store: cannot %s in disk tier %s: %s", what, self->spill_path, mdb_strerror(rc));
+    return s_disk_code(rc);
+}
+
+int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref)
+{
+    assert(self);
+    s_entry_t *entry = shoal__refmap_get(self->map, ref);
+    if (!entry)
+        return SHOAL_ENOTFOUND;
+    if (entry->state == SHOAL_OBJ_ALLOCATED)
+        return SHOAL_ESTATE;
+    if (entry->persisted)
+        return 0;
+    if (!self->spill_env)
+        return SHOAL_EFULL;
+    if (self->job && shoal_ref_equal(self->job_ref, ref)) {
+        //  Half spilled: start over, whole, in one transaction.
+        s_pieces_drop(self, ref, entry->size, false);
+        self->job = false;
+    }
+    bool spilled = entry->state == SHOAL_OBJ_SPILLED;
+    MDB_txn *txn = NULL;
+    const char *what = "begin a transaction";
+    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+    if (rc)
+        txn = NULL;
+    uint64_t done = 0;
+    if (rc == 0 && !spilled) {
+        what = "write a piece";
+        rc = s_pieces_put(self, txn, ref, entry, &done, UINT64_MAX);
+    }
+    if (rc == 0) {
+        what = "write a record";
+        rc = s_disk_rec_put(self, txn, ref, entry, S_DISK_PERSISTED);
+    }
+    if (rc == 0) {
+        what = "commit";
+        rc = s_fault() ? (mdb_txn_abort(txn), EIO) : mdb_txn_commit(txn);
+        txn = NULL;
+    }
+    if (rc == 0) {
+        //  The commit synced the pages; this syncs the meta page that names them, so the
+        //  copy is on the disk when we return.
+        what = "sync";
+        rc = s_fault() ? EIO : mdb_env_sync(self->spill_env, 1);
+        if (rc && !spilled) //  maybe not durable: undo, so nothing claims what is not so
+            s_pieces_drop(self, ref, 0, false);
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    if (rc) {
+        char text[SHOAL_REF_TEXT_SIZE];
+        shoal__error("store: cannot persist %s (%llu bytes): cannot %s in disk tier %s: %s",
+                     shoal_ref_format(ref, text), (unsigned long long)entry->size, what,
+                     self->spill_path, mdb_strerror(rc));
+        return s_disk_code(rc);
+    }
+    if (spilled)
+        self->spill_used -= SHOAL__MIN(entry->size, self->spill_used);
+    self->persist_used += entry->size;
+    entry->persisted = true;
+    s_mark_dirty(self, ref, entry);
+    self->sync_index = true;
+    return 0;
+}
+
+//  Copies [offset, offset + size) of ref's pieces into dst in one read transaction.
+static int s_pieces_read(shoal_store_t *self, shoal_ref_t ref, uint64_t total, uint64_t offset,
+                         uint64_t size, uint8_t *dst)
+{
+    MDB_txn *txn = NULL;
+    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, MDB_RDONLY, &txn));
+    if (rc)
+        txn = NULL;
+    uint32_t piece = (uint32_t)(offset / SHOAL_STORE_PIECE);
+    while (rc == 0 && size > 0) {
+        uint8_t k[S_PIECE_KEY];
+        s_piece_key(ref, piece, k);
+        MDB_val key = {sizeof k, k}, val;
+        rc = S_MDB(mdb_get(txn, self->spill_dbi, &key, &val));
+        uint64_t start = (uint64_t)piece * SHOAL_STORE_PIECE;
+        uint64_t want = SHOAL__MIN((uint64_t)SHOAL_STORE_PIECE, total - start);
+        if (rc == MDB_NOTFOUND || (rc == 0 && val.mv_size != want)) {
+            char text[SHOAL_REF_TEXT_SIZE];
+            shoal__error("store: disk tier %s: piece %u of %s is missing or of the wrong size",
+                         self->spill_path, piece, shoal_ref_format(ref, text));
+            mdb_txn_abort(txn);
+            return SHOAL_ECORRUPT;
+        }
+        if (rc)
+            break;
+        uint64_t at = offset - start, len = SHOAL__MIN(size, want - at);
+        memcpy(dst, (const uint8_t *)val.mv_data + at, (size_t)len);
+        dst += len;
+        offset += len;
+        size -= len;
+        piece++;
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    if (rc) {
+        shoal__error("store: cannot read disk tier %s: %s", self->spill_path, mdb_strerror(rc));
+        return s_mdb_is_corrupt(rc) ? SHOAL_ECORRUPT : SHOAL_EIO;
+    }
+    return 0;
+}
+
+int shoal_store_read(shoal_store_t *self, shoal_ref_t ref, uint64_t offset, uint64_t size,
+                     void *dst)
+{
+    assert(self);
+    s_entry_t *entry = shoal__refmap_get(self->map, ref);
+    if (!entry)
+        return SHOAL_ENOTFOUND;
+    if (entry->state != SHOAL_OBJ_SPILLED)
+        return SHOAL_ESTATE;
+    if (offset > entry->size || size > entry->size - offset || (size && !dst))
+        return SHOAL_EINVAL;
+    return s_pieces_read(self, ref, entry->size, offset, size, dst);
+}
+
+int shoal_store_restore(shoal_store_t *self, shoal_ref_t ref, shoal_store_obj_t *obj)
+{
+    assert(self);
+    s_entry_t *entry = shoal__refmap_get(self->map, ref);
+    if (!entry)
+        return SHOAL_ENOTFOUND;
+    if (entry->state != SHOAL_OBJ_SPILLED)
+        return SHOAL_ESTATE;
+    uint64_t span = s_page_round(entry->size);
+    //  The same reservations as alloc: the restored object's later delete cannot fail.
+    int rc = s_free_reserve(self, self->spaced + self->limbo_len + 2);
+    if (rc == 0)
+        rc = s_limbo_reserve(self, self->limbo_len + self->spaced + 1);
+    if (rc)
+        return rc;
+    uint64_t offset = 0;
+    if (span && !s_free_take(self, span, &offset)) {
+        if (self->limbo_len == 0)
+            return SHOAL_EFULL;
+        s_commit(self);
+        s_reap(self);
+        if (!s_free_take(self, span, &offset))
+            return SHOAL_EFULL;
+    }
+    rc = s_pieces_read(self, ref, entry->size, 0, entry->size, self->base + offset);
+    if (rc) {
+        if (span)
+            s_free_give(self, offset, span);
+        return rc;
+    }
+    if (span) {
+        self->used += span;
+        self->spaced++;
+    }
+    entry->offset = offset;
+    entry->state = SHOAL_OBJ_SEALED;
+    //  A new range no reader can have seen: a delete before the next flush frees it at once.
+    entry->published = false;
+    entry->seq = ++self->seq;
+    s_mark_dirty(self, ref, entry);
+    //  A persisted object keeps its copy (a later spill of it is free); others give theirs
+    //  back to the disk tier.
+    if (!entry->persisted)
+        s_pieces_drop(self, ref, entry->size, false);
+    if (obj)
+        s_fill_obj(self, ref, entry, obj);
+    return 0;
+}
+
+uint64_t shoal_store_spill_used(const shoal_store_t *self)
+{
+    return self->spill_used;
+}
+
+uint64_t shoal_store_persist_used(const shoal_store_t *self)
+{
+    return self->persist_used;
+}
+
+uint64_t shoal_store_spill_capacity(const shoal_store_t *self)
+{
+    return self->spill_env ? self->spill_cap : 0;
+}
+
+const char *shoal_store_spill_path(const shoal_store_t *self)
+{
+    return self->spill_env ? self->spill_path : "";
 }
 
 //  --------------------------------------------------------------------- other processes

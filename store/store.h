@@ -45,12 +45,20 @@
 
 typedef struct shoal_store shoal_store_t;
 
-enum { SHOAL_OBJ_ALLOCATED = 1, SHOAL_OBJ_SEALED = 2 };
+/*  SPILLED: sealed, its bytes moved to the disk tier (see "Disk tier" below); no arena
+    space, obj.data is NULL. Readers (shoal_store_reader_get) do not find it in the arena:
+    they get SHOAL_ENOTFOUND and ask the owner (the worker serves it over its data socket). */
+enum { SHOAL_OBJ_ALLOCATED = 1, SHOAL_OBJ_SEALED = 2, SHOAL_OBJ_SPILLED = 3 };
 
 typedef struct {
     const char *dir;   /*  store directory (created 0700 if missing): the LMDB index */
     const char *name;  /*  arena name: see shoal_store_arena_path_for */
     uint64_t capacity; /*  arena bytes, rounded up to a page */
+    /*  The disk tier: an LMDB environment "spill.mdb" in spill_dir (NULL: "DIR/spill").
+        spill_size caps the bytes spilled under memory pressure (0: never spill);
+        persisted copies are not counted in it (they are bounded by the disk). */
+    const char *spill_dir;
+    uint64_t spill_size;
 } shoal_store_config_t;
 
 typedef struct {
@@ -58,6 +66,7 @@ typedef struct {
     uint64_t offset; /*  in the arena, page-aligned */
     uint64_t size;   /*  the object's bytes (the reserved space is size rounded to a page) */
     int state;       /*  SHOAL_OBJ_* */
+    bool persisted;  /*  a copy is in the disk tier for good (shoal_store_persist) */
     uint8_t *data;   /*  base + offset: borrowed, valid until the object is deleted/aborted */
 } shoal_store_obj_t;
 
@@ -122,7 +131,7 @@ int shoal_store_delete(shoal_store_t *self, shoal_ref_t ref);
     in-memory index stays right, the next flush tries again), SHOAL_EFULL (the LMDB map is
     full). */
 int shoal_store_flush(shoal_store_t *self);
-/*  Iterates over sealed objects: start with *cursor = 0; false at the end. */
+/*  Iterates over sealed and spilled objects: start with *cursor = 0; false at the end. */
 bool shoal_store_next(const shoal_store_t *self, size_t *cursor, shoal_store_obj_t *obj);
 /*  Owner housekeeping; the worker calls it every loop turn. Cheap when there is nothing to
     do (a clock read and a few compares). While deleted objects wait in limbo, at most every
@@ -222,6 +231,76 @@ int shoal_arena_map_range(const char *path, uint64_t offset, uint64_t size, void
 int shoal_arena_map_checked(const char *path, uint64_t dev, uint64_t ino, uint64_t offset,
                             uint64_t size, void **p, uint64_t *mapped_p);
 void shoal_arena_unmap(void *p, uint64_t size);
+
+/*  --------------------------------------------------------------------------- disk tier
+
+    Every store has a disk tier: an LMDB environment whose values are pieces of
+    SHOAL_STORE_PIECE bytes keyed by (ref, piece number), so no value needs a long
+    contiguous run of LMDB pages, plus one small record per object written with its last
+    piece. Its commits are synced (fdatasync), unlike the index's: what is on disk survives
+    a power cut, and on open every complete object on disk that the index does not hold in
+    the arena (the arena was lost, the index reset) is re-adopted as SPILLED.
+
+    Spill: when the arena is full, the owner moves sealed objects to disk. Incremental:
+    each shoal_store_spill call writes at most `budget` bytes in one transaction, so the
+    owner's loop stays responsive; an object's arena range is released (to limbo, as a
+    delete: readers that pin it keep their bytes) only once all its pieces are committed.
+    Victims: sealed, non-empty, not pinned by a reader, not refused by the owner's skip
+    hook, least recently used first (alloc, lookup and restore count as uses), and fitting
+    in what is left of spill_size (a persisted object is on disk already: it costs
+    nothing). A spilled object is read in place (shoal_store_read, for the data socket) or
+    restored into the arena (shoal_store_restore, for executors, which read the arena).
+
+    Persist: shoal_store_persist writes a sealed object's copy to disk for good (until it
+    is deleted), synced; the next flush also syncs the index. Deleting an object deletes
+    its copy. */
+#define SHOAL_STORE_PIECE (1024 * 1024)
+
+/*  The owner's say in a spill (all optional). skip is asked about each candidate: true
+    leaves it in the arena (an object the owner's tasks are reading). spilled is told of
+    each object whose spill completed (now SHOAL_OBJ_SPILLED). */
+typedef struct {
+    bool (*skip)(void *arg, shoal_ref_t ref);
+    void (*spilled)(void *arg, shoal_ref_t ref, uint64_t size);
+    void *arg;
+} shoal_store_spill_hooks_t;
+
+/*  Spills at most budget bytes (rounded up to whole pieces) of the least recently used
+    eligible object, finishing at most one object per call (call again for more: an object
+    half written stays in the arena, and the next call goes on with it). hooks may be
+    NULL. *freed_p (optional) receives the arena bytes
+    released by objects whose spill completed in this call. Returns 0 (some work done; call
+    again while more room is needed), SHOAL_EFULL (nothing can be spilled: no disk tier, no
+    eligible object, none fits in the disk tier's remaining room, or the disk itself is
+    full: MDB_MAP_FULL), SHOAL_EIO (logged; pieces written by this call are dropped),
+    SHOAL_ENOMEM. */
+int shoal_store_spill(shoal_store_t *self, uint64_t budget, const shoal_store_spill_hooks_t *hooks,
+                      uint64_t *freed_p);
+/*  Copies [offset, offset + size) of a SPILLED object's bytes into dst. 0, SHOAL_ENOTFOUND,
+    SHOAL_ESTATE (not spilled: read the arena), SHOAL_EINVAL (range beyond the object),
+    SHOAL_ECORRUPT (a piece is missing or of the wrong size; logged naming the file),
+    SHOAL_EIO. */
+int shoal_store_read(shoal_store_t *self, shoal_ref_t ref, uint64_t offset, uint64_t size,
+                     void *dst);
+/*  Brings a SPILLED object back into the arena (SEALED again, at a new offset, which *obj
+    (optional) describes) and drops its pieces. Synchronous: about 1 ms per MiB when the
+    pieces are in the page cache. 0, SHOAL_ENOTFOUND, SHOAL_ESTATE (not spilled),
+    SHOAL_EFULL (no arena range large enough now: spill others first), SHOAL_ECORRUPT,
+    SHOAL_EIO, SHOAL_ENOMEM. */
+int shoal_store_restore(shoal_store_t *self, shoal_ref_t ref, shoal_store_obj_t *obj);
+/*  Writes a copy of ref (SEALED or SPILLED) to the disk tier for good, in one synced
+    transaction (about the cost of writing its bytes plus one fdatasync), and marks it
+    persisted (obj.persisted; the next shoal_store_flush syncs the index too). Idempotent.
+    0, SHOAL_ENOTFOUND, SHOAL_ESTATE (not sealed yet), SHOAL_EFULL (the disk is full:
+    ENOSPC, or the tier's map; nothing changed), SHOAL_EIO (logged; nothing changed). */
+int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref);
+/*  Bytes of spilled objects in the disk tier (including one being spilled), and its cap
+    (spill_size); bytes of persisted copies. */
+uint64_t shoal_store_spill_used(const shoal_store_t *self);
+uint64_t shoal_store_persist_used(const shoal_store_t *self);
+uint64_t shoal_store_spill_capacity(const shoal_store_t *self);
+/*  The disk tier's file. */
+const char *shoal_store_spill_path(const shoal_store_t *self);
 
 /*  ------------------------------------------------------------------------- testing only
     Not part of the store's API: hooks for tests/test_store.c. */

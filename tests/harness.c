@@ -723,9 +723,24 @@ int h_start_worker(h_cluster_t *c, int i)
         return -1;
     char slots[16];
     snprintf(slots, sizeof slots, "%d", c->slots);
-    const char *argv[] = {h_bin(),   "worker",      "--broker",   c->listen,    "--name",
-                          w->name,   "--store-dir", w->store_dir, "--shm-size", c->shm,
-                          "--slots", slots,         NULL};
+    const char *argv[32] = {h_bin(),   "worker",      "--broker",   c->listen,    "--name",
+                            w->name,   "--store-dir", w->store_dir, "--shm-size", c->shm,
+                            "--slots", slots,         NULL};
+    //  Extra arguments: split on spaces, "%s" replaced by the store directory.
+    char extra[sizeof c->worker_args], extra_dirs[8][PATH_MAX + 64];
+    snprintf(extra, sizeof extra, "%s", c->worker_args);
+    int argc = 12, n_dirs = 0;
+    for (char *save = NULL, *tok = strtok_r(extra, " ", &save); tok && argc < 31;
+         tok = strtok_r(NULL, " ", &save)) {
+        char *at = strstr(tok, "%s");
+        if (at && n_dirs < 8) {
+            snprintf(extra_dirs[n_dirs], sizeof extra_dirs[n_dirs], "%.*s%s%s", (int)(at - tok),
+                     tok, w->store_dir, at + 2);
+            tok = extra_dirs[n_dirs++];
+        }
+        argv[argc++] = tok;
+    }
+    argv[argc] = NULL;
     int log = s_open_log(w->log);
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     const char *set[] = {"SHOAL_BROKER="};
@@ -853,6 +868,12 @@ static bool s_copy_endpoint(const char *line, const char *after, char *out, size
 
 h_cluster_t *h_cluster_start(int n_workers, int slots, const char *shm)
 {
+    return h_cluster_start_with(n_workers, slots, shm, NULL);
+}
+
+h_cluster_t *h_cluster_start_with(int n_workers, int slots, const char *shm,
+                                  const char *worker_args)
+{
     if (n_workers < 0 || n_workers > H_MAX_WORKERS)
         return NULL;
     //  Orphans of killed workers (executors, task processes) come to us, to be reaped.
@@ -863,6 +884,7 @@ h_cluster_t *h_cluster_start(int n_workers, int slots, const char *shm)
     c->broker_out = -1;
     c->slots = slots;
     snprintf(c->shm, sizeof c->shm, "%s", shm ? shm : "64M");
+    snprintf(c->worker_args, sizeof c->worker_args, "%s", worker_args ? worker_args : "");
     s_cluster_count++;
     snprintf(c->tmp, sizeof c->tmp, "/tmp/shoal-test-XXXXXX");
     if (!mkdtemp(c->tmp)) {

@@ -56,6 +56,7 @@ typedef struct {
     int n_workers;
     int slots;
     char shm[32];
+    char worker_args[256]; /*  more arguments for every worker, separated by spaces */
     h_worker_t workers[H_MAX_WORKERS];
     bool killed_any; /*  a process was killed by a test: orphans are expected */
     h_alloc_t *allocs;
@@ -83,6 +84,11 @@ int64_t h_now_ms(void);
     ("64M"); returns when `shoal workers` lists all of them. Returns NULL after printing
     why (and cleaning up) when something does not come up within its deadline. */
 h_cluster_t *h_cluster_start(int n_workers, int slots, const char *shm);
+/*  h_cluster_start whose workers get more arguments (worker_args: separated by single
+    spaces, no quoting; "%s" in one stands for the worker's store directory), also when
+    h_start_worker restarts them. */
+h_cluster_t *h_cluster_start_with(int n_workers, int slots, const char *shm,
+                                  const char *worker_args);
 /*  SIGTERM to every worker, then the broker; waits (deadline), SIGKILL for the slow ones
     (after printing their stacks), reaps them and every orphan re-parented to the test;
     removes the temporary directory and the workers' arenas (/dev/shm/shoal-UID-NAME*);

@@ -2020,7 +2020,7 @@ static void test_a_query_lists_objects_by_name_glob_tag_worker_and_job(void **st
     o = &r->objects.items[4];
     assert_string_equal(o->worker, "w2");
     assert_int_equal(o->size, 70000);
-    assert_int_equal(o->state, SHOAL_OBJECT_SEALED);
+    assert_int_equal(o->state, SHOAL_OBJECT_PERSISTED); //  named, in a worker's store
     assert_true(o->age_ms < 60000);
     shoal_wire_in_clear(&in);
     //  Each filter, and filters together.
@@ -2126,11 +2126,12 @@ static void test_a_put_being_written_is_listed_allocated_on_its_worker(void **st
     s_assert_listed(r, (shoal_ref_t[]){put.id, early}, 2, 0);
     assert_int_equal(r->objects.items[1].state, SHOAL_OBJECT_ALLOCATED);
     shoal_wire_in_clear(&in);
-    //  Sealed, it is listed sealed, with the size the seal gave.
+    //  Sealed, it is listed persisted (named, in a worker's store), with the size the seal
+    //  gave.
     s_note(w, put.id, SHOAL_OBJ_NOTE_SEALED, 1000, NULL);
     r = s_query(c, "partial", NULL, NULL, NULL, 0, &in);
     s_assert_listed(r, &put.id, 1, 0);
-    assert_int_equal(r->objects.items[0].state, SHOAL_OBJECT_SEALED);
+    assert_int_equal(r->objects.items[0].state, SHOAL_OBJECT_PERSISTED);
     assert_int_equal(r->objects.items[0].size, 1000);
     shoal_wire_in_clear(&in);
     s_close(w);
@@ -2650,6 +2651,109 @@ static void test_a_put_in_a_store_that_carries_bytes_in_its_task_is_refused(void
     s_close(c);
 }
 
+//  Fails if a message of type (heartbeats and drops aside) reaches w within ms.
+static void s_assert_nothing(void *w, int type, int ms)
+{
+    int64_t deadline = shoal__now_ms() + ms;
+    for (int64_t left; (left = deadline - shoal__now_ms()) > 0;) {
+        zmq_pollitem_t item = {w, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, (long)left) <= 0)
+            continue;
+        shoal_wire_in_t in;
+        assert_int_equal(shoal_wire_recv(w, false, &in, 0), 0);
+        int got = in.msg.type;
+        shoal_wire_in_clear(&in);
+        if (got == type)
+            fail_msg("unexpected %s", shoal_msg_name(type));
+    }
+}
+
+//  The first w_dispatch on a or b (within 5 s) in *in; returns the socket it came on.
+static void *s_expect_dispatch_any(void *a, void *b, shoal_wire_in_t *in)
+{
+    int64_t deadline = shoal__now_ms() + 5000;
+    for (int64_t left; (left = deadline - shoal__now_ms()) > 0;) {
+        zmq_pollitem_t items[2] = {{a, 0, ZMQ_POLLIN, 0}, {b, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, (long)left) <= 0)
+            continue;
+        void *w = (items[0].revents & ZMQ_POLLIN) ? a : b;
+        assert_int_equal(shoal_wire_recv(w, false, in, 0), 0);
+        if (in->msg.type == SHOAL_MSG_w_dispatch)
+            return w;
+        shoal_wire_in_clear(in);
+    }
+    fail_msg("no w_dispatch within 5 s");
+    return NULL;
+}
+
+static void test_a_persisted_put_stays_while_its_worker_is_away_and_comes_back_with_it(void **state)
+{
+    fixture_t *f = *state;
+    void *w1 = s_worker_hello(f, "w1", 1, "tcp://127.0.0.1:1", NULL, 0, NULL, 0);
+    void *c = s_client(f);
+    //  P is persisted (the flag), Q is not; R reads P.
+    shoal_wire_task_t p = s_put_store(1, "w1", 100000), q = s_put_store(2, "w1", 100000);
+    p.flags = SHOAL_TASK_PERSIST;
+    shoal_wire_task_t puts[2] = {p, q};
+    s_submit(c, puts, 2, 0);
+    s_note(w1, p.id, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
+    s_note(w1, q.id, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
+    shoal_wire_query_reply_t *r;
+    shoal_wire_in_t in;
+    r = s_query(c, NULL, NULL, NULL, NULL, 0, &in);
+    s_assert_listed(r, (shoal_ref_t[]){p.id, q.id}, 2, 0);
+    assert_int_equal(r->objects.items[0].state, SHOAL_OBJECT_PERSISTED);
+    assert_int_equal(r->objects.items[1].state, SHOAL_OBJECT_SEALED);
+    shoal_wire_in_clear(&in);
+    //  It spills Q: listed spilled; a stale note (unknown ref) is ignored.
+    s_send_note_of(w1, q.id, SHOAL_OBJ_NOTE_SPILLED, 100000, NULL, 0);
+    s_send_note_of(w1, shoal_ref_make(99, 1, 0), SHOAL_OBJ_NOTE_SPILLED, 1, NULL, 0);
+    s_round_trip(w1);
+    r = s_query(c, NULL, NULL, NULL, NULL, 0, &in);
+    assert_int_equal(r->objects.items[1].state, SHOAL_OBJECT_SPILLED);
+    shoal_wire_in_clear(&in);
+
+    //  w1 goes: Q is lost (its put fails), P stays done and listed under w1's name.
+    shoal_wire_w_bye_t bye = {.reason = "test"};
+    assert_int_equal(shoal_wire_send(w1, NULL, SHOAL_MSG_w_bye, &bye, NULL, 0), 0);
+    s_wait_worker_gone(c, "w1");
+    shoal_wire_status_t *st = s_watch(c, q.id, &in);
+    assert_int_equal(st->code, SHOAL_ELOST);
+    shoal_wire_in_clear(&in);
+    st = s_watch(c, p.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    assert_true(!st->endpoint || !st->endpoint[0]);
+    assert_non_null(st->worker);
+    assert_string_equal(st->worker, "w1");
+    s_assert_error_has(st->error, "away");
+    shoal_wire_in_clear(&in);
+    r = s_query(c, NULL, NULL, NULL, NULL, 0, &in);
+    s_assert_listed(r, &p.id, 1, 0);
+    assert_int_equal(r->objects.items[0].state, SHOAL_OBJECT_PERSISTED);
+    assert_string_equal(r->objects.items[0].worker, "w1");
+    shoal_wire_in_clear(&in);
+    //  A task reading P waits (no worker could read it now) ...
+    void *w2 = s_worker(f, "w2", 2);
+    shoal_wire_task_t reader = s_task(3, &p.id, 1);
+    s_submit(c, &reader, 1, 0);
+    s_assert_nothing(w2, SHOAL_MSG_w_dispatch, 300);
+    //  ... until w1 says hello again holding P: then it runs.
+    void *w1b = s_worker_hello(f, "w1", 11, "tcp://127.0.0.1:3", &p.id, 1, NULL, 0);
+    st = s_watch(c, p.id, &in);
+    if (st->state != SHOAL_STATE_DONE)
+        fail_msg("state %d: %s", (int)st->state, st->error ? st->error : "(none)");
+    assert_string_equal(st->endpoint, "tcp://127.0.0.1:3");
+    shoal_wire_in_clear(&in);
+    void *ran = s_expect_dispatch_any(w1b, w2, &in);
+    assert_non_null(ran);
+    assert_true(shoal_ref_equal(in.msg.u.w_dispatch.tasks.items[0].task.id, reader.id));
+    shoal_wire_in_clear(&in);
+    s_close(w1);
+    s_close(w1b);
+    s_close(w2);
+    s_close(c);
+}
+
 int main(void)
 {
     shoal__log_init("test", SHOAL_LOG_ERROR);
@@ -2712,6 +2816,9 @@ int main(void)
             test_a_put_on_a_worker_nobody_knows_fails_unreachable_naming_it, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(
             test_puts_lost_with_their_worker_fail_and_so_do_their_readers, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_persisted_put_stays_while_its_worker_is_away_and_comes_back_with_it, s_setup,
+            s_teardown),
         cmocka_unit_test_setup_teardown(
             test_removing_or_canceling_a_put_in_a_store_tells_its_worker_to_drop_it, s_setup,
             s_teardown),

@@ -273,7 +273,7 @@ static void test_shoal_query_lists_objects_in_c_a_put_being_written_included(voi
     assert_int_equal(shoal_query(sh, &q, &list, &n, WAIT_MS), 0);
     assert_int_equal(n, 1);
     assert_true(shoal_ref_equal(list[0].ref, big));
-    assert_int_equal(list[0].state, SHOAL_OBJECT_SEALED);
+    assert_int_equal(list[0].state, SHOAL_OBJECT_PERSISTED); //  named, in a worker's store
     shoal_objects_free(&list, n);
     q = (shoal_query_t){.tag = "q-t2"};
     assert_int_equal(shoal_query(sh, &q, &list, &n, WAIT_MS), 0);

@@ -82,6 +82,9 @@ static int teardown(void **state)
     shoal__store_reader_hook = NULL;
     shoal_store_destroy(&f->store);
     s_remove_files(f);
+    char spill[PATH_MAX];
+    snprintf(spill, sizeof spill, "%s/spill", f->dir);
+    rmdir(spill);
     rmdir(f->dir);
     free(f);
     return 0;
@@ -89,7 +92,7 @@ static int teardown(void **state)
 
 static int s_open(fixture_t *f, uint64_t capacity)
 {
-    shoal_store_config_t config = {f->dir, f->name, capacity};
+    shoal_store_config_t config = {.dir = f->dir, .name = f->name, .capacity = capacity};
     return shoal_store_open(&config, &f->store);
 }
 
@@ -265,7 +268,7 @@ static void test_seal_twice_returns_estate(void **state)
 static void test_open_rejects_a_bad_config(void **state)
 {
     fixture_t *f = *state;
-    shoal_store_config_t config = {f->dir, "a/b", 1 * MiB};
+    shoal_store_config_t config = {.dir = f->dir, .name = "a/b", .capacity = 1 * MiB};
     assert_int_equal(shoal_store_open(&config, &f->store), SHOAL_EINVAL);
     config.name = "";
     assert_int_equal(shoal_store_open(&config, &f->store), SHOAL_EINVAL);
@@ -283,7 +286,7 @@ static void test_a_second_open_of_an_owned_store_fails(void **state)
 {
     fixture_t *f = *state;
     assert_int_equal(s_open(f, 1 * MiB), 0);
-    shoal_store_config_t config = {f->dir, f->name, 1 * MiB};
+    shoal_store_config_t config = {.dir = f->dir, .name = f->name, .capacity = 1 * MiB};
     shoal_store_t *other = NULL;
     assert_int_equal(shoal_store_open(&config, &other), SHOAL_EIO);
     assert_null(other);
@@ -595,7 +598,7 @@ static void test_flushed_state_survives_without_close(void **state)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        shoal_store_config_t config = {f->dir, f->name, 1 * MiB};
+        shoal_store_config_t config = {.dir = f->dir, .name = f->name, .capacity = 1 * MiB};
         shoal_store_t *store = NULL;
         if (shoal_store_open(&config, &store) != 0)
             _exit(10);
@@ -1077,7 +1080,7 @@ static void test_a_reader_of_a_missing_or_mismatched_store_is_refused(void **sta
     //  Another store's index does not describe this arena.
     char other_dir[] = "/tmp/shoal-test-store-XXXXXX";
     assert_non_null(mkdtemp(other_dir));
-    shoal_store_config_t config = {other_dir, f->name, 1 * MiB};
+    shoal_store_config_t config = {.dir = other_dir, .name = f->name, .capacity = 1 * MiB};
     shoal_store_t *other = NULL;
     assert_int_equal(shoal_store_open(&config, &other), 0);
     assert_int_equal(shoal_store_reader_open(other_dir, f->arena, &reader), SHOAL_ECORRUPT);
@@ -1868,7 +1871,7 @@ static bool s_is_clean_error(int rc)
 static void test_fault_sweep_on_a_new_store_fails_cleanly_at_every_step(void **state)
 {
     fixture_t *f = *state;
-    shoal_store_config_t config = {f->dir, f->name, 1 * MiB};
+    shoal_store_config_t config = {.dir = f->dir, .name = f->name, .capacity = 1 * MiB};
     uint8_t bytes[5000];
     s_fill(bytes, sizeof bytes, 9);
     int n, failures = 0;
@@ -1917,7 +1920,7 @@ static void test_fault_sweep_on_a_new_store_fails_cleanly_at_every_step(void **s
 static void test_fault_sweep_on_reopen_never_loses_a_sealed_object(void **state)
 {
     fixture_t *f = *state;
-    shoal_store_config_t config = {f->dir, f->name, 1 * MiB};
+    shoal_store_config_t config = {.dir = f->dir, .name = f->name, .capacity = 1 * MiB};
     uint8_t bytes[70000];
     s_fill(bytes, sizeof bytes, 4);
     assert_int_equal(shoal_store_open(&config, &f->store), 0);
@@ -2008,6 +2011,403 @@ static void test_fault_sweep_on_reader_open_and_get_fails_cleanly_and_leaks_no_p
            failures);
 }
 
+//  ---------------------------------------------------------------------------- disk tier
+
+//  Overwrites the start of an existing file with junk (a damaged file). 0 or -1.
+static int h_write_junk(const char *path, const void *junk, size_t size)
+{
+    FILE *fp = fopen(path, "r+");
+    if (!fp)
+        return -1;
+    size_t n = fwrite(junk, 1, size, fp);
+    return fclose(fp) == 0 && n == size ? 0 : -1;
+}
+
+static int s_open_spill(fixture_t *f, uint64_t capacity, uint64_t spill_size)
+{
+    shoal_store_config_t config = {
+        .dir = f->dir, .name = f->name, .capacity = capacity, .spill_size = spill_size};
+    return shoal_store_open(&config, &f->store);
+}
+
+//  Spills until no object is being spilled any more (a whole call with nothing to do).
+static int s_spill_all(fixture_t *f, uint64_t budget, uint64_t *freed)
+{
+    *freed = 0;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t got = 0;
+        int rc = shoal_store_spill(f->store, budget, NULL, &got);
+        *freed += got;
+        if (rc || got)
+            return rc;
+    }
+    return SHOAL_ETIMEDOUT;
+}
+
+static bool s_skip_ref1(void *arg, shoal_ref_t ref)
+{
+    (void)arg;
+    return shoal_ref_equal(ref, s_ref(1));
+}
+
+static void test_a_full_arena_spills_the_least_recently_used_object_and_reads_it_back(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_open_spill(f, 4 * MiB, 16 * MiB), 0);
+    uint64_t size = 3 * MiB / 2 + 123; //  two pieces, the second short
+    uint8_t *bytes = malloc(size);
+    assert_non_null(bytes);
+    for (uint64_t i = 1; i <= 2; i++) {
+        s_fill(bytes, size, i);
+        assert_int_equal(shoal_store_put(f->store, s_ref(i), bytes, size), 0);
+    }
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_alloc(f->store, s_ref(3), size, &obj), SHOAL_EFULL);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0); //  1 is used: 2 is LRU
+    //  A small budget: the spill goes piece by piece, over several calls.
+    uint64_t freed = 0;
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), 0);
+    assert_int_equal(freed, 0);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(2), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SEALED);
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), 0);
+    assert_true(freed >= size);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(2), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SPILLED);
+    assert_null(obj.data);
+    assert_int_equal(shoal_store_spill_used(f->store), size);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SEALED);
+    //  Its room is usable now (via limbo, committed by the alloc).
+    assert_int_equal(shoal_store_alloc(f->store, s_ref(3), size, &obj), 0);
+    assert_int_equal(shoal_store_abort(f->store, s_ref(3)), 0);
+    //  Read back in place, across the piece boundary, and whole.
+    uint8_t *back = malloc(size);
+    assert_non_null(back);
+    s_fill(bytes, size, 2);
+    assert_int_equal(shoal_store_read(f->store, s_ref(2), 0, size, back), 0);
+    assert_memory_equal(back, bytes, size);
+    assert_int_equal(shoal_store_read(f->store, s_ref(2), MiB - 10, 20, back), 0);
+    assert_memory_equal(back, bytes + MiB - 10, 20);
+    assert_int_equal(shoal_store_read(f->store, s_ref(2), size, 1, back), SHOAL_EINVAL);
+    assert_int_equal(shoal_store_read(f->store, s_ref(1), 0, 1, back), SHOAL_ESTATE);
+    //  Restored into the arena: sealed again, same bytes, its pieces gone.
+    assert_int_equal(shoal_store_restore(f->store, s_ref(2), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SEALED);
+    assert_memory_equal(obj.data, bytes, size);
+    assert_int_equal(shoal_store_spill_used(f->store), 0);
+    assert_int_equal(shoal_store_restore(f->store, s_ref(2), &obj), SHOAL_ESTATE);
+    free(back);
+    free(bytes);
+}
+
+static void test_spill_never_takes_a_pinned_or_skipped_object(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_open_spill(f, 4 * MiB, 16 * MiB), 0);
+    s_put_pattern(f, 1, MiB);
+    s_put_pattern(f, 2, MiB);
+    s_put_pattern(f, 3, MiB);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    shoal_store_reader_t *reader = NULL;
+    assert_int_equal(s_reader(f, &reader), 0);
+    shoal_store_view_t view;
+    assert_int_equal(shoal_store_reader_get(reader, s_ref(2), &view), 0);
+    //  One piece's budget: 1, the least recently used, goes alone.
+    uint64_t freed;
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), 0);
+    assert_int_equal(freed, MiB);
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SPILLED);
+    assert_int_equal(shoal_store_restore(f->store, s_ref(1), &obj), 0);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    //  Now 1 is skipped and 2 pinned: only 3 may go.
+    shoal_store_spill_hooks_t skip1 = {.skip = s_skip_ref1};
+    assert_int_equal(shoal_store_spill(f->store, 64 * MiB, &skip1, &freed), 0);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SEALED);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(2), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SEALED);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(3), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SPILLED);
+    //  Nothing else may go: EFULL, not a hang or a pinned victim.
+    assert_int_equal(shoal_store_spill(f->store, 64 * MiB, &skip1, &freed), SHOAL_EFULL);
+    //  A reader does not find a spilled object in the arena.
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    shoal_store_view_t other;
+    assert_int_equal(shoal_store_reader_get(reader, s_ref(3), &other), SHOAL_ENOTFOUND);
+    shoal_store_view_release(&view);
+    shoal_store_reader_close(&reader);
+}
+
+static void test_a_full_disk_tier_makes_spill_fail_with_efull(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_open_spill(f, 4 * MiB, 3 * MiB / 2), 0);
+    s_put_pattern(f, 1, MiB);
+    s_put_pattern(f, 2, MiB);
+    uint64_t freed;
+    assert_int_equal(s_spill_all(f, 64 * MiB, &freed), 0);
+    assert_int_equal(freed, MiB);
+    assert_int_equal(shoal_store_spill(f->store, 64 * MiB, NULL, &freed), SHOAL_EFULL);
+    assert_int_equal(shoal_store_spill_used(f->store), MiB);
+    //  With spilling off (spill_size 0), spill says EFULL at once, even with room used.
+    shoal_store_close(&f->store);
+    assert_int_equal(s_open(f, 4 * MiB), 0);
+    assert_int_equal(shoal_store_spill(f->store, 64 * MiB, NULL, &freed), SHOAL_EFULL);
+}
+
+static void test_spilled_objects_survive_a_reopen_and_an_arena_reset(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_open_spill(f, 4 * MiB, 16 * MiB), 0);
+    s_put_pattern(f, 1, 2 * MiB + 5);
+    s_put_pattern(f, 2, MiB);
+    //  One object per call: 1 (the least recently used), then 2.
+    uint64_t freed;
+    assert_int_equal(s_spill_all(f, 64 * MiB, &freed), 0);
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SPILLED);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(2), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SEALED);
+    assert_int_equal(s_spill_all(f, 64 * MiB, &freed), 0);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(2), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SPILLED);
+    shoal_store_close(&f->store);
+    for (int round = 0; round < 2; round++) {
+        //  round 1: another capacity resets the arena; the disk copy is kept.
+        assert_int_equal(s_open_spill(f, round ? 8 * MiB : 4 * MiB, 16 * MiB), 0);
+        assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0);
+        assert_int_equal(obj.state, SHOAL_OBJ_SPILLED);
+        assert_int_equal(shoal_store_spill_used(f->store), 3 * MiB + 5);
+        assert_int_equal(shoal_store_restore(f->store, s_ref(1), &obj), 0);
+        uint8_t *bytes = malloc(2 * MiB + 5);
+        assert_non_null(bytes);
+        s_fill(bytes, 2 * MiB + 5, 1);
+        assert_memory_equal(obj.data, bytes, 2 * MiB + 5);
+        free(bytes);
+        assert_int_equal(s_spill_all(f, 64 * MiB, &freed), 0); //  back to disk for round 1
+        assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0);
+        assert_int_equal(obj.state, SHOAL_OBJ_SPILLED);
+        shoal_store_close(&f->store);
+    }
+    //  With spilling off (spill_size 0), what is on disk stays readable.
+    assert_int_equal(s_open(f, 8 * MiB), 0);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SPILLED);
+}
+
+static void test_deleting_a_spilled_object_gives_its_disk_room_back(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_open_spill(f, 4 * MiB, 16 * MiB), 0);
+    s_put_pattern(f, 1, MiB);
+    uint64_t freed;
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), 0); //  all of it
+    assert_int_equal(shoal_store_spill_used(f->store), MiB);
+    assert_int_equal(shoal_store_delete(f->store, s_ref(1)), 0);
+    assert_int_equal(shoal_store_spill_used(f->store), 0);
+    //  Deleted half-way through a spill: the pieces written go too.
+    s_put_pattern(f, 2, 3 * MiB);
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), 0);
+    assert_int_equal(shoal_store_spill_used(f->store), 3 * MiB);
+    assert_int_equal(shoal_store_delete(f->store, s_ref(2)), 0);
+    assert_int_equal(shoal_store_spill_used(f->store), 0);
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), SHOAL_EFULL);
+    shoal_store_close(&f->store);
+    assert_int_equal(s_open_spill(f, 4 * MiB, 16 * MiB), 0);
+    assert_int_equal(shoal_store_count(f->store), 0);
+    assert_int_equal(shoal_store_spill_used(f->store), 0);
+}
+
+static void test_fault_sweep_on_spill_read_and_restore_never_loses_the_object(void **state)
+{
+    fixture_t *f = *state;
+    uint64_t size = 2 * MiB + 77;
+    uint8_t *bytes = malloc(size), *back = malloc(size);
+    assert_non_null(bytes);
+    assert_non_null(back);
+    s_fill(bytes, size, 1);
+    int n, failures = 0;
+    for (n = 1; n < 10000; n++) {
+        assert_int_equal(s_open_spill(f, 4 * MiB, 16 * MiB), 0);
+        assert_int_equal(shoal_store_put(f->store, s_ref(1), bytes, size), 0);
+        assert_int_equal(shoal_store_flush(f->store), 0);
+        shoal__store_fail_at = n;
+        uint64_t freed;
+        int rc = shoal_store_spill(f->store, 64 * MiB, NULL, &freed);
+        if (rc == 0)
+            rc = shoal_store_flush(f->store);
+        if (rc == 0)
+            rc = shoal_store_read(f->store, s_ref(1), 0, size, back);
+        if (rc == 0)
+            rc = shoal_store_restore(f->store, s_ref(1), NULL);
+        if (rc == 0)
+            rc = shoal_store_flush(f->store);
+        bool reached = shoal__store_fail_at == 0;
+        shoal__store_fail_at = 0;
+        if (rc) {
+            failures++;
+            assert_true(reached);
+            assert_true(s_is_clean_error(rc) || rc == SHOAL_EFULL);
+        }
+        //  Whatever failed, the object is whole: in the arena or on disk, and across a
+        //  reopen.
+        for (int reopen = 0; reopen < 2; reopen++) {
+            shoal_store_obj_t obj;
+            assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0);
+            if (obj.state == SHOAL_OBJ_SPILLED) {
+                assert_int_equal(shoal_store_read(f->store, s_ref(1), 0, size, back), 0);
+                assert_memory_equal(back, bytes, size);
+            } else
+                assert_memory_equal(obj.data, bytes, size);
+            if (!reopen) {
+                shoal_store_close(&f->store);
+                assert_int_equal(s_open_spill(f, 4 * MiB, 16 * MiB), 0);
+            }
+        }
+        shoal_store_destroy(&f->store);
+        if (!reached)
+            break;
+    }
+    assert_true(n < 10000);
+    printf("fault sweep, spill: %d fallible steps, each failed cleanly (%d errors)\n", n - 1,
+           failures);
+    free(bytes);
+    free(back);
+}
+
+static void s_assert_object(fixture_t *f, uint64_t i, uint64_t size, int state, bool persisted)
+{
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(i), &obj), 0);
+    assert_int_equal(obj.state, state);
+    assert_int_equal(obj.size, size);
+    assert_int_equal(obj.persisted, persisted);
+    uint8_t *back = malloc(size + 1);
+    assert_non_null(back);
+    if (state == SHOAL_OBJ_SPILLED)
+        assert_int_equal(shoal_store_read(f->store, s_ref(i), 0, size, back), 0);
+    else
+        memcpy(back, obj.data, size);
+    assert_true(s_check(back, size, i));
+    free(back);
+}
+
+static void test_a_persisted_object_survives_the_loss_of_its_arena(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_open(f, 4 * MiB), 0); //  spilling off: persisting needs no cap
+    s_put_pattern(f, 1, MiB + 3);
+    s_put_pattern(f, 2, 5000);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), 0);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), 0); //  idempotent
+    assert_int_equal(shoal_store_persist(f->store, s_ref(9)), SHOAL_ENOTFOUND);
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_alloc(f->store, s_ref(3), 10, &obj), 0);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(3)), SHOAL_ESTATE);
+    assert_int_equal(shoal_store_persist_used(f->store), MiB + 3);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    s_assert_object(f, 1, MiB + 3, SHOAL_OBJ_SEALED, true);
+    //  A restart keeps both in the arena, 1 still persisted.
+    assert_int_equal(s_reopen(f, 4 * MiB), 0);
+    s_assert_object(f, 1, MiB + 3, SHOAL_OBJ_SEALED, true);
+    s_assert_object(f, 2, 5000, SHOAL_OBJ_SEALED, false);
+    //  The arena lost (a reboot empties /dev/shm): 1 comes back from disk, 2 is gone.
+    shoal_store_close(&f->store);
+    assert_int_equal(unlink(f->arena), 0);
+    assert_int_equal(s_open(f, 4 * MiB), 0);
+    s_assert_object(f, 1, MiB + 3, SHOAL_OBJ_SPILLED, true);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(2), &obj), SHOAL_ENOTFOUND);
+    assert_int_equal(shoal_store_persist_used(f->store), MiB + 3);
+    //  Back into the arena on demand, keeping its disk copy; spilled again for free.
+    assert_int_equal(shoal_store_restore(f->store, s_ref(1), NULL), 0);
+    s_assert_object(f, 1, MiB + 3, SHOAL_OBJ_SEALED, true);
+    uint64_t freed;
+    assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), 0);
+    assert_int_equal(freed, MiB + 4096);
+    s_assert_object(f, 1, MiB + 3, SHOAL_OBJ_SPILLED, true);
+    assert_int_equal(shoal_store_spill_used(f->store), 0);
+    //  Deleted: its copy goes, for good.
+    assert_int_equal(shoal_store_delete(f->store, s_ref(1)), 0);
+    assert_int_equal(shoal_store_persist_used(f->store), 0);
+    assert_int_equal(s_reopen(f, 4 * MiB), 0);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), SHOAL_ENOTFOUND);
+}
+
+static void
+test_a_corrupt_index_keeps_persisted_objects_and_a_corrupt_disk_tier_is_named(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_open(f, 4 * MiB), 0);
+    s_put_pattern(f, 1, 70000);
+    s_put_pattern(f, 2, 1000);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), 0);
+    shoal_store_close(&f->store);
+    //  Garbage over the index: reset (with a warning naming it), 1 re-adopted from disk.
+    char junk[8192];
+    memset(junk, 0x5a, sizeof junk);
+    assert_int_equal(h_write_junk(f->index, junk, sizeof junk), 0);
+    assert_int_equal(s_open(f, 4 * MiB), 0);
+    s_assert_object(f, 1, 70000, SHOAL_OBJ_SPILLED, true);
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(2), &obj), SHOAL_ENOTFOUND);
+    shoal_store_close(&f->store);
+    //  Garbage over the disk tier: started afresh, the store still opens.
+    char spill[PATH_MAX + 32];
+    snprintf(spill, sizeof spill, "%s/spill/spill.mdb", f->dir);
+    assert_int_equal(h_write_junk(spill, junk, sizeof junk), 0);
+    assert_int_equal(s_open(f, 4 * MiB), 0);
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), SHOAL_ENOTFOUND);
+    assert_int_equal(shoal_store_persist_used(f->store), 0);
+    s_put_pattern(f, 3, 1000);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(3)), 0);
+}
+
+static void test_fault_sweep_on_persist_and_reopen_without_arena_never_loses_it(void **state)
+{
+    fixture_t *f = *state;
+    int n, failures = 0;
+    for (n = 1; n < 10000; n++) {
+        assert_int_equal(s_open(f, 4 * MiB), 0);
+        s_put_pattern(f, 1, MiB + 5);
+        shoal__store_fail_at = n;
+        int rc = shoal_store_persist(f->store, s_ref(1));
+        if (rc == 0)
+            rc = shoal_store_flush(f->store);
+        bool persisted = rc == 0;
+        shoal_store_close(&f->store);
+        unlink(f->arena);
+        if (rc == 0) {
+            f->store = NULL;
+            rc = s_open(f, 4 * MiB);
+        }
+        bool reached = shoal__store_fail_at == 0;
+        shoal__store_fail_at = 0;
+        if (rc) {
+            failures++;
+            assert_true(reached);
+            assert_true(s_is_clean_error(rc));
+        }
+        if (!f->store)
+            assert_int_equal(s_open(f, 4 * MiB), 0);
+        shoal_store_obj_t obj;
+        if (persisted) //  what persist said it did holds
+            s_assert_object(f, 1, MiB + 5, SHOAL_OBJ_SPILLED, true);
+        else if (shoal_store_lookup(f->store, s_ref(1), &obj) == 0)
+            s_assert_object(f, 1, MiB + 5, SHOAL_OBJ_SPILLED, true);
+        shoal_store_destroy(&f->store);
+        if (!reached)
+            break;
+    }
+    assert_true(n < 10000);
+    printf("fault sweep, persist: %d fallible steps, each failed cleanly (%d errors)\n", n - 1,
+           failures);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2057,6 +2457,15 @@ int main(void)
         T(test_mixed_sizes_from_4k_to_4m_keep_finding_room_over_200k_operations),
         T(test_a_reader_get_and_release_cost_about_a_microsecond),
         T(test_fault_sweep_on_reader_open_and_get_fails_cleanly_and_leaks_no_pin),
+        T(test_a_full_arena_spills_the_least_recently_used_object_and_reads_it_back),
+        T(test_spill_never_takes_a_pinned_or_skipped_object),
+        T(test_a_full_disk_tier_makes_spill_fail_with_efull),
+        T(test_spilled_objects_survive_a_reopen_and_an_arena_reset),
+        T(test_deleting_a_spilled_object_gives_its_disk_room_back),
+        T(test_fault_sweep_on_spill_read_and_restore_never_loses_the_object),
+        T(test_a_persisted_object_survives_the_loss_of_its_arena),
+        T(test_a_corrupt_index_keeps_persisted_objects_and_a_corrupt_disk_tier_is_named),
+        T(test_fault_sweep_on_persist_and_reopen_without_arena_never_loses_it),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -116,9 +116,17 @@ extern char **environ;
 #define S_NEAR_RETRY_MS 10000
 //  An allocation that does not fit now (not even after evicting unused input copies)
 //  waits this long for room -- outputs read and dropped, puts aborted, pins released --
-//  before it fails with SHOAL_EFULL. Bounded: a writer is never left hanging (spilling
-//  sealed objects to disk makes room in the next issue).
+//  before it fails with SHOAL_EFULL. Bounded: a writer is never left hanging, also when a
+//  disk tier is spilling for it (1 GB/s here: 5 s is ~5 GB spilled) or is full.
 #define S_ALLOC_WAIT_MS 5000
+//  Spill work per loop turn while allocations wait for room: 8 MiB is 8 pieces and one
+//  synced commit, 7-19 ms here (shoal bench spill, docs/architecture.md), so a 256 MiB
+//  spill takes 32 turns and the loop still answers fetches, heartbeats and executors
+//  between them.
+#define S_SPILL_BUDGET (8ull << 20)
+//  After a spill found nothing to move (the disk tier full, or every object in use), wait
+//  this long before trying again, so the loop does not spin on it.
+#define S_SPILL_RETRY_MS 100
 
 /*  ------------------------------------------------------------------------- types */
 
@@ -277,6 +285,10 @@ typedef struct {
     char data_ep[300]; //  as advertised
     int n_slots;
     uint64_t capacity, shm_size;
+    const char *spill_dir;
+    uint64_t spill_size;
+    bool spill_wanted;      //  an allocation found no room: spill until it fits
+    int64_t spill_stuck_ms; //  a spill found nothing to move: try again after this
     int heartbeat_ms, fixed_heartbeat_ms;
 
     void *ctx, *broker, *data;
@@ -588,13 +600,35 @@ static bool s_evict_one(s_worker_t *self)
     return true;
 }
 
-//  shoal_store_alloc, evicting unused input copies while the store is full.
+//  Whether the disk tier may make room soon: there is one, and the last spill did not
+//  find everything in use or the disk tier full (within S_SPILL_RETRY_MS).
+static bool s_spill_can(s_worker_t *self)
+{
+    //  Persisted objects spill for free even when --spill-size is 0.
+    return shoal_store_spill_capacity(self->store) > 0 || shoal_store_persist_used(self->store) > 0;
+}
+
+static bool s_spill_may_free(s_worker_t *self)
+{
+    return s_spill_can(self) && shoal__now_ms() >= self->spill_stuck_ms;
+}
+
+//  Whether the outputs of a task (or a put) with these flags and name go to disk too.
+static bool s_wants_persist(uint64_t flags, const char *name)
+{
+    return (flags & SHOAL_TASK_PERSIST) || (name && name[0]);
+}
+
+//  shoal_store_alloc, evicting unused input copies while the store is full. Still full:
+//  the loop starts spilling (s_spill_pump), and the caller waits for room or fails.
 static int s_store_alloc(s_worker_t *self, shoal_ref_t ref, uint64_t size, shoal_store_obj_t *obj)
 {
     int rc;
     while ((rc = shoal_store_alloc(self->store, ref, size, obj)) == SHOAL_EFULL)
         if (!s_evict_one(self))
             break;
+    if (rc == SHOAL_EFULL)
+        self->spill_wanted = true;
     return rc;
 }
 
@@ -604,7 +638,79 @@ static int s_store_put(s_worker_t *self, shoal_ref_t ref, const void *data, uint
     while ((rc = shoal_store_put(self->store, ref, data, size)) == SHOAL_EFULL)
         if (!s_evict_one(self))
             break;
+    if (rc == SHOAL_EFULL)
+        self->spill_wanted = true;
     return rc;
+}
+
+static void s_note(s_worker_t *self, shoal_ref_t ref, uint64_t state, uint64_t size,
+                   const shoal_wire_put_t *spec, const char *error);
+static void s_store_text(s_worker_t *self, char *buf, size_t size);
+
+//  A spilled object back into the arena, evicting input copies while it does not fit.
+//  SHOAL_EFULL: no room yet (the loop spills others meanwhile).
+static int s_restore(s_worker_t *self, shoal_ref_t ref)
+{
+    int rc;
+    while ((rc = shoal_store_restore(self->store, ref, NULL)) == SHOAL_EFULL)
+        if (!s_evict_one(self))
+            break;
+    if (rc == SHOAL_EFULL)
+        self->spill_wanted = true;
+    else if (rc == 0) {
+        shoal_store_obj_t obj;
+        shoal_store_lookup(self->store, ref, &obj);
+        if (!shoal__refmap_get(self->copies, ref))
+            s_note(self, ref, SHOAL_OBJ_NOTE_RESTORED, obj.size, NULL, NULL);
+    }
+    return rc;
+}
+
+//  Objects the spill must leave in the arena: read by a task here (executors map them by
+//  offset), or being fetched into.
+static bool s_spill_skip(void *arg, shoal_ref_t ref)
+{
+    s_worker_t *self = arg;
+    return s_uses(self, ref) || shoal__refmap_get(self->fetches, ref) ||
+           shoal__refmap_get(self->puts, ref);
+}
+
+static void s_spill_done(void *arg, shoal_ref_t ref, uint64_t size)
+{
+    s_worker_t *self = arg;
+    //  Copies of other workers' objects are ours alone: the broker does not list them here.
+    if (!shoal__refmap_get(self->copies, ref))
+        s_note(self, ref, SHOAL_OBJ_NOTE_SPILLED, size, NULL, NULL);
+}
+
+//  Once per loop turn while allocations wait for room: spills at most S_SPILL_BUDGET bytes.
+//  Room made lets the waiting tasks and allocations try again (this turn).
+static void s_spill_pump(s_worker_t *self)
+{
+    if (!self->spill_wanted)
+        return;
+    if ((!self->n_parked && !self->room.head) || !s_spill_can(self)) {
+        self->spill_wanted = false; //  nobody waits any more, or no disk tier
+        return;
+    }
+    if (!s_spill_may_free(self))
+        return;
+    shoal_store_spill_hooks_t hooks = {.skip = s_spill_skip, .spilled = s_spill_done, .arg = self};
+    uint64_t freed = 0;
+    int rc = shoal_store_spill(self->store, S_SPILL_BUDGET, &hooks, &freed);
+    if (freed)
+        self->room_changed = true;
+    if (rc) {
+        //  Nothing (more) to spill: waiting allocations get their EFULL at their deadline,
+        //  tasks waiting for room for their inputs are looked at again (and fail unless
+        //  running tasks may still free room).
+        char st[192];
+        s_store_text(self, st, sizeof st);
+        shoal__debug("spill: %s; %s", shoal_strerror(rc), st);
+        self->spill_stuck_ms = shoal__now_ms() + S_SPILL_RETRY_MS;
+        self->spill_wanted = false;
+        self->room_changed = true;
+    }
 }
 
 //  Before storing a task output: an object of the same ref left by an earlier attempt
@@ -624,10 +730,18 @@ static int s_clear_for_output(s_worker_t *self, shoal_ref_t ref)
 
 static void s_store_text(s_worker_t *self, char *buf, size_t size)
 {
-    char used[32], cap[32];
-    snprintf(buf, size, "the store holds %s of %s",
-             s_size_text(shoal_store_used(self->store), used, sizeof used),
-             s_size_text(shoal_store_capacity(self->store), cap, sizeof cap));
+    char used[32], cap[32], sused[32], scap[32];
+    int n = snprintf(buf, size, "the store holds %s of %s",
+                     s_size_text(shoal_store_used(self->store), used, sizeof used),
+                     s_size_text(shoal_store_capacity(self->store), cap, sizeof cap));
+    if (n < 0 || (size_t)n >= size)
+        return;
+    if (shoal_store_spill_capacity(self->store) == 0)
+        snprintf(buf + n, size - (size_t)n, " in memory (no spilling to disk: --spill-size)");
+    else
+        snprintf(buf + n, size - (size_t)n, " in memory and its disk tier %s of %s",
+                 s_size_text(shoal_store_spill_used(self->store), sused, sizeof sused),
+                 s_size_text(shoal_store_spill_capacity(self->store), scap, sizeof scap));
 }
 
 /*  ------------------------------------------------------------------------- tasks */
@@ -1111,7 +1225,7 @@ static void s_on_peer_msg(s_worker_t *self, s_peer_t *p, shoal_wire_in_t *in)
         shoal_store_abort(self->store, f->ref);
         int rc = s_fetch_reset(self, f, d->size);
         if (rc) {
-            char sz[32], st[128];
+            char sz[32], st[192];
             s_store_text(self, st, sizeof st);
             s_fetch_fail(self, f, SHOAL_EFULL, "no room for input %s (%s, on worker %s): %s; %s",
                          text, s_size_text(d->size, sz, sizeof sz), f->worker, shoal_strerror(rc),
@@ -1186,7 +1300,8 @@ static const shoal_wire_input_t *s_input_record(const shoal_wire_dispatch_t *d, 
 static bool s_room_may_free(s_worker_t *self)
 {
     size_t others = self->n_running + self->ready.n + self->room.n + 1;
-    return self->n_running || self->ready.n || shoal__refmap_size(self->tasks) > others;
+    return self->n_running || self->ready.n || shoal__refmap_size(self->tasks) > others ||
+           s_spill_may_free(self);
 }
 
 enum { S_INPUTS_WAIT, S_INPUTS_ROOM, S_INPUTS_FAILED };
@@ -1199,7 +1314,7 @@ enum { S_INPUTS_WAIT, S_INPUTS_ROOM, S_INPUTS_FAILED };
 static int s_task_start_inputs(s_worker_t *self, s_task_t *t, bool retry)
 {
     const shoal_wire_task_t *task = &t->d->task;
-    char error[1024], text[SHOAL_REF_TEXT_SIZE], sz[32], st[128];
+    char error[1024], text[SHOAL_REF_TEXT_SIZE], sz[32], st[192];
     int status = 0;
     t->state = S_TASK_FETCHING;
     for (size_t i = t->n_used; i < task->inputs.count && !status; i++) {
@@ -1214,6 +1329,26 @@ static int s_task_start_inputs(s_worker_t *self, s_task_t *t, bool retry)
             continue;
         }
         shoal_store_obj_t obj;
+        if (shoal_store_lookup(self->store, ref, &obj) == 0 && obj.state == SHOAL_OBJ_SPILLED) {
+            //  Executors read inputs in the arena: bring it back (our use keeps it there).
+            int rc = s_restore(self, ref);
+            if (rc == SHOAL_EFULL && s_room_may_free(self)) {
+                s_use_release(self, ref);
+                t->n_used--;
+                s_list_push(&self->room, t, retry);
+                return S_INPUTS_ROOM;
+            }
+            if (rc) {
+                s_store_text(self, st, sizeof st);
+                status = rc;
+                snprintf(error, sizeof error,
+                         "cannot bring input %s (%s) back from the disk tier of worker %s: %s; %s",
+                         s_ref_text(ref, text), s_size_text(obj.size, sz, sizeof sz), self->name,
+                         shoal_strerror(rc), st);
+                break;
+            }
+            continue;
+        }
         if (shoal_store_lookup(self->store, ref, &obj) == 0) {
             if (obj.state == SHOAL_OBJ_SEALED)
                 continue;
@@ -1767,6 +1902,7 @@ static void s_note(s_worker_t *self, shoal_ref_t ref, uint64_t state, uint64_t s
         note.tags = spec->tags;
         note.ttl_ms = spec->ttl_ms;
         note.put = 1;
+        note.flags = spec->flags & SHOAL_TASK_PERSIST;
     }
     note.error = (char *)error;
     shoal_wire_object_note_t *copy = shoal_wire_dup(&shoal_wire_object_note_desc, &note);
@@ -1779,7 +1915,7 @@ static void s_note(s_worker_t *self, shoal_ref_t ref, uint64_t state, uint64_t s
 static int s_alloc_error(s_worker_t *self, int rc, const char *what, uint64_t size, char *error,
                          size_t len)
 {
-    char sz[32], st[128];
+    char sz[32], st[192];
     s_store_text(self, st, sizeof st);
     if (rc == SHOAL_EFULL)
         snprintf(error, len, "store full: no room for %s (%s) after waiting %d ms; %s", what,
@@ -1908,7 +2044,7 @@ static int s_store_entry(s_worker_t *self, s_task_t *t, shoal_ref_t ref,
 //  result for the broker points into it too (inline outputs, the log tail).
 static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_result_t *r)
 {
-    char error[1024], text[SHOAL_REF_TEXT_SIZE], sz[32], st[128];
+    char error[1024], text[SHOAL_REF_TEXT_SIZE], sz[32], st[192];
     s_task_t *t = s_batch_find(slot, r->id, r->attempt);
     if (!t) {
         shoal__warn("executor of slot %d reported a task it was not running (%s)", slot->index,
@@ -1994,6 +2130,23 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
             reason = error;
         }
     }
+    //  Persisted: each output in the store gets its synced disk copy before the result goes
+    //  (the flush that sends it syncs the index too).
+    for (size_t i = 0;
+         status == 0 && i < stored && s_wants_persist(t->d->task.flags, t->d->task.name); i++) {
+        shoal_ref_t ref = shoal_ref_output(id, (uint16_t)i);
+        shoal_store_obj_t obj;
+        if (shoal_store_lookup(self->store, ref, &obj) != 0)
+            continue; //  inline: the broker keeps it
+        int rc = shoal_store_persist(self->store, ref);
+        if (rc) {
+            s_store_text(self, st, sizeof st);
+            snprintf(error, sizeof error, "cannot persist output %zu (%s): %s; %s", i,
+                     s_size_text(obj.size, sz, sizeof sz), shoal_strerror(rc), st);
+            status = rc;
+            reason = error;
+        }
+    }
     if (status != 0)
         for (size_t i = 0; i < stored; i++) //  a failed task leaves no outputs behind
             shoal_store_delete(self->store, shoal_ref_output(id, (uint16_t)i));
@@ -2010,7 +2163,8 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
             if (shoal_store_lookup(self->store, shoal_ref_output(id, (uint16_t)i), &obj) != 0)
                 continue; //  cannot happen: stored above
             outs[i].size = obj.size;
-            if (obj.size <= SHOAL_INLINE_MAX && obj.size <= budget) {
+            if (obj.state == SHOAL_OBJ_SEALED && obj.size <= SHOAL_INLINE_MAX &&
+                obj.size <= budget) {
                 //  A copy: the store's bytes could go before the flush (a w_drop).
                 outs[i].flags = SHOAL_OUT_INLINE;
                 outs[i].data = (shoal_wire_bin_t){
@@ -2132,7 +2286,7 @@ static int s_serve_fetch(s_worker_t *self, const shoal_wire_peer_t *peer,
         reply.code = SHOAL_ENOTFOUND;
         snprintf(error, sizeof error, "object %s is not on worker %s", s_ref_text(req->ref, text),
                  self->name);
-    } else if (obj.state != SHOAL_OBJ_SEALED) {
+    } else if (obj.state != SHOAL_OBJ_SEALED && obj.state != SHOAL_OBJ_SPILLED) {
         reply.code = SHOAL_EAGAIN;
         snprintf(error, sizeof error, "object %s is not sealed yet", s_ref_text(req->ref, text));
     } else if (req->offset > obj.size) {
@@ -2146,6 +2300,26 @@ static int s_serve_fetch(s_worker_t *self, const shoal_wire_peer_t *peer,
         uint64_t len = req->length ? req->length : SHOAL_CHUNK_SIZE;
         len = SHOAL__MIN(len, obj.size - req->offset);
         len = SHOAL__MIN(len, (uint64_t)S_DATA_REPLY_MAX);
+        if (obj.state == SHOAL_OBJ_SPILLED && len) {
+            //  Served from the disk tier as it is: no arena room needed, nothing on the wire
+            //  changes (one LMDB read transaction per chunk, from the page cache ~0.3 ms/MiB).
+            void *buf = malloc((size_t)len);
+            if (!buf)
+                s_oom();
+            int rc = shoal_store_read(self->store, req->ref, req->offset, len, buf);
+            if (rc == 0) {
+                rc = shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply, buf, (size_t)len);
+                free(buf);
+                return rc;
+            }
+            free(buf);
+            reply.code = rc;
+            snprintf(error, sizeof error,
+                     "cannot read object %s from the disk tier of worker %s: %s",
+                     s_ref_text(req->ref, text), self->name, shoal_strerror(rc));
+            reply.error = error;
+            return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply, s_empty, 0);
+        }
         //  Copied into the frame: a zero-copy frame would read freed space if the object
         //  were deleted while the frame waits in the pipe.
         return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply,
@@ -2297,7 +2471,7 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
     s_put_t *p = shoal__refmap_get(self->puts, m->ref);
     shoal_store_obj_t obj;
     if (m->op == SHOAL_PUT_OP_SEAL && !p && shoal_store_lookup(self->store, m->ref, &obj) == 0 &&
-        obj.state == SHOAL_OBJ_SEALED) {
+        (obj.state == SHOAL_OBJ_SEALED || obj.state == SHOAL_OBJ_SPILLED)) {
         //  Sealed already (a resend): answered with the others, after the flush.
         s_sealed_t done = {in->peer, m->seq, m->ref, false};
         S_PUSH(self->sealed, self->n_sealed, self->cap_sealed, done);
@@ -2361,6 +2535,19 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
         int rc = shoal_store_seal(self->store, m->ref);
         if (rc) {
             snprintf(error, sizeof error, "cannot seal %s: %s", text, shoal_strerror(rc));
+            s_put_reply(self, &in->peer, m, rc, error, 0);
+            s_put_free(p);
+            return;
+        }
+        if (s_wants_persist(p->spec->flags, p->spec->name) &&
+            (rc = shoal_store_persist(self->store, m->ref)) != 0) {
+            //  Asked to be durable and cannot be: nothing half-kept.
+            char st[192];
+            s_store_text(self, st, sizeof st);
+            snprintf(error, sizeof error, "cannot persist %s (%llu bytes) on worker %s: %s; %s",
+                     text, (unsigned long long)p->spec->size, self->name, shoal_strerror(rc), st);
+            shoal_store_delete(self->store, m->ref);
+            s_note(self, m->ref, SHOAL_OBJ_NOTE_ABORTED, p->spec->size, p->spec, error);
             s_put_reply(self, &in->peer, m, rc, error, 0);
             s_put_free(p);
             return;
@@ -2554,6 +2741,13 @@ static void s_on_welcome(s_worker_t *self, const shoal_wire_w_welcome_t *w)
     for (size_t i = 0; i < self->n_done; i++)
         self->done[i]->sent_us = 0; //  resend what is unacknowledged now
     self->last_sent_us = 0;         //  and a heartbeat, so the broker knows our store now
+    //  Objects on our disk tier (re-adopted, or spilled while the broker was away): the
+    //  broker learnt them from the hello's held list as sealed; tell it where they are.
+    size_t cursor = 0;
+    shoal_store_obj_t obj;
+    while (shoal_store_next(self->store, &cursor, &obj))
+        if (obj.state == SHOAL_OBJ_SPILLED && !shoal__refmap_get(self->copies, obj.ref))
+            s_note(self, obj.ref, SHOAL_OBJ_NOTE_SPILLED, obj.size, NULL, NULL);
 }
 
 static void s_done_free(s_done_t *d)
@@ -2789,6 +2983,10 @@ static long s_poll_timeout(s_worker_t *self)
         s_deadline(&next, now + 2000); //  2 ms: a reader's pipe drains quickly
     if (self->n_parked)
         s_deadline(&next, now + 50000); //  allocations waiting for room: look again
+    if (self->spill_wanted && (self->n_parked || self->room.head) && s_spill_can(self))
+        //  Spilling to make room: the next step at once; after a spill that found nothing
+        //  to move, not before S_SPILL_RETRY_MS (no spinning while writers wait).
+        s_deadline(&next, s_spill_may_free(self) ? now : self->spill_stuck_ms * 1000);
     if (self->n_notes)
         s_deadline(&next, retry);
     if (!self->welcomed) {
@@ -2996,6 +3194,7 @@ static void s_loop(s_worker_t *self)
         if (self->stopping)
             break;
         s_timers(self);
+        s_spill_pump(self);
         if (self->room.head && self->room_changed)
             s_room_retry(self);
         if (self->n_parked)
@@ -3150,6 +3349,8 @@ static int s_setup(s_worker_t *self, const shoal_worker_config_t *cfg)
                                        : SHOAL__MAX(2 * self->n_slots, S_PREFETCH_MIN);
     self->capacity = (uint64_t)self->n_slots + (uint64_t)prefetch;
     self->shm_size = cfg->shm_size ? cfg->shm_size : 256ull << 20;
+    self->spill_dir = cfg->spill_dir;
+    self->spill_size = cfg->spill_size;
     self->fixed_heartbeat_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms : 0;
     self->heartbeat_ms = self->fixed_heartbeat_ms ? self->fixed_heartbeat_ms : 1000;
     if (cfg->store_dir && cfg->store_dir[0]) {
@@ -3191,8 +3392,11 @@ static int s_setup(s_worker_t *self, const shoal_worker_config_t *cfg)
     s_stop_wr = fds[1];
     s_stop_flag = 0;
 
-    shoal_store_config_t sc = {
-        .dir = self->store_dir, .name = self->store_name, .capacity = self->shm_size};
+    shoal_store_config_t sc = {.dir = self->store_dir,
+                               .name = self->store_name,
+                               .capacity = self->shm_size,
+                               .spill_dir = self->spill_dir,
+                               .spill_size = self->spill_size};
     int rc = shoal_store_open(&sc, &self->store);
     if (rc == 0 && cfg->reset_store) {
         size_t n = shoal_store_count(self->store);

@@ -26,6 +26,8 @@ typedef struct {
     int heartbeat_ms;         /*  default: what the broker's welcome says */
     bool reset_store;         /*  start with an empty store: what the store dir and arena held
                                   is removed (`shoal worker --reset-store`) */
+    const char *spill_dir;    /*  the disk tier's directory; default STORE_DIR/spill */
+    uint64_t spill_size;      /*  the disk tier's cap in bytes; 0: no disk tier (no spilling) */
 } shoal_worker_config_t;
 /*  Zero (or NULL) in any field means "the default" above; prefetch < 0 means no prefetch
     (capacity = slots). */

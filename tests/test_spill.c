@@ -1,0 +1,330 @@
+/*  test_spill.c: the disk tier of a worker's store, on a real cluster.
+
+    Each test starts its own broker and worker with a small arena (--shm-size 16M) and a
+    disk tier (--spill-size) in the worker's store directory. What is checked: puts that
+    do not fit in the arena spill older objects to disk and every object reads back
+    whole, also through a same-host client whose zero-copy view finds it spilled; a task
+    whose input was spilled gets it restored; a full disk tier gives the writer
+    SHOAL_EFULL naming the sizes within a bounded time, never a hang. */
+#include "harness.h"
+
+#include <shoal.h>
+
+#include "store.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#if !defined(SHOAL_EXAMPLES_PLUGIN)
+#error "tests/CMakeLists.txt defines SHOAL_EXAMPLES_PLUGIN"
+#endif
+
+#define WAIT_MS (30000 * h_scale())
+#define MiB     (1024 * 1024)
+
+static shoal_t *s_connect(h_cluster_t *c)
+{
+    shoal_t *sh = NULL;
+    int rc = shoal_connect(c->listen, 10000 * h_scale(), &sh);
+    if (rc)
+        print_error("connect: %s\n", shoal_strerror(rc));
+    assert_int_equal(rc, 0);
+    return sh;
+}
+
+static uint8_t s_pat(uint64_t seed, size_t i)
+{
+    return (uint8_t)((i * 2654435761u + seed) >> 7);
+}
+
+static uint8_t *s_pattern(uint64_t seed, size_t size)
+{
+    uint8_t *p = malloc(size ? size : 1);
+    assert_non_null(p);
+    for (size_t i = 0; i < size; i++)
+        p[i] = s_pat(seed, i);
+    return p;
+}
+
+static void s_assert_pattern(const void *data, size_t size, uint64_t seed, size_t want)
+{
+    assert_int_equal(size, want);
+    const uint8_t *p = data;
+    for (size_t i = 0; i < size; i++)
+        if (p[i] != s_pat(seed, i)) {
+            print_error("byte %zu is %u, not %u\n", i, p[i], s_pat(seed, i));
+            fail();
+        }
+}
+
+static int s_teardown(void **state)
+{
+    return h_fixture_stop(state);
+}
+
+static h_cluster_t *s_start(void **state, const char *spill_size)
+{
+    char args[64];
+    snprintf(args, sizeof args, "--spill-size %s", spill_size);
+    h_cluster_t *c = h_cluster_start_with(1, 2, "16M", args);
+    assert_non_null(c);
+    *state = c;
+    return c;
+}
+
+//  Waits until `shoal ls` shows ref in state (a word of its line). true, or false at the
+//  deadline (after printing the last listing).
+static bool s_wait_ls_state(h_cluster_t *c, shoal_ref_t ref, const char *state)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(ref, text);
+    int64_t deadline = h_now_ms() + 10000 * h_scale();
+    h_result_t *r = NULL;
+    do {
+        r = h_run(c, 20000, "ls", NULL);
+        const char *line = r->status == 0 ? strstr(r->out, text) : NULL;
+        const char *end = line ? strchr(line, '\n') : NULL;
+        const char *at = line ? strstr(line, state) : NULL;
+        if (at && (!end || at < end))
+            return true;
+    } while (h_now_ms() < deadline);
+    print_error("%s is not %s:\n%s%s\n", text, state, r->out, r->err);
+    return false;
+}
+
+static void test_puts_beyond_the_arena_spill_and_every_one_reads_back(void **state)
+{
+    h_cluster_t *c = s_start(state, "64M");
+    shoal_t *sh = s_connect(c);
+    enum { N = 6 };
+    size_t size = 5 * MiB + 4321; //  6 x 5 MiB in a 16 MiB arena: at least 3 spill
+    shoal_ref_t refs[N];
+    shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
+    for (int i = 0; i < N; i++) {
+        uint8_t *data = s_pattern((uint64_t)i, size);
+        int rc = shoal_put(sh, data, size, &store, &refs[i]);
+        if (rc)
+            print_error("put %d: %s\n", i, shoal_last_error(sh));
+        assert_int_equal(rc, 0);
+        free(data);
+    }
+    //  Newest first, then the oldest (spilled): a same-host reader falls back to the data
+    //  socket, transparently.
+    for (int i = N - 1; i >= 0; i--) {
+        shoal_view_t v;
+        int rc = shoal_get(sh, refs[i], WAIT_MS, &v);
+        if (rc)
+            print_error("get %d: %s\n", i, shoal_last_error(sh));
+        assert_int_equal(rc, 0);
+        s_assert_pattern(v.data, v.size, (uint64_t)i, size);
+        shoal_view_release(&v);
+    }
+    //  The same through the CLI, in another process.
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(refs[0], text);
+    h_result_t *r = h_run(c, 20000, "get", text, NULL);
+    assert_int_equal(r->status, 0);
+    s_assert_pattern(r->out, r->out_len, 0, size);
+    //  The worker says it spilled.
+    char *log = h_read_file(c, c->workers[0].log, NULL);
+    assert_non_null(log);
+    char *spill = h_fmt(c, "%s/spill/spill.mdb", c->workers[0].store_dir);
+    size_t bytes = 0;
+    assert_non_null(h_read_file(c, spill, &bytes));
+    assert_true(bytes >= 3 * size);
+    //  `shoal ls` tells which are on disk: the oldest, not the newest.
+    assert_true(s_wait_ls_state(c, refs[0], "spilled"));
+    assert_true(s_wait_ls_state(c, refs[N - 1], "sealed"));
+    shoal_disconnect(&sh);
+}
+
+static void test_a_task_whose_input_was_spilled_gets_it_back(void **state)
+{
+    h_cluster_t *c = s_start(state, "64M");
+    shoal_t *sh = s_connect(c);
+    size_t size = 6 * MiB;
+    shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
+    shoal_ref_t first, other[3];
+    uint8_t *data = s_pattern(7, size);
+    assert_int_equal(shoal_put(sh, data, size, &store, &first), 0);
+    free(data);
+    for (int i = 0; i < 3; i++) { //  pushes first out to disk
+        data = s_pattern(10 + (uint64_t)i, size);
+        assert_int_equal(shoal_put(sh, data, size, &store, &other[i]), 0);
+        free(data);
+    }
+    char fn[PATH_MAX + 16];
+    snprintf(fn, sizeof fn, "%s:concat", SHOAL_EXAMPLES_PLUGIN);
+    shoal_task_spec_t spec = {.kind = SHOAL_TASK_FN, .fn = fn, .inputs = &first, .n_inputs = 1};
+    shoal_ref_t task;
+    assert_int_equal(shoal_submit(sh, &spec, &task), 0);
+    shoal_view_t v;
+    int rc = shoal_get(sh, task, WAIT_MS, &v);
+    if (rc)
+        print_error("get: %s\n", shoal_last_error(sh));
+    assert_int_equal(rc, 0);
+    s_assert_pattern(v.data, v.size, 7, size);
+    shoal_view_release(&v);
+    //  Back in memory, and the broker knows.
+    assert_true(s_wait_ls_state(c, first, "sealed"));
+    shoal_disconnect(&sh);
+}
+
+static void test_a_full_disk_tier_fails_the_writer_with_efull_in_bounded_time(void **state)
+{
+    h_cluster_t *c = s_start(state, "8M");
+    shoal_t *sh = s_connect(c);
+    size_t size = 6 * MiB;
+    shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
+    shoal_ref_t refs[4];
+    uint8_t *data = s_pattern(1, size);
+    //  Two fit in the arena, the third spills one to disk (8 MiB), the fourth finds both
+    //  full.
+    for (int i = 0; i < 3; i++) {
+        int rc = shoal_put(sh, data, size, &store, &refs[i]);
+        if (rc)
+            print_error("put %d: %s\n", i, shoal_last_error(sh));
+        assert_int_equal(rc, 0);
+    }
+    int64_t start = h_now_ms();
+    assert_int_equal(shoal_put(sh, data, size, &store, &refs[3]), SHOAL_EFULL);
+    int64_t waited = h_now_ms() - start;
+    print_message("the put failed after %" PRId64 " ms\n", waited);
+    assert_true(waited < 10000 * h_scale());
+    const char *why = shoal_last_error(sh);
+    if (!strstr(why, "store full") || !strstr(why, "6 MiB") || !strstr(why, "disk tier"))
+        print_error("error: %s\n", why);
+    assert_true(strstr(why, "store full") && strstr(why, "6 MiB") && strstr(why, "disk tier"));
+    //  Everything stored still reads back.
+    for (int i = 0; i < 3; i++) {
+        shoal_view_t v;
+        assert_int_equal(shoal_get(sh, refs[i], WAIT_MS, &v), 0);
+        s_assert_pattern(v.data, v.size, 1, size);
+        shoal_view_release(&v);
+    }
+    free(data);
+    shoal_disconnect(&sh);
+}
+
+static shoal_ref_t s_concat(shoal_t *sh, const shoal_ref_t *input, unsigned flags)
+{
+    static char fn[PATH_MAX + 16];
+    snprintf(fn, sizeof fn, "%s:concat", SHOAL_EXAMPLES_PLUGIN);
+    shoal_task_spec_t spec = {
+        .kind = SHOAL_TASK_FN, .fn = fn, .inputs = input, .n_inputs = 1, .flags = flags};
+    shoal_ref_t task;
+    assert_int_equal(shoal_submit(sh, &spec, &task), 0);
+    return task;
+}
+
+static void s_assert_get(shoal_t *sh, shoal_ref_t ref, uint64_t seed, size_t size)
+{
+    shoal_view_t v;
+    int rc = shoal_get(sh, ref, WAIT_MS, &v);
+    if (rc)
+        print_error("get: %s\n", shoal_last_error(sh));
+    assert_int_equal(rc, 0);
+    s_assert_pattern(v.data, v.size, seed, size);
+    shoal_view_release(&v);
+}
+
+static void
+test_persisted_objects_survive_a_sigkill_of_their_worker_and_the_loss_of_its_memory(void **state)
+{
+    h_cluster_t *c = h_cluster_start_with(1, 2, "16M", NULL);
+    assert_non_null(c);
+    *state = c;
+    shoal_t *sh = s_connect(c);
+    size_t size = 3 * MiB + 17;
+    uint8_t *data = s_pattern(21, size);
+    shoal_ref_t kept, plain;
+    shoal_put_opts_t persist = {.flags = SHOAL_PUT_PERSIST};
+    assert_int_equal(shoal_put(sh, data, size, &persist, &kept), 0);
+    shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
+    assert_int_equal(shoal_put(sh, data, size, &store, &plain), 0);
+    shoal_ref_t task = s_concat(sh, &kept, SHOAL_TASK_PERSIST);
+    s_assert_get(sh, task, 21, size);
+    assert_true(s_wait_ls_state(c, kept, "persisted"));
+    assert_true(s_wait_ls_state(c, task, "persisted"));
+    assert_true(s_wait_ls_state(c, plain, "sealed"));
+    //  The command line too.
+    h_result_t *r =
+        h_sh(c, 20000, "head -c 300000 /dev/urandom > $H_TMP/f && shoal put --persist $H_TMP/f");
+    assert_int_equal(r->status, 0);
+    char cli_ref[SHOAL_REF_TEXT_SIZE];
+    assert_true(r->out_len >= 32);
+    snprintf(cli_ref, sizeof cli_ref, "%.32s", r->out);
+
+    //  Killed, and its memory gone with it (as a reboot empties /dev/shm).
+    h_worker_t *w = &c->workers[0];
+    assert_int_equal(h_kill_worker(c, 0, SIGKILL), 0);
+    char pins[PATH_MAX];
+    assert_int_equal(shoal_store_pins_path_for(w->arena, pins, sizeof pins), 0);
+    assert_int_equal(unlink(w->arena), 0);
+    unlink(pins);
+    //  The broker counts it dead after missed heartbeats: its persisted objects stay listed,
+    //  not lost, not recomputed; a get says why it cannot be served now.
+    int64_t deadline = h_now_ms() + WAIT_MS;
+    shoal_worker_info_t *list = NULL;
+    size_t n = 1;
+    while (n > 0 && h_now_ms() < deadline) {
+        assert_int_equal(shoal_workers(sh, &list, &n, WAIT_MS), 0);
+        shoal_workers_free(&list, n);
+        nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL); //  between polls
+    }
+    assert_int_equal(n, 0);
+    //  (A new client: this one's view of the old arena would still show the bytes.)
+    shoal_t *other = s_connect(c);
+    shoal_view_t v;
+    assert_int_equal(shoal_get(other, kept, WAIT_MS, &v), SHOAL_EAGAIN);
+    const char *why = shoal_last_error(other);
+    if (!strstr(why, "away") || !strstr(why, w->name))
+        print_error("error: %s\n", why);
+    assert_true(strstr(why, "away") && strstr(why, w->name));
+    shoal_disconnect(&other);
+    assert_true(s_wait_ls_state(c, kept, "persisted"));
+    shoal_status_t st;
+    assert_int_equal(shoal_status(sh, task, &st), 0);
+    assert_int_equal(st.state, SHOAL_STATUS_DONE); //  not rerun
+    //  A task that reads it waits for the worker instead of failing.
+    shoal_ref_t later = s_concat(sh, &kept, 0);
+    assert_int_equal(shoal_flush(sh, WAIT_MS), 0);
+
+    //  Back on the same store directory: served again, from its disk copy.
+    assert_int_equal(h_start_worker(c, 0), 0);
+    assert_int_equal(h_wait_workers(c, WAIT_MS), 0);
+    s_assert_get(sh, kept, 21, size);
+    s_assert_get(sh, task, 21, size);
+    s_assert_get(sh, later, 21, size);
+    r = h_sh(c, 20000, "shoal get %s > $H_TMP/g && cmp $H_TMP/f $H_TMP/g", cli_ref);
+    assert_int_equal(r->status, 0);
+    //  What was not persisted is lost with the memory.
+    assert_int_not_equal(shoal_get(sh, plain, 5000, &v), 0);
+    char *log = h_read_file(c, w->log, NULL);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "re-adopted 3 objects from the disk tier"));
+    free(data);
+    shoal_disconnect(&sh);
+}
+
+int main(void)
+{
+    if (getenv("SHOAL_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("SHOAL_TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_puts_beyond_the_arena_spill_and_every_one_reads_back,
+                                  s_teardown),
+        cmocka_unit_test_teardown(test_a_task_whose_input_was_spilled_gets_it_back, s_teardown),
+        cmocka_unit_test_teardown(test_a_full_disk_tier_fails_the_writer_with_efull_in_bounded_time,
+                                  s_teardown),
+        cmocka_unit_test_teardown(
+            test_persisted_objects_survive_a_sigkill_of_their_worker_and_the_loss_of_its_memory,
+            s_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
