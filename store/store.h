@@ -23,7 +23,8 @@
     environment uses MDB_NOSYNC: the index survives a process kill, not a power cut.
     Readers see only what has been flushed.
 
-    Object states: ALLOCATED (space reserved, being written) -> SEALED (immutable).
+    Object states: ALLOCATED (space reserved, being written) -> SEALED (immutable) <->
+    SPILLED (bytes in the disk tier only; see "Disk tier" below).
     Freeing is deferred for objects readers may see: deleting an object whose SEALED record
     was flushed puts its range in "limbo", still counted in shoal_store_used(); it returns
     to the free list only after a flush has committed the delete to the index AND no pin
