@@ -86,6 +86,7 @@ typedef struct s_job s_job_t;
 typedef struct {
     shoal_wire_peer_t peer;
     shoal_ref_t ref;
+    bool allocated; //  SHOAL_WATCH_ALLOCATED: also told where the object is being written
 } s_watch_t;
 
 /*  What few tasks are submitted with: a name or tags for their outputs, a ttl, flags, and
@@ -654,6 +655,31 @@ static void s_status_of(s_broker_t *self, shoal_ref_t ref, shoal_wire_status_t *
         st->endpoint = o->worker->endpoint;
         st->worker = o->worker->name;
     }
+}
+
+/*  Owes peer a RUNNING status for ref of t, which is being written (or will be) on t's
+    worker: a streaming reader asks that worker for the bytes (SHOAL_WATCH_ALLOCATED). size:
+    the object's size when known, else 0. Strings borrowed from the worker, sent this turn. */
+static void s_owe_where(s_broker_t *self, const shoal_wire_peer_t *peer, const s_task_t *t,
+                        shoal_ref_t ref, uint64_t size)
+{
+    s_outbox_t *box = s_outbox_for(self, peer);
+    shoal_wire_status_t st = {.ref = ref,
+                              .state = SHOAL_STATE_RUNNING,
+                              .size = size,
+                              .endpoint = t->worker->endpoint,
+                              .worker = t->worker->name};
+    S_PUSH(box->items, box->count, box->cap, st);
+}
+
+//  Tells t's SHOAL_WATCH_ALLOCATED watchers of ref where it is being written.
+static void s_notify_allocated(s_broker_t *self, s_task_t *t, shoal_ref_t ref, uint64_t size)
+{
+    if (!t->x || !t->worker)
+        return;
+    for (uint32_t i = 0; i < t->x->n_watchers; i++)
+        if (t->x->watchers[i].allocated && shoal_ref_equal(t->x->watchers[i].ref, ref))
+            s_owe_where(self, &t->x->watchers[i].peer, t, ref, size);
 }
 
 static void s_owe_status(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_ref_t ref)
@@ -1840,6 +1866,7 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
             t->worker != w)
             return false;
         s_event_object(self, "object.allocated", ref, w, n->size, NULL);
+        s_notify_allocated(self, t, ref, n->size);
         return true;
     }
     if (index != 0)
@@ -1852,9 +1879,10 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
         if (t->worker != w)
             return false;
         s_put_due_disarm(self, t); //  its worker has it: no deadline
-        if (n->state == SHOAL_OBJ_NOTE_ALLOCATED)
+        if (n->state == SHOAL_OBJ_NOTE_ALLOCATED) {
             s_event_object(self, "object.allocated", ref, w, n->size, NULL);
-        else if (n->state == SHOAL_OBJ_NOTE_SEALED)
+            s_notify_allocated(self, t, ref, n->size);
+        } else if (n->state == SHOAL_OBJ_NOTE_SEALED)
             s_put_sealed(self, t, w, n->size);
         else {
             char why[S_ERROR_MAX];
@@ -2529,20 +2557,27 @@ static void s_on_submit(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
 static void s_on_watch(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_watch_t *m)
 {
     bool with_data = !(m->flags & SHOAL_WATCH_NODATA);
+    bool allocated = m->flags & SHOAL_WATCH_ALLOCATED;
     for (size_t i = 0; i < m->refs.count; i++) {
         shoal_ref_t ref = m->refs.items[i];
         s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
         if (t && !s_is_final(t->state)) {
             //  Once per (peer, ref): a client re-watching must not pile up entries.
-            bool dup = false;
+            s_watch_t *dup = NULL;
             s_task_x_t *x = s_x(t);
             for (uint32_t k = 0; k < x->n_watchers && !dup; k++)
-                dup = shoal_ref_equal(x->watchers[k].ref, ref) &&
-                      shoal_wire_peer_equal(&x->watchers[k].peer, peer);
+                if (shoal_ref_equal(x->watchers[k].ref, ref) &&
+                    shoal_wire_peer_equal(&x->watchers[k].peer, peer))
+                    dup = &x->watchers[k];
             if (!dup) {
-                s_watch_t w = {.peer = *peer, .ref = ref};
+                s_watch_t w = {.peer = *peer, .ref = ref, .allocated = allocated};
                 S_PUSH(x->watchers, x->n_watchers, x->cap_watchers, w);
-            }
+            } else if (allocated)
+                dup->allocated = true;
+            //  A streaming reader learns at once where a running task or a put is being
+            //  written; the worker holds its fetches until the object is allocated there.
+            if (allocated && t->state == SHOAL_STATE_RUNNING && t->worker)
+                s_owe_where(self, peer, t, ref, s_is_put(t) && s_meta(t) ? s_meta(t)->size : 0);
             continue;
         }
         s_outbox_t *box = s_outbox_for(self, peer);

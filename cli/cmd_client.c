@@ -35,6 +35,7 @@ enum {
     OPT_ARRAY,
     OPT_TTL,
     OPT_TAG,
+    OPT_FOLLOW,
 };
 
 #define S_BROKER_HELP                                                                              \
@@ -695,6 +696,7 @@ typedef struct {
     size_t n_refs;
     const char *job;  /*  --job NAME */
     const char *name; /*  S_NAME_OK: the argument, which is not a ref but a name */
+    bool follow;      /*  --follow */
 } s_ref_opts_t;
 
 enum {
@@ -704,6 +706,7 @@ enum {
     S_ONE_REF = 8,
     S_WITH_JOB = 16,
     S_NAME_OK = 32, //  an argument that is not 32 hex digits is a name (o->name, no ref)
+    S_WITH_FOLLOW = 64,
 };
 
 static int s_parse_refs(const char *cmd, int argc, char **argv, s_ref_opts_t *o, const char *help,
@@ -715,6 +718,7 @@ static int s_parse_refs(const char *cmd, int argc, char **argv, s_ref_opts_t *o,
         {"any", no_argument, NULL, OPT_ANY},
         {"output", required_argument, NULL, 'o'},
         {"job", required_argument, NULL, OPT_JOB},
+        {"follow", no_argument, NULL, OPT_FOLLOW},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -745,6 +749,11 @@ static int s_parse_refs(const char *cmd, int argc, char **argv, s_ref_opts_t *o,
             if (!(with & S_WITH_OUTPUT))
                 return cli_usage(cmd, "unrecognized option '--output'");
             o->output = optarg;
+            break;
+        case OPT_FOLLOW:
+            if (!(with & S_WITH_FOLLOW))
+                return cli_usage(cmd, "unrecognized option '--follow'");
+            o->follow = true;
             break;
         case OPT_JOB:
             if (!(with & S_WITH_JOB))
@@ -886,7 +895,42 @@ static const char s_get_help[] =
     "  -o, --output FILE  write to FILE instead (created or truncated once the bytes are\n"
     "                   here: a failure leaves no file behind)\n"
     "  --job NAME       output 0 of every task of job NAME, concatenated\n"
+    "  --follow         stream: write the bytes as they are written (an object being\n"
+    "                   put, e.g. by `shoal put --size N -`, or a task's output), from\n"
+    "                   the moment its space is allocated until it is sealed; exits 1\n"
+    "                   naming the ref if it is aborted or its writer dies\n"
     "  --timeout S      give up after S seconds (default: no limit)\n" S_HELP_HELP;
+
+#define S_FOLLOW_PIECE (1024 * 1024)
+
+//  get --follow: copies ref's bytes to fd as they land. Returns the exit status.
+static int s_follow(const char *cmd, shoal_t *client, shoal_ref_t ref, int timeout_ms, int fd,
+                    const char *where)
+{
+    shoal_stream_t *stream = NULL;
+    uint8_t *piece = malloc(S_FOLLOW_PIECE);
+    int rc = piece ? shoal_stream_open(client, ref, &stream) : SHOAL_ENOMEM;
+    int64_t deadline = timeout_ms < 0 ? -1 : shoal__now_ms() + timeout_ms;
+    while (rc == 0) {
+        int left = deadline < 0 ? -1 : (int)SHOAL__MAX(deadline - shoal__now_ms(), (int64_t)0);
+        int n = shoal_stream_read(stream, piece, S_FOLLOW_PIECE, left);
+        if (n <= 0) {
+            rc = n;
+            break;
+        }
+        int wrc = s_write_all(fd, piece, (size_t)n);
+        if (wrc) {
+            shoal_stream_close(&stream);
+            free(piece);
+            return cli_fail(cmd, CLI_EXIT_USAGE, "writing %s: %s", where, strerror(-wrc));
+        }
+    }
+    shoal_stream_close(&stream);
+    free(piece);
+    if (rc == SHOAL_ECANCELED)
+        return cli_fail(cmd, CLI_EXIT_FAILED, "%s", shoal_last_error(client));
+    return rc ? s_report(cmd, client, ref, rc) : CLI_EXIT_OK;
+}
 
 //  Milliseconds left until deadline (-1: none), at least 0.
 static int s_left_ms(int64_t deadline)
@@ -954,7 +998,10 @@ int cli_cmd_get(int argc, char **argv)
     shoal__log_init("client", SHOAL_LOG_WARN);
     s_ref_opts_t o = {.timeout_ms = -1};
     int rc = s_parse_refs(cmd, argc, argv, &o, s_get_help,
-                          S_WITH_TIMEOUT | S_WITH_OUTPUT | S_ONE_REF | S_WITH_JOB | S_NAME_OK);
+                          S_WITH_TIMEOUT | S_WITH_OUTPUT | S_ONE_REF | S_WITH_JOB | S_NAME_OK |
+                              S_WITH_FOLLOW);
+    if (rc == 0 && o.follow && o.job)
+        rc = cli_usage(cmd, "--follow reads one object: not with --job");
     shoal_t *client = NULL;
     if (rc || (rc = cli_connect(cmd, o.broker, &client)) != 0) {
         free(o.refs);
@@ -973,6 +1020,21 @@ int cli_cmd_get(int argc, char **argv)
     }
     shoal_view_t view;
     int status = CLI_EXIT_OK;
+    if (o.follow) {
+        //  Bytes go out as they come: a file is created at once (and kept on failure).
+        int fd = STDOUT_FILENO;
+        if (o.output && (fd = open(o.output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) < 0)
+            status = cli_fail(cmd, CLI_EXIT_USAGE, "%s: %s", o.output, strerror(errno));
+        else {
+            status =
+                s_follow(cmd, client, o.refs[0], o.timeout_ms, fd, o.output ? o.output : "stdout");
+            if (o.output)
+                close(fd);
+        }
+        shoal_disconnect(&client);
+        free(o.refs);
+        return status;
+    }
     rc = shoal_get(client, o.refs[0], o.timeout_ms, &view);
     if (rc) {
         status = s_report(cmd, client, o.refs[0], rc);

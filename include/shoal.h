@@ -366,6 +366,35 @@ int shoal_get(shoal_t *self, shoal_ref_t ref, int timeout_ms, shoal_view_t *view
 /*  Frees the bytes of a view and zeroes it. NULL-safe; releasing twice is harmless. */
 void shoal_view_release(shoal_view_t *view);
 
+/*  ------------------------------------------------------------------ streaming reads
+
+    A stream reads an object while it is being written (a put between shoal_put_begin and
+    shoal_put_end, or a task's output): the bytes below the writer's watermark as they
+    land, the end once it is sealed. It asks the broker which worker holds the allocation
+    and that worker's data socket for the bytes (held requests, answered as bytes land);
+    an object that is final already is read as shoal_get reads it. A put written on the
+    worker's host publishes its progress as it writes (shoal_put_progress); a task's output
+    written in place becomes readable at its seal. */
+typedef struct shoal_stream shoal_stream_t;
+
+/*  Opens a stream of ref at offset 0 (nothing waits yet). *stream_p borrows self: close
+    it before shoal_disconnect. Returns 0, SHOAL_EINVAL, SHOAL_ENOMEM, SHOAL_ETIMEDOUT
+    (buffered submissions not taken), SHOAL_EIO. */
+int shoal_stream_open(shoal_t *self, shoal_ref_t ref, shoal_stream_t **stream_p);
+/*  Copies up to cap bytes from the stream's position into buf, waiting up to timeout_ms
+    (-1: no limit) until at least one byte is readable. Returns the count (> 0), 0 at the
+    end (sealed and all read; also when cap is 0), or SHOAL_ETIMEDOUT (nothing new in
+    time: call again), SHOAL_ECANCELED (the object was aborted: its writer aborted it or
+    died; the message names the ref and why), the ref's failure code as shoal_wait gives
+    it, SHOAL_ENOTFOUND, SHOAL_EUNREACH (its worker stopped answering), SHOAL_EPROTO,
+    SHOAL_EINVAL, SHOAL_ENOMEM, SHOAL_EIO. After a failure other than SHOAL_ETIMEDOUT, only
+    shoal_stream_close is useful. */
+int shoal_stream_read(shoal_stream_t *stream, void *buf, size_t cap, int timeout_ms);
+/*  The object's size once a read has learnt it, else 0. */
+uint64_t shoal_stream_size(const shoal_stream_t *stream);
+/*  Closes the stream. NULL-safe, sets *stream_p to NULL. */
+void shoal_stream_close(shoal_stream_t **stream_p);
+
 /*  ------------------------------------------------------------------------------- put
 
     Objects a program puts into the cluster, to read back or to give tasks as inputs.
@@ -426,6 +455,12 @@ void *shoal_put_memory(shoal_put_t *put);
     (more than size bytes in all), SHOAL_EUNREACH, SHOAL_ETIMEDOUT, SHOAL_EIO. A writer
     that stays silent for a minute is aborted by the worker. */
 int shoal_put_write(shoal_put_t *put, const void *data, size_t n);
+/*  Tells streaming readers that the first bytes bytes are written, for a writer on the
+    worker's host that writes through shoal_put_memory (shoal_put_write publishes by
+    itself, at least every 64 KiB or millisecond; call this to publish a tail at once).
+    A message to the worker, no wait; a no-op for a remote worker, which counts what
+    arrives. Returns 0, SHOAL_EINVAL (more than the object's size), SHOAL_EIO. */
+int shoal_put_progress(shoal_put_t *put, uint64_t bytes);
 /*  Seals the object and frees the writer (*put_p = NULL, whatever the outcome). With
     shoal_put_write, all size bytes must have been written (else SHOAL_EINVAL and the
     object is aborted); with shoal_put_memory the caller vouches for them. Returns 0 once

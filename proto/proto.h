@@ -84,6 +84,10 @@ enum {
 };
 #define SHOAL_PUT_LEASE_MS 60000
 #define SHOAL_WATCH_NODATA 1u /*  watch: do not send inline bytes with statuses */
+/*  watch: also answer at once, or when its holder reports the allocation, with a RUNNING
+    status naming the worker that holds (or will hold) the object, for streaming readers.
+    The final status follows as usual. */
+#define SHOAL_WATCH_ALLOCATED 2u
 
 /*  A job_tasks_reply carries at most this many refs (16 MiB); the client asks for the
     rest from offset. Job names are at most SHOAL_JOB_NAME_MAX bytes (shoal.h). */
@@ -392,14 +396,29 @@ typedef struct {
     F(R, U64, seq, _)                                                                              \
     F(R, REF, ref, _)                                                                              \
     F(R, U64, offset, _)                                                                           \
-    F(R, U64, length, _)
+    F(R, U64, length, _)                                                                           \
+    F(R, U64, flags, _)   /*  SHOAL_FETCH_STREAM: a streaming read (below) */                      \
+    F(R, U64, wait_ms, _) /*  stream: how long the worker may hold it (capped at 5 s) */
+/*  Streaming fetch (flags SHOAL_FETCH_STREAM): the object may be ALLOCATED and still being
+    written. The reply carries the bytes of [offset, offset + length) that have landed, as
+    soon as at least one byte beyond offset has (fewer than asked when the watermark is
+    inside the range); with none yet the worker holds the request until bytes land, the
+    object is sealed (a reply with the bytes, or none at offset == size, final 1), it is
+    aborted (code SHOAL_ECANCELED, error naming the object and why) or wait_ms passes (a
+    reply with no bytes: ask again). An object not in the store yet (its writer has not
+    allocated it) is waited for the same way, then answered SHOAL_ENOTFOUND. Appended to
+    data: ready, the watermark when the reply was made (bytes readable from 0), and final,
+    1 once the object is sealed (ready == size). */
+#define SHOAL_FETCH_STREAM 1u
 #define SHOAL_WIRE_data(F, R)                                                                      \
     F(R, U64, seq, _)                                                                              \
     F(R, REF, ref, _)                                                                              \
     F(R, I64, code, _)                                                                             \
     F(R, STR, error, _)                                                                            \
     F(R, U64, size, _)                                                                             \
-    F(R, U64, offset, _)
+    F(R, U64, offset, _)                                                                           \
+    F(R, U64, ready, _)                                                                            \
+    F(R, U64, final, _)
 
 /*  data socket: a client writes an object into the worker's store. op SHOAL_PUT_OP_ALLOC
     reserves size bytes for ref (name, tags, ttl_ms go to the broker with the worker's

@@ -428,8 +428,9 @@ static void test_garbage_on_a_worker_data_port_does_not_stop_it(void **state)
             //  and an object nobody has, which the protocol answers with ENOTFOUND.
             shoal_ref_t ref;
             assert_int_equal(shoal_ref_parse(big, &ref), 0);
-            shoal_wire_fetch_t odd[] = {
-                {1, ref, UINT64_MAX, UINT64_MAX}, {2, ref, 1ull << 40, 1}, {3, ref, 0, UINT64_MAX}};
+            shoal_wire_fetch_t odd[] = {{1, ref, UINT64_MAX, UINT64_MAX, 0, 0},
+                                        {2, ref, 1ull << 40, 1, 0, 0},
+                                        {3, ref, 0, UINT64_MAX, 0, 0}};
             for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++)
                 s_send_msg(sock, SHOAL_MSG_fetch, &odd[i]);
             shoal_wire_fetch_t unknown = {

@@ -82,9 +82,13 @@ extern char **environ;
 #define S_PEER_IDLE_MS         60000       //  peer sockets unused this long are closed
 #define S_DATA_REPLY_MAX       (16u << 20) //  bytes per data reply, whatever length asks
 #define S_DATA_STASH_MAX       1024        //  fetch requests held while readers' pipes are full
-#define S_LINGER_MS            200         //  pending sends at close: enough, and never a hang
-#define S_RESPAWN_MAX_MS       10000 //  back-off cap for an executor that keeps dying at start
-#define S_QUEUE_SLACK          64    //  tasks accepted beyond capacity before refusing
+//  Streaming fetches held until bytes land: a reader holds one at a time (its frontier), so
+//  4096 is 4096 streaming readers; beyond that a reader is told to ask again.
+#define S_STREAM_WAIT_MAX 4096
+#define S_STREAM_HOLD_MS  5000  //  the longest a streaming fetch is held (wait_ms is capped)
+#define S_LINGER_MS       200   //  pending sends at close: enough, and never a hang
+#define S_RESPAWN_MAX_MS  10000 //  back-off cap for an executor that keeps dying at start
+#define S_QUEUE_SLACK     64    //  tasks accepted beyond capacity before refusing
 //  The default prefetch depth, at least: the broker refills a worker's credit one round trip
 //  (its turn plus ours, 1-2 ms under load) after results leave, and a worker turns over
 //  ~50,000 short tasks/s, so it needs about 100 tasks in hand not to idle between refills.
@@ -244,7 +248,19 @@ typedef struct {
     shoal_wire_put_t *spec; //  the ALLOC, one shoal_wire_dup block (name, tags, ttl)
     int64_t last_us;        //  its writer's last message: the lease (SHOAL_PUT_LEASE_MS)
     uint64_t watermark;     //  bytes that arrived in WRITEs, contiguous from 0
+    //  A writer on this host writes in place and never sends bytes: its WRITEs without
+    //  bytes say how many it has written (offset), the watermark streaming readers get.
+    uint64_t in_place;
+    bool sent_bytes; //  a WRITE with bytes came: the writer is remote, offsets are asks
 } s_put_t;
+
+//  A streaming fetch held until bytes beyond its offset land (SHOAL_FETCH_STREAM).
+typedef struct {
+    shoal_wire_peer_t peer;
+    shoal_wire_fetch_t req;
+    int64_t deadline_us;
+    bool seen; //  the object was in the store when last looked at
+} s_waiter_t;
 
 //  An allocation waiting for room (S_ALLOC_WAIT_MS): an executor's e_alloc (the executor
 //  blocks until answered) or a client's put ALLOC.
@@ -330,6 +346,8 @@ typedef struct {
 
     s_stash_t *stash;
     size_t n_stash;
+    s_waiter_t *waiters; //  streaming fetches held (s_stream_run)
+    size_t n_waiters, cap_waiters;
 
     //  client puts, notes for the broker (w_objects, one shoal_wire_dup each), allocations
     //  waiting for room, SEALs to answer after the flush
@@ -679,6 +697,7 @@ static void s_ready_push(s_worker_t *self, s_task_t *t, bool front)
 
 static void s_fetch_abandon(s_worker_t *self, s_fetch_t *f);
 static void s_put_drop(s_worker_t *self, shoal_ref_t ref, const char *why);
+static void s_stream_abort(s_worker_t *self, shoal_ref_t ref, const char *why);
 static void s_slot_kill(s_worker_t *self, s_slot_t *slot, s_task_t *except);
 
 static void s_held_release(s_held_t *held)
@@ -754,8 +773,10 @@ static void s_task_free(s_worker_t *self, s_task_t *t)
             slot->n_left--;
         }
     }
-    for (size_t i = 0; i < t->n_allocs; i++)
+    for (size_t i = 0; i < t->n_allocs; i++) {
         shoal_store_abort(self->store, t->allocs[i]);
+        s_stream_abort(self, t->allocs[i], "the task writing it ended without sealing it");
+    }
     free(t->allocs);
     for (size_t i = 0; i < t->n_used; i++)
         s_use_release(self, task->inputs.items[i]);
@@ -1476,8 +1497,10 @@ static void s_batch_requeue(s_worker_t *self, s_slot_t *slot, s_task_t *except, 
         slot->batch[i] = NULL;
         slot->n_left--;
         self->n_running--;
-        for (size_t k = 0; k < t->n_allocs; k++)
+        for (size_t k = 0; k < t->n_allocs; k++) {
             shoal_store_abort(self->store, t->allocs[k]);
+            s_stream_abort(self, t->allocs[k], "the executor writing it died");
+        }
         t->n_allocs = 0;
         t->slot = -1;
         if (lost && ++t->exec_lost > S_EXEC_LOST_MAX) {
@@ -2080,10 +2103,144 @@ static bool s_on_exec_msg(s_worker_t *self, shoal_wire_in_t *in)
 
 static const char s_empty[1] = "";
 
-//  Answers one fetch. Returns what shoal_wire_send returned (SHOAL_EAGAIN: try later).
+/*  ------------------------------------------------------------------ streaming reads
+
+    A streaming fetch (SHOAL_FETCH_STREAM) of an object still being written is answered
+    with the bytes below its watermark, or held (s_waiter_t) until some land beyond its
+    offset, it is sealed or aborted, or its wait runs out. Held fetches are looked at again
+    on every loop turn while any are held (a lookup each: a few per streaming reader), so
+    nothing is spent on streaming unless a reader streams. */
+
+#define S_HELD 1 //  s_serve_stream: not answerable yet
+
+//  Bytes of an object readable from 0: all once sealed; for a put being written what
+//  arrived (remote writer) or what its writer said it wrote (in place); an executor's
+//  output is readable only once sealed.
+static uint64_t s_ready(s_worker_t *self, const shoal_store_obj_t *obj)
+{
+    if (obj->state == SHOAL_OBJ_SEALED)
+        return obj->size;
+    const s_put_t *p = shoal__refmap_get(self->puts, obj->ref);
+    if (!p)
+        return 0;
+    return SHOAL__MIN(SHOAL__MAX(p->watermark, p->in_place), obj->size);
+}
+
+/*  Answers a streaming fetch, or returns S_HELD when nothing beyond its offset has landed
+    and last is false (last: its wait ran out, answer what there is). Else returns what
+    shoal_wire_send returned (SHOAL_EAGAIN: the reader's pipe is full, try later). */
+static int s_serve_stream(s_worker_t *self, const shoal_wire_peer_t *peer,
+                          const shoal_wire_fetch_t *req, bool last)
+{
+    char error[256], text[SHOAL_REF_TEXT_SIZE];
+    shoal_wire_data_t reply = {.seq = req->seq, .ref = req->ref, .offset = req->offset};
+    shoal_store_obj_t obj;
+    if (shoal_store_lookup(self->store, req->ref, &obj) != 0) {
+        if (!last)
+            return S_HELD; //  its writer may not have allocated it yet
+        reply.code = SHOAL_ENOTFOUND;
+        snprintf(error, sizeof error, "object %s is not on worker %s", s_ref_text(req->ref, text),
+                 self->name);
+    } else if (req->offset > obj.size) {
+        reply.code = SHOAL_EINVAL;
+        reply.size = obj.size;
+        snprintf(error, sizeof error, "offset %llu is beyond the %llu bytes of object %s",
+                 (unsigned long long)req->offset, (unsigned long long)obj.size,
+                 s_ref_text(req->ref, text));
+    } else {
+        uint64_t ready = s_ready(self, &obj);
+        bool sealed = obj.state == SHOAL_OBJ_SEALED;
+        if (req->offset >= ready && !sealed && !last)
+            return S_HELD;
+        reply.size = obj.size;
+        reply.ready = ready;
+        reply.final = sealed;
+        uint64_t len = req->length ? req->length : SHOAL_CHUNK_SIZE;
+        len = SHOAL__MIN(len, ready > req->offset ? ready - req->offset : 0);
+        len = SHOAL__MIN(len, (uint64_t)S_DATA_REPLY_MAX);
+        return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply,
+                               len ? (const void *)(obj.data + req->offset) : s_empty, (size_t)len);
+    }
+    reply.error = error;
+    return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply, s_empty, 0);
+}
+
+//  Holds a streaming fetch; when too many are held, it is answered now (ask again).
+static void s_stream_hold(s_worker_t *self, const shoal_wire_peer_t *peer,
+                          const shoal_wire_fetch_t *req)
+{
+    if (self->n_waiters >= S_STREAM_WAIT_MAX) {
+        s_serve_stream(self, peer, req, true);
+        return;
+    }
+    uint64_t wait_ms = SHOAL__MIN(req->wait_ms ? req->wait_ms : 1000, (uint64_t)S_STREAM_HOLD_MS);
+    shoal_store_obj_t obj;
+    s_waiter_t w = {.peer = *peer,
+                    .req = *req,
+                    .deadline_us = shoal__now_us() + (int64_t)wait_ms * 1000,
+                    .seen = shoal_store_lookup(self->store, req->ref, &obj) == 0};
+    S_PUSH(self->waiters, self->n_waiters, self->cap_waiters, w);
+}
+
+//  Fails the streaming fetches held on ref: its writer aborted it or died (why says which).
+static void s_stream_abort(s_worker_t *self, shoal_ref_t ref, const char *why)
+{
+    char error[512], text[SHOAL_REF_TEXT_SIZE];
+    size_t kept = 0;
+    for (size_t i = 0; i < self->n_waiters; i++) {
+        s_waiter_t *w = &self->waiters[i];
+        if (!shoal_ref_equal(w->req.ref, ref)) {
+            self->waiters[kept++] = *w;
+            continue;
+        }
+        snprintf(error, sizeof error, "object %s was aborted on worker %s: %s",
+                 s_ref_text(ref, text), self->name, why);
+        shoal_wire_data_t reply = {.seq = w->req.seq,
+                                   .ref = ref,
+                                   .offset = w->req.offset,
+                                   .code = SHOAL_ECANCELED,
+                                   .error = error};
+        shoal_wire_send(self->data, &w->peer, SHOAL_MSG_data, &reply, s_empty, 0);
+    }
+    self->n_waiters = kept;
+}
+
+//  Answers the held streaming fetches that can be now (bytes landed, sealed, gone, or out
+//  of time). An object that vanished under a held fetch was aborted or removed.
+static void s_stream_run(s_worker_t *self)
+{
+    int64_t now = shoal__now_us();
+    size_t kept = 0;
+    shoal_ref_t gone = {0};
+    bool any_gone = false;
+    for (size_t i = 0; i < self->n_waiters; i++) {
+        s_waiter_t *w = &self->waiters[i];
+        shoal_store_obj_t obj;
+        bool here = shoal_store_lookup(self->store, w->req.ref, &obj) == 0;
+        if (w->seen && !here) {
+            gone = w->req.ref; //  answered below, with the others on it
+            any_gone = true;
+            self->waiters[kept++] = *w;
+            continue;
+        }
+        w->seen = here;
+        int rc = s_serve_stream(self, &w->peer, &w->req, now >= w->deadline_us);
+        if (rc == S_HELD || rc == SHOAL_EAGAIN)
+            self->waiters[kept++] = *w;
+    }
+    self->n_waiters = kept;
+    //  One vanished object a turn is plenty: aborts and removals tell first (s_put_drop).
+    if (any_gone)
+        s_stream_abort(self, gone, "it was removed or its writer went away");
+}
+
+//  Answers one fetch. Returns what shoal_wire_send returned (SHOAL_EAGAIN: try later), or
+//  S_HELD for a streaming fetch to hold (s_stream_hold).
 static int s_serve_fetch(s_worker_t *self, const shoal_wire_peer_t *peer,
                          const shoal_wire_fetch_t *req)
 {
+    if (req->flags & SHOAL_FETCH_STREAM)
+        return s_serve_stream(self, peer, req, false);
     char error[256], text[SHOAL_REF_TEXT_SIZE];
     shoal_wire_data_t reply = {.seq = req->seq, .ref = req->ref, .offset = req->offset};
     shoal_store_obj_t obj;
@@ -2147,8 +2304,11 @@ static void s_stash_retry(s_worker_t *self)
         bool blocked = false;
         for (size_t k = 0; k < kept && !blocked; k++)
             blocked = shoal_wire_peer_equal(&self->stash[k].peer, &e->peer);
-        if (!blocked && s_serve_fetch(self, &e->peer, &e->req) != SHOAL_EAGAIN)
-            continue; //  sent, or the reader is gone
+        int rc = blocked ? SHOAL_EAGAIN : s_serve_fetch(self, &e->peer, &e->req);
+        if (rc == S_HELD)
+            s_stream_hold(self, &e->peer, &e->req);
+        if (rc != SHOAL_EAGAIN)
+            continue; //  sent, held, or the reader is gone
         self->stash[kept++] = *e;
     }
     self->n_stash = kept;
@@ -2182,6 +2342,7 @@ static void s_put_drop(s_worker_t *self, shoal_ref_t ref, const char *why)
         return;
     shoal_store_abort(self->store, ref);
     self->room_changed = true;
+    s_stream_abort(self, ref, why ? why : "it was removed");
     if (why)
         s_note(self, ref, SHOAL_OBJ_NOTE_ABORTED, p->spec->size, p->spec, why);
     s_put_free(p);
@@ -2297,6 +2458,10 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
             s_put_reply(self, &in->peer, m, SHOAL_EPROTO, error, p->watermark);
             return;
         }
+        if (n)
+            p->sent_bytes = true;
+        else if (!p->sent_bytes && m->offset <= p->spec->size)
+            p->in_place = SHOAL__MAX(p->in_place, m->offset); //  progress of an in-place writer
         if (n && m->offset + n > p->watermark &&
             shoal_store_lookup(self->store, m->ref, &obj) == 0) {
             uint64_t skip = p->watermark - m->offset;
@@ -2397,8 +2562,11 @@ static bool s_on_data_msg(s_worker_t *self, shoal_wire_in_t *in)
         return false;
     }
     const shoal_wire_fetch_t *req = &in->msg.u.fetch;
-    if (s_stash_has(self, &in->peer) || s_serve_fetch(self, &in->peer, req) == SHOAL_EAGAIN)
+    int rc = s_stash_has(self, &in->peer) ? SHOAL_EAGAIN : s_serve_fetch(self, &in->peer, req);
+    if (rc == SHOAL_EAGAIN)
         s_stash_push(self, &in->peer, req);
+    else if (rc == S_HELD)
+        s_stream_hold(self, &in->peer, req);
     return false;
 }
 
@@ -2777,6 +2945,8 @@ static long s_poll_timeout(s_worker_t *self)
         if (self->slots[i].state == S_SLOT_IDLE && self->ready.head)
             s_deadline(&next, retry); //  an e_run met a full pipe
     }
+    for (size_t i = 0; i < self->n_waiters; i++)
+        s_deadline(&next, self->waiters[i].deadline_us);
     for (size_t i = 0; i < self->n_peers; i++) {
         s_peer_t *p = self->peers[i];
         if (p->head)
@@ -2935,6 +3105,8 @@ static void s_loop(s_worker_t *self)
             s_room_retry(self);
         if (self->n_parked)
             s_parked_retry(self);
+        if (self->n_waiters)
+            s_stream_run(self);
         shoal_store_tick(self->store);
         s_fetch_pump(self);
         s_schedule(self);
@@ -3379,6 +3551,7 @@ static void s_teardown(s_worker_t *self)
     free(self->done);
     free(self->started);
     free(self->stash);
+    free(self->waiters);
     size_t cursor = 0;
     shoal_ref_t key;
     void *value;
