@@ -759,6 +759,7 @@ typedef struct shoal_task_api {
     int (*output_put)(shoal_task_t *t, size_t i, const void *data, size_t size);
     void (*set_error)(shoal_task_t *t, const char *fmt, va_list ap);
     const char *(*strerror)(int code);
+    int (*output_progress)(shoal_task_t *t, size_t i, size_t bytes);
 } shoal_task_api_t;
 
 /*  What a task function receives. Only api is public; the executor keeps its own state
@@ -831,6 +832,20 @@ static inline int shoal_task_output_alloc(shoal_task_t *t, size_t i, size_t size
 static inline int shoal_task_output_seal(shoal_task_t *t, size_t i)
 {
     return t->api->output_seal(t, i);
+}
+
+/*  Tells streaming readers of output i (shoal_stream_read, `shoal get --follow`) that
+    its first bytes bytes, from shoal_task_output_alloc, are written and final: they get
+    them now rather than at the seal. A memory write in a page shared with the worker, no
+    message: call it as often as is useful. Without it readers get the bytes at the seal.
+    Outputs that travel inline (64 KiB at most) have no streaming readers: a no-op. At
+    most 16 outputs of a task publish at once; beyond that a no-op too. Returns 0;
+    SHOAL_EINVAL (i out of range, bytes beyond the output's size, or fewer than already
+    published); SHOAL_ESTATE (output i is not allocated, or is sealed, or the function
+    returned). An executor older than this call: 0, a no-op. */
+static inline int shoal_task_output_progress(shoal_task_t *t, size_t i, size_t bytes)
+{
+    return SHOAL_TASK_API_HAS(t, output_progress) ? t->api->output_progress(t, i, bytes) : 0;
 }
 
 /*  Allocates output i with size bytes, copies data into it and seals it: the simple way

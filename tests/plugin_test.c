@@ -187,3 +187,28 @@ SHOAL_PLUGIN_EXPORT int crash_mid_write(shoal_task_t *t)
     raise(SIGSEGV);
     return 3;
 }
+
+/*  For streaming readers: allocates a 2 MiB output, writes its first MiB ('a') and
+    publishes it (shoal_task_output_progress), then waits (up to 60 s) until the file
+    named by the argument exists, writes the second MiB ('b') and seals. Checks the
+    progress call's errors on the way. */
+SHOAL_PLUGIN_EXPORT int stream_slowly(shoal_task_t *t)
+{
+    const char *path = shoal_task_arg(t, NULL);
+    char *p;
+    size_t half = 1 << 20;
+    CHECK(t, shoal_task_output_progress(t, 0, 0) == SHOAL_ESTATE); //  not allocated
+    CHECK(t, shoal_task_output_alloc(t, 0, 2 * half, (void **)&p) == 0);
+    CHECK(t, shoal_task_output_progress(t, 1, 0) == SHOAL_EINVAL);
+    CHECK(t, shoal_task_output_progress(t, 0, 2 * half + 1) == SHOAL_EINVAL);
+    memset(p, 'a', half);
+    CHECK(t, shoal_task_output_progress(t, 0, half) == 0);
+    CHECK(t, shoal_task_output_progress(t, 0, half - 1) == SHOAL_EINVAL); //  backwards
+    for (int i = 0; i < 60000 && access(path, F_OK) != 0; i++)
+        usleep(1000); //  a plugin that waits for its input, as a producer would
+    CHECK(t, access(path, F_OK) == 0);
+    memset(p + half, 'b', half);
+    CHECK(t, shoal_task_output_seal(t, 0) == 0);
+    CHECK(t, shoal_task_output_progress(t, 0, 2 * half) == SHOAL_ESTATE); //  sealed
+    return 0;
+}

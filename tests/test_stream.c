@@ -12,6 +12,7 @@
 #include <shoal.h>
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,8 +251,68 @@ static void test_shoal_get_follow_fails_naming_the_ref_when_the_put_is_aborted(v
     assert_true(h_contains(r->out, "abort"));
 }
 
+static char s_slowly[PATH_MAX + 32], s_crash[PATH_MAX + 32];
+
+static void test_a_stream_reads_a_task_output_as_its_executor_publishes_it(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = s_connect(c);
+    char *go = h_fmt(c, "%s/go", c->tmp);
+    shoal_task_spec_t spec = {
+        .kind = SHOAL_TASK_FN, .fn = s_slowly, .arg = go, .arg_size = strlen(go) + 1};
+    shoal_ref_t id;
+    assert_int_equal(shoal_submit(sh, &spec, &id), 0);
+    shoal_stream_t *s = NULL;
+    assert_int_equal(shoal_stream_open(sh, id, &s), 0);
+    size_t size = 2 * MiB, got = 0;
+    uint8_t *buf = malloc(size);
+    assert_non_null(buf);
+    //  The first half, published while the task still runs (it waits for the file).
+    s_read_to(s, buf, &got, MiB);
+    for (size_t i = 0; i < MiB; i++)
+        assert_int_equal(buf[i], 'a');
+    assert_int_equal(shoal_stream_read(s, buf + got, size - got, 200), SHOAL_ETIMEDOUT);
+    shoal_status_t st;
+    assert_int_equal(shoal_status(sh, id, &st), SHOAL_EAGAIN); //  still running
+    assert_int_equal(h_write_file(go, "", 0), 0);
+    s_read_to(s, buf, &got, size);
+    for (size_t i = MiB; i < size; i++)
+        assert_int_equal(buf[i], 'b');
+    assert_int_equal(shoal_stream_read(s, buf, 1, WAIT_MS), 0);
+    shoal_stream_close(&s);
+    assert_int_equal(shoal_wait(sh, &id, 1, false, WAIT_MS), 0);
+    free(buf);
+    shoal_disconnect(&sh);
+}
+
+static void test_a_stream_of_a_task_output_fails_at_once_when_its_executor_dies(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = s_connect(c);
+    shoal_task_spec_t spec = {.kind = SHOAL_TASK_FN, .fn = s_crash};
+    shoal_ref_t id;
+    assert_int_equal(shoal_submit(sh, &spec, &id), 0);
+    shoal_stream_t *s = NULL;
+    assert_int_equal(shoal_stream_open(sh, id, &s), 0);
+    uint8_t buf[4096];
+    int64_t t0 = h_now_ms();
+    int rc = shoal_stream_read(s, buf, sizeof buf, WAIT_MS);
+    //  Not the put lease (a minute): at once, naming the ref.
+    assert_true(h_now_ms() - t0 < 10000 * h_scale());
+    assert_true(rc < 0 && rc != SHOAL_ETIMEDOUT);
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(id, text);
+    if (!strstr(shoal_last_error(sh), text))
+        print_error("error: %s\n", shoal_last_error(sh));
+    assert_non_null(strstr(shoal_last_error(sh), text));
+    shoal_stream_close(&s);
+    shoal_disconnect(&sh);
+}
+
 int main(void)
 {
+    snprintf(s_slowly, sizeof s_slowly, "%s:stream_slowly", SHOAL_TEST_PLUGIN);
+    snprintf(s_crash, sizeof s_crash, "%s:crash_mid_write", SHOAL_TEST_PLUGIN);
     if (getenv("SHOAL_TEST_FILTER"))
         cmocka_set_test_filter(getenv("SHOAL_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
@@ -261,6 +322,8 @@ int main(void)
         cmocka_unit_test(test_a_stream_of_a_final_or_unknown_ref_reads_it_whole_or_fails),
         cmocka_unit_test(test_shoal_get_follow_prints_the_bytes_of_a_put_as_they_arrive),
         cmocka_unit_test(test_shoal_get_follow_fails_naming_the_ref_when_the_put_is_aborted),
+        cmocka_unit_test(test_a_stream_reads_a_task_output_as_its_executor_publishes_it),
+        cmocka_unit_test(test_a_stream_of_a_task_output_fails_at_once_when_its_executor_dies),
     };
     return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
 }

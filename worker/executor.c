@@ -151,6 +151,8 @@ typedef struct {
     uint8_t *data;   //  in the bump arena, or the writable mapping of the arena range
     uint64_t size;   //  as allocated
     uint64_t offset; //  in the arena, from e_alloc_ok
+    uint64_t ready;  //  bytes published to streaming readers
+    int stream;      //  its entry in the progress page's streams + 1, or 0
 } s_fn_out_t;
 
 //  The fn task being run: public part first, so the shoal_task_t * the function gets is a
@@ -1161,6 +1163,62 @@ static int s_api_output_alloc(shoal_task_t *t, size_t i, size_t size, void **dat
     return 0;
 }
 
+/*  The output's entry in the progress page (worker.h), claimed on first use; NULL when
+    there is no page or no free entry. */
+static shoal_exec_stream_t *s_stream_entry(s_fn_task_t *f, size_t i)
+{
+    s_fn_out_t *out = &f->outs[i];
+    shoal_exec_progress_t *pg = f->exec->progress;
+    if (!pg)
+        return NULL;
+    if (out->stream)
+        return &pg->streams[out->stream - 1];
+    for (int k = 0; k < SHOAL_EXEC_STREAMS; k++) {
+        shoal_exec_stream_t *e = &pg->streams[k];
+        if (atomic_load_explicit(&e->ref_hi, memory_order_relaxed) ||
+            atomic_load_explicit(&e->ref_lo, memory_order_relaxed))
+            continue;
+        shoal_ref_t ref = shoal_ref_output(f->et->task.id, (uint16_t)i);
+        atomic_store_explicit(&e->ready, 0, memory_order_relaxed);
+        atomic_store_explicit(&e->ref_lo, ref.lo, memory_order_release);
+        atomic_store_explicit(&e->ref_hi, ref.hi, memory_order_release);
+        out->stream = k + 1;
+        return e;
+    }
+    return NULL;
+}
+
+static int s_api_output_progress(shoal_task_t *t, size_t i, size_t bytes)
+{
+    s_fn_task_t *f = s_fn_task(t);
+    if (!f)
+        return t ? SHOAL_ESTATE : SHOAL_EINVAL;
+    if (i >= f->n_outputs)
+        return SHOAL_EINVAL;
+    s_fn_out_t *out = &f->outs[i];
+    if (out->state != S_FN_ALLOCATED)
+        return SHOAL_ESTATE;
+    if (bytes > out->size || bytes < out->ready)
+        return SHOAL_EINVAL;
+    out->ready = bytes;
+    shoal_exec_stream_t *e = out->in_arena ? s_stream_entry(f, i) : NULL;
+    if (e) //  release: the bytes written before are visible to whoever sees the count
+        atomic_store_explicit(&e->ready, bytes, memory_order_release);
+    return 0;
+}
+
+//  Frees the progress page's stream entries (the task function has returned).
+static void s_streams_clear(s_exec_t *self)
+{
+    if (!self->progress)
+        return;
+    for (int k = 0; k < SHOAL_EXEC_STREAMS; k++) {
+        shoal_exec_stream_t *e = &self->progress->streams[k];
+        atomic_store_explicit(&e->ref_hi, 0, memory_order_release);
+        atomic_store_explicit(&e->ref_lo, 0, memory_order_release);
+    }
+}
+
 static int s_api_output_seal(shoal_task_t *t, size_t i)
 {
     s_fn_task_t *f = s_fn_task(t);
@@ -1174,6 +1232,9 @@ static int s_api_output_seal(shoal_task_t *t, size_t i)
     if (out->in_arena) { //  the bytes are in the store: our writable window closes
         shoal_arena_unmap(out->data, out->size);
         out->data = NULL;
+        if (out->stream) //  all final: readers need not wait for the result
+            atomic_store_explicit(&f->exec->progress->streams[out->stream - 1].ready, out->size,
+                                  memory_order_release);
     }
     out->state = S_FN_SEALED;
     return 0;
@@ -1215,6 +1276,7 @@ static const shoal_task_api_t s_api = {
     .output_put = s_api_output_put,
     .set_error = s_api_set_error,
     .strerror = shoal_strerror,
+    .output_progress = s_api_output_progress,
 };
 
 //  Finds the function of "LIB:SYMBOL" (split at the last ':', so LIB may hold colons),
@@ -1431,6 +1493,7 @@ static void s_run_fn(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t 
         f->running = true;
         rc = call(&f->pub);
         f->running = false;
+        s_streams_clear(self);
     }
     uint64_t log_base;
     uint64_t log_size = s_capture_task_end(self, &log_base);

@@ -1467,8 +1467,14 @@ static void s_slot_spawn(s_worker_t *self, s_slot_t *slot)
     char *argv[] = {"shoal",          "executor", self->exec_ep, (char *)self->arena_path,
                     slot->index_text, NULL};
     pid_t parent = getpid();
-    if (slot->progress)
+    if (slot->progress) {
         atomic_store(&slot->progress->pos, 0);
+        //  A dead executor's published outputs are aborted: a retry must not find them.
+        for (int k = 0; k < SHOAL_EXEC_STREAMS; k++) {
+            atomic_store(&slot->progress->streams[k].ref_hi, 0);
+            atomic_store(&slot->progress->streams[k].ref_lo, 0);
+        }
+    }
     pid_t pid = fork();
     if (pid < 0) {
         shoal__warn("cannot start an executor for slot %d: fork: %s", slot->index, strerror(errno));
@@ -2113,16 +2119,38 @@ static const char s_empty[1] = "";
 
 #define S_HELD 1 //  s_serve_stream: not answerable yet
 
+//  What the executors running tasks published of obj (worker.h: shoal_exec_stream_t).
+static uint64_t s_exec_ready(s_worker_t *self, const shoal_store_obj_t *obj)
+{
+    for (int i = 0; i < self->n_slots; i++) {
+        s_slot_t *slot = &self->slots[i];
+        if (slot->state != S_SLOT_BUSY || !slot->progress)
+            continue;
+        for (int k = 0; k < SHOAL_EXEC_STREAMS; k++) {
+            shoal_exec_stream_t *e = &slot->progress->streams[k];
+            if (atomic_load_explicit(&e->ref_hi, memory_order_acquire) != obj->ref.hi ||
+                atomic_load_explicit(&e->ref_lo, memory_order_acquire) != obj->ref.lo)
+                continue;
+            uint64_t ready = atomic_load_explicit(&e->ready, memory_order_acquire);
+            //  Still its entry after the read: not one freed and claimed again meanwhile.
+            if (atomic_load_explicit(&e->ref_hi, memory_order_acquire) == obj->ref.hi &&
+                atomic_load_explicit(&e->ref_lo, memory_order_acquire) == obj->ref.lo)
+                return SHOAL__MIN(ready, obj->size);
+        }
+    }
+    return 0;
+}
+
 //  Bytes of an object readable from 0: all once sealed; for a put being written what
-//  arrived (remote writer) or what its writer said it wrote (in place); an executor's
-//  output is readable only once sealed.
+//  arrived (remote writer) or what its writer said it wrote (in place); for a task's
+//  output what its executor published.
 static uint64_t s_ready(s_worker_t *self, const shoal_store_obj_t *obj)
 {
     if (obj->state == SHOAL_OBJ_SEALED)
         return obj->size;
     const s_put_t *p = shoal__refmap_get(self->puts, obj->ref);
     if (!p)
-        return 0;
+        return s_exec_ready(self, obj);
     return SHOAL__MIN(SHOAL__MAX(p->watermark, p->in_place), obj->size);
 }
 
@@ -2945,8 +2973,13 @@ static long s_poll_timeout(s_worker_t *self)
         if (self->slots[i].state == S_SLOT_IDLE && self->ready.head)
             s_deadline(&next, retry); //  an e_run met a full pipe
     }
-    for (size_t i = 0; i < self->n_waiters; i++)
+    for (size_t i = 0; i < self->n_waiters; i++) {
         s_deadline(&next, self->waiters[i].deadline_us);
+        //  A task's output: its executor publishes progress without a message, so look
+        //  again within a millisecond while a reader waits on one.
+        if (!shoal__refmap_get(self->puts, self->waiters[i].req.ref))
+            s_deadline(&next, now + 1000);
+    }
     for (size_t i = 0; i < self->n_peers; i++) {
         s_peer_t *p = self->peers[i];
         if (p->head)
