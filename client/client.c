@@ -3246,6 +3246,12 @@ int shoal_stream_read(shoal_stream_t *s, void *buf, size_t cap, int timeout_ms)
         s_entry_t *e = shoal__refmap_get(self->refs, s->ref);
         if (e && e->final && s_status_code(e->status) != 0)
             return s_fail_status(self, e->status, s_status_code(e->status));
+        if (e && e->final && !s->sized) {
+            //  Done before its worker had it for us (a small output travels inline and is
+            //  never in a store): read it whole, nothing was read from the worker yet.
+            s_stream_reset(s, true);
+            continue;
+        }
         while (ready && !s->have_chunk && s->sock) {
             shoal_wire_in_t in;
             int rrc = shoal_wire_recv(s->sock, false, &in, ZMQ_DONTWAIT);

@@ -193,6 +193,18 @@ static void test_a_stream_of_a_final_or_unknown_ref_reads_it_whole_or_fails(void
     assert_int_equal(shoal_stream_read(s, buf, size, WAIT_MS), 5);
     assert_memory_equal(buf, "hello", 5);
     shoal_stream_close(&s);
+    //  A task's small output travels inline and is never in a store: streamed all the
+    //  same, whether the stream starts while the task is queued, runs or is done.
+    const char *argv[] = {"echo", "hello", NULL};
+    shoal_task_spec_t spec = {.kind = SHOAL_TASK_EXEC, .argv = argv};
+    shoal_ref_t echo;
+    assert_int_equal(shoal_submit(sh, &spec, &echo), 0);
+    assert_int_equal(shoal_stream_open(sh, echo, &s), 0);
+    got = 0;
+    s_read_to(s, buf, &got, 6);
+    assert_memory_equal(buf, "hello\n", 6);
+    assert_int_equal(shoal_stream_read(s, buf, size, WAIT_MS), 0);
+    shoal_stream_close(&s);
     //  Never submitted: not found, naming it.
     shoal_ref_t unknown = shoal_ref_make(0x5eed5eedull, 77, 0);
     char text[SHOAL_REF_TEXT_SIZE];
