@@ -102,6 +102,7 @@ typedef struct {
     int64_t expires_us; //  DONE with a ttl: the deadline; heap entries for another are stale
     int64_t since_us;   //  put: when the broker heard of it (shoal ls: the age while written)
     int64_t put_due_us; //  put RUNNING that its worker has not reported: when it ends; or 0
+    uint64_t stream;    //  fn: bit i, input i streams (may be read while it is written)
     uint32_t n_tags;
 } s_meta_t;
 
@@ -116,8 +117,9 @@ typedef struct {
     s_watch_t *watchers;
     uint32_t n_watchers, cap_watchers;
     int64_t code, exit_code;
-    char *error;    //  failure text
-    s_meta_t *meta; //  what it was submitted with beyond the common fields, or NULL
+    char *error;        //  failure text
+    s_meta_t *meta;     //  what it was submitted with beyond the common fields, or NULL
+    uint64_t allocated; //  RUNNING: bit i, output i is allocated on its worker (i < 64)
 } s_task_x_t;
 
 /*  A task: 104 bytes from a slab (no malloc header), because the broker holds millions of
@@ -788,7 +790,8 @@ static s_meta_t *s_meta_new(const shoal_wire_task_t *spec)
     bool put = spec->kind == SHOAL_KIND_PUT;
     const char *name = spec->name && spec->name[0] ? spec->name : NULL;
     const char *worker = put && spec->worker && spec->worker[0] ? spec->worker : NULL;
-    if (!put && !name && !spec->flags && !spec->ttl_ms && !spec->tags.count)
+    uint64_t stream = spec->kind == SHOAL_KIND_FN ? spec->stream : 0;
+    if (!put && !name && !spec->flags && !spec->ttl_ms && !spec->tags.count && !stream)
         return NULL;
     size_t n_tags = SHOAL__MIN(spec->tags.count, (size_t)UINT32_MAX);
     size_t bytes =
@@ -816,6 +819,7 @@ static s_meta_t *s_meta_new(const shoal_wire_task_t *spec)
     m->n_tags = (uint32_t)n_tags;
     m->flags = spec->flags;
     m->ttl_ms = spec->ttl_ms;
+    m->stream = stream;
     m->size = put ? spec->size : 0;
     m->since_us = put ? shoal__now_us() : 0;
     return m;
@@ -894,6 +898,7 @@ static void s_task_wire(const s_task_t *t, shoal_wire_task_t *w, char **strs)
         w->name = (char *)m->name;
         w->flags = m->flags;
         w->ttl_ms = m->ttl_ms;
+        w->stream = m->stream;
         char **tags = strs + t->n_argv + 1;
         const char *p = m->tags;
         for (uint32_t i = 0; i < m->n_tags; i++) {
@@ -1159,16 +1164,68 @@ static void s_make_ready(s_broker_t *self, s_task_t *t, bool front)
 
 static void s_finish(s_broker_t *self, s_task_t *t, uint8_t state);
 
-//  Inputs of t whose producer is known and not DONE.
+static inline uint64_t s_stream_mask(const s_task_t *t)
+{
+    const s_meta_t *m = s_meta(t);
+    return m ? m->stream : 0;
+}
+
+//  Whether input i of t (made by p, not DONE) streams and is being written already: a
+//  put RUNNING on its worker, or an output its running producer has allocated.
+static bool s_streamable(const s_task_t *t, uint32_t i, const s_task_t *p)
+{
+    if (i >= SHOAL_STREAM_INPUTS_MAX || !(s_stream_mask(t) >> i & 1) ||
+        p->state != SHOAL_STATE_RUNNING || !p->worker)
+        return false;
+    uint16_t index = shoal_ref_index(s_inputs(t)[i]);
+    return s_is_put(p) || (index < 64 && p->x && (p->x->allocated >> index & 1));
+}
+
+/*  The worker t must run on: the one writing its first streaming input that is not done
+    yet, or NULL (anywhere). */
+static s_worker_t *s_stream_worker(s_broker_t *self, const s_task_t *t)
+{
+    if (!s_stream_mask(t))
+        return NULL;
+    for (uint32_t i = 0; i < t->n_inputs && i < SHOAL_STREAM_INPUTS_MAX; i++) {
+        s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(s_inputs(t)[i]));
+        if (p && p->state != SHOAL_STATE_DONE && s_streamable(t, i, p))
+            return p->worker;
+    }
+    return NULL;
+}
+
+//  Inputs of t whose producer is known and not DONE, streaming inputs being written aside.
 static uint32_t s_count_missing(s_broker_t *self, s_task_t *t)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < t->n_inputs; i++) {
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(s_inputs(t)[i]));
-        if (p && p->state != SHOAL_STATE_DONE)
+        if (p && p->state != SHOAL_STATE_DONE && !s_streamable(t, i, p))
             n++;
     }
     return n;
+}
+
+/*  A consumer that streams inputs counts what it misses again (a producer's output may be
+    streamable already, so counting down per producer would count it twice). */
+static void s_recount(s_broker_t *self, s_task_t *c)
+{
+    c->missing = s_count_missing(self, c);
+    if (!c->missing && c->state == SHOAL_STATE_WAITING)
+        s_make_ready(self, c, false);
+    else if (c->missing && c->state == SHOAL_STATE_READY)
+        s_set_state(c, SHOAL_STATE_WAITING); //  its queue entry is skipped lazily
+}
+
+//  One of p's outputs became streamable: its streaming consumers may start.
+static void s_consumers_stream(s_broker_t *self, s_task_t *p)
+{
+    for (uint32_t i = 0; i < s_n_consumers(p); i++) {
+        s_task_t *c = s_consumer(self->tasks, p, i);
+        if (c && !s_is_final(c->state) && s_stream_mask(c))
+            s_recount(self, c);
+    }
 }
 
 //  A producer's outputs became available (up) or unavailable (down).
@@ -1178,6 +1235,10 @@ static void s_consumers_update(s_broker_t *self, s_task_t *p, bool up)
         s_task_t *c = s_consumer(self->tasks, p, i);
         if (!c || s_is_final(c->state))
             continue;
+        if (s_stream_mask(c)) {
+            s_recount(self, c);
+            continue;
+        }
         if (up) {
             if (c->missing && --c->missing == 0 && c->state == SHOAL_STATE_WAITING)
                 s_make_ready(self, c, false);
@@ -1511,6 +1572,11 @@ static int s_validate(s_broker_t *self, const shoal_wire_task_t *spec, char *err
                      spec->fn ? spec->fn : "");
             return SHOAL_EINVAL;
         }
+        if (spec->inputs.count < SHOAL_STREAM_INPUTS_MAX && (spec->stream >> spec->inputs.count)) {
+            snprintf(err, errlen, "task %s: stream names inputs it does not have (%zu inputs)", id,
+                     spec->inputs.count);
+            return SHOAL_EINVAL;
+        }
     } else if (spec->kind == SHOAL_KIND_PUT) {
         if (spec->inputs.count || spec->n_outputs != 1) {
             snprintf(err, errlen, "put %s: a put has no inputs and one output, got %zu and %llu",
@@ -1612,7 +1678,7 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
         }
         s_task_x_t *px = s_x(p);
         S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t->id);
-        if (p->state != SHOAL_STATE_DONE)
+        if (p->state != SHOAL_STATE_DONE && !s_streamable(t, i, p))
             t->missing++;
     }
     s_make_ready(self, t, false);
@@ -1867,6 +1933,10 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
             return false;
         s_event_object(self, "object.allocated", ref, w, n->size, NULL);
         s_notify_allocated(self, t, ref, n->size);
+        if (index < 64) {
+            s_x(t)->allocated |= 1ull << index;
+            s_consumers_stream(self, t);
+        }
         return true;
     }
     if (index != 0)
@@ -2329,6 +2399,10 @@ static uint64_t s_missing_bytes(s_broker_t *self, s_task_t *t, s_worker_t *w)
 //  about 1 GB/s (loopback ZeroMQ, DESIGN.md), then its queue per slot.
 static s_worker_t *s_place(s_broker_t *self, s_task_t *t)
 {
+    //  A streaming input is read where it is being written (from its store, as it lands).
+    s_worker_t *writer = s_stream_worker(self, t);
+    if (writer)
+        return writer->outstanding < writer->capacity ? writer : NULL;
     s_worker_t *best = NULL;
     double best_cost = 0;
     for (size_t i = 0; i < self->n_workers; i++) {
@@ -2389,12 +2463,20 @@ static void s_dispatch(s_broker_t *self)
             continue; //  canceled or back to waiting since it was queued; a put never runs
         if (!s_inputs_available(self, t))
             continue; //  back to waiting while the producers run again
+        if (s_stream_mask(t)) {
+            //  What streams may have stopped being written (its producer was requeued).
+            s_recount(self, t);
+            if (t->state != SHOAL_STATE_READY)
+                continue;
+        }
         s_worker_t *w = s_place(self, t);
         if (!w) {
             s_queue_push(&self->ready, t, true);
             break;
         }
         s_set_state(t, SHOAL_STATE_RUNNING);
+        if (t->x)
+            t->x->allocated = 0; //  this attempt allocates its outputs anew
         t->attempt++;
         t->worker = w;
         t->linked = true;

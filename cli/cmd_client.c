@@ -36,6 +36,7 @@ enum {
     OPT_TTL,
     OPT_TAG,
     OPT_FOLLOW,
+    OPT_STREAM_INPUT,
 };
 
 #define S_BROKER_HELP                                                                              \
@@ -117,6 +118,7 @@ typedef struct {
     int timeout_ms;
     shoal_ref_t *inputs;
     size_t n_inputs;
+    uint64_t stream_inputs; /*  --stream-input: bit i */
     uint64_t outputs, retries;
     const char *name, *job;
     uint64_t ttl_ms;
@@ -275,6 +277,7 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
         {"broker", required_argument, NULL, OPT_BROKER},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"input", required_argument, NULL, OPT_INPUT},
+        {"stream-input", required_argument, NULL, OPT_STREAM_INPUT},
         {"retries", required_argument, NULL, OPT_RETRIES},
         {"job", required_argument, NULL, OPT_JOB},
         {"fn", required_argument, NULL, OPT_FN},
@@ -287,6 +290,7 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
         {"broker", required_argument, NULL, OPT_BROKER},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"input", required_argument, NULL, OPT_INPUT},
+        {"stream-input", required_argument, NULL, OPT_STREAM_INPUT},
         {"outputs", required_argument, NULL, OPT_OUTPUTS},
         {"name", required_argument, NULL, OPT_NAME},
         {"retries", required_argument, NULL, OPT_RETRIES},
@@ -319,6 +323,14 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
         case OPT_TIMEOUT:
             if ((rc = cli_parse_timeout(cmd, optarg, &o->timeout_ms)) != 0)
                 return rc;
+            break;
+        case OPT_STREAM_INPUT:
+            if (o->n_inputs >= SHOAL_STREAM_INPUTS_MAX)
+                return cli_usage(cmd, "--stream-input: only inputs 0..%d may stream",
+                                 SHOAL_STREAM_INPUTS_MAX - 1);
+            if ((rc = cli_parse_ref(cmd, optarg, &o->inputs[o->n_inputs])) != 0)
+                return rc;
+            o->stream_inputs |= 1ull << o->n_inputs++;
             break;
         case OPT_INPUT:
             if ((rc = cli_parse_ref(cmd, optarg, &o->inputs[o->n_inputs])) != 0)
@@ -420,6 +432,9 @@ static const char s_run_help[] =
     "  --job NAME       group the task under job NAME\n"
     "  --fn LIB.so:SYMBOL  run the C function SYMBOL of the plugin LIB.so (a path on the\n"
     "                   worker) instead of a command; --input REF is then its input i\n"
+    "  --stream-input REF  with --fn: input i that streams: the function starts as soon\n"
+    "                   as REF is allocated (a put or output being written) and reads it\n"
+    "                   with shoal_task_input_read as it lands\n"
     "  --arg TEXT       the function's argument bytes\n"
     "  --arg-file FILE  the function's argument: the bytes of FILE (- for stdin)\n" S_HELP_HELP;
 
@@ -465,6 +480,7 @@ int cli_cmd_run(int argc, char **argv)
         .arg_size = o.arg_size,
         .inputs = o.inputs,
         .n_inputs = o.n_inputs,
+        .stream_inputs = o.stream_inputs,
         .n_outputs = 1,
         .retries = (unsigned)o.retries,
         .job = o.job,
@@ -579,6 +595,10 @@ static const char s_submit_help[] =
     "  --input REF      make object REF input i of the task (repeat for i = 0, 1, ...):\n"
     "                   the file $SHOAL_INPUT_i of a command, a zero-copy view for a\n"
     "                   function; the task runs once its inputs exist\n"
+    "  --stream-input REF  --fn: like --input, but the function starts as soon as REF is\n"
+    "                   allocated (a put or a task output still being written), on the\n"
+    "                   worker writing it, and reads it with shoal_task_input_read, which\n"
+    "                   waits for the bytes as they land\n"
     "  --outputs N      number of outputs, 1..1024 (default 1)\n"
     "  --name NAME      a name for the outputs (shoal ls, shoal get NAME); not 32 hex\n"
     "                   digits, which would read as a ref\n"
@@ -652,6 +672,7 @@ int cli_cmd_submit(int argc, char **argv)
         .arg_size = o.arg_size,
         .inputs = o.inputs,
         .n_inputs = o.n_inputs,
+        .stream_inputs = o.stream_inputs,
         .n_outputs = (unsigned)o.outputs,
         .name = o.name,
         .retries = (unsigned)o.retries,

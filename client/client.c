@@ -1167,6 +1167,12 @@ int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task
                       SHOAL_JOB_NAME_MAX, strlen(spec->job));
     if ((spec->n_inputs && !spec->inputs) || (spec->arg_size && !spec->arg))
         return s_fail(self, SHOAL_EINVAL, "shoal_submit: inputs or arg is NULL");
+    if (spec->stream_inputs && spec->kind != SHOAL_TASK_FN)
+        return s_fail(self, SHOAL_EINVAL, "only fn tasks stream inputs (stream_inputs is set)");
+    if (spec->n_inputs < SHOAL_STREAM_INPUTS_MAX && (spec->stream_inputs >> spec->n_inputs))
+        return s_fail(self, SHOAL_EINVAL,
+                      "stream_inputs names input %d, but the task has %zu inputs",
+                      63 - __builtin_clzll(spec->stream_inputs), spec->n_inputs);
     size_t wire = s_task_wire_size(spec, argc);
     if (wire + S_MSG_SLACK > self->max_msg)
         return s_fail(self, SHOAL_ETOOBIG,
@@ -1190,6 +1196,7 @@ int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task
         .job = (char *)spec->job,
         .array_index = spec->array_index,
         .ttl_ms = spec->ttl_ms,
+        .stream = spec->stream_inputs,
     };
     t.argv.items = (char **)spec->argv;
     t.argv.count = argc;

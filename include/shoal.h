@@ -264,7 +264,13 @@ typedef struct {
         most SHOAL_TAG_MAX bytes. */
     const char *const *tags;
     size_t n_tags;
+    /*  fn tasks: bit i set, input i streams: the task may start as soon as that input is
+        allocated in a store (a put being written, an output of a running task), on the
+        worker writing it, and reads it with shoal_task_input_read, which waits for the
+        bytes. Inputs 0..63 only. */
+    uint64_t stream_inputs;
 } shoal_task_spec_t;
+#define SHOAL_STREAM_INPUTS_MAX 64 /*  inputs 0..63 may stream (stream_inputs) */
 
 /*  Submits a task. Its id comes back at once in *task_id (the ref of its output 0);
     output i is shoal_ref_output(*task_id, i) and its log (the stderr of an exec task)
@@ -760,6 +766,8 @@ typedef struct shoal_task_api {
     void (*set_error)(shoal_task_t *t, const char *fmt, va_list ap);
     const char *(*strerror)(int code);
     int (*output_progress)(shoal_task_t *t, size_t i, size_t bytes);
+    int (*input_read)(shoal_task_t *t, size_t i, uint64_t offset, void *buf, size_t n,
+                      int timeout_ms);
 } shoal_task_api_t;
 
 /*  What a task function receives. Only api is public; the executor keeps its own state
@@ -802,10 +810,27 @@ static inline size_t shoal_task_n_inputs(shoal_task_t *t)
     read-only (a write faults), valid until the function returns. *data is never NULL on
     success, even for an empty input. The bytes are not NUL-terminated: respect *size.
     Returns 0, or SHOAL_EINVAL (i >= shoal_task_n_inputs, or data or size NULL), leaving
-    *data and *size untouched. */
+    *data and *size untouched, or SHOAL_EAGAIN: a streaming input (spec.stream_inputs)
+    still being written; *data and *size are set, but only the bytes that
+    shoal_task_input_read has returned (or says are there) are written yet. */
 static inline int shoal_task_input(shoal_task_t *t, size_t i, const void **data, size_t *size)
 {
     return t->api->input(t, i, data, size);
+}
+
+/*  Copies up to n bytes of input i from offset into buf. For a streaming input
+    (spec.stream_inputs) still being written, waits up to timeout_ms (-1: no limit) until
+    bytes lie beyond offset; any other input is all there. Returns the count (> 0), 0 at
+    the end (offset == the input's size, or n == 0), SHOAL_ETIMEDOUT (nothing new in
+    time: call again), SHOAL_ECANCELED or SHOAL_ENOTFOUND (the input was aborted: its
+    writer aborted it or died; the task's error says which), SHOAL_EINVAL (i out of range,
+    buf NULL, offset beyond the input), SHOAL_ESTATE (the function returned), SHOAL_EIO.
+    An executor older than this call: SHOAL_ESTATE. */
+static inline int shoal_task_input_read(shoal_task_t *t, size_t i, uint64_t offset, void *buf,
+                                        size_t n, int timeout_ms)
+{
+    return SHOAL_TASK_API_HAS(t, input_read) ? t->api->input_read(t, i, offset, buf, n, timeout_ms)
+                                             : SHOAL_ESTATE;
 }
 
 /*  How many outputs the task has (spec.n_outputs, `--outputs N`): at least 1. */

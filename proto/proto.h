@@ -136,7 +136,8 @@ typedef struct {
     F(R, U64, ttl_ms, _)      /*  0, or: its outputs are removed this long after it is done */     \
     F(R, STRS, tags, _)       /*  tags for its outputs (shoal ls), each <= 64 bytes */             \
     F(R, STR, worker, _)      /*  put: the worker that holds the object */                         \
-    F(R, U64, size, _)        /*  put: the object's size */
+    F(R, U64, size, _)        /*  put: the object's size */                                        \
+    F(R, U64, stream, _)      /*  fn: bit i, input i streams (SHOAL_STREAM_INPUTS_MAX) */
 
 /*  Where a task's input is: inline bytes, or the data endpoint of the worker holding it. */
 #define SHOAL_WIRE_input(F, R)                                                                     \
@@ -224,7 +225,8 @@ typedef struct {
 #define SHOAL_WIRE_e_input(F, R)                                                                   \
     F(R, U64, offset, _)                                                                           \
     F(R, U64, size, _)                                                                             \
-    F(R, BIN, data, _)
+    F(R, BIN, data, _)                                                                             \
+    F(R, U64, stream, _) /*  1: still being written: read it with e_read (below) */
 
 #define SHOAL_WIRE_e_task(F, R)                                                                    \
     F(R, REC, task, task)                                                                          \
@@ -465,6 +467,21 @@ typedef struct {
     F(R, I64, code, _)                                                                             \
     F(R, STR, error, _)                                                                            \
     F(R, U64S, offsets, _)
+/*  A fn task reading a streaming input (e_input.stream) that is being written asks how
+    far it is: the worker answers e_ready once bytes lie beyond offset, at the seal, at an
+    abort (code SHOAL_ECANCELED, error naming the object and why) or after wait_ms (at most
+    5 s) with what there is. ready: bytes readable from 0; final: 1 once sealed. */
+#define SHOAL_WIRE_e_read(F, R)                                                                    \
+    F(R, REF, ref, _)                                                                              \
+    F(R, U64, offset, _)                                                                           \
+    F(R, U64, wait_ms, _)
+#define SHOAL_WIRE_e_ready(F, R)                                                                   \
+    F(R, REF, ref, _)                                                                              \
+    F(R, I64, code, _)                                                                             \
+    F(R, STR, error, _)                                                                            \
+    F(R, U64, size, _)                                                                             \
+    F(R, U64, ready, _)                                                                            \
+    F(R, U64, final, _)
 /*  outputs: inline (flags SHOAL_OUT_INLINE) or written at offset from e_alloc_ok. */
 #define SHOAL_WIRE_e_done(F, R) F(R, REC, result, result)
 /*  The results of several tasks of one e_run, in the order they ran (worker.h says when
@@ -528,7 +545,9 @@ typedef struct {
     X(63, e_alloc)                                                                                 \
     X(64, e_alloc_ok)                                                                              \
     X(65, e_done)                                                                                  \
-    X(66, e_done_batch)
+    X(66, e_done_batch)                                                                            \
+    X(67, e_read)                                                                                  \
+    X(68, e_ready)
 
 /*  ------------------------------------------------------------------- generated C types */
 

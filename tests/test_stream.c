@@ -263,7 +263,7 @@ static void test_shoal_get_follow_fails_naming_the_ref_when_the_put_is_aborted(v
     assert_true(h_contains(r->out, "abort"));
 }
 
-static char s_slowly[PATH_MAX + 32], s_crash[PATH_MAX + 32];
+static char s_slowly[PATH_MAX + 32], s_crash[PATH_MAX + 32], s_copy[PATH_MAX + 32];
 
 static void test_a_stream_reads_a_task_output_as_its_executor_publishes_it(void **state)
 {
@@ -321,8 +321,97 @@ static void test_a_stream_of_a_task_output_fails_at_once_when_its_executor_dies(
     shoal_disconnect(&sh);
 }
 
+/*  A fn task whose input streams starts while the put it reads is written, copies what
+    has landed and publishes its own output as it goes: a stream of its output gets the
+    first MiB before the put is sealed. */
+static void test_a_fn_task_reads_a_streaming_input_while_it_is_written(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *writer = s_connect(c), *sh = s_connect(c);
+    size_t size = 2 * MiB;
+    uint8_t *data = s_pattern(11, size), *buf = malloc(size);
+    assert_non_null(buf);
+    shoal_put_t *put = NULL;
+    shoal_ref_t ref;
+    assert_int_equal(shoal_put_begin(writer, size, NULL, &ref, &put), 0);
+    uint8_t *mem = shoal_put_memory(put);
+    assert_non_null(mem);
+    memcpy(mem, data, MiB);
+    assert_int_equal(shoal_put_progress(put, MiB), 0);
+    assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
+    shoal_task_spec_t spec = {
+        .kind = SHOAL_TASK_FN, .fn = s_copy, .inputs = &ref, .n_inputs = 1, .stream_inputs = 1};
+    shoal_ref_t id;
+    assert_int_equal(shoal_submit(sh, &spec, &id), 0);
+    shoal_stream_t *s = NULL;
+    assert_int_equal(shoal_stream_open(sh, id, &s), 0);
+    size_t got = 0;
+    s_read_to(s, buf, &got, MiB);
+    assert_memory_equal(buf, data, MiB);
+    shoal_status_t st;
+    assert_int_equal(shoal_status(sh, id, &st), SHOAL_EAGAIN); //  the task still runs
+    memcpy(mem + MiB, data + MiB, size - MiB);
+    assert_int_equal(shoal_put_end(&put), 0);
+    s_read_to(s, buf, &got, size);
+    assert_memory_equal(buf, data, size);
+    assert_int_equal(shoal_stream_read(s, buf, 1, WAIT_MS), 0);
+    shoal_stream_close(&s);
+    assert_int_equal(shoal_wait(sh, &id, 1, false, WAIT_MS), 0);
+    //  Only fn tasks stream, and only inputs they have.
+    spec.kind = SHOAL_TASK_EXEC;
+    spec.argv = (const char *const[]){"true", NULL};
+    assert_int_equal(shoal_submit(sh, &spec, &id), SHOAL_EINVAL);
+    spec.kind = SHOAL_TASK_FN;
+    spec.stream_inputs = 2;
+    assert_int_equal(shoal_submit(sh, &spec, &id), SHOAL_EINVAL);
+    assert_non_null(strstr(shoal_last_error(sh), "input 1"));
+    assert_int_equal(shoal_remove(writer, &ref, 1, WAIT_MS), 1);
+    free(data);
+    free(buf);
+    shoal_disconnect(&sh);
+    shoal_disconnect(&writer);
+}
+
+//  The put a task streams is aborted: the task fails, naming the put.
+static void test_a_fn_task_streaming_an_aborted_put_fails_naming_it(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *writer = s_connect(c), *sh = s_connect(c);
+    shoal_put_t *put = NULL;
+    shoal_ref_t ref;
+    assert_int_equal(shoal_put_begin(writer, 2 * MiB, NULL, &ref, &put), 0);
+    uint8_t *mem = shoal_put_memory(put);
+    assert_non_null(mem);
+    memset(mem, 7, 4096);
+    assert_int_equal(shoal_put_progress(put, 4096), 0);
+    assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
+    shoal_task_spec_t spec = {
+        .kind = SHOAL_TASK_FN, .fn = s_copy, .inputs = &ref, .n_inputs = 1, .stream_inputs = 1};
+    shoal_ref_t id;
+    assert_int_equal(shoal_submit(sh, &spec, &id), 0);
+    //  Its output's first bytes: the task runs and waits for more of its input.
+    shoal_stream_t *s = NULL;
+    assert_int_equal(shoal_stream_open(sh, id, &s), 0);
+    uint8_t buf[4096];
+    size_t got = 0;
+    s_read_to(s, buf, &got, sizeof buf);
+    shoal_stream_close(&s);
+    shoal_put_abort(&put);
+    assert_int_not_equal(shoal_wait(sh, &id, 1, false, WAIT_MS), 0);
+    shoal_status_t st;
+    assert_int_equal(shoal_status(sh, id, &st), 0);
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(ref, text);
+    if (!st.error || !strstr(st.error, text))
+        print_error("error: %s\n", st.error ? st.error : "(none)");
+    assert_true(st.error && strstr(st.error, text));
+    shoal_disconnect(&sh);
+    shoal_disconnect(&writer);
+}
+
 int main(void)
 {
+    snprintf(s_copy, sizeof s_copy, "%s:stream_copy", SHOAL_TEST_PLUGIN);
     snprintf(s_slowly, sizeof s_slowly, "%s:stream_slowly", SHOAL_TEST_PLUGIN);
     snprintf(s_crash, sizeof s_crash, "%s:crash_mid_write", SHOAL_TEST_PLUGIN);
     if (getenv("SHOAL_TEST_FILTER"))
@@ -336,6 +425,8 @@ int main(void)
         cmocka_unit_test(test_shoal_get_follow_fails_naming_the_ref_when_the_put_is_aborted),
         cmocka_unit_test(test_a_stream_reads_a_task_output_as_its_executor_publishes_it),
         cmocka_unit_test(test_a_stream_of_a_task_output_fails_at_once_when_its_executor_dies),
+        cmocka_unit_test(test_a_fn_task_reads_a_streaming_input_while_it_is_written),
+        cmocka_unit_test(test_a_fn_task_streaming_an_aborted_put_fails_naming_it),
     };
     return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
 }

@@ -172,6 +172,9 @@ typedef struct {
     bool has_error;
     char error[1024];       //  from shoal_task_set_error
     char alloc_error[1024]; //  why the last allocation failed, the default reason
+    //  Streaming inputs (e_input.stream): what the worker last said of each.
+    uint64_t in_ready[SHOAL_STREAM_INPUTS_MAX];
+    uint64_t in_final; //  bit i: input i is sealed
 } s_fn_task_t;
 
 //  One entry of a result: a task output or the log. The bytes are in a file (exec tasks),
@@ -1109,7 +1112,65 @@ static int s_api_input(shoal_task_t *t, size_t i, const void **data, size_t *siz
     const shoal_wire_e_input_t *in = &f->et->inputs.items[i];
     *data = s_input_bytes(f->exec, in);
     *size = (size_t)in->size;
-    return 0;
+    //  Still being written: only what shoal_task_input_read returned is there.
+    return in->stream && !(f->in_final >> i & 1) ? SHOAL_EAGAIN : 0;
+}
+
+static int s_api_input_read(shoal_task_t *t, size_t i, uint64_t offset, void *buf, size_t n,
+                            int timeout_ms)
+{
+    s_fn_task_t *f = s_fn_task(t);
+    if (!f)
+        return t ? SHOAL_ESTATE : SHOAL_EINVAL;
+    if ((n && !buf) || i >= f->et->inputs.count)
+        return SHOAL_EINVAL;
+    const shoal_wire_e_input_t *in = &f->et->inputs.items[i];
+    if (offset > in->size)
+        return SHOAL_EINVAL;
+    n = SHOAL__MIN(n, (size_t)INT_MAX);
+    const uint8_t *bytes = s_input_bytes(f->exec, in);
+    bool stream = in->stream && i < SHOAL_STREAM_INPUTS_MAX;
+    int64_t deadline = timeout_ms < 0 ? -1 : shoal__now_ms() + timeout_ms;
+    for (;;) {
+        bool final = !stream || (f->in_final >> i & 1);
+        uint64_t ready = stream && !final ? f->in_ready[i] : in->size;
+        if (offset < ready || final || n == 0) {
+            size_t k = (size_t)SHOAL__MIN((uint64_t)n, ready > offset ? ready - offset : 0);
+            if (k)
+                memcpy(buf, bytes + offset, k);
+            return (int)k;
+        }
+        int64_t left = deadline < 0 ? 1000 : deadline - shoal__now_ms();
+        if (left <= 0)
+            return SHOAL_ETIMEDOUT;
+        //  The worker holds the ask until bytes land beyond offset (at most wait_ms).
+        shoal_wire_e_read_t req = {.ref = f->et->task.inputs.items[i],
+                                   .offset = offset,
+                                   .wait_ms = (uint64_t)SHOAL__MIN(left, (int64_t)1000)};
+        shoal_wire_in_t m;
+        int rc = s_send(f->exec, SHOAL_MSG_e_read, &req);
+        if (rc == 0)
+            rc = s_await(f->exec, SHOAL_MSG_e_ready, &m);
+        if (rc) {
+            snprintf(f->alloc_error, sizeof f->alloc_error,
+                     "cannot ask the worker how far input %zu is written: %s", i,
+                     shoal_strerror(rc));
+            return SHOAL_EIO;
+        }
+        const shoal_wire_e_ready_t *r = &m.msg.u.e_ready;
+        if (r->code < 0) {
+            rc = r->code > -1000 ? (int)r->code : SHOAL_EIO;
+            snprintf(f->alloc_error, sizeof f->alloc_error, "input %zu: %s", i,
+                     r->error ? r->error : shoal_strerror(rc));
+        } else if (shoal_ref_equal(r->ref, req.ref)) {
+            f->in_ready[i] = SHOAL__MAX(f->in_ready[i], SHOAL__MIN(r->ready, in->size));
+            if (r->final)
+                f->in_final |= 1ull << i;
+        }
+        shoal_wire_in_clear(&m);
+        if (rc)
+            return rc;
+    }
 }
 
 static size_t s_api_n_outputs(shoal_task_t *t)
@@ -1277,6 +1338,7 @@ static const shoal_task_api_t s_api = {
     .set_error = s_api_set_error,
     .strerror = shoal_strerror,
     .output_progress = s_api_output_progress,
+    .input_read = s_api_input_read,
 };
 
 //  Finds the function of "LIB:SYMBOL" (split at the last ':', so LIB may hold colons),

@@ -260,6 +260,7 @@ typedef struct {
     shoal_wire_fetch_t req;
     int64_t deadline_us;
     bool seen; //  the object was in the store when last looked at
+    bool exec; //  an executor's e_read (answered by e_ready on the executor socket)
 } s_waiter_t;
 
 //  An allocation waiting for room (S_ALLOC_WAIT_MS): an executor's e_alloc (the executor
@@ -698,6 +699,8 @@ static void s_ready_push(s_worker_t *self, s_task_t *t, bool front)
 static void s_fetch_abandon(s_worker_t *self, s_fetch_t *f);
 static void s_put_drop(s_worker_t *self, shoal_ref_t ref, const char *why);
 static void s_stream_abort(s_worker_t *self, shoal_ref_t ref, const char *why);
+static void s_stream_ask(s_worker_t *self, const shoal_wire_peer_t *peer,
+                         const shoal_wire_fetch_t *req, bool exec);
 static void s_slot_kill(s_worker_t *self, s_slot_t *slot, s_task_t *except);
 
 static void s_held_release(s_held_t *held)
@@ -1234,8 +1237,9 @@ static int s_task_start_inputs(s_worker_t *self, s_task_t *t, bool retry)
         }
         shoal_store_obj_t obj;
         if (shoal_store_lookup(self->store, ref, &obj) == 0) {
-            if (obj.state == SHOAL_OBJ_SEALED)
-                continue;
+            if (obj.state == SHOAL_OBJ_SEALED ||
+                (i < SHOAL_STREAM_INPUTS_MAX && (task->stream >> i & 1)))
+                continue; //  sealed, or streamed while it is written here
             status = SHOAL_ESTATE;
             snprintf(error, sizeof error, "input %s is still being written on worker %s",
                      s_ref_text(ref, text), self->name);
@@ -1674,13 +1678,16 @@ static void s_batch_send(s_worker_t *self, s_slot_t *slot, size_t share)
         for (size_t i = 0; i < task->inputs.count && lost == SIZE_MAX; i++) {
             shoal_store_obj_t obj;
             const shoal_wire_input_t *in;
-            if (shoal_store_lookup(self->store, task->inputs.items[i], &obj) == 0 &&
-                obj.state == SHOAL_OBJ_SEALED)
-                self->eins[n_ins + i] = (shoal_wire_e_input_t){obj.offset, obj.size, {NULL, 0}};
+            bool here = shoal_store_lookup(self->store, task->inputs.items[i], &obj) == 0;
+            if (here && obj.state == SHOAL_OBJ_SEALED)
+                self->eins[n_ins + i] = (shoal_wire_e_input_t){obj.offset, obj.size, {NULL, 0}, 0};
+            else if (here && i < SHOAL_STREAM_INPUTS_MAX && (task->stream >> i & 1))
+                //  Still being written here: the executor reads it with e_read.
+                self->eins[n_ins + i] = (shoal_wire_e_input_t){obj.offset, obj.size, {NULL, 0}, 1};
             else if ((in = s_input_record(t->d, i)) && (in->flags & SHOAL_OUT_INLINE) &&
                      in->data.size == in->size)
                 self->eins[n_ins + i] =
-                    (shoal_wire_e_input_t){SHOAL_EXEC_INLINE, in->size, in->data};
+                    (shoal_wire_e_input_t){SHOAL_EXEC_INLINE, in->size, in->data, 0};
             else
                 lost = i;
         }
@@ -2090,6 +2097,15 @@ static bool s_on_exec_msg(s_worker_t *self, shoal_wire_in_t *in)
         if (s_on_e_alloc(self, slot, &m->u.e_alloc, true))
             s_park(self, slot, NULL, &shoal_wire_e_alloc_desc, &m->u.e_alloc);
         return false;
+    case SHOAL_MSG_e_read: {
+        //  A fn task reading a streaming input: answered as a streaming fetch would be.
+        shoal_wire_fetch_t req = {.ref = m->u.e_read.ref,
+                                  .offset = m->u.e_read.offset,
+                                  .flags = SHOAL_FETCH_STREAM,
+                                  .wait_ms = m->u.e_read.wait_ms};
+        s_stream_ask(self, &in->peer, &req, true);
+        return false;
+    }
     case SHOAL_MSG_e_done:
         s_on_e_done(self, slot, &m->u.e_done.result);
         break;
@@ -2158,10 +2174,30 @@ static uint64_t s_ready(s_worker_t *self, const shoal_store_obj_t *obj)
     and last is false (last: its wait ran out, answer what there is). Else returns what
     shoal_wire_send returned (SHOAL_EAGAIN: the reader's pipe is full, try later). */
 static int s_serve_stream(s_worker_t *self, const shoal_wire_peer_t *peer,
-                          const shoal_wire_fetch_t *req, bool last)
+                          const shoal_wire_fetch_t *req, bool last, bool exec)
 {
     char error[256], text[SHOAL_REF_TEXT_SIZE];
     shoal_wire_data_t reply = {.seq = req->seq, .ref = req->ref, .offset = req->offset};
+    if (exec) {
+        //  An executor reads the bytes in the arena itself: it needs only the watermark.
+        shoal_store_obj_t obj;
+        shoal_wire_e_ready_t r = {.ref = req->ref};
+        if (shoal_store_lookup(self->store, req->ref, &obj) != 0) {
+            if (!last)
+                return S_HELD;
+            r.code = SHOAL_ENOTFOUND;
+            snprintf(error, sizeof error, "input %s is not on worker %s (aborted or removed)",
+                     s_ref_text(req->ref, text), self->name);
+            r.error = error;
+        } else {
+            r.size = obj.size;
+            r.ready = s_ready(self, &obj);
+            r.final = obj.state == SHOAL_OBJ_SEALED;
+            if (req->offset >= r.ready && !r.final && !last)
+                return S_HELD;
+        }
+        return shoal_wire_send(self->exec, peer, SHOAL_MSG_e_ready, &r, NULL, 0);
+    }
     shoal_store_obj_t obj;
     if (shoal_store_lookup(self->store, req->ref, &obj) != 0) {
         if (!last)
@@ -2195,10 +2231,10 @@ static int s_serve_stream(s_worker_t *self, const shoal_wire_peer_t *peer,
 
 //  Holds a streaming fetch; when too many are held, it is answered now (ask again).
 static void s_stream_hold(s_worker_t *self, const shoal_wire_peer_t *peer,
-                          const shoal_wire_fetch_t *req)
+                          const shoal_wire_fetch_t *req, bool exec)
 {
     if (self->n_waiters >= S_STREAM_WAIT_MAX) {
-        s_serve_stream(self, peer, req, true);
+        s_serve_stream(self, peer, req, true, exec);
         return;
     }
     uint64_t wait_ms = SHOAL__MIN(req->wait_ms ? req->wait_ms : 1000, (uint64_t)S_STREAM_HOLD_MS);
@@ -2206,8 +2242,17 @@ static void s_stream_hold(s_worker_t *self, const shoal_wire_peer_t *peer,
     s_waiter_t w = {.peer = *peer,
                     .req = *req,
                     .deadline_us = shoal__now_us() + (int64_t)wait_ms * 1000,
-                    .seen = shoal_store_lookup(self->store, req->ref, &obj) == 0};
+                    .seen = shoal_store_lookup(self->store, req->ref, &obj) == 0,
+                    .exec = exec};
     S_PUSH(self->waiters, self->n_waiters, self->cap_waiters, w);
+}
+
+//  Answers a streaming read now, or holds it.
+static void s_stream_ask(s_worker_t *self, const shoal_wire_peer_t *peer,
+                         const shoal_wire_fetch_t *req, bool exec)
+{
+    if (s_serve_stream(self, peer, req, false, exec) == S_HELD)
+        s_stream_hold(self, peer, req, exec);
 }
 
 //  Fails the streaming fetches held on ref: its writer aborted it or died (why says which).
@@ -2223,6 +2268,11 @@ static void s_stream_abort(s_worker_t *self, shoal_ref_t ref, const char *why)
         }
         snprintf(error, sizeof error, "object %s was aborted on worker %s: %s",
                  s_ref_text(ref, text), self->name, why);
+        if (w->exec) {
+            shoal_wire_e_ready_t r = {.ref = ref, .code = SHOAL_ECANCELED, .error = error};
+            shoal_wire_send(self->exec, &w->peer, SHOAL_MSG_e_ready, &r, NULL, 0);
+            continue;
+        }
         shoal_wire_data_t reply = {.seq = w->req.seq,
                                    .ref = ref,
                                    .offset = w->req.offset,
@@ -2252,7 +2302,7 @@ static void s_stream_run(s_worker_t *self)
             continue;
         }
         w->seen = here;
-        int rc = s_serve_stream(self, &w->peer, &w->req, now >= w->deadline_us);
+        int rc = s_serve_stream(self, &w->peer, &w->req, now >= w->deadline_us, w->exec);
         if (rc == S_HELD || rc == SHOAL_EAGAIN)
             self->waiters[kept++] = *w;
     }
@@ -2268,7 +2318,7 @@ static int s_serve_fetch(s_worker_t *self, const shoal_wire_peer_t *peer,
                          const shoal_wire_fetch_t *req)
 {
     if (req->flags & SHOAL_FETCH_STREAM)
-        return s_serve_stream(self, peer, req, false);
+        return s_serve_stream(self, peer, req, false, false);
     char error[256], text[SHOAL_REF_TEXT_SIZE];
     shoal_wire_data_t reply = {.seq = req->seq, .ref = req->ref, .offset = req->offset};
     shoal_store_obj_t obj;
@@ -2334,7 +2384,7 @@ static void s_stash_retry(s_worker_t *self)
             blocked = shoal_wire_peer_equal(&self->stash[k].peer, &e->peer);
         int rc = blocked ? SHOAL_EAGAIN : s_serve_fetch(self, &e->peer, &e->req);
         if (rc == S_HELD)
-            s_stream_hold(self, &e->peer, &e->req);
+            s_stream_hold(self, &e->peer, &e->req, false);
         if (rc != SHOAL_EAGAIN)
             continue; //  sent, held, or the reader is gone
         self->stash[kept++] = *e;
@@ -2594,7 +2644,7 @@ static bool s_on_data_msg(s_worker_t *self, shoal_wire_in_t *in)
     if (rc == SHOAL_EAGAIN)
         s_stash_push(self, &in->peer, req);
     else if (rc == S_HELD)
-        s_stream_hold(self, &in->peer, req);
+        s_stream_hold(self, &in->peer, req, false);
     return false;
 }
 
