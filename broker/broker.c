@@ -790,7 +790,7 @@ static s_meta_t *s_meta_new(const shoal_wire_task_t *spec)
     bool put = spec->kind == SHOAL_KIND_PUT;
     const char *name = spec->name && spec->name[0] ? spec->name : NULL;
     const char *worker = put && spec->worker && spec->worker[0] ? spec->worker : NULL;
-    uint64_t stream = spec->kind == SHOAL_KIND_FN ? spec->stream : 0;
+    uint64_t stream = spec->kind != SHOAL_KIND_PUT ? spec->stream : 0;
     if (!put && !name && !spec->flags && !spec->ttl_ms && !spec->tags.count && !stream)
         return NULL;
     size_t n_tags = SHOAL__MIN(spec->tags.count, (size_t)UINT32_MAX);
@@ -1564,6 +1564,13 @@ static int s_validate(s_broker_t *self, const shoal_wire_task_t *spec, char *err
     if (spec->kind == SHOAL_KIND_EXEC) {
         if (spec->argv.count == 0 || !spec->argv.items[0] || !spec->argv.items[0][0]) {
             snprintf(err, errlen, "task %s: an exec task needs a command", id);
+            return SHOAL_EINVAL;
+        }
+        //  An exec task streams one input at most: its stdin (--stdin-input).
+        if (spec->stream & (spec->stream - 1) || (spec->inputs.count < SHOAL_STREAM_INPUTS_MAX &&
+                                                  (spec->stream >> spec->inputs.count))) {
+            snprintf(err, errlen,
+                     "task %s: an exec task streams one of its inputs at most (its stdin)", id);
             return SHOAL_EINVAL;
         }
     } else if (spec->kind == SHOAL_KIND_FN) {

@@ -37,6 +37,7 @@ enum {
     OPT_TAG,
     OPT_FOLLOW,
     OPT_STREAM_INPUT,
+    OPT_STDIN_INPUT,
 };
 
 #define S_BROKER_HELP                                                                              \
@@ -118,7 +119,8 @@ typedef struct {
     int timeout_ms;
     shoal_ref_t *inputs;
     size_t n_inputs;
-    uint64_t stream_inputs; /*  --stream-input: bit i */
+    uint64_t stream_inputs; /*  --stream-input, --stdin-input: bit i */
+    bool stdin_input;
     uint64_t outputs, retries;
     const char *name, *job;
     uint64_t ttl_ms;
@@ -278,6 +280,7 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"input", required_argument, NULL, OPT_INPUT},
         {"stream-input", required_argument, NULL, OPT_STREAM_INPUT},
+        {"stdin-input", required_argument, NULL, OPT_STDIN_INPUT},
         {"retries", required_argument, NULL, OPT_RETRIES},
         {"job", required_argument, NULL, OPT_JOB},
         {"fn", required_argument, NULL, OPT_FN},
@@ -291,6 +294,7 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"input", required_argument, NULL, OPT_INPUT},
         {"stream-input", required_argument, NULL, OPT_STREAM_INPUT},
+        {"stdin-input", required_argument, NULL, OPT_STDIN_INPUT},
         {"outputs", required_argument, NULL, OPT_OUTPUTS},
         {"name", required_argument, NULL, OPT_NAME},
         {"retries", required_argument, NULL, OPT_RETRIES},
@@ -324,6 +328,11 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
             if ((rc = cli_parse_timeout(cmd, optarg, &o->timeout_ms)) != 0)
                 return rc;
             break;
+        case OPT_STDIN_INPUT:
+            if (o->stdin_input)
+                return cli_usage(cmd, "--stdin-input: one input at most is the command's stdin");
+            o->stdin_input = true;
+            __attribute__((fallthrough));
         case OPT_STREAM_INPUT:
             if (o->n_inputs >= SHOAL_STREAM_INPUTS_MAX)
                 return cli_usage(cmd, "--stream-input: only inputs 0..%d may stream",
@@ -391,6 +400,12 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
             return cli_bad_option(cmd);
         }
     }
+    if (o->stdin_input && o->fn)
+        return cli_usage(cmd, "--stdin-input is a command's stdin; a function streams "
+                              "its inputs with --stream-input");
+    if (o->stream_inputs && !o->stdin_input && !o->fn)
+        return cli_usage(cmd, "--stream-input is for --fn tasks; a command takes a streaming "
+                              "input on its stdin with --stdin-input");
     if (o->fn) {
         const char *colon = strrchr(o->fn, ':');
         if (!colon || colon == o->fn || !colon[1])
@@ -428,6 +443,10 @@ static const char s_run_help[] =
     "  --timeout S      cancel the task after S seconds and exit 3 (default: no limit)\n"
     "  --input REF      make object REF the file $SHOAL_INPUT_i of the command (repeat for\n"
     "                   i = 0, 1, ...)\n"
+    "  --stdin-input REF  make object REF the command's stdin (and input i): a pipe fed as\n"
+    "                   its bytes land, so the command starts as soon as REF is allocated\n"
+    "                   (a `shoal put --size N -` still reading, a task output being\n"
+    "                   written), on the worker writing it; once at most\n"
     "  --retries N      run it again up to N times when it fails\n"
     "  --job NAME       group the task under job NAME\n"
     "  --fn LIB.so:SYMBOL  run the C function SYMBOL of the plugin LIB.so (a path on the\n"
@@ -595,6 +614,9 @@ static const char s_submit_help[] =
     "  --input REF      make object REF input i of the task (repeat for i = 0, 1, ...):\n"
     "                   the file $SHOAL_INPUT_i of a command, a zero-copy view for a\n"
     "                   function; the task runs once its inputs exist\n"
+    "  --stdin-input REF  a command's stdin (and input i): a pipe fed as REF's bytes land;\n"
+    "                   the command starts as soon as REF is allocated, on the worker\n"
+    "                   writing it; once at most\n"
     "  --stream-input REF  --fn: like --input, but the function starts as soon as REF is\n"
     "                   allocated (a put or a task output still being written), on the\n"
     "                   worker writing it, and reads it with shoal_task_input_read, which\n"

@@ -1167,8 +1167,9 @@ int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task
                       SHOAL_JOB_NAME_MAX, strlen(spec->job));
     if ((spec->n_inputs && !spec->inputs) || (spec->arg_size && !spec->arg))
         return s_fail(self, SHOAL_EINVAL, "shoal_submit: inputs or arg is NULL");
-    if (spec->stream_inputs && spec->kind != SHOAL_TASK_FN)
-        return s_fail(self, SHOAL_EINVAL, "only fn tasks stream inputs (stream_inputs is set)");
+    if (spec->kind == SHOAL_TASK_EXEC && (spec->stream_inputs & (spec->stream_inputs - 1)))
+        return s_fail(self, SHOAL_EINVAL,
+                      "an exec task streams one input at most: its stdin (stream_inputs)");
     if (spec->n_inputs < SHOAL_STREAM_INPUTS_MAX && (spec->stream_inputs >> spec->n_inputs))
         return s_fail(self, SHOAL_EINVAL,
                       "stream_inputs names input %d, but the task has %zu inputs",

@@ -264,10 +264,11 @@ typedef struct {
         most SHOAL_TAG_MAX bytes. */
     const char *const *tags;
     size_t n_tags;
-    /*  fn tasks: bit i set, input i streams: the task may start as soon as that input is
-        allocated in a store (a put being written, an output of a running task), on the
-        worker writing it, and reads it with shoal_task_input_read, which waits for the
-        bytes. Inputs 0..63 only. */
+    /*  Bit i set, input i streams: the task may start as soon as that input is allocated
+        in a store (a put being written, an output of a running task), on the worker
+        writing it. A fn task reads it with shoal_task_input_read, which waits for the
+        bytes; an exec task streams one input at most, which becomes its stdin (a pipe
+        fed as the bytes land; $SHOAL_INPUT_i is then /dev/stdin). Inputs 0..63 only. */
     uint64_t stream_inputs;
 } shoal_task_spec_t;
 #define SHOAL_STREAM_INPUTS_MAX 64 /*  inputs 0..63 may stream (stream_inputs) */

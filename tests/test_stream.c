@@ -357,10 +357,12 @@ static void test_a_fn_task_reads_a_streaming_input_while_it_is_written(void **st
     assert_int_equal(shoal_stream_read(s, buf, 1, WAIT_MS), 0);
     shoal_stream_close(&s);
     assert_int_equal(shoal_wait(sh, &id, 1, false, WAIT_MS), 0);
-    //  Only fn tasks stream, and only inputs they have.
+    //  A command streams one input at most (its stdin), and tasks only inputs they have.
     spec.kind = SHOAL_TASK_EXEC;
     spec.argv = (const char *const[]){"true", NULL};
+    spec.stream_inputs = 3;
     assert_int_equal(shoal_submit(sh, &spec, &id), SHOAL_EINVAL);
+    assert_non_null(strstr(shoal_last_error(sh), "one input at most"));
     spec.kind = SHOAL_TASK_FN;
     spec.stream_inputs = 2;
     assert_int_equal(shoal_submit(sh, &spec, &id), SHOAL_EINVAL);
@@ -409,6 +411,37 @@ static void test_a_fn_task_streaming_an_aborted_put_fails_naming_it(void **state
     shoal_disconnect(&writer);
 }
 
+/*  shoal submit --stdin-input: the command starts while `shoal put --size N -` still
+    reads its input, and reads the bytes on its stdin as they land (it writes its first
+    line to a file the script waits for before it sends the rest). */
+static void test_an_exec_task_reads_a_put_on_its_stdin_while_it_is_written(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    h_result_t *r =
+        h_sh(c, CMD_MS,
+             "mkfifo $H_TMP/in.fifo && (shoal put --store --size 12 - < $H_TMP/in.fifo > "
+             "$H_TMP/in.ref &) && exec 3>$H_TMP/in.fifo && "
+             "for i in $(seq 400); do test -s $H_TMP/in.ref && break; sleep 0.05; done; "
+             "ref=$(cat $H_TMP/in.ref); test -n \"$ref\" || { echo 'no ref'; exit 1; }; "
+             "task=$(shoal submit --stdin-input $ref -- sh -c "
+             "'read l; echo \"$l\" > '$H_TMP/first'; cat; echo \"got $l\"' 3>&-) || exit 1; "
+             "printf 'hello\\n' >&3; "
+             "for i in $(seq 400); do test \"$(cat $H_TMP/first 2>/dev/null)\" = hello && break; "
+             "sleep 0.05; done; test \"$(cat $H_TMP/first 2>/dev/null)\" = hello || "
+             "{ echo 'the command did not start before the seal'; exit 1; }; "
+             "printf 'world\\n' >&3; exec 3>&-; shoal get --timeout 20 $task");
+    h_assert_exit(r, 0);
+    assert_string_equal(r->out, "world\ngot hello\n");
+    //  One input at most is a command's stdin; a function streams with --stream-input.
+    r = h_run(c, CMD_MS, "submit", "--stdin-input", "00000000000000010000000000010000",
+              "--stdin-input", "00000000000000010000000000020000", "--", "cat", NULL);
+    h_assert_exit(r, 2);
+    r = h_run(c, CMD_MS, "submit", "--stream-input", "00000000000000010000000000010000", "--",
+              "cat", NULL);
+    h_assert_exit(r, 2);
+    assert_true(h_contains(r->err, "--stdin-input"));
+}
+
 int main(void)
 {
     snprintf(s_copy, sizeof s_copy, "%s:stream_copy", SHOAL_TEST_PLUGIN);
@@ -427,6 +460,7 @@ int main(void)
         cmocka_unit_test(test_a_stream_of_a_task_output_fails_at_once_when_its_executor_dies),
         cmocka_unit_test(test_a_fn_task_reads_a_streaming_input_while_it_is_written),
         cmocka_unit_test(test_a_fn_task_streaming_an_aborted_put_fails_naming_it),
+        cmocka_unit_test(test_an_exec_task_reads_a_put_on_its_stdin_while_it_is_written),
     };
     return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
 }
