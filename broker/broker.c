@@ -66,6 +66,9 @@
 #define S_DISPATCH_BATCH 256         //  tasks per w_dispatch message
 #define S_DISPATCH_BYTES (16u << 20) //  a quarter of SHOAL_MAX_MSG_SIZE, for headroom
 #define S_HEAP_SLACK     1024        //  stale deadlines let be (24 KiB): not worth a rebuild
+//  Tasks waiting for room on the worker writing their streaming input, set aside in one
+//  dispatch turn so those behind them go elsewhere (8 KiB of stack).
+#define S_STREAM_DEFER_MAX 1024
 
 /*  ------------------------------------------------------------------------- types */
 
@@ -2454,6 +2457,8 @@ static bool s_inputs_available(s_broker_t *self, s_task_t *t)
 
 static void s_dispatch(s_broker_t *self)
 {
+    s_task_t *later[S_STREAM_DEFER_MAX];
+    size_t n_later = 0;
     bool any_room = false;
     for (size_t i = 0; i < self->n_workers; i++)
         if (self->workers[i]->outstanding < self->workers[i]->capacity)
@@ -2477,6 +2482,12 @@ static void s_dispatch(s_broker_t *self)
                 continue;
         }
         s_worker_t *w = s_place(self, t);
+        if (!w && n_later < S_STREAM_DEFER_MAX && s_stream_worker(self, t)) {
+            //  The worker writing its streaming input is full: the tasks behind it may
+            //  still go elsewhere. Put back, in order, after the turn.
+            later[n_later++] = t;
+            continue;
+        }
         if (!w) {
             s_queue_push(&self->ready, t, true);
             break;
@@ -2491,6 +2502,8 @@ static void s_dispatch(s_broker_t *self)
         S_PUSH(w->batch, w->n_batch, w->cap_batch, t);
         s_event_task(self, "task.dispatched", t);
     }
+    while (n_later)
+        s_queue_push(&self->ready, later[--n_later], true);
     s_send_batches(self);
 }
 
