@@ -1331,6 +1331,13 @@ static int s_stream_first_byte(const char *cmd, shoal_t *writer, s_sreader_t *r)
         if (rc)
             return cli_fail(cmd, s_exit_for(rc), "stream: %s", shoal_last_error(writer));
         made++;
+        //  The broker must know the put before the reader asks for it (as `shoal put`
+        //  prints a ref only once acknowledged): else the ref is unknown to it.
+        if ((rc = shoal_flush(writer, S_STALL_MS)) != 0) {
+            shoal_put_abort(&put);
+            status = cli_fail(cmd, s_exit_for(rc), "stream: %s", shoal_last_error(writer));
+            break;
+        }
         r->ref = refs[made - 1];
         r->stream = true;
         r->dst = NULL;

@@ -384,9 +384,11 @@ void shoal_view_release(shoal_view_t *view);
     written in place becomes readable at its seal. */
 typedef struct shoal_stream shoal_stream_t;
 
-/*  Opens a stream of ref at offset 0 (nothing waits yet). *stream_p borrows self: close
-    it before shoal_disconnect. Returns 0, SHOAL_EINVAL, SHOAL_ENOMEM, SHOAL_ETIMEDOUT
-    (buffered submissions not taken), SHOAL_EIO. */
+/*  Opens a stream of ref at offset 0 (nothing waits yet). The broker must know ref: a
+    put another client has begun is known once that client's submissions are flushed
+    (shoal_flush; `shoal put` prints a ref only then), else reads fail SHOAL_ENOTFOUND.
+    *stream_p borrows self: close it before shoal_disconnect. Returns 0, SHOAL_EINVAL, SHOAL_ENOMEM,
+   SHOAL_ETIMEDOUT (buffered submissions not taken), SHOAL_EIO. */
 int shoal_stream_open(shoal_t *self, shoal_ref_t ref, shoal_stream_t **stream_p);
 /*  Copies up to cap bytes from the stream's position into buf, waiting up to timeout_ms
     (-1: no limit) until at least one byte is readable. Returns the count (> 0), 0 at the
