@@ -83,6 +83,8 @@ static void s_stream_while_writing(h_cluster_t *c, bool memory)
     uint8_t *mem = memory ? shoal_put_memory(put) : NULL;
     if (memory)
         assert_non_null(mem);
+    //  The reader is another client: the broker must know the put first.
+    assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
     shoal_stream_t *s = NULL;
     assert_int_equal(shoal_stream_open(reader, ref, &s), 0);
     //  Nothing written yet: the read waits.
@@ -143,6 +145,7 @@ static void test_a_stream_of_an_aborted_put_fails_naming_it(void **state)
     assert_int_equal(shoal_put_begin(writer, 2 * MiB, NULL, &ref, &put), 0);
     uint8_t *data = s_pattern(3, 4096);
     assert_int_equal(shoal_put_write(put, data, 4096), 0);
+    assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
     shoal_stream_t *s = NULL;
     assert_int_equal(shoal_stream_open(reader, ref, &s), 0);
     uint8_t buf[8192];
