@@ -66,6 +66,9 @@
 #define S_DISPATCH_BATCH 256         //  tasks per w_dispatch message
 #define S_DISPATCH_BYTES (16u << 20) //  a quarter of SHOAL_MAX_MSG_SIZE, for headroom
 #define S_HEAP_SLACK     1024        //  stale deadlines let be (24 KiB): not worth a rebuild
+//  Tasks waiting for room on the worker writing their streaming input, set aside in one
+//  dispatch turn so those behind them go elsewhere (8 KiB of stack).
+#define S_STREAM_DEFER_MAX 1024
 
 /*  ------------------------------------------------------------------------- types */
 
@@ -86,6 +89,7 @@ typedef struct s_job s_job_t;
 typedef struct {
     shoal_wire_peer_t peer;
     shoal_ref_t ref;
+    bool allocated; //  SHOAL_WATCH_ALLOCATED: also told where the object is being written
 } s_watch_t;
 
 /*  What few tasks are submitted with: a name or tags for their outputs, a ttl, flags, and
@@ -101,6 +105,7 @@ typedef struct {
     int64_t expires_us; //  DONE with a ttl: the deadline; heap entries for another are stale
     int64_t since_us;   //  put: when the broker heard of it (shoal ls: the age while written)
     int64_t put_due_us; //  put RUNNING that its worker has not reported: when it ends; or 0
+    uint64_t stream;    //  fn: bit i, input i streams (may be read while it is written)
     uint32_t n_tags;
 } s_meta_t;
 
@@ -115,8 +120,9 @@ typedef struct {
     s_watch_t *watchers;
     uint32_t n_watchers, cap_watchers;
     int64_t code, exit_code;
-    char *error;    //  failure text
-    s_meta_t *meta; //  what it was submitted with beyond the common fields, or NULL
+    char *error;        //  failure text
+    s_meta_t *meta;     //  what it was submitted with beyond the common fields, or NULL
+    uint64_t allocated; //  RUNNING: bit i, output i is allocated on its worker (i < 64)
 } s_task_x_t;
 
 /*  A task: 104 bytes from a slab (no malloc header), because the broker holds millions of
@@ -709,6 +715,31 @@ static void s_status_of(s_broker_t *self, shoal_ref_t ref, shoal_wire_status_t *
     }
 }
 
+/*  Owes peer a RUNNING status for ref of t, which is being written (or will be) on t's
+    worker: a streaming reader asks that worker for the bytes (SHOAL_WATCH_ALLOCATED). size:
+    the object's size when known, else 0. Strings borrowed from the worker, sent this turn. */
+static void s_owe_where(s_broker_t *self, const shoal_wire_peer_t *peer, const s_task_t *t,
+                        shoal_ref_t ref, uint64_t size)
+{
+    s_outbox_t *box = s_outbox_for(self, peer);
+    shoal_wire_status_t st = {.ref = ref,
+                              .state = SHOAL_STATE_RUNNING,
+                              .size = size,
+                              .endpoint = t->worker->endpoint,
+                              .worker = t->worker->name};
+    S_PUSH(box->items, box->count, box->cap, st);
+}
+
+//  Tells t's SHOAL_WATCH_ALLOCATED watchers of ref where it is being written.
+static void s_notify_allocated(s_broker_t *self, s_task_t *t, shoal_ref_t ref, uint64_t size)
+{
+    if (!t->x || !t->worker)
+        return;
+    for (uint32_t i = 0; i < t->x->n_watchers; i++)
+        if (t->x->watchers[i].allocated && shoal_ref_equal(t->x->watchers[i].ref, ref))
+            s_owe_where(self, &t->x->watchers[i].peer, t, ref, size);
+}
+
 static void s_owe_status(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_ref_t ref)
 {
     s_outbox_t *box = s_outbox_for(self, peer);
@@ -819,7 +850,8 @@ static s_meta_t *s_meta_new(const shoal_wire_task_t *spec)
     bool put = spec->kind == SHOAL_KIND_PUT;
     const char *name = spec->name && spec->name[0] ? spec->name : NULL;
     const char *worker = put && spec->worker && spec->worker[0] ? spec->worker : NULL;
-    if (!put && !name && !spec->flags && !spec->ttl_ms && !spec->tags.count)
+    uint64_t stream = spec->kind != SHOAL_KIND_PUT ? spec->stream : 0;
+    if (!put && !name && !spec->flags && !spec->ttl_ms && !spec->tags.count && !stream)
         return NULL;
     size_t n_tags = SHOAL__MIN(spec->tags.count, (size_t)UINT32_MAX);
     size_t bytes =
@@ -847,6 +879,7 @@ static s_meta_t *s_meta_new(const shoal_wire_task_t *spec)
     m->n_tags = (uint32_t)n_tags;
     m->flags = spec->flags;
     m->ttl_ms = spec->ttl_ms;
+    m->stream = stream;
     m->size = put ? spec->size : 0;
     m->since_us = put ? shoal__now_us() : 0;
     return m;
@@ -925,6 +958,7 @@ static void s_task_wire(const s_task_t *t, shoal_wire_task_t *w, char **strs)
         w->name = (char *)m->name;
         w->flags = m->flags;
         w->ttl_ms = m->ttl_ms;
+        w->stream = m->stream;
         char **tags = strs + t->n_argv + 1;
         const char *p = m->tags;
         for (uint32_t i = 0; i < m->n_tags; i++) {
@@ -1190,18 +1224,70 @@ static void s_make_ready(s_broker_t *self, s_task_t *t, bool front)
 
 static void s_finish(s_broker_t *self, s_task_t *t, uint8_t state);
 
-//  Inputs of t whose producer is known and not DONE.
+static inline uint64_t s_stream_mask(const s_task_t *t)
+{
+    const s_meta_t *m = s_meta(t);
+    return m ? m->stream : 0;
+}
+
+//  Whether input i of t (made by p, not DONE) streams and is being written already: a
+//  put RUNNING on its worker, or an output its running producer has allocated.
+static bool s_streamable(const s_task_t *t, uint32_t i, const s_task_t *p)
+{
+    if (i >= SHOAL_STREAM_INPUTS_MAX || !(s_stream_mask(t) >> i & 1) ||
+        p->state != SHOAL_STATE_RUNNING || !p->worker)
+        return false;
+    uint16_t index = shoal_ref_index(s_inputs(t)[i]);
+    return s_is_put(p) || (index < 64 && p->x && (p->x->allocated >> index & 1));
+}
+
+/*  The worker t must run on: the one writing its first streaming input that is not done
+    yet, or NULL (anywhere). */
+static s_worker_t *s_stream_worker(s_broker_t *self, const s_task_t *t)
+{
+    if (!s_stream_mask(t))
+        return NULL;
+    for (uint32_t i = 0; i < t->n_inputs && i < SHOAL_STREAM_INPUTS_MAX; i++) {
+        s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(s_inputs(t)[i]));
+        if (p && p->state != SHOAL_STATE_DONE && s_streamable(t, i, p))
+            return p->worker;
+    }
+    return NULL;
+}
+
+//  Inputs of t whose producer is known and not DONE, streaming inputs being written aside.
 static uint32_t s_count_missing(s_broker_t *self, s_task_t *t)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < t->n_inputs; i++) {
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(s_inputs(t)[i]));
         const s_object_t *o;
-        if ((p && p->state != SHOAL_STATE_DONE) ||
+        if ((p && p->state != SHOAL_STATE_DONE && !s_streamable(t, i, p)) ||
             ((o = shoal__refmap_get(self->objects, s_inputs(t)[i])) && o->away))
-            n++; //  not done, or persisted on a worker that is away: wait for it
+            n++; //  not done (nor streamable), or persisted on a worker that is away
     }
     return n;
+}
+
+/*  A consumer that streams inputs counts what it misses again (a producer's output may be
+    streamable already, so counting down per producer would count it twice). */
+static void s_recount(s_broker_t *self, s_task_t *c)
+{
+    c->missing = s_count_missing(self, c);
+    if (!c->missing && c->state == SHOAL_STATE_WAITING)
+        s_make_ready(self, c, false);
+    else if (c->missing && c->state == SHOAL_STATE_READY)
+        s_set_state(c, SHOAL_STATE_WAITING); //  its queue entry is skipped lazily
+}
+
+//  One of p's outputs became streamable: its streaming consumers may start.
+static void s_consumers_stream(s_broker_t *self, s_task_t *p)
+{
+    for (uint32_t i = 0; i < s_n_consumers(p); i++) {
+        s_task_t *c = s_consumer(self->tasks, p, i);
+        if (c && !s_is_final(c->state) && s_stream_mask(c))
+            s_recount(self, c);
+    }
 }
 
 //  A producer's outputs became available (up) or unavailable (down).
@@ -1211,6 +1297,10 @@ static void s_consumers_update(s_broker_t *self, s_task_t *p, bool up)
         s_task_t *c = s_consumer(self->tasks, p, i);
         if (!c || s_is_final(c->state))
             continue;
+        if (s_stream_mask(c)) {
+            s_recount(self, c);
+            continue;
+        }
         if (up) {
             if (c->missing && --c->missing == 0 && c->state == SHOAL_STATE_WAITING)
                 s_make_ready(self, c, false);
@@ -1538,10 +1628,22 @@ static int s_validate(s_broker_t *self, const shoal_wire_task_t *spec, char *err
             snprintf(err, errlen, "task %s: an exec task needs a command", id);
             return SHOAL_EINVAL;
         }
+        //  An exec task streams one input at most: its stdin (--stdin-input).
+        if (spec->stream & (spec->stream - 1) || (spec->inputs.count < SHOAL_STREAM_INPUTS_MAX &&
+                                                  (spec->stream >> spec->inputs.count))) {
+            snprintf(err, errlen,
+                     "task %s: an exec task streams one of its inputs at most (its stdin)", id);
+            return SHOAL_EINVAL;
+        }
     } else if (spec->kind == SHOAL_KIND_FN) {
         if (!spec->fn || !strchr(spec->fn, ':')) {
             snprintf(err, errlen, "task %s: a fn task needs LIB.so:SYMBOL, got '%s'", id,
                      spec->fn ? spec->fn : "");
+            return SHOAL_EINVAL;
+        }
+        if (spec->inputs.count < SHOAL_STREAM_INPUTS_MAX && (spec->stream >> spec->inputs.count)) {
+            snprintf(err, errlen, "task %s: stream names inputs it does not have (%zu inputs)", id,
+                     spec->inputs.count);
             return SHOAL_EINVAL;
         }
     } else if (spec->kind == SHOAL_KIND_PUT) {
@@ -1646,8 +1748,9 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
         s_task_x_t *px = s_x(p);
         S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t->id);
         const s_object_t *o;
-        if (p->state != SHOAL_STATE_DONE || ((o = s_object(self, ref)) && o->away))
-            t->missing++; //  not done, or persisted on a worker that is away: wait for it
+        if ((p->state != SHOAL_STATE_DONE && !s_streamable(t, i, p)) ||
+            ((o = s_object(self, ref)) && o->away))
+            t->missing++; //  not done (nor streamable), or persisted on a worker that is away
     }
     s_make_ready(self, t, false);
 }
@@ -1912,6 +2015,11 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
             t->worker != w)
             return false;
         s_event_object(self, "object.allocated", ref, w, n->size, NULL);
+        s_notify_allocated(self, t, ref, n->size);
+        if (index < 64) {
+            s_x(t)->allocated |= 1ull << index;
+            s_consumers_stream(self, t);
+        }
         return true;
     }
     if (index != 0)
@@ -1924,9 +2032,10 @@ static bool s_on_note(s_broker_t *self, s_worker_t *w, const shoal_wire_object_n
         if (t->worker != w)
             return false;
         s_put_due_disarm(self, t); //  its worker has it: no deadline
-        if (n->state == SHOAL_OBJ_NOTE_ALLOCATED)
+        if (n->state == SHOAL_OBJ_NOTE_ALLOCATED) {
             s_event_object(self, "object.allocated", ref, w, n->size, NULL);
-        else if (n->state == SHOAL_OBJ_NOTE_SEALED)
+            s_notify_allocated(self, t, ref, n->size);
+        } else if (n->state == SHOAL_OBJ_NOTE_SEALED)
             s_put_sealed(self, t, w, n->size);
         else {
             char why[S_ERROR_MAX];
@@ -2417,6 +2526,10 @@ static uint64_t s_missing_bytes(s_broker_t *self, s_task_t *t, s_worker_t *w)
 //  about 1 GB/s (loopback ZeroMQ, DESIGN.md), then its queue per slot.
 static s_worker_t *s_place(s_broker_t *self, s_task_t *t)
 {
+    //  A streaming input is read where it is being written (from its store, as it lands).
+    s_worker_t *writer = s_stream_worker(self, t);
+    if (writer)
+        return writer->outstanding < writer->capacity ? writer : NULL;
     s_worker_t *best = NULL;
     double best_cost = 0;
     for (size_t i = 0; i < self->n_workers; i++) {
@@ -2468,6 +2581,8 @@ static bool s_inputs_available(s_broker_t *self, s_task_t *t)
 
 static void s_dispatch(s_broker_t *self)
 {
+    s_task_t *later[S_STREAM_DEFER_MAX];
+    size_t n_later = 0;
     bool any_room = false;
     for (size_t i = 0; i < self->n_workers; i++)
         if (self->workers[i]->outstanding < self->workers[i]->capacity)
@@ -2484,12 +2599,26 @@ static void s_dispatch(s_broker_t *self)
             continue; //  canceled or back to waiting since it was queued; a put never runs
         if (!s_inputs_available(self, t))
             continue; //  back to waiting while the producers run again
+        if (s_stream_mask(t)) {
+            //  What streams may have stopped being written (its producer was requeued).
+            s_recount(self, t);
+            if (t->state != SHOAL_STATE_READY)
+                continue;
+        }
         s_worker_t *w = s_place(self, t);
+        if (!w && n_later < S_STREAM_DEFER_MAX && s_stream_worker(self, t)) {
+            //  The worker writing its streaming input is full: the tasks behind it may
+            //  still go elsewhere. Put back, in order, after the turn.
+            later[n_later++] = t;
+            continue;
+        }
         if (!w) {
             s_queue_push(&self->ready, t, true);
             break;
         }
         s_set_state(t, SHOAL_STATE_RUNNING);
+        if (t->x)
+            t->x->allocated = 0; //  this attempt allocates its outputs anew
         t->attempt++;
         t->worker = w;
         t->linked = true;
@@ -2497,6 +2626,8 @@ static void s_dispatch(s_broker_t *self)
         S_PUSH(w->batch, w->n_batch, w->cap_batch, t);
         s_event_task(self, "task.dispatched", t);
     }
+    while (n_later)
+        s_queue_push(&self->ready, later[--n_later], true);
     s_send_batches(self);
 }
 
@@ -2716,20 +2847,27 @@ static void s_on_watch(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wi
             shoal_wire_peer_equal(&self->acks[i].peer, peer))
             self->acks[i].due_us = self->turn_us + S_ACK_HOLD_US;
     bool with_data = !(m->flags & SHOAL_WATCH_NODATA);
+    bool allocated = m->flags & SHOAL_WATCH_ALLOCATED;
     for (size_t i = 0; i < m->refs.count; i++) {
         shoal_ref_t ref = m->refs.items[i];
         s_task_t *t = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
         if (t && !s_is_final(t->state)) {
             //  Once per (peer, ref): a client re-watching must not pile up entries.
-            bool dup = false;
+            s_watch_t *dup = NULL;
             s_task_x_t *x = s_x(t);
             for (uint32_t k = 0; k < x->n_watchers && !dup; k++)
-                dup = shoal_ref_equal(x->watchers[k].ref, ref) &&
-                      shoal_wire_peer_equal(&x->watchers[k].peer, peer);
+                if (shoal_ref_equal(x->watchers[k].ref, ref) &&
+                    shoal_wire_peer_equal(&x->watchers[k].peer, peer))
+                    dup = &x->watchers[k];
             if (!dup) {
-                s_watch_t w = {.peer = *peer, .ref = ref};
+                s_watch_t w = {.peer = *peer, .ref = ref, .allocated = allocated};
                 S_PUSH(x->watchers, x->n_watchers, x->cap_watchers, w);
-            }
+            } else if (allocated)
+                dup->allocated = true;
+            //  A streaming reader learns at once where a running task or a put is being
+            //  written; the worker holds its fetches until the object is allocated there.
+            if (allocated && t->state == SHOAL_STATE_RUNNING && t->worker)
+                s_owe_where(self, peer, t, ref, s_is_put(t) && s_meta(t) ? s_meta(t)->size : 0);
             continue;
         }
         s_outbox_t *box = s_outbox_for(self, peer);

@@ -12,6 +12,9 @@
       a stream of 1 KiB puts to the broker until every one is acknowledged.
     - get: zero-copy gets from a worker's store on this host (1 KiB and 1 GiB objects),
       and a 256 MiB get over the worker's data socket against raw libzmq.
+    - stream: a reader streaming a put while it is written: the delay from the writer's
+      first byte to the reader's, and how much sooner a streaming reader of a 256 MiB
+      object written in 1 MiB parts finishes than one that waits for the seal.
     - memory: a broker of our own with no workers, its VmRSS before and after a million
       tasks are queued in it.
     Without --broker, throughput and latency run on a local://2 cluster (2 workers x 1
@@ -62,8 +65,9 @@ enum {
     S_MEMORY = 4,
     S_PUT = 8,
     S_GET = 16,
-    S_ALL = 31,
-    S_SPILL = 32, //  not in all: it writes 2 GiB to disk (with the default object size)
+    S_STREAM = 32,
+    S_ALL = 63,
+    S_SPILL = 64, //  not in all: it writes 2 GiB to disk (with the default object size)
 };
 
 #define S_PLUGIN_NAME "libshoal_examples.so"
@@ -113,7 +117,7 @@ typedef struct {
 } s_opts_t;
 
 static const char s_help[] =
-    "Usage: shoal bench [OPTIONS] [throughput|latency|put|get|memory|all]\n"
+    "Usage: shoal bench [OPTIONS] [throughput|latency|put|get|stream|memory|all]\n"
     "\n"
     "Measures the control plane and the object store, and prints one line per figure on\n"
     "stdout, NAME VALUE UNIT (progress goes to stderr):\n"
@@ -136,6 +140,12 @@ static const char s_help[] =
     "                                raw libzmq, as a fraction of the time of a get over\n"
     "                                the worker's data socket (SHOAL_NO_LOCAL_STORE=1;\n"
     "                                goal 0.7)\n"
+    "  stream_first_byte_us          median delay from a writer's first byte (a put on\n"
+    "                                this host, shoal_put_progress) to a streaming\n"
+    "                                reader's first byte (shoal_stream_read)\n"
+    "  stream_speedup                the time until a reader waiting for the seal has a\n"
+    "                                256 MiB object written in 1 MiB parts over TCP, over\n"
+    "                                the time until a streaming reader has read it all\n"
     "  broker_bytes_per_queued_task  a broker's memory per queued task: a broker of its\n"
     "                                own, without workers, VmRSS before and after\n"
     "                                --queued tasks are submitted and acknowledged\n"
@@ -151,7 +161,8 @@ static const char s_help[] =
     "                                into the same directory (--spill-dir DIR, default\n"
     "                                under ~/.local/state/shoal), best of --runs\n"
     "`throughput` gives the first, `latency` the next three, `put` the next two, `get`\n"
-    "the next three, `memory` the last, `all` (the default) every one. Without --broker,\n"
+    "the next three, `stream` the next two, `memory` the last, `all` (the default) every\n"
+    "one. Without --broker,\n"
     "throughput and latency run on a local cluster started for the purpose, a broker and\n"
     "2 workers x 1 slot (local://2); put and get on one of 1 worker whose arena holds\n"
     "their objects, made smaller (and the units marked, as x@128MiB) when this machine's\n"
@@ -170,9 +181,10 @@ static const char s_help[] =
     "  --puts N         put: how many 1 KiB puts (default 100000)\n"
     "  --gets N         get: how many 1 KiB objects to get, once each (default 1000);\n"
     "                   the big object is got N/10 times (at least once)\n"
-    "  --runs N         put, get: runs of each side of a ratio (default 5), alternating\n"
-    "  --object-size SIZE  put, get: the object of put_256mib_vs_memcpy and\n"
-    "                   remote_get_256mib_vs_zmq (default 256M)\n"
+    "  --runs N         put, get, stream: runs of each side of a ratio (default 5),\n"
+    "                   alternating\n"
+    "  --object-size SIZE  put, get, stream: the object of put_256mib_vs_memcpy,\n"
+    "                   remote_get_256mib_vs_zmq and stream_speedup (default 256M)\n"
     "  --big-size SIZE  get: the object of local_get_1gib_us (default 1G)\n"
     "  --plugin PATH    the example plugin (" S_PLUGIN_NAME ")\n"
     "  -h, --help       show this help\n"
@@ -1232,6 +1244,277 @@ done:
     return status;
 }
 
+/*  ---------------------------------------------------------------------- stream */
+
+/*  stream_first_byte_us samples: each a fresh 1 MiB put whose first 4 KiB the reader
+    waits for. A few ms each. */
+#define S_FIRST_BYTE_SAMPLES 100
+/*  How long the writer lets the reader's request reach the worker before it writes (the
+    reader cannot say when its fetch is held there): the figure is the delay after that. */
+#define S_FIRST_BYTE_SETTLE_NS (2 * 1000 * 1000)
+
+typedef struct {
+    shoal_t *sh;
+    shoal_ref_t ref;
+    bool stream;  //  stream it, else shoal_get (waits for the seal)
+    uint8_t *dst; //  size bytes, or NULL: the first byte only
+    uint64_t size;
+    int rc;
+    int64_t first_ns, done_ns;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool reading;
+} s_sreader_t;
+
+static void *s_sreader_run(void *arg)
+{
+    s_sreader_t *r = arg;
+    pthread_mutex_lock(&r->lock);
+    r->reading = true;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    if (!r->stream) {
+        shoal_view_t view = {0};
+        r->rc = shoal_get(r->sh, r->ref, S_STALL_MS, &view);
+        if (r->rc == 0) {
+            memcpy(r->dst, view.data, SHOAL__MIN(view.size, (size_t)r->size));
+            s_clobber(r->dst);
+        }
+        r->done_ns = s_now_ns();
+        shoal_view_release(&view);
+        return NULL;
+    }
+    shoal_stream_t *st = NULL;
+    r->rc = shoal_stream_open(r->sh, r->ref, &st);
+    uint64_t got = 0;
+    uint8_t one[4096];
+    while (r->rc == 0) {
+        int n = r->dst ? shoal_stream_read(st, r->dst + got, (size_t)(r->size - got), S_STALL_MS)
+                       : shoal_stream_read(st, one, sizeof one, S_STALL_MS);
+        if (n > 0 && got == 0)
+            r->first_ns = s_now_ns();
+        if (n <= 0 || !r->dst) {
+            r->rc = n < 0 ? n : 0;
+            break;
+        }
+        got += (uint64_t)n;
+    }
+    r->done_ns = s_now_ns();
+    shoal_stream_close(&st);
+    if (r->rc == 0 && r->dst && got != r->size)
+        r->rc = SHOAL_EPROTO;
+    return NULL;
+}
+
+//  Starts a reader thread and returns once it is about to read. 0 or an exit status.
+static int s_sreader_start(const char *cmd, s_sreader_t *r, pthread_t *th)
+{
+    r->reading = false;
+    r->rc = 0;
+    r->first_ns = r->done_ns = 0;
+    if (pthread_create(th, NULL, s_sreader_run, r) != 0)
+        return cli_fail(cmd, CLI_EXIT_USAGE, "stream: cannot start a reader thread");
+    pthread_mutex_lock(&r->lock);
+    while (!r->reading)
+        pthread_cond_wait(&r->cond, &r->lock);
+    pthread_mutex_unlock(&r->lock);
+    return 0;
+}
+
+static void s_settle(void)
+{
+    nanosleep(&(struct timespec){0, S_FIRST_BYTE_SETTLE_NS}, NULL);
+}
+
+static int s_stream_first_byte(const char *cmd, shoal_t *writer, s_sreader_t *r)
+{
+    const char *name = "stream_first_byte_us";
+    int64_t ns[S_FIRST_BYTE_SAMPLES];
+    uint8_t first[4096];
+    memset(first, 0x5a, sizeof first);
+    shoal_ref_t refs[S_FIRST_BYTE_SAMPLES];
+    size_t made = 0;
+    int status = CLI_EXIT_OK;
+    fprintf(stderr,
+            "shoal bench: %s: a 1 MiB put on this host and a reader streaming it on a "
+            "connection of its own (a thread); the reader waits in shoal_stream_read, "
+            "%d ms later the writer writes and publishes 4 KiB; from then until the read "
+            "returns, median of %d\n",
+            name, (int)(S_FIRST_BYTE_SETTLE_NS / 1000000), S_FIRST_BYTE_SAMPLES);
+    for (size_t i = 0; i < S_FIRST_BYTE_SAMPLES && status == CLI_EXIT_OK; i++) {
+        shoal_put_t *put = NULL;
+        int rc = shoal_put_begin(writer, S_MIB, NULL, &refs[made], &put);
+        if (rc)
+            return cli_fail(cmd, s_exit_for(rc), "stream: %s", shoal_last_error(writer));
+        made++;
+        //  The broker must know the put before the reader asks for it (as `shoal put`
+        //  prints a ref only once acknowledged): else the ref is unknown to it.
+        if ((rc = shoal_flush(writer, S_STALL_MS)) != 0) {
+            shoal_put_abort(&put);
+            status = cli_fail(cmd, s_exit_for(rc), "stream: %s", shoal_last_error(writer));
+            break;
+        }
+        r->ref = refs[made - 1];
+        r->stream = true;
+        r->dst = NULL;
+        pthread_t th;
+        if ((status = s_sreader_start(cmd, r, &th)) != 0) {
+            shoal_put_abort(&put);
+            break;
+        }
+        s_settle();
+        int64_t t0 = s_now_ns();
+        uint8_t *mem = shoal_put_memory(put);
+        if (mem) {
+            memcpy(mem, first, sizeof first);
+            rc = shoal_put_progress(put, sizeof first);
+        } else
+            rc = shoal_put_write(put, first, sizeof first);
+        pthread_join(th, NULL);
+        ns[i] = r->first_ns - t0;
+        shoal_put_abort(&put); //  only the first byte matters
+        if (rc || r->rc)
+            status = cli_fail(cmd, s_exit_for(rc ? rc : r->rc), "stream: %s",
+                              shoal_last_error(rc ? writer : r->sh));
+    }
+    s_remove(name, writer, refs, made);
+    if (status)
+        return status;
+    qsort(ns, S_FIRST_BYTE_SAMPLES, sizeof *ns, s_cmp_i64);
+    fprintf(stderr, "shoal bench: %s: p99 %.1f us\n", name,
+            s_percentile(ns, S_FIRST_BYTE_SAMPLES, 99) / 1000.0);
+    s_figure_us(name, s_median(ns, S_FIRST_BYTE_SAMPLES) / 1000.0, "us");
+    return 0;
+}
+
+/*  One run of stream_speedup: a remote writer puts size bytes in 1 MiB parts while the
+    reader streams it (or waits for the seal and gets it); ns: from the begin of the put
+    until the reader has every byte. */
+static int s_stream_run_once(const char *cmd, shoal_t *writer, s_sreader_t *r, const uint8_t *src,
+                             uint64_t size, bool stream, int64_t *ns)
+{
+    shoal_put_t *put = NULL;
+    int64_t t0 = s_now_ns();
+    shoal_ref_t ref;
+    int rc = shoal_put_begin(writer, size, NULL, &ref, &put);
+    if (rc)
+        return cli_fail(cmd, s_exit_for(rc), "stream: %s", shoal_last_error(writer));
+    //  The waiting reader's get must find the put at the broker: flushed first.
+    if ((rc = shoal_flush(writer, S_STALL_MS)) != 0) {
+        shoal_put_abort(&put);
+        return cli_fail(cmd, s_exit_for(rc), "stream: %s", shoal_last_error(writer));
+    }
+    r->ref = ref;
+    r->stream = stream;
+    pthread_t th;
+    int status = s_sreader_start(cmd, r, &th);
+    if (status) {
+        shoal_put_abort(&put);
+        return status;
+    }
+    for (uint64_t done = 0; rc == 0 && done < size; done += S_STREAM_CHUNK)
+        rc = shoal_put_write(put, src + done, (size_t)SHOAL__MIN(size - done, S_STREAM_CHUNK));
+    if (rc == 0)
+        rc = shoal_put_end(&put);
+    else
+        shoal_put_abort(&put);
+    pthread_join(th, NULL);
+    *ns = r->done_ns - t0;
+    s_remove("stream_speedup", writer, &ref, 1);
+    if (rc || r->rc)
+        return cli_fail(cmd, s_exit_for(rc ? rc : r->rc), "stream: %s",
+                        shoal_last_error(rc ? writer : r->sh));
+    if (memcmp(r->dst, src, (size_t)size) != 0)
+        return cli_fail(cmd, CLI_EXIT_USAGE, "stream: the reader got other bytes");
+    return 0;
+}
+
+static int s_stream_speedup(const char *cmd, shoal_t *writer, s_sreader_t *r, const s_opts_t *o,
+                            uint64_t size)
+{
+    const char *name = "stream_speedup";
+    size_t runs = (size_t)o->runs;
+    uint8_t *src = malloc((size_t)size);
+    int64_t *wait_ns = calloc(runs, sizeof *wait_ns), *stream_ns = calloc(runs, sizeof *stream_ns);
+    int status = CLI_EXIT_OK;
+    char text[32], unit[48];
+    r->size = size;
+    r->dst = malloc((size_t)size);
+    if (!src || !r->dst || !wait_ns || !stream_ns) {
+        status = cli_fail(cmd, CLI_EXIT_USAGE, "stream: out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < size; i++)
+        src[i] = (uint8_t)(i * 2654435761u >> 7);
+    memset(r->dst, 0xa5, (size_t)size);
+    fprintf(stderr,
+            "shoal bench: %s: a writer puts %s in 1 MiB parts over TCP (SHOAL_NO_LOCAL_STORE=1, "
+            "shoal_put_write); a reader on a connection of its own (a thread, also over TCP) "
+            "either waits for the seal (shoal_get) or streams it (shoal_stream_read); from "
+            "the begin of the put until the reader has every byte; the waiting reader's time "
+            "over the streaming reader's, medians of %zu runs of each, alternating\n",
+            name, s_size_text(size, text, sizeof text), runs);
+    int64_t warm;
+    if ((status = s_stream_run_once(cmd, writer, r, src, size, true, &warm)) != 0)
+        goto done;
+    for (size_t i = 0; i < runs && status == CLI_EXIT_OK; i++) {
+        status = s_stream_run_once(cmd, writer, r, src, size, false, &wait_ns[i]);
+        if (status == CLI_EXIT_OK)
+            status = s_stream_run_once(cmd, writer, r, src, size, true, &stream_ns[i]);
+    }
+    if (status)
+        goto done;
+    qsort(wait_ns, runs, sizeof *wait_ns, s_cmp_i64);
+    qsort(stream_ns, runs, sizeof *stream_ns, s_cmp_i64);
+    double w = s_median(wait_ns, runs), st = s_median(stream_ns, runs);
+    fprintf(stderr, "shoal bench: %s: waiting for the seal %.1f ms, streaming %.1f ms\n", name,
+            w / 1e6, st / 1e6);
+    s_figure_digits(name, w / st, 3, s_unit_at("x", size, S_OBJECT_SIZE, unit, sizeof unit));
+done:
+    free(src);
+    free(r->dst);
+    r->dst = NULL;
+    free(wait_ns);
+    free(stream_ns);
+    return status;
+}
+
+static int s_stream(const char *cmd, const s_opts_t *o)
+{
+    char url[128];
+    uint64_t size = o->object_size;
+    if (!o->broker) {
+        //  One worker; the object, and the first-byte puts (1 MiB each), with slack.
+        snprintf(url, sizeof url, "local://1?slots=1&shm=%lluM",
+                 (unsigned long long)((size + S_ARENA_SLACK) / S_MIB + S_FIRST_BYTE_SAMPLES + 1));
+        fprintf(stderr, "shoal bench: starting a local cluster (%s)\n", url);
+    }
+    shoal_t *writer = NULL;
+    s_sreader_t r = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    int status = cli_connect(cmd, o->broker ? o->broker : url, &writer);
+    if (status)
+        return status;
+    shoal_keep(writer, false);
+    //  First byte: writer and reader on the worker's host (when it is here).
+    if ((status = cli_connect(cmd, shoal_broker_endpoint(writer), &r.sh)) == 0) {
+        status = s_stream_first_byte(cmd, writer, &r);
+        shoal_disconnect(&r.sh);
+    }
+    shoal_t *remote_writer = NULL;
+    //  Speedup: both over TCP, so the object has to travel; libshoal reads the variable at
+    //  each decision, and both connections are made and used with it set.
+    setenv("SHOAL_NO_LOCAL_STORE", "1", 1);
+    if (status == CLI_EXIT_OK &&
+        (status = cli_connect(cmd, shoal_broker_endpoint(writer), &remote_writer)) == 0 &&
+        (status = cli_connect(cmd, shoal_broker_endpoint(writer), &r.sh)) == 0)
+        status = s_stream_speedup(cmd, remote_writer, &r, o, size);
+    unsetenv("SHOAL_NO_LOCAL_STORE");
+    shoal_disconnect(&r.sh);
+    shoal_disconnect(&remote_writer);
+    shoal_disconnect(&writer);
+    return status;
+}
+
 /*  ---------------------------------------------------------------------- memory */
 
 typedef struct {
@@ -1674,14 +1957,15 @@ int cli_cmd_bench(int argc, char **argv)
                   : strcmp(w, "latency") == 0  ? S_LATENCY
                   : strcmp(w, "put") == 0      ? S_PUT
                   : strcmp(w, "get") == 0      ? S_GET
+                  : strcmp(w, "stream") == 0   ? S_STREAM
                   : strcmp(w, "memory") == 0   ? S_MEMORY
                   : strcmp(w, "spill") == 0    ? S_SPILL
                   : strcmp(w, "all") == 0      ? S_ALL
                                                : 0;
         if (!o.which)
             return cli_usage(cmd,
-                             "unknown workload '%s' (throughput, latency, put, get, memory, "
-                             "spill or all)",
+                             "unknown workload '%s' (throughput, latency, put, get, stream, "
+                             "memory, spill or all)",
                              w);
     }
     if (optind < argc)
@@ -1713,6 +1997,8 @@ int cli_cmd_bench(int argc, char **argv)
     }
     if (!status && (o.which & (S_PUT | S_GET)))
         status = s_objects(cmd, &o);
+    if (!status && (o.which & S_STREAM))
+        status = s_stream(cmd, &o);
     if (!status && (o.which & S_SPILL))
         status = s_spill(cmd, &o);
     if (!status && (o.which & S_MEMORY)) {

@@ -36,6 +36,9 @@ enum {
     OPT_TTL,
     OPT_TAG,
     OPT_PERSIST,
+    OPT_FOLLOW,
+    OPT_STREAM_INPUT,
+    OPT_STDIN_INPUT,
 };
 
 #define S_BROKER_HELP                                                                              \
@@ -117,6 +120,8 @@ typedef struct {
     int timeout_ms;
     shoal_ref_t *inputs;
     size_t n_inputs;
+    uint64_t stream_inputs; /*  --stream-input, --stdin-input: bit i */
+    bool stdin_input;
     uint64_t outputs, retries;
     const char *name, *job;
     uint64_t ttl_ms;
@@ -276,6 +281,8 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
         {"broker", required_argument, NULL, OPT_BROKER},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"input", required_argument, NULL, OPT_INPUT},
+        {"stream-input", required_argument, NULL, OPT_STREAM_INPUT},
+        {"stdin-input", required_argument, NULL, OPT_STDIN_INPUT},
         {"retries", required_argument, NULL, OPT_RETRIES},
         {"job", required_argument, NULL, OPT_JOB},
         {"fn", required_argument, NULL, OPT_FN},
@@ -289,6 +296,8 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
         {"broker", required_argument, NULL, OPT_BROKER},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"input", required_argument, NULL, OPT_INPUT},
+        {"stream-input", required_argument, NULL, OPT_STREAM_INPUT},
+        {"stdin-input", required_argument, NULL, OPT_STDIN_INPUT},
         {"outputs", required_argument, NULL, OPT_OUTPUTS},
         {"name", required_argument, NULL, OPT_NAME},
         {"retries", required_argument, NULL, OPT_RETRIES},
@@ -322,6 +331,19 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
         case OPT_TIMEOUT:
             if ((rc = cli_parse_timeout(cmd, optarg, &o->timeout_ms)) != 0)
                 return rc;
+            break;
+        case OPT_STDIN_INPUT:
+            if (o->stdin_input)
+                return cli_usage(cmd, "--stdin-input: one input at most is the command's stdin");
+            o->stdin_input = true;
+            __attribute__((fallthrough));
+        case OPT_STREAM_INPUT:
+            if (o->n_inputs >= SHOAL_STREAM_INPUTS_MAX)
+                return cli_usage(cmd, "--stream-input: only inputs 0..%d may stream",
+                                 SHOAL_STREAM_INPUTS_MAX - 1);
+            if ((rc = cli_parse_ref(cmd, optarg, &o->inputs[o->n_inputs])) != 0)
+                return rc;
+            o->stream_inputs |= 1ull << o->n_inputs++;
             break;
         case OPT_INPUT:
             if ((rc = cli_parse_ref(cmd, optarg, &o->inputs[o->n_inputs])) != 0)
@@ -385,6 +407,12 @@ static int s_parse_task(const char *cmd, int argc, char **argv, s_task_opts_t *o
             return cli_bad_option(cmd);
         }
     }
+    if (o->stdin_input && o->fn)
+        return cli_usage(cmd, "--stdin-input is a command's stdin; a function streams "
+                              "its inputs with --stream-input");
+    if (o->stream_inputs && !o->stdin_input && !o->fn)
+        return cli_usage(cmd, "--stream-input is for --fn tasks; a command takes a streaming "
+                              "input on its stdin with --stdin-input");
     if (o->fn) {
         const char *colon = strrchr(o->fn, ':');
         if (!colon || colon == o->fn || !colon[1])
@@ -422,10 +450,17 @@ static const char s_run_help[] =
     "  --timeout S      cancel the task after S seconds and exit 3 (default: no limit)\n"
     "  --input REF      make object REF the file $SHOAL_INPUT_i of the command (repeat for\n"
     "                   i = 0, 1, ...)\n"
+    "  --stdin-input REF  make object REF the command's stdin (and input i): a pipe fed as\n"
+    "                   its bytes land, so the command starts as soon as REF is allocated\n"
+    "                   (a `shoal put --size N -` still reading, a task output being\n"
+    "                   written), on the worker writing it; once at most\n"
     "  --retries N      run it again up to N times when it fails\n"
     "  --job NAME       group the task under job NAME\n"
     "  --fn LIB.so:SYMBOL  run the C function SYMBOL of the plugin LIB.so (a path on the\n"
     "                   worker) instead of a command; --input REF is then its input i\n"
+    "  --stream-input REF  with --fn: input i that streams: the function starts as soon\n"
+    "                   as REF is allocated (a put or output being written) and reads it\n"
+    "                   with shoal_task_input_read as it lands\n"
     "  --arg TEXT       the function's argument bytes\n"
     "  --arg-file FILE  the function's argument: the bytes of FILE (- for stdin)\n"
     "  --persist        keep its outputs on the worker's disk too (synced before it is\n"
@@ -473,6 +508,7 @@ int cli_cmd_run(int argc, char **argv)
         .arg_size = o.arg_size,
         .inputs = o.inputs,
         .n_inputs = o.n_inputs,
+        .stream_inputs = o.stream_inputs,
         .n_outputs = 1,
         .retries = (unsigned)o.retries,
         .job = o.job,
@@ -588,6 +624,13 @@ static const char s_submit_help[] =
     "  --input REF      make object REF input i of the task (repeat for i = 0, 1, ...):\n"
     "                   the file $SHOAL_INPUT_i of a command, a zero-copy view for a\n"
     "                   function; the task runs once its inputs exist\n"
+    "  --stdin-input REF  a command's stdin (and input i): a pipe fed as REF's bytes land;\n"
+    "                   the command starts as soon as REF is allocated, on the worker\n"
+    "                   writing it; once at most\n"
+    "  --stream-input REF  --fn: like --input, but the function starts as soon as REF is\n"
+    "                   allocated (a put or a task output still being written), on the\n"
+    "                   worker writing it, and reads it with shoal_task_input_read, which\n"
+    "                   waits for the bytes as they land\n"
     "  --outputs N      number of outputs, 1..1024 (default 1)\n"
     "  --name NAME      a name for the outputs (shoal ls, shoal get NAME); not 32 hex\n"
     "                   digits, which would read as a ref\n"
@@ -663,6 +706,7 @@ int cli_cmd_submit(int argc, char **argv)
         .arg_size = o.arg_size,
         .inputs = o.inputs,
         .n_inputs = o.n_inputs,
+        .stream_inputs = o.stream_inputs,
         .n_outputs = (unsigned)o.outputs,
         .name = o.name,
         .retries = (unsigned)o.retries,
@@ -708,6 +752,7 @@ typedef struct {
     size_t n_refs;
     const char *job;  /*  --job NAME */
     const char *name; /*  S_NAME_OK: the argument, which is not a ref but a name */
+    bool follow;      /*  --follow */
 } s_ref_opts_t;
 
 enum {
@@ -717,6 +762,7 @@ enum {
     S_ONE_REF = 8,
     S_WITH_JOB = 16,
     S_NAME_OK = 32, //  an argument that is not 32 hex digits is a name (o->name, no ref)
+    S_WITH_FOLLOW = 64,
 };
 
 static int s_parse_refs(const char *cmd, int argc, char **argv, s_ref_opts_t *o, const char *help,
@@ -728,6 +774,7 @@ static int s_parse_refs(const char *cmd, int argc, char **argv, s_ref_opts_t *o,
         {"any", no_argument, NULL, OPT_ANY},
         {"output", required_argument, NULL, 'o'},
         {"job", required_argument, NULL, OPT_JOB},
+        {"follow", no_argument, NULL, OPT_FOLLOW},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -758,6 +805,11 @@ static int s_parse_refs(const char *cmd, int argc, char **argv, s_ref_opts_t *o,
             if (!(with & S_WITH_OUTPUT))
                 return cli_usage(cmd, "unrecognized option '--output'");
             o->output = optarg;
+            break;
+        case OPT_FOLLOW:
+            if (!(with & S_WITH_FOLLOW))
+                return cli_usage(cmd, "unrecognized option '--follow'");
+            o->follow = true;
             break;
         case OPT_JOB:
             if (!(with & S_WITH_JOB))
@@ -899,7 +951,42 @@ static const char s_get_help[] =
     "  -o, --output FILE  write to FILE instead (created or truncated once the bytes are\n"
     "                   here: a failure leaves no file behind)\n"
     "  --job NAME       output 0 of every task of job NAME, concatenated\n"
+    "  --follow         stream: write the bytes as they are written (an object being\n"
+    "                   put, e.g. by `shoal put --size N -`, or a task's output), from\n"
+    "                   the moment its space is allocated until it is sealed; exits 1\n"
+    "                   naming the ref if it is aborted or its writer dies\n"
     "  --timeout S      give up after S seconds (default: no limit)\n" S_HELP_HELP;
+
+#define S_FOLLOW_PIECE (1024 * 1024)
+
+//  get --follow: copies ref's bytes to fd as they land. Returns the exit status.
+static int s_follow(const char *cmd, shoal_t *client, shoal_ref_t ref, int timeout_ms, int fd,
+                    const char *where)
+{
+    shoal_stream_t *stream = NULL;
+    uint8_t *piece = malloc(S_FOLLOW_PIECE);
+    int rc = piece ? shoal_stream_open(client, ref, &stream) : SHOAL_ENOMEM;
+    int64_t deadline = timeout_ms < 0 ? -1 : shoal__now_ms() + timeout_ms;
+    while (rc == 0) {
+        int left = deadline < 0 ? -1 : (int)SHOAL__MAX(deadline - shoal__now_ms(), (int64_t)0);
+        int n = shoal_stream_read(stream, piece, S_FOLLOW_PIECE, left);
+        if (n <= 0) {
+            rc = n;
+            break;
+        }
+        int wrc = s_write_all(fd, piece, (size_t)n);
+        if (wrc) {
+            shoal_stream_close(&stream);
+            free(piece);
+            return cli_fail(cmd, CLI_EXIT_USAGE, "writing %s: %s", where, strerror(-wrc));
+        }
+    }
+    shoal_stream_close(&stream);
+    free(piece);
+    if (rc == SHOAL_ECANCELED)
+        return cli_fail(cmd, CLI_EXIT_FAILED, "%s", shoal_last_error(client));
+    return rc ? s_report(cmd, client, ref, rc) : CLI_EXIT_OK;
+}
 
 //  Milliseconds left until deadline (-1: none), at least 0.
 static int s_left_ms(int64_t deadline)
@@ -967,7 +1054,10 @@ int cli_cmd_get(int argc, char **argv)
     shoal__log_init("client", SHOAL_LOG_WARN);
     s_ref_opts_t o = {.timeout_ms = -1};
     int rc = s_parse_refs(cmd, argc, argv, &o, s_get_help,
-                          S_WITH_TIMEOUT | S_WITH_OUTPUT | S_ONE_REF | S_WITH_JOB | S_NAME_OK);
+                          S_WITH_TIMEOUT | S_WITH_OUTPUT | S_ONE_REF | S_WITH_JOB | S_NAME_OK |
+                              S_WITH_FOLLOW);
+    if (rc == 0 && o.follow && o.job)
+        rc = cli_usage(cmd, "--follow reads one object: not with --job");
     shoal_t *client = NULL;
     if (rc || (rc = cli_connect(cmd, o.broker, &client)) != 0) {
         free(o.refs);
@@ -986,6 +1076,21 @@ int cli_cmd_get(int argc, char **argv)
     }
     shoal_view_t view;
     int status = CLI_EXIT_OK;
+    if (o.follow) {
+        //  Bytes go out as they come: a file is created at once (and kept on failure).
+        int fd = STDOUT_FILENO;
+        if (o.output && (fd = open(o.output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) < 0)
+            status = cli_fail(cmd, CLI_EXIT_USAGE, "%s: %s", o.output, strerror(errno));
+        else {
+            status =
+                s_follow(cmd, client, o.refs[0], o.timeout_ms, fd, o.output ? o.output : "stdout");
+            if (o.output)
+                close(fd);
+        }
+        shoal_disconnect(&client);
+        free(o.refs);
+        return status;
+    }
     rc = shoal_get(client, o.refs[0], o.timeout_ms, &view);
     if (rc) {
         status = s_report(cmd, client, o.refs[0], rc);

@@ -52,22 +52,18 @@ static const char s_put_help[] =
 
 enum { OPT_BROKER = 256, OPT_NAME, OPT_TAG, OPT_TTL, OPT_WORKER, OPT_STORE, OPT_SIZE, OPT_PERSIST };
 
-//  Reads exactly n bytes from fd into buf. 0, -EPIPE (input ended early) or -errno.
-static int s_read_full(int fd, void *buf, size_t n)
+//  Reads what fd has, at least 1 and at most n bytes. The count, -EPIPE (input ended) or
+//  -errno.
+static ssize_t s_read_some(int fd, void *buf, size_t n)
 {
-    uint8_t *p = buf;
-    while (n) {
-        ssize_t r = read(fd, p, n);
+    for (;;) {
+        ssize_t r = read(fd, buf, n);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)
             return -errno;
-        if (r == 0)
-            return -EPIPE;
-        p += r;
-        n -= (size_t)r;
+        return r == 0 ? -EPIPE : r;
     }
-    return 0;
 }
 
 //  Reads all of fd (standard input of unknown size) into a malloc'd buffer.
@@ -136,13 +132,17 @@ static int s_put_stream(const char *cmd, shoal_t *client, int fd, const char *wh
         return cli_fail(cmd, CLI_EXIT_USAGE, "out of memory");
     }
     int err = 0;
+    //  Whatever a read gives is written (and, in place, published with
+    //  shoal_put_progress) at once, so `shoal get --follow` sees bytes as they arrive.
     for (uint64_t done = 0; done < size && !err && rc == 0;) {
-        size_t n = (size_t)SHOAL__MIN((uint64_t)S_PIECE, size - done);
-        if (mem)
-            err = s_read_full(fd, mem + done, n);
-        else if ((err = s_read_full(fd, piece, n)) == 0)
-            rc = shoal_put_write(put, piece, n);
-        done += n;
+        size_t want = (size_t)SHOAL__MIN((uint64_t)S_PIECE, size - done);
+        ssize_t n = s_read_some(fd, mem ? mem + done : piece, want);
+        if (n < 0) {
+            err = (int)n;
+            break;
+        }
+        done += (uint64_t)n;
+        rc = mem ? shoal_put_progress(put, done) : shoal_put_write(put, piece, (size_t)n);
     }
     free(piece);
     if (err || rc) {

@@ -88,7 +88,8 @@ S_SAME(SHOAL_STATUS_LOST, SHOAL_STATE_LOST);
 #define S_PUT_SILENT_MS 15000
 #define S_PUT_CREDIT    8
 /*  A same-host writer tells the worker it is alive this often (the lease is a minute). */
-#define S_PUT_KEEPALIVE_MS 10000
+#define S_PUT_KEEPALIVE_MS   10000
+#define S_PUT_PROGRESS_BYTES (64u << 10)
 /*  How many times shoal_get asks the broker again after the holder failed it. */
 #define S_GET_RELOCATES 3
 #define S_STR_(x)       #x
@@ -1166,6 +1167,13 @@ int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task
                       SHOAL_JOB_NAME_MAX, strlen(spec->job));
     if ((spec->n_inputs && !spec->inputs) || (spec->arg_size && !spec->arg))
         return s_fail(self, SHOAL_EINVAL, "shoal_submit: inputs or arg is NULL");
+    if (spec->kind == SHOAL_TASK_EXEC && (spec->stream_inputs & (spec->stream_inputs - 1)))
+        return s_fail(self, SHOAL_EINVAL,
+                      "an exec task streams one input at most: its stdin (stream_inputs)");
+    if (spec->n_inputs < SHOAL_STREAM_INPUTS_MAX && (spec->stream_inputs >> spec->n_inputs))
+        return s_fail(self, SHOAL_EINVAL,
+                      "stream_inputs names input %d, but the task has %zu inputs",
+                      63 - __builtin_clzll(spec->stream_inputs), spec->n_inputs);
     size_t wire = s_task_wire_size(spec, argc);
     if (wire + S_MSG_SLACK > self->max_msg)
         return s_fail(self, SHOAL_ETOOBIG,
@@ -1190,6 +1198,7 @@ int shoal_submit(shoal_t *self, const shoal_task_spec_t *spec, shoal_ref_t *task
         .array_index = spec->array_index,
         .ttl_ms = spec->ttl_ms,
         .flags = spec->flags & SHOAL_TASK_PERSIST,
+        .stream = spec->stream_inputs,
     };
     t.argv.items = (char **)spec->argv;
     t.argv.count = argc;
@@ -2359,6 +2368,7 @@ struct shoal_put {
     shoal_store_view_t pin; //  on the allocation while we write in place
     uint64_t arena_dev, arena_ino;
     int64_t last_msg_ms;
+    uint64_t published; //  same host: the bytes the last WRITE without bytes said were written
 };
 
 //  Waits for the put_reply to seq on put's socket (WRITE answers met on the way are
@@ -2728,7 +2738,12 @@ int shoal_put_write(shoal_put_t *put, const void *data, size_t n)
     if (put->local) {
         memcpy(put->arena + put->offset + put->written, data, n);
         put->written += n;
-        if (shoal__now_ms() - put->last_msg_ms >= S_PUT_KEEPALIVE_MS) {
+        //  Streaming readers learn what is written from these (S_PUT_PROGRESS_BYTES: a
+        //  message per 64 KiB or per millisecond at most; shoal_put_progress publishes now).
+        if (put->written - put->published >= S_PUT_PROGRESS_BYTES ||
+            shoal__now_ms() - put->last_msg_ms >= 1) {
+            shoal_put_progress(put, put->written);
+        } else if (shoal__now_ms() - put->last_msg_ms >= S_PUT_KEEPALIVE_MS) {
             shoal_wire_put_t m = {.seq = ++self->seq,
                                   .ref = put->ref,
                                   .op = SHOAL_PUT_OP_WRITE,
@@ -2956,4 +2971,363 @@ void shoal_objects_free(shoal_object_info_t **list, size_t n)
         return;
     free(*list);
     *list = NULL;
+}
+
+/*  ------------------------------------------------------------------ streaming reads
+
+    A stream reads an object while it is written. It watches the ref with
+    SHOAL_WATCH_ALLOCATED, so the broker says at once (or when the allocation is reported)
+    which worker holds it, and asks that worker with streaming fetches on a DEALER of its
+    own (a get on the same connection must not take its replies). Requests are for 1 MiB
+    chunks from the read position: those wholly below the watermark the last reply gave
+    are sure to come back whole, so up to S_FETCH_CREDIT of them are in flight; the one
+    that reaches past it (the frontier) may come back short, so nothing is asked beyond it
+    until it is answered. The worker holds a frontier until bytes land, at most
+    S_STREAM_WAIT_MS, so a worker silent for S_FETCH_STALL_MS has lost the requests (asked
+    again) and one silent S_FETCH_STALLS times as long is gone. An object already final
+    is read with shoal_get (zero-copy on this host) and served from its view. */
+
+#define S_STREAM_WAIT_MS 1000
+
+typedef struct {
+    uint64_t seq, offset;
+} s_sreq_t;
+
+struct shoal_stream {
+    shoal_t *owner;
+    shoal_ref_t ref;
+    char text[SHOAL_REF_TEXT_SIZE];
+    uint64_t pos;      //  bytes handed to the reader
+    shoal_view_t view; //  whole: the final object
+    bool whole;
+    char *endpoint; //  the worker asked, or NULL: ask the broker where
+    void *sock;
+    uint64_t size, ready; //  as the last reply said
+    bool sized, sealed;
+    s_sreq_t reqs[S_FETCH_CREDIT]; //  in flight, oldest first (replies come in order)
+    size_t n_reqs;
+    uint64_t next_off;  //  where the next request starts
+    bool frontier;      //  the last request in flight may come back short
+    uint64_t seq_floor; //  replies to requests below it belong to an abandoned round
+    zmq_msg_t chunk;    //  bytes received, not all handed over yet
+    bool have_chunk;
+    size_t chunk_off;
+    int64_t heard_ms;
+    int stalls;
+};
+
+//  Sends the watch that asks the broker where ref is being written.
+static int s_stream_watch(shoal_stream_t *s)
+{
+    shoal_t *self = s->owner;
+    shoal_ref_t ref = s->ref;
+    shoal_wire_watch_t w = {.seq = ++self->seq, .flags = SHOAL_WATCH_ALLOCATED};
+    w.refs.items = &ref;
+    w.refs.count = 1;
+    s_entry_t *e = s_entry(self, ref, true);
+    if (!e)
+        return s_fail(self, SHOAL_ENOMEM, "out of memory");
+    if (!e->watched) {
+        e->watched = true;
+        if (!e->final)
+            self->n_open++;
+    }
+    int rc = shoal_wire_send(self->sock, NULL, SHOAL_MSG_watch, &w, NULL, 0);
+    return rc == SHOAL_EAGAIN ? 0 : rc; //  the periodic rewatch covers a full pipe
+}
+
+int shoal_stream_open(shoal_t *self, shoal_ref_t ref, shoal_stream_t **stream_p)
+{
+    if (!self)
+        return SHOAL_EINVAL;
+    if (!stream_p)
+        return s_fail(self, SHOAL_EINVAL, "shoal_stream_open: stream_p is NULL");
+    shoal_stream_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return s_fail(self, SHOAL_ENOMEM, "out of memory");
+    s->owner = self;
+    s->ref = ref;
+    shoal_ref_format(ref, s->text);
+    //  Submissions first: the broker must know the task or put before the watch.
+    int rc = s_flush(self, s_deadline(10000), false);
+    if (rc == 0 && (rc = s_stream_watch(s)) != 0)
+        rc = s_fail(self, rc, "%s: cannot ask the broker: %s", s->text, shoal_strerror(rc));
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    *stream_p = s;
+    return 0;
+}
+
+//  Forgets the requests in flight (their replies are ignored) and the worker asked.
+static void s_stream_reset(shoal_stream_t *s, bool forget_worker)
+{
+    s->seq_floor = s->owner->seq + 1;
+    s->n_reqs = 0;
+    s->frontier = false;
+    s->next_off = s->pos;
+    if (forget_worker) {
+        free(s->endpoint);
+        s->endpoint = NULL;
+        if (s->sock)
+            zmq_close(s->sock);
+        s->sock = NULL;
+    }
+}
+
+/*  Learns where to read: the final object (read whole), or the worker writing it. 0, the
+    ref's failure, or SHOAL_ETIMEDOUT. */
+static int s_stream_locate(shoal_stream_t *s, int64_t deadline)
+{
+    shoal_t *self = s->owner;
+    for (;;) {
+        s_entry_t *e = shoal__refmap_get(self->refs, s->ref);
+        if (e && e->final) {
+            int code = s_status_code(e->status);
+            if (code)
+                return s_fail_status(self, e->status, code);
+            int left = deadline < 0 ? -1
+                                    : (int)SHOAL__MIN(SHOAL__MAX(deadline - shoal__now_ms(), 1),
+                                                      (int64_t)INT_MAX);
+            int rc = shoal_get(self, s->ref, left, &s->view);
+            if (rc)
+                return rc;
+            if (s->pos > s->view.size) {
+                shoal_view_release(&s->view);
+                return s_fail(self, SHOAL_EPROTO, "%s: %llu bytes read, but it has only %zu",
+                              s->text, (unsigned long long)s->pos, s->view.size);
+            }
+            s->whole = true;
+            return 0;
+        }
+        const shoal_wire_status_t *st = e ? e->status : NULL;
+        if (st && st->state == SHOAL_STATE_RUNNING && st->endpoint && *st->endpoint) {
+            s_stream_reset(s, true);
+            s->endpoint = strdup(st->endpoint);
+            s->sock = s->endpoint ? s_socket(self->ctx, ZMQ_DEALER, 0) : NULL;
+            if (!s->sock || zmq_connect(s->sock, s->endpoint) != 0) {
+                s_stream_reset(s, true);
+                return s_fail(self, SHOAL_EIO, "%s: cannot connect to the worker at %s", s->text,
+                              st->endpoint);
+            }
+            s->heard_ms = shoal__now_ms();
+            s->stalls = 0;
+            return 0;
+        }
+        if (s_expired(deadline))
+            return s_fail(self, SHOAL_ETIMEDOUT, "%s: not allocated on any worker yet", s->text);
+        int rc = s_turn(self, s_poll_ms(deadline, S_TICK_MS), NULL, NULL);
+        if (rc == 0)
+            rc = s_take_async(self);
+        if (rc)
+            return rc;
+    }
+}
+
+//  Sends the requests the credit allows (see the top of this section).
+static int s_stream_ask(shoal_stream_t *s)
+{
+    while (s->n_reqs < S_FETCH_CREDIT && !s->frontier) {
+        if (s->sized && s->next_off >= s->size && !(s->next_off == s->size && s->n_reqs == 0))
+            break; //  everything is asked for (an empty tail is asked once, for the seal)
+        bool whole = s->sealed || s->next_off + SHOAL_CHUNK_SIZE <= s->ready;
+        if (s->sized && s->next_off == s->size && s->sealed)
+            break;
+        shoal_wire_fetch_t f = {.seq = ++s->owner->seq,
+                                .ref = s->ref,
+                                .offset = s->next_off,
+                                .length = SHOAL_CHUNK_SIZE,
+                                .flags = SHOAL_FETCH_STREAM,
+                                .wait_ms = S_STREAM_WAIT_MS};
+        int rc = shoal_wire_send(s->sock, NULL, SHOAL_MSG_fetch, &f, NULL, 0);
+        if (rc == SHOAL_EAGAIN)
+            break;
+        if (rc)
+            return s_fail(s->owner, rc, "%s: asking the worker at %s: %s", s->text, s->endpoint,
+                          shoal_strerror(rc));
+        if (s->n_reqs == 0)
+            s->heard_ms = shoal__now_ms(); //  the silence counts from the first ask
+        s->reqs[s->n_reqs++] = (s_sreq_t){f.seq, f.offset};
+        if (whole)
+            s->next_off += SHOAL_CHUNK_SIZE;
+        else
+            s->frontier = true;
+    }
+    return 0;
+}
+
+//  Handles one reply. 0 (maybe with a chunk), or a failure of the read.
+static int s_stream_reply(shoal_stream_t *s, shoal_wire_in_t *in)
+{
+    shoal_t *self = s->owner;
+    if (in->msg.type == SHOAL_MSG_error)
+        return s_fail(self, in->msg.u.error.code < 0 ? (int)in->msg.u.error.code : SHOAL_EPROTO,
+                      "%s: the worker at %s: %s", s->text, s->endpoint,
+                      in->msg.u.error.error ? in->msg.u.error.error : "error");
+    const shoal_wire_data_t *d = &in->msg.u.data;
+    if (in->msg.type != SHOAL_MSG_data || !shoal_ref_equal(d->ref, s->ref) ||
+        d->seq < s->seq_floor || s->n_reqs == 0 || d->seq != s->reqs[0].seq)
+        return 0; //  a reply to an abandoned round
+    s->heard_ms = shoal__now_ms();
+    s->stalls = 0;
+    uint64_t offset = s->reqs[0].offset;
+    memmove(s->reqs, s->reqs + 1, --s->n_reqs * sizeof *s->reqs);
+    if (d->code == SHOAL_ENOTFOUND) {
+        //  Not allocated there (yet), or lost: the broker says where, or that it failed.
+        s_stream_reset(s, true);
+        s_entry_t *e = shoal__refmap_get(self->refs, s->ref);
+        if (e && !e->final) {
+            free(e->status);
+            e->status = NULL;
+        }
+        return s_stream_watch(s);
+    }
+    if (d->code < 0)
+        return s_fail(self, d->code >= INT_MIN ? (int)d->code : SHOAL_EPROTO, "%s",
+                      d->error ? d->error : shoal_strerror((int)d->code));
+    size_t got = in->has_raw ? zmq_msg_size(&in->raw) : 0;
+    if (d->offset != offset || offset != s->pos || got > SHOAL_CHUNK_SIZE ||
+        offset + got > d->size || (s->sized && d->size != s->size))
+        return s_fail(self, SHOAL_EPROTO,
+                      "%s from %s: %zu bytes at %llu of %llu, expected them at %llu", s->text,
+                      s->endpoint, got, (unsigned long long)d->offset, (unsigned long long)d->size,
+                      (unsigned long long)s->pos);
+    s->size = d->size;
+    s->sized = true;
+    s->ready = SHOAL__MAX(s->ready, d->ready);
+    s->sealed = s->sealed || d->final;
+    if (s->n_reqs == 0 && s->frontier) {
+        s->frontier = false;
+        s->next_off = offset + got;
+    }
+    if (got) {
+        zmq_msg_init(&s->chunk);
+        zmq_msg_move(&s->chunk, &in->raw);
+        s->have_chunk = true;
+        s->chunk_off = 0;
+    }
+    return 0;
+}
+
+int shoal_stream_read(shoal_stream_t *s, void *buf, size_t cap, int timeout_ms)
+{
+    if (!s)
+        return SHOAL_EINVAL;
+    shoal_t *self = s->owner;
+    if (cap && !buf)
+        return s_fail(self, SHOAL_EINVAL, "shoal_stream_read: buf is NULL");
+    cap = SHOAL__MIN(cap, (size_t)INT_MAX);
+    int64_t deadline = s_deadline(timeout_ms);
+    for (;;) {
+        if (s->whole) {
+            size_t n = SHOAL__MIN(cap, s->view.size - (size_t)s->pos);
+            memcpy(buf, (const uint8_t *)s->view.data + s->pos, n);
+            s->pos += n;
+            return (int)n;
+        }
+        if (s->have_chunk) {
+            size_t left = zmq_msg_size(&s->chunk) - s->chunk_off;
+            size_t n = SHOAL__MIN(cap, left);
+            memcpy(buf, (const uint8_t *)zmq_msg_data(&s->chunk) + s->chunk_off, n);
+            s->chunk_off += n;
+            s->pos += n;
+            if (n == left) {
+                zmq_msg_close(&s->chunk);
+                s->have_chunk = false;
+            }
+            return (int)n;
+        }
+        if (s->sealed && s->pos == s->size)
+            return 0;
+        if (cap == 0)
+            return 0;
+        int rc = 0;
+        if (!s->endpoint && (rc = s_stream_locate(s, deadline)) != 0)
+            return rc;
+        if (s->whole)
+            continue;
+        if ((rc = s_stream_ask(s)) != 0)
+            return rc;
+        if (s_expired(deadline))
+            return s_fail(self, SHOAL_ETIMEDOUT, "%s: no bytes beyond %llu in time", s->text,
+                          (unsigned long long)s->pos);
+        if (s->n_reqs && shoal__now_ms() - s->heard_ms >= S_FETCH_STALL_MS) {
+            if (++s->stalls >= S_FETCH_STALLS)
+                return s_fail(self, SHOAL_EUNREACH, "%s: the worker at %s does not answer", s->text,
+                              s->endpoint);
+            s_stream_reset(s, false); //  lost on the way: ask again
+            s->heard_ms = shoal__now_ms();
+            continue;
+        }
+        bool ready = false;
+        if ((rc = s_turn(self, s_poll_ms(deadline, S_TICK_MS), s->sock, &ready)) != 0 ||
+            (rc = s_take_async(self)) != 0)
+            return rc;
+        //  A failure the broker reports (an abort, a failed task) ends the read too.
+        s_entry_t *e = shoal__refmap_get(self->refs, s->ref);
+        if (e && e->final && s_status_code(e->status) != 0)
+            return s_fail_status(self, e->status, s_status_code(e->status));
+        if (e && e->final && !s->sized) {
+            //  Done before its worker had it for us (a small output travels inline and is
+            //  never in a store): read it whole, nothing was read from the worker yet.
+            s_stream_reset(s, true);
+            continue;
+        }
+        while (ready && !s->have_chunk && s->sock) {
+            shoal_wire_in_t in;
+            int rrc = shoal_wire_recv(s->sock, false, &in, ZMQ_DONTWAIT);
+            if (rrc == SHOAL_EAGAIN || (rrc == SHOAL_EIO && errno == EINTR))
+                break;
+            if (rrc == SHOAL_EIO)
+                return s_fail(self, rrc, "%s: receiving from %s: %s", s->text, s->endpoint,
+                              zmq_strerror(errno));
+            if (rrc)
+                continue; //  malformed: the stall covers it
+            rc = s_stream_reply(s, &in);
+            shoal_wire_in_clear(&in);
+            if (rc)
+                return rc;
+        }
+    }
+}
+
+uint64_t shoal_stream_size(const shoal_stream_t *s)
+{
+    if (!s)
+        return 0;
+    return s->whole ? s->view.size : s->sized ? s->size : 0;
+}
+
+void shoal_stream_close(shoal_stream_t **stream_p)
+{
+    if (!stream_p || !*stream_p)
+        return;
+    shoal_stream_t *s = *stream_p;
+    *stream_p = NULL;
+    if (s->have_chunk)
+        zmq_msg_close(&s->chunk);
+    shoal_view_release(&s->view);
+    s_stream_reset(s, true);
+    free(s);
+}
+
+int shoal_put_progress(shoal_put_t *put, uint64_t bytes)
+{
+    if (!put)
+        return SHOAL_EINVAL;
+    if (bytes > put->size)
+        return s_fail(put->owner, SHOAL_EINVAL,
+                      "shoal_put_progress: %llu bytes exceed the object's %llu",
+                      (unsigned long long)bytes, (unsigned long long)put->size);
+    if (!put->local)
+        return 0; //  a remote worker counts what arrives
+    shoal_wire_put_t m = {
+        .seq = ++put->owner->seq, .ref = put->ref, .op = SHOAL_PUT_OP_WRITE, .offset = bytes};
+    int rc = shoal_wire_send(put->sock, NULL, SHOAL_MSG_put, &m, NULL, 0); //  answer ignored
+    if (rc == 0) {
+        put->last_msg_ms = shoal__now_ms();
+        put->published = bytes;
+    }
+    return rc == SHOAL_EAGAIN ? 0 : rc;
 }

@@ -265,13 +265,20 @@ typedef struct {
     const char *const *tags;
     size_t n_tags;
     unsigned flags; /*  SHOAL_TASK_PERSIST */
+    /*  Bit i set, input i streams: the task may start as soon as that input is allocated
+        in a store (a put being written, an output of a running task), on the worker
+        writing it. A fn task reads it with shoal_task_input_read, which waits for the
+        bytes; an exec task streams one input at most, which becomes its stdin (a pipe
+        fed as the bytes land; $SHOAL_INPUT_i is then /dev/stdin). Inputs 0..63 only. */
+    uint64_t stream_inputs;
 } shoal_task_spec_t;
 /*  Its outputs held in a worker's store are written to that worker's disk too, synced
     before the task is reported done: they survive a kill or restart of the worker (also
     without its memory), and are neither recomputed nor failed while it is away. Small
     outputs that travel inline are kept by the broker anyway. A task with a name is
     persisted likewise. */
-#define SHOAL_TASK_PERSIST (1u << 8)
+#define SHOAL_TASK_PERSIST      (1u << 8)
+#define SHOAL_STREAM_INPUTS_MAX 64 /*  inputs 0..63 may stream (stream_inputs) */
 
 /*  Submits a task. Its id comes back at once in *task_id (the ref of its output 0);
     output i is shoal_ref_output(*task_id, i) and its log (the stderr of an exec task)
@@ -373,6 +380,37 @@ int shoal_get(shoal_t *self, shoal_ref_t ref, int timeout_ms, shoal_view_t *view
 /*  Frees the bytes of a view and zeroes it. NULL-safe; releasing twice is harmless. */
 void shoal_view_release(shoal_view_t *view);
 
+/*  ------------------------------------------------------------------ streaming reads
+
+    A stream reads an object while it is being written (a put between shoal_put_begin and
+    shoal_put_end, or a task's output): the bytes below the writer's watermark as they
+    land, the end once it is sealed. It asks the broker which worker holds the allocation
+    and that worker's data socket for the bytes (held requests, answered as bytes land);
+    an object that is final already is read as shoal_get reads it. A put written on the
+    worker's host publishes its progress as it writes (shoal_put_progress); a task's output
+    written in place becomes readable at its seal. */
+typedef struct shoal_stream shoal_stream_t;
+
+/*  Opens a stream of ref at offset 0 (nothing waits yet). The broker must know ref: a
+    put another client has begun is known once that client's submissions are flushed
+    (shoal_flush; `shoal put` prints a ref only then), else reads fail SHOAL_ENOTFOUND.
+    *stream_p borrows self: close it before shoal_disconnect. Returns 0, SHOAL_EINVAL, SHOAL_ENOMEM,
+   SHOAL_ETIMEDOUT (buffered submissions not taken), SHOAL_EIO. */
+int shoal_stream_open(shoal_t *self, shoal_ref_t ref, shoal_stream_t **stream_p);
+/*  Copies up to cap bytes from the stream's position into buf, waiting up to timeout_ms
+    (-1: no limit) until at least one byte is readable. Returns the count (> 0), 0 at the
+    end (sealed and all read; also when cap is 0), or SHOAL_ETIMEDOUT (nothing new in
+    time: call again), SHOAL_ECANCELED (the object was aborted: its writer aborted it or
+    died; the message names the ref and why), the ref's failure code as shoal_wait gives
+    it, SHOAL_ENOTFOUND, SHOAL_EUNREACH (its worker stopped answering), SHOAL_EPROTO,
+    SHOAL_EINVAL, SHOAL_ENOMEM, SHOAL_EIO. After a failure other than SHOAL_ETIMEDOUT, only
+    shoal_stream_close is useful. */
+int shoal_stream_read(shoal_stream_t *stream, void *buf, size_t cap, int timeout_ms);
+/*  The object's size once a read has learnt it, else 0. */
+uint64_t shoal_stream_size(const shoal_stream_t *stream);
+/*  Closes the stream. NULL-safe, sets *stream_p to NULL. */
+void shoal_stream_close(shoal_stream_t **stream_p);
+
 /*  ------------------------------------------------------------------------------- put
 
     Objects a program puts into the cluster, to read back or to give tasks as inputs.
@@ -438,6 +476,12 @@ void *shoal_put_memory(shoal_put_t *put);
     (more than size bytes in all), SHOAL_EUNREACH, SHOAL_ETIMEDOUT, SHOAL_EIO. A writer
     that stays silent for a minute is aborted by the worker. */
 int shoal_put_write(shoal_put_t *put, const void *data, size_t n);
+/*  Tells streaming readers that the first bytes bytes are written, for a writer on the
+    worker's host that writes through shoal_put_memory (shoal_put_write publishes by
+    itself, at least every 64 KiB or millisecond; call this to publish a tail at once).
+    A message to the worker, no wait; a no-op for a remote worker, which counts what
+    arrives. Returns 0, SHOAL_EINVAL (more than the object's size), SHOAL_EIO. */
+int shoal_put_progress(shoal_put_t *put, uint64_t bytes);
 /*  Seals the object and frees the writer (*put_p = NULL, whatever the outcome). With
     shoal_put_write, all size bytes must have been written (else SHOAL_EINVAL and the
     object is aborted); with shoal_put_memory the caller vouches for them. Returns 0 once
@@ -740,6 +784,9 @@ typedef struct shoal_task_api {
     int (*output_put)(shoal_task_t *t, size_t i, const void *data, size_t size);
     void (*set_error)(shoal_task_t *t, const char *fmt, va_list ap);
     const char *(*strerror)(int code);
+    int (*output_progress)(shoal_task_t *t, size_t i, size_t bytes);
+    int (*input_read)(shoal_task_t *t, size_t i, uint64_t offset, void *buf, size_t n,
+                      int timeout_ms);
 } shoal_task_api_t;
 
 /*  What a task function receives. Only api is public; the executor keeps its own state
@@ -782,10 +829,27 @@ static inline size_t shoal_task_n_inputs(shoal_task_t *t)
     read-only (a write faults), valid until the function returns. *data is never NULL on
     success, even for an empty input. The bytes are not NUL-terminated: respect *size.
     Returns 0, or SHOAL_EINVAL (i >= shoal_task_n_inputs, or data or size NULL), leaving
-    *data and *size untouched. */
+    *data and *size untouched, or SHOAL_EAGAIN: a streaming input (spec.stream_inputs)
+    still being written; *data and *size are set, but only the bytes that
+    shoal_task_input_read has returned (or says are there) are written yet. */
 static inline int shoal_task_input(shoal_task_t *t, size_t i, const void **data, size_t *size)
 {
     return t->api->input(t, i, data, size);
+}
+
+/*  Copies up to n bytes of input i from offset into buf. For a streaming input
+    (spec.stream_inputs) still being written, waits up to timeout_ms (-1: no limit) until
+    bytes lie beyond offset; any other input is all there. Returns the count (> 0), 0 at
+    the end (offset == the input's size, or n == 0), SHOAL_ETIMEDOUT (nothing new in
+    time: call again), SHOAL_ECANCELED or SHOAL_ENOTFOUND (the input was aborted: its
+    writer aborted it or died; the task's error says which), SHOAL_EINVAL (i out of range,
+    buf NULL, offset beyond the input), SHOAL_ESTATE (the function returned), SHOAL_EIO.
+    An executor older than this call: SHOAL_ESTATE. */
+static inline int shoal_task_input_read(shoal_task_t *t, size_t i, uint64_t offset, void *buf,
+                                        size_t n, int timeout_ms)
+{
+    return SHOAL_TASK_API_HAS(t, input_read) ? t->api->input_read(t, i, offset, buf, n, timeout_ms)
+                                             : SHOAL_ESTATE;
 }
 
 /*  How many outputs the task has (spec.n_outputs, `--outputs N`): at least 1. */
@@ -812,6 +876,20 @@ static inline int shoal_task_output_alloc(shoal_task_t *t, size_t i, size_t size
 static inline int shoal_task_output_seal(shoal_task_t *t, size_t i)
 {
     return t->api->output_seal(t, i);
+}
+
+/*  Tells streaming readers of output i (shoal_stream_read, `shoal get --follow`) that
+    its first bytes bytes, from shoal_task_output_alloc, are written and final: they get
+    them now rather than at the seal. A memory write in a page shared with the worker, no
+    message: call it as often as is useful. Without it readers get the bytes at the seal.
+    Outputs that travel inline (64 KiB at most) have no streaming readers: a no-op. At
+    most 16 outputs of a task publish at once; beyond that a no-op too. Returns 0;
+    SHOAL_EINVAL (i out of range, bytes beyond the output's size, or fewer than already
+    published); SHOAL_ESTATE (output i is not allocated, or is sealed, or the function
+    returned). An executor older than this call: 0, a no-op. */
+static inline int shoal_task_output_progress(shoal_task_t *t, size_t i, size_t bytes)
+{
+    return SHOAL_TASK_API_HAS(t, output_progress) ? t->api->output_progress(t, i, bytes) : 0;
 }
 
 /*  Allocates output i with size bytes, copies data into it and seals it: the simple way

@@ -97,6 +97,10 @@ enum {
 };
 #define SHOAL_PUT_LEASE_MS 60000
 #define SHOAL_WATCH_NODATA 1u /*  watch: do not send inline bytes with statuses */
+/*  watch: also answer at once, or when its holder reports the allocation, with a RUNNING
+    status naming the worker that holds (or will hold) the object, for streaming readers.
+    The final status follows as usual. */
+#define SHOAL_WATCH_ALLOCATED 2u
 
 /*  A job_tasks_reply carries at most this many refs (16 MiB); the client asks for the
     rest from offset. Job names are at most SHOAL_JOB_NAME_MAX bytes (shoal.h). */
@@ -145,7 +149,8 @@ typedef struct {
     F(R, U64, ttl_ms, _)      /*  0, or: its outputs are removed this long after it is done */     \
     F(R, STRS, tags, _)       /*  tags for its outputs (shoal ls), each <= 64 bytes */             \
     F(R, STR, worker, _)      /*  put: the worker that holds the object */                         \
-    F(R, U64, size, _)        /*  put: the object's size */
+    F(R, U64, size, _)        /*  put: the object's size */                                        \
+    F(R, U64, stream, _)      /*  fn: bit i, input i streams (SHOAL_STREAM_INPUTS_MAX) */
 
 /*  Where a task's input is: inline bytes, or the data endpoint of the worker holding it. */
 #define SHOAL_WIRE_input(F, R)                                                                     \
@@ -233,7 +238,8 @@ typedef struct {
 #define SHOAL_WIRE_e_input(F, R)                                                                   \
     F(R, U64, offset, _)                                                                           \
     F(R, U64, size, _)                                                                             \
-    F(R, BIN, data, _)
+    F(R, BIN, data, _)                                                                             \
+    F(R, U64, stream, _) /*  1: still being written: read it with e_read (below) */
 
 #define SHOAL_WIRE_e_task(F, R)                                                                    \
     F(R, REC, task, task)                                                                          \
@@ -406,14 +412,29 @@ typedef struct {
     F(R, U64, seq, _)                                                                              \
     F(R, REF, ref, _)                                                                              \
     F(R, U64, offset, _)                                                                           \
-    F(R, U64, length, _)
+    F(R, U64, length, _)                                                                           \
+    F(R, U64, flags, _)   /*  SHOAL_FETCH_STREAM: a streaming read (below) */                      \
+    F(R, U64, wait_ms, _) /*  stream: how long the worker may hold it (capped at 5 s) */
+/*  Streaming fetch (flags SHOAL_FETCH_STREAM): the object may be ALLOCATED and still being
+    written. The reply carries the bytes of [offset, offset + length) that have landed, as
+    soon as at least one byte beyond offset has (fewer than asked when the watermark is
+    inside the range); with none yet the worker holds the request until bytes land, the
+    object is sealed (a reply with the bytes, or none at offset == size, final 1), it is
+    aborted (code SHOAL_ECANCELED, error naming the object and why) or wait_ms passes (a
+    reply with no bytes: ask again). An object not in the store yet (its writer has not
+    allocated it) is waited for the same way, then answered SHOAL_ENOTFOUND. Appended to
+    data: ready, the watermark when the reply was made (bytes readable from 0), and final,
+    1 once the object is sealed (ready == size). */
+#define SHOAL_FETCH_STREAM 1u
 #define SHOAL_WIRE_data(F, R)                                                                      \
     F(R, U64, seq, _)                                                                              \
     F(R, REF, ref, _)                                                                              \
     F(R, I64, code, _)                                                                             \
     F(R, STR, error, _)                                                                            \
     F(R, U64, size, _)                                                                             \
-    F(R, U64, offset, _)
+    F(R, U64, offset, _)                                                                           \
+    F(R, U64, ready, _)                                                                            \
+    F(R, U64, final, _)
 
 /*  data socket: a client writes an object into the worker's store. op SHOAL_PUT_OP_ALLOC
     reserves size bytes for ref (name, tags, ttl_ms go to the broker with the worker's
@@ -461,6 +482,21 @@ typedef struct {
     F(R, I64, code, _)                                                                             \
     F(R, STR, error, _)                                                                            \
     F(R, U64S, offsets, _)
+/*  A fn task reading a streaming input (e_input.stream) that is being written asks how
+    far it is: the worker answers e_ready once bytes lie beyond offset, at the seal, at an
+    abort (code SHOAL_ECANCELED, error naming the object and why) or after wait_ms (at most
+    5 s) with what there is. ready: bytes readable from 0; final: 1 once sealed. */
+#define SHOAL_WIRE_e_read(F, R)                                                                    \
+    F(R, REF, ref, _)                                                                              \
+    F(R, U64, offset, _)                                                                           \
+    F(R, U64, wait_ms, _)
+#define SHOAL_WIRE_e_ready(F, R)                                                                   \
+    F(R, REF, ref, _)                                                                              \
+    F(R, I64, code, _)                                                                             \
+    F(R, STR, error, _)                                                                            \
+    F(R, U64, size, _)                                                                             \
+    F(R, U64, ready, _)                                                                            \
+    F(R, U64, final, _)
 /*  outputs: inline (flags SHOAL_OUT_INLINE) or written at offset from e_alloc_ok. */
 #define SHOAL_WIRE_e_done(F, R) F(R, REC, result, result)
 /*  The results of several tasks of one e_run, in the order they ran (worker.h says when
@@ -524,7 +560,9 @@ typedef struct {
     X(63, e_alloc)                                                                                 \
     X(64, e_alloc_ok)                                                                              \
     X(65, e_done)                                                                                  \
-    X(66, e_done_batch)
+    X(66, e_done_batch)                                                                            \
+    X(67, e_read)                                                                                  \
+    X(68, e_ready)
 
 /*  ------------------------------------------------------------------- generated C types */
 

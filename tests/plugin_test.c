@@ -187,3 +187,57 @@ SHOAL_PLUGIN_EXPORT int crash_mid_write(shoal_task_t *t)
     raise(SIGSEGV);
     return 3;
 }
+
+/*  For streaming readers: allocates a 2 MiB output, writes its first MiB ('a') and
+    publishes it (shoal_task_output_progress), then waits (up to 60 s) until the file
+    named by the argument exists, writes the second MiB ('b') and seals. Checks the
+    progress call's errors on the way. */
+SHOAL_PLUGIN_EXPORT int stream_slowly(shoal_task_t *t)
+{
+    const char *path = shoal_task_arg(t, NULL);
+    char *p;
+    size_t half = 1 << 20;
+    CHECK(t, shoal_task_output_progress(t, 0, 0) == SHOAL_ESTATE); //  not allocated
+    CHECK(t, shoal_task_output_alloc(t, 0, 2 * half, (void **)&p) == 0);
+    CHECK(t, shoal_task_output_progress(t, 1, 0) == SHOAL_EINVAL);
+    CHECK(t, shoal_task_output_progress(t, 0, 2 * half + 1) == SHOAL_EINVAL);
+    memset(p, 'a', half);
+    CHECK(t, shoal_task_output_progress(t, 0, half) == 0);
+    CHECK(t, shoal_task_output_progress(t, 0, half - 1) == SHOAL_EINVAL); //  backwards
+    for (int i = 0; i < 60000 && access(path, F_OK) != 0; i++)
+        usleep(1000); //  a plugin that waits for its input, as a producer would
+    CHECK(t, access(path, F_OK) == 0);
+    memset(p + half, 'b', half);
+    CHECK(t, shoal_task_output_seal(t, 0) == 0);
+    CHECK(t, shoal_task_output_progress(t, 0, 2 * half) == SHOAL_ESTATE); //  sealed
+    return 0;
+}
+
+/*  Copies streaming input 0 into output 0 as it lands (shoal_task_input_read, 64 KiB at
+    a time), publishing its own progress, so a stream of this task's output follows the
+    put it reads. */
+SHOAL_PLUGIN_EXPORT int stream_copy(shoal_task_t *t)
+{
+    const void *in;
+    size_t size;
+    int rc = shoal_task_input(t, 0, &in, &size);
+    CHECK(t, rc == 0 || rc == SHOAL_EAGAIN);
+    char *out;
+    CHECK(t, shoal_task_output_alloc(t, 0, size, (void **)&out) == 0);
+    size_t got = 0;
+    while (got < size) {
+        int n = shoal_task_input_read(t, 0, got, out + got, 65536, 60000);
+        if (n < 0) {
+            shoal_task_set_error(t, "reading input 0 at %zu: %s", got, shoal_task_strerror(t, n));
+            return 1;
+        }
+        CHECK(t, n > 0);
+        got += (size_t)n;
+        CHECK(t, shoal_task_output_progress(t, 0, got) == 0);
+    }
+    CHECK(t, shoal_task_input_read(t, 0, got, out, 1, 60000) == 0); //  the end
+    CHECK(t, shoal_task_input(t, 0, &in, &size) == 0);              //  sealed now
+    CHECK(t, memcmp(in, out, size) == 0);
+    CHECK(t, shoal_task_output_seal(t, 0) == 0);
+    return 0;
+}

@@ -412,6 +412,7 @@ static void test_garbage_on_a_worker_data_port_does_not_stop_it(void **state)
     h_assert_exit(h_run(c, CMD_MS, "wait", "--timeout", "30", big, NULL), 0);
 
     void *ctx = zmq_ctx_new();
+    int refused = 0; //  data ports that refused streaming fetches beyond the object
     for (int w = 0; w < c->n_workers; w++) {
         int ports[8];
         int n = h_listen_ports(c->workers[w].pid, ports, 8);
@@ -428,8 +429,9 @@ static void test_garbage_on_a_worker_data_port_does_not_stop_it(void **state)
             //  and an object nobody has, which the protocol answers with ENOTFOUND.
             shoal_ref_t ref;
             assert_int_equal(shoal_ref_parse(big, &ref), 0);
-            shoal_wire_fetch_t odd[] = {
-                {1, ref, UINT64_MAX, UINT64_MAX}, {2, ref, 1ull << 40, 1}, {3, ref, 0, UINT64_MAX}};
+            shoal_wire_fetch_t odd[] = {{1, ref, UINT64_MAX, UINT64_MAX, 0, 0},
+                                        {2, ref, 1ull << 40, 1, 0, 0},
+                                        {3, ref, 0, UINT64_MAX, 0, 0}};
             for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++)
                 s_send_msg(sock, SHOAL_MSG_fetch, &odd[i]);
             shoal_wire_fetch_t unknown = {
@@ -447,15 +449,40 @@ static void test_garbage_on_a_worker_data_port_does_not_stop_it(void **state)
                     break;
                 }
             }
+            //  Streaming fetches beyond the object are refused at once; one of an object
+            //  nobody has is held for its wait_ms (capped), then answered ENOTFOUND.
+            shoal_wire_fetch_t streams[] = {
+                {78, ref, 1ull << 40, 1, SHOAL_FETCH_STREAM, 100},
+                {79, ref, UINT64_MAX, UINT64_MAX, SHOAL_FETCH_STREAM, UINT64_MAX},
+                {80, unknown.ref, 0, 0, SHOAL_FETCH_STREAM, 50}};
+            for (size_t i = 0; i < sizeof streams / sizeof streams[0]; i++)
+                s_send_msg(sock, SHOAL_MSG_fetch, &streams[i]);
+            int64_t codes[3] = {0, 0, 0};
+            size_t got = 0;
+            while (got < 3 && s_recv_type(sock, SHOAL_MSG_data, &msg, 10000)) {
+                uint64_t seq = msg.u.data.seq;
+                if (seq >= 78 && seq <= 80) {
+                    codes[seq - 78] = msg.u.data.code;
+                    got++;
+                }
+                shoal_msg_clear(&msg);
+            }
             zmq_close(sock);
             if (!answered)
                 print_error("worker %s port %d did not answer a fetch after garbage\n",
                             c->workers[w].name, ports[k]);
             assert_true(answered);
             assert_int_equal(code, SHOAL_ENOTFOUND);
+            assert_int_equal(got, 3);
+            //  The worker that holds it refuses the offsets; the other has no such object.
+            assert_true(codes[0] == SHOAL_EINVAL || codes[0] == SHOAL_ENOTFOUND);
+            assert_int_equal(codes[1], codes[0]);
+            refused += codes[0] == SHOAL_EINVAL;
+            assert_int_equal(codes[2], SHOAL_ENOTFOUND);
         }
     }
     zmq_ctx_term(ctx);
+    assert_true(refused > 0);
     s_assert_serving(c);
     //  The stored result is intact and still served from its worker.
     h_result_t *r = h_sh(c, CMD_MS, "shoal get %s | cksum; seq 1 100000 | cksum", big);

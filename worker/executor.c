@@ -153,6 +153,8 @@ typedef struct {
     uint8_t *data;   //  in the bump arena, or the writable mapping of the arena range
     uint64_t size;   //  as allocated
     uint64_t offset; //  in the arena, from e_alloc_ok
+    uint64_t ready;  //  bytes published to streaming readers
+    int stream;      //  its entry in the progress page's streams + 1, or 0
 } s_fn_out_t;
 
 //  The fn task being run: public part first, so the shoal_task_t * the function gets is a
@@ -172,6 +174,9 @@ typedef struct {
     bool has_error;
     char error[1024];       //  from shoal_task_set_error
     char alloc_error[1024]; //  why the last allocation failed, the default reason
+    //  Streaming inputs (e_input.stream): what the worker last said of each.
+    uint64_t in_ready[SHOAL_STREAM_INPUTS_MAX];
+    uint64_t in_final; //  bit i: input i is sealed
 } s_fn_task_t;
 
 //  One entry of a result: a task output or the log. The bytes are in a file (exec tasks),
@@ -721,6 +726,37 @@ static const uint8_t *s_input_bytes(s_exec_t *self, const shoal_wire_e_input_t *
     return self->arena + in->offset;
 }
 
+static int s_send(s_exec_t *self, int type, const void *body);
+static int s_await(s_exec_t *self, int type, shoal_wire_in_t *in);
+
+/*  One e_read round trip for input ref, which is being written: the worker answers once
+    bytes lie beyond offset, at the seal, at an abort, or after wait_ms. Raises *ready
+    (at most size) and sets *final at the seal. 0, or a code with err saying why. */
+static int s_input_wait(s_exec_t *self, shoal_ref_t ref, uint64_t offset, uint64_t size,
+                        uint64_t wait_ms, uint64_t *ready, bool *final, char *err, size_t err_size)
+{
+    shoal_wire_e_read_t req = {.ref = ref, .offset = offset, .wait_ms = wait_ms};
+    shoal_wire_in_t m;
+    int rc = s_send(self, SHOAL_MSG_e_read, &req);
+    if (rc == 0)
+        rc = s_await(self, SHOAL_MSG_e_ready, &m);
+    if (rc) {
+        snprintf(err, err_size, "cannot ask the worker how far an input is written: %s",
+                 shoal_strerror(rc));
+        return SHOAL_EIO;
+    }
+    const shoal_wire_e_ready_t *r = &m.msg.u.e_ready;
+    if (r->code < 0) {
+        rc = r->code > -1000 ? (int)r->code : SHOAL_EIO;
+        snprintf(err, err_size, "%s", r->error ? r->error : shoal_strerror(rc));
+    } else if (shoal_ref_equal(r->ref, ref)) {
+        *ready = SHOAL__MAX(*ready, SHOAL__MIN(r->ready, size));
+        *final = *final || r->final;
+    }
+    shoal_wire_in_clear(&m);
+    return rc;
+}
+
 /*  ------------------------------------------------------------------------ exec kind */
 
 //  A growable NULL-terminated vector of owned strings (an envp).
@@ -843,15 +879,56 @@ static void s_describe_signal(char *buf, size_t size, int sig)
         snprintf(buf, size, "killed by signal %d", sig);
 }
 
-//  Runs the command; sets o's status from how it ended. *ran: the command was started.
-static void s_spawn_and_wait(const shoal_wire_task_t *t, const s_scratch_t *sc, char **envp,
-                             s_outcome_t *o)
+/*  Writes input in (ref) to fd as it lands (e_read while it is being written). A command
+    that stops reading (EPIPE) is fine. 0, or a code with err saying why. */
+static int s_feed(s_exec_t *self, shoal_ref_t ref, const shoal_wire_e_input_t *in, int fd,
+                  char *err, size_t err_size)
 {
+    const uint8_t *bytes = s_input_bytes(self, in);
+    bool final = !in->stream;
+    uint64_t ready = final ? in->size : 0, off = 0;
+    while (off < in->size) {
+        if (off < ready) {
+            ssize_t w = write(fd, bytes + off, (size_t)SHOAL__MIN(ready - off, (uint64_t)1 << 20));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0 && errno == EPIPE)
+                return 0; //  the command is done with its input
+            if (w < 0) {
+                snprintf(err, err_size, "writing to the command's stdin: %s", strerror(errno));
+                return SHOAL_EIO;
+            }
+            off += (uint64_t)w;
+            continue;
+        }
+        //  At most a second a round: the worker answers at the latest then, and the
+        //  writer's lease (or its executor's death) ends a silent input.
+        int rc = s_input_wait(self, ref, off, in->size, 1000, &ready, &final, err, err_size);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/*  Runs the command; sets o's status from how it ended. stdin_i: the input piped to its
+    stdin as it lands (--stdin-input), or SIZE_MAX for /dev/null. */
+static void s_spawn_and_wait(s_exec_t *self, const shoal_wire_e_task_t *et, size_t stdin_i,
+                             const s_scratch_t *sc, char **envp, s_outcome_t *o)
+{
+    const shoal_wire_task_t *t = &et->task;
     char path[PATH_MAX];
     int fds[3] = {-1, -1, -1};
     int pipefd[2] = {-1, -1};
+    int feed = -1; //  the write end of the command's stdin
     const char *cmd = t->argv.items[0];
-    fds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (stdin_i != SIZE_MAX) {
+        int in_pipe[2];
+        if (pipe2(in_pipe, O_CLOEXEC) == 0) {
+            fds[0] = in_pipe[0];
+            feed = in_pipe[1];
+        }
+    } else
+        fds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
     snprintf(path, sizeof path, "%s/stdout", sc->io);
     fds[1] = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     snprintf(path, sizeof path, "%s/stderr", sc->io);
@@ -876,10 +953,25 @@ static void s_spawn_and_wait(const shoal_wire_task_t *t, const s_scratch_t *sc, 
     do
         n = read(pipefd[0], &exec_err, sizeof exec_err);
     while (n < 0 && errno == EINTR);
+    int feed_rc = 0;
+    char feed_err[512] = "";
+    if (feed >= 0) {
+        close(fds[0]);
+        fds[0] = -1;
+        if (n != (ssize_t)sizeof exec_err) //  it runs: its stdin gets the input as it lands
+            feed_rc = s_feed(self, t->inputs.items[stdin_i], &et->inputs.items[stdin_i], feed,
+                             feed_err, sizeof feed_err);
+        close(feed); //  end of input
+        feed = -1;
+    }
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
-    if (n == (ssize_t)sizeof exec_err) {
+    if (feed_rc) {
+        char text[SHOAL_REF_TEXT_SIZE];
+        s_fail(o, feed_rc, 0, "its stdin, input %zu (%s), failed: %s", stdin_i,
+               shoal_ref_format(t->inputs.items[stdin_i], text), feed_err);
+    } else if (n == (ssize_t)sizeof exec_err) {
         if (exec_err == ENOENT || exec_err == ENOTDIR)
             s_fail(o, SHOAL_ENOTFOUND, 127, "command not found: %s", cmd);
         else
@@ -898,6 +990,8 @@ done:
     for (int i = 0; i < 2; i++)
         if (pipefd[i] >= 0)
             close(pipefd[i]);
+    if (feed >= 0)
+        close(feed);
 }
 
 static void s_run_exec(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t *o)
@@ -928,11 +1022,23 @@ static void s_run_exec(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_
     }
     s_strv_t env = {0};
     char ref_text[SHOAL_REF_TEXT_SIZE];
+    //  --stdin-input: the one input (task.stream of an exec task) piped to its stdin.
+    size_t stdin_i = SIZE_MAX;
+    for (size_t i = 0; i < et->inputs.count && i < SHOAL_STREAM_INPUTS_MAX; i++)
+        if (t->stream >> i & 1) {
+            stdin_i = i;
+            break;
+        }
     for (size_t i = 0; i < et->inputs.count; i++) {
         const uint8_t *bytes = s_input_bytes(self, &et->inputs.items[i]);
         if (!bytes) {
             s_fail(o, SHOAL_EINVAL, 0, "input %zu lies outside the arena", i);
             goto done;
+        }
+        if (i == stdin_i) { //  no file: it may still be written
+            if (s_strv_push(&env, s_strdupf("SHOAL_INPUT_%zu=/dev/stdin", i)))
+                goto nomem;
+            continue;
         }
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/input-%zu", sc.io, i);
@@ -954,7 +1060,7 @@ static void s_run_exec(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_
         if (!s_env_is_ours(*e) && s_strv_push(&env, strdup(*e)))
             goto nomem;
 
-    s_spawn_and_wait(t, &sc, env.items, o);
+    s_spawn_and_wait(self, et, stdin_i, &sc, env.items, o);
 
     //  Outputs (when the command succeeded), then the log (always).
     if (!s_outs_reserve(self, n_outputs + 1))
@@ -1110,7 +1216,47 @@ static int s_api_input(shoal_task_t *t, size_t i, const void **data, size_t *siz
     const shoal_wire_e_input_t *in = &f->et->inputs.items[i];
     *data = s_input_bytes(f->exec, in);
     *size = (size_t)in->size;
-    return 0;
+    //  Still being written: only what shoal_task_input_read returned is there.
+    return in->stream && !(f->in_final >> i & 1) ? SHOAL_EAGAIN : 0;
+}
+
+static int s_api_input_read(shoal_task_t *t, size_t i, uint64_t offset, void *buf, size_t n,
+                            int timeout_ms)
+{
+    s_fn_task_t *f = s_fn_task(t);
+    if (!f)
+        return t ? SHOAL_ESTATE : SHOAL_EINVAL;
+    if ((n && !buf) || i >= f->et->inputs.count)
+        return SHOAL_EINVAL;
+    const shoal_wire_e_input_t *in = &f->et->inputs.items[i];
+    if (offset > in->size)
+        return SHOAL_EINVAL;
+    n = SHOAL__MIN(n, (size_t)INT_MAX);
+    const uint8_t *bytes = s_input_bytes(f->exec, in);
+    bool stream = in->stream && i < SHOAL_STREAM_INPUTS_MAX;
+    int64_t deadline = timeout_ms < 0 ? -1 : shoal__now_ms() + timeout_ms;
+    for (;;) {
+        bool final = !stream || (f->in_final >> i & 1);
+        uint64_t ready = stream && !final ? f->in_ready[i] : in->size;
+        if (offset < ready || final || n == 0) {
+            size_t k = (size_t)SHOAL__MIN((uint64_t)n, ready > offset ? ready - offset : 0);
+            if (k)
+                memcpy(buf, bytes + offset, k);
+            return (int)k;
+        }
+        int64_t left = deadline < 0 ? 1000 : deadline - shoal__now_ms();
+        if (left <= 0)
+            return SHOAL_ETIMEDOUT;
+        //  The worker holds the ask until bytes land beyond offset (at most wait_ms).
+        bool sealed = false;
+        int rc = s_input_wait(f->exec, f->et->task.inputs.items[i], offset, in->size,
+                              (uint64_t)SHOAL__MIN(left, (int64_t)1000), &f->in_ready[i], &sealed,
+                              f->alloc_error, sizeof f->alloc_error);
+        if (sealed)
+            f->in_final |= 1ull << i;
+        if (rc)
+            return rc;
+    }
 }
 
 static size_t s_api_n_outputs(shoal_task_t *t)
@@ -1164,6 +1310,62 @@ static int s_api_output_alloc(shoal_task_t *t, size_t i, size_t size, void **dat
     return 0;
 }
 
+/*  The output's entry in the progress page (worker.h), claimed on first use; NULL when
+    there is no page or no free entry. */
+static shoal_exec_stream_t *s_stream_entry(s_fn_task_t *f, size_t i)
+{
+    s_fn_out_t *out = &f->outs[i];
+    shoal_exec_progress_t *pg = f->exec->progress;
+    if (!pg)
+        return NULL;
+    if (out->stream)
+        return &pg->streams[out->stream - 1];
+    for (int k = 0; k < SHOAL_EXEC_STREAMS; k++) {
+        shoal_exec_stream_t *e = &pg->streams[k];
+        if (atomic_load_explicit(&e->ref_hi, memory_order_relaxed) ||
+            atomic_load_explicit(&e->ref_lo, memory_order_relaxed))
+            continue;
+        shoal_ref_t ref = shoal_ref_output(f->et->task.id, (uint16_t)i);
+        atomic_store_explicit(&e->ready, 0, memory_order_relaxed);
+        atomic_store_explicit(&e->ref_lo, ref.lo, memory_order_release);
+        atomic_store_explicit(&e->ref_hi, ref.hi, memory_order_release);
+        out->stream = k + 1;
+        return e;
+    }
+    return NULL;
+}
+
+static int s_api_output_progress(shoal_task_t *t, size_t i, size_t bytes)
+{
+    s_fn_task_t *f = s_fn_task(t);
+    if (!f)
+        return t ? SHOAL_ESTATE : SHOAL_EINVAL;
+    if (i >= f->n_outputs)
+        return SHOAL_EINVAL;
+    s_fn_out_t *out = &f->outs[i];
+    if (out->state != S_FN_ALLOCATED)
+        return SHOAL_ESTATE;
+    if (bytes > out->size || bytes < out->ready)
+        return SHOAL_EINVAL;
+    out->ready = bytes;
+    shoal_exec_stream_t *e = out->in_arena ? s_stream_entry(f, i) : NULL;
+    if (e) //  release: the bytes written before are visible to whoever sees the count
+        atomic_store_explicit(&e->ready, bytes, memory_order_release);
+    return 0;
+}
+
+//  Frees the progress page's stream entries (the task function has returned).
+static void s_streams_clear(s_exec_t *self)
+{
+    if (!self->progress)
+        return;
+    for (int k = 0; k < SHOAL_EXEC_STREAMS; k++) {
+        shoal_exec_stream_t *e = &self->progress->streams[k];
+        atomic_store_explicit(&e->ref_hi, 0, memory_order_release);
+        atomic_store_explicit(&e->ref_lo, 0, memory_order_release);
+    }
+}
+
 static int s_api_output_seal(shoal_task_t *t, size_t i)
 {
     s_fn_task_t *f = s_fn_task(t);
@@ -1177,6 +1379,9 @@ static int s_api_output_seal(shoal_task_t *t, size_t i)
     if (out->in_arena) { //  the bytes are in the store: our writable window closes
         shoal_arena_unmap(out->data, out->size);
         out->data = NULL;
+        if (out->stream) //  all final: readers need not wait for the result
+            atomic_store_explicit(&f->exec->progress->streams[out->stream - 1].ready, out->size,
+                                  memory_order_release);
     }
     out->state = S_FN_SEALED;
     return 0;
@@ -1218,6 +1423,8 @@ static const shoal_task_api_t s_api = {
     .output_put = s_api_output_put,
     .set_error = s_api_set_error,
     .strerror = shoal_strerror,
+    .output_progress = s_api_output_progress,
+    .input_read = s_api_input_read,
 };
 
 //  Finds the function of "LIB:SYMBOL" (split at the last ':', so LIB may hold colons),
@@ -1434,6 +1641,7 @@ static void s_run_fn(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t 
         f->running = true;
         rc = call(&f->pub);
         f->running = false;
+        s_streams_clear(self);
     }
     uint64_t log_base;
     uint64_t log_size = s_capture_task_end(self, &log_base);
@@ -1748,6 +1956,9 @@ static void s_run_batch(s_exec_t *self, shoal_wire_e_run_t *run)
 int shoal_executor_run(const char *endpoint, const char *arena_path, int slot)
 {
     shoal__log_init("executor", SHOAL_LOG_INFO);
+    //  A command that stops reading the stdin it is fed (--stdin-input) must not kill the
+    //  executor: the write says EPIPE instead. Commands get the default back (s_child).
+    signal(SIGPIPE, SIG_IGN);
     s_exec_t self = {.arena_path = arena_path,
                      .slot = slot,
                      .ppid = getppid(),

@@ -83,9 +83,13 @@ extern char **environ;
 #define S_PEER_IDLE_MS         60000       //  peer sockets unused this long are closed
 #define S_DATA_REPLY_MAX       (16u << 20) //  bytes per data reply, whatever length asks
 #define S_DATA_STASH_MAX       1024        //  fetch requests held while readers' pipes are full
-#define S_LINGER_MS            200         //  pending sends at close: enough, and never a hang
-#define S_RESPAWN_MAX_MS       10000 //  back-off cap for an executor that keeps dying at start
-#define S_QUEUE_SLACK          64    //  tasks accepted beyond capacity before refusing
+//  Streaming fetches held until bytes land: a reader holds one at a time (its frontier), so
+//  4096 is 4096 streaming readers; beyond that a reader is told to ask again.
+#define S_STREAM_WAIT_MAX 4096
+#define S_STREAM_HOLD_MS  5000  //  the longest a streaming fetch is held (wait_ms is capped)
+#define S_LINGER_MS       200   //  pending sends at close: enough, and never a hang
+#define S_RESPAWN_MAX_MS  10000 //  back-off cap for an executor that keeps dying at start
+#define S_QUEUE_SLACK     64    //  tasks accepted beyond capacity before refusing
 //  The default prefetch depth, at least: the broker refills a worker's credit one round trip
 //  (its turn plus ours, 1-2 ms under load) after results leave, and a worker turns over
 //  ~50,000 short tasks/s, so it needs about 100 tasks in hand not to idle between refills.
@@ -254,7 +258,20 @@ typedef struct {
     shoal_wire_put_t *spec; //  the ALLOC, one shoal_wire_dup block (name, tags, ttl)
     int64_t last_us;        //  its writer's last message: the lease (SHOAL_PUT_LEASE_MS)
     uint64_t watermark;     //  bytes that arrived in WRITEs, contiguous from 0
+    //  A writer on this host writes in place and never sends bytes: its WRITEs without
+    //  bytes say how many it has written (offset), the watermark streaming readers get.
+    uint64_t in_place;
+    bool sent_bytes; //  a WRITE with bytes came: the writer is remote, offsets are asks
 } s_put_t;
+
+//  A streaming fetch held until bytes beyond its offset land (SHOAL_FETCH_STREAM).
+typedef struct {
+    shoal_wire_peer_t peer;
+    shoal_wire_fetch_t req;
+    int64_t deadline_us;
+    bool seen; //  the object was in the store when last looked at
+    bool exec; //  an executor's e_read (answered by e_ready on the executor socket)
+} s_waiter_t;
 
 //  An allocation waiting for room (S_ALLOC_WAIT_MS): an executor's e_alloc (the executor
 //  blocks until answered) or a client's put ALLOC.
@@ -344,6 +361,8 @@ typedef struct {
 
     s_stash_t *stash;
     size_t n_stash;
+    s_waiter_t *waiters; //  streaming fetches held (s_stream_run)
+    size_t n_waiters, cap_waiters;
 
     //  client puts, notes for the broker (w_objects, one shoal_wire_dup each), allocations
     //  waiting for room, SEALs to answer after the flush
@@ -795,6 +814,9 @@ static void s_ready_push(s_worker_t *self, s_task_t *t, bool front)
 
 static void s_fetch_abandon(s_worker_t *self, s_fetch_t *f);
 static void s_put_drop(s_worker_t *self, shoal_ref_t ref, const char *why);
+static void s_stream_abort(s_worker_t *self, shoal_ref_t ref, const char *why);
+static void s_stream_ask(s_worker_t *self, const shoal_wire_peer_t *peer,
+                         const shoal_wire_fetch_t *req, bool exec);
 static void s_slot_kill(s_worker_t *self, s_slot_t *slot, s_task_t *except);
 
 static void s_held_release(s_held_t *held)
@@ -870,8 +892,10 @@ static void s_task_free(s_worker_t *self, s_task_t *t)
             slot->n_left--;
         }
     }
-    for (size_t i = 0; i < t->n_allocs; i++)
+    for (size_t i = 0; i < t->n_allocs; i++) {
         shoal_store_abort(self->store, t->allocs[i]);
+        s_stream_abort(self, t->allocs[i], "the task writing it ended without sealing it");
+    }
     free(t->allocs);
     for (size_t i = 0; i < t->n_used; i++)
         s_use_release(self, task->inputs.items[i]);
@@ -1350,8 +1374,9 @@ static int s_task_start_inputs(s_worker_t *self, s_task_t *t, bool retry)
             continue;
         }
         if (shoal_store_lookup(self->store, ref, &obj) == 0) {
-            if (obj.state == SHOAL_OBJ_SEALED)
-                continue;
+            if (obj.state == SHOAL_OBJ_SEALED ||
+                (i < SHOAL_STREAM_INPUTS_MAX && (task->stream >> i & 1)))
+                continue; //  sealed, or streamed while it is written here
             status = SHOAL_ESTATE;
             snprintf(error, sizeof error, "input %s is still being written on worker %s",
                      s_ref_text(ref, text), self->name);
@@ -1595,8 +1620,14 @@ static void s_slot_spawn(s_worker_t *self, s_slot_t *slot)
     char *argv[] = {"shoal",          "executor", slot->chan_arg, (char *)self->arena_path,
                     slot->index_text, NULL};
     pid_t parent = getpid();
-    if (slot->progress)
+    if (slot->progress) {
         atomic_store(&slot->progress->pos, 0);
+        //  A dead executor's published outputs are aborted: a retry must not find them.
+        for (int k = 0; k < SHOAL_EXEC_STREAMS; k++) {
+            atomic_store(&slot->progress->streams[k].ref_hi, 0);
+            atomic_store(&slot->progress->streams[k].ref_lo, 0);
+        }
+    }
     pid_t pid = fork();
     if (pid < 0) {
         shoal__warn("cannot start an executor for slot %d: fork: %s", slot->index, strerror(errno));
@@ -1627,6 +1658,29 @@ static int s_exec_send(s_slot_t *slot, int type, const void *body)
     return rc == SHOAL_EIO ? SHOAL_EUNREACH : rc;
 }
 
+//  Executors have no routing id (a socketpair each): where code keyed by peer answers an
+//  executor (held streaming reads), the slot and its executor's pid stand in for one, so
+//  an answer for an executor that died meanwhile goes nowhere.
+static shoal_wire_peer_t s_exec_peer(const s_slot_t *slot)
+{
+    shoal_wire_peer_t peer = {.size = 8};
+    int32_t ids[2] = {slot->index, (int32_t)slot->pid};
+    memcpy(peer.id, ids, sizeof ids);
+    return peer;
+}
+
+static int s_exec_send_peer(s_worker_t *self, const shoal_wire_peer_t *peer, int type,
+                            const void *body)
+{
+    int32_t ids[2];
+    if (peer->size != sizeof ids)
+        return SHOAL_EUNREACH;
+    memcpy(ids, peer->id, sizeof ids);
+    if (ids[0] < 0 || ids[0] >= self->n_slots || self->slots[ids[0]].pid != (pid_t)ids[1])
+        return SHOAL_EUNREACH;
+    return s_exec_send(&self->slots[ids[0]], type, body);
+}
+
 //  The unfinished tasks of the slot's batch but except go back to the front of the ready
 //  queue, in order, to run on another executor; their output allocations are aborted.
 //  lost: count this against them (the executor died and nobody can be blamed).
@@ -1640,8 +1694,10 @@ static void s_batch_requeue(s_worker_t *self, s_slot_t *slot, s_task_t *except, 
         slot->batch[i] = NULL;
         slot->n_left--;
         self->n_running--;
-        for (size_t k = 0; k < t->n_allocs; k++)
+        for (size_t k = 0; k < t->n_allocs; k++) {
             shoal_store_abort(self->store, t->allocs[k]);
+            s_stream_abort(self, t->allocs[k], "the executor writing it died");
+        }
         t->n_allocs = 0;
         t->slot = -1;
         if (lost && ++t->exec_lost > S_EXEC_LOST_MAX) {
@@ -1798,13 +1854,16 @@ static void s_batch_send(s_worker_t *self, s_slot_t *slot, size_t share)
         for (size_t i = 0; i < task->inputs.count && lost == SIZE_MAX; i++) {
             shoal_store_obj_t obj;
             const shoal_wire_input_t *in;
-            if (shoal_store_lookup(self->store, task->inputs.items[i], &obj) == 0 &&
-                obj.state == SHOAL_OBJ_SEALED)
-                self->eins[n_ins + i] = (shoal_wire_e_input_t){obj.offset, obj.size, {NULL, 0}};
+            bool here = shoal_store_lookup(self->store, task->inputs.items[i], &obj) == 0;
+            if (here && obj.state == SHOAL_OBJ_SEALED)
+                self->eins[n_ins + i] = (shoal_wire_e_input_t){obj.offset, obj.size, {NULL, 0}, 0};
+            else if (here && i < SHOAL_STREAM_INPUTS_MAX && (task->stream >> i & 1))
+                //  Still being written here: the executor reads it with e_read.
+                self->eins[n_ins + i] = (shoal_wire_e_input_t){obj.offset, obj.size, {NULL, 0}, 1};
             else if ((in = s_input_record(t->d, i)) && (in->flags & SHOAL_OUT_INLINE) &&
                      in->data.size == in->size)
                 self->eins[n_ins + i] =
-                    (shoal_wire_e_input_t){SHOAL_EXEC_INLINE, in->size, in->data};
+                    (shoal_wire_e_input_t){SHOAL_EXEC_INLINE, in->size, in->data, 0};
             else
                 lost = i;
         }
@@ -2231,6 +2290,15 @@ static bool s_on_exec_msg(s_worker_t *self, s_slot_t *slot, shoal_wire_in_t *in)
         if (s_on_e_alloc(self, slot, &m->u.e_alloc, true))
             s_park(self, slot, NULL, &shoal_wire_e_alloc_desc, &m->u.e_alloc);
         return false;
+    case SHOAL_MSG_e_read: {
+        //  A fn task reading a streaming input: answered as a streaming fetch would be.
+        shoal_wire_fetch_t req = {.ref = m->u.e_read.ref,
+                                  .offset = m->u.e_read.offset,
+                                  .flags = SHOAL_FETCH_STREAM,
+                                  .wait_ms = m->u.e_read.wait_ms};
+        s_stream_ask(self, &in->peer, &req, true);
+        return false;
+    }
     case SHOAL_MSG_e_done:
         s_on_e_done(self, slot, &m->u.e_done.result);
         break;
@@ -2254,6 +2322,7 @@ static void s_exec_drain(s_worker_t *self, s_slot_t *slot)
     for (int i = 0; i < S_DRAIN_MAX && slot->chan && !self->stopping; i++) {
         shoal_wire_in_t in;
         memset(&in, 0, sizeof in);
+        in.peer = s_exec_peer(slot);
         int rc = shoal_chan_recv(slot->chan, &in.msg);
         if (rc == SHOAL_EAGAIN || rc == SHOAL_ENOMEM)
             return;
@@ -2275,10 +2344,200 @@ static void s_exec_drain(s_worker_t *self, s_slot_t *slot)
 
 static const char s_empty[1] = "";
 
-//  Answers one fetch. Returns what shoal_wire_send returned (SHOAL_EAGAIN: try later).
+/*  ------------------------------------------------------------------ streaming reads
+
+    A streaming fetch (SHOAL_FETCH_STREAM) of an object still being written is answered
+    with the bytes below its watermark, or held (s_waiter_t) until some land beyond its
+    offset, it is sealed or aborted, or its wait runs out. Held fetches are looked at again
+    on every loop turn while any are held (a lookup each: a few per streaming reader), so
+    nothing is spent on streaming unless a reader streams. */
+
+#define S_HELD 1 //  s_serve_stream: not answerable yet
+
+//  What the executors running tasks published of obj (worker.h: shoal_exec_stream_t).
+static uint64_t s_exec_ready(s_worker_t *self, const shoal_store_obj_t *obj)
+{
+    for (int i = 0; i < self->n_slots; i++) {
+        s_slot_t *slot = &self->slots[i];
+        if (slot->state != S_SLOT_BUSY || !slot->progress)
+            continue;
+        for (int k = 0; k < SHOAL_EXEC_STREAMS; k++) {
+            shoal_exec_stream_t *e = &slot->progress->streams[k];
+            if (atomic_load_explicit(&e->ref_hi, memory_order_acquire) != obj->ref.hi ||
+                atomic_load_explicit(&e->ref_lo, memory_order_acquire) != obj->ref.lo)
+                continue;
+            uint64_t ready = atomic_load_explicit(&e->ready, memory_order_acquire);
+            //  Still its entry after the read: not one freed and claimed again meanwhile.
+            if (atomic_load_explicit(&e->ref_hi, memory_order_acquire) == obj->ref.hi &&
+                atomic_load_explicit(&e->ref_lo, memory_order_acquire) == obj->ref.lo)
+                return SHOAL__MIN(ready, obj->size);
+        }
+    }
+    return 0;
+}
+
+//  Bytes of an object readable from 0: all once sealed; for a put being written what
+//  arrived (remote writer) or what its writer said it wrote (in place); for a task's
+//  output what its executor published.
+static uint64_t s_ready(s_worker_t *self, const shoal_store_obj_t *obj)
+{
+    if (obj->state == SHOAL_OBJ_SEALED)
+        return obj->size;
+    const s_put_t *p = shoal__refmap_get(self->puts, obj->ref);
+    if (!p)
+        return s_exec_ready(self, obj);
+    return SHOAL__MIN(SHOAL__MAX(p->watermark, p->in_place), obj->size);
+}
+
+/*  Answers a streaming fetch, or returns S_HELD when nothing beyond its offset has landed
+    and last is false (last: its wait ran out, answer what there is). Else returns what
+    shoal_wire_send returned (SHOAL_EAGAIN: the reader's pipe is full, try later). */
+static int s_serve_stream(s_worker_t *self, const shoal_wire_peer_t *peer,
+                          const shoal_wire_fetch_t *req, bool last, bool exec)
+{
+    char error[256], text[SHOAL_REF_TEXT_SIZE];
+    shoal_wire_data_t reply = {.seq = req->seq, .ref = req->ref, .offset = req->offset};
+    if (exec) {
+        //  An executor reads the bytes in the arena itself: it needs only the watermark.
+        shoal_store_obj_t obj;
+        shoal_wire_e_ready_t r = {.ref = req->ref};
+        if (shoal_store_lookup(self->store, req->ref, &obj) != 0) {
+            if (!last)
+                return S_HELD;
+            r.code = SHOAL_ENOTFOUND;
+            snprintf(error, sizeof error, "input %s is not on worker %s (aborted or removed)",
+                     s_ref_text(req->ref, text), self->name);
+            r.error = error;
+        } else {
+            r.size = obj.size;
+            r.ready = s_ready(self, &obj);
+            r.final = obj.state == SHOAL_OBJ_SEALED;
+            if (req->offset >= r.ready && !r.final && !last)
+                return S_HELD;
+        }
+        return s_exec_send_peer(self, peer, SHOAL_MSG_e_ready, &r);
+    }
+    shoal_store_obj_t obj;
+    if (shoal_store_lookup(self->store, req->ref, &obj) != 0) {
+        if (!last)
+            return S_HELD; //  its writer may not have allocated it yet
+        reply.code = SHOAL_ENOTFOUND;
+        snprintf(error, sizeof error, "object %s is not on worker %s", s_ref_text(req->ref, text),
+                 self->name);
+    } else if (req->offset > obj.size) {
+        reply.code = SHOAL_EINVAL;
+        reply.size = obj.size;
+        snprintf(error, sizeof error, "offset %llu is beyond the %llu bytes of object %s",
+                 (unsigned long long)req->offset, (unsigned long long)obj.size,
+                 s_ref_text(req->ref, text));
+    } else {
+        uint64_t ready = s_ready(self, &obj);
+        bool sealed = obj.state == SHOAL_OBJ_SEALED;
+        if (req->offset >= ready && !sealed && !last)
+            return S_HELD;
+        reply.size = obj.size;
+        reply.ready = ready;
+        reply.final = sealed;
+        uint64_t len = req->length ? req->length : SHOAL_CHUNK_SIZE;
+        len = SHOAL__MIN(len, ready > req->offset ? ready - req->offset : 0);
+        len = SHOAL__MIN(len, (uint64_t)S_DATA_REPLY_MAX);
+        return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply,
+                               len ? (const void *)(obj.data + req->offset) : s_empty, (size_t)len);
+    }
+    reply.error = error;
+    return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply, s_empty, 0);
+}
+
+//  Holds a streaming fetch; when too many are held, it is answered now (ask again).
+static void s_stream_hold(s_worker_t *self, const shoal_wire_peer_t *peer,
+                          const shoal_wire_fetch_t *req, bool exec)
+{
+    if (self->n_waiters >= S_STREAM_WAIT_MAX) {
+        s_serve_stream(self, peer, req, true, exec);
+        return;
+    }
+    uint64_t wait_ms = SHOAL__MIN(req->wait_ms ? req->wait_ms : 1000, (uint64_t)S_STREAM_HOLD_MS);
+    shoal_store_obj_t obj;
+    s_waiter_t w = {.peer = *peer,
+                    .req = *req,
+                    .deadline_us = shoal__now_us() + (int64_t)wait_ms * 1000,
+                    .seen = shoal_store_lookup(self->store, req->ref, &obj) == 0,
+                    .exec = exec};
+    S_PUSH(self->waiters, self->n_waiters, self->cap_waiters, w);
+}
+
+//  Answers a streaming read now, or holds it.
+static void s_stream_ask(s_worker_t *self, const shoal_wire_peer_t *peer,
+                         const shoal_wire_fetch_t *req, bool exec)
+{
+    if (s_serve_stream(self, peer, req, false, exec) == S_HELD)
+        s_stream_hold(self, peer, req, exec);
+}
+
+//  Fails the streaming fetches held on ref: its writer aborted it or died (why says which).
+static void s_stream_abort(s_worker_t *self, shoal_ref_t ref, const char *why)
+{
+    char error[512], text[SHOAL_REF_TEXT_SIZE];
+    size_t kept = 0;
+    for (size_t i = 0; i < self->n_waiters; i++) {
+        s_waiter_t *w = &self->waiters[i];
+        if (!shoal_ref_equal(w->req.ref, ref)) {
+            self->waiters[kept++] = *w;
+            continue;
+        }
+        snprintf(error, sizeof error, "object %s was aborted on worker %s: %s",
+                 s_ref_text(ref, text), self->name, why);
+        if (w->exec) {
+            shoal_wire_e_ready_t r = {.ref = ref, .code = SHOAL_ECANCELED, .error = error};
+            s_exec_send_peer(self, &w->peer, SHOAL_MSG_e_ready, &r);
+            continue;
+        }
+        shoal_wire_data_t reply = {.seq = w->req.seq,
+                                   .ref = ref,
+                                   .offset = w->req.offset,
+                                   .code = SHOAL_ECANCELED,
+                                   .error = error};
+        shoal_wire_send(self->data, &w->peer, SHOAL_MSG_data, &reply, s_empty, 0);
+    }
+    self->n_waiters = kept;
+}
+
+//  Answers the held streaming fetches that can be now (bytes landed, sealed, gone, or out
+//  of time). An object that vanished under a held fetch was aborted or removed.
+static void s_stream_run(s_worker_t *self)
+{
+    int64_t now = shoal__now_us();
+    size_t kept = 0;
+    shoal_ref_t gone = {0};
+    bool any_gone = false;
+    for (size_t i = 0; i < self->n_waiters; i++) {
+        s_waiter_t *w = &self->waiters[i];
+        shoal_store_obj_t obj;
+        bool here = shoal_store_lookup(self->store, w->req.ref, &obj) == 0;
+        if (w->seen && !here) {
+            gone = w->req.ref; //  answered below, with the others on it
+            any_gone = true;
+            self->waiters[kept++] = *w;
+            continue;
+        }
+        w->seen = here;
+        int rc = s_serve_stream(self, &w->peer, &w->req, now >= w->deadline_us, w->exec);
+        if (rc == S_HELD || rc == SHOAL_EAGAIN)
+            self->waiters[kept++] = *w;
+    }
+    self->n_waiters = kept;
+    //  One vanished object a turn is plenty: aborts and removals tell first (s_put_drop).
+    if (any_gone)
+        s_stream_abort(self, gone, "it was removed or its writer went away");
+}
+
+//  Answers one fetch. Returns what shoal_wire_send returned (SHOAL_EAGAIN: try later), or
+//  S_HELD for a streaming fetch to hold (s_stream_hold).
 static int s_serve_fetch(s_worker_t *self, const shoal_wire_peer_t *peer,
                          const shoal_wire_fetch_t *req)
 {
+    if (req->flags & SHOAL_FETCH_STREAM)
+        return s_serve_stream(self, peer, req, false, false);
     char error[256], text[SHOAL_REF_TEXT_SIZE];
     shoal_wire_data_t reply = {.seq = req->seq, .ref = req->ref, .offset = req->offset};
     shoal_store_obj_t obj;
@@ -2362,8 +2621,11 @@ static void s_stash_retry(s_worker_t *self)
         bool blocked = false;
         for (size_t k = 0; k < kept && !blocked; k++)
             blocked = shoal_wire_peer_equal(&self->stash[k].peer, &e->peer);
-        if (!blocked && s_serve_fetch(self, &e->peer, &e->req) != SHOAL_EAGAIN)
-            continue; //  sent, or the reader is gone
+        int rc = blocked ? SHOAL_EAGAIN : s_serve_fetch(self, &e->peer, &e->req);
+        if (rc == S_HELD)
+            s_stream_hold(self, &e->peer, &e->req, false);
+        if (rc != SHOAL_EAGAIN)
+            continue; //  sent, held, or the reader is gone
         self->stash[kept++] = *e;
     }
     self->n_stash = kept;
@@ -2397,6 +2659,7 @@ static void s_put_drop(s_worker_t *self, shoal_ref_t ref, const char *why)
         return;
     shoal_store_abort(self->store, ref);
     self->room_changed = true;
+    s_stream_abort(self, ref, why ? why : "it was removed");
     if (why)
         s_note(self, ref, SHOAL_OBJ_NOTE_ABORTED, p->spec->size, p->spec, why);
     s_put_free(p);
@@ -2512,6 +2775,10 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
             s_put_reply(self, &in->peer, m, SHOAL_EPROTO, error, p->watermark);
             return;
         }
+        if (n)
+            p->sent_bytes = true;
+        else if (!p->sent_bytes && m->offset <= p->spec->size)
+            p->in_place = SHOAL__MAX(p->in_place, m->offset); //  progress of an in-place writer
         if (n && m->offset + n > p->watermark &&
             shoal_store_lookup(self->store, m->ref, &obj) == 0) {
             uint64_t skip = p->watermark - m->offset;
@@ -2625,8 +2892,11 @@ static bool s_on_data_msg(s_worker_t *self, shoal_wire_in_t *in)
         return false;
     }
     const shoal_wire_fetch_t *req = &in->msg.u.fetch;
-    if (s_stash_has(self, &in->peer) || s_serve_fetch(self, &in->peer, req) == SHOAL_EAGAIN)
+    int rc = s_stash_has(self, &in->peer) ? SHOAL_EAGAIN : s_serve_fetch(self, &in->peer, req);
+    if (rc == SHOAL_EAGAIN)
         s_stash_push(self, &in->peer, req);
+    else if (rc == S_HELD)
+        s_stream_hold(self, &in->peer, req, false);
     return false;
 }
 
@@ -3016,6 +3286,13 @@ static long s_poll_timeout(s_worker_t *self)
         if (self->slots[i].state == S_SLOT_IDLE && self->ready.head)
             s_deadline(&next, retry); //  an e_run met a full pipe
     }
+    for (size_t i = 0; i < self->n_waiters; i++) {
+        s_deadline(&next, self->waiters[i].deadline_us);
+        //  A task's output: its executor publishes progress without a message, so look
+        //  again within a millisecond while a reader waits on one.
+        if (!shoal__refmap_get(self->puts, self->waiters[i].req.ref))
+            s_deadline(&next, now + 1000);
+    }
     for (size_t i = 0; i < self->n_peers; i++) {
         s_peer_t *p = self->peers[i];
         if (p->head)
@@ -3199,6 +3476,8 @@ static void s_loop(s_worker_t *self)
             s_room_retry(self);
         if (self->n_parked)
             s_parked_retry(self);
+        if (self->n_waiters)
+            s_stream_run(self);
         shoal_store_tick(self->store);
         s_fetch_pump(self);
         s_schedule(self);
@@ -3567,6 +3846,7 @@ static void s_teardown(s_worker_t *self)
     free(self->done);
     free(self->started);
     free(self->stash);
+    free(self->waiters);
     size_t cursor = 0;
     shoal_ref_t key;
     void *value;

@@ -97,9 +97,23 @@ int shoal_executor_run(const char *endpoint, const char *arena_path, int slot);
       messages go around it); a log entry is sent only when it is not empty.
     - The executor makes each task's scratch directory under $SHOAL_SCRATCH_DIR (set per
       slot by the worker, which wipes it when an executor dies). */
+/*  Streaming readers of a fn task's output written in place: the executor publishes how
+    many bytes of it are written (shoal_task_output_progress) in one of these entries of
+    its progress page, a memory write, no message. ref_hi/ref_lo name the output (0, 0:
+    free), ready its watermark (size once sealed). The executor frees its task's entries
+    when the function returns; the worker reads them only while a streaming reader waits
+    on an allocated output of a task the executor runs, so a writer nobody streams costs
+    nothing but the store. */
+#define SHOAL_EXEC_STREAMS 16
+typedef struct {
+    _Atomic uint64_t ref_hi, ref_lo;
+    _Atomic uint64_t ready;
+} shoal_exec_stream_t;
+
 typedef struct {
     _Atomic uint64_t pos;     /*  SHOAL_EXEC_POS(seq, index, running) */
     _Atomic int64_t start_us; /*  shoal__now_us() when the task at pos started */
+    shoal_exec_stream_t streams[SHOAL_EXEC_STREAMS];
 } shoal_exec_progress_t;
 #define SHOAL_EXEC_POS(seq, index, running)                                                        \
     (((uint64_t)(seq) << 16) | (((uint64_t)(index)&0x7fff) << 1) | ((running) ? 1u : 0u))
