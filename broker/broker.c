@@ -133,7 +133,7 @@ struct s_task {
     uint8_t *var;       //  inputs (16 bytes each), arg bytes, argv strings; or NULL
     uint64_t array_index;
     uint32_t job_pos; //  its index in job->tasks
-    uint32_t missing; //  inputs whose producer is not DONE
+    uint32_t missing; //  inputs whose producer is waited for (s_producer_waits)
     uint32_t attempt;
     uint32_t n_inputs;
     uint32_t arg_size;
@@ -1190,16 +1190,34 @@ static void s_make_ready(s_broker_t *self, s_task_t *t, bool front)
 
 static void s_finish(s_broker_t *self, s_task_t *t, uint8_t state);
 
-//  Inputs of t whose producer is known and not DONE.
+/*  Whether the consumers of p wait for it: p is not DONE, or one of its outputs is persisted
+    on a worker that is away. It holds for every input taken from p alike, so a task reading
+    P.0 (inline) and P.1 (away) counts P twice, as s_consumers_update does: a consumer is
+    listed once per input it takes from p, and the worker's hello counts each of them back
+    down. Counting only the away inputs made the hello take one too many, and the task ran
+    before its other inputs existed. */
+static bool s_producer_waits(s_broker_t *self, const s_task_t *p)
+{
+    if (p->state != SHOAL_STATE_DONE)
+        return true;
+    if (!shoal__refmap_size(self->away))
+        return false; //  the common case: no worker away, one compare per input
+    for (uint16_t i = 0; i < p->n_outputs; i++) {
+        const s_object_t *o = shoal__refmap_get(self->objects, shoal_ref_output(p->id, i));
+        if (o && o->away)
+            return true;
+    }
+    return false;
+}
+
+//  Inputs of t whose producer is known and waited for (s_producer_waits).
 static uint32_t s_count_missing(s_broker_t *self, s_task_t *t)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < t->n_inputs; i++) {
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(s_inputs(t)[i]));
-        const s_object_t *o;
-        if ((p && p->state != SHOAL_STATE_DONE) ||
-            ((o = shoal__refmap_get(self->objects, s_inputs(t)[i])) && o->away))
-            n++; //  not done, or persisted on a worker that is away: wait for it
+        if (p && s_producer_waits(self, p))
+            n++;
     }
     return n;
 }
@@ -1645,9 +1663,8 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
         }
         s_task_x_t *px = s_x(p);
         S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t->id);
-        const s_object_t *o;
-        if (p->state != SHOAL_STATE_DONE || ((o = s_object(self, ref)) && o->away))
-            t->missing++; //  not done, or persisted on a worker that is away: wait for it
+        if (s_producer_waits(self, p))
+            t->missing++;
     }
     s_make_ready(self, t, false);
 }
@@ -2029,27 +2046,23 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
         o->worker = NULL;
         if (!o->data && s_is_persisted(self, o->ref)) {
             //  On its disk: it comes back with the worker (w_hello held). Neither lost nor
-            //  recomputed meanwhile; readers and consumers wait for it.
+            //  recomputed meanwhile; readers and consumers wait for it. Its producer's
+            //  consumers count it missing once (s_producer_waits), not once per away output.
+            s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(o->ref));
+            if (p && !s_producer_waits(self, p))
+                S_PUSH(waits, n_waits, cap_waits, p);
             char *name = strdup(w->name);
             if (!name || shoal__refmap_put(self->away, o->ref, name) != 0)
                 abort();
             o->away = true;
             n_away++;
-            s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(o->ref));
-            if (p && p->state == SHOAL_STATE_DONE)
-                S_PUSH(waits, n_waits, cap_waits, p);
             continue;
         }
         if (!o->data)
             S_PUSH(dead, n_dead, cap_dead, o);
     }
-    for (size_t i = 0; i < n_waits; i++) {
-        bool seen = false; //  a producer with several away outputs: once
-        for (size_t k = 0; k < i && !seen; k++)
-            seen = waits[k] == waits[i];
-        if (!seen)
-            s_consumers_update(self, waits[i], false);
-    }
+    for (size_t i = 0; i < n_waits; i++)
+        s_consumers_update(self, waits[i], false);
     free(waits);
     if (n_away)
         shoal__info("worker %s: %zu persisted objects wait for it to come back", w->name, n_away);
@@ -2262,7 +2275,8 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
     }
     S_PUSH(self->workers, self->n_workers, self->cap_workers, w);
     for (size_t i = 0; i < n_backs; i++)
-        s_consumers_update(self, backs[i], true);
+        if (backs[i]->state == SHOAL_STATE_DONE && !s_producer_waits(self, backs[i]))
+            s_consumers_update(self, backs[i], true);
     free(backs);
     if (n_back)
         shoal__info("worker %s is back with %zu persisted object(s)", w->name, n_back);
@@ -2445,9 +2459,9 @@ static bool s_inputs_available(s_broker_t *self, s_task_t *t)
         if (!o || o->data || o->worker)
             continue;
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(o->ref));
-        if (o->away) {
-            //  Persisted, its worker away: wait for it (its hello counts this back down).
-            t->missing++;
+        if (o->away && (t->missing = s_count_missing(self, t))) {
+            //  Persisted, its worker away: wait for it, counted as at submission (its hello
+            //  counts it back down).
             s_set_state(t, SHOAL_STATE_WAITING);
             ok = false;
             continue;
@@ -3541,7 +3555,7 @@ static int s_journal_reload(s_broker_t *self)
                 continue;
             s_task_x_t *px = s_x(p);
             S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t->id);
-            if (p->state != SHOAL_STATE_DONE)
+            if (s_producer_waits(self, p))
                 t->missing++;
         }
         pending++;
