@@ -1673,10 +1673,13 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
     count it missing until it is done again. */
 static void s_undo_done(s_broker_t *self, s_task_t *p)
 {
+    //  Consumers that wait for an output of p away count it missing already.
+    bool counted = s_producer_waits(self, p);
     s_ttl_disarm(self, p); //  a new completion counts its ttl anew
     s_set_state(p, SHOAL_STATE_WAITING);
     p->worker = NULL;
-    s_consumers_update(self, p, false);
+    if (!counted)
+        s_consumers_update(self, p, false);
     self->n_done--;
 }
 
@@ -2171,6 +2174,57 @@ static void s_adopt_puts(s_broker_t *self, s_worker_t *old, s_worker_t *w,
     free(puts);
 }
 
+/*  w said hello: the persisted objects still away under its name are those it did not bring
+    back in `held` (its store was reset, its spill.mdb damaged and started afresh, or it is a
+    new process that replaced a live one). They will not come back: lost, as a dead worker's
+    objects are (recomputed by lineage; a put fails with SHOAL_ELOST naming the worker), or
+    their readers and consumers would wait for ever. */
+static void s_away_lost(s_broker_t *self, s_worker_t *w)
+{
+    if (!shoal__refmap_size(self->away))
+        return;
+    shoal_ref_t *gone = NULL;
+    size_t n_gone = 0, cap_gone = 0, cursor = 0;
+    shoal_ref_t ref;
+    void *name;
+    while (shoal__refmap_next(self->away, &cursor, &ref, &name))
+        if (strcmp(name, w->name) == 0)
+            S_PUSH(gone, n_gone, cap_gone, ref);
+    if (!n_gone)
+        return;
+    shoal__warn("worker %s is back without %zu persisted object(s): lost", w->name, n_gone);
+    char why[300];
+    snprintf(why, sizeof why, "with worker %s (it came back without it: its store was reset)",
+             w->name);
+    //  As in s_worker_remove: every lost producer leaves DONE first, then each counts what
+    //  it misses (a producer may consume another).
+    s_task_t **rerun = NULL;
+    size_t n_rerun = 0, cap_rerun = 0;
+    for (size_t i = 0; i < n_gone; i++) {
+        s_object_t *o = s_object(self, gone[i]);
+        if (!o)
+            continue;
+        s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(gone[i]));
+        //  Undone while its outputs still count as away: its consumers count it missing
+        //  already (s_undo_done), and go on doing so while it runs again.
+        bool again = p && !s_is_put(p) && p->state == SHOAL_STATE_DONE;
+        if (again) {
+            s_undo_done(self, p);
+            S_PUSH(rerun, n_rerun, cap_rerun, p);
+        }
+        o->worker = w; //  for object.deleted
+        s_object_forget(self, o, "lost");
+        if (p && s_is_put(p) && p->state == SHOAL_STATE_DONE)
+            s_put_lost(self, p, why);
+    }
+    for (size_t i = 0; i < n_rerun; i++) {
+        rerun[i]->missing = s_count_missing(self, rerun[i]);
+        s_make_ready(self, rerun[i], true);
+    }
+    free(rerun);
+    free(gone);
+}
+
 static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_w_hello_t *m)
 {
     shoal_wire_w_welcome_t reply = {.version = SHOAL_PROTO_VERSION,
@@ -2274,6 +2328,7 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
         s_worker_remove(self, old, same ? "reconnected" : "replaced by a new process");
     }
     S_PUSH(self->workers, self->n_workers, self->cap_workers, w);
+    s_away_lost(self, w);
     for (size_t i = 0; i < n_backs; i++)
         if (backs[i]->state == SHOAL_STATE_DONE && !s_producer_waits(self, backs[i]))
             s_consumers_update(self, backs[i], true);
