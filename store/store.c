@@ -242,6 +242,12 @@ struct shoal_store {
     shoal_ref_t job_ref;
     uint64_t job_offset; //  its arena offset when the spill started (changes = another object)
     uint64_t job_done;
+    //  Restored objects whose pieces go once the index commit that records the restore is
+    //  done: dropped sooner, a kill before that commit would leave an index saying SPILLED
+    //  and nothing on disk. Their disk room is given back at the restore.
+    shoal_ref_t *restored;
+    size_t restored_len;
+    size_t restored_cap;
 };
 
 //  --------------------------------------------------------------------- fault injection
@@ -1679,6 +1685,7 @@ static void s_store_free(shoal_store_t *self)
     free(self->free);
     free(self->limbo);
     free(self->dirty);
+    free(self->restored);
     free(self);
 }
 
@@ -2052,6 +2059,22 @@ bool shoal_store_next(const shoal_store_t *self, size_t *cursor, shoal_store_obj
 }
 
 //  Commits the dirty list in one write transaction (shoal_store_flush without the reaping).
+//  After a commit: the index no longer says SPILLED for the objects restored before it, so
+//  their pieces may go, unless the disk tier holds them again (spilled or persisted anew,
+//  or being spilled: the same keys).
+static void s_restored_drop(shoal_store_t *self)
+{
+    for (size_t i = 0; i < self->restored_len; i++) {
+        shoal_ref_t ref = self->restored[i];
+        const s_entry_t *entry = shoal__refmap_get(self->map, ref);
+        if (entry && (entry->state == SHOAL_OBJ_SPILLED || entry->persisted ||
+                      (self->job && shoal_ref_equal(self->job_ref, ref))))
+            continue;
+        s_pieces_drop(self, ref, 0, false); //  its room was given back at the restore
+    }
+    self->restored_len = 0;
+}
+
 static int s_commit(shoal_store_t *self)
 {
     if (self->dirty_len == 0)
@@ -2104,6 +2127,7 @@ static int s_commit(shoal_store_t *self)
     self->dirty_len = 0;
     //  Every delete so far is in the index now.
     self->limbo_safe = self->limbo_len;
+    s_restored_drop(self);
     //  A persisted object's record is on the disk before its seal is reported (the worker
     //  flushes before it answers): one fdatasync, only in a flush that follows a persist.
     if (self->sync_index) {
@@ -2524,6 +2548,9 @@ int shoal_store_restore(shoal_store_t *self, shoal_ref_t ref, shoal_store_obj_t 
     int rc = s_free_reserve(self, self->spaced + self->limbo_len + 2);
     if (rc == 0)
         rc = s_limbo_reserve(self, self->limbo_len + self->spaced + 1);
+    if (rc == 0 && !entry->persisted)
+        rc = s_reserve((void **)&self->restored, &self->restored_cap, self->restored_len + 1,
+                       sizeof *self->restored);
     if (rc)
         return rc;
     uint64_t offset = 0;
@@ -2552,9 +2579,12 @@ int shoal_store_restore(shoal_store_t *self, shoal_ref_t ref, shoal_store_obj_t 
     entry->seq = ++self->seq;
     s_mark_dirty(self, ref, entry);
     //  A persisted object keeps its copy (a later spill of it is free); others give theirs
-    //  back to the disk tier.
-    if (!entry->persisted)
-        s_pieces_drop(self, ref, entry->size, false);
+    //  back to the disk tier, but only after the next index commit (s_restored_drop): until
+    //  then the index says SPILLED, and a kill would otherwise lose the object.
+    if (!entry->persisted) {
+        self->spill_used -= SHOAL__MIN(entry->size, self->spill_used);
+        self->restored[self->restored_len++] = ref;
+    }
     if (obj)
         s_fill_obj(self, ref, entry, obj);
     return 0;

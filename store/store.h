@@ -284,7 +284,9 @@ int shoal_store_spill(shoal_store_t *self, uint64_t budget, const shoal_store_sp
 int shoal_store_read(shoal_store_t *self, shoal_ref_t ref, uint64_t offset, uint64_t size,
                      void *dst);
 /*  Brings a SPILLED object back into the arena (SEALED again, at a new offset, which *obj
-    (optional) describes) and drops its pieces. Synchronous: about 1 ms per MiB when the
+    (optional) describes). Its pieces (unless persisted) are dropped once the next index
+    commit (shoal_store_flush) records the restore, so a kill in between finds it still
+    spilled; its disk room counts as free at once. Synchronous: about 1 ms per MiB when the
     pieces are in the page cache. 0, SHOAL_ENOTFOUND, SHOAL_ESTATE (not spilled),
     SHOAL_EFULL (no arena range large enough now: spill others first), SHOAL_ECORRUPT,
     SHOAL_EIO, SHOAL_ENOMEM. */

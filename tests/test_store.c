@@ -2408,6 +2408,48 @@ static void test_fault_sweep_on_persist_and_reopen_without_arena_never_loses_it(
            failures);
 }
 
+static void test_a_restore_killed_before_the_next_flush_keeps_the_object_on_disk(void **state)
+{
+    fixture_t *f = *state;
+    //  A child spills an object, flushes (the index says SPILLED), restores it and dies
+    //  before the next flush, as a killed worker would.
+    fflush(NULL); //  children _exit, but must not inherit and lose buffered output
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (s_open_spill(f, 4 * MiB, 16 * MiB) != 0)
+            _exit(10);
+        uint8_t *bytes = malloc(MiB + 9);
+        if (!bytes)
+            _exit(11);
+        s_fill(bytes, MiB + 9, 1);
+        uint64_t freed;
+        shoal_store_obj_t obj;
+        if (shoal_store_put(f->store, s_ref(1), bytes, MiB + 9) != 0 ||
+            s_spill_all(f, 64 * MiB, &freed) != 0 || shoal_store_flush(f->store) != 0 ||
+            shoal_store_lookup(f->store, s_ref(1), &obj) != 0 || obj.state != SHOAL_OBJ_SPILLED)
+            _exit(12);
+        if (shoal_store_restore(f->store, s_ref(1), &obj) != 0)
+            _exit(13);
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    //  The index still says SPILLED: the pieces must still be there.
+    assert_int_equal(s_open_spill(f, 4 * MiB, 16 * MiB), 0);
+    s_assert_object(f, 1, MiB + 9, SHOAL_OBJ_SPILLED, false);
+    //  A restore that is flushed drops them (the disk room comes back), and a reopen finds
+    //  the object in the arena.
+    assert_int_equal(shoal_store_restore(f->store, s_ref(1), NULL), 0);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    assert_int_equal(shoal_store_spill_used(f->store), 0);
+    assert_int_equal(s_reopen(f, 4 * MiB), 0);
+    s_assert_object(f, 1, MiB + 9, SHOAL_OBJ_SEALED, false);
+    assert_int_equal(shoal_store_spill_used(f->store), 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2466,6 +2508,7 @@ int main(void)
         T(test_a_persisted_object_survives_the_loss_of_its_arena),
         T(test_a_corrupt_index_keeps_persisted_objects_and_a_corrupt_disk_tier_is_named),
         T(test_fault_sweep_on_persist_and_reopen_without_arena_never_loses_it),
+        T(test_a_restore_killed_before_the_next_flush_keeps_the_object_on_disk),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
