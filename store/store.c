@@ -232,6 +232,8 @@ struct shoal_store {
     //  whole size of the one being spilled (reserved when its spill starts).
     MDB_env *spill_env;
     MDB_dbi spill_dbi;
+    int spill_lock_fd; //  carries the flock that makes us the only store using spill_dir
+    char spill_lock_path[PATH_MAX];
     shoal__refmap_t *disk; //  while opening: ref -> s_disk_t, what the disk tier holds
     uint64_t persist_used; //  bytes of persisted objects' copies (not counted in spill_used)
     bool sync_index;       //  a persisted object's record awaits a synced index commit
@@ -1126,6 +1128,60 @@ static int s_spill_scan(shoal_store_t *self)
     return rc;
 }
 
+/*  Locks the disk tier's directory for this store alone: two stores sharing one would each
+    re-adopt the other's objects at open and sweep away what their own index does not name.
+    flock on DIR/spill.owner (dies with the process, so never stale), which then says who
+    holds it, for the error the next store gets. 0, SHOAL_EINVAL, SHOAL_EIO (logged). */
+static int s_spill_lock(shoal_store_t *self, const char *dir)
+{
+    if (snprintf(self->spill_lock_path, sizeof self->spill_lock_path, "%s/spill.owner", dir) >=
+        (int)sizeof self->spill_lock_path)
+        return SHOAL_EINVAL;
+    const char *path = self->spill_lock_path;
+    //  A few tries: the file locked must still be the one the path names (a store being
+    //  destroyed unlinks it while holding the lock).
+    for (int attempt = 0;; attempt++) {
+        int fd = S_SYS(open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+        if (fd < 0) {
+            shoal__error("store: cannot open %s: %s", path, strerror(errno));
+            return SHOAL_EIO;
+        }
+        if (S_SYS(flock(fd, LOCK_EX | LOCK_NB)) != 0) {
+            int err = errno;
+            char holder[PATH_MAX + 64] = "";
+            ssize_t n = err == EWOULDBLOCK ? pread(fd, holder, sizeof holder - 1, 0) : 0;
+            holder[n > 0 ? n : 0] = '\0';
+            holder[strcspn(holder, "\n")] = '\0';
+            close(fd);
+            if (err == EWOULDBLOCK)
+                shoal__error("store: disk tier directory %s is in use by another store (%s); "
+                             "give each worker its own --spill-dir",
+                             dir, holder[0] ? holder : "its holder did not say who it is");
+            else
+                shoal__error("store: cannot lock %s: %s", path, strerror(err));
+            return SHOAL_EIO;
+        }
+        struct stat st, now;
+        if (fstat(fd, &st) == 0 && stat(path, &now) == 0 && st.st_dev == now.st_dev &&
+            st.st_ino == now.st_ino) {
+            self->spill_lock_fd = fd;
+            break;
+        }
+        close(fd);
+        if (attempt == 3) {
+            shoal__error("store: %s keeps being replaced while locking it", path);
+            return SHOAL_EIO;
+        }
+    }
+    char note[PATH_MAX + 64];
+    int len = snprintf(note, sizeof note, "pid %d, store %s\n", (int)getpid(), self->dir);
+    len = SHOAL__MIN(len, (int)sizeof note - 1);
+    if (ftruncate(self->spill_lock_fd, 0) != 0 ||
+        pwrite(self->spill_lock_fd, note, (size_t)len, 0) != len)
+        shoal__debug("store: cannot write who holds %s: %s", path, strerror(errno));
+    return 0;
+}
+
 //  Opens the disk tier before the index is loaded, and reads what it holds. A damaged file
 //  is named, removed and made anew (what was on it is lost, with a warning). 0,
 //  SHOAL_EINVAL (the path does not fit), SHOAL_EIO, SHOAL_ENOMEM.
@@ -1144,6 +1200,9 @@ static int s_spill_open(shoal_store_t *self, const char *spill_dir)
     if (snprintf(self->spill_path, sizeof self->spill_path, "%s/spill.mdb", dir) >=
         (int)sizeof self->spill_path)
         return SHOAL_EINVAL;
+    int lrc = s_spill_lock(self, dir);
+    if (lrc)
+        return lrc;
     self->disk = s_fault() ? NULL : shoal__refmap_new();
     if (!self->disk)
         return SHOAL_ENOMEM;
@@ -1678,6 +1737,8 @@ static void s_store_free(shoal_store_t *self)
         munmap(self->base, self->capacity);
     if (self->arena_fd >= 0)
         close(self->arena_fd);
+    if (self->spill_lock_fd >= 0)
+        close(self->spill_lock_fd);
     if (self->pins)
         munmap(self->pins, s_pins_bytes(S_PIN_SLOTS));
     free(self->spans);
@@ -1722,6 +1783,7 @@ int shoal_store_open(const shoal_store_config_t *config, shoal_store_t **self_p)
     if (!self)
         return SHOAL_ENOMEM;
     self->arena_fd = -1;
+    self->spill_lock_fd = -1;
     self->capacity = s_page_round(config->capacity);
     int rc = SHOAL_EINVAL;
     if (snprintf(self->index_path, sizeof self->index_path, "%s/index.mdb", config->dir) >=
@@ -1831,6 +1893,8 @@ void shoal_store_destroy(shoal_store_t **self_p)
     s_index_unlink(self);
     if (self->spill_env)
         s_spill_unlink(self->spill_path);
+    if (self->spill_lock_fd >= 0 && unlink(self->spill_lock_path) != 0 && errno != ENOENT)
+        shoal__warn("store: cannot remove %s: %s", self->spill_lock_path, strerror(errno));
     s_store_free(self);
     *self_p = NULL;
 }

@@ -55,7 +55,8 @@ typedef struct {
     const char *dir;   /*  store directory (created 0700 if missing): the LMDB index */
     const char *name;  /*  arena name: see shoal_store_arena_path_for */
     uint64_t capacity; /*  arena bytes, rounded up to a page */
-    /*  The disk tier: an LMDB environment "spill.mdb" in spill_dir (NULL: "DIR/spill").
+    /*  The disk tier: an LMDB environment "spill.mdb" in spill_dir (NULL: "DIR/spill"),
+        which the store locks for itself (flock on "spill.owner": one store per directory).
         spill_size caps the bytes spilled under memory pressure (0: never spill);
         persisted copies are not counted in it (they are bounded by the disk). */
     const char *spill_dir;
@@ -76,7 +77,8 @@ typedef struct {
     aborted (their writer is gone); if the arena is missing or of another size, or the index
     cannot be read, the store is reset and a warning is logged naming the file and why.
     Returns 0, SHOAL_EINVAL (bad config), SHOAL_EIO (cannot create the dir, the arena, the
-    index or the pin table; logged with the path and errno), SHOAL_ENOMEM. */
+    index or the pin table; or another store holds the disk tier's directory, which one store
+    locks for itself: logged naming the directory and the holder), SHOAL_ENOMEM. */
 int shoal_store_open(const shoal_store_config_t *config, shoal_store_t **self_p);
 /*  Flushes and closes; the arena file stays (a restarted worker re-adopts it). The pin
     table stays only while readers hold pins (so the next owner respects them); otherwise it

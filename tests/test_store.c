@@ -57,22 +57,28 @@ static int setup(void **state)
     return 0;
 }
 
-static void s_remove_files(fixture_t *f)
+//  Removes the files in path (not its subdirectories).
+static void s_remove_files_in(const char *path)
 {
-    unlink(f->arena);
-    unlink(f->pins);
-    DIR *dir = opendir(f->dir);
+    DIR *dir = opendir(path);
     if (!dir)
         return;
     struct dirent *de;
     while ((de = readdir(dir))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/%s", f->dir, de->d_name);
-        unlink(path);
+        char file[PATH_MAX];
+        snprintf(file, sizeof file, "%s/%s", path, de->d_name);
+        unlink(file);
     }
     closedir(dir);
+}
+
+static void s_remove_files(fixture_t *f)
+{
+    unlink(f->arena);
+    unlink(f->pins);
+    s_remove_files_in(f->dir);
 }
 
 static int teardown(void **state)
@@ -84,6 +90,7 @@ static int teardown(void **state)
     s_remove_files(f);
     char spill[PATH_MAX];
     snprintf(spill, sizeof spill, "%s/spill", f->dir);
+    s_remove_files_in(spill); //  a disk tier left by a store closed, not destroyed
     rmdir(spill);
     rmdir(f->dir);
     free(f);
@@ -410,8 +417,9 @@ static void test_reopen_after_the_arena_was_removed_forgets_its_objects(void **s
     assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), SHOAL_ENOTFOUND);
 }
 
-//  Runs open with stderr captured into log.
-static int s_open_logged(fixture_t *f, uint64_t capacity, char *log, size_t log_size)
+//  Runs shoal_store_open with stderr captured into log.
+static int s_open_config_logged(const shoal_store_config_t *config, shoal_store_t **store_p,
+                                char *log, size_t log_size)
 {
     char path[] = "/tmp/shoal-test-log-XXXXXX";
     int fd = mkstemp(path);
@@ -420,7 +428,7 @@ static int s_open_logged(fixture_t *f, uint64_t capacity, char *log, size_t log_
     fflush(stderr);
     int saved = dup(STDERR_FILENO);
     dup2(fd, STDERR_FILENO);
-    int rc = s_open(f, capacity);
+    int rc = shoal_store_open(config, store_p);
     dup2(saved, STDERR_FILENO);
     close(saved);
     ssize_t n = pread(fd, log, log_size - 1, 0);
@@ -428,6 +436,13 @@ static int s_open_logged(fixture_t *f, uint64_t capacity, char *log, size_t log_
     close(fd);
     printf("%s", log); //  keep the warning visible in the test output
     return rc;
+}
+
+//  Runs open with stderr captured into log.
+static int s_open_logged(fixture_t *f, uint64_t capacity, char *log, size_t log_size)
+{
+    shoal_store_config_t config = {.dir = f->dir, .name = f->name, .capacity = capacity};
+    return s_open_config_logged(&config, &f->store, log, log_size);
 }
 
 static void test_a_corrupt_index_resets_the_store_with_a_warning(void **state)
@@ -2450,6 +2465,47 @@ static void test_a_restore_killed_before_the_next_flush_keeps_the_object_on_disk
     assert_int_equal(shoal_store_spill_used(f->store), 0);
 }
 
+static void test_a_second_store_on_the_same_spill_dir_is_refused_naming_the_first(void **state)
+{
+    fixture_t *f = *state;
+    char shared[PATH_MAX], other[PATH_MAX], name[80], log[4096];
+    snprintf(shared, sizeof shared, "%s/shared", f->dir);
+    snprintf(other, sizeof other, "%s/other", f->dir);
+    snprintf(name, sizeof name, "%s-b", f->name);
+    shoal_store_config_t first = {.dir = f->dir,
+                                  .name = f->name,
+                                  .capacity = 4 * MiB,
+                                  .spill_dir = shared,
+                                  .spill_size = 16 * MiB};
+    shoal_store_config_t second = first;
+    second.dir = other;
+    second.name = name;
+    assert_int_equal(shoal_store_open(&first, &f->store), 0);
+    s_put_pattern(f, 1, MiB);
+    uint64_t freed;
+    assert_int_equal(s_spill_all(f, 64 * MiB, &freed), 0);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    //  Another worker's store pointed at the same directory: refused, naming it and us.
+    shoal_store_t *b = NULL;
+    assert_int_equal(s_open_config_logged(&second, &b, log, sizeof log), SHOAL_EIO);
+    assert_null(b);
+    assert_non_null(strstr(log, shared));
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %d", (int)getpid());
+    assert_non_null(strstr(log, pid));
+    //  It neither adopted nor swept our object.
+    s_assert_object(f, 1, MiB, SHOAL_OBJ_SPILLED, false);
+    shoal_store_close(&f->store);
+    assert_int_equal(shoal_store_open(&first, &f->store), 0);
+    s_assert_object(f, 1, MiB, SHOAL_OBJ_SPILLED, false);
+    //  Once the first is gone, the directory is free.
+    shoal_store_destroy(&f->store);
+    assert_int_equal(shoal_store_open(&second, &b), 0);
+    shoal_store_destroy(&b);
+    assert_int_equal(rmdir(shared), 0);
+    assert_int_equal(rmdir(other), 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2509,6 +2565,7 @@ int main(void)
         T(test_a_corrupt_index_keeps_persisted_objects_and_a_corrupt_disk_tier_is_named),
         T(test_fault_sweep_on_persist_and_reopen_without_arena_never_loses_it),
         T(test_a_restore_killed_before_the_next_flush_keeps_the_object_on_disk),
+        T(test_a_second_store_on_the_same_spill_dir_is_refused_naming_the_first),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
