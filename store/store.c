@@ -1285,18 +1285,20 @@ static int s_disk_merge(shoal_store_t *self)
     return 0;
 }
 
-//  After the index load: deletes what no object owns (incomplete objects, and copies of
-//  objects neither spilled nor persisted: deleted or restored while their pieces could not
-//  be removed) and counts spill_used and persist_used. 0 or SHOAL_EIO (logged).
-static int s_spill_sweep(shoal_store_t *self)
+/*  After the index load: counts spill_used and persist_used and, when clean is set, deletes
+    what no object owns (incomplete objects, and copies of objects neither spilled nor
+    persisted: deleted or restored while their pieces could not be removed) in one
+    transaction. 0 or an LMDB code (nothing deleted then). */
+static int s_spill_walk(shoal_store_t *self, bool clean, size_t *dropped_p)
 {
-    s_disk_free(self);
     MDB_txn *txn = NULL;
     MDB_cursor *cursor = NULL;
     size_t dropped = 0;
     uint64_t spilled = 0, persisted = 0;
     MDB_val key, val;
-    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, clean ? 0 : MDB_RDONLY, &txn));
+    if (rc)
+        txn = NULL;
     if (rc == 0)
         rc = S_MDB(mdb_cursor_open(txn, self->spill_dbi, &cursor));
     if (rc == 0)
@@ -1308,14 +1310,13 @@ static int s_spill_sweep(shoal_store_t *self)
         if (entry && (entry->persisted || entry->state == SHOAL_OBJ_SPILLED)) {
             if (key.mv_size == S_PIECE_KEY)
                 *(entry->persisted ? &persisted : &spilled) += val.mv_size;
-            rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
-            continue;
+        } else if (clean) {
+            rc = S_MDB(mdb_cursor_del(cursor, 0));
+            if (rc)
+                break;
+            dropped++;
+            //  The cursor now stands on the next key, which MDB_NEXT returns (C_DEL).
         }
-        rc = S_MDB(mdb_cursor_del(cursor, 0));
-        if (rc)
-            break;
-        dropped++;
-        //  The cursor now stands on the next key, which MDB_NEXT returns (C_DEL).
         rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
     }
     if (cursor)
@@ -1328,15 +1329,36 @@ static int s_spill_sweep(shoal_store_t *self)
     }
     if (txn)
         mdb_txn_abort(txn);
+    if (rc == 0) {
+        self->spill_used = spilled;
+        self->persist_used = persisted;
+        *dropped_p = dropped;
+    }
+    return rc;
+}
+
+//  After the index load: cleans the disk tier and counts what it holds (s_spill_walk). A
+//  clean-up that cannot commit (ENOSPC on a full disk, say) is no reason to refuse to
+//  start: what it would have deleted stays, unused, until an open manages to. 0 or
+//  SHOAL_EIO (the tier cannot even be read; logged).
+static int s_spill_sweep(shoal_store_t *self)
+{
+    s_disk_free(self);
+    size_t dropped = 0;
+    int rc = s_spill_walk(self, true, &dropped);
     if (rc) {
-        shoal__error("store: cannot clean disk tier %s: %s", self->spill_path, mdb_strerror(rc));
+        shoal__warn("store: cannot clean disk tier %s (%s): going on without; the pieces no "
+                    "object owns stay until a later open",
+                    self->spill_path, mdb_strerror(rc));
+        rc = s_spill_walk(self, false, &dropped);
+    }
+    if (rc) {
+        shoal__error("store: cannot read disk tier %s: %s", self->spill_path, mdb_strerror(rc));
         return SHOAL_EIO;
     }
     if (dropped)
         shoal__info("store: disk tier %s: dropped %zu pieces and records no object owns",
                     self->spill_path, dropped);
-    self->spill_used = spilled;
-    self->persist_used = persisted;
     return 0;
 }
 
