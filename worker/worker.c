@@ -667,12 +667,15 @@ static int s_restore(s_worker_t *self, shoal_ref_t ref)
 }
 
 //  Objects the spill must leave in the arena: read by a task here (executors map them by
-//  offset), or being fetched into.
+//  offset), being fetched into, or copies of other workers' objects. A copy is evicted
+//  (s_evict_one) instead: deleting it frees its room at once, where spilling it cost a
+//  synced write of bytes another worker holds anyway, and a spilled copy, evicted later,
+//  cost one more synced commit and freed no memory.
 static bool s_spill_skip(void *arg, shoal_ref_t ref)
 {
     s_worker_t *self = arg;
     return s_uses(self, ref) || shoal__refmap_get(self->fetches, ref) ||
-           shoal__refmap_get(self->puts, ref);
+           shoal__refmap_get(self->puts, ref) || shoal__refmap_get(self->copies, ref);
 }
 
 static void s_spill_done(void *arg, shoal_ref_t ref, uint64_t size)
