@@ -270,7 +270,8 @@ typedef struct {
     before the task is reported done: they survive a kill or restart of the worker (also
     without its memory), and are neither recomputed nor failed while it is away. Small
     outputs that travel inline are kept by the broker anyway. A task with a name is
-    persisted likewise. */
+    persisted likewise. An output larger than 1 GiB cannot be persisted: the task fails
+    with SHOAL_ETOOBIG. */
 #define SHOAL_TASK_PERSIST (1u << 8)
 
 /*  Submits a task. Its id comes back at once in *task_id (the ref of its output 0);
@@ -402,7 +403,8 @@ typedef struct {
 /*  Keep it on the worker's disk too (implies SHOAL_PUT_STORE): written and synced when it
     is sealed (shoal_put returns after that), it survives a kill or restart of the worker,
     even when its memory (/dev/shm) is lost, and the broker keeps listing it while that
-    worker is away. A named object (opts->name) is persisted likewise. */
+    worker is away. A named object (opts->name) is persisted likewise. At most 1 GiB: a
+    larger persisted put fails with SHOAL_ETOOBIG. */
 #define SHOAL_PUT_PERSIST 2u
 #define SHOAL_TAG_MAX     64
 #define SHOAL_NAME_MAX    1024 /*  bytes of an object's name (shoal_put_opts_t, task specs) */

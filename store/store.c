@@ -240,7 +240,8 @@ struct shoal_store {
     char spill_path[PATH_MAX];
     uint64_t spill_cap;
     uint64_t spill_used;
-    bool job; //  an object is being spilled: job_ref, job_done bytes written so far
+    uint64_t persist_max; //  the largest object shoal_store_persist writes
+    bool job;             //  an object is being spilled: job_ref, job_done bytes written so far
     shoal_ref_t job_ref;
     uint64_t job_offset; //  its arena offset when the spill started (changes = another object)
     uint64_t job_done;
@@ -986,6 +987,10 @@ static int s_index_open(shoal_store_t *self, const char *why)
 //  Address space for persisted copies beyond the spill cap (the file is sparse: it grows
 //  only as pages are used). A full disk shows as ENOSPC or MDB_MAP_FULL: SHOAL_EFULL.
 #define S_DISK_PERSIST_MAP (64ull << 30)
+//  A persist writes its pieces in commits of at most this many bytes, as a spill step does:
+//  without LMDB's write map a transaction keeps a copy of every page it dirties in memory
+//  until it commits, so one transaction for a 256 MiB object doubled the worker's peak RSS.
+#define S_PERSIST_STEP (8ull << 20)
 
 typedef struct {
     uint64_t size;
@@ -1835,6 +1840,7 @@ int shoal_store_open(const shoal_store_config_t *config, shoal_store_t **self_p)
     const char *why = NULL;
     rc = s_arena_open(self, &why);
     self->spill_cap = config->spill_size;
+    self->persist_max = config->persist_max ? config->persist_max : SHOAL_STORE_PERSIST_MAX;
     if (rc == 0)
         rc = s_spill_open(self, config->spill_dir);
     if (rc == 0)
@@ -2515,43 +2521,67 @@ int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref)
         return 0;
     if (!self->spill_env)
         return SHOAL_EFULL;
+    bool spilled = entry->state == SHOAL_OBJ_SPILLED;
+    char text[SHOAL_REF_TEXT_SIZE];
+    if (!spilled && entry->size > self->persist_max) {
+        shoal__error("store: cannot persist %s (%llu bytes): larger than the %llu bytes a "
+                     "persisted object may have",
+                     shoal_ref_format(ref, text), (unsigned long long)entry->size,
+                     (unsigned long long)self->persist_max);
+        return SHOAL_ETOOBIG;
+    }
     if (self->job && shoal_ref_equal(self->job_ref, ref)) {
-        //  Half spilled: start over, whole, in one transaction.
+        //  Half spilled: start over, whole.
         s_pieces_drop(self, ref, entry->size, false);
         self->job = false;
     }
-    bool spilled = entry->state == SHOAL_OBJ_SPILLED;
+    //  Pieces in commits of S_PERSIST_STEP, the record with the last: until that commit the
+    //  object is incomplete on disk (a crash leaves litter the next open sweeps), never
+    //  persisted in part.
     MDB_txn *txn = NULL;
     const char *what = "begin a transaction";
-    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
-    if (rc)
-        txn = NULL;
+    int rc = 0;
     uint64_t done = 0;
-    if (rc == 0 && !spilled) {
-        what = "write a piece";
-        rc = s_pieces_put(self, txn, ref, entry, &done, UINT64_MAX);
-    }
-    if (rc == 0) {
-        what = "write a record";
-        rc = s_disk_rec_put(self, txn, ref, entry, S_DISK_PERSISTED);
-    }
-    if (rc == 0) {
+    bool wrote = false; //  pieces committed: dropped again if the persist fails
+    for (bool last = false; !last;) {
+        what = "begin a transaction";
+        rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+        if (rc) {
+            txn = NULL;
+            break;
+        }
+        if (!spilled) {
+            what = "write a piece";
+            rc = s_pieces_put(self, txn, ref, entry, &done, S_PERSIST_STEP);
+            if (rc)
+                break;
+        }
+        last = spilled || done == entry->size;
+        if (last) {
+            what = "write a record";
+            rc = s_disk_rec_put(self, txn, ref, entry, S_DISK_PERSISTED);
+            if (rc)
+                break;
+        }
         what = "commit";
         rc = s_fault() ? (mdb_txn_abort(txn), EIO) : mdb_txn_commit(txn);
         txn = NULL;
+        if (rc)
+            break;
+        wrote = !spilled;
     }
     if (rc == 0) {
         //  The commit synced the pages; this syncs the meta page that names them, so the
         //  copy is on the disk when we return.
         what = "sync";
         rc = s_fault() ? EIO : mdb_env_sync(self->spill_env, 1);
-        if (rc && !spilled) //  maybe not durable: undo, so nothing claims what is not so
-            s_pieces_drop(self, ref, 0, false);
     }
     if (txn)
         mdb_txn_abort(txn);
     if (rc) {
-        char text[SHOAL_REF_TEXT_SIZE];
+        //  Cut short, or maybe not durable: undo, so nothing claims what is not so.
+        if (wrote)
+            s_pieces_drop(self, ref, 0, false);
         shoal__error("store: cannot persist %s (%llu bytes): cannot %s in disk tier %s: %s",
                      shoal_ref_format(ref, text), (unsigned long long)entry->size, what,
                      self->spill_path, mdb_strerror(rc));
@@ -2564,6 +2594,11 @@ int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref)
     s_mark_dirty(self, ref, entry);
     self->sync_index = true;
     return 0;
+}
+
+uint64_t shoal_store_persist_max(const shoal_store_t *self)
+{
+    return self->persist_max;
 }
 
 //  Copies [offset, offset + size) of ref's pieces into dst in one read transaction.

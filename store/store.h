@@ -61,6 +61,8 @@ typedef struct {
         persisted copies are not counted in it (they are bounded by the disk). */
     const char *spill_dir;
     uint64_t spill_size;
+    /*  The largest object shoal_store_persist writes (0: SHOAL_STORE_PERSIST_MAX). */
+    uint64_t persist_max;
 } shoal_store_config_t;
 
 typedef struct {
@@ -293,12 +295,22 @@ int shoal_store_read(shoal_store_t *self, shoal_ref_t ref, uint64_t offset, uint
     SHOAL_EFULL (no arena range large enough now: spill others first), SHOAL_ECORRUPT,
     SHOAL_EIO, SHOAL_ENOMEM. */
 int shoal_store_restore(shoal_store_t *self, shoal_ref_t ref, shoal_store_obj_t *obj);
-/*  Writes a copy of ref (SEALED or SPILLED) to the disk tier for good, in one synced
-    transaction (about the cost of writing its bytes plus one fdatasync), and marks it
-    persisted (obj.persisted; the next shoal_store_flush syncs the index too). Idempotent.
-    0, SHOAL_ENOTFOUND, SHOAL_ESTATE (not sealed yet), SHOAL_EFULL (the disk is full:
-    ENOSPC, or the tier's map; nothing changed), SHOAL_EIO (logged; nothing changed). */
+/*  The largest object a store persists by default: 1 GiB. A persist is synchronous (the
+    owner's loop waits for it: about 1 s per GiB on these disks, at 8 MiB per synced
+    commit), and the broker declares a worker silent for 5 s dead, so a larger one would
+    stall the worker past that; it is refused instead (SHOAL_ETOOBIG). */
+#define SHOAL_STORE_PERSIST_MAX (1ull << 30)
+
+/*  Writes a copy of ref (SEALED or SPILLED) to the disk tier for good, synced, and marks it
+    persisted (obj.persisted; the next shoal_store_flush syncs the index too). Its pieces
+    go in commits of 8 MiB (so the memory a transaction holds stays bounded), its record
+    with the last: about the cost of writing its bytes plus one fdatasync per 8 MiB.
+    Idempotent. 0, SHOAL_ENOTFOUND, SHOAL_ESTATE (not sealed yet), SHOAL_ETOOBIG (sealed,
+    larger than shoal_store_persist_max; logged), SHOAL_EFULL (the disk is full: ENOSPC,
+    or the tier's map; nothing changed), SHOAL_EIO (logged; nothing changed). */
 int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref);
+/*  The largest object shoal_store_persist writes (config persist_max). */
+uint64_t shoal_store_persist_max(const shoal_store_t *self);
 /*  Bytes of spilled objects in the disk tier (including one being spilled), and its cap
     (spill_size); bytes of persisted copies. */
 uint64_t shoal_store_spill_used(const shoal_store_t *self);

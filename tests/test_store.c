@@ -2553,6 +2553,49 @@ static void test_an_open_whose_disk_clean_up_cannot_commit_goes_on_with_a_warnin
     assert_true(hits > 0);
 }
 
+//  The disk tier's last committed transaction id, read with the store closed.
+static uint64_t s_spill_txnid(fixture_t *f)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/spill/spill.mdb", f->dir);
+    MDB_env *env = NULL;
+    MDB_envinfo info;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_env_info(env, &info), 0);
+    mdb_env_close(env);
+    return (uint64_t)info.me_last_txnid;
+}
+
+static void test_a_persist_goes_in_bounded_commits_and_a_too_big_one_is_refused(void **state)
+{
+    fixture_t *f = *state;
+    shoal_store_config_t config = {
+        .dir = f->dir, .name = f->name, .capacity = 40 * MiB, .persist_max = 12 * MiB};
+    assert_int_equal(shoal_store_open(&config, &f->store), 0);
+    assert_int_equal(shoal_store_persist_max(f->store), 12 * MiB);
+    s_put_pattern(f, 1, 20 * MiB + 3);
+    s_put_pattern(f, 2, 12 * MiB);
+    //  Above the limit: refused, nothing written.
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), SHOAL_ETOOBIG);
+    assert_int_equal(shoal_store_persist_used(f->store), 0);
+    s_assert_object(f, 1, 20 * MiB + 3, SHOAL_OBJ_SEALED, false);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(2)), 0); //  at the limit
+    shoal_store_close(&f->store);
+    //  With the default limit (1 GiB), 20 MiB goes in three commits of at most 8 MiB.
+    uint64_t before = s_spill_txnid(f);
+    assert_int_equal(s_open(f, 40 * MiB), 0);
+    assert_int_equal(shoal_store_persist_max(f->store), SHOAL_STORE_PERSIST_MAX);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), 0);
+    shoal_store_close(&f->store);
+    assert_int_equal(s_spill_txnid(f) - before, 3);
+    //  Whole on disk: the arena lost, both come back from the disk tier.
+    assert_int_equal(unlink(f->arena), 0);
+    assert_int_equal(s_open(f, 40 * MiB), 0);
+    s_assert_object(f, 1, 20 * MiB + 3, SHOAL_OBJ_SPILLED, true);
+    s_assert_object(f, 2, 12 * MiB, SHOAL_OBJ_SPILLED, true);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2614,6 +2657,7 @@ int main(void)
         T(test_a_restore_killed_before_the_next_flush_keeps_the_object_on_disk),
         T(test_a_second_store_on_the_same_spill_dir_is_refused_naming_the_first),
         T(test_an_open_whose_disk_clean_up_cannot_commit_goes_on_with_a_warning),
+        T(test_a_persist_goes_in_bounded_commits_and_a_too_big_one_is_refused),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
