@@ -244,7 +244,10 @@ void shoal_arena_unmap(void *p, uint64_t size);
     contiguous run of LMDB pages, plus one small record per object written with its last
     piece. Its commits are synced (fdatasync), unlike the index's: what is on disk survives
     a power cut, and on open every complete object on disk that the index does not hold in
-    the arena (the arena was lost, the index reset) is re-adopted as SPILLED.
+    the arena (the arena was lost, the index reset) is re-adopted as SPILLED. Each piece
+    carries a checksum, checked when it is read (SHOAL_ECORRUPT, never wrong bytes); a file
+    shorter than the pages LMDB says it uses (truncated) is started afresh at open, with a
+    warning naming it, like one LMDB cannot read.
 
     Spill: when the arena is full, the owner moves sealed objects to disk. Incremental:
     each shoal_store_spill call writes at most `budget` bytes in one transaction, so the
@@ -283,8 +286,8 @@ int shoal_store_spill(shoal_store_t *self, uint64_t budget, const shoal_store_sp
                       uint64_t *freed_p);
 /*  Copies [offset, offset + size) of a SPILLED object's bytes into dst. 0, SHOAL_ENOTFOUND,
     SHOAL_ESTATE (not spilled: read the arena), SHOAL_EINVAL (range beyond the object),
-    SHOAL_ECORRUPT (a piece is missing or of the wrong size; logged naming the file),
-    SHOAL_EIO. */
+    SHOAL_ECORRUPT (a piece is missing, of the wrong size, or does not match its checksum:
+    logged naming the object and the file; dst holds garbage), SHOAL_EIO. */
 int shoal_store_read(shoal_store_t *self, shoal_ref_t ref, uint64_t offset, uint64_t size,
                      void *dst);
 /*  Brings a SPILLED object back into the arena (SEALED again, at a new offset, which *obj

@@ -2596,6 +2596,85 @@ static void test_a_persist_goes_in_bounded_commits_and_a_too_big_one_is_refused(
     s_assert_object(f, 2, 12 * MiB, SHOAL_OBJ_SPILLED, true);
 }
 
+static void test_a_truncated_disk_tier_is_started_afresh_with_a_warning_naming_it(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_open(f, 8 * MiB), 0);
+    s_put_pattern(f, 1, 3 * MiB);
+    s_put_pattern(f, 2, 2 * MiB);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), 0);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(2)), 0);
+    shoal_store_close(&f->store);
+    //  Cut the file in half (a full disk, a bad copy): LMDB would map pages past its end.
+    char spill[PATH_MAX + 32], log[4096];
+    snprintf(spill, sizeof spill, "%s/spill/spill.mdb", f->dir);
+    struct stat st;
+    assert_int_equal(stat(spill, &st), 0);
+    assert_int_equal(truncate(spill, st.st_size / 2), 0);
+    assert_int_equal(unlink(f->arena), 0);
+    assert_int_equal(s_open_logged(f, 8 * MiB, log, sizeof log), 0);
+    assert_non_null(strstr(log, "warn"));
+    assert_non_null(strstr(log, spill));
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), SHOAL_ENOTFOUND);
+    assert_int_equal(shoal_store_persist_used(f->store), 0);
+    //  The new tier works.
+    s_put_pattern(f, 3, MiB);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(3)), 0);
+    assert_int_equal(s_reopen(f, 8 * MiB), 0);
+    s_assert_object(f, 3, MiB, SHOAL_OBJ_SEALED, true);
+}
+
+static void test_a_damaged_piece_is_an_error_naming_the_object_never_wrong_bytes(void **state)
+{
+    fixture_t *f = *state;
+    uint64_t size = 2 * MiB + 5;
+    assert_int_equal(s_open(f, 8 * MiB), 0);
+    s_put_pattern(f, 1, size);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), 0);
+    shoal_store_close(&f->store);
+    //  Flip one byte of the object where it lies in the file.
+    char spill[PATH_MAX + 32];
+    snprintf(spill, sizeof spill, "%s/spill/spill.mdb", f->dir);
+    uint8_t *bytes = malloc(size);
+    assert_non_null(bytes);
+    s_fill(bytes, size, 1);
+    size_t file_size;
+    FILE *fp = fopen(spill, "r+");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    file_size = (size_t)ftell(fp);
+    uint8_t *file = malloc(file_size);
+    assert_non_null(file);
+    rewind(fp);
+    assert_int_equal(fread(file, 1, file_size, fp), file_size);
+    const uint8_t *at = memmem(file, file_size, bytes + MiB + 1000, 64);
+    assert_non_null(at);
+    uint8_t flipped = (uint8_t)(*at ^ 0x10);
+    assert_int_equal(fseek(fp, (long)(at - file), SEEK_SET), 0);
+    assert_int_equal(fwrite(&flipped, 1, 1, fp), 1);
+    assert_int_equal(fclose(fp), 0);
+    free(file);
+    //  The arena lost: the object comes back from disk, and reading the damaged piece fails.
+    assert_int_equal(unlink(f->arena), 0);
+    assert_int_equal(s_open(f, 8 * MiB), 0);
+    uint8_t *back = malloc(size);
+    assert_non_null(back);
+    //  The pattern repeats every 128 KiB: the byte flipped is in one of the two pieces.
+    int rc0 = shoal_store_read(f->store, s_ref(1), 0, MiB, back);
+    int rc1 = shoal_store_read(f->store, s_ref(1), MiB, 10, back + MiB);
+    assert_true((rc0 == SHOAL_ECORRUPT && rc1 == 0) || (rc0 == 0 && rc1 == SHOAL_ECORRUPT));
+    if (rc0 == 0)
+        assert_memory_equal(back, bytes, MiB);
+    assert_int_equal(shoal_store_read(f->store, s_ref(1), 0, size, back), SHOAL_ECORRUPT);
+    assert_int_equal(shoal_store_restore(f->store, s_ref(1), NULL), SHOAL_ECORRUPT);
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SPILLED);
+    free(back);
+    free(bytes);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2658,6 +2737,8 @@ int main(void)
         T(test_a_second_store_on_the_same_spill_dir_is_refused_naming_the_first),
         T(test_an_open_whose_disk_clean_up_cannot_commit_goes_on_with_a_warning),
         T(test_a_persist_goes_in_bounded_commits_and_a_too_big_one_is_refused),
+        T(test_a_truncated_disk_tier_is_started_afresh_with_a_warning_naming_it),
+        T(test_a_damaged_piece_is_an_error_naming_the_object_never_wrong_bytes),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
