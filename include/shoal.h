@@ -268,8 +268,10 @@ typedef struct {
 } shoal_task_spec_t;
 /*  Its outputs held in a worker's store are written to that worker's disk too, synced
     before the task is reported done: they survive a kill or restart of the worker (also
-    without its memory), and are neither recomputed nor failed while it is away. Small
-    outputs that travel inline are kept by the broker anyway. A task with a name is
+    without its memory), and are neither recomputed nor failed while it is away (not after
+    a broker restart, which forgets who holds what: see docs/protocol.md). Outputs the task
+    sends inline (up to 64 KiB each, 4 MiB in all) are the broker's and are not written to
+    disk; an output kept in the store is, whatever its size. A task with a name is
     persisted likewise. An output larger than 1 GiB cannot be persisted: the task fails
     with SHOAL_ETOOBIG. */
 #define SHOAL_TASK_PERSIST (1u << 8)

@@ -58,7 +58,8 @@ typedef struct {
     /*  The disk tier: an LMDB environment "spill.mdb" in spill_dir (NULL: "DIR/spill"),
         which the store locks for itself (flock on "spill.owner": one store per directory).
         spill_size caps the bytes spilled under memory pressure (0: never spill);
-        persisted copies are not counted in it (they are bounded by the disk). */
+        persisted copies are not counted in it: they are bounded by the disk and by the
+        64 GiB of LMDB map reserved for them on top of it (past either: SHOAL_EFULL). */
     const char *spill_dir;
     uint64_t spill_size;
     /*  The largest object shoal_store_persist writes (0: SHOAL_STORE_PERSIST_MAX). */
