@@ -139,7 +139,7 @@ struct s_task {
     uint8_t *var;       //  inputs (16 bytes each), arg bytes, argv strings; or NULL
     uint64_t array_index;
     uint32_t job_pos; //  its index in job->tasks
-    uint32_t missing; //  inputs whose producer is not DONE
+    uint32_t missing; //  inputs whose producer is waited for (s_producer_waits)
     uint32_t attempt;
     uint32_t n_inputs;
     uint32_t arg_size;
@@ -1255,16 +1255,35 @@ static s_worker_t *s_stream_worker(s_broker_t *self, const s_task_t *t)
     return NULL;
 }
 
-//  Inputs of t whose producer is known and not DONE, streaming inputs being written aside.
+/*  Whether the consumers of p wait for it: p is not DONE, or one of its outputs is persisted
+    on a worker that is away. It holds for every input taken from p alike, so a task reading
+    P.0 (inline) and P.1 (away) counts P twice, as s_consumers_update does: a consumer is
+    listed once per input it takes from p, and the worker's hello counts each of them back
+    down. Counting only the away inputs made the hello take one too many, and the task ran
+    before its other inputs existed. */
+static bool s_producer_waits(s_broker_t *self, const s_task_t *p)
+{
+    if (p->state != SHOAL_STATE_DONE)
+        return true;
+    if (!shoal__refmap_size(self->away))
+        return false; //  the common case: no worker away, one compare per input
+    for (uint16_t i = 0; i < p->n_outputs; i++) {
+        const s_object_t *o = shoal__refmap_get(self->objects, shoal_ref_output(p->id, i));
+        if (o && o->away)
+            return true;
+    }
+    return false;
+}
+
+//  Inputs of t whose producer is known and waited for (s_producer_waits), streaming
+//  inputs being written aside.
 static uint32_t s_count_missing(s_broker_t *self, s_task_t *t)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < t->n_inputs; i++) {
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(s_inputs(t)[i]));
-        const s_object_t *o;
-        if ((p && p->state != SHOAL_STATE_DONE && !s_streamable(t, i, p)) ||
-            ((o = shoal__refmap_get(self->objects, s_inputs(t)[i])) && o->away))
-            n++; //  not done (nor streamable), or persisted on a worker that is away
+        if (p && s_producer_waits(self, p) && !s_streamable(t, i, p))
+            n++;
     }
     return n;
 }
@@ -1747,10 +1766,8 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
         }
         s_task_x_t *px = s_x(p);
         S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t->id);
-        const s_object_t *o;
-        if ((p->state != SHOAL_STATE_DONE && !s_streamable(t, i, p)) ||
-            ((o = s_object(self, ref)) && o->away))
-            t->missing++; //  not done (nor streamable), or persisted on a worker that is away
+        if (s_producer_waits(self, p) && !s_streamable(t, i, p))
+            t->missing++;
     }
     s_make_ready(self, t, false);
 }
@@ -1759,10 +1776,13 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
     count it missing until it is done again. */
 static void s_undo_done(s_broker_t *self, s_task_t *p)
 {
+    //  Consumers that wait for an output of p away count it missing already.
+    bool counted = s_producer_waits(self, p);
     s_ttl_disarm(self, p); //  a new completion counts its ttl anew
     s_set_state(p, SHOAL_STATE_WAITING);
     p->worker = NULL;
-    s_consumers_update(self, p, false);
+    if (!counted)
+        s_consumers_update(self, p, false);
     self->n_done--;
 }
 
@@ -2138,27 +2158,23 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
         o->worker = NULL;
         if (!o->data && s_is_persisted(self, o->ref)) {
             //  On its disk: it comes back with the worker (w_hello held). Neither lost nor
-            //  recomputed meanwhile; readers and consumers wait for it.
+            //  recomputed meanwhile; readers and consumers wait for it. Its producer's
+            //  consumers count it missing once (s_producer_waits), not once per away output.
+            s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(o->ref));
+            if (p && !s_producer_waits(self, p))
+                S_PUSH(waits, n_waits, cap_waits, p);
             char *name = strdup(w->name);
             if (!name || shoal__refmap_put(self->away, o->ref, name) != 0)
                 abort();
             o->away = true;
             n_away++;
-            s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(o->ref));
-            if (p && p->state == SHOAL_STATE_DONE)
-                S_PUSH(waits, n_waits, cap_waits, p);
             continue;
         }
         if (!o->data)
             S_PUSH(dead, n_dead, cap_dead, o);
     }
-    for (size_t i = 0; i < n_waits; i++) {
-        bool seen = false; //  a producer with several away outputs: once
-        for (size_t k = 0; k < i && !seen; k++)
-            seen = waits[k] == waits[i];
-        if (!seen)
-            s_consumers_update(self, waits[i], false);
-    }
+    for (size_t i = 0; i < n_waits; i++)
+        s_consumers_update(self, waits[i], false);
     free(waits);
     if (n_away)
         shoal__info("worker %s: %zu persisted objects wait for it to come back", w->name, n_away);
@@ -2267,6 +2283,57 @@ static void s_adopt_puts(s_broker_t *self, s_worker_t *old, s_worker_t *w,
     free(puts);
 }
 
+/*  w said hello: the persisted objects still away under its name are those it did not bring
+    back in `held` (its store was reset, its spill.mdb damaged and started afresh, or it is a
+    new process that replaced a live one). They will not come back: lost, as a dead worker's
+    objects are (recomputed by lineage; a put fails with SHOAL_ELOST naming the worker), or
+    their readers and consumers would wait for ever. */
+static void s_away_lost(s_broker_t *self, s_worker_t *w)
+{
+    if (!shoal__refmap_size(self->away))
+        return;
+    shoal_ref_t *gone = NULL;
+    size_t n_gone = 0, cap_gone = 0, cursor = 0;
+    shoal_ref_t ref;
+    void *name;
+    while (shoal__refmap_next(self->away, &cursor, &ref, &name))
+        if (strcmp(name, w->name) == 0)
+            S_PUSH(gone, n_gone, cap_gone, ref);
+    if (!n_gone)
+        return;
+    shoal__warn("worker %s is back without %zu persisted object(s): lost", w->name, n_gone);
+    char why[300];
+    snprintf(why, sizeof why, "with worker %s (it came back without it: its store was reset)",
+             w->name);
+    //  As in s_worker_remove: every lost producer leaves DONE first, then each counts what
+    //  it misses (a producer may consume another).
+    s_task_t **rerun = NULL;
+    size_t n_rerun = 0, cap_rerun = 0;
+    for (size_t i = 0; i < n_gone; i++) {
+        s_object_t *o = s_object(self, gone[i]);
+        if (!o)
+            continue;
+        s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(gone[i]));
+        //  Undone while its outputs still count as away: its consumers count it missing
+        //  already (s_undo_done), and go on doing so while it runs again.
+        bool again = p && !s_is_put(p) && p->state == SHOAL_STATE_DONE;
+        if (again) {
+            s_undo_done(self, p);
+            S_PUSH(rerun, n_rerun, cap_rerun, p);
+        }
+        o->worker = w; //  for object.deleted
+        s_object_forget(self, o, "lost");
+        if (p && s_is_put(p) && p->state == SHOAL_STATE_DONE)
+            s_put_lost(self, p, why);
+    }
+    for (size_t i = 0; i < n_rerun; i++) {
+        rerun[i]->missing = s_count_missing(self, rerun[i]);
+        s_make_ready(self, rerun[i], true);
+    }
+    free(rerun);
+    free(gone);
+}
+
 static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_wire_w_hello_t *m)
 {
     shoal_wire_w_welcome_t reply = {.version = SHOAL_PROTO_VERSION,
@@ -2370,8 +2437,10 @@ static void s_on_w_hello(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
         s_worker_remove(self, old, same ? "reconnected" : "replaced by a new process");
     }
     S_PUSH(self->workers, self->n_workers, self->cap_workers, w);
+    s_away_lost(self, w);
     for (size_t i = 0; i < n_backs; i++)
-        s_consumers_update(self, backs[i], true);
+        if (backs[i]->state == SHOAL_STATE_DONE && !s_producer_waits(self, backs[i]))
+            s_consumers_update(self, backs[i], true);
     free(backs);
     if (n_back)
         shoal__info("worker %s is back with %zu persisted object(s)", w->name, n_back);
@@ -2558,9 +2627,9 @@ static bool s_inputs_available(s_broker_t *self, s_task_t *t)
         if (!o || o->data || o->worker)
             continue;
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(o->ref));
-        if (o->away) {
-            //  Persisted, its worker away: wait for it (its hello counts this back down).
-            t->missing++;
+        if (o->away && (t->missing = s_count_missing(self, t))) {
+            //  Persisted, its worker away: wait for it, counted as at submission (its hello
+            //  counts it back down).
             s_set_state(t, SHOAL_STATE_WAITING);
             ok = false;
             continue;
@@ -3679,7 +3748,7 @@ static int s_journal_reload(s_broker_t *self)
                 continue;
             s_task_x_t *px = s_x(p);
             S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t->id);
-            if (p->state != SHOAL_STATE_DONE)
+            if (s_producer_waits(self, p))
                 t->missing++;
         }
         pending++;

@@ -274,9 +274,12 @@ typedef struct {
 } shoal_task_spec_t;
 /*  Its outputs held in a worker's store are written to that worker's disk too, synced
     before the task is reported done: they survive a kill or restart of the worker (also
-    without its memory), and are neither recomputed nor failed while it is away. Small
-    outputs that travel inline are kept by the broker anyway. A task with a name is
-    persisted likewise. */
+    without its memory), and are neither recomputed nor failed while it is away (not after
+    a broker restart, which forgets who holds what: see docs/protocol.md). Outputs the task
+    sends inline (up to 64 KiB each, 4 MiB in all) are the broker's and are not written to
+    disk; an output kept in the store is, whatever its size. A task with a name is
+    persisted likewise. An output larger than 1 GiB cannot be persisted: the task fails
+    with SHOAL_ETOOBIG. */
 #define SHOAL_TASK_PERSIST      (1u << 8)
 #define SHOAL_STREAM_INPUTS_MAX 64 /*  inputs 0..63 may stream (stream_inputs) */
 
@@ -440,7 +443,8 @@ typedef struct {
 /*  Keep it on the worker's disk too (implies SHOAL_PUT_STORE): written and synced when it
     is sealed (shoal_put returns after that), it survives a kill or restart of the worker,
     even when its memory (/dev/shm) is lost, and the broker keeps listing it while that
-    worker is away. A named object (opts->name) is persisted likewise. */
+    worker is away. A named object (opts->name) is persisted likewise. At most 1 GiB: a
+    larger persisted put fails with SHOAL_ETOOBIG. */
 #define SHOAL_PUT_PERSIST 2u
 #define SHOAL_TAG_MAX     64
 #define SHOAL_NAME_MAX    1024 /*  bytes of an object's name (shoal_put_opts_t, task specs) */

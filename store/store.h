@@ -55,11 +55,15 @@ typedef struct {
     const char *dir;   /*  store directory (created 0700 if missing): the LMDB index */
     const char *name;  /*  arena name: see shoal_store_arena_path_for */
     uint64_t capacity; /*  arena bytes, rounded up to a page */
-    /*  The disk tier: an LMDB environment "spill.mdb" in spill_dir (NULL: "DIR/spill").
+    /*  The disk tier: an LMDB environment "spill.mdb" in spill_dir (NULL: "DIR/spill"),
+        which the store locks for itself (flock on "spill.owner": one store per directory).
         spill_size caps the bytes spilled under memory pressure (0: never spill);
-        persisted copies are not counted in it (they are bounded by the disk). */
+        persisted copies are not counted in it: they are bounded by the disk and by the
+        64 GiB of LMDB map reserved for them on top of it (past either: SHOAL_EFULL). */
     const char *spill_dir;
     uint64_t spill_size;
+    /*  The largest object shoal_store_persist writes (0: SHOAL_STORE_PERSIST_MAX). */
+    uint64_t persist_max;
 } shoal_store_config_t;
 
 typedef struct {
@@ -76,7 +80,8 @@ typedef struct {
     aborted (their writer is gone); if the arena is missing or of another size, or the index
     cannot be read, the store is reset and a warning is logged naming the file and why.
     Returns 0, SHOAL_EINVAL (bad config), SHOAL_EIO (cannot create the dir, the arena, the
-    index or the pin table; logged with the path and errno), SHOAL_ENOMEM. */
+    index or the pin table; or another store holds the disk tier's directory, which one store
+    locks for itself: logged naming the directory and the holder), SHOAL_ENOMEM. */
 int shoal_store_open(const shoal_store_config_t *config, shoal_store_t **self_p);
 /*  Flushes and closes; the arena file stays (a restarted worker re-adopts it). The pin
     table stays only while readers hold pins (so the next owner respects them); otherwise it
@@ -240,7 +245,10 @@ void shoal_arena_unmap(void *p, uint64_t size);
     contiguous run of LMDB pages, plus one small record per object written with its last
     piece. Its commits are synced (fdatasync), unlike the index's: what is on disk survives
     a power cut, and on open every complete object on disk that the index does not hold in
-    the arena (the arena was lost, the index reset) is re-adopted as SPILLED.
+    the arena (the arena was lost, the index reset) is re-adopted as SPILLED. Each piece
+    carries a checksum, checked when it is read (SHOAL_ECORRUPT, never wrong bytes); a file
+    shorter than the pages LMDB says it uses (truncated) is started afresh at open, with a
+    warning naming it, like one LMDB cannot read.
 
     Spill: when the arena is full, the owner moves sealed objects to disk. Incremental:
     each shoal_store_spill call writes at most `budget` bytes in one transaction, so the
@@ -279,22 +287,34 @@ int shoal_store_spill(shoal_store_t *self, uint64_t budget, const shoal_store_sp
                       uint64_t *freed_p);
 /*  Copies [offset, offset + size) of a SPILLED object's bytes into dst. 0, SHOAL_ENOTFOUND,
     SHOAL_ESTATE (not spilled: read the arena), SHOAL_EINVAL (range beyond the object),
-    SHOAL_ECORRUPT (a piece is missing or of the wrong size; logged naming the file),
-    SHOAL_EIO. */
+    SHOAL_ECORRUPT (a piece is missing, of the wrong size, or does not match its checksum:
+    logged naming the object and the file; dst holds garbage), SHOAL_EIO. */
 int shoal_store_read(shoal_store_t *self, shoal_ref_t ref, uint64_t offset, uint64_t size,
                      void *dst);
 /*  Brings a SPILLED object back into the arena (SEALED again, at a new offset, which *obj
-    (optional) describes) and drops its pieces. Synchronous: about 1 ms per MiB when the
+    (optional) describes). Its pieces (unless persisted) are dropped once the next index
+    commit (shoal_store_flush) records the restore, so a kill in between finds it still
+    spilled; its disk room counts as free at once. Synchronous: about 1 ms per MiB when the
     pieces are in the page cache. 0, SHOAL_ENOTFOUND, SHOAL_ESTATE (not spilled),
     SHOAL_EFULL (no arena range large enough now: spill others first), SHOAL_ECORRUPT,
     SHOAL_EIO, SHOAL_ENOMEM. */
 int shoal_store_restore(shoal_store_t *self, shoal_ref_t ref, shoal_store_obj_t *obj);
-/*  Writes a copy of ref (SEALED or SPILLED) to the disk tier for good, in one synced
-    transaction (about the cost of writing its bytes plus one fdatasync), and marks it
-    persisted (obj.persisted; the next shoal_store_flush syncs the index too). Idempotent.
-    0, SHOAL_ENOTFOUND, SHOAL_ESTATE (not sealed yet), SHOAL_EFULL (the disk is full:
-    ENOSPC, or the tier's map; nothing changed), SHOAL_EIO (logged; nothing changed). */
+/*  The largest object a store persists by default: 1 GiB. A persist is synchronous (the
+    owner's loop waits for it: about 1 s per GiB on these disks, at 8 MiB per synced
+    commit), and the broker declares a worker silent for 5 s dead, so a larger one would
+    stall the worker past that; it is refused instead (SHOAL_ETOOBIG). */
+#define SHOAL_STORE_PERSIST_MAX (1ull << 30)
+
+/*  Writes a copy of ref (SEALED or SPILLED) to the disk tier for good, synced, and marks it
+    persisted (obj.persisted; the next shoal_store_flush syncs the index too). Its pieces
+    go in commits of 8 MiB (so the memory a transaction holds stays bounded), its record
+    with the last: about the cost of writing its bytes plus one fdatasync per 8 MiB.
+    Idempotent. 0, SHOAL_ENOTFOUND, SHOAL_ESTATE (not sealed yet), SHOAL_ETOOBIG (sealed,
+    larger than shoal_store_persist_max; logged), SHOAL_EFULL (the disk is full: ENOSPC,
+    or the tier's map; nothing changed), SHOAL_EIO (logged; nothing changed). */
 int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref);
+/*  The largest object shoal_store_persist writes (config persist_max). */
+uint64_t shoal_store_persist_max(const shoal_store_t *self);
 /*  Bytes of spilled objects in the disk tier (including one being spilled), and its cap
     (spill_size); bytes of persisted copies. */
 uint64_t shoal_store_spill_used(const shoal_store_t *self);

@@ -2754,6 +2754,140 @@ static void test_a_persisted_put_stays_while_its_worker_is_away_and_comes_back_w
     s_close(c);
 }
 
+//  Worker w reports task id (attempt 1) done with output 0 inline ("x") and output 1 in its
+//  store (size bytes); waits for the ack.
+static void s_done_inline_and_stored(void *w, shoal_ref_t id, uint64_t size)
+{
+    shoal_wire_output_t outs[2] = {
+        {.size = 1, .flags = SHOAL_OUT_INLINE, .data = {(const uint8_t *)"x", 1}}, {.size = size}};
+    shoal_wire_result_t r = {.id = id, .attempt = 1, .outputs = {outs, 2}};
+    shoal_wire_w_done_t done = {.seq = 61, .results = {&r, 1}};
+    assert_int_equal(shoal_wire_send(w, NULL, SHOAL_MSG_w_done, &done, NULL, 0), 0);
+    shoal_wire_in_t in;
+    s_expect(w, SHOAL_MSG_w_done_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+}
+
+static void test_a_reader_of_an_away_object_and_an_unwritten_put_waits_for_both(void **state)
+{
+    fixture_t *f = *state;
+    void *w1 = s_worker_hello(f, "w1", 1, "tcp://127.0.0.1:1", NULL, 0, NULL, 0);
+    void *c = s_client(f);
+    //  P (persisted) done on w1: P.0 inline, P.1 in w1's store.
+    shoal_wire_task_t p = s_task(1, NULL, 0);
+    p.n_outputs = 2;
+    p.flags = SHOAL_TASK_PERSIST;
+    s_submit(c, &p, 1, 0);
+    shoal_wire_in_t in;
+    s_expect(w1, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_done_inline_and_stored(w1, p.id, 100000);
+    //  Q: a put w2 is still writing.
+    void *w2 = s_worker_hello(f, "w2", 2, "tcp://127.0.0.1:2", NULL, 0, NULL, 0);
+    shoal_wire_task_t q = s_put_store(2, "w2", 100000);
+    s_submit(c, &q, 1, 0);
+    s_note(w2, q.id, SHOAL_OBJ_NOTE_ALLOCATED, 100000, NULL);
+    //  w1 goes: P.1 is away. R reads P.0, P.1 and Q.
+    shoal_wire_w_bye_t bye = {.reason = "test"};
+    assert_int_equal(shoal_wire_send(w1, NULL, SHOAL_MSG_w_bye, &bye, NULL, 0), 0);
+    s_wait_worker_gone(c, "w1");
+    shoal_ref_t p1 = shoal_ref_output(p.id, 1);
+    shoal_wire_task_t r = s_task(3, (shoal_ref_t[]){shoal_ref_output(p.id, 0), p1, q.id}, 3);
+    s_submit(c, &r, 1, 0);
+    //  w1 is back with P.1: R still waits for Q ...
+    void *w1b = s_worker_hello(f, "w1", 11, "tcp://127.0.0.1:3", &p1, 1, NULL, 0);
+    shoal_wire_heartbeat_t hb = {0}; //  w2 must not pass for dead (1 s here)
+    assert_int_equal(shoal_wire_send(w2, NULL, SHOAL_MSG_heartbeat, &hb, NULL, 0), 0);
+    s_assert_nothing(w1b, SHOAL_MSG_w_dispatch, 300);
+    s_assert_nothing(w2, SHOAL_MSG_w_dispatch, 100);
+    //  ... and runs once Q is sealed.
+    s_note(w2, q.id, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
+    assert_non_null(s_expect_dispatch_any(w1b, w2, &in));
+    assert_true(shoal_ref_equal(in.msg.u.w_dispatch.tasks.items[0].task.id, r.id));
+    shoal_wire_in_clear(&in);
+    s_close(w1);
+    s_close(w1b);
+    s_close(w2);
+    s_close(c);
+}
+
+static void test_persisted_objects_a_worker_comes_back_without_are_lost_or_recomputed(void **state)
+{
+    fixture_t *f = *state;
+    void *w1 = s_worker_hello(f, "w1", 1, "tcp://127.0.0.1:1", NULL, 0, NULL, 0);
+    void *c = s_client(f);
+    //  P: a persisted put sealed on w1; T: a persisted task done on w1 with a big output.
+    shoal_wire_task_t p = s_put_store(1, "w1", 100000), t = s_task(2, NULL, 0);
+    p.flags = SHOAL_TASK_PERSIST;
+    t.flags = SHOAL_TASK_PERSIST;
+    s_submit(c, &p, 1, 0);
+    s_note(w1, p.id, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
+    s_submit(c, &t, 1, 0);
+    shoal_wire_in_t in;
+    s_expect(w1, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    shoal_wire_output_t big = {.size = 100000};
+    shoal_wire_result_t res = {.id = t.id, .attempt = 1, .outputs = {&big, 1}};
+    shoal_wire_w_done_t done = {.seq = 71, .results = {&res, 1}};
+    assert_int_equal(shoal_wire_send(w1, NULL, SHOAL_MSG_w_done, &done, NULL, 0), 0);
+    s_expect(w1, SHOAL_MSG_w_done_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    //  w1 goes; R reads P, R2 reads T: both wait for w1.
+    shoal_wire_w_bye_t bye = {.reason = "test"};
+    assert_int_equal(shoal_wire_send(w1, NULL, SHOAL_MSG_w_bye, &bye, NULL, 0), 0);
+    s_wait_worker_gone(c, "w1");
+    shoal_wire_task_t r = s_task(3, &p.id, 1), r2 = s_task(4, &t.id, 1);
+    s_submit(c, (shoal_wire_task_t[]){r, r2}, 2, 0);
+    //  w1 comes back with an empty store (--reset-store): P is lost, naming w1, and R with
+    //  it; T runs again, and R2 after it.
+    void *w1b = s_worker_hello(f, "w1", 11, "tcp://127.0.0.1:3", NULL, 0, NULL, 0);
+    shoal_wire_status_t *st = s_watch(c, p.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_FAILED);
+    assert_int_equal(st->code, SHOAL_ELOST);
+    s_assert_error_has(st->error, "worker w1");
+    shoal_wire_in_clear(&in);
+    st = s_watch(c, r.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_FAILED);
+    shoal_wire_in_clear(&in);
+    s_expect(w1b, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_int_equal(in.msg.u.w_dispatch.tasks.count, 1);
+    assert_true(shoal_ref_equal(in.msg.u.w_dispatch.tasks.items[0].task.id, t.id));
+    res.attempt = in.msg.u.w_dispatch.tasks.items[0].attempt;
+    shoal_wire_in_clear(&in);
+    done.seq = 72;
+    assert_int_equal(shoal_wire_send(w1b, NULL, SHOAL_MSG_w_done, &done, NULL, 0), 0);
+    s_expect(w1b, SHOAL_MSG_w_done_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_expect(w1b, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_true(shoal_ref_equal(in.msg.u.w_dispatch.tasks.items[0].task.id, r2.id));
+    shoal_wire_in_clear(&in);
+    s_close(w1);
+    s_close(w1b);
+    s_close(c);
+}
+
+static void test_a_persisted_put_a_new_process_under_the_same_name_lacks_is_lost(void **state)
+{
+    fixture_t *f = *state;
+    void *w1 = s_worker_hello(f, "w1", 1, "tcp://127.0.0.1:1", NULL, 0, NULL, 0);
+    void *c = s_client(f);
+    shoal_wire_task_t p = s_put_store(1, "w1", 100000);
+    p.flags = SHOAL_TASK_PERSIST;
+    s_submit(c, &p, 1, 0);
+    s_note(w1, p.id, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
+    //  Another process takes the name over with a store of its own, without P.
+    void *w2 = s_worker_hello(f, "w1", 2, "tcp://127.0.0.1:2", NULL, 0, NULL, 0);
+    shoal_wire_in_t in;
+    shoal_wire_status_t *st = s_watch(c, p.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_FAILED);
+    assert_int_equal(st->code, SHOAL_ELOST);
+    s_assert_error_has(st->error, "worker w1");
+    shoal_wire_in_clear(&in);
+    s_close(w1);
+    s_close(w2);
+    s_close(c);
+}
+
 int main(void)
 {
     shoal__log_init("test", SHOAL_LOG_ERROR);
@@ -2818,6 +2952,15 @@ int main(void)
             test_puts_lost_with_their_worker_fail_and_so_do_their_readers, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(
             test_a_persisted_put_stays_while_its_worker_is_away_and_comes_back_with_it, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_reader_of_an_away_object_and_an_unwritten_put_waits_for_both, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_persisted_objects_a_worker_comes_back_without_are_lost_or_recomputed, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_persisted_put_a_new_process_under_the_same_name_lacks_is_lost, s_setup,
             s_teardown),
         cmocka_unit_test_setup_teardown(
             test_removing_or_canceling_a_put_in_a_store_tells_its_worker_to_drop_it, s_setup,

@@ -57,22 +57,28 @@ static int setup(void **state)
     return 0;
 }
 
-static void s_remove_files(fixture_t *f)
+//  Removes the files in path (not its subdirectories).
+static void s_remove_files_in(const char *path)
 {
-    unlink(f->arena);
-    unlink(f->pins);
-    DIR *dir = opendir(f->dir);
+    DIR *dir = opendir(path);
     if (!dir)
         return;
     struct dirent *de;
     while ((de = readdir(dir))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/%s", f->dir, de->d_name);
-        unlink(path);
+        char file[PATH_MAX];
+        snprintf(file, sizeof file, "%s/%s", path, de->d_name);
+        unlink(file);
     }
     closedir(dir);
+}
+
+static void s_remove_files(fixture_t *f)
+{
+    unlink(f->arena);
+    unlink(f->pins);
+    s_remove_files_in(f->dir);
 }
 
 static int teardown(void **state)
@@ -84,6 +90,7 @@ static int teardown(void **state)
     s_remove_files(f);
     char spill[PATH_MAX];
     snprintf(spill, sizeof spill, "%s/spill", f->dir);
+    s_remove_files_in(spill); //  a disk tier left by a store closed, not destroyed
     rmdir(spill);
     rmdir(f->dir);
     free(f);
@@ -410,8 +417,9 @@ static void test_reopen_after_the_arena_was_removed_forgets_its_objects(void **s
     assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), SHOAL_ENOTFOUND);
 }
 
-//  Runs open with stderr captured into log.
-static int s_open_logged(fixture_t *f, uint64_t capacity, char *log, size_t log_size)
+//  Runs shoal_store_open with stderr captured into log.
+static int s_open_config_logged(const shoal_store_config_t *config, shoal_store_t **store_p,
+                                char *log, size_t log_size)
 {
     char path[] = "/tmp/shoal-test-log-XXXXXX";
     int fd = mkstemp(path);
@@ -420,7 +428,7 @@ static int s_open_logged(fixture_t *f, uint64_t capacity, char *log, size_t log_
     fflush(stderr);
     int saved = dup(STDERR_FILENO);
     dup2(fd, STDERR_FILENO);
-    int rc = s_open(f, capacity);
+    int rc = shoal_store_open(config, store_p);
     dup2(saved, STDERR_FILENO);
     close(saved);
     ssize_t n = pread(fd, log, log_size - 1, 0);
@@ -428,6 +436,13 @@ static int s_open_logged(fixture_t *f, uint64_t capacity, char *log, size_t log_
     close(fd);
     printf("%s", log); //  keep the warning visible in the test output
     return rc;
+}
+
+//  Runs open with stderr captured into log.
+static int s_open_logged(fixture_t *f, uint64_t capacity, char *log, size_t log_size)
+{
+    shoal_store_config_t config = {.dir = f->dir, .name = f->name, .capacity = capacity};
+    return s_open_config_logged(&config, &f->store, log, log_size);
 }
 
 static void test_a_corrupt_index_resets_the_store_with_a_warning(void **state)
@@ -2408,6 +2423,258 @@ static void test_fault_sweep_on_persist_and_reopen_without_arena_never_loses_it(
            failures);
 }
 
+static void test_a_restore_killed_before_the_next_flush_keeps_the_object_on_disk(void **state)
+{
+    fixture_t *f = *state;
+    //  A child spills an object, flushes (the index says SPILLED), restores it and dies
+    //  before the next flush, as a killed worker would.
+    fflush(NULL); //  children _exit, but must not inherit and lose buffered output
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (s_open_spill(f, 4 * MiB, 16 * MiB) != 0)
+            _exit(10);
+        uint8_t *bytes = malloc(MiB + 9);
+        if (!bytes)
+            _exit(11);
+        s_fill(bytes, MiB + 9, 1);
+        uint64_t freed;
+        shoal_store_obj_t obj;
+        if (shoal_store_put(f->store, s_ref(1), bytes, MiB + 9) != 0 ||
+            s_spill_all(f, 64 * MiB, &freed) != 0 || shoal_store_flush(f->store) != 0 ||
+            shoal_store_lookup(f->store, s_ref(1), &obj) != 0 || obj.state != SHOAL_OBJ_SPILLED)
+            _exit(12);
+        if (shoal_store_restore(f->store, s_ref(1), &obj) != 0)
+            _exit(13);
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    //  The index still says SPILLED: the pieces must still be there.
+    assert_int_equal(s_open_spill(f, 4 * MiB, 16 * MiB), 0);
+    s_assert_object(f, 1, MiB + 9, SHOAL_OBJ_SPILLED, false);
+    //  A restore that is flushed drops them (the disk room comes back), and a reopen finds
+    //  the object in the arena.
+    assert_int_equal(shoal_store_restore(f->store, s_ref(1), NULL), 0);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    assert_int_equal(shoal_store_spill_used(f->store), 0);
+    assert_int_equal(s_reopen(f, 4 * MiB), 0);
+    s_assert_object(f, 1, MiB + 9, SHOAL_OBJ_SEALED, false);
+    assert_int_equal(shoal_store_spill_used(f->store), 0);
+}
+
+static void test_a_second_store_on_the_same_spill_dir_is_refused_naming_the_first(void **state)
+{
+    fixture_t *f = *state;
+    char shared[PATH_MAX], other[PATH_MAX], name[80], log[4096];
+    snprintf(shared, sizeof shared, "%s/shared", f->dir);
+    snprintf(other, sizeof other, "%s/other", f->dir);
+    snprintf(name, sizeof name, "%s-b", f->name);
+    shoal_store_config_t first = {.dir = f->dir,
+                                  .name = f->name,
+                                  .capacity = 4 * MiB,
+                                  .spill_dir = shared,
+                                  .spill_size = 16 * MiB};
+    shoal_store_config_t second = first;
+    second.dir = other;
+    second.name = name;
+    assert_int_equal(shoal_store_open(&first, &f->store), 0);
+    s_put_pattern(f, 1, MiB);
+    uint64_t freed;
+    assert_int_equal(s_spill_all(f, 64 * MiB, &freed), 0);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    //  Another worker's store pointed at the same directory: refused, naming it and us.
+    shoal_store_t *b = NULL;
+    assert_int_equal(s_open_config_logged(&second, &b, log, sizeof log), SHOAL_EIO);
+    assert_null(b);
+    assert_non_null(strstr(log, shared));
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %d", (int)getpid());
+    assert_non_null(strstr(log, pid));
+    //  It neither adopted nor swept our object.
+    s_assert_object(f, 1, MiB, SHOAL_OBJ_SPILLED, false);
+    shoal_store_close(&f->store);
+    assert_int_equal(shoal_store_open(&first, &f->store), 0);
+    s_assert_object(f, 1, MiB, SHOAL_OBJ_SPILLED, false);
+    //  Once the first is gone, the directory is free.
+    shoal_store_destroy(&f->store);
+    assert_int_equal(shoal_store_open(&second, &b), 0);
+    shoal_store_destroy(&b);
+    assert_int_equal(rmdir(shared), 0);
+    assert_int_equal(rmdir(other), 0);
+}
+
+static void test_an_open_whose_disk_clean_up_cannot_commit_goes_on_with_a_warning(void **state)
+{
+    fixture_t *f = *state;
+    int n, hits = 0;
+    for (n = 1; n < 10000; n++) {
+        //  1 persisted; 2 half spilled when the store closed: its pieces are litter.
+        assert_int_equal(s_open_spill(f, 8 * MiB, 16 * MiB), 0);
+        s_put_pattern(f, 1, MiB + 1);
+        assert_int_equal(shoal_store_persist(f->store, s_ref(1)), 0);
+        s_put_pattern(f, 2, 3 * MiB);
+        shoal_store_spill_hooks_t skip1 = {.skip = s_skip_ref1};
+        uint64_t freed;
+        assert_int_equal(shoal_store_spill(f->store, 1, &skip1, &freed), 0);
+        assert_int_equal(freed, 0);
+        shoal_store_close(&f->store);
+        shoal_store_config_t config = {
+            .dir = f->dir, .name = f->name, .capacity = 8 * MiB, .spill_size = 16 * MiB};
+        char log[8192];
+        shoal__store_fail_at = n;
+        int rc = s_open_config_logged(&config, &f->store, log, sizeof log);
+        bool reached = shoal__store_fail_at == 0;
+        shoal__store_fail_at = 0;
+        if (strstr(log, "cannot clean disk tier")) {
+            //  The clean-up failed: the store opens all the same, its counts right.
+            hits++;
+            assert_int_equal(rc, 0);
+            assert_non_null(strstr(log, "warn"));
+            assert_int_equal(shoal_store_persist_used(f->store), MiB + 1);
+            assert_int_equal(shoal_store_spill_used(f->store), 0);
+            s_assert_object(f, 1, MiB + 1, SHOAL_OBJ_SEALED, true);
+            s_assert_object(f, 2, 3 * MiB, SHOAL_OBJ_SEALED, false);
+            //  The next open cleans up.
+            assert_int_equal(s_reopen(f, 8 * MiB), 0);
+        } else if (rc) {
+            assert_true(reached);
+            assert_true(s_is_clean_error(rc));
+        }
+        if (!f->store)
+            assert_int_equal(s_open(f, 8 * MiB), 0);
+        shoal_store_destroy(&f->store);
+        if (!reached)
+            break;
+    }
+    assert_true(n < 10000);
+    assert_true(hits > 0);
+}
+
+//  The disk tier's last committed transaction id, read with the store closed.
+static uint64_t s_spill_txnid(fixture_t *f)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/spill/spill.mdb", f->dir);
+    MDB_env *env = NULL;
+    MDB_envinfo info;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_env_info(env, &info), 0);
+    mdb_env_close(env);
+    return (uint64_t)info.me_last_txnid;
+}
+
+static void test_a_persist_goes_in_bounded_commits_and_a_too_big_one_is_refused(void **state)
+{
+    fixture_t *f = *state;
+    shoal_store_config_t config = {
+        .dir = f->dir, .name = f->name, .capacity = 40 * MiB, .persist_max = 12 * MiB};
+    assert_int_equal(shoal_store_open(&config, &f->store), 0);
+    assert_int_equal(shoal_store_persist_max(f->store), 12 * MiB);
+    s_put_pattern(f, 1, 20 * MiB + 3);
+    s_put_pattern(f, 2, 12 * MiB);
+    //  Above the limit: refused, nothing written.
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), SHOAL_ETOOBIG);
+    assert_int_equal(shoal_store_persist_used(f->store), 0);
+    s_assert_object(f, 1, 20 * MiB + 3, SHOAL_OBJ_SEALED, false);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(2)), 0); //  at the limit
+    shoal_store_close(&f->store);
+    //  With the default limit (1 GiB), 20 MiB goes in three commits of at most 8 MiB.
+    uint64_t before = s_spill_txnid(f);
+    assert_int_equal(s_open(f, 40 * MiB), 0);
+    assert_int_equal(shoal_store_persist_max(f->store), SHOAL_STORE_PERSIST_MAX);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), 0);
+    shoal_store_close(&f->store);
+    assert_int_equal(s_spill_txnid(f) - before, 3);
+    //  Whole on disk: the arena lost, both come back from the disk tier.
+    assert_int_equal(unlink(f->arena), 0);
+    assert_int_equal(s_open(f, 40 * MiB), 0);
+    s_assert_object(f, 1, 20 * MiB + 3, SHOAL_OBJ_SPILLED, true);
+    s_assert_object(f, 2, 12 * MiB, SHOAL_OBJ_SPILLED, true);
+}
+
+static void test_a_truncated_disk_tier_is_started_afresh_with_a_warning_naming_it(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_open(f, 8 * MiB), 0);
+    s_put_pattern(f, 1, 3 * MiB);
+    s_put_pattern(f, 2, 2 * MiB);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), 0);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(2)), 0);
+    shoal_store_close(&f->store);
+    //  Cut the file in half (a full disk, a bad copy): LMDB would map pages past its end.
+    char spill[PATH_MAX + 32], log[4096];
+    snprintf(spill, sizeof spill, "%s/spill/spill.mdb", f->dir);
+    struct stat st;
+    assert_int_equal(stat(spill, &st), 0);
+    assert_int_equal(truncate(spill, st.st_size / 2), 0);
+    assert_int_equal(unlink(f->arena), 0);
+    assert_int_equal(s_open_logged(f, 8 * MiB, log, sizeof log), 0);
+    assert_non_null(strstr(log, "warn"));
+    assert_non_null(strstr(log, spill));
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), SHOAL_ENOTFOUND);
+    assert_int_equal(shoal_store_persist_used(f->store), 0);
+    //  The new tier works.
+    s_put_pattern(f, 3, MiB);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(3)), 0);
+    assert_int_equal(s_reopen(f, 8 * MiB), 0);
+    s_assert_object(f, 3, MiB, SHOAL_OBJ_SEALED, true);
+}
+
+static void test_a_damaged_piece_is_an_error_naming_the_object_never_wrong_bytes(void **state)
+{
+    fixture_t *f = *state;
+    uint64_t size = 2 * MiB + 5;
+    assert_int_equal(s_open(f, 8 * MiB), 0);
+    s_put_pattern(f, 1, size);
+    assert_int_equal(shoal_store_persist(f->store, s_ref(1)), 0);
+    shoal_store_close(&f->store);
+    //  Flip one byte of the object where it lies in the file.
+    char spill[PATH_MAX + 32];
+    snprintf(spill, sizeof spill, "%s/spill/spill.mdb", f->dir);
+    uint8_t *bytes = malloc(size);
+    assert_non_null(bytes);
+    s_fill(bytes, size, 1);
+    size_t file_size;
+    FILE *fp = fopen(spill, "r+");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    file_size = (size_t)ftell(fp);
+    uint8_t *file = malloc(file_size);
+    assert_non_null(file);
+    rewind(fp);
+    assert_int_equal(fread(file, 1, file_size, fp), file_size);
+    const uint8_t *at = memmem(file, file_size, bytes + MiB + 1000, 64);
+    assert_non_null(at);
+    uint8_t flipped = (uint8_t)(*at ^ 0x10);
+    assert_int_equal(fseek(fp, (long)(at - file), SEEK_SET), 0);
+    assert_int_equal(fwrite(&flipped, 1, 1, fp), 1);
+    assert_int_equal(fclose(fp), 0);
+    free(file);
+    //  The arena lost: the object comes back from disk, and reading the damaged piece fails.
+    assert_int_equal(unlink(f->arena), 0);
+    assert_int_equal(s_open(f, 8 * MiB), 0);
+    uint8_t *back = malloc(size);
+    assert_non_null(back);
+    //  The pattern repeats every 128 KiB: the byte flipped is in one of the two pieces.
+    int rc0 = shoal_store_read(f->store, s_ref(1), 0, MiB, back);
+    int rc1 = shoal_store_read(f->store, s_ref(1), MiB, 10, back + MiB);
+    assert_true((rc0 == SHOAL_ECORRUPT && rc1 == 0) || (rc0 == 0 && rc1 == SHOAL_ECORRUPT));
+    if (rc0 == 0)
+        assert_memory_equal(back, bytes, MiB);
+    assert_int_equal(shoal_store_read(f->store, s_ref(1), 0, size, back), SHOAL_ECORRUPT);
+    assert_int_equal(shoal_store_restore(f->store, s_ref(1), NULL), SHOAL_ECORRUPT);
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), 0);
+    assert_int_equal(obj.state, SHOAL_OBJ_SPILLED);
+    free(back);
+    free(bytes);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2466,6 +2733,12 @@ int main(void)
         T(test_a_persisted_object_survives_the_loss_of_its_arena),
         T(test_a_corrupt_index_keeps_persisted_objects_and_a_corrupt_disk_tier_is_named),
         T(test_fault_sweep_on_persist_and_reopen_without_arena_never_loses_it),
+        T(test_a_restore_killed_before_the_next_flush_keeps_the_object_on_disk),
+        T(test_a_second_store_on_the_same_spill_dir_is_refused_naming_the_first),
+        T(test_an_open_whose_disk_clean_up_cannot_commit_goes_on_with_a_warning),
+        T(test_a_persist_goes_in_bounded_commits_and_a_too_big_one_is_refused),
+        T(test_a_truncated_disk_tier_is_started_afresh_with_a_warning_naming_it),
+        T(test_a_damaged_piece_is_an_error_naming_the_object_never_wrong_bytes),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

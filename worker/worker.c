@@ -686,12 +686,15 @@ static int s_restore(s_worker_t *self, shoal_ref_t ref)
 }
 
 //  Objects the spill must leave in the arena: read by a task here (executors map them by
-//  offset), or being fetched into.
+//  offset), being fetched into, or copies of other workers' objects. A copy is evicted
+//  (s_evict_one) instead: deleting it frees its room at once, where spilling it cost a
+//  synced write of bytes another worker holds anyway, and a spilled copy, evicted later,
+//  cost one more synced commit and freed no memory.
 static bool s_spill_skip(void *arg, shoal_ref_t ref)
 {
     s_worker_t *self = arg;
     return s_uses(self, ref) || shoal__refmap_get(self->fetches, ref) ||
-           shoal__refmap_get(self->puts, ref);
+           shoal__refmap_get(self->puts, ref) || shoal__refmap_get(self->copies, ref);
 }
 
 static void s_spill_done(void *arg, shoal_ref_t ref, uint64_t size)
@@ -745,6 +748,18 @@ static int s_clear_for_output(s_worker_t *self, shoal_ref_t ref)
     shoal__refmap_remove(self->drops, ref);
     shoal_store_delete(self->store, ref);
     return 0;
+}
+
+//  Why a persist failed with rc, for its error message: the size limit, or what the store
+//  holds.
+static void s_persist_text(s_worker_t *self, int rc, char *buf, size_t size)
+{
+    char max[32];
+    if (rc == SHOAL_ETOOBIG)
+        snprintf(buf, size, "persisted objects are limited to %s",
+                 s_size_text(shoal_store_persist_max(self->store), max, sizeof max));
+    else
+        s_store_text(self, buf, size);
 }
 
 static void s_store_text(s_worker_t *self, char *buf, size_t size)
@@ -2199,7 +2214,7 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
             continue; //  inline: the broker keeps it
         int rc = shoal_store_persist(self->store, ref);
         if (rc) {
-            s_store_text(self, st, sizeof st);
+            s_persist_text(self, rc, st, sizeof st);
             snprintf(error, sizeof error, "cannot persist output %zu (%s): %s; %s", i,
                      s_size_text(obj.size, sz, sizeof sz), shoal_strerror(rc), st);
             status = rc;
@@ -2694,6 +2709,15 @@ static bool s_put_alloc(s_worker_t *self, const shoal_wire_peer_t *peer, const s
             s_put_reply(self, peer, m, SHOAL_EEXIST, error, 0);
             return false;
         }
+        if (s_wants_persist(m->flags, m->name) && m->size > shoal_store_persist_max(self->store)) {
+            //  Refused now rather than at the seal, after every byte was sent.
+            char st[96];
+            s_persist_text(self, SHOAL_ETOOBIG, st, sizeof st);
+            snprintf(error, sizeof error, "object %s (%llu bytes) cannot be persisted: %s",
+                     s_ref_text(m->ref, text), (unsigned long long)m->size, st);
+            s_put_reply(self, peer, m, SHOAL_ETOOBIG, error, 0);
+            return false;
+        }
         int rc = s_store_alloc(self, m->ref, m->size, &obj);
         if (rc == SHOAL_EFULL && may_wait)
             return true;
@@ -2810,7 +2834,7 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
             (rc = shoal_store_persist(self->store, m->ref)) != 0) {
             //  Asked to be durable and cannot be: nothing half-kept.
             char st[192];
-            s_store_text(self, st, sizeof st);
+            s_persist_text(self, rc, st, sizeof st);
             snprintf(error, sizeof error, "cannot persist %s (%llu bytes) on worker %s: %s; %s",
                      text, (unsigned long long)p->spec->size, self->name, shoal_strerror(rc), st);
             shoal_store_delete(self->store, m->ref);
