@@ -1,12 +1,13 @@
 /*  test_stream.c: streaming reads of objects still being written, on a real cluster.
 
-    One broker and one worker (2 slots, a 32 MiB arena). A reader opens a stream on a put
-    between its allocation and its seal and must receive the bytes written so far before
-    the seal (a read made before any byte is written times out instead), then the rest and
-    the end at the seal: with the writer on the worker's host (in place, publishing its
-    progress) and over TCP ($SHOAL_NO_LOCAL_STORE forces the socket path in libshoal). An
-    aborted put fails its streaming readers naming the ref; `shoal get --follow` prints what
-    `shoal put --size N -` receives while it receives it. */
+    One broker and one worker (2 slots, a 32 MiB arena, a 64 MiB disk tier). A reader
+    opens a stream on a put between its allocation and its seal and must receive the bytes
+    written so far before the seal (a read made before any byte is written times out
+    instead), then the rest and the end at the seal: with the writer on the worker's host
+    (in place, publishing its progress) and over TCP ($SHOAL_NO_LOCAL_STORE forces the
+    socket path in libshoal); also when the put is spilled to the disk tier before the
+    reader has read it. An aborted put fails its streaming readers naming the ref; `shoal
+    get --follow` prints what `shoal put --size N -` receives while it receives it. */
 #include "harness.h"
 
 #include <shoal.h>
@@ -27,7 +28,9 @@
 
 static int s_setup(void **state)
 {
-    return h_fixture_start(state, 1, 2, "32M");
+    h_cluster_t *c = h_cluster_start_with(1, 2, "32M", "--spill-size 64M");
+    *state = c;
+    return c ? 0 : -1;
 }
 
 static shoal_t *s_connect(h_cluster_t *c)
@@ -445,6 +448,69 @@ static void test_an_exec_task_reads_a_put_on_its_stdin_while_it_is_written(void 
     assert_true(h_contains(r->err, "--stdin-input"));
 }
 
+//  Waits until `shoal ls` shows ref in state (a word of its line). true, or false at the
+//  deadline (after printing the last listing).
+static bool s_wait_ls_state(h_cluster_t *c, shoal_ref_t ref, const char *state)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(ref, text);
+    int64_t deadline = h_now_ms() + 10000 * h_scale();
+    h_result_t *r = NULL;
+    do {
+        r = h_run(c, CMD_MS, "ls", NULL);
+        const char *line = r->status == 0 ? strstr(r->out, text) : NULL;
+        const char *end = line ? strchr(line, '\n') : NULL;
+        const char *at = line ? strstr(line, state) : NULL;
+        if (at && (!end || at < end))
+            return true;
+    } while (h_now_ms() < deadline);
+    print_error("%s is not %s:\n%s%s\n", text, state, r->out, r->err);
+    return false;
+}
+
+/*  A put of 20 MiB is sealed while a stream has read only its first MiB, then spilled to
+    make room for another (the arena is 32 MiB): the stream still gets every byte (from
+    the disk tier) and the end. */
+static void test_a_stream_reads_a_put_to_the_end_after_it_is_spilled_to_disk(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *writer = s_connect(c), *reader = s_connect(c);
+    size_t size = 20 * MiB;
+    uint8_t *data = s_pattern(13, size), *buf = malloc(size);
+    assert_non_null(buf);
+    shoal_put_t *put = NULL;
+    shoal_ref_t ref;
+    assert_int_equal(shoal_put_begin(writer, size, NULL, &ref, &put), 0);
+    uint8_t *mem = shoal_put_memory(put);
+    assert_non_null(mem);
+    memcpy(mem, data, MiB);
+    assert_int_equal(shoal_put_progress(put, MiB), 0);
+    assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
+    shoal_stream_t *s = NULL;
+    assert_int_equal(shoal_stream_open(reader, ref, &s), 0);
+    size_t got = 0;
+    s_read_to(s, buf, &got, MiB);
+    memcpy(mem + MiB, data + MiB, size - MiB);
+    assert_int_equal(shoal_put_end(&put), 0);
+    //  Another 20 MiB does not fit next to it: the sealed put goes to the disk tier.
+    shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
+    shoal_ref_t other;
+    int rc = shoal_put(writer, data, size, &store, &other);
+    if (rc)
+        print_error("second put: %s\n", shoal_last_error(writer));
+    assert_int_equal(rc, 0);
+    assert_true(s_wait_ls_state(c, ref, "spilled"));
+    s_read_to(s, buf, &got, size);
+    assert_memory_equal(buf, data, size);
+    assert_int_equal(shoal_stream_read(s, buf, 1, WAIT_MS), 0);
+    shoal_stream_close(&s);
+    assert_int_equal(shoal_remove(writer, (shoal_ref_t[]){ref, other}, 2, WAIT_MS), 2);
+    free(data);
+    free(buf);
+    shoal_disconnect(&reader);
+    shoal_disconnect(&writer);
+}
+
 int main(void)
 {
     snprintf(s_copy, sizeof s_copy, "%s:stream_copy", SHOAL_TEST_PLUGIN);
@@ -464,6 +530,7 @@ int main(void)
         cmocka_unit_test(test_a_fn_task_reads_a_streaming_input_while_it_is_written),
         cmocka_unit_test(test_a_fn_task_streaming_an_aborted_put_fails_naming_it),
         cmocka_unit_test(test_an_exec_task_reads_a_put_on_its_stdin_while_it_is_written),
+        cmocka_unit_test(test_a_stream_reads_a_put_to_the_end_after_it_is_spilled_to_disk),
     };
     return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
 }

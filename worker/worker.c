@@ -2354,6 +2354,9 @@ static const char s_empty[1] = "";
 
 #define S_HELD 1 //  s_serve_stream: not answerable yet
 
+static int s_serve_final(s_worker_t *self, const shoal_wire_peer_t *peer,
+                         const shoal_wire_fetch_t *req, const shoal_store_obj_t *obj);
+
 //  What the executors running tasks published of obj (worker.h: shoal_exec_stream_t).
 static uint64_t s_exec_ready(s_worker_t *self, const shoal_store_obj_t *obj)
 {
@@ -2381,7 +2384,7 @@ static uint64_t s_exec_ready(s_worker_t *self, const shoal_store_obj_t *obj)
 //  output what its executor published.
 static uint64_t s_ready(s_worker_t *self, const shoal_store_obj_t *obj)
 {
-    if (obj->state == SHOAL_OBJ_SEALED)
+    if (obj->state != SHOAL_OBJ_ALLOCATED) //  sealed, or sealed and spilled since
         return obj->size;
     const s_put_t *p = shoal__refmap_get(self->puts, obj->ref);
     if (!p)
@@ -2411,7 +2414,8 @@ static int s_serve_stream(s_worker_t *self, const shoal_wire_peer_t *peer,
         } else {
             r.size = obj.size;
             r.ready = s_ready(self, &obj);
-            r.final = obj.state == SHOAL_OBJ_SEALED;
+            //  A task's input is never spilled (s_spill_skip): any final state is SEALED.
+            r.final = obj.state != SHOAL_OBJ_ALLOCATED;
             if (req->offset >= r.ready && !r.final && !last)
                 return S_HELD;
         }
@@ -2424,6 +2428,10 @@ static int s_serve_stream(s_worker_t *self, const shoal_wire_peer_t *peer,
         reply.code = SHOAL_ENOTFOUND;
         snprintf(error, sizeof error, "object %s is not on worker %s", s_ref_text(req->ref, text),
                  self->name);
+    } else if (obj.state != SHOAL_OBJ_ALLOCATED) {
+        //  Sealed, or sealed and spilled to the disk tier since (obj.data is NULL then):
+        //  final, served as a plain fetch is.
+        return s_serve_final(self, peer, req, &obj);
     } else if (req->offset > obj.size) {
         reply.code = SHOAL_EINVAL;
         reply.size = obj.size;
@@ -2432,12 +2440,10 @@ static int s_serve_stream(s_worker_t *self, const shoal_wire_peer_t *peer,
                  s_ref_text(req->ref, text));
     } else {
         uint64_t ready = s_ready(self, &obj);
-        bool sealed = obj.state == SHOAL_OBJ_SEALED;
-        if (req->offset >= ready && !sealed && !last)
+        if (req->offset >= ready && !last)
             return S_HELD;
         reply.size = obj.size;
         reply.ready = ready;
-        reply.final = sealed;
         uint64_t len = req->length ? req->length : SHOAL_CHUNK_SIZE;
         len = SHOAL__MIN(len, ready > req->offset ? ready - req->offset : 0);
         len = SHOAL__MIN(len, (uint64_t)S_DATA_REPLY_MAX);
@@ -2548,18 +2554,33 @@ static int s_serve_fetch(s_worker_t *self, const shoal_wire_peer_t *peer,
     } else if (obj.state != SHOAL_OBJ_SEALED && obj.state != SHOAL_OBJ_SPILLED) {
         reply.code = SHOAL_EAGAIN;
         snprintf(error, sizeof error, "object %s is not sealed yet", s_ref_text(req->ref, text));
-    } else if (req->offset > obj.size) {
+    } else
+        return s_serve_final(self, peer, req, &obj);
+    reply.error = error;
+    return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply, s_empty, 0);
+}
+
+/*  Answers a fetch of obj, sealed or spilled (a streaming fetch too: ready is the size and
+    final 1). Returns what shoal_wire_send returned. */
+static int s_serve_final(s_worker_t *self, const shoal_wire_peer_t *peer,
+                         const shoal_wire_fetch_t *req, const shoal_store_obj_t *obj)
+{
+    char error[256], text[SHOAL_REF_TEXT_SIZE];
+    shoal_wire_data_t reply = {.seq = req->seq, .ref = req->ref, .offset = req->offset};
+    if (req->offset > obj->size) {
         reply.code = SHOAL_EINVAL;
-        reply.size = obj.size;
+        reply.size = obj->size;
         snprintf(error, sizeof error, "offset %llu is beyond the %llu bytes of object %s",
-                 (unsigned long long)req->offset, (unsigned long long)obj.size,
+                 (unsigned long long)req->offset, (unsigned long long)obj->size,
                  s_ref_text(req->ref, text));
     } else {
-        reply.size = obj.size;
+        reply.size = obj->size;
+        reply.ready = obj->size;
+        reply.final = 1;
         uint64_t len = req->length ? req->length : SHOAL_CHUNK_SIZE;
-        len = SHOAL__MIN(len, obj.size - req->offset);
+        len = SHOAL__MIN(len, obj->size - req->offset);
         len = SHOAL__MIN(len, (uint64_t)S_DATA_REPLY_MAX);
-        if (obj.state == SHOAL_OBJ_SPILLED && len) {
+        if (obj->state == SHOAL_OBJ_SPILLED && len) {
             //  Served from the disk tier as it is: no arena room needed, nothing on the wire
             //  changes (one LMDB read transaction per chunk, from the page cache ~0.3 ms/MiB).
             void *buf = malloc((size_t)len);
@@ -2582,7 +2603,8 @@ static int s_serve_fetch(s_worker_t *self, const shoal_wire_peer_t *peer,
         //  Copied into the frame: a zero-copy frame would read freed space if the object
         //  were deleted while the frame waits in the pipe.
         return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply,
-                               len ? (const void *)(obj.data + req->offset) : s_empty, (size_t)len);
+                               len ? (const void *)(obj->data + req->offset) : s_empty,
+                               (size_t)len);
     }
     reply.error = error;
     return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply, s_empty, 0);
