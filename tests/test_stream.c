@@ -269,7 +269,8 @@ static void test_shoal_get_follow_fails_naming_the_ref_when_the_put_is_aborted(v
     assert_true(h_contains(r->out, "abort"));
 }
 
-static char s_slowly[PATH_MAX + 32], s_crash[PATH_MAX + 32], s_copy[PATH_MAX + 32];
+static char s_slowly[PATH_MAX + 32], s_crash[PATH_MAX + 32], s_copy[PATH_MAX + 32],
+    s_crash_once[PATH_MAX + 32];
 
 static void test_a_stream_reads_a_task_output_as_its_executor_publishes_it(void **state)
 {
@@ -511,11 +512,67 @@ static void test_a_stream_reads_a_put_to_the_end_after_it_is_spilled_to_disk(voi
     shoal_disconnect(&writer);
 }
 
+/*  A command reading on its stdin an output whose executor dies mid-write (its producer
+    is retried) fails as a task whose input failed: SHOAL_ETASK naming the input and the
+    abort, not a cancel; with --retries its next attempt reads the retried output whole. */
+static void test_a_command_whose_stdin_input_is_aborted_fails_naming_it_and_is_retried(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = s_connect(c);
+    for (unsigned retries = 0; retries < 2; retries++) {
+        char *go = h_fmt(c, "%s/crash-go-%u", c->tmp, retries);
+        shoal_task_spec_t producer = {.kind = SHOAL_TASK_FN,
+                                      .fn = s_crash_once,
+                                      .arg = go,
+                                      .arg_size = strlen(go) + 1,
+                                      .retries = 1};
+        shoal_ref_t input;
+        assert_int_equal(shoal_submit(sh, &producer, &input), 0);
+        //  Reads the first MiB, lets the producer crash, then reads to the end.
+        char *script = h_fmt(c, "head -c 1048576 > /dev/null && touch %s && wc -c", go);
+        const char *argv[] = {"sh", "-c", script, NULL};
+        shoal_task_spec_t consumer = {.kind = SHOAL_TASK_EXEC,
+                                      .argv = argv,
+                                      .inputs = &input,
+                                      .n_inputs = 1,
+                                      .stream_inputs = 1,
+                                      .retries = retries};
+        shoal_ref_t id;
+        assert_int_equal(shoal_submit(sh, &consumer, &id), 0);
+        int rc = shoal_wait(sh, &id, 1, false, WAIT_MS);
+        shoal_status_t st;
+        assert_int_equal(shoal_status(sh, id, &st), 0);
+        if (retries == 0) {
+            char text[SHOAL_REF_TEXT_SIZE];
+            shoal_ref_format(input, text);
+            if (rc != SHOAL_ETASK || !st.error || !strstr(st.error, text) ||
+                !strstr(st.error, "abort"))
+                print_error("rc %d (%s), error: %s\n", rc, shoal_strerror(rc),
+                            st.error ? st.error : "(none)");
+            assert_int_equal(rc, SHOAL_ETASK);
+            assert_int_equal(st.state, SHOAL_STATUS_FAILED);
+            assert_non_null(strstr(st.error, text));
+            assert_non_null(strstr(st.error, "abort"));
+        } else {
+            if (rc)
+                print_error("retried: %s\n", shoal_last_error(sh));
+            assert_int_equal(rc, 0);
+            shoal_view_t v;
+            assert_int_equal(shoal_get(sh, id, WAIT_MS, &v), 0);
+            assert_int_equal(strtoul((const char *)v.data, NULL, 10), MiB);
+            shoal_view_release(&v);
+        }
+        assert_int_equal(shoal_wait(sh, &input, 1, false, WAIT_MS), 0);
+    }
+    shoal_disconnect(&sh);
+}
+
 int main(void)
 {
     snprintf(s_copy, sizeof s_copy, "%s:stream_copy", SHOAL_TEST_PLUGIN);
     snprintf(s_slowly, sizeof s_slowly, "%s:stream_slowly", SHOAL_TEST_PLUGIN);
     snprintf(s_crash, sizeof s_crash, "%s:crash_mid_write", SHOAL_TEST_PLUGIN);
+    snprintf(s_crash_once, sizeof s_crash_once, "%s:stream_crash_once", SHOAL_TEST_PLUGIN);
     if (getenv("SHOAL_TEST_FILTER"))
         cmocka_set_test_filter(getenv("SHOAL_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
@@ -531,6 +588,8 @@ int main(void)
         cmocka_unit_test(test_a_fn_task_streaming_an_aborted_put_fails_naming_it),
         cmocka_unit_test(test_an_exec_task_reads_a_put_on_its_stdin_while_it_is_written),
         cmocka_unit_test(test_a_stream_reads_a_put_to_the_end_after_it_is_spilled_to_disk),
+        cmocka_unit_test(
+            test_a_command_whose_stdin_input_is_aborted_fails_naming_it_and_is_retried),
     };
     return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
 }

@@ -177,6 +177,10 @@ typedef struct {
     //  Streaming inputs (e_input.stream): what the worker last said of each.
     uint64_t in_ready[SHOAL_STREAM_INPUTS_MAX];
     uint64_t in_final; //  bit i: input i is sealed
+    //  The first streaming input found aborted (index + 1, 0: none) and what the worker
+    //  said: a function that then fails is reported as its input failing.
+    size_t in_aborted;
+    char in_error[1024];
 } s_fn_task_t;
 
 //  One entry of a result: a task output or the log. The bytes are in a file (exec tasks),
@@ -757,6 +761,12 @@ static int s_input_wait(s_exec_t *self, shoal_ref_t ref, uint64_t offset, uint64
     return rc;
 }
 
+//  Whether a code from s_input_wait says the input was aborted (or removed) under us.
+static bool s_input_aborted(int rc)
+{
+    return rc == SHOAL_ECANCELED || rc == SHOAL_ENOTFOUND;
+}
+
 /*  ------------------------------------------------------------------------ exec kind */
 
 //  A growable NULL-terminated vector of owned strings (an envp).
@@ -968,8 +978,12 @@ static void s_spawn_and_wait(s_exec_t *self, const shoal_wire_e_task_t *et, size
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     if (feed_rc) {
+        //  An input aborted under the task (its writer aborted it, or the executor writing
+        //  it died and its producer may be retried) fails the task as a failed input does,
+        //  with SHOAL_ETASK so its retries apply: SHOAL_ECANCELED would read as a cancel.
         char text[SHOAL_REF_TEXT_SIZE];
-        s_fail(o, feed_rc, 0, "its stdin, input %zu (%s), failed: %s", stdin_i,
+        s_fail(o, s_input_aborted(feed_rc) ? SHOAL_ETASK : feed_rc, 0,
+               "input %zu (%s), the command's stdin, failed: %s", stdin_i,
                shoal_ref_format(t->inputs.items[stdin_i], text), feed_err);
     } else if (n == (ssize_t)sizeof exec_err) {
         if (exec_err == ENOENT || exec_err == ENOTDIR)
@@ -1254,6 +1268,10 @@ static int s_api_input_read(shoal_task_t *t, size_t i, uint64_t offset, void *bu
                               f->alloc_error, sizeof f->alloc_error);
         if (sealed)
             f->in_final |= 1ull << i;
+        if (rc && s_input_aborted(rc) && !f->in_aborted) {
+            f->in_aborted = i + 1;
+            snprintf(f->in_error, sizeof f->in_error, "%s", f->alloc_error);
+        }
         if (rc)
             return rc;
     }
@@ -1646,6 +1664,14 @@ static void s_run_fn(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t 
     uint64_t log_base;
     uint64_t log_size = s_capture_task_end(self, &log_base);
 
+    if (call && rc != 0 && f->in_aborted) {
+        //  As the exec kind's stdin: the input failed, not the function (retries apply).
+        char text[SHOAL_REF_TEXT_SIZE];
+        size_t i = f->in_aborted - 1;
+        s_fail(o, SHOAL_ETASK, rc > 0 ? rc : 0, "input %zu (%s) failed: %s%s%s", i,
+               shoal_ref_format(t->inputs.items[i], text), f->in_error, f->has_error ? "; " : "",
+               f->has_error ? f->error : "");
+    }
     if (call && rc != 0) {
         const char *why = f->has_error ? f->error : f->alloc_error;
         if (*why)
