@@ -567,6 +567,39 @@ static void test_a_command_whose_stdin_input_is_aborted_fails_naming_it_and_is_r
     shoal_disconnect(&sh);
 }
 
+/*  A command that stops reading its streaming stdin early (`head -c 5`) ends the task when
+    it exits, while the put it reads is still being written (and stays so). */
+static void test_a_command_that_exits_early_ends_its_task_while_its_stdin_is_written(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    setenv("SHOAL_NO_LOCAL_STORE", "1", 1);
+    shoal_t *writer = s_connect(c), *sh = s_connect(c);
+    shoal_put_t *put = NULL;
+    shoal_ref_t ref;
+    assert_int_equal(shoal_put_begin(writer, 2 * MiB, NULL, &ref, &put), 0);
+    assert_int_equal(shoal_put_write(put, "hello world", 11), 0);
+    assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
+    const char *argv[] = {"head", "-c", "5", NULL};
+    shoal_task_spec_t spec = {
+        .kind = SHOAL_TASK_EXEC, .argv = argv, .inputs = &ref, .n_inputs = 1, .stream_inputs = 1};
+    shoal_ref_t id;
+    assert_int_equal(shoal_submit(sh, &spec, &id), 0);
+    //  The put stays open: only the command's exit can end the task.
+    int rc = shoal_wait(sh, &id, 1, false, 10000 * h_scale());
+    if (rc)
+        print_error("task: %s\n", shoal_last_error(sh));
+    assert_int_equal(rc, 0);
+    shoal_view_t v;
+    assert_int_equal(shoal_get(sh, id, WAIT_MS, &v), 0);
+    assert_int_equal(v.size, 5);
+    assert_memory_equal(v.data, "hello", 5);
+    shoal_view_release(&v);
+    shoal_put_abort(&put);
+    unsetenv("SHOAL_NO_LOCAL_STORE");
+    shoal_disconnect(&sh);
+    shoal_disconnect(&writer);
+}
+
 int main(void)
 {
     snprintf(s_copy, sizeof s_copy, "%s:stream_copy", SHOAL_TEST_PLUGIN);
@@ -590,6 +623,7 @@ int main(void)
         cmocka_unit_test(test_a_stream_reads_a_put_to_the_end_after_it_is_spilled_to_disk),
         cmocka_unit_test(
             test_a_command_whose_stdin_input_is_aborted_fails_naming_it_and_is_retried),
+        cmocka_unit_test(test_a_command_that_exits_early_ends_its_task_while_its_stdin_is_written),
     };
     return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
 }

@@ -890,7 +890,8 @@ static void s_describe_signal(char *buf, size_t size, int sig)
 }
 
 /*  Writes input in (ref) to fd as it lands (e_read while it is being written). A command
-    that stops reading (EPIPE) is fine. 0, or a code with err saying why. */
+    that stops reading (EPIPE, or its stdin closed: seen between rounds, so within a
+    second of its exit) is fine. 0, or a code with err saying why. */
 static int s_feed(s_exec_t *self, shoal_ref_t ref, const shoal_wire_e_input_t *in, int fd,
                   char *err, size_t err_size)
 {
@@ -911,6 +912,12 @@ static int s_feed(s_exec_t *self, shoal_ref_t ref, const shoal_wire_e_input_t *i
             off += (uint64_t)w;
             continue;
         }
+        //  Everything landed is written: a command that has exited (`head -c 5`) or closed
+        //  its stdin would otherwise keep the task running until more bytes land, maybe
+        //  never. The write end of a pipe with no reader polls POLLERR.
+        struct pollfd pfd = {.fd = fd};
+        if (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLERR | POLLHUP)))
+            return 0;
         //  At most a second a round: the worker answers at the latest then, and the
         //  writer's lease (or its executor's death) ends a silent input.
         int rc = s_input_wait(self, ref, off, in->size, 1000, &ready, &final, err, err_size);
