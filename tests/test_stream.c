@@ -600,6 +600,51 @@ static void test_a_command_that_exits_early_ends_its_task_while_its_stdin_is_wri
     shoal_disconnect(&writer);
 }
 
+/*  A stream that has read the first MiB of a task's output, with nothing in flight when
+    the task's executor dies, must not go on into the retry's output of the same ref: it
+    fails naming the ref and the abort rather than end as if it had read one object. */
+static void test_a_stream_fails_rather_than_read_on_into_a_retried_output(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = s_connect(c);
+    char *go = h_fmt(c, "%s/retry-go", c->tmp);
+    shoal_task_spec_t spec = {.kind = SHOAL_TASK_FN,
+                              .fn = s_crash_once,
+                              .arg = go,
+                              .arg_size = strlen(go) + 1,
+                              .retries = 1};
+    shoal_ref_t id;
+    assert_int_equal(shoal_submit(sh, &spec, &id), 0);
+    shoal_stream_t *s = NULL;
+    assert_int_equal(shoal_stream_open(sh, id, &s), 0);
+    size_t size = 2 * MiB, got = 0;
+    uint8_t *buf = malloc(size);
+    assert_non_null(buf);
+    s_read_to(s, buf, &got, MiB);
+    //  The first attempt crashes; the second writes the output whole under the same ref.
+    assert_int_equal(h_write_file(go, "", 0), 0);
+    assert_int_equal(shoal_wait(sh, &id, 1, false, WAIT_MS), 0);
+    int rc = 0;
+    while (got < size && (rc = shoal_stream_read(s, buf + got, size - got, WAIT_MS)) > 0)
+        got += (size_t)rc;
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(id, text);
+    if (rc != SHOAL_ECANCELED)
+        print_error("read %zu bytes, then %d: %s\n", got, rc, shoal_last_error(sh));
+    assert_int_equal(rc, SHOAL_ECANCELED);
+    assert_non_null(strstr(shoal_last_error(sh), text));
+    assert_non_null(strstr(shoal_last_error(sh), "abort"));
+    shoal_stream_close(&s);
+    //  A stream opened now reads the retry's output whole.
+    assert_int_equal(shoal_stream_open(sh, id, &s), 0);
+    got = 0;
+    s_read_to(s, buf, &got, size);
+    assert_int_equal(shoal_stream_read(s, buf, 1, WAIT_MS), 0);
+    shoal_stream_close(&s);
+    free(buf);
+    shoal_disconnect(&sh);
+}
+
 int main(void)
 {
     snprintf(s_copy, sizeof s_copy, "%s:stream_copy", SHOAL_TEST_PLUGIN);
@@ -624,6 +669,7 @@ int main(void)
         cmocka_unit_test(
             test_a_command_whose_stdin_input_is_aborted_fails_naming_it_and_is_retried),
         cmocka_unit_test(test_a_command_that_exits_early_ends_its_task_while_its_stdin_is_written),
+        cmocka_unit_test(test_a_stream_fails_rather_than_read_on_into_a_retried_output),
     };
     return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
 }
