@@ -3014,6 +3014,10 @@ struct shoal_stream {
     size_t chunk_off;
     int64_t heard_ms;
     int stalls;
+    //  The allocation read (the worker's gen in data replies), and whether bytes of it
+    //  came: a stream never splices bytes of an aborted allocation with its rewrite.
+    uint64_t gen;
+    bool fed;
 };
 
 //  Sends the watch that asks the broker where ref is being written.
@@ -3081,6 +3085,13 @@ static void s_stream_reset(shoal_stream_t *s, bool forget_worker)
 static int s_stream_locate(shoal_stream_t *s, int64_t deadline)
 {
     shoal_t *self = s->owner;
+    if (s->fed && !s->sealed)
+        //  The worker lost what we were reading (not found there any more): aborted. A
+        //  retry writes it again, maybe other bytes, which must not follow the ones read.
+        return s_fail(self, SHOAL_ECANCELED,
+                      "%s was aborted on the worker at %s after %llu bytes of it were read, "
+                      "and may be written anew: this stream cannot go on",
+                      s->text, s->endpoint ? s->endpoint : "(unknown)", (unsigned long long)s->pos);
     for (;;) {
         s_entry_t *e = shoal__refmap_get(self->refs, s->ref);
         if (e && e->final) {
@@ -3174,7 +3185,12 @@ static int s_stream_reply(shoal_stream_t *s, shoal_wire_in_t *in)
     uint64_t offset = s->reqs[0].offset;
     memmove(s->reqs, s->reqs + 1, --s->n_reqs * sizeof *s->reqs);
     if (d->code == SHOAL_ENOTFOUND) {
-        //  Not allocated there (yet), or lost: the broker says where, or that it failed.
+        //  Not allocated there (yet), or lost: the broker says where, or that it failed
+        //  (s_stream_locate refuses to go on after bytes of an allocation now gone).
+        if (s->fed && !s->sealed) {
+            s_stream_reset(s, false);
+            return s_stream_locate(s, 0);
+        }
         s_stream_reset(s, true);
         s_entry_t *e = shoal__refmap_get(self->refs, s->ref);
         if (e && !e->final) {
@@ -3187,6 +3203,17 @@ static int s_stream_reply(shoal_stream_t *s, shoal_wire_in_t *in)
         return s_fail(self, d->code >= INT_MIN ? (int)d->code : SHOAL_EPROTO, "%s",
                       d->error ? d->error : shoal_strerror((int)d->code));
     size_t got = in->has_raw ? zmq_msg_size(&in->raw) : 0;
+    if (d->gen != s->gen) {
+        if (s->fed)
+            return s_fail(self, SHOAL_ECANCELED,
+                          "%s was aborted on the worker at %s after %llu bytes of it were "
+                          "read, and is being written anew: this stream cannot go on",
+                          s->text, s->endpoint, (unsigned long long)s->pos);
+        //  Nothing read of the allocation before: the new one is read from the start.
+        s->gen = d->gen;
+        s->sized = false;
+        s->ready = 0;
+    }
     if (d->offset != offset || offset != s->pos || got > SHOAL_CHUNK_SIZE ||
         offset + got > d->size || (s->sized && d->size != s->size))
         return s_fail(self, SHOAL_EPROTO,
@@ -3206,6 +3233,7 @@ static int s_stream_reply(shoal_stream_t *s, shoal_wire_in_t *in)
         zmq_msg_move(&s->chunk, &in->raw);
         s->have_chunk = true;
         s->chunk_off = 0;
+        s->fed = true;
     }
     return 0;
 }

@@ -424,7 +424,9 @@ typedef struct {
     reply with no bytes: ask again). An object not in the store yet (its writer has not
     allocated it) is waited for the same way, then answered SHOAL_ENOTFOUND. Appended to
     data: ready, the watermark when the reply was made (bytes readable from 0), and final,
-    1 once the object is sealed (ready == size). */
+    1 once the object is sealed (ready == size); then gen, the ref's allocation generation
+    on that worker (0, bumped at each abort of it there): a stream that has read bytes and
+    sees another gen reads an allocation written anew (a retry) and must fail. */
 #define SHOAL_FETCH_STREAM 1u
 #define SHOAL_WIRE_data(F, R)                                                                      \
     F(R, U64, seq, _)                                                                              \
@@ -434,7 +436,8 @@ typedef struct {
     F(R, U64, size, _)                                                                             \
     F(R, U64, offset, _)                                                                           \
     F(R, U64, ready, _)                                                                            \
-    F(R, U64, final, _)
+    F(R, U64, final, _)                                                                            \
+    F(R, U64, gen, _)
 
 /*  data socket: a client writes an object into the worker's store. op SHOAL_PUT_OP_ALLOC
     reserves size bytes for ref (name, tags, ttl_ms go to the broker with the worker's

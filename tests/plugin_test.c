@@ -4,6 +4,7 @@
 #include <shoal.h>
 #include <signal.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +212,29 @@ SHOAL_PLUGIN_EXPORT int stream_slowly(shoal_task_t *t)
     CHECK(t, shoal_task_output_seal(t, 0) == 0);
     CHECK(t, shoal_task_output_progress(t, 0, 2 * half) == SHOAL_ESTATE); //  sealed
     return 0;
+}
+
+/*  For consumers of an output whose writer dies: when the file named by the argument
+    exists, writes a 2 MiB output ('c') and seals it; else writes and publishes its first
+    MiB, waits (up to 60 s) for the file, and crashes, so the output is aborted under its
+    streaming readers and a retry of this task writes it whole. */
+SHOAL_PLUGIN_EXPORT int stream_crash_once(shoal_task_t *t)
+{
+    const char *path = shoal_task_arg(t, NULL);
+    size_t half = 1 << 20;
+    bool again = access(path, F_OK) == 0;
+    char *p;
+    CHECK(t, shoal_task_output_alloc(t, 0, 2 * half, (void **)&p) == 0);
+    memset(p, 'c', again ? 2 * half : half);
+    if (again) {
+        CHECK(t, shoal_task_output_seal(t, 0) == 0);
+        return 0;
+    }
+    CHECK(t, shoal_task_output_progress(t, 0, half) == 0);
+    for (int i = 0; i < 60000 && access(path, F_OK) != 0; i++)
+        usleep(1000);
+    raise(SIGSEGV);
+    return 3;
 }
 
 /*  Copies streaming input 0 into output 0 as it lands (shoal_task_input_read, 64 KiB at

@@ -1,12 +1,13 @@
 /*  test_stream.c: streaming reads of objects still being written, on a real cluster.
 
-    One broker and one worker (2 slots, a 32 MiB arena). A reader opens a stream on a put
-    between its allocation and its seal and must receive the bytes written so far before
-    the seal (a read made before any byte is written times out instead), then the rest and
-    the end at the seal: with the writer on the worker's host (in place, publishing its
-    progress) and over TCP ($SHOAL_NO_LOCAL_STORE forces the socket path in libshoal). An
-    aborted put fails its streaming readers naming the ref; `shoal get --follow` prints what
-    `shoal put --size N -` receives while it receives it. */
+    One broker and one worker (2 slots, a 32 MiB arena, a 64 MiB disk tier). A reader
+    opens a stream on a put between its allocation and its seal and must receive the bytes
+    written so far before the seal (a read made before any byte is written times out
+    instead), then the rest and the end at the seal: with the writer on the worker's host
+    (in place, publishing its progress) and over TCP ($SHOAL_NO_LOCAL_STORE forces the
+    socket path in libshoal); also when the put is spilled to the disk tier before the
+    reader has read it. An aborted put fails its streaming readers naming the ref; `shoal
+    get --follow` prints what `shoal put --size N -` receives while it receives it. */
 #include "harness.h"
 
 #include <shoal.h>
@@ -27,7 +28,9 @@
 
 static int s_setup(void **state)
 {
-    return h_fixture_start(state, 1, 2, "32M");
+    h_cluster_t *c = h_cluster_start_with(1, 2, "32M", "--spill-size 64M");
+    *state = c;
+    return c ? 0 : -1;
 }
 
 static shoal_t *s_connect(h_cluster_t *c)
@@ -266,7 +269,8 @@ static void test_shoal_get_follow_fails_naming_the_ref_when_the_put_is_aborted(v
     assert_true(h_contains(r->out, "abort"));
 }
 
-static char s_slowly[PATH_MAX + 32], s_crash[PATH_MAX + 32], s_copy[PATH_MAX + 32];
+static char s_slowly[PATH_MAX + 32], s_crash[PATH_MAX + 32], s_copy[PATH_MAX + 32],
+    s_crash_once[PATH_MAX + 32];
 
 static void test_a_stream_reads_a_task_output_as_its_executor_publishes_it(void **state)
 {
@@ -445,11 +449,208 @@ static void test_an_exec_task_reads_a_put_on_its_stdin_while_it_is_written(void 
     assert_true(h_contains(r->err, "--stdin-input"));
 }
 
+//  Waits until `shoal ls` shows ref in state (a word of its line). true, or false at the
+//  deadline (after printing the last listing).
+static bool s_wait_ls_state(h_cluster_t *c, shoal_ref_t ref, const char *state)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(ref, text);
+    int64_t deadline = h_now_ms() + 10000 * h_scale();
+    h_result_t *r = NULL;
+    do {
+        r = h_run(c, CMD_MS, "ls", NULL);
+        const char *line = r->status == 0 ? strstr(r->out, text) : NULL;
+        const char *end = line ? strchr(line, '\n') : NULL;
+        const char *at = line ? strstr(line, state) : NULL;
+        if (at && (!end || at < end))
+            return true;
+    } while (h_now_ms() < deadline);
+    print_error("%s is not %s:\n%s%s\n", text, state, r->out, r->err);
+    return false;
+}
+
+/*  A put of 20 MiB is sealed while a stream has read only its first MiB, then spilled to
+    make room for another (the arena is 32 MiB): the stream still gets every byte (from
+    the disk tier) and the end. */
+static void test_a_stream_reads_a_put_to_the_end_after_it_is_spilled_to_disk(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *writer = s_connect(c), *reader = s_connect(c);
+    size_t size = 20 * MiB;
+    uint8_t *data = s_pattern(13, size), *buf = malloc(size);
+    assert_non_null(buf);
+    shoal_put_t *put = NULL;
+    shoal_ref_t ref;
+    assert_int_equal(shoal_put_begin(writer, size, NULL, &ref, &put), 0);
+    uint8_t *mem = shoal_put_memory(put);
+    assert_non_null(mem);
+    memcpy(mem, data, MiB);
+    assert_int_equal(shoal_put_progress(put, MiB), 0);
+    assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
+    shoal_stream_t *s = NULL;
+    assert_int_equal(shoal_stream_open(reader, ref, &s), 0);
+    size_t got = 0;
+    s_read_to(s, buf, &got, MiB);
+    memcpy(mem + MiB, data + MiB, size - MiB);
+    assert_int_equal(shoal_put_end(&put), 0);
+    //  Another 20 MiB does not fit next to it: the sealed put goes to the disk tier.
+    shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
+    shoal_ref_t other;
+    int rc = shoal_put(writer, data, size, &store, &other);
+    if (rc)
+        print_error("second put: %s\n", shoal_last_error(writer));
+    assert_int_equal(rc, 0);
+    assert_true(s_wait_ls_state(c, ref, "spilled"));
+    s_read_to(s, buf, &got, size);
+    assert_memory_equal(buf, data, size);
+    assert_int_equal(shoal_stream_read(s, buf, 1, WAIT_MS), 0);
+    shoal_stream_close(&s);
+    assert_int_equal(shoal_remove(writer, (shoal_ref_t[]){ref, other}, 2, WAIT_MS), 2);
+    free(data);
+    free(buf);
+    shoal_disconnect(&reader);
+    shoal_disconnect(&writer);
+}
+
+/*  A command reading on its stdin an output whose executor dies mid-write (its producer
+    is retried) fails as a task whose input failed: SHOAL_ETASK naming the input and the
+    abort, not a cancel; with --retries its next attempt reads the retried output whole. */
+static void test_a_command_whose_stdin_input_is_aborted_fails_naming_it_and_is_retried(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = s_connect(c);
+    for (unsigned retries = 0; retries < 2; retries++) {
+        char *go = h_fmt(c, "%s/crash-go-%u", c->tmp, retries);
+        shoal_task_spec_t producer = {.kind = SHOAL_TASK_FN,
+                                      .fn = s_crash_once,
+                                      .arg = go,
+                                      .arg_size = strlen(go) + 1,
+                                      .retries = 1};
+        shoal_ref_t input;
+        assert_int_equal(shoal_submit(sh, &producer, &input), 0);
+        //  Reads the first MiB, lets the producer crash, then reads to the end.
+        char *script = h_fmt(c, "head -c 1048576 > /dev/null && touch %s && wc -c", go);
+        const char *argv[] = {"sh", "-c", script, NULL};
+        shoal_task_spec_t consumer = {.kind = SHOAL_TASK_EXEC,
+                                      .argv = argv,
+                                      .inputs = &input,
+                                      .n_inputs = 1,
+                                      .stream_inputs = 1,
+                                      .retries = retries};
+        shoal_ref_t id;
+        assert_int_equal(shoal_submit(sh, &consumer, &id), 0);
+        int rc = shoal_wait(sh, &id, 1, false, WAIT_MS);
+        shoal_status_t st;
+        assert_int_equal(shoal_status(sh, id, &st), 0);
+        if (retries == 0) {
+            char text[SHOAL_REF_TEXT_SIZE];
+            shoal_ref_format(input, text);
+            if (rc != SHOAL_ETASK || !st.error || !strstr(st.error, text) ||
+                !strstr(st.error, "abort"))
+                print_error("rc %d (%s), error: %s\n", rc, shoal_strerror(rc),
+                            st.error ? st.error : "(none)");
+            assert_int_equal(rc, SHOAL_ETASK);
+            assert_int_equal(st.state, SHOAL_STATUS_FAILED);
+            assert_non_null(strstr(st.error, text));
+            assert_non_null(strstr(st.error, "abort"));
+        } else {
+            if (rc)
+                print_error("retried: %s\n", shoal_last_error(sh));
+            assert_int_equal(rc, 0);
+            shoal_view_t v;
+            assert_int_equal(shoal_get(sh, id, WAIT_MS, &v), 0);
+            assert_int_equal(strtoul((const char *)v.data, NULL, 10), MiB);
+            shoal_view_release(&v);
+        }
+        assert_int_equal(shoal_wait(sh, &input, 1, false, WAIT_MS), 0);
+    }
+    shoal_disconnect(&sh);
+}
+
+/*  A command that stops reading its streaming stdin early (`head -c 5`) ends the task when
+    it exits, while the put it reads is still being written (and stays so). */
+static void test_a_command_that_exits_early_ends_its_task_while_its_stdin_is_written(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    setenv("SHOAL_NO_LOCAL_STORE", "1", 1);
+    shoal_t *writer = s_connect(c), *sh = s_connect(c);
+    shoal_put_t *put = NULL;
+    shoal_ref_t ref;
+    assert_int_equal(shoal_put_begin(writer, 2 * MiB, NULL, &ref, &put), 0);
+    assert_int_equal(shoal_put_write(put, "hello world", 11), 0);
+    assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
+    const char *argv[] = {"head", "-c", "5", NULL};
+    shoal_task_spec_t spec = {
+        .kind = SHOAL_TASK_EXEC, .argv = argv, .inputs = &ref, .n_inputs = 1, .stream_inputs = 1};
+    shoal_ref_t id;
+    assert_int_equal(shoal_submit(sh, &spec, &id), 0);
+    //  The put stays open: only the command's exit can end the task.
+    int rc = shoal_wait(sh, &id, 1, false, 10000 * h_scale());
+    if (rc)
+        print_error("task: %s\n", shoal_last_error(sh));
+    assert_int_equal(rc, 0);
+    shoal_view_t v;
+    assert_int_equal(shoal_get(sh, id, WAIT_MS, &v), 0);
+    assert_int_equal(v.size, 5);
+    assert_memory_equal(v.data, "hello", 5);
+    shoal_view_release(&v);
+    shoal_put_abort(&put);
+    unsetenv("SHOAL_NO_LOCAL_STORE");
+    shoal_disconnect(&sh);
+    shoal_disconnect(&writer);
+}
+
+/*  A stream that has read the first MiB of a task's output, with nothing in flight when
+    the task's executor dies, must not go on into the retry's output of the same ref: it
+    fails naming the ref and the abort rather than end as if it had read one object. */
+static void test_a_stream_fails_rather_than_read_on_into_a_retried_output(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = s_connect(c);
+    char *go = h_fmt(c, "%s/retry-go", c->tmp);
+    shoal_task_spec_t spec = {.kind = SHOAL_TASK_FN,
+                              .fn = s_crash_once,
+                              .arg = go,
+                              .arg_size = strlen(go) + 1,
+                              .retries = 1};
+    shoal_ref_t id;
+    assert_int_equal(shoal_submit(sh, &spec, &id), 0);
+    shoal_stream_t *s = NULL;
+    assert_int_equal(shoal_stream_open(sh, id, &s), 0);
+    size_t size = 2 * MiB, got = 0;
+    uint8_t *buf = malloc(size);
+    assert_non_null(buf);
+    s_read_to(s, buf, &got, MiB);
+    //  The first attempt crashes; the second writes the output whole under the same ref.
+    assert_int_equal(h_write_file(go, "", 0), 0);
+    assert_int_equal(shoal_wait(sh, &id, 1, false, WAIT_MS), 0);
+    int rc = 0;
+    while (got < size && (rc = shoal_stream_read(s, buf + got, size - got, WAIT_MS)) > 0)
+        got += (size_t)rc;
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(id, text);
+    if (rc != SHOAL_ECANCELED)
+        print_error("read %zu bytes, then %d: %s\n", got, rc, shoal_last_error(sh));
+    assert_int_equal(rc, SHOAL_ECANCELED);
+    assert_non_null(strstr(shoal_last_error(sh), text));
+    assert_non_null(strstr(shoal_last_error(sh), "abort"));
+    shoal_stream_close(&s);
+    //  A stream opened now reads the retry's output whole.
+    assert_int_equal(shoal_stream_open(sh, id, &s), 0);
+    got = 0;
+    s_read_to(s, buf, &got, size);
+    assert_int_equal(shoal_stream_read(s, buf, 1, WAIT_MS), 0);
+    shoal_stream_close(&s);
+    free(buf);
+    shoal_disconnect(&sh);
+}
+
 int main(void)
 {
     snprintf(s_copy, sizeof s_copy, "%s:stream_copy", SHOAL_TEST_PLUGIN);
     snprintf(s_slowly, sizeof s_slowly, "%s:stream_slowly", SHOAL_TEST_PLUGIN);
     snprintf(s_crash, sizeof s_crash, "%s:crash_mid_write", SHOAL_TEST_PLUGIN);
+    snprintf(s_crash_once, sizeof s_crash_once, "%s:stream_crash_once", SHOAL_TEST_PLUGIN);
     if (getenv("SHOAL_TEST_FILTER"))
         cmocka_set_test_filter(getenv("SHOAL_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
@@ -464,6 +665,11 @@ int main(void)
         cmocka_unit_test(test_a_fn_task_reads_a_streaming_input_while_it_is_written),
         cmocka_unit_test(test_a_fn_task_streaming_an_aborted_put_fails_naming_it),
         cmocka_unit_test(test_an_exec_task_reads_a_put_on_its_stdin_while_it_is_written),
+        cmocka_unit_test(test_a_stream_reads_a_put_to_the_end_after_it_is_spilled_to_disk),
+        cmocka_unit_test(
+            test_a_command_whose_stdin_input_is_aborted_fails_naming_it_and_is_retried),
+        cmocka_unit_test(test_a_command_that_exits_early_ends_its_task_while_its_stdin_is_written),
+        cmocka_unit_test(test_a_stream_fails_rather_than_read_on_into_a_retried_output),
     };
     return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
 }

@@ -177,6 +177,10 @@ typedef struct {
     //  Streaming inputs (e_input.stream): what the worker last said of each.
     uint64_t in_ready[SHOAL_STREAM_INPUTS_MAX];
     uint64_t in_final; //  bit i: input i is sealed
+    //  The first streaming input found aborted (index + 1, 0: none) and what the worker
+    //  said: a function that then fails is reported as its input failing.
+    size_t in_aborted;
+    char in_error[1024];
 } s_fn_task_t;
 
 //  One entry of a result: a task output or the log. The bytes are in a file (exec tasks),
@@ -757,6 +761,12 @@ static int s_input_wait(s_exec_t *self, shoal_ref_t ref, uint64_t offset, uint64
     return rc;
 }
 
+//  Whether a code from s_input_wait says the input was aborted (or removed) under us.
+static bool s_input_aborted(int rc)
+{
+    return rc == SHOAL_ECANCELED || rc == SHOAL_ENOTFOUND;
+}
+
 /*  ------------------------------------------------------------------------ exec kind */
 
 //  A growable NULL-terminated vector of owned strings (an envp).
@@ -880,7 +890,8 @@ static void s_describe_signal(char *buf, size_t size, int sig)
 }
 
 /*  Writes input in (ref) to fd as it lands (e_read while it is being written). A command
-    that stops reading (EPIPE) is fine. 0, or a code with err saying why. */
+    that stops reading (EPIPE, or its stdin closed: seen between rounds, so within a
+    second of its exit) is fine. 0, or a code with err saying why. */
 static int s_feed(s_exec_t *self, shoal_ref_t ref, const shoal_wire_e_input_t *in, int fd,
                   char *err, size_t err_size)
 {
@@ -901,6 +912,12 @@ static int s_feed(s_exec_t *self, shoal_ref_t ref, const shoal_wire_e_input_t *i
             off += (uint64_t)w;
             continue;
         }
+        //  Everything landed is written: a command that has exited (`head -c 5`) or closed
+        //  its stdin would otherwise keep the task running until more bytes land, maybe
+        //  never. The write end of a pipe with no reader polls POLLERR.
+        struct pollfd pfd = {.fd = fd};
+        if (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLERR | POLLHUP)))
+            return 0;
         //  At most a second a round: the worker answers at the latest then, and the
         //  writer's lease (or its executor's death) ends a silent input.
         int rc = s_input_wait(self, ref, off, in->size, 1000, &ready, &final, err, err_size);
@@ -968,8 +985,12 @@ static void s_spawn_and_wait(s_exec_t *self, const shoal_wire_e_task_t *et, size
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     if (feed_rc) {
+        //  An input aborted under the task (its writer aborted it, or the executor writing
+        //  it died and its producer may be retried) fails the task as a failed input does,
+        //  with SHOAL_ETASK so its retries apply: SHOAL_ECANCELED would read as a cancel.
         char text[SHOAL_REF_TEXT_SIZE];
-        s_fail(o, feed_rc, 0, "its stdin, input %zu (%s), failed: %s", stdin_i,
+        s_fail(o, s_input_aborted(feed_rc) ? SHOAL_ETASK : feed_rc, 0,
+               "input %zu (%s), the command's stdin, failed: %s", stdin_i,
                shoal_ref_format(t->inputs.items[stdin_i], text), feed_err);
     } else if (n == (ssize_t)sizeof exec_err) {
         if (exec_err == ENOENT || exec_err == ENOTDIR)
@@ -1254,6 +1275,10 @@ static int s_api_input_read(shoal_task_t *t, size_t i, uint64_t offset, void *bu
                               f->alloc_error, sizeof f->alloc_error);
         if (sealed)
             f->in_final |= 1ull << i;
+        if (rc && s_input_aborted(rc) && !f->in_aborted) {
+            f->in_aborted = i + 1;
+            snprintf(f->in_error, sizeof f->in_error, "%s", f->alloc_error);
+        }
         if (rc)
             return rc;
     }
@@ -1646,6 +1671,14 @@ static void s_run_fn(s_exec_t *self, const shoal_wire_e_task_t *et, s_outcome_t 
     uint64_t log_base;
     uint64_t log_size = s_capture_task_end(self, &log_base);
 
+    if (call && rc != 0 && f->in_aborted) {
+        //  As the exec kind's stdin: the input failed, not the function (retries apply).
+        char text[SHOAL_REF_TEXT_SIZE];
+        size_t i = f->in_aborted - 1;
+        s_fail(o, SHOAL_ETASK, rc > 0 ? rc : 0, "input %zu (%s) failed: %s%s%s", i,
+               shoal_ref_format(t->inputs.items[i], text), f->in_error, f->has_error ? "; " : "",
+               f->has_error ? f->error : "");
+    }
     if (call && rc != 0) {
         const char *why = f->has_error ? f->error : f->alloc_error;
         if (*why)

@@ -363,6 +363,8 @@ typedef struct {
     size_t n_stash;
     s_waiter_t *waiters; //  streaming fetches held (s_stream_run)
     size_t n_waiters, cap_waiters;
+    shoal__refmap_t *gens; //  ref -> allocation generation (s_gen_bump), packed
+    size_t gens_sweep_at;
 
     //  client puts, notes for the broker (w_objects, one shoal_wire_dup each), allocations
     //  waiting for room, SEALs to answer after the flush
@@ -664,6 +666,7 @@ static int s_store_put(s_worker_t *self, shoal_ref_t ref, const void *data, uint
 
 static void s_note(s_worker_t *self, shoal_ref_t ref, uint64_t state, uint64_t size,
                    const shoal_wire_put_t *spec, const char *error);
+static void s_gen_bump(s_worker_t *self, shoal_ref_t ref);
 static void s_store_text(s_worker_t *self, char *buf, size_t size);
 
 //  A spilled object back into the arena, evicting input copies while it does not fit.
@@ -747,6 +750,7 @@ static int s_clear_for_output(s_worker_t *self, shoal_ref_t ref)
     shoal__refmap_remove(self->copies, ref);
     shoal__refmap_remove(self->drops, ref);
     shoal_store_delete(self->store, ref);
+    s_gen_bump(self, ref); //  what a stream read of it is not what comes next
     return 0;
 }
 
@@ -2222,8 +2226,10 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
         }
     }
     if (status != 0)
-        for (size_t i = 0; i < stored; i++) //  a failed task leaves no outputs behind
+        for (size_t i = 0; i < stored; i++) { //  a failed task leaves no outputs behind
             shoal_store_delete(self->store, shoal_ref_output(id, (uint16_t)i));
+            s_gen_bump(self, shoal_ref_output(id, (uint16_t)i)); //  a stream may have read it
+        }
 
     //  The result for the broker: sizes, and the bytes of small outputs so the broker can
     //  answer small gets itself, even after this worker is gone.
@@ -2369,6 +2375,50 @@ static const char s_empty[1] = "";
 
 #define S_HELD 1 //  s_serve_stream: not answerable yet
 
+static int s_serve_final(s_worker_t *self, const shoal_wire_peer_t *peer,
+                         const shoal_wire_fetch_t *req, const shoal_store_obj_t *obj);
+
+/*  Allocation generations. A ref aborted here (its writer aborted it, its executor died,
+    its task failed) may be allocated again by a retry, which writes other bytes under the
+    same ref; a stream that had read some of the first allocation must not go on into the
+    second. So data replies carry the ref's generation: 0 for a ref never aborted here,
+    bumped at each abort. Kept S_GEN_MS after the last abort and while the ref is in the
+    store; packed in the map's value as (until_ms << 16 | gen), gen 1..65535 (an entry
+    per aborted ref, no malloc). */
+#define S_GEN_MS        60000 //  as long as the client remembers removed refs
+#define S_GEN_SWEEP_MIN 4096  //  entries before expired ones are swept
+
+static uint64_t s_gen(s_worker_t *self, shoal_ref_t ref)
+{
+    uintptr_t v = (uintptr_t)shoal__refmap_get(self->gens, ref);
+    return v & 0xffff;
+}
+
+static void s_gen_bump(s_worker_t *self, shoal_ref_t ref)
+{
+    int64_t now = shoal__now_ms();
+    if (shoal__refmap_size(self->gens) >= SHOAL__MAX(self->gens_sweep_at, S_GEN_SWEEP_MIN)) {
+        size_t cursor = 0, n = 0, cap = shoal__refmap_size(self->gens);
+        shoal_ref_t key, *old = malloc(cap * sizeof *old);
+        void *value;
+        shoal_store_obj_t obj;
+        if (!old)
+            s_oom();
+        while (n < cap && shoal__refmap_next(self->gens, &cursor, &key, &value))
+            if ((int64_t)((uintptr_t)value >> 16) <= now &&
+                shoal_store_lookup(self->store, key, &obj) != 0)
+                old[n++] = key;
+        for (size_t i = 0; i < n; i++)
+            shoal__refmap_remove(self->gens, old[i]);
+        free(old);
+        //  Live entries (refs still in the store) do not make every bump sweep.
+        self->gens_sweep_at = 2 * shoal__refmap_size(self->gens);
+    }
+    uint64_t gen = s_gen(self, ref) % 0xffff + 1;
+    if (shoal__refmap_put(self->gens, ref, (void *)(((uintptr_t)(now + S_GEN_MS) << 16) | gen)))
+        s_oom();
+}
+
 //  What the executors running tasks published of obj (worker.h: shoal_exec_stream_t).
 static uint64_t s_exec_ready(s_worker_t *self, const shoal_store_obj_t *obj)
 {
@@ -2396,7 +2446,7 @@ static uint64_t s_exec_ready(s_worker_t *self, const shoal_store_obj_t *obj)
 //  output what its executor published.
 static uint64_t s_ready(s_worker_t *self, const shoal_store_obj_t *obj)
 {
-    if (obj->state == SHOAL_OBJ_SEALED)
+    if (obj->state != SHOAL_OBJ_ALLOCATED) //  sealed, or sealed and spilled since
         return obj->size;
     const s_put_t *p = shoal__refmap_get(self->puts, obj->ref);
     if (!p)
@@ -2411,7 +2461,8 @@ static int s_serve_stream(s_worker_t *self, const shoal_wire_peer_t *peer,
                           const shoal_wire_fetch_t *req, bool last, bool exec)
 {
     char error[256], text[SHOAL_REF_TEXT_SIZE];
-    shoal_wire_data_t reply = {.seq = req->seq, .ref = req->ref, .offset = req->offset};
+    shoal_wire_data_t reply = {
+        .seq = req->seq, .ref = req->ref, .offset = req->offset, .gen = s_gen(self, req->ref)};
     if (exec) {
         //  An executor reads the bytes in the arena itself: it needs only the watermark.
         shoal_store_obj_t obj;
@@ -2426,7 +2477,8 @@ static int s_serve_stream(s_worker_t *self, const shoal_wire_peer_t *peer,
         } else {
             r.size = obj.size;
             r.ready = s_ready(self, &obj);
-            r.final = obj.state == SHOAL_OBJ_SEALED;
+            //  A task's input is never spilled (s_spill_skip): any final state is SEALED.
+            r.final = obj.state != SHOAL_OBJ_ALLOCATED;
             if (req->offset >= r.ready && !r.final && !last)
                 return S_HELD;
         }
@@ -2439,6 +2491,10 @@ static int s_serve_stream(s_worker_t *self, const shoal_wire_peer_t *peer,
         reply.code = SHOAL_ENOTFOUND;
         snprintf(error, sizeof error, "object %s is not on worker %s", s_ref_text(req->ref, text),
                  self->name);
+    } else if (obj.state != SHOAL_OBJ_ALLOCATED) {
+        //  Sealed, or sealed and spilled to the disk tier since (obj.data is NULL then):
+        //  final, served as a plain fetch is.
+        return s_serve_final(self, peer, req, &obj);
     } else if (req->offset > obj.size) {
         reply.code = SHOAL_EINVAL;
         reply.size = obj.size;
@@ -2447,12 +2503,10 @@ static int s_serve_stream(s_worker_t *self, const shoal_wire_peer_t *peer,
                  s_ref_text(req->ref, text));
     } else {
         uint64_t ready = s_ready(self, &obj);
-        bool sealed = obj.state == SHOAL_OBJ_SEALED;
-        if (req->offset >= ready && !sealed && !last)
+        if (req->offset >= ready && !last)
             return S_HELD;
         reply.size = obj.size;
         reply.ready = ready;
-        reply.final = sealed;
         uint64_t len = req->length ? req->length : SHOAL_CHUNK_SIZE;
         len = SHOAL__MIN(len, ready > req->offset ? ready - req->offset : 0);
         len = SHOAL__MIN(len, (uint64_t)S_DATA_REPLY_MAX);
@@ -2493,6 +2547,7 @@ static void s_stream_ask(s_worker_t *self, const shoal_wire_peer_t *peer,
 static void s_stream_abort(s_worker_t *self, shoal_ref_t ref, const char *why)
 {
     char error[512], text[SHOAL_REF_TEXT_SIZE];
+    s_gen_bump(self, ref);
     size_t kept = 0;
     for (size_t i = 0; i < self->n_waiters; i++) {
         s_waiter_t *w = &self->waiters[i];
@@ -2563,18 +2618,34 @@ static int s_serve_fetch(s_worker_t *self, const shoal_wire_peer_t *peer,
     } else if (obj.state != SHOAL_OBJ_SEALED && obj.state != SHOAL_OBJ_SPILLED) {
         reply.code = SHOAL_EAGAIN;
         snprintf(error, sizeof error, "object %s is not sealed yet", s_ref_text(req->ref, text));
-    } else if (req->offset > obj.size) {
+    } else
+        return s_serve_final(self, peer, req, &obj);
+    reply.error = error;
+    return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply, s_empty, 0);
+}
+
+/*  Answers a fetch of obj, sealed or spilled (a streaming fetch too: ready is the size and
+    final 1). Returns what shoal_wire_send returned. */
+static int s_serve_final(s_worker_t *self, const shoal_wire_peer_t *peer,
+                         const shoal_wire_fetch_t *req, const shoal_store_obj_t *obj)
+{
+    char error[256], text[SHOAL_REF_TEXT_SIZE];
+    shoal_wire_data_t reply = {
+        .seq = req->seq, .ref = req->ref, .offset = req->offset, .gen = s_gen(self, req->ref)};
+    if (req->offset > obj->size) {
         reply.code = SHOAL_EINVAL;
-        reply.size = obj.size;
+        reply.size = obj->size;
         snprintf(error, sizeof error, "offset %llu is beyond the %llu bytes of object %s",
-                 (unsigned long long)req->offset, (unsigned long long)obj.size,
+                 (unsigned long long)req->offset, (unsigned long long)obj->size,
                  s_ref_text(req->ref, text));
     } else {
-        reply.size = obj.size;
+        reply.size = obj->size;
+        reply.ready = obj->size;
+        reply.final = 1;
         uint64_t len = req->length ? req->length : SHOAL_CHUNK_SIZE;
-        len = SHOAL__MIN(len, obj.size - req->offset);
+        len = SHOAL__MIN(len, obj->size - req->offset);
         len = SHOAL__MIN(len, (uint64_t)S_DATA_REPLY_MAX);
-        if (obj.state == SHOAL_OBJ_SPILLED && len) {
+        if (obj->state == SHOAL_OBJ_SPILLED && len) {
             //  Served from the disk tier as it is: no arena room needed, nothing on the wire
             //  changes (one LMDB read transaction per chunk, from the page cache ~0.3 ms/MiB).
             void *buf = malloc((size_t)len);
@@ -2597,7 +2668,8 @@ static int s_serve_fetch(s_worker_t *self, const shoal_wire_peer_t *peer,
         //  Copied into the frame: a zero-copy frame would read freed space if the object
         //  were deleted while the frame waits in the pipe.
         return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply,
-                               len ? (const void *)(obj.data + req->offset) : s_empty, (size_t)len);
+                               len ? (const void *)(obj->data + req->offset) : s_empty,
+                               (size_t)len);
     }
     reply.error = error;
     return shoal_wire_send(self->data, peer, SHOAL_MSG_data, &reply, s_empty, 0);
@@ -3877,6 +3949,7 @@ static void s_teardown(s_worker_t *self)
     while (self->puts && shoal__refmap_next(self->puts, &cursor, &key, &value))
         s_put_free(value);
     shoal__refmap_destroy(&self->puts);
+    shoal__refmap_destroy(&self->gens);
     for (size_t i = 0; i < self->n_notes; i++)
         free(self->notes[i]);
     free(self->notes);
@@ -3962,8 +4035,9 @@ int shoal_worker_run(const shoal_worker_config_t *config)
     self->copies = shoal__refmap_new();
     self->fetches = shoal__refmap_new();
     self->puts = shoal__refmap_new();
+    self->gens = shoal__refmap_new();
     if (!self->tasks || !self->uses || !self->drops || !self->copies || !self->fetches ||
-        !self->puts)
+        !self->puts || !self->gens)
         s_oom();
     int rc = s_setup(self, config);
     if (rc == 0) {
