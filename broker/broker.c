@@ -1255,14 +1255,19 @@ static s_worker_t *s_stream_worker(s_broker_t *self, const s_task_t *t)
     return NULL;
 }
 
-//  Inputs of t whose producer is known and not DONE, streaming inputs being written aside.
+/*  Inputs of t whose producer is known and not DONE, streaming inputs being written on
+    the worker t will run on (s_stream_worker) aside. A streaming input being written on
+    another worker cannot be read there (it is read in the arena where it lands, and a
+    peer fetches only what is sealed): missing until done, then fetched as any input. */
 static uint32_t s_count_missing(s_broker_t *self, s_task_t *t)
 {
     uint32_t n = 0;
+    s_worker_t *writer = s_stream_worker(self, t);
     for (uint32_t i = 0; i < t->n_inputs; i++) {
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(s_inputs(t)[i]));
         const s_object_t *o;
-        if ((p && p->state != SHOAL_STATE_DONE && !s_streamable(t, i, p)) ||
+        if ((p && p->state != SHOAL_STATE_DONE &&
+             !(s_streamable(t, i, p) && p->worker == writer)) ||
             ((o = shoal__refmap_get(self->objects, s_inputs(t)[i])) && o->away))
             n++; //  not done (nor streamable), or persisted on a worker that is away
     }
