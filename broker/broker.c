@@ -1275,14 +1275,17 @@ static bool s_producer_waits(s_broker_t *self, const s_task_t *p)
     return false;
 }
 
-//  Inputs of t whose producer is known and waited for (s_producer_waits), streaming
-//  inputs being written aside.
+/*  Inputs of t whose producer is known and waited for (s_producer_waits), streaming inputs being
+   written on the worker t will run on (s_stream_worker) aside. A streaming input being written on
+    another worker cannot be read there (it is read in the arena where it lands, and a
+    peer fetches only what is sealed): missing until done, then fetched as any input. */
 static uint32_t s_count_missing(s_broker_t *self, s_task_t *t)
 {
     uint32_t n = 0;
+    s_worker_t *writer = s_stream_worker(self, t);
     for (uint32_t i = 0; i < t->n_inputs; i++) {
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(s_inputs(t)[i]));
-        if (p && s_producer_waits(self, p) && !s_streamable(t, i, p))
+        if (p && s_producer_waits(self, p) && !(s_streamable(t, i, p) && p->worker == writer))
             n++;
     }
     return n;
@@ -1742,6 +1745,8 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
     shoal__refmap_put(self->tasks, t->id, t);
     self->n_submitted++;
     s_event_task(self, "task.submitted", t);
+    //  Streaming inputs count as there only on the worker t will run on (s_count_missing).
+    s_worker_t *writer = s_stream_worker(self, t);
     for (uint32_t i = 0; i < t->n_inputs; i++) {
         shoal_ref_t ref = s_inputs(t)[i];
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
@@ -1766,7 +1771,7 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
         }
         s_task_x_t *px = s_x(p);
         S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t->id);
-        if (s_producer_waits(self, p) && !s_streamable(t, i, p))
+        if (s_producer_waits(self, p) && !(s_streamable(t, i, p) && p->worker == writer))
             t->missing++;
     }
     s_make_ready(self, t, false);
