@@ -2800,8 +2800,9 @@ static void test_a_reader_of_an_away_object_and_an_unwritten_put_waits_for_both(
     assert_int_equal(shoal_wire_send(w2, NULL, SHOAL_MSG_heartbeat, &hb, NULL, 0), 0);
     s_assert_nothing(w1b, SHOAL_MSG_w_dispatch, 300);
     s_assert_nothing(w2, SHOAL_MSG_w_dispatch, 100);
-    //  ... and runs once Q is sealed.
-    s_note(w2, q.id, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
+    //  ... and runs once Q is sealed (maybe on w2: no round trip on it, which would meet
+    //  the dispatch first).
+    s_send_note(w2, q.id, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
     assert_non_null(s_expect_dispatch_any(w1b, w2, &in));
     assert_true(shoal_ref_equal(in.msg.u.w_dispatch.tasks.items[0].task.id, r.id));
     shoal_wire_in_clear(&in);
