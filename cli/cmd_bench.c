@@ -485,8 +485,10 @@ static int s_rtt_once(const char *cmd, s_rtt_t *rtt, int64_t *us)
 /*  Shoal's samples and the baselines' are taken in turns, S_LATENCY_BLOCK of each at a
     time, so what else runs on a shared machine weighs on both alike: run one after the
     other, the baseline moved by 20 us between runs minutes apart here, more than the
-    ratio's margin. */
-#define S_LATENCY_BLOCK 50
+    ratio's margin. The first round trip of each turn is not timed: after a few ms of
+    the other's traffic it met cold caches and sleeping CPUs (blocks of 50 with it timed
+    raised the p99 from ~400 to ~500 us). */
+#define S_LATENCY_BLOCK 100
 
 //  One timed submit -> wait -> get of a no-op task into *us; its id into *id.
 static int s_latency_once(const char *cmd, shoal_t *sh, const shoal_task_spec_t *spec,
@@ -509,9 +511,10 @@ static int s_latency(const char *cmd, shoal_t *sh, const s_opts_t *o)
 {
     size_t n = (size_t)o->samples;
     int64_t *us = malloc(3 * n * sizeof *us);
-    shoal_ref_t *ids = malloc(n * sizeof *ids);
+    //  The timed tasks and the untimed first one of each turn, removed at the end.
+    shoal_ref_t *ids = malloc((n + n / S_LATENCY_BLOCK + 1) * sizeof *ids);
     int status = CLI_EXIT_OK;
-    size_t made = 0, base = 0;
+    size_t made = 0, base = 0, n_ids = 0;
     s_rtt_t rtt[2] = {0}; //  [0]: a context per side (the baseline), [1]: one shared
     if (!us || !ids) {
         status = cli_fail(cmd, CLI_EXIT_USAGE, "out of memory");
@@ -534,9 +537,14 @@ static int s_latency(const char *cmd, shoal_t *sh, const s_opts_t *o)
     int64_t last_progress = shoal__now_ms();
     while (made < n) {
         size_t block = n - made < S_LATENCY_BLOCK ? n - made : S_LATENCY_BLOCK;
+        if ((status = s_latency_once(cmd, sh, &spec, &ids[n_ids++], &spare)) != 0)
+            goto done;
         for (size_t i = 0; i < block; i++, made++)
-            if ((status = s_latency_once(cmd, sh, &spec, &ids[made], &us[made])) != 0)
+            if ((status = s_latency_once(cmd, sh, &spec, &ids[n_ids++], &us[made])) != 0)
                 goto done;
+        if ((status = s_rtt_once(cmd, &rtt[0], &spare)) != 0 ||
+            (status = s_rtt_once(cmd, &rtt[1], &spare)) != 0)
+            goto done;
         for (size_t i = 0; i < block; i++, base++)
             if ((status = s_rtt_once(cmd, &rtt[0], &zmq_us[base])) != 0 ||
                 (status = s_rtt_once(cmd, &rtt[1], &shared_us[base])) != 0)
@@ -554,8 +562,8 @@ static int s_latency(const char *cmd, shoal_t *sh, const s_opts_t *o)
 done:
     s_rtt_close(&rtt[0]);
     s_rtt_close(&rtt[1]);
-    if (made)
-        shoal_remove(sh, ids, made, S_REPLY_MS);
+    if (n_ids)
+        shoal_remove(sh, ids, n_ids, S_REPLY_MS);
     free(ids);
     free(us);
     return status;
