@@ -24,7 +24,7 @@
 #define WAIT_MS (30000 * h_scale())
 #define MiB     (1024 * 1024)
 
-static char s_copy[PATH_MAX + 32], s_slowly[PATH_MAX + 32];
+static char s_copy[PATH_MAX + 32], s_slowly[PATH_MAX + 32], s_crash_once[PATH_MAX + 32];
 
 static int s_setup(void **state)
 {
@@ -210,7 +210,8 @@ static void test_a_task_streams_an_output_its_producer_writes_on_the_other_worke
 
 /*  A put streamed by a task on the other worker is aborted after the task has read some
     of it: the task fails as a task whose input failed (SHOAL_ETASK), naming the put and
-    the abort. */
+    the abort (or is canceled with the put by the broker, whichever comes first); likewise
+    when its input is a task output aborted by the death of its executor. */
 static void test_a_task_streaming_from_another_worker_fails_naming_an_aborted_input(void **state)
 {
     h_cluster_t *c = h_state(state);
@@ -245,6 +246,36 @@ static void test_a_task_streaming_from_another_worker_fails_naming_an_aborted_in
     assert_int_equal(shoal_wait(sh, &id0, 1, false, WAIT_MS), 0);
     assert_int_equal(shoal_remove(writer, &ref0, 1, WAIT_MS), 1);
     unsetenv("SHOAL_NO_LOCAL_STORE");
+    //  A task's output aborted because its executor died (its producer is retried, so only
+    //  the pull hears of it): the consumer fails as a task whose input failed, SHOAL_ETASK
+    //  naming the input and the abort.
+    char *go = h_fmt(c, "%s/peer-crash-go", c->tmp);
+    shoal_task_spec_t producer = {.kind = SHOAL_TASK_FN,
+                                  .fn = s_crash_once,
+                                  .arg = go,
+                                  .arg_size = strlen(go) + 1,
+                                  .retries = 1};
+    shoal_ref_t input;
+    assert_int_equal(shoal_submit(sh, &producer, &input), 0);
+    assert_int_equal(shoal_stream_open(sh, input, &s0), 0);
+    size_t got = 0;
+    uint8_t *big = malloc(MiB);
+    assert_non_null(big);
+    s_read_to(s0, big, &got, MiB); //  it runs: its worker is full
+    shoal_stream_close(&s0);
+    id1 = s_copy_of(sh, input, big, MiB, &s1); //  on the other worker, read the first MiB
+    shoal_stream_close(&s1);
+    assert_int_equal(h_write_file(go, "", 0), 0); //  the producer crashes
+    rc = shoal_wait(sh, &id1, 1, false, WAIT_MS);
+    assert_int_equal(shoal_status(sh, id1, &st), 0);
+    shoal_ref_format(input, text);
+    if (rc != SHOAL_ETASK || !st.error || !strstr(st.error, text) || !strstr(st.error, "abort"))
+        print_error("rc %d, error: %s\n", rc, st.error ? st.error : "(none)");
+    assert_int_equal(rc, SHOAL_ETASK);
+    assert_non_null(strstr(st.error, text));
+    assert_non_null(strstr(st.error, "abort"));
+    assert_int_equal(shoal_wait(sh, &input, 1, false, WAIT_MS), 0); //  its retry
+    free(big);
     free(data);
     shoal_disconnect(&sh);
     shoal_disconnect(&writer);
@@ -296,6 +327,7 @@ int main(void)
 {
     snprintf(s_copy, sizeof s_copy, "%s:stream_copy", SHOAL_TEST_PLUGIN);
     snprintf(s_slowly, sizeof s_slowly, "%s:stream_slowly", SHOAL_TEST_PLUGIN);
+    snprintf(s_crash_once, sizeof s_crash_once, "%s:stream_crash_once", SHOAL_TEST_PLUGIN);
     if (getenv("SHOAL_TEST_FILTER"))
         cmocka_set_test_filter(getenv("SHOAL_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
