@@ -66,9 +66,6 @@
 #define S_DISPATCH_BATCH 256         //  tasks per w_dispatch message
 #define S_DISPATCH_BYTES (16u << 20) //  a quarter of SHOAL_MAX_MSG_SIZE, for headroom
 #define S_HEAP_SLACK     1024        //  stale deadlines let be (24 KiB): not worth a rebuild
-//  Tasks waiting for room on the worker writing their streaming input, set aside in one
-//  dispatch turn so those behind them go elsewhere (8 KiB of stack).
-#define S_STREAM_DEFER_MAX 1024
 
 /*  ------------------------------------------------------------------------- types */
 
@@ -1241,8 +1238,9 @@ static bool s_streamable(const s_task_t *t, uint32_t i, const s_task_t *p)
     return s_is_put(p) || (index < 64 && p->x && (p->x->allocated >> index & 1));
 }
 
-/*  The worker t must run on: the one writing its first streaming input that is not done
-    yet, or NULL (anywhere). */
+/*  The worker t prefers: the one writing its first streaming input that is not done yet,
+    or NULL (anywhere). There it reads that input in the arena as it lands, with no copy;
+    anywhere else the worker pulls it from the writer's as it lands (SHOAL_IN_WRITING). */
 static s_worker_t *s_stream_worker(s_broker_t *self, const s_task_t *t)
 {
     if (!s_stream_mask(t))
@@ -1275,17 +1273,15 @@ static bool s_producer_waits(s_broker_t *self, const s_task_t *p)
     return false;
 }
 
-/*  Inputs of t whose producer is known and waited for (s_producer_waits), streaming inputs being
-   written on the worker t will run on (s_stream_worker) aside. A streaming input being written on
-    another worker cannot be read there (it is read in the arena where it lands, and a
-    peer fetches only what is sealed): missing until done, then fetched as any input. */
+/*  Inputs of t whose producer is known and waited for (s_producer_waits), streaming inputs
+    being written (s_streamable) aside: they are read as they land, wherever t runs (on the
+    writer's worker in its arena, elsewhere pulled from it). */
 static uint32_t s_count_missing(s_broker_t *self, s_task_t *t)
 {
     uint32_t n = 0;
-    s_worker_t *writer = s_stream_worker(self, t);
     for (uint32_t i = 0; i < t->n_inputs; i++) {
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(s_inputs(t)[i]));
-        if (p && s_producer_waits(self, p) && !(s_streamable(t, i, p) && p->worker == writer))
+        if (p && s_producer_waits(self, p) && !s_streamable(t, i, p))
             n++;
     }
     return n;
@@ -1745,8 +1741,7 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
     shoal__refmap_put(self->tasks, t->id, t);
     self->n_submitted++;
     s_event_task(self, "task.submitted", t);
-    //  Streaming inputs count as there only on the worker t will run on (s_count_missing).
-    s_worker_t *writer = s_stream_worker(self, t);
+    //  Streaming inputs being written count as there (s_count_missing).
     for (uint32_t i = 0; i < t->n_inputs; i++) {
         shoal_ref_t ref = s_inputs(t)[i];
         s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(ref));
@@ -1771,7 +1766,7 @@ static void s_add_task(s_broker_t *self, s_task_t *t)
         }
         s_task_x_t *px = s_x(p);
         S_PUSH(px->consumers, px->n_consumers, px->cap_consumers, t->id);
-        if (s_producer_waits(self, p) && !(s_streamable(t, i, p) && p->worker == writer))
+        if (s_producer_waits(self, p) && !s_streamable(t, i, p))
             t->missing++;
     }
     s_make_ready(self, t, false);
@@ -2600,10 +2595,11 @@ static uint64_t s_missing_bytes(s_broker_t *self, s_task_t *t, s_worker_t *w)
 //  about 1 GB/s (loopback ZeroMQ, DESIGN.md), then its queue per slot.
 static s_worker_t *s_place(s_broker_t *self, s_task_t *t)
 {
-    //  A streaming input is read where it is being written (from its store, as it lands).
+    //  A streaming input is best read where it is being written (in the arena, as it lands,
+    //  no copy); when that worker is full, elsewhere, pulled from it as it lands.
     s_worker_t *writer = s_stream_worker(self, t);
-    if (writer)
-        return writer->outstanding < writer->capacity ? writer : NULL;
+    if (writer && writer->outstanding < writer->capacity)
+        return writer;
     s_worker_t *best = NULL;
     double best_cost = 0;
     for (size_t i = 0; i < self->n_workers; i++) {
@@ -2655,8 +2651,6 @@ static bool s_inputs_available(s_broker_t *self, s_task_t *t)
 
 static void s_dispatch(s_broker_t *self)
 {
-    s_task_t *later[S_STREAM_DEFER_MAX];
-    size_t n_later = 0;
     bool any_room = false;
     for (size_t i = 0; i < self->n_workers; i++)
         if (self->workers[i]->outstanding < self->workers[i]->capacity)
@@ -2680,12 +2674,6 @@ static void s_dispatch(s_broker_t *self)
                 continue;
         }
         s_worker_t *w = s_place(self, t);
-        if (!w && n_later < S_STREAM_DEFER_MAX && s_stream_worker(self, t)) {
-            //  The worker writing its streaming input is full: the tasks behind it may
-            //  still go elsewhere. Put back, in order, after the turn.
-            later[n_later++] = t;
-            continue;
-        }
         if (!w) {
             s_queue_push(&self->ready, t, true);
             break;
@@ -2700,8 +2688,6 @@ static void s_dispatch(s_broker_t *self)
         S_PUSH(w->batch, w->n_batch, w->cap_batch, t);
         s_event_task(self, "task.dispatched", t);
     }
-    while (n_later)
-        s_queue_push(&self->ready, later[--n_later], true);
     s_send_batches(self);
 }
 
@@ -2730,6 +2716,26 @@ static uint64_t s_dispatch_bytes(s_broker_t *self, const s_task_t *t)
             bytes += strlen(p) + 2;
     }
     return bytes;
+}
+
+/*  Input j of t streams and is being written on another worker than w: in says where, for
+    w to pull it as it lands (SHOAL_IN_WRITING). false: an input as any other. */
+static bool s_input_writing(s_broker_t *self, const s_task_t *t, uint32_t j, const s_worker_t *w,
+                            shoal_wire_input_t *in)
+{
+    if (j >= SHOAL_STREAM_INPUTS_MAX || !(s_stream_mask(t) >> j & 1))
+        return false;
+    s_task_t *p = shoal__refmap_get(self->tasks, shoal_ref_task(in->ref));
+    if (!p || p->state == SHOAL_STATE_DONE || !s_streamable(t, j, p) || p->worker == w)
+        return false;
+    const s_meta_t *m = s_is_put(p) ? s_meta(p) : NULL;
+    in->size = m ? m->size : 0;
+    in->flags = SHOAL_IN_WRITING;
+    in->endpoint = p->worker->endpoint;
+    in->worker = p->worker->name;
+    in->store_dir = p->worker->store_dir;
+    in->arena = p->worker->arena;
+    return true;
 }
 
 static void s_send_batches(s_broker_t *self)
@@ -2769,6 +2775,8 @@ static void s_send_batches(s_broker_t *self)
                 d->inputs.count = t->n_inputs;
                 for (uint32_t j = 0; j < t->n_inputs; j++, next++) {
                     next->ref = s_inputs(t)[j];
+                    if (s_input_writing(self, t, j, w, next))
+                        continue;
                     s_object_t *o = s_object(self, next->ref);
                     if (!o)
                         continue; //  cannot happen: READY means every input is DONE

@@ -76,6 +76,10 @@ const char *shoal_wire_state_name(uint64_t state);
 #define SHOAL_OUT_STDOUT                                                                           \
     2u /*  result output of a FAILED exec attempt: the tail of its                                 \
            stdout (inline), kept as index SHOAL_REF_STDOUT_INDEX */
+/*  input (w_dispatch): a streaming input (task.stream) still being written on the worker
+    named by endpoint/worker, which is not the one the task is sent to: that worker pulls it
+    with SHOAL_FETCH_STREAM as it lands. size is the size announced, or 0 when unknown. */
+#define SHOAL_IN_WRITING 4u
 /*  object_note states */
 /*  SPILLED: a sealed object's bytes moved to the worker's disk tier (still served: over the
     data socket, not zero-copy); RESTORED: back in the arena. Both for any object the

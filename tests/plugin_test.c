@@ -265,3 +265,39 @@ SHOAL_PLUGIN_EXPORT int stream_copy(shoal_task_t *t)
     CHECK(t, shoal_task_output_seal(t, 0) == 0);
     return 0;
 }
+
+/*  Copies its inputs, all streaming, one after the other into output 0 as they land
+    (shoal_task_input_read, 64 KiB at a time), publishing its progress, so a stream of its
+    output shows how far it has read each input while they are written. */
+SHOAL_PLUGIN_EXPORT int stream_concat(shoal_task_t *t)
+{
+    size_t n = shoal_task_n_inputs(t), total = 0, sizes[64];
+    CHECK(t, n > 0 && n <= 64);
+    for (size_t i = 0; i < n; i++) {
+        const void *in;
+        int rc = shoal_task_input(t, i, &in, &sizes[i]);
+        CHECK(t, rc == 0 || rc == SHOAL_EAGAIN);
+        total += sizes[i];
+    }
+    char *out;
+    CHECK(t, shoal_task_output_alloc(t, 0, total, (void **)&out) == 0);
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t got = 0;
+        while (got < sizes[i]) {
+            int k = shoal_task_input_read(t, i, got, out + at, 65536, 60000);
+            if (k < 0) {
+                shoal_task_set_error(t, "reading input %zu at %zu: %s", i, got,
+                                     shoal_task_strerror(t, k));
+                return 1;
+            }
+            CHECK(t, k > 0);
+            got += (size_t)k;
+            at += (size_t)k;
+            CHECK(t, shoal_task_output_progress(t, 0, at) == 0);
+        }
+        CHECK(t, shoal_task_input_read(t, i, got, out, 1, 60000) == 0); //  the end
+    }
+    CHECK(t, shoal_task_output_seal(t, 0) == 0);
+    return 0;
+}

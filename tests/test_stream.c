@@ -270,7 +270,7 @@ static void test_shoal_get_follow_fails_naming_the_ref_when_the_put_is_aborted(v
 }
 
 static char s_slowly[PATH_MAX + 32], s_crash[PATH_MAX + 32], s_copy[PATH_MAX + 32],
-    s_crash_once[PATH_MAX + 32];
+    s_crash_once[PATH_MAX + 32], s_concat[PATH_MAX + 32];
 
 static void test_a_stream_reads_a_task_output_as_its_executor_publishes_it(void **state)
 {
@@ -645,11 +645,11 @@ static void test_a_stream_fails_rather_than_read_on_into_a_retried_output(void *
     shoal_disconnect(&sh);
 }
 
-/*  A task with two streaming inputs written on different workers waits for the one
-    written away from the other to be sealed (rather than run where it cannot be read and
-    fail), then runs where the first is written, reading it as it lands. Adds a second
-    worker to the cluster: the last test. */
-static void test_a_task_streaming_inputs_written_on_two_workers_waits_for_one_to_seal(void **state)
+/*  A task with two streaming inputs written on different workers runs at once where the
+    first is written and pulls the second from the other worker as it lands: its output
+    (the two inputs one after the other) has the first bytes of input 1 before input 1 is
+    sealed. Adds a second worker to the cluster: the last test. */
+static void test_a_task_streams_inputs_written_on_two_workers_as_they_land(void **state)
 {
     h_cluster_t *c = h_state(state);
     assert_int_equal(h_start_worker(c, 1), 0);
@@ -657,7 +657,7 @@ static void test_a_task_streaming_inputs_written_on_two_workers_waits_for_one_to
     setenv("SHOAL_NO_LOCAL_STORE", "1", 1); //  the worker counts what arrives
     shoal_t *writer = s_connect(c), *sh = s_connect(c);
     size_t size = MiB;
-    uint8_t *data = s_pattern(17, size), *buf = malloc(size);
+    uint8_t *data = s_pattern(17, size), *buf = malloc(2 * size);
     assert_non_null(buf);
     shoal_put_t *put[2] = {NULL, NULL};
     shoal_ref_t refs[2];
@@ -668,17 +668,9 @@ static void test_a_task_streaming_inputs_written_on_two_workers_waits_for_one_to
     }
     assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
     shoal_task_spec_t spec = {
-        .kind = SHOAL_TASK_FN, .fn = s_copy, .inputs = refs, .n_inputs = 2, .stream_inputs = 3};
+        .kind = SHOAL_TASK_FN, .fn = s_concat, .inputs = refs, .n_inputs = 2, .stream_inputs = 3};
     shoal_ref_t id;
     assert_int_equal(shoal_submit(sh, &spec, &id), 0);
-    //  Not run where input 1 cannot be read: it waits (and does not fail meanwhile).
-    int rc = shoal_wait(sh, &id, 1, false, 2000);
-    if (rc != SHOAL_ETIMEDOUT)
-        print_error("task: %d: %s\n", rc, shoal_last_error(sh));
-    assert_int_equal(rc, SHOAL_ETIMEDOUT);
-    assert_int_equal(shoal_put_write(put[1], data + 4096, size - 4096), 0);
-    assert_int_equal(shoal_put_end(&put[1]), 0);
-    //  Then it runs where input 0 is written and streams it.
     shoal_stream_t *s = NULL;
     assert_int_equal(shoal_stream_open(sh, id, &s), 0);
     size_t got = 0;
@@ -686,10 +678,18 @@ static void test_a_task_streaming_inputs_written_on_two_workers_waits_for_one_to
     assert_memory_equal(buf, data, 4096);
     assert_int_equal(shoal_put_write(put[0], data + 4096, size - 4096), 0);
     assert_int_equal(shoal_put_end(&put[0]), 0);
-    s_read_to(s, buf, &got, size);
+    //  Input 1's first bytes, while it is still being written on the other worker.
+    s_read_to(s, buf, &got, size + 4096);
     assert_memory_equal(buf, data, size);
+    assert_memory_equal(buf + size, data, 4096);
+    shoal_status_t st;
+    assert_int_equal(shoal_status(sh, refs[1], &st), SHOAL_EAGAIN); //  not sealed
+    assert_int_equal(shoal_put_write(put[1], data + 4096, size - 4096), 0);
+    assert_int_equal(shoal_put_end(&put[1]), 0);
+    s_read_to(s, buf, &got, 2 * size);
+    assert_memory_equal(buf + size, data, size);
     shoal_stream_close(&s);
-    rc = shoal_wait(sh, &id, 1, false, WAIT_MS);
+    int rc = shoal_wait(sh, &id, 1, false, WAIT_MS);
     if (rc)
         print_error("task: %s\n", shoal_last_error(sh));
     assert_int_equal(rc, 0);
@@ -706,6 +706,7 @@ int main(void)
     snprintf(s_slowly, sizeof s_slowly, "%s:stream_slowly", SHOAL_TEST_PLUGIN);
     snprintf(s_crash, sizeof s_crash, "%s:crash_mid_write", SHOAL_TEST_PLUGIN);
     snprintf(s_crash_once, sizeof s_crash_once, "%s:stream_crash_once", SHOAL_TEST_PLUGIN);
+    snprintf(s_concat, sizeof s_concat, "%s:stream_concat", SHOAL_TEST_PLUGIN);
     if (getenv("SHOAL_TEST_FILTER"))
         cmocka_set_test_filter(getenv("SHOAL_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
@@ -725,7 +726,7 @@ int main(void)
             test_a_command_whose_stdin_input_is_aborted_fails_naming_it_and_is_retried),
         cmocka_unit_test(test_a_command_that_exits_early_ends_its_task_while_its_stdin_is_written),
         cmocka_unit_test(test_a_stream_fails_rather_than_read_on_into_a_retried_output),
-        cmocka_unit_test(test_a_task_streaming_inputs_written_on_two_workers_waits_for_one_to_seal),
+        cmocka_unit_test(test_a_task_streams_inputs_written_on_two_workers_as_they_land),
     };
     return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
 }

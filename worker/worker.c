@@ -169,18 +169,38 @@ struct s_task {
     size_t n_allocs;
 };
 
-//  One object being copied from a peer into the store.
+//  A streaming pull's request in flight: [off, off + len) asked with seq; done once its
+//  reply came (got bytes) but lies beyond the watermark (replies may come out of order).
+typedef struct {
+    uint64_t seq, off, len, got;
+    bool done;
+} s_ask_t;
+
+//  One object being copied from a peer into the store. A streaming pull (stream: an input
+//  a task streams, still being written on the peer) asks with SHOAL_FETCH_STREAM, learns
+//  the size from the first reply, and advances ready, the watermark of our copy, which the
+//  executors reading it are told (s_ready); the copy is sealed when the peer's is.
 struct s_fetch {
     shoal_ref_t ref;
     s_peer_t *peer;
     s_fetch_t *next; //  in the peer's FIFO
     uint64_t size, nchunks, next_chunk, received;
-    uint64_t *got;     //  bitmap of chunks received
-    uint8_t *data;     //  the store allocation
-    uint64_t seq_base; //  replies to requests older than this belong to a discarded try
-    s_task_t **waiters;
+    uint64_t *got;      //  bitmap of chunks received
+    uint8_t *data;      //  the store allocation
+    uint64_t seq_base;  //  replies to requests older than this belong to a discarded try
+    s_task_t **waiters; //  tasks that need it whole (sealed)
     size_t n_waiters, cap_waiters;
+    s_task_t **readers; //  stream: tasks that stream it, runnable once it is sized
+    size_t n_readers, cap_readers;
     char *worker; //  the holder's name, for messages
+    bool stream, sized, final;
+    uint64_t frontier; //  stream: the seq of the ask beyond remote, or 0
+    uint64_t ready;    //  stream: bytes here, contiguous from 0
+    uint64_t remote;   //  stream: the holder's watermark as last told
+    uint64_t next_off; //  stream: the next byte to ask for
+    uint64_t gen;      //  stream: the holder's allocation generation
+    s_ask_t asks[S_FETCH_WINDOW + 1];
+    size_t n_asks;
 };
 
 struct s_peer {
@@ -889,7 +909,8 @@ static void s_task_free(s_worker_t *self, s_task_t *t)
         shoal__refmap_remove(self->tasks, task->id);
     s_list_unlink(t);
     self->room_changed = true;
-    if (t->state == S_TASK_FETCHING) {
+    //  A task that streams an input pulled from a peer reads it while it runs, too.
+    if (t->state == S_TASK_FETCHING || task->stream) {
         for (size_t i = 0; i < t->n_used; i++) {
             s_fetch_t *f = shoal__refmap_get(self->fetches, task->inputs.items[i]);
             if (!f)
@@ -899,7 +920,12 @@ static void s_task_free(s_worker_t *self, s_task_t *t)
                 if (f->waiters[k] != t)
                     f->waiters[kept++] = f->waiters[k];
             f->n_waiters = kept;
-            if (!kept)
+            kept = 0;
+            for (size_t k = 0; k < f->n_readers; k++)
+                if (f->readers[k] != t)
+                    f->readers[kept++] = f->readers[k];
+            f->n_readers = kept;
+            if (!f->n_waiters && !f->n_readers)
                 s_fetch_abandon(self, f);
         }
     }
@@ -1034,6 +1060,7 @@ static void s_fetch_free(s_fetch_t *f)
     free(f->got);
     free(f->worker);
     free(f->waiters);
+    free(f->readers);
     free(f);
 }
 
@@ -1061,9 +1088,18 @@ static void s_fetch_fail(s_worker_t *self, s_fetch_t *f, int status, const char 
     size_t n = f->n_waiters;
     f->waiters = NULL;
     f->n_waiters = 0;
+    //  The tasks streaming it too (they may be running: failing them kills their executor,
+    //  so none reads the copy's range once it is aborted and reused).
+    for (size_t i = 0; i < f->n_readers; i++)
+        S_PUSH(waiters, n, f->cap_waiters, f->readers[i]);
+    f->n_readers = 0;
+    bool stream = f->stream;
+    shoal_ref_t ref = f->ref;
     s_fetch_abandon(self, f);
     s_fail_waiters(self, waiters, n, status, error);
     free(waiters);
+    if (stream) //  executors' held e_reads of the copy, and its generation
+        s_stream_abort(self, ref, error);
 }
 
 //  All bytes are in: seal, and the tasks waiting only for this input become runnable.
@@ -1205,12 +1241,227 @@ static int s_fetch_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_
     return 0;
 }
 
+/*  ------------------------------------------------------------------ streaming pulls
+
+    A task here streams an input that another worker is still writing (the broker sent
+    SHOAL_IN_WRITING with its holder): we pull it from that worker's data socket with
+    streaming fetches into a copy in our store, whose watermark (s_ready) the executors'
+    e_reads are answered from, exactly as when the writer is here. The first ask is a probe
+    (held 1 ms at most) that tells the size, so the copy is allocated and the task runs one
+    round trip after it arrives, whether bytes have landed or not. Then, as libshoal's
+    stream does, up to S_FETCH_WINDOW chunk asks below the holder's last watermark (they
+    come back whole) and one beyond it (held until bytes land, at most 1 s), so a pull of
+    bytes already there runs as fast as a fetch and one at the writer's heels pays a round
+    trip per batch of new bytes. The holder's abort (SHOAL_ECANCELED), another allocation
+    generation, or its silence (S_FETCH_TIMEOUT_MS) fail the tasks reading it, naming the
+    input, as a failed input fails them (SHOAL_ETASK: their retries apply). */
+
+#define S_PULL_PROBE_MS 1    //  the first ask: the size at once, bytes or not
+#define S_PULL_HOLD_MS  1000 //  an ask beyond the holder's watermark (as libshoal's)
+
+//  Starts pulling input in, being written on another worker, for t, which streams it.
+static int s_pull_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_t *t, char *error,
+                        size_t size)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    const char *holder = in->worker && in->worker[0] ? in->worker : "?";
+    s_peer_t *p = s_peer_get(self, in->endpoint);
+    if (s_peer_connect(self, p) != 0) {
+        snprintf(error, size, "input %s: cannot connect to worker %s at %s",
+                 s_ref_text(in->ref, text), holder, in->endpoint);
+        return SHOAL_ELOST;
+    }
+    s_fetch_t *f = s_alloc0(sizeof *f);
+    f->ref = in->ref;
+    f->peer = p;
+    f->stream = true;
+    f->worker = s_strdup(holder);
+    f->seq_base = self->fetch_seq + 1;
+    if (shoal__refmap_put(self->fetches, f->ref, f) ||
+        shoal__refmap_put(self->copies, f->ref, (void *)(uintptr_t)(shoal__now_ms() + 1)))
+        s_oom();
+    if (!p->head)
+        p->last_progress_us = shoal__now_us();
+    if (p->tail)
+        p->tail->next = f;
+    else
+        p->head = f;
+    p->tail = f;
+    S_PUSH(f->readers, f->n_readers, f->cap_readers, t);
+    shoal__debug("input %s: streaming it from worker %s at %s", text, holder, in->endpoint);
+    return 0;
+}
+
+//  Sends one streaming ask of f. false: the pipe is full (next turn).
+static bool s_pull_ask(s_worker_t *self, s_fetch_t *f, uint64_t off, uint64_t len, uint64_t wait_ms)
+{
+    s_peer_t *p = f->peer;
+    shoal_wire_fetch_t req = {.seq = self->fetch_seq + 1,
+                              .ref = f->ref,
+                              .offset = off,
+                              .length = len,
+                              .flags = SHOAL_FETCH_STREAM,
+                              .wait_ms = wait_ms};
+    if (shoal_wire_send(p->sock, NULL, SHOAL_MSG_fetch, &req, NULL, 0) != 0)
+        return false;
+    self->fetch_seq++;
+    int64_t now = shoal__now_us();
+    if (p->inflight++ == 0)
+        p->last_progress_us = now;
+    p->last_used_us = now;
+    f->asks[f->n_asks++] = (s_ask_t){.seq = req.seq, .off = off, .len = len};
+    return true;
+}
+
+//  Keeps f's asks in flight: the probe, then chunks below the holder's watermark, then one
+//  beyond it (also for the seal, at offset == size).
+static void s_pull_pump(s_worker_t *self, s_fetch_t *f)
+{
+    if (!f->sized) {
+        if (!f->n_asks)
+            s_pull_ask(self, f, 0, SHOAL_CHUNK_SIZE, S_PULL_PROBE_MS);
+        return;
+    }
+    while (!f->frontier && f->n_asks < S_FETCH_WINDOW && f->next_off < f->remote) {
+        uint64_t len = SHOAL__MIN((uint64_t)SHOAL_CHUNK_SIZE, f->remote - f->next_off);
+        if (!s_pull_ask(self, f, f->next_off, len, S_PULL_HOLD_MS))
+            return;
+        f->next_off += len;
+    }
+    //  Beyond the holder's watermark: bytes not landed yet, or, once we have them all, the
+    //  seal (an ask at offset == size, answered when it comes).
+    if (!f->frontier && f->n_asks <= S_FETCH_WINDOW && f->next_off >= f->remote &&
+        (f->next_off < f->size || (!f->final && f->ready >= f->size))) {
+        uint64_t len = SHOAL__MIN((uint64_t)SHOAL_CHUNK_SIZE, f->size - f->next_off);
+        uint64_t seq = self->fetch_seq + 1;
+        if (s_pull_ask(self, f, f->next_off, len, S_PULL_HOLD_MS))
+            f->frontier = seq;
+    }
+}
+
+//  Every byte is here and the holder sealed it: seal our copy (its readers see it final).
+static void s_pull_done(s_worker_t *self, s_fetch_t *f)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    int rc = shoal_store_seal(self->store, f->ref);
+    if (rc) {
+        s_fetch_fail(self, f, SHOAL_EIO, "input %s: cannot seal its copy: %s",
+                     s_ref_text(f->ref, text), shoal_strerror(rc));
+        return;
+    }
+    shoal__debug("streamed input %s (%llu bytes) from %s", s_ref_text(f->ref, text),
+                 (unsigned long long)f->size, f->peer->endpoint);
+    s_peer_unlink(f->peer, f);
+    shoal__refmap_remove(self->fetches, f->ref);
+    //  Tasks that came for it whole meanwhile (they do not stream it) may run now.
+    for (size_t i = 0; i < f->n_waiters; i++) {
+        s_task_t *t = f->waiters[i];
+        if (--t->missing == 0 && t->state == S_TASK_FETCHING && !t->list &&
+            t->n_used == t->d->task.inputs.count)
+            s_ready_push(self, t, false);
+    }
+    s_fetch_free(f);
+}
+
+//  A reply to one of f's streaming asks (in: its raw frame).
+static void s_pull_reply(s_worker_t *self, s_fetch_t *f, const shoal_wire_data_t *d,
+                         shoal_wire_in_t *in)
+{
+    char text[SHOAL_REF_TEXT_SIZE], sz[32], st[192];
+    s_peer_t *p = f->peer;
+    size_t k = 0;
+    while (k < f->n_asks && f->asks[k].seq != d->seq)
+        k++;
+    if (k == f->n_asks || f->asks[k].done)
+        return; //  not ours (any more)
+    s_ask_t *a = &f->asks[k];
+    if (f->frontier == d->seq)
+        f->frontier = 0;
+    s_ref_text(f->ref, text);
+    if (d->code) {
+        //  Gone before we read a byte: the broker's news was stale (the writer's worker
+        //  lost it, or a retry has not allocated it yet): lost, the broker places it again.
+        int status = d->code == SHOAL_ENOTFOUND && !f->sized ? SHOAL_ELOST : SHOAL_ETASK;
+        s_fetch_fail(self, f, status, "streaming input %s failed: %s", text,
+                     d->error ? d->error : shoal_strerror((int)d->code));
+        return;
+    }
+    if (!f->sized) {
+        shoal_store_obj_t obj;
+        int rc = s_store_alloc(self, f->ref, d->size, &obj);
+        if (rc) {
+            s_store_text(self, st, sizeof st);
+            s_fetch_fail(self, f, rc == SHOAL_EFULL ? SHOAL_EFULL : rc,
+                         "no room for streaming input %s (%s, on worker %s): %s; %s", text,
+                         s_size_text(d->size, sz, sizeof sz), f->worker, shoal_strerror(rc), st);
+            return;
+        }
+        f->size = d->size;
+        f->data = obj.data;
+        f->gen = d->gen;
+        f->sized = true;
+        //  The tasks streaming it run now, reading what lands.
+        for (size_t i = 0; i < f->n_readers; i++) {
+            s_task_t *t = f->readers[i];
+            if (--t->missing == 0 && t->state == S_TASK_FETCHING && !t->list &&
+                t->n_used == t->d->task.inputs.count)
+                s_ready_push(self, t, false);
+        }
+    } else if (d->gen != f->gen || d->size != f->size) {
+        s_fetch_fail(self, f, SHOAL_ETASK,
+                     "streaming input %s failed: it was aborted on worker %s and is written anew "
+                     "(generation %llu, then %llu)",
+                     text, f->worker, (unsigned long long)f->gen, (unsigned long long)d->gen);
+        return;
+    }
+    size_t len = in->has_raw ? zmq_msg_size(&in->raw) : 0;
+    if (d->offset != a->off || len > a->len || d->offset + len > f->size) {
+        s_malformed(self, "peer", SHOAL_EPROTO);
+        s_fetch_fail(self, f, SHOAL_ELOST,
+                     "input %s: worker %s at %s sent a bad chunk (offset %llu, %zu bytes)", text,
+                     f->worker, p->endpoint, (unsigned long long)d->offset, len);
+        return;
+    }
+    if (len)
+        memcpy(f->data + d->offset, zmq_msg_data(&in->raw), len);
+    a->done = true;
+    a->got = len;
+    if (len < a->len && d->offset + len < f->next_off)
+        f->next_off = d->offset + len; //  came back short: ask the rest again
+    f->remote = SHOAL__MIN(SHOAL__MAX(f->remote, d->ready), f->size);
+    if (d->final)
+        f->final = true, f->remote = f->size;
+    //  The watermark: answered asks that reach it, in any order (a short one ends the run;
+    //  its rest is asked again).
+    for (bool moved = true; moved;) {
+        moved = false;
+        for (size_t i = 0; i < f->n_asks; i++)
+            if (f->asks[i].done && f->asks[i].off <= f->ready) {
+                f->ready = SHOAL__MAX(f->ready, f->asks[i].off + f->asks[i].got);
+                f->asks[i] = f->asks[--f->n_asks];
+                moved = true;
+                break;
+            }
+    }
+    f->next_off = SHOAL__MAX(f->next_off, f->ready);
+    if (f->final && f->ready >= f->size) {
+        //  Asks still in flight can only repeat bytes we have.
+        f->n_asks = 0;
+        s_pull_done(self, f);
+    }
+}
+
 //  Keeps S_FETCH_WINDOW chunk requests in flight per peer, oldest fetch first.
 static void s_fetch_pump(s_worker_t *self)
 {
     int64_t now = shoal__now_us();
     for (size_t i = 0; i < self->n_peers; i++) {
         s_peer_t *p = self->peers[i];
+        //  Streaming pulls keep their own window (they have no chunks: the loop below skips
+        //  them).
+        for (s_fetch_t *f = p->head; f && p->sock; f = f->next)
+            if (f->stream)
+                s_pull_pump(self, f);
         while (p->sock && p->inflight < S_FETCH_WINDOW) {
             s_fetch_t *f = p->head;
             while (f && f->next_chunk >= f->nchunks)
@@ -1257,6 +1508,10 @@ static void s_on_peer_msg(s_worker_t *self, s_peer_t *p, shoal_wire_in_t *in)
     s_fetch_t *f = shoal__refmap_get(self->fetches, d->ref);
     if (!f || f->peer != p || d->seq < f->seq_base)
         return; //  for an abandoned fetch or an earlier try
+    if (f->stream) {
+        s_pull_reply(self, f, d, in);
+        return;
+    }
     s_ref_text(f->ref, text);
     if (d->code) {
         s_fetch_fail(self, f, SHOAL_ELOST, "input %s: worker %s at %s answered: %s", text,
@@ -1304,8 +1559,11 @@ static void s_peers_tick(s_worker_t *self, int64_t now)
         s_peer_t *p = self->peers[i];
         if (p->head && now - p->last_progress_us > (int64_t)S_FETCH_TIMEOUT_MS * 1000) {
             char text[SHOAL_REF_TEXT_SIZE];
+            //  A task streaming an input may have read some of it: failed as a failed
+            //  input is (its retries apply), not requeued as lost.
             while (p->head)
-                s_fetch_fail(self, p->head, SHOAL_ELOST,
+                s_fetch_fail(self, p->head,
+                             p->head->stream && p->head->sized ? SHOAL_ETASK : SHOAL_ELOST,
                              "input %s: no answer from worker %s at %s for %d s",
                              s_ref_text(p->head->ref, text), p->head->worker, p->endpoint,
                              S_FETCH_TIMEOUT_MS / 1000);
@@ -1365,7 +1623,14 @@ static int s_task_start_inputs(s_worker_t *self, s_task_t *t, bool retry)
         const shoal_wire_input_t *in = s_input_record(t->d, i);
         s_use_acquire(self, ref);
         t->n_used++;
+        bool streams = i < SHOAL_STREAM_INPUTS_MAX && (task->stream >> i & 1);
         s_fetch_t *f = shoal__refmap_get(self->fetches, ref);
+        if (f && f->stream && streams) {
+            //  Pulled as it is written: runnable once its size is known.
+            S_PUSH(f->readers, f->n_readers, f->cap_readers, t);
+            t->missing += !f->sized;
+            continue;
+        }
         if (f) {
             S_PUSH(f->waiters, f->n_waiters, f->cap_waiters, t);
             t->missing++;
@@ -1414,7 +1679,12 @@ static int s_task_start_inputs(s_worker_t *self, s_task_t *t, bool retry)
         if (has_inline)
             continue;
         int rc;
-        if (in->size == 0) {
+        if (remote && streams && (in->flags & SHOAL_IN_WRITING)) {
+            //  Being written on another worker: stream it from there (s_pull_*).
+            rc = s_pull_start(self, in, t, error, sizeof error);
+            if (rc == 0)
+                t->missing++;
+        } else if (in->size == 0) {
             rc = s_store_put(self, ref, "", 0);
             if (rc == 0 &&
                 shoal__refmap_put(self->copies, ref, (void *)(uintptr_t)(shoal__now_ms() + 1)))
@@ -2449,8 +2719,12 @@ static uint64_t s_ready(s_worker_t *self, const shoal_store_obj_t *obj)
     if (obj->state != SHOAL_OBJ_ALLOCATED) //  sealed, or sealed and spilled since
         return obj->size;
     const s_put_t *p = shoal__refmap_get(self->puts, obj->ref);
-    if (!p)
+    if (!p) {
+        const s_fetch_t *f = shoal__refmap_get(self->fetches, obj->ref);
+        if (f && f->stream) //  our copy of an object streamed from its writer's worker
+            return SHOAL__MIN(f->ready, obj->size);
         return s_exec_ready(self, obj);
+    }
     return SHOAL__MIN(SHOAL__MAX(p->watermark, p->in_place), obj->size);
 }
 

@@ -1,0 +1,340 @@
+/*  test_peerstream.c: a task streams an input that another worker is still writing.
+
+    One broker and two workers of one slot each and no prefetch (--prefetch 0), so a
+    worker running one task has no room for another and the broker must place a streaming
+    consumer away from the worker writing its input. The consumer's worker pulls the input
+    from the writer's data socket (TCP on 127.0.0.1) as it lands: the consumer starts and
+    has read bytes (the test streams its output) before the input is sealed, and its result
+    is byte-exact. Sources: a client's put written over TCP, a running task's output, and
+    an aborted put (the consumer fails naming it); consumers: a fn task and a command
+    reading it on its stdin (--stdin-input). */
+#include "harness.h"
+
+#include <shoal.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if !defined(SHOAL_TEST_PLUGIN)
+#error "tests/CMakeLists.txt defines SHOAL_TEST_PLUGIN"
+#endif
+
+#define CMD_MS  20000
+#define WAIT_MS (30000 * h_scale())
+#define MiB     (1024 * 1024)
+
+static char s_copy[PATH_MAX + 32], s_slowly[PATH_MAX + 32], s_crash_once[PATH_MAX + 32];
+
+static int s_setup(void **state)
+{
+    h_cluster_t *c = h_cluster_start_with(2, 1, "64M", "--prefetch 0");
+    *state = c;
+    return c ? 0 : -1;
+}
+
+static shoal_t *s_connect(h_cluster_t *c)
+{
+    shoal_t *sh = NULL;
+    int rc = shoal_connect(c->listen, 10000 * h_scale(), &sh);
+    if (rc)
+        print_error("connect: %s\n", shoal_strerror(rc));
+    assert_int_equal(rc, 0);
+    return sh;
+}
+
+static uint8_t *s_pattern(uint64_t seed, size_t size)
+{
+    uint8_t *p = malloc(size ? size : 1);
+    assert_non_null(p);
+    for (size_t i = 0; i < size; i++)
+        p[i] = (uint8_t)((i * 2654435761u + seed) >> 7);
+    return p;
+}
+
+//  Reads from s into buf + *got until want bytes in all are there, failing on an error.
+static void s_read_to(shoal_stream_t *s, uint8_t *buf, size_t *got, size_t want)
+{
+    while (*got < want) {
+        int n = shoal_stream_read(s, buf + *got, want - *got, WAIT_MS);
+        if (n <= 0)
+            print_error("read at %zu of %zu: %d (%s)\n", *got, want, n, shoal_strerror(n));
+        assert_true(n > 0);
+        *got += (size_t)n;
+    }
+}
+
+//  The worker `shoal ls` names as the holder of ref (a stored, done object), or -1.
+static int s_holder(h_cluster_t *c, shoal_ref_t ref)
+{
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(ref, text);
+    h_result_t *r = h_run(c, CMD_MS, "ls", NULL);
+    const char *line = r->status == 0 ? strstr(r->out, text) : NULL;
+    if (!line)
+        return -1;
+    const char *end = strchr(line, '\n');
+    char *copy = h_fmt(c, "%.*s", end ? (int)(end - line) : (int)strlen(line), line);
+    for (int i = 0; i < c->n_workers; i++) {
+        //  As a word: w1 must not match w10.
+        for (char *at = strstr(copy, c->workers[i].name); at;
+             at = strstr(at + 1, c->workers[i].name)) {
+            char after = at[strlen(c->workers[i].name)];
+            if ((at == copy || at[-1] == ' ') && (after == ' ' || after == '\0'))
+                return i;
+        }
+    }
+    print_error("no worker holds %s:\n%s\n", text, r->out);
+    return -1;
+}
+
+//  A put of size bytes begun on worker i, its first `first` bytes of data written.
+static shoal_put_t *s_put_on(h_cluster_t *c, shoal_t *writer, int i, const uint8_t *data,
+                             size_t size, size_t first, shoal_ref_t *ref)
+{
+    shoal_put_t *put = NULL;
+    shoal_put_opts_t opts = {.worker = c->workers[i].name};
+    assert_int_equal(shoal_put_begin(writer, size, &opts, ref, &put), 0);
+    if (first)
+        assert_int_equal(shoal_put_write(put, data, first), 0);
+    assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
+    return put;
+}
+
+//  Submits stream_copy of ref (streaming) and waits until its output shows `want` bytes,
+//  read into buf: the task runs and has read them.
+static shoal_ref_t s_copy_of(shoal_t *sh, shoal_ref_t ref, uint8_t *buf, size_t want,
+                             shoal_stream_t **s)
+{
+    shoal_task_spec_t spec = {
+        .kind = SHOAL_TASK_FN, .fn = s_copy, .inputs = &ref, .n_inputs = 1, .stream_inputs = 1};
+    shoal_ref_t id;
+    assert_int_equal(shoal_submit(sh, &spec, &id), 0);
+    assert_int_equal(shoal_stream_open(sh, id, s), 0);
+    size_t got = 0;
+    s_read_to(*s, buf, &got, want);
+    return id;
+}
+
+/*  Worker 0 writes a put and runs a task streaming it (so it is full); a second put on
+    worker 0, written in parts over TCP, is streamed by a task the broker places on worker
+    1: its output has each part before the next is written, the end after the seal. */
+static void test_a_task_streams_a_put_being_written_on_a_full_worker_from_another(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    setenv("SHOAL_NO_LOCAL_STORE", "1", 1); //  the put's bytes travel in WRITEs
+    shoal_t *writer = s_connect(c), *sh = s_connect(c);
+    size_t size = 3 * MiB + 100;
+    uint8_t *data = s_pattern(21, size), *buf = malloc(size);
+    assert_non_null(buf);
+    shoal_ref_t ref0, ref1;
+    shoal_put_t *put0 = s_put_on(c, writer, 0, data, MiB, 4096, &ref0);
+    shoal_stream_t *s0 = NULL, *s1 = NULL;
+    shoal_ref_t id0 = s_copy_of(sh, ref0, buf, 4096, &s0); //  on worker 0, which is full now
+    size_t parts[] = {1000, MiB + 5000, size - 1000 - (MiB + 5000)};
+    shoal_put_t *put1 = s_put_on(c, writer, 0, data, size, parts[0], &ref1);
+    shoal_ref_t id1 = s_copy_of(sh, ref1, buf, parts[0], &s1);
+    size_t got = parts[0], written = parts[0];
+    assert_memory_equal(buf, data, got);
+    assert_int_equal(shoal_stream_read(s1, buf + got, size - got, 200), SHOAL_ETIMEDOUT);
+    assert_int_equal(shoal_put_write(put1, data + written, parts[1]), 0);
+    written += parts[1];
+    s_read_to(s1, buf, &got, written);
+    assert_memory_equal(buf, data, written);
+    shoal_status_t st;
+    assert_int_equal(shoal_status(sh, id1, &st), SHOAL_EAGAIN); //  it still runs
+    assert_int_equal(shoal_put_write(put1, data + written, parts[2]), 0);
+    assert_int_equal(shoal_put_end(&put1), 0);
+    s_read_to(s1, buf, &got, size);
+    assert_memory_equal(buf, data, size);
+    assert_int_equal(shoal_stream_read(s1, buf, 1, WAIT_MS), 0);
+    shoal_stream_close(&s1);
+    int rc = shoal_wait(sh, &id1, 1, false, WAIT_MS);
+    if (rc)
+        print_error("task: %s\n", shoal_last_error(sh));
+    assert_int_equal(rc, 0);
+    assert_int_equal(s_holder(c, id1), 1);
+    assert_int_equal(shoal_put_write(put0, data + 4096, MiB - 4096), 0);
+    assert_int_equal(shoal_put_end(&put0), 0);
+    shoal_stream_close(&s0);
+    assert_int_equal(shoal_wait(sh, &id0, 1, false, WAIT_MS), 0);
+    assert_int_equal(s_holder(c, id0), 0);
+    assert_int_equal(shoal_remove(writer, (shoal_ref_t[]){ref0, ref1}, 2, WAIT_MS), 2);
+    assert_int_equal(shoal_remove(sh, (shoal_ref_t[]){id0, id1}, 2, WAIT_MS), 2);
+    unsetenv("SHOAL_NO_LOCAL_STORE");
+    free(data);
+    free(buf);
+    shoal_disconnect(&sh);
+    shoal_disconnect(&writer);
+}
+
+/*  A task's output written in place by its executor (published with
+    shoal_task_output_progress) is streamed by a task on the other worker: its output has
+    the first MiB while the producer still runs, then all of it. */
+static void test_a_task_streams_an_output_its_producer_writes_on_the_other_worker(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = s_connect(c);
+    char *go = h_fmt(c, "%s/peer-go", c->tmp);
+    shoal_task_spec_t spec = {
+        .kind = SHOAL_TASK_FN, .fn = s_slowly, .arg = go, .arg_size = strlen(go) + 1};
+    shoal_ref_t producer;
+    assert_int_equal(shoal_submit(sh, &spec, &producer), 0);
+    size_t size = 2 * MiB, got = 0;
+    uint8_t *buf = malloc(size);
+    assert_non_null(buf);
+    shoal_stream_t *s = NULL;
+    //  The producer has written its first MiB: its worker is full (one slot, no prefetch).
+    assert_int_equal(shoal_stream_open(sh, producer, &s), 0);
+    s_read_to(s, buf, &got, MiB);
+    shoal_stream_close(&s);
+    shoal_ref_t id = s_copy_of(sh, producer, buf, MiB, &s);
+    got = MiB;
+    for (size_t i = 0; i < MiB; i++)
+        assert_int_equal(buf[i], 'a');
+    shoal_status_t st;
+    assert_int_equal(shoal_status(sh, producer, &st), SHOAL_EAGAIN); //  still writing
+    assert_int_equal(h_write_file(go, "", 0), 0);
+    s_read_to(s, buf, &got, size);
+    for (size_t i = MiB; i < size; i++)
+        assert_int_equal(buf[i], 'b');
+    assert_int_equal(shoal_stream_read(s, buf, 1, WAIT_MS), 0);
+    shoal_stream_close(&s);
+    assert_int_equal(shoal_wait(sh, (shoal_ref_t[]){producer, id}, 2, false, WAIT_MS), 0);
+    int p = s_holder(c, producer), q = s_holder(c, id);
+    assert_true(p >= 0 && q >= 0 && p != q);
+    assert_int_equal(shoal_remove(sh, (shoal_ref_t[]){producer, id}, 2, WAIT_MS), 2);
+    free(buf);
+    shoal_disconnect(&sh);
+}
+
+/*  A put streamed by a task on the other worker is aborted after the task has read some
+    of it: the task fails as a task whose input failed (SHOAL_ETASK), naming the put and
+    the abort (or is canceled with the put by the broker, whichever comes first); likewise
+    when its input is a task output aborted by the death of its executor. */
+static void test_a_task_streaming_from_another_worker_fails_naming_an_aborted_input(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    setenv("SHOAL_NO_LOCAL_STORE", "1", 1);
+    shoal_t *writer = s_connect(c), *sh = s_connect(c);
+    uint8_t *data = s_pattern(23, MiB), buf[8192];
+    shoal_ref_t ref0, ref1;
+    shoal_put_t *put0 = s_put_on(c, writer, 0, data, MiB, 4096, &ref0);
+    shoal_stream_t *s0 = NULL, *s1 = NULL;
+    shoal_ref_t id0 = s_copy_of(sh, ref0, buf, 4096, &s0);
+    shoal_put_t *put1 = s_put_on(c, writer, 0, data, MiB, 4096, &ref1);
+    shoal_ref_t id1 = s_copy_of(sh, ref1, buf, 4096, &s1);
+    shoal_stream_close(&s1);
+    shoal_put_abort(&put1);
+    int rc = shoal_wait(sh, &id1, 1, false, WAIT_MS);
+    shoal_status_t st;
+    assert_int_equal(shoal_status(sh, id1, &st), 0);
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(ref1, text);
+    //  Whichever comes first: the worker's failure (the pull was told of the abort) or the
+    //  broker's cancel of the put's dependents (its worker's note), as for a local stream.
+    if ((rc != SHOAL_ETASK && rc != SHOAL_ECANCELED) || !st.error || !strstr(st.error, text) ||
+        (rc == SHOAL_ETASK && !strstr(st.error, "abort")))
+        print_error("rc %d, error: %s\n", rc, st.error ? st.error : "(none)");
+    assert_true(rc == SHOAL_ETASK || rc == SHOAL_ECANCELED);
+    assert_non_null(strstr(st.error, text));
+    if (rc == SHOAL_ETASK)
+        assert_non_null(strstr(st.error, "abort"));
+    assert_int_equal(shoal_put_write(put0, data + 4096, MiB - 4096), 0);
+    assert_int_equal(shoal_put_end(&put0), 0);
+    shoal_stream_close(&s0);
+    assert_int_equal(shoal_wait(sh, &id0, 1, false, WAIT_MS), 0);
+    assert_int_equal(shoal_remove(writer, &ref0, 1, WAIT_MS), 1);
+    unsetenv("SHOAL_NO_LOCAL_STORE");
+    //  A task's output aborted because its executor died (its producer is retried, so only
+    //  the pull hears of it): the consumer fails as a task whose input failed, SHOAL_ETASK
+    //  naming the input and the abort.
+    char *go = h_fmt(c, "%s/peer-crash-go", c->tmp);
+    shoal_task_spec_t producer = {.kind = SHOAL_TASK_FN,
+                                  .fn = s_crash_once,
+                                  .arg = go,
+                                  .arg_size = strlen(go) + 1,
+                                  .retries = 1};
+    shoal_ref_t input;
+    assert_int_equal(shoal_submit(sh, &producer, &input), 0);
+    assert_int_equal(shoal_stream_open(sh, input, &s0), 0);
+    size_t got = 0;
+    uint8_t *big = malloc(MiB);
+    assert_non_null(big);
+    s_read_to(s0, big, &got, MiB); //  it runs: its worker is full
+    shoal_stream_close(&s0);
+    id1 = s_copy_of(sh, input, big, MiB, &s1); //  on the other worker, read the first MiB
+    shoal_stream_close(&s1);
+    assert_int_equal(h_write_file(go, "", 0), 0); //  the producer crashes
+    rc = shoal_wait(sh, &id1, 1, false, WAIT_MS);
+    assert_int_equal(shoal_status(sh, id1, &st), 0);
+    shoal_ref_format(input, text);
+    if (rc != SHOAL_ETASK || !st.error || !strstr(st.error, text) || !strstr(st.error, "abort"))
+        print_error("rc %d, error: %s\n", rc, st.error ? st.error : "(none)");
+    assert_int_equal(rc, SHOAL_ETASK);
+    assert_non_null(strstr(st.error, text));
+    assert_non_null(strstr(st.error, "abort"));
+    assert_int_equal(shoal_wait(sh, &input, 1, false, WAIT_MS), 0); //  its retry
+    free(big);
+    free(data);
+    shoal_disconnect(&sh);
+    shoal_disconnect(&writer);
+}
+
+/*  A command on the other worker reads a running task's output on its stdin
+    (--stdin-input): after the first MiB it lets the producer write the rest, which it
+    then reads to the end. */
+static void test_a_command_reads_on_its_stdin_an_output_written_on_the_other_worker(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = s_connect(c);
+    char *go = h_fmt(c, "%s/peer-stdin-go", c->tmp);
+    shoal_task_spec_t spec = {
+        .kind = SHOAL_TASK_FN, .fn = s_slowly, .arg = go, .arg_size = strlen(go) + 1};
+    shoal_ref_t producer;
+    assert_int_equal(shoal_submit(sh, &spec, &producer), 0);
+    uint8_t *buf = malloc(MiB);
+    assert_non_null(buf);
+    shoal_stream_t *s = NULL;
+    assert_int_equal(shoal_stream_open(sh, producer, &s), 0);
+    size_t got = 0;
+    s_read_to(s, buf, &got, MiB); //  it runs: its worker is full
+    shoal_stream_close(&s);
+    char *script = h_fmt(c, "head -c 1048576 > /dev/null && touch %s && wc -c", go);
+    const char *argv[] = {"sh", "-c", script, NULL};
+    shoal_task_spec_t consumer = {.kind = SHOAL_TASK_EXEC,
+                                  .argv = argv,
+                                  .inputs = &producer,
+                                  .n_inputs = 1,
+                                  .stream_inputs = 1};
+    shoal_ref_t id;
+    assert_int_equal(shoal_submit(sh, &consumer, &id), 0);
+    int rc = shoal_wait(sh, &id, 1, false, WAIT_MS);
+    if (rc)
+        print_error("command: %s\n", shoal_last_error(sh));
+    assert_int_equal(rc, 0);
+    shoal_view_t v;
+    assert_int_equal(shoal_get(sh, id, WAIT_MS, &v), 0);
+    assert_int_equal(strtoul((const char *)v.data, NULL, 10), MiB);
+    shoal_view_release(&v);
+    assert_int_equal(shoal_wait(sh, &producer, 1, false, WAIT_MS), 0);
+    assert_int_equal(shoal_remove(sh, (shoal_ref_t[]){producer, id}, 2, WAIT_MS), 2);
+    free(buf);
+    shoal_disconnect(&sh);
+}
+
+int main(void)
+{
+    snprintf(s_copy, sizeof s_copy, "%s:stream_copy", SHOAL_TEST_PLUGIN);
+    snprintf(s_slowly, sizeof s_slowly, "%s:stream_slowly", SHOAL_TEST_PLUGIN);
+    snprintf(s_crash_once, sizeof s_crash_once, "%s:stream_crash_once", SHOAL_TEST_PLUGIN);
+    if (getenv("SHOAL_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("SHOAL_TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_task_streams_a_put_being_written_on_a_full_worker_from_another),
+        cmocka_unit_test(test_a_task_streams_an_output_its_producer_writes_on_the_other_worker),
+        cmocka_unit_test(test_a_task_streaming_from_another_worker_fails_naming_an_aborted_input),
+        cmocka_unit_test(test_a_command_reads_on_its_stdin_an_output_written_on_the_other_worker),
+    };
+    return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
+}
