@@ -270,7 +270,7 @@ static void test_shoal_get_follow_fails_naming_the_ref_when_the_put_is_aborted(v
 }
 
 static char s_slowly[PATH_MAX + 32], s_crash[PATH_MAX + 32], s_copy[PATH_MAX + 32],
-    s_crash_once[PATH_MAX + 32];
+    s_crash_once[PATH_MAX + 32], s_read_pause[PATH_MAX + 32];
 
 static void test_a_stream_reads_a_task_output_as_its_executor_publishes_it(void **state)
 {
@@ -645,6 +645,58 @@ static void test_a_stream_fails_rather_than_read_on_into_a_retried_output(void *
     shoal_disconnect(&sh);
 }
 
+/*  A fn task has read the first MiB of its streaming input (a task's output) and reads
+    nothing while the input's producer crashes and its retry writes the output anew under
+    the same ref: its next read must fail, naming the input and the new allocation, rather
+    than read the new allocation's bytes at the old one's place. */
+static void test_a_fn_task_fails_rather_than_read_on_into_a_retried_input(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = s_connect(c);
+    char *go = h_fmt(c, "%s/input-retry-go", c->tmp);
+    char *resume = h_fmt(c, "%s/input-retry-resume", c->tmp);
+    shoal_task_spec_t producer = {.kind = SHOAL_TASK_FN,
+                                  .fn = s_crash_once,
+                                  .arg = go,
+                                  .arg_size = strlen(go) + 1,
+                                  .retries = 1};
+    shoal_ref_t ids[2];
+    assert_int_equal(shoal_submit(sh, &producer, &ids[0]), 0);
+    size_t arg_size = strlen(go) + 1 + strlen(resume) + 1;
+    char *arg = malloc(arg_size); //  "GO\0RESUME\0"
+    assert_non_null(arg);
+    memcpy(arg, go, strlen(go) + 1);
+    memcpy(arg + strlen(go) + 1, resume, strlen(resume) + 1);
+    shoal_task_spec_t consumer = {.kind = SHOAL_TASK_FN,
+                                  .fn = s_read_pause,
+                                  .arg = arg,
+                                  .arg_size = arg_size,
+                                  .inputs = &ids[0],
+                                  .n_inputs = 1,
+                                  .stream_inputs = 1};
+    assert_int_equal(shoal_submit(sh, &consumer, &ids[1]), 0);
+    //  The consumer creates go after its first MiB; the producer then crashes and its
+    //  retry writes the output whole.
+    int rc = shoal_wait(sh, &ids[0], 1, false, WAIT_MS);
+    if (rc)
+        print_error("producer: %s\n", shoal_last_error(sh));
+    assert_int_equal(rc, 0);
+    assert_int_equal(h_write_file(resume, "", 0), 0);
+    assert_int_not_equal(shoal_wait(sh, &ids[1], 1, false, WAIT_MS), 0);
+    shoal_status_t st;
+    assert_int_equal(shoal_status(sh, ids[1], &st), 0);
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(ids[0], text);
+    if (!st.error || !strstr(st.error, text) || !strstr(st.error, "allocated anew"))
+        print_error("consumer: state %d, error: %s\n", (int)st.state,
+                    st.error ? st.error : "(none)");
+    assert_int_equal(st.state, SHOAL_STATUS_FAILED);
+    assert_true(st.error && strstr(st.error, text) && strstr(st.error, "allocated anew"));
+    assert_int_equal(shoal_remove(sh, ids, 2, WAIT_MS) >= 1, 1);
+    free(arg);
+    shoal_disconnect(&sh);
+}
+
 /*  A task with two streaming inputs written on different workers waits for the one
     written away from the other to be sealed (rather than run where it cannot be read and
     fail), then runs where the first is written, reading it as it lands. Adds a second
@@ -706,6 +758,7 @@ int main(void)
     snprintf(s_slowly, sizeof s_slowly, "%s:stream_slowly", SHOAL_TEST_PLUGIN);
     snprintf(s_crash, sizeof s_crash, "%s:crash_mid_write", SHOAL_TEST_PLUGIN);
     snprintf(s_crash_once, sizeof s_crash_once, "%s:stream_crash_once", SHOAL_TEST_PLUGIN);
+    snprintf(s_read_pause, sizeof s_read_pause, "%s:stream_read_pause", SHOAL_TEST_PLUGIN);
     if (getenv("SHOAL_TEST_FILTER"))
         cmocka_set_test_filter(getenv("SHOAL_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
@@ -725,6 +778,7 @@ int main(void)
             test_a_command_whose_stdin_input_is_aborted_fails_naming_it_and_is_retried),
         cmocka_unit_test(test_a_command_that_exits_early_ends_its_task_while_its_stdin_is_written),
         cmocka_unit_test(test_a_stream_fails_rather_than_read_on_into_a_retried_output),
+        cmocka_unit_test(test_a_fn_task_fails_rather_than_read_on_into_a_retried_input),
         cmocka_unit_test(test_a_task_streaming_inputs_written_on_two_workers_waits_for_one_to_seal),
     };
     return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);

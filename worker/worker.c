@@ -667,6 +667,7 @@ static int s_store_put(s_worker_t *self, shoal_ref_t ref, const void *data, uint
 static void s_note(s_worker_t *self, shoal_ref_t ref, uint64_t state, uint64_t size,
                    const shoal_wire_put_t *spec, const char *error);
 static void s_gen_bump(s_worker_t *self, shoal_ref_t ref);
+static uint64_t s_gen(s_worker_t *self, shoal_ref_t ref);
 static void s_store_text(s_worker_t *self, char *buf, size_t size);
 
 //  A spilled object back into the arena, evicting input copies while it does not fit.
@@ -1875,14 +1876,18 @@ static void s_batch_send(s_worker_t *self, s_slot_t *slot, size_t share)
             const shoal_wire_input_t *in;
             bool here = shoal_store_lookup(self->store, task->inputs.items[i], &obj) == 0;
             if (here && obj.state == SHOAL_OBJ_SEALED)
-                self->eins[n_ins + i] = (shoal_wire_e_input_t){obj.offset, obj.size, {NULL, 0}, 0};
+                self->eins[n_ins + i] =
+                    (shoal_wire_e_input_t){obj.offset, obj.size, {NULL, 0}, 0, 0};
             else if (here && i < SHOAL_STREAM_INPUTS_MAX && (task->stream >> i & 1))
                 //  Still being written here: the executor reads it with e_read.
-                self->eins[n_ins + i] = (shoal_wire_e_input_t){obj.offset, obj.size, {NULL, 0}, 1};
+                //  gen: a read that finds another generation fails rather than read the
+                //  bytes of a new allocation at this one's offset.
+                self->eins[n_ins + i] = (shoal_wire_e_input_t){
+                    obj.offset, obj.size, {NULL, 0}, 1, s_gen(self, task->inputs.items[i])};
             else if ((in = s_input_record(t->d, i)) && (in->flags & SHOAL_OUT_INLINE) &&
                      in->data.size == in->size)
                 self->eins[n_ins + i] =
-                    (shoal_wire_e_input_t){SHOAL_EXEC_INLINE, in->size, in->data, 0};
+                    (shoal_wire_e_input_t){SHOAL_EXEC_INLINE, in->size, in->data, 0, 0};
             else
                 lost = i;
         }
@@ -2466,7 +2471,7 @@ static int s_serve_stream(s_worker_t *self, const shoal_wire_peer_t *peer,
     if (exec) {
         //  An executor reads the bytes in the arena itself: it needs only the watermark.
         shoal_store_obj_t obj;
-        shoal_wire_e_ready_t r = {.ref = req->ref};
+        shoal_wire_e_ready_t r = {.ref = req->ref, .gen = reply.gen};
         if (shoal_store_lookup(self->store, req->ref, &obj) != 0) {
             if (!last)
                 return S_HELD;
