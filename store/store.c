@@ -130,10 +130,11 @@ typedef struct {
     int64_t created_us;
     uint64_t seq; //  the store's use counter at its last use: least recent spills first
     int state;
-    bool dirty;     //  its ref is in the dirty list
-    bool published; //  committed to the index: readers (sealed) or writers may pin it
-    bool persisted; //  a complete copy is in the disk tier for good (until deleted)
-    bool sums;      //  its pieces in the disk tier carry a checksum (S_DISK_SUMMED)
+    bool dirty;      //  its ref is in the dirty list
+    bool published;  //  committed to the index: readers (sealed) or writers may pin it
+    bool persisted;  //  a complete copy is in the disk tier for good (until deleted)
+    bool sums;       //  its pieces in the disk tier carry a checksum (S_DISK_SUMMED)
+    bool persisting; //  shoal_store_persist_step has committed some of its pieces: no spill
 } s_entry_t;
 
 typedef struct {
@@ -2097,6 +2098,7 @@ int shoal_store_alloc(shoal_store_t *self, shoal_ref_t ref, uint64_t size, shoal
     entry->dirty = true;
     entry->published = false;
     entry->persisted = false;
+    entry->persisting = false;
     self->dirty[self->dirty_len++] = ref;
     if (span) {
         self->used += span;
@@ -2144,6 +2146,8 @@ static void s_drop(shoal_store_t *self, shoal_ref_t ref)
     assert(entry);
     if (entry->state == SHOAL_OBJ_SPILLED || entry->persisted)
         s_pieces_drop(self, ref, entry->size, entry->persisted);
+    else if (entry->persisting)
+        s_pieces_drop(self, ref, 0, false); //  a persist cut short: its pieces so far
     else if (self->job && shoal_ref_equal(self->job_ref, ref)) {
         //  Being spilled: the pieces written so far go, and its reserved disk room.
         s_pieces_drop(self, ref, entry->size, false);
@@ -2443,7 +2447,8 @@ static bool s_victim(shoal_store_t *self, const shoal_store_spill_hooks_t *hooks
     //  the milliseconds it takes to write a 1 MiB piece.
     while (shoal__refmap_next(self->map, &cursor, &ref, &value)) {
         const s_entry_t *e = value;
-        if (e->state != SHOAL_OBJ_SEALED || e->size == 0 || (best && e->seq >= best->seq))
+        if (e->state != SHOAL_OBJ_SEALED || e->size == 0 || e->persisting ||
+            (best && e->seq >= best->seq))
             continue;
         //  A persisted object is on disk already: spilling it costs no disk room.
         if (!e->persisted &&
@@ -2491,9 +2496,10 @@ int shoal_store_spill(shoal_store_t *self, uint64_t budget, const shoal_store_sp
     int rc = 0;
     while (written < budget) {
         s_entry_t *entry = self->job ? shoal__refmap_get(self->map, self->job_ref) : NULL;
-        if (self->job && (!entry || entry->state != SHOAL_OBJ_SEALED ||
-                          entry->offset != self->job_offset || entry->persisted ||
-                          (hooks && hooks->skip && hooks->skip(hooks->arg, self->job_ref)))) {
+        if (self->job &&
+            (!entry || entry->state != SHOAL_OBJ_SEALED || entry->offset != self->job_offset ||
+             entry->persisted || entry->persisting ||
+             (hooks && hooks->skip && hooks->skip(hooks->arg, self->job_ref)))) {
             //  Deleted (s_drop cleaned up), persisted meanwhile (its copy is complete), or
             //  wanted by the owner now: give up on it. Nothing of it is in txn: a job
             //  starts a call or follows a commit.
@@ -2584,9 +2590,10 @@ fail:
     return s_disk_code(rc);
 }
 
-int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref)
+int shoal_store_persist_step(shoal_store_t *self, shoal_ref_t ref, uint64_t budget,
+                             uint64_t *done_p)
 {
-    assert(self);
+    assert(self && done_p);
     s_entry_t *entry = shoal__refmap_get(self->map, ref);
     if (!entry)
         return SHOAL_ENOTFOUND;
@@ -2605,49 +2612,45 @@ int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref)
                      (unsigned long long)self->persist_max);
         return SHOAL_ETOOBIG;
     }
-    if (self->job && shoal_ref_equal(self->job_ref, ref)) {
-        //  Half spilled: start over, whole.
-        s_pieces_drop(self, ref, entry->size, false);
-        self->job = false;
+    if (!entry->persisting) {
+        *done_p = 0; //  a fresh start, whatever the caller kept
+        if (self->job && shoal_ref_equal(self->job_ref, ref)) {
+            //  Half spilled: start over, whole.
+            s_pieces_drop(self, ref, entry->size, false);
+            self->job = false;
+        }
     }
-    //  Pieces in commits of S_PERSIST_STEP, the record with the last: until that commit the
-    //  object is incomplete on disk (a crash leaves litter the next open sweeps), never
-    //  persisted in part.
+    /*  Pieces in commits of at most budget, the record with the last: until that commit
+        the object is incomplete on disk (a crash leaves litter the next open sweeps),
+        never persisted in part. Between steps entry->persisting keeps the spill away from
+        it (its pieces would collide), and a delete drops what was written. */
     MDB_txn *txn = NULL;
     const char *what = "begin a transaction";
-    int rc = 0;
-    uint64_t done = 0;
-    bool wrote = false; //  pieces committed: dropped again if the persist fails
-    for (bool last = false; !last;) {
-        what = "begin a transaction";
-        rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
-        if (rc) {
-            txn = NULL;
-            break;
-        }
-        if (!spilled) {
-            what = "write a piece";
-            rc = s_pieces_put(self, txn, ref, entry, &done, S_PERSIST_STEP);
-            if (rc)
-                break;
-        }
-        last = spilled || done == entry->size;
+    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+    bool last = false;
+    if (rc)
+        txn = NULL;
+    if (rc == 0 && !spilled) {
+        what = "write a piece";
+        rc = s_pieces_put(self, txn, ref, entry, done_p, SHOAL__MAX(budget, 1));
+    }
+    if (rc == 0) {
+        last = spilled || *done_p == entry->size;
         if (last) {
             what = "write a record";
             if (!spilled)
                 entry->sums = true; //  s_pieces_put wrote them with their checksums
             rc = s_disk_rec_put(self, txn, ref, entry, S_DISK_PERSISTED);
-            if (rc)
-                break;
         }
+    }
+    if (rc == 0) {
         what = "commit";
         rc = s_fault() ? (mdb_txn_abort(txn), EIO) : mdb_txn_commit(txn);
         txn = NULL;
-        if (rc)
-            break;
-        wrote = !spilled;
+        if (rc == 0 && !spilled)
+            entry->persisting = true;
     }
-    if (rc == 0) {
+    if (rc == 0 && last) {
         //  The commit synced the pages; this syncs the meta page that names them, so the
         //  copy is on the disk when we return.
         what = "sync";
@@ -2657,13 +2660,18 @@ int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref)
         mdb_txn_abort(txn);
     if (rc) {
         //  Cut short, or maybe not durable: undo, so nothing claims what is not so.
-        if (wrote)
+        if (entry->persisting)
             s_pieces_drop(self, ref, 0, false);
+        entry->persisting = false;
+        *done_p = 0;
         shoal__error("store: cannot persist %s (%llu bytes): cannot %s in disk tier %s: %s",
                      shoal_ref_format(ref, text), (unsigned long long)entry->size, what,
                      self->spill_path, mdb_strerror(rc));
         return s_disk_code(rc);
     }
+    if (!last)
+        return SHOAL_EAGAIN;
+    entry->persisting = false;
     if (spilled)
         self->spill_used -= SHOAL__MIN(entry->size, self->spill_used);
     self->persist_used += entry->size;
@@ -2671,6 +2679,15 @@ int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref)
     s_mark_dirty(self, ref, entry);
     self->sync_index = true;
     return 0;
+}
+
+int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref)
+{
+    uint64_t done = 0;
+    int rc;
+    while ((rc = shoal_store_persist_step(self, ref, S_PERSIST_STEP, &done)) == SHOAL_EAGAIN)
+        ;
+    return rc;
 }
 
 uint64_t shoal_store_persist_max(const shoal_store_t *self)

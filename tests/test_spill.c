@@ -236,7 +236,11 @@ static void s_assert_get(shoal_t *sh, shoal_ref_t ref, uint64_t seed, size_t siz
 static void
 test_persisted_objects_survive_a_sigkill_of_their_worker_and_the_loss_of_its_memory(void **state)
 {
+    //  Persists in steps of one 1 MiB piece a loop turn (worker.c: S_PERSIST_STEP): each
+    //  3 MiB object below takes 4 turns, and its seal or its task's result waits for the last.
+    setenv("SHOAL_TEST_PERSIST_STEP", "1048576", 1);
     h_cluster_t *c = h_cluster_start_with(1, 2, "16M", NULL);
+    unsetenv("SHOAL_TEST_PERSIST_STEP");
     assert_non_null(c);
     *state = c;
     shoal_t *sh = s_connect(c);
