@@ -239,6 +239,10 @@ struct shoal_store {
     shoal__refmap_t *disk; //  while opening: ref -> s_disk_t, what the disk tier holds
     uint64_t persist_used; //  bytes of persisted objects' copies (not counted in spill_used)
     bool sync_index;       //  a persisted object's record awaits a synced index commit
+    //  Deleted objects whose disk pieces and record go in one commit (s_disk_drops_commit)
+    //  before the next index commit or disk-tier write, not one synced commit each.
+    shoal_ref_t *disk_drops;
+    size_t n_disk_drops, cap_disk_drops;
     char spill_path[PATH_MAX];
     uint64_t spill_cap;
     uint64_t spill_used;
@@ -1829,6 +1833,7 @@ static void s_store_free(shoal_store_t *self)
     s_env_close(self);
     if (self->spill_env)
         mdb_env_close(self->spill_env);
+    free(self->disk_drops);
     s_disk_free(self);
     if (self->base)
         munmap(self->base, self->capacity);
@@ -2122,6 +2127,9 @@ int shoal_store_seal(shoal_store_t *self, shoal_ref_t ref)
 }
 
 static void s_pieces_drop(shoal_store_t *self, shoal_ref_t ref, uint64_t size, bool persisted);
+static void s_pieces_drop_later(shoal_store_t *self, shoal_ref_t ref, uint64_t size,
+                                bool persisted);
+static void s_disk_drops_commit(shoal_store_t *self);
 
 //  Gives up the arena range of entry, which stays in the map (spill) or leaves it (drop):
 //  to limbo if readers may view it, else to the free list. Never allocates.
@@ -2145,9 +2153,9 @@ static void s_drop(shoal_store_t *self, shoal_ref_t ref)
     s_entry_t *entry = shoal__refmap_remove(self->map, ref);
     assert(entry);
     if (entry->state == SHOAL_OBJ_SPILLED || entry->persisted)
-        s_pieces_drop(self, ref, entry->size, entry->persisted);
+        s_pieces_drop_later(self, ref, entry->size, entry->persisted);
     else if (entry->persisting)
-        s_pieces_drop(self, ref, 0, false); //  a persist cut short: its pieces so far
+        s_pieces_drop_later(self, ref, 0, false); //  a persist cut short: its pieces so far
     else if (self->job && shoal_ref_equal(self->job_ref, ref)) {
         //  Being spilled: the pieces written so far go, and its reserved disk room.
         s_pieces_drop(self, ref, entry->size, false);
@@ -2242,6 +2250,7 @@ static void s_restored_drop(shoal_store_t *self)
 
 static int s_commit(shoal_store_t *self)
 {
+    s_disk_drops_commit(self); //  the disk tier is never behind the index on a delete
     if (self->dirty_len == 0)
         return 0;
     MDB_txn *txn = NULL;
@@ -2351,19 +2360,15 @@ void shoal_store_tick(shoal_store_t *self)
 //  Deletes ref's record and pieces from the disk tier and gives its size back to the
 //  counter it was in. A failure is logged: what stays is swept by the next open (the
 //  counters are our accounting, so the room is given back anyway; the map has slack).
-static void s_pieces_drop(shoal_store_t *self, shoal_ref_t ref, uint64_t size, bool persisted)
+//  Deletes ref's record and pieces in txn (the record's 16-byte key sorts right before
+//  the pieces' 20-byte ones, same prefix).
+static int s_pieces_del(shoal_store_t *self, MDB_txn *txn, shoal_ref_t ref)
 {
-    uint64_t *used = persisted ? &self->persist_used : &self->spill_used;
-    *used -= SHOAL__MIN(size, *used);
-    MDB_txn *txn = NULL;
     MDB_cursor *cursor = NULL;
     uint8_t k[16];
     s_key_encode(ref, k);
-    //  The record's key (16 bytes) sorts right before the pieces' (20 bytes, same prefix).
     MDB_val key = {sizeof k, k}, val;
-    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
-    if (rc == 0)
-        rc = S_MDB(mdb_cursor_open(txn, self->spill_dbi, &cursor));
+    int rc = S_MDB(mdb_cursor_open(txn, self->spill_dbi, &cursor));
     if (rc == 0)
         rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
     while (rc == 0 && key.mv_size >= 16 && memcmp(key.mv_data, k, 16) == 0) {
@@ -2373,7 +2378,18 @@ static void s_pieces_drop(shoal_store_t *self, shoal_ref_t ref, uint64_t size, b
     }
     if (cursor)
         mdb_cursor_close(cursor);
-    if (rc == 0 || rc == MDB_NOTFOUND) {
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static void s_pieces_drop(shoal_store_t *self, shoal_ref_t ref, uint64_t size, bool persisted)
+{
+    uint64_t *used = persisted ? &self->persist_used : &self->spill_used;
+    *used -= SHOAL__MIN(size, *used);
+    MDB_txn *txn = NULL;
+    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+    if (rc == 0)
+        rc = s_pieces_del(self, txn, ref);
+    if (rc == 0) {
         rc = s_fault() ? EIO : mdb_txn_commit(txn);
         if (rc)
             mdb_txn_abort(txn);
@@ -2386,6 +2402,53 @@ static void s_pieces_drop(shoal_store_t *self, shoal_ref_t ref, uint64_t size, b
         shoal__error("store: cannot delete %s from the disk tier %s (the next open will): %s",
                      shoal_ref_format(ref, text), self->spill_path, mdb_strerror(rc));
     }
+}
+
+/*  Commits the deletes s_drop queued, in one synced transaction: a `shoal rm` of 500
+    persisted objects was 500 synced commits, one fdatasync each (several ms apiece here).
+    Called before every index commit (so the disk tier is never behind the index by more
+    than the turn a kill can undo anyway) and before any disk-tier write (a deleted ref
+    written again must not lose its new pieces to the old delete). On failure the deletes
+    are logged and dropped, as a single delete's were. */
+static void s_disk_drops_commit(shoal_store_t *self)
+{
+    if (!self->n_disk_drops)
+        return;
+    MDB_txn *txn = NULL;
+    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+    for (size_t i = 0; rc == 0 && i < self->n_disk_drops; i++)
+        rc = s_pieces_del(self, txn, self->disk_drops[i]);
+    if (rc == 0) {
+        rc = s_fault() ? EIO : mdb_txn_commit(txn);
+        if (rc)
+            mdb_txn_abort(txn);
+        txn = NULL;
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    if (rc)
+        shoal__error("store: cannot delete %zu objects from the disk tier %s (the next open "
+                     "will): %s",
+                     self->n_disk_drops, self->spill_path, mdb_strerror(rc));
+    self->n_disk_drops = 0;
+}
+
+//  s_pieces_drop at the next s_disk_drops_commit; at once when the queue cannot grow.
+static void s_pieces_drop_later(shoal_store_t *self, shoal_ref_t ref, uint64_t size, bool persisted)
+{
+    if (self->n_disk_drops == self->cap_disk_drops) {
+        size_t cap = self->cap_disk_drops ? 2 * self->cap_disk_drops : 64;
+        shoal_ref_t *p = s_realloc(self->disk_drops, cap * sizeof *p);
+        if (!p) {
+            s_pieces_drop(self, ref, size, persisted);
+            return;
+        }
+        self->disk_drops = p;
+        self->cap_disk_drops = cap;
+    }
+    uint64_t *used = persisted ? &self->persist_used : &self->spill_used;
+    *used -= SHOAL__MIN(size, *used);
+    self->disk_drops[self->n_disk_drops++] = ref;
 }
 
 //  Writes entry's record (flags) in txn.
@@ -2488,6 +2551,7 @@ int shoal_store_spill(shoal_store_t *self, uint64_t budget, const shoal_store_sp
         *freed_p = 0;
     if (!self->spill_env)
         return SHOAL_EFULL;
+    s_disk_drops_commit(self);
     budget = SHOAL__MAX(budget, 1);
     uint64_t written = 0;
     bool progress = false, done_one = false;
@@ -2603,6 +2667,7 @@ int shoal_store_persist_step(shoal_store_t *self, shoal_ref_t ref, uint64_t budg
         return 0;
     if (!self->spill_env)
         return SHOAL_EFULL;
+    s_disk_drops_commit(self);
     bool spilled = entry->state == SHOAL_OBJ_SPILLED;
     char text[SHOAL_REF_TEXT_SIZE];
     if (!spilled && entry->size > self->persist_max) {

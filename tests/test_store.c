@@ -2643,6 +2643,40 @@ static void test_a_persist_in_steps_is_whole_at_its_last_step_and_kept_from_the_
     assert_int_equal(shoal_store_lookup(f->store, s_ref(3), &obj), SHOAL_ENOTFOUND);
 }
 
+/*  Deleting persisted (or spilled) objects costs one synced commit per loop turn (the
+    index flush), not one each: 500 deletes and a flush are one disk-tier commit, and
+    none of them comes back from the disk tier when the arena is lost. */
+static void test_deletes_of_persisted_objects_share_one_disk_commit(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 500 };
+    assert_int_equal(s_open(f, 16 * MiB), 0);
+    for (uint64_t i = 1; i <= N; i++) {
+        s_put_pattern(f, i, 1000 + i);
+        assert_int_equal(shoal_store_persist(f->store, s_ref(i)), 0);
+    }
+    s_put_pattern(f, N + 1, 4096); //  kept
+    assert_int_equal(shoal_store_persist(f->store, s_ref(N + 1)), 0);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    shoal_store_close(&f->store);
+    uint64_t before = s_spill_txnid(f);
+    assert_int_equal(s_open(f, 16 * MiB), 0);
+    int64_t t0 = shoal__now_us();
+    for (uint64_t i = 1; i <= N; i++)
+        assert_int_equal(shoal_store_delete(f->store, s_ref(i)), 0);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    print_message("%d persisted objects deleted and flushed in %.1f ms\n", N, s_elapsed_ms(t0));
+    assert_int_equal(shoal_store_persist_used(f->store), 4096);
+    shoal_store_close(&f->store);
+    assert_int_equal(s_spill_txnid(f) - before, 1);
+    assert_int_equal(unlink(f->arena), 0);
+    assert_int_equal(s_open(f, 16 * MiB), 0);
+    shoal_store_obj_t obj;
+    for (uint64_t i = 1; i <= N; i++)
+        assert_int_equal(shoal_store_lookup(f->store, s_ref(i), &obj), SHOAL_ENOTFOUND);
+    s_assert_object(f, N + 1, 4096, SHOAL_OBJ_SPILLED, true);
+}
+
 static void test_a_truncated_disk_tier_is_started_afresh_with_a_warning_naming_it(void **state)
 {
     fixture_t *f = *state;
@@ -2785,6 +2819,7 @@ int main(void)
         T(test_an_open_whose_disk_clean_up_cannot_commit_goes_on_with_a_warning),
         T(test_a_persist_goes_in_bounded_commits_and_a_too_big_one_is_refused),
         T(test_a_persist_in_steps_is_whole_at_its_last_step_and_kept_from_the_spill),
+        T(test_deletes_of_persisted_objects_share_one_disk_commit),
         T(test_a_truncated_disk_tier_is_started_afresh_with_a_warning_naming_it),
         T(test_a_damaged_piece_is_an_error_naming_the_object_never_wrong_bytes),
     };
