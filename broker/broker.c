@@ -3732,13 +3732,26 @@ static void s_reload_final(void *arg, shoal_ref_t id, const shoal_wire_statuses_
         s_set_state(t, SHOAL_STATE_DONE);
         self->n_done++;
     }
-    //  Objects: inline bytes come back now; the rest once their worker says hello.
+    /*  Objects: inline bytes come back now; the rest once their worker says hello. A
+        persisted one is away meanwhile, under the name of the worker the outcome recorded
+        (status.worker: its holder when the task finished, or the away worker's name, which
+        it keeps), as if that worker had died: its readers wait for that worker's hello,
+        which brings it back or, without it, loses it (s_away_lost), instead of finding it
+        lost at the first dispatch (2 heartbeats) when its worker restarts later. */
     for (size_t i = 0; i < outcome->items.count; i++) {
         const shoal_wire_status_t *st = &outcome->items.items[i];
         if (st->state != SHOAL_STATE_DONE || s_object(self, st->ref))
             continue;
         bool whole = (st->flags & SHOAL_OUT_INLINE) && st->data.size == st->size;
         s_object_set(self, st->ref, st->size, whole ? st->data.data : NULL, NULL);
+        s_object_t *o = s_object(self, st->ref);
+        if (whole || !o || !st->worker || !st->worker[0] || !s_is_persisted(self, st->ref))
+            continue;
+        char *name = strdup(st->worker);
+        if (name && shoal__refmap_put(self->away, st->ref, name) == 0)
+            o->away = true;
+        else
+            free(name); //  out of memory: no worse than before, lost at the first dispatch
     }
 }
 
@@ -3788,8 +3801,9 @@ static int s_journal_reload(s_broker_t *self)
             s_ttl_arm(self, t);
     }
     if (shoal__refmap_size(self->tasks)) {
-        shoal__info("journal: %zu task(s) restored, %zu to run", shoal__refmap_size(self->tasks),
-                    pending);
+        shoal__info("journal: %zu task(s) restored, %zu to run, %zu persisted object(s) wait "
+                    "for their workers",
+                    shoal__refmap_size(self->tasks), pending, shoal__refmap_size(self->away));
         self->dispatch_after_us = hello_by;
     }
     return 0;

@@ -243,7 +243,8 @@ typedef struct {
     F(R, U64, offset, _)                                                                           \
     F(R, U64, size, _)                                                                             \
     F(R, BIN, data, _)                                                                             \
-    F(R, U64, stream, _) /*  1: still being written: read it with e_read (below) */
+    F(R, U64, stream, _) /*  1: still being written: read it with e_read (below) */                \
+    F(R, U64, gen, _)    /*  a streaming input's allocation generation at dispatch */
 
 #define SHOAL_WIRE_e_task(F, R)                                                                    \
     F(R, REC, task, task)                                                                          \
@@ -492,7 +493,9 @@ typedef struct {
 /*  A fn task reading a streaming input (e_input.stream) that is being written asks how
     far it is: the worker answers e_ready once bytes lie beyond offset, at the seal, at an
     abort (code SHOAL_ECANCELED, error naming the object and why) or after wait_ms (at most
-    5 s) with what there is. ready: bytes readable from 0; final: 1 once sealed. */
+    5 s) with what there is. ready: bytes readable from 0; final: 1 once sealed. gen
+    (appended): the ref's allocation generation, as in data; one other than the e_input's
+    gen means the input was aborted and allocated anew since the task began reading it. */
 #define SHOAL_WIRE_e_read(F, R)                                                                    \
     F(R, REF, ref, _)                                                                              \
     F(R, U64, offset, _)                                                                           \
@@ -503,7 +506,8 @@ typedef struct {
     F(R, STR, error, _)                                                                            \
     F(R, U64, size, _)                                                                             \
     F(R, U64, ready, _)                                                                            \
-    F(R, U64, final, _)
+    F(R, U64, final, _)                                                                            \
+    F(R, U64, gen, _)
 /*  outputs: inline (flags SHOAL_OUT_INLINE) or written at offset from e_alloc_ok. */
 #define SHOAL_WIRE_e_done(F, R) F(R, REC, result, result)
 /*  The results of several tasks of one e_run, in the order they ran (worker.h says when

@@ -299,20 +299,30 @@ int shoal_store_read(shoal_store_t *self, shoal_ref_t ref, uint64_t offset, uint
     SHOAL_EFULL (no arena range large enough now: spill others first), SHOAL_ECORRUPT,
     SHOAL_EIO, SHOAL_ENOMEM. */
 int shoal_store_restore(shoal_store_t *self, shoal_ref_t ref, shoal_store_obj_t *obj);
-/*  The largest object a store persists by default: 1 GiB. A persist is synchronous (the
-    owner's loop waits for it: about 1 s per GiB on these disks, at 8 MiB per synced
-    commit), and the broker declares a worker silent for 5 s dead, so a larger one would
-    stall the worker past that; it is refused instead (SHOAL_ETOOBIG). */
-#define SHOAL_STORE_PERSIST_MAX (1ull << 30)
+/*  The largest object a store persists by default: no limit. The owner persists in steps
+    (shoal_store_persist_step), so a large object does not stall its loop; persist_max
+    remains for a store that wants a cap (SHOAL_ETOOBIG above it). */
+#define SHOAL_STORE_PERSIST_MAX UINT64_MAX
 
 /*  Writes a copy of ref (SEALED or SPILLED) to the disk tier for good, synced, and marks it
-    persisted (obj.persisted; the next shoal_store_flush syncs the index too). Its pieces
-    go in commits of 8 MiB (so the memory a transaction holds stays bounded), its record
-    with the last: about the cost of writing its bytes plus one fdatasync per 8 MiB.
-    Idempotent. 0, SHOAL_ENOTFOUND, SHOAL_ESTATE (not sealed yet), SHOAL_ETOOBIG (sealed,
-    larger than shoal_store_persist_max; logged), SHOAL_EFULL (the disk is full: ENOSPC,
-    or the tier's map; nothing changed), SHOAL_EIO (logged; nothing changed). */
+    persisted (obj.persisted; the next shoal_store_flush syncs the index too), in one call:
+    shoal_store_persist_step until done, 8 MiB per synced commit (so the memory a
+    transaction holds stays bounded), its record with the last: about the cost of writing
+    its bytes plus one fdatasync per 8 MiB, about 1 s per GiB here. Idempotent. 0,
+    SHOAL_ENOTFOUND, SHOAL_ESTATE (not sealed yet), SHOAL_ETOOBIG (sealed, larger than
+    shoal_store_persist_max; logged), SHOAL_EFULL (the disk is full: ENOSPC, or the tier's
+    map; nothing changed), SHOAL_EIO (logged; nothing changed). */
 int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref);
+/*  One step of a persist: commits (synced) at most budget bytes (rounded up to whole
+    pieces) of ref's disk copy, the record with the last piece, then syncs the meta page.
+    *done_p is the caller's cursor: 0 to start, kept between calls (a call on an object
+    with no persist in progress starts over, whatever it holds). Between steps the object
+    is not spilled, and deleting it drops the pieces written so far. Returns 0 when the
+    copy is complete and synced (the object is persisted; at once when it already was),
+    SHOAL_EAGAIN when more steps remain, or the codes of shoal_store_persist (the pieces
+    written so far are dropped then). */
+int shoal_store_persist_step(shoal_store_t *self, shoal_ref_t ref, uint64_t budget,
+                             uint64_t *done_p);
 /*  The largest object shoal_store_persist writes (config persist_max). */
 uint64_t shoal_store_persist_max(const shoal_store_t *self);
 /*  Bytes of spilled objects in the disk tier (including one being spilled), and its cap

@@ -1145,3 +1145,40 @@ int h_fixture_stop(void **state)
     *state = NULL;
     return h_cluster_stop(&c);
 }
+
+uint8_t h_pat(uint64_t seed, size_t i)
+{
+    return (uint8_t)((i * 2654435761u + seed) >> 7);
+}
+
+uint8_t *h_pattern(uint64_t seed, size_t size)
+{
+    uint8_t *p = malloc(size ? size : 1);
+    assert_non_null(p);
+    for (size_t i = 0; i < size; i++)
+        p[i] = h_pat(seed, i);
+    return p;
+}
+
+void h_assert_pattern(const void *data, size_t size, uint64_t seed, size_t want)
+{
+    assert_int_equal(size, want);
+    const uint8_t *p = data;
+    for (size_t i = 0; i < size; i++)
+        if (p[i] != h_pat(seed, i)) {
+            print_error("byte %zu is %u, not %u\n", i, p[i], h_pat(seed, i));
+            fail();
+        }
+}
+
+#if H_WITH_CLIENT
+shoal_t *h_connect(h_cluster_t *c)
+{
+    shoal_t *sh = NULL;
+    int rc = shoal_connect(c->listen, 10000 * h_scale(), &sh);
+    if (rc)
+        print_error("connect: %s\n", shoal_strerror(rc));
+    assert_int_equal(rc, 0);
+    return sh;
+}
+#endif

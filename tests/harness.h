@@ -73,6 +73,21 @@ typedef struct {
     int64_t elapsed_ms; /*  from fork to exit */
 } h_result_t;
 
+/*  Test data: byte i of the pattern seeded by seed; size bytes of it (malloc'd: free()
+    it); a check that data is exactly want bytes of it (fails the test naming the first
+    byte that differs). */
+uint8_t h_pat(uint64_t seed, size_t i);
+uint8_t *h_pattern(uint64_t seed, size_t size);
+void h_assert_pattern(const void *data, size_t size, uint64_t seed, size_t want);
+
+#if H_WITH_CLIENT
+#include <shoal.h>
+/*  A libshoal connection to c's broker (shoal_disconnect it); fails the test when none
+    comes within 10 s (scaled). Built for tests that link libshoal (tests/CMakeLists.txt
+    defines H_WITH_CLIENT for them). */
+shoal_t *h_connect(h_cluster_t *c);
+#endif
+
 /*  Deadline multiplier: $SHOAL_TEST_SCALE, else 3 under AddressSanitizer, else 1. */
 int h_scale(void);
 /*  The shoal binary: $SHOAL_BIN. Aborts the test program when unset. */

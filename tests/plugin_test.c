@@ -301,3 +301,46 @@ SHOAL_PLUGIN_EXPORT int stream_concat(shoal_task_t *t)
     CHECK(t, shoal_task_output_seal(t, 0) == 0);
     return 0;
 }
+
+/*  Reads streaming input 0 up to its first MiB (shoal_task_input_read), then, reading
+    nothing, creates the file named by the first string of the argument and waits (up to
+    60 s) for the one named by the second before it reads on to the end: between the two,
+    the test has the input aborted and written anew by a retry of its producer. Fails,
+    with the read's error, when a read fails. */
+SHOAL_PLUGIN_EXPORT int stream_read_pause(shoal_task_t *t)
+{
+    size_t arg_size;
+    const char *go = shoal_task_arg(t, &arg_size);
+    const char *resume = go + strlen(go) + 1;
+    const void *in;
+    size_t size;
+    int rc = shoal_task_input(t, 0, &in, &size);
+    CHECK(t, (rc == 0 || rc == SHOAL_EAGAIN) && size > (1 << 20));
+    char *buf = malloc(size);
+    CHECK(t, buf != NULL);
+    size_t got = 0, stop = 1 << 20;
+    for (int pass = 0; pass < 2; pass++) {
+        while (got < stop) {
+            size_t want = stop - got < 65536 ? stop - got : 65536;
+            int n = shoal_task_input_read(t, 0, got, buf + got, want, 60000);
+            if (n <= 0) {
+                shoal_task_set_error(t, "reading input 0 at %zu: %s", got,
+                                     n ? shoal_task_strerror(t, n) : "the end");
+                free(buf);
+                return 1;
+            }
+            got += (size_t)n;
+        }
+        if (pass == 0) {
+            FILE *f = fopen(go, "w");
+            if (f)
+                fclose(f);
+            for (int i = 0; i < 60000 && access(resume, F_OK) != 0; i++)
+                usleep(1000);
+            stop = size;
+        }
+    }
+    rc = shoal_task_output_put(t, 0, buf, 16);
+    free(buf);
+    return rc ? 1 : 0;
+}

@@ -2867,6 +2867,89 @@ static void test_persisted_objects_a_worker_comes_back_without_are_lost_or_recom
     s_close(c);
 }
 
+/*  A restarted broker (journal) keeps persisted objects away under the worker the journal
+    says holds them, past its first dispatch: readers wait for that worker's hello, which
+    brings them back; another worker's hello without its own persisted put loses it. */
+static void
+test_persisted_objects_stay_away_across_a_broker_restart_until_their_worker_is_back(void **state)
+{
+    fixture_t *f = *state;
+    s_use_state_dir(f);
+    void *w1 = s_worker_hello(f, "w1", 1, "tcp://127.0.0.1:1", NULL, 0, NULL, 0);
+    void *w3 = s_worker_hello(f, "w3", 3, "tcp://127.0.0.1:4", NULL, 0, NULL, 0);
+    void *c = s_client(f);
+    //  P: a persisted put sealed on w1; T: a persisted task done on w1, T.1 in its store;
+    //  P3: a persisted put sealed on w3.
+    shoal_wire_task_t p = s_put_store(1, "w1", 100000), t = s_task(2, NULL, 0);
+    shoal_wire_task_t p3 = s_put_store(5, "w3", 100000);
+    p.flags = p3.flags = t.flags = SHOAL_TASK_PERSIST;
+    t.n_outputs = 2;
+    s_submit(c, (shoal_wire_task_t[]){p, p3}, 2, 0);
+    s_note(w1, p.id, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
+    s_note(w3, p3.id, SHOAL_OBJ_NOTE_SEALED, 100000, NULL);
+    s_submit(c, &t, 1, 0);
+    shoal_wire_in_t in;
+    s_expect(w1, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_done_inline_and_stored(w1, t.id, 100000);
+    s_close(w1);
+    s_close(w3);
+    s_close(c);
+    s_restart(f);
+    //  Nobody has said hello yet. R reads P and T.1; w2 has room. Past the broker's first
+    //  dispatch (2 heartbeats: 200 ms here) nothing is lost, rerun nor run.
+    c = s_client(f);
+    void *w2 = s_worker(f, "w2", 2);
+    shoal_ref_t t1 = shoal_ref_output(t.id, 1);
+    shoal_wire_task_t r = s_task(3, (shoal_ref_t[]){p.id, t1}, 2);
+    s_submit(c, &r, 1, 0);
+    s_assert_nothing(w2, SHOAL_MSG_w_dispatch, 500);
+    shoal_wire_status_t *st = s_watch(c, p.id, &in);
+    if (st->state != SHOAL_STATE_DONE)
+        fail_msg("P: state %d: %s", (int)st->state, st->error ? st->error : "(none)");
+    assert_true(!st->endpoint || !st->endpoint[0]);
+    assert_non_null(st->worker);
+    assert_string_equal(st->worker, "w1");
+    s_assert_error_has(st->error, "away");
+    shoal_wire_in_clear(&in);
+    //  Listed persisted, under w1's name.
+    shoal_wire_query_reply_t *q = s_query(c, NULL, NULL, NULL, NULL, 0, &in);
+    size_t listed = 0;
+    for (size_t i = 0; i < q->objects.count; i++) {
+        const shoal_wire_object_info_t *o = &q->objects.items[i];
+        if (!shoal_ref_equal(o->ref, p.id) && !shoal_ref_equal(o->ref, t1))
+            continue;
+        assert_int_equal(o->state, SHOAL_OBJECT_PERSISTED);
+        assert_non_null(o->worker);
+        assert_string_equal(o->worker, "w1");
+        listed++;
+    }
+    assert_int_equal(listed, 2);
+    shoal_wire_in_clear(&in);
+    //  w3 is back without P3 (its store was reset): lost, naming w3.
+    void *w3b = s_worker_hello(f, "w3", 13, "tcp://127.0.0.1:5", NULL, 0, NULL, 0);
+    st = s_watch(c, p3.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_FAILED);
+    assert_int_equal(st->code, SHOAL_ELOST);
+    s_assert_error_has(st->error, "worker w3");
+    shoal_wire_in_clear(&in);
+    //  w1 is back with P and T.1: R runs, and P is served from w1 again.
+    void *w1b =
+        s_worker_hello(f, "w1", 11, "tcp://127.0.0.1:3", (shoal_ref_t[]){p.id, t1}, 2, NULL, 0);
+    st = s_watch(c, p.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    assert_string_equal(st->endpoint, "tcp://127.0.0.1:3");
+    shoal_wire_in_clear(&in);
+    void *ran = s_expect_dispatch_any(w1b, w2, &in);
+    assert_non_null(ran);
+    assert_true(shoal_ref_equal(in.msg.u.w_dispatch.tasks.items[0].task.id, r.id));
+    shoal_wire_in_clear(&in);
+    s_close(w1b);
+    s_close(w3b);
+    s_close(w2);
+    s_close(c);
+}
+
 static void test_a_persisted_put_a_new_process_under_the_same_name_lacks_is_lost(void **state)
 {
     fixture_t *f = *state;
@@ -2954,6 +3037,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_persisted_put_stays_while_its_worker_is_away_and_comes_back_with_it, s_setup,
             s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_persisted_objects_stay_away_across_a_broker_restart_until_their_worker_is_back,
+            s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(
             test_a_reader_of_an_away_object_and_an_unwritten_put_waits_for_both, s_setup,
             s_teardown),

@@ -33,42 +33,6 @@ static int s_setup(void **state)
     return h_fixture_start(state, 1, 2, "32M");
 }
 
-static shoal_t *s_connect(h_cluster_t *c)
-{
-    shoal_t *sh = NULL;
-    int rc = shoal_connect(c->listen, 10000 * h_scale(), &sh);
-    if (rc)
-        print_error("connect: %s\n", shoal_strerror(rc));
-    assert_int_equal(rc, 0);
-    return sh;
-}
-
-//  i-th byte of the pattern seeded by seed.
-static uint8_t s_pat(uint64_t seed, size_t i)
-{
-    return (uint8_t)((i * 2654435761u + seed) >> 7);
-}
-
-static uint8_t *s_pattern(uint64_t seed, size_t size)
-{
-    uint8_t *p = malloc(size ? size : 1);
-    assert_non_null(p);
-    for (size_t i = 0; i < size; i++)
-        p[i] = s_pat(seed, i);
-    return p;
-}
-
-static void s_assert_pattern(const void *data, size_t size, uint64_t seed, size_t want)
-{
-    assert_int_equal(size, want);
-    const uint8_t *p = data;
-    for (size_t i = 0; i < size; i++)
-        if (p[i] != s_pat(seed, i)) {
-            print_error("byte %zu is %u, not %u\n", i, p[i], s_pat(seed, i));
-            fail();
-        }
-}
-
 //  The worker's store bytes as the broker last heard them.
 static uint64_t s_store_bytes(shoal_t *sh)
 {
@@ -142,7 +106,7 @@ static void s_fns(void)
 
 static void test_a_small_put_is_read_back_and_feeds_a_task(void **state)
 {
-    shoal_t *sh = s_connect(h_state(state));
+    shoal_t *sh = h_connect(h_state(state));
     shoal_ref_t ref, in[2];
     assert_int_equal(shoal_put(sh, "hello, ", 7, NULL, &in[0]), 0);
     assert_int_equal(shoal_put(sh, "world", 5, NULL, &in[1]), 0);
@@ -173,7 +137,7 @@ static void test_a_small_put_is_read_back_and_feeds_a_task(void **state)
 static void test_a_large_put_is_written_in_shared_memory_and_read_zero_copy(void **state)
 {
     h_cluster_t *c = h_state(state);
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     uint64_t before = s_store_bytes(sh);
     size_t size = 4 * MiB + 123;
     shoal_put_t *put = NULL;
@@ -184,18 +148,18 @@ static void test_a_large_put_is_written_in_shared_memory_and_read_zero_copy(void
     assert_non_null(mem); //  the worker is on this host
     assert_true(s_in_mapping_of(mem, c->workers[0].arena));
     for (size_t i = 0; i < size; i++)
-        mem[i] = s_pat(1, i);
+        mem[i] = h_pat(1, i);
     assert_int_equal(shoal_put_end(&put), 0);
     assert_null(put);
     //  A second client on this host: the view is the arena itself, not a copy.
-    shoal_t *reader = s_connect(c);
+    shoal_t *reader = h_connect(c);
     shoal_view_t v;
     assert_int_equal(shoal_get(reader, ref, WAIT_MS, &v), 0);
-    s_assert_pattern(v.data, v.size, 1, size);
+    h_assert_pattern(v.data, v.size, 1, size);
     assert_true(s_in_mapping_of(v.data, c->workers[0].arena));
     //  The view outlives its client.
     shoal_disconnect(&reader);
-    s_assert_pattern(v.data, v.size, 1, size);
+    h_assert_pattern(v.data, v.size, 1, size);
     shoal_view_release(&v);
     s_wait_store(sh, before + size, before + size + 4096);
     assert_int_equal(shoal_remove(sh, &ref, 1, WAIT_MS), 1);
@@ -205,9 +169,9 @@ static void test_a_large_put_is_written_in_shared_memory_and_read_zero_copy(void
 
 static void test_a_removed_object_is_not_found_even_while_its_bytes_linger(void **state)
 {
-    shoal_t *sh = s_connect(h_state(state));
+    shoal_t *sh = h_connect(h_state(state));
     shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
-    uint8_t *data = s_pattern(11, 100000);
+    uint8_t *data = h_pattern(11, 100000);
     for (int i = 0; i < 20; i++) {
         shoal_ref_t ref;
         assert_int_equal(shoal_put(sh, data, 100000, &store, &ref), 0);
@@ -226,9 +190,9 @@ static void test_a_remote_writer_sends_parts_and_a_remote_reader_fetches_them(vo
 {
     h_cluster_t *c = h_state(state);
     setenv("SHOAL_NO_LOCAL_STORE", "1", 1);
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     size_t size = 3 * MiB + 100;
-    uint8_t *data = s_pattern(2, size);
+    uint8_t *data = h_pattern(2, size);
     shoal_put_t *put = NULL;
     shoal_ref_t ref;
     assert_int_equal(shoal_put_begin(sh, size, NULL, &ref, &put), 0);
@@ -245,7 +209,7 @@ static void test_a_remote_writer_sends_parts_and_a_remote_reader_fetches_them(vo
     assert_int_equal(shoal_put_end(&put), 0);
     shoal_view_t v;
     assert_int_equal(shoal_get(sh, ref, WAIT_MS, &v), 0);
-    s_assert_pattern(v.data, v.size, 2, size);
+    h_assert_pattern(v.data, v.size, 2, size);
     assert_false(s_in_mapping_of(v.data, c->workers[0].arena));
     shoal_view_release(&v);
     //  Ending with bytes missing aborts the object.
@@ -261,7 +225,7 @@ static void test_a_remote_writer_sends_parts_and_a_remote_reader_fetches_them(vo
 
 static void test_a_task_reading_a_put_waits_for_the_seal(void **state)
 {
-    shoal_t *sh = s_connect(h_state(state));
+    shoal_t *sh = h_connect(h_state(state));
     size_t size = MiB;
     shoal_put_t *put = NULL;
     shoal_ref_t ref;
@@ -269,12 +233,12 @@ static void test_a_task_reading_a_put_waits_for_the_seal(void **state)
     shoal_ref_t task = s_submit_fn(sh, s_concat, NULL, &ref, 1);
     //  Allocated, not sealed: the task cannot have run.
     assert_int_equal(shoal_wait(sh, &task, 1, false, 300), SHOAL_ETIMEDOUT);
-    uint8_t *data = s_pattern(3, size);
+    uint8_t *data = h_pattern(3, size);
     assert_int_equal(shoal_put_write(put, data, size), 0);
     assert_int_equal(shoal_put_end(&put), 0);
     shoal_view_t v;
     assert_int_equal(shoal_get(sh, task, WAIT_MS, &v), 0);
-    s_assert_pattern(v.data, v.size, 3, size);
+    h_assert_pattern(v.data, v.size, 3, size);
     shoal_view_release(&v);
     free(data);
     shoal_remove(sh, (shoal_ref_t[]){ref, task}, 2, WAIT_MS);
@@ -283,7 +247,7 @@ static void test_a_task_reading_a_put_waits_for_the_seal(void **state)
 
 static void test_an_aborted_put_fails_its_readers_naming_it(void **state)
 {
-    shoal_t *sh = s_connect(h_state(state));
+    shoal_t *sh = h_connect(h_state(state));
     uint64_t before = s_store_bytes(sh);
     shoal_put_t *put = NULL;
     shoal_ref_t ref;
@@ -307,7 +271,7 @@ static void test_an_aborted_put_fails_its_readers_naming_it(void **state)
 
 static void test_a_put_larger_than_the_store_fails_at_once_naming_the_sizes(void **state)
 {
-    shoal_t *sh = s_connect(h_state(state));
+    shoal_t *sh = h_connect(h_state(state));
     shoal_put_t *put = NULL;
     shoal_ref_t ref;
     int64_t start = h_now_ms();
@@ -323,10 +287,10 @@ static void test_a_put_larger_than_the_store_fails_at_once_naming_the_sizes(void
 
 static void test_a_put_that_does_not_fit_now_waits_then_fails_naming_the_sizes(void **state)
 {
-    shoal_t *sh = s_connect(h_state(state));
+    shoal_t *sh = h_connect(h_state(state));
     uint64_t before = s_store_bytes(sh);
     size_t big = 24 * MiB;
-    uint8_t *data = s_pattern(4, big);
+    uint8_t *data = h_pattern(4, big);
     shoal_ref_t first, second;
     shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
     assert_int_equal(shoal_put(sh, data, big, &store, &first), 0);
@@ -351,10 +315,10 @@ static void test_a_put_that_does_not_fit_now_waits_then_fails_naming_the_sizes(v
 static void test_a_put_released_at_disconnect_or_expired_frees_its_space(void **state)
 {
     h_cluster_t *c = h_state(state);
-    shoal_t *watcher = s_connect(c);
+    shoal_t *watcher = h_connect(c);
     uint64_t before = s_store_bytes(watcher);
-    uint8_t *data = s_pattern(5, 2 * MiB);
-    shoal_t *sh = s_connect(c);
+    uint8_t *data = h_pattern(5, 2 * MiB);
+    shoal_t *sh = h_connect(c);
     shoal_ref_t gone, kept;
     assert_int_equal(shoal_put(sh, data, 2 * MiB, NULL, &gone), 0);
     shoal_disconnect(&sh); //  not kept: released
@@ -371,9 +335,9 @@ static void test_a_put_released_at_disconnect_or_expired_frees_its_space(void **
 
 static void test_a_stray_write_in_a_plugin_faults_and_spares_its_neighbours(void **state)
 {
-    shoal_t *sh = s_connect(h_state(state));
+    shoal_t *sh = h_connect(h_state(state));
     size_t size = MiB;
-    uint8_t *data = s_pattern(6, size);
+    uint8_t *data = h_pattern(6, size);
     shoal_ref_t neighbour;
     shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
     assert_int_equal(shoal_put(sh, data, size, &store, &neighbour), 0);
@@ -396,7 +360,7 @@ static void test_a_stray_write_in_a_plugin_faults_and_spares_its_neighbours(void
     }
     shoal_view_t v;
     assert_int_equal(shoal_get(sh, neighbour, WAIT_MS, &v), 0);
-    s_assert_pattern(v.data, v.size, 6, size);
+    h_assert_pattern(v.data, v.size, 6, size);
     shoal_view_release(&v);
     shoal_remove(sh, &neighbour, 1, WAIT_MS);
     free(data);
@@ -405,7 +369,7 @@ static void test_a_stray_write_in_a_plugin_faults_and_spares_its_neighbours(void
 
 static void test_a_writer_that_dies_mid_write_is_aborted_and_its_space_reclaimed(void **state)
 {
-    shoal_t *sh = s_connect(h_state(state));
+    shoal_t *sh = h_connect(h_state(state));
     uint64_t before = s_store_bytes(sh);
     shoal_ref_t task = s_submit_fn(sh, s_crash, NULL, NULL, 0);
     shoal_ref_t reader = s_submit_fn(sh, s_concat, NULL, &task, 1);
@@ -478,9 +442,9 @@ static void test_shoal_submit_tags_outputs_and_expires_them_after_their_ttl(void
 static void test_a_restarted_worker_keeps_its_store_unless_told_to_reset_it(void **state)
 {
     h_cluster_t *c = h_state(state);
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     size_t size = 3 * MiB;
-    uint8_t *data = s_pattern(10, size);
+    uint8_t *data = h_pattern(10, size);
     shoal_ref_t ref;
     shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
     assert_int_equal(shoal_put(sh, data, size, &store, &ref), 0);
@@ -529,11 +493,11 @@ static int s_setup_two(void **state)
 static void test_a_worker_copies_an_input_out_of_a_peer_on_its_host(void **state)
 {
     h_cluster_t *c = h_state(state);
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     //  A lies on worker 0, the larger B on worker 1: the task goes where less is missing,
     //  worker 1, which copies A out of worker 0's arena instead of fetching it.
     size_t a_size = MiB, b_size = 2 * MiB;
-    uint8_t *a = s_pattern(7, a_size), *b = s_pattern(8, b_size);
+    uint8_t *a = h_pattern(7, a_size), *b = h_pattern(8, b_size);
     shoal_ref_t in[2];
     shoal_put_opts_t on0 = {.worker = c->workers[0].name}, on1 = {.worker = c->workers[1].name};
     assert_int_equal(shoal_put(sh, a, a_size, &on0, &in[0]), 0);
@@ -542,8 +506,8 @@ static void test_a_worker_copies_an_input_out_of_a_peer_on_its_host(void **state
     shoal_view_t v;
     assert_int_equal(shoal_get(sh, task, WAIT_MS, &v), 0);
     assert_int_equal(v.size, a_size + b_size);
-    s_assert_pattern(v.data, a_size, 7, a_size);
-    s_assert_pattern((const uint8_t *)v.data + a_size, b_size, 8, b_size);
+    h_assert_pattern(v.data, a_size, 7, a_size);
+    h_assert_pattern((const uint8_t *)v.data + a_size, b_size, 8, b_size);
     shoal_view_release(&v);
     char text[SHOAL_REF_TEXT_SIZE], *log = h_read_file(c, c->workers[1].log, NULL);
     const char *said = h_fmt(c, "input %s: 1 MiB copied from the store of worker %s",
@@ -574,7 +538,7 @@ static void
 test_a_put_aborted_under_its_writer_keeps_its_space_until_the_writer_lets_go(void **state)
 {
     h_cluster_t *c = h_state(state);
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     size_t size = 8 * MiB;
     shoal_put_opts_t on0 = {.worker = c->workers[0].name};
     shoal_put_t *doomed = NULL, *next = NULL;
@@ -587,13 +551,13 @@ test_a_put_aborted_under_its_writer_keeps_its_space_until_the_writer_lets_go(voi
     assert_true(s_log_says(c, c->workers[0].log, "w_drop: 1 objects"));
     //  The next allocation must not get the aborted range while the writer may write.
     assert_int_equal(shoal_put_begin(sh, size, &on0, &ref2, &next), 0);
-    uint8_t *data = s_pattern(9, size);
+    uint8_t *data = h_pattern(9, size);
     assert_int_equal(shoal_put_write(next, data, size), 0);
     assert_int_equal(shoal_put_end(&next), 0);
     memset(late, 0xee, size); //  the writer did not notice
     shoal_view_t v;
     assert_int_equal(shoal_get(sh, ref2, WAIT_MS, &v), 0);
-    s_assert_pattern(v.data, v.size, 9, size);
+    h_assert_pattern(v.data, v.size, 9, size);
     shoal_view_release(&v);
     //  The writer learns of it at the end, and lets go.
     assert_int_not_equal(shoal_put_end(&doomed), 0);

@@ -24,16 +24,6 @@ static int s_setup(void **state)
     return h_fixture_start(state, 1, 2, "32M");
 }
 
-static shoal_t *s_connect(h_cluster_t *c)
-{
-    shoal_t *sh = NULL;
-    int rc = shoal_connect(c->listen, 10000 * h_scale(), &sh);
-    if (rc)
-        print_error("connect: %s\n", shoal_strerror(rc));
-    assert_int_equal(rc, 0);
-    return sh;
-}
-
 //  The lines of text after the first (the header), as a count.
 static int s_rows(const char *text)
 {
@@ -198,7 +188,7 @@ static void test_names_that_look_like_refs_are_refused_before_anything_is_sent(v
               NULL);
     h_assert_exit(r, 2);
     s_assert_has(r->err, "looks like a ref");
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     shoal_ref_t ref;
     shoal_put_opts_t opts = {.name = hex};
     assert_int_equal(shoal_put(sh, "x", 1, &opts, &ref), SHOAL_EINVAL);
@@ -226,7 +216,7 @@ static void test_names_that_look_like_refs_are_refused_before_anything_is_sent(v
 static void test_shoal_query_lists_objects_in_c_a_put_being_written_included(void **state)
 {
     h_cluster_t *c = h_state(state);
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     const char *tags[] = {"q-t1", "q-t2"};
     shoal_put_opts_t opts = {.name = "q-small", .tags = tags, .n_tags = 2};
     shoal_ref_t small, big, other;

@@ -27,41 +27,6 @@
 #define WAIT_MS (30000 * h_scale())
 #define MiB     (1024 * 1024)
 
-static shoal_t *s_connect(h_cluster_t *c)
-{
-    shoal_t *sh = NULL;
-    int rc = shoal_connect(c->listen, 10000 * h_scale(), &sh);
-    if (rc)
-        print_error("connect: %s\n", shoal_strerror(rc));
-    assert_int_equal(rc, 0);
-    return sh;
-}
-
-static uint8_t s_pat(uint64_t seed, size_t i)
-{
-    return (uint8_t)((i * 2654435761u + seed) >> 7);
-}
-
-static uint8_t *s_pattern(uint64_t seed, size_t size)
-{
-    uint8_t *p = malloc(size ? size : 1);
-    assert_non_null(p);
-    for (size_t i = 0; i < size; i++)
-        p[i] = s_pat(seed, i);
-    return p;
-}
-
-static void s_assert_pattern(const void *data, size_t size, uint64_t seed, size_t want)
-{
-    assert_int_equal(size, want);
-    const uint8_t *p = data;
-    for (size_t i = 0; i < size; i++)
-        if (p[i] != s_pat(seed, i)) {
-            print_error("byte %zu is %u, not %u\n", i, p[i], s_pat(seed, i));
-            fail();
-        }
-}
-
 static int s_teardown(void **state)
 {
     return h_fixture_stop(state);
@@ -100,13 +65,13 @@ static bool s_wait_ls_state(h_cluster_t *c, shoal_ref_t ref, const char *state)
 static void test_puts_beyond_the_arena_spill_and_every_one_reads_back(void **state)
 {
     h_cluster_t *c = s_start(state, "64M");
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     enum { N = 6 };
     size_t size = 5 * MiB + 4321; //  6 x 5 MiB in a 16 MiB arena: at least 3 spill
     shoal_ref_t refs[N];
     shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
     for (int i = 0; i < N; i++) {
-        uint8_t *data = s_pattern((uint64_t)i, size);
+        uint8_t *data = h_pattern((uint64_t)i, size);
         int rc = shoal_put(sh, data, size, &store, &refs[i]);
         if (rc)
             print_error("put %d: %s\n", i, shoal_last_error(sh));
@@ -121,7 +86,7 @@ static void test_puts_beyond_the_arena_spill_and_every_one_reads_back(void **sta
         if (rc)
             print_error("get %d: %s\n", i, shoal_last_error(sh));
         assert_int_equal(rc, 0);
-        s_assert_pattern(v.data, v.size, (uint64_t)i, size);
+        h_assert_pattern(v.data, v.size, (uint64_t)i, size);
         shoal_view_release(&v);
     }
     //  The same through the CLI, in another process.
@@ -129,7 +94,7 @@ static void test_puts_beyond_the_arena_spill_and_every_one_reads_back(void **sta
     shoal_ref_format(refs[0], text);
     h_result_t *r = h_run(c, 20000, "get", text, NULL);
     assert_int_equal(r->status, 0);
-    s_assert_pattern(r->out, r->out_len, 0, size);
+    h_assert_pattern(r->out, r->out_len, 0, size);
     //  The worker says it spilled.
     char *log = h_read_file(c, c->workers[0].log, NULL);
     assert_non_null(log);
@@ -146,15 +111,15 @@ static void test_puts_beyond_the_arena_spill_and_every_one_reads_back(void **sta
 static void test_a_task_whose_input_was_spilled_gets_it_back(void **state)
 {
     h_cluster_t *c = s_start(state, "64M");
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     size_t size = 6 * MiB;
     shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
     shoal_ref_t first, other[3];
-    uint8_t *data = s_pattern(7, size);
+    uint8_t *data = h_pattern(7, size);
     assert_int_equal(shoal_put(sh, data, size, &store, &first), 0);
     free(data);
     for (int i = 0; i < 3; i++) { //  pushes first out to disk
-        data = s_pattern(10 + (uint64_t)i, size);
+        data = h_pattern(10 + (uint64_t)i, size);
         assert_int_equal(shoal_put(sh, data, size, &store, &other[i]), 0);
         free(data);
     }
@@ -168,7 +133,7 @@ static void test_a_task_whose_input_was_spilled_gets_it_back(void **state)
     if (rc)
         print_error("get: %s\n", shoal_last_error(sh));
     assert_int_equal(rc, 0);
-    s_assert_pattern(v.data, v.size, 7, size);
+    h_assert_pattern(v.data, v.size, 7, size);
     shoal_view_release(&v);
     //  Back in memory, and the broker knows.
     assert_true(s_wait_ls_state(c, first, "sealed"));
@@ -178,11 +143,11 @@ static void test_a_task_whose_input_was_spilled_gets_it_back(void **state)
 static void test_a_full_disk_tier_fails_the_writer_with_efull_in_bounded_time(void **state)
 {
     h_cluster_t *c = s_start(state, "8M");
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     size_t size = 6 * MiB;
     shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
     shoal_ref_t refs[4];
-    uint8_t *data = s_pattern(1, size);
+    uint8_t *data = h_pattern(1, size);
     //  Two fit in the arena, the third spills one to disk (8 MiB), the fourth finds both
     //  full.
     for (int i = 0; i < 3; i++) {
@@ -204,7 +169,7 @@ static void test_a_full_disk_tier_fails_the_writer_with_efull_in_bounded_time(vo
     for (int i = 0; i < 3; i++) {
         shoal_view_t v;
         assert_int_equal(shoal_get(sh, refs[i], WAIT_MS, &v), 0);
-        s_assert_pattern(v.data, v.size, 1, size);
+        h_assert_pattern(v.data, v.size, 1, size);
         shoal_view_release(&v);
     }
     free(data);
@@ -229,19 +194,23 @@ static void s_assert_get(shoal_t *sh, shoal_ref_t ref, uint64_t seed, size_t siz
     if (rc)
         print_error("get: %s\n", shoal_last_error(sh));
     assert_int_equal(rc, 0);
-    s_assert_pattern(v.data, v.size, seed, size);
+    h_assert_pattern(v.data, v.size, seed, size);
     shoal_view_release(&v);
 }
 
 static void
 test_persisted_objects_survive_a_sigkill_of_their_worker_and_the_loss_of_its_memory(void **state)
 {
+    //  Persists in steps of one 1 MiB piece a loop turn (worker.c: S_PERSIST_STEP): each
+    //  3 MiB object below takes 4 turns, and its seal or its task's result waits for the last.
+    setenv("SHOAL_TEST_PERSIST_STEP", "1048576", 1);
     h_cluster_t *c = h_cluster_start_with(1, 2, "16M", NULL);
+    unsetenv("SHOAL_TEST_PERSIST_STEP");
     assert_non_null(c);
     *state = c;
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     size_t size = 3 * MiB + 17;
-    uint8_t *data = s_pattern(21, size);
+    uint8_t *data = h_pattern(21, size);
     shoal_ref_t kept, plain;
     shoal_put_opts_t persist = {.flags = SHOAL_PUT_PERSIST};
     assert_int_equal(shoal_put(sh, data, size, &persist, &kept), 0);
@@ -279,7 +248,7 @@ test_persisted_objects_survive_a_sigkill_of_their_worker_and_the_loss_of_its_mem
     }
     assert_int_equal(n, 0);
     //  (A new client: this one's view of the old arena would still show the bytes.)
-    shoal_t *other = s_connect(c);
+    shoal_t *other = h_connect(c);
     shoal_view_t v;
     assert_int_equal(shoal_get(other, kept, WAIT_MS, &v), SHOAL_EAGAIN);
     const char *why = shoal_last_error(other);

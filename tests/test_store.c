@@ -2582,7 +2582,7 @@ static void test_a_persist_goes_in_bounded_commits_and_a_too_big_one_is_refused(
     s_assert_object(f, 1, 20 * MiB + 3, SHOAL_OBJ_SEALED, false);
     assert_int_equal(shoal_store_persist(f->store, s_ref(2)), 0); //  at the limit
     shoal_store_close(&f->store);
-    //  With the default limit (1 GiB), 20 MiB goes in three commits of at most 8 MiB.
+    //  With the default limit (none), 20 MiB goes in three commits of at most 8 MiB.
     uint64_t before = s_spill_txnid(f);
     assert_int_equal(s_open(f, 40 * MiB), 0);
     assert_int_equal(shoal_store_persist_max(f->store), SHOAL_STORE_PERSIST_MAX);
@@ -2594,6 +2594,87 @@ static void test_a_persist_goes_in_bounded_commits_and_a_too_big_one_is_refused(
     assert_int_equal(s_open(f, 40 * MiB), 0);
     s_assert_object(f, 1, 20 * MiB + 3, SHOAL_OBJ_SPILLED, true);
     s_assert_object(f, 2, 12 * MiB, SHOAL_OBJ_SPILLED, true);
+}
+
+/*  A persist in steps (shoal_store_persist_step, as the worker's loop writes it): one synced
+    commit of at most the budget each, SHOAL_EAGAIN until the last; the spill leaves the
+    object alone meanwhile (its pieces would collide); a delete in the middle drops what
+    was written; and the copy is whole once the last step returns. */
+static void test_a_persist_in_steps_is_whole_at_its_last_step_and_kept_from_the_spill(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_open_spill(f, 16 * MiB, 16 * MiB), 0);
+    s_put_pattern(f, 1, 5 * MiB + 3);
+    s_put_pattern(f, 2, MiB);
+    uint64_t done = 0, before = 0;
+    int steps = 0, rc;
+    shoal_store_close(&f->store);
+    before = s_spill_txnid(f);
+    assert_int_equal(s_open_spill(f, 16 * MiB, 16 * MiB), 0);
+    while ((rc = shoal_store_persist_step(f->store, s_ref(1), MiB, &done)) == SHOAL_EAGAIN) {
+        steps++;
+        assert_int_equal(done, (uint64_t)steps * MiB);
+        s_assert_object(f, 1, 5 * MiB + 3, SHOAL_OBJ_SEALED, false); //  not yet
+        if (steps == 2) {
+            //  The spill takes the other object, never the one half persisted.
+            assert_int_equal(shoal_store_spill(f->store, 64 * MiB, NULL, NULL), 0);
+            s_assert_object(f, 2, MiB, SHOAL_OBJ_SPILLED, false);
+            assert_int_equal(shoal_store_spill(f->store, 64 * MiB, NULL, NULL), SHOAL_EFULL);
+        }
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(steps, 5); //  6 pieces: 5 steps say "more", the 6th ends it
+    s_assert_object(f, 1, 5 * MiB + 3, SHOAL_OBJ_SEALED, true);
+    assert_int_equal(shoal_store_persist_step(f->store, s_ref(1), MiB, &done), 0); //  done
+    //  A persist cut short by a delete leaves nothing on disk.
+    s_put_pattern(f, 3, 3 * MiB);
+    done = 0;
+    assert_int_equal(shoal_store_persist_step(f->store, s_ref(3), MiB, &done), SHOAL_EAGAIN);
+    assert_int_equal(shoal_store_delete(f->store, s_ref(3)), 0);
+    assert_int_equal(shoal_store_persist_used(f->store), 5 * MiB + 3);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    shoal_store_close(&f->store);
+    //  One commit per step (6), the spill's (1), the deleted persist's step and its delete.
+    assert_true(s_spill_txnid(f) - before >= 6 + 1);
+    assert_int_equal(unlink(f->arena), 0);
+    assert_int_equal(s_open_spill(f, 16 * MiB, 16 * MiB), 0);
+    s_assert_object(f, 1, 5 * MiB + 3, SHOAL_OBJ_SPILLED, true);
+    shoal_store_obj_t obj;
+    assert_int_equal(shoal_store_lookup(f->store, s_ref(3), &obj), SHOAL_ENOTFOUND);
+}
+
+/*  Deleting persisted (or spilled) objects costs one synced commit per loop turn (the
+    index flush), not one each: 500 deletes and a flush are one disk-tier commit, and
+    none of them comes back from the disk tier when the arena is lost. */
+static void test_deletes_of_persisted_objects_share_one_disk_commit(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 500 };
+    assert_int_equal(s_open(f, 16 * MiB), 0);
+    for (uint64_t i = 1; i <= N; i++) {
+        s_put_pattern(f, i, 1000 + i);
+        assert_int_equal(shoal_store_persist(f->store, s_ref(i)), 0);
+    }
+    s_put_pattern(f, N + 1, 4096); //  kept
+    assert_int_equal(shoal_store_persist(f->store, s_ref(N + 1)), 0);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    shoal_store_close(&f->store);
+    uint64_t before = s_spill_txnid(f);
+    assert_int_equal(s_open(f, 16 * MiB), 0);
+    int64_t t0 = shoal__now_us();
+    for (uint64_t i = 1; i <= N; i++)
+        assert_int_equal(shoal_store_delete(f->store, s_ref(i)), 0);
+    assert_int_equal(shoal_store_flush(f->store), 0);
+    print_message("%d persisted objects deleted and flushed in %.1f ms\n", N, s_elapsed_ms(t0));
+    assert_int_equal(shoal_store_persist_used(f->store), 4096);
+    shoal_store_close(&f->store);
+    assert_int_equal(s_spill_txnid(f) - before, 1);
+    assert_int_equal(unlink(f->arena), 0);
+    assert_int_equal(s_open(f, 16 * MiB), 0);
+    shoal_store_obj_t obj;
+    for (uint64_t i = 1; i <= N; i++)
+        assert_int_equal(shoal_store_lookup(f->store, s_ref(i), &obj), SHOAL_ENOTFOUND);
+    s_assert_object(f, N + 1, 4096, SHOAL_OBJ_SPILLED, true);
 }
 
 static void test_a_truncated_disk_tier_is_started_afresh_with_a_warning_naming_it(void **state)
@@ -2737,6 +2818,8 @@ int main(void)
         T(test_a_second_store_on_the_same_spill_dir_is_refused_naming_the_first),
         T(test_an_open_whose_disk_clean_up_cannot_commit_goes_on_with_a_warning),
         T(test_a_persist_goes_in_bounded_commits_and_a_too_big_one_is_refused),
+        T(test_a_persist_in_steps_is_whole_at_its_last_step_and_kept_from_the_spill),
+        T(test_deletes_of_persisted_objects_share_one_disk_commit),
         T(test_a_truncated_disk_tier_is_started_afresh_with_a_warning_naming_it),
         T(test_a_damaged_piece_is_an_error_naming_the_object_never_wrong_bytes),
     };

@@ -33,30 +33,6 @@ static int s_setup(void **state)
     return c ? 0 : -1;
 }
 
-static shoal_t *s_connect(h_cluster_t *c)
-{
-    shoal_t *sh = NULL;
-    int rc = shoal_connect(c->listen, 10000 * h_scale(), &sh);
-    if (rc)
-        print_error("connect: %s\n", shoal_strerror(rc));
-    assert_int_equal(rc, 0);
-    return sh;
-}
-
-static uint8_t s_pat(uint64_t seed, size_t i)
-{
-    return (uint8_t)((i * 2654435761u + seed) >> 7);
-}
-
-static uint8_t *s_pattern(uint64_t seed, size_t size)
-{
-    uint8_t *p = malloc(size ? size : 1);
-    assert_non_null(p);
-    for (size_t i = 0; i < size; i++)
-        p[i] = s_pat(seed, i);
-    return p;
-}
-
 /*  Reads from the stream into buf + *got until want bytes in all are there (each read may
     give fewer), failing the test on an error. */
 static void s_read_to(shoal_stream_t *s, uint8_t *buf, size_t *got, size_t want)
@@ -70,15 +46,30 @@ static void s_read_to(shoal_stream_t *s, uint8_t *buf, size_t *got, size_t want)
     }
 }
 
+/*  Begins a put of size bytes on writer, writes the first `first` bytes of data (size
+    bytes) in place and publishes them, and flushes, so another client may name the put:
+    returns its memory (for the rest), *ref and *put. */
+static uint8_t *s_put_started(shoal_t *writer, size_t size, const uint8_t *data, size_t first,
+                              shoal_ref_t *ref, shoal_put_t **put)
+{
+    assert_int_equal(shoal_put_begin(writer, size, NULL, ref, put), 0);
+    uint8_t *mem = shoal_put_memory(*put);
+    assert_non_null(mem);
+    memcpy(mem, data, first);
+    assert_int_equal(shoal_put_progress(*put, first), 0);
+    assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
+    return mem;
+}
+
 /*  Writes size bytes in three parts; after each part but the last, a streaming reader
     gets exactly the bytes written so far before anything is sealed, and a read beyond
     them waits (times out). memory: write in place through shoal_put_memory and publish
     with shoal_put_progress; else shoal_put_write. */
 static void s_stream_while_writing(h_cluster_t *c, bool memory)
 {
-    shoal_t *writer = s_connect(c), *reader = s_connect(c);
+    shoal_t *writer = h_connect(c), *reader = h_connect(c);
     size_t size = 3 * MiB + 100;
-    uint8_t *data = s_pattern(7, size), *got_bytes = calloc(1, size + 1);
+    uint8_t *data = h_pattern(7, size), *got_bytes = calloc(1, size + 1);
     assert_non_null(got_bytes);
     shoal_put_t *put = NULL;
     shoal_ref_t ref;
@@ -142,11 +133,11 @@ static void test_a_stream_of_an_aborted_put_fails_naming_it(void **state)
 {
     h_cluster_t *c = h_state(state);
     setenv("SHOAL_NO_LOCAL_STORE", "1", 1);
-    shoal_t *writer = s_connect(c), *reader = s_connect(c);
+    shoal_t *writer = h_connect(c), *reader = h_connect(c);
     shoal_put_t *put = NULL;
     shoal_ref_t ref;
     assert_int_equal(shoal_put_begin(writer, 2 * MiB, NULL, &ref, &put), 0);
-    uint8_t *data = s_pattern(3, 4096);
+    uint8_t *data = h_pattern(3, 4096);
     assert_int_equal(shoal_put_write(put, data, 4096), 0);
     assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
     shoal_stream_t *s = NULL;
@@ -179,9 +170,9 @@ static void test_a_stream_of_an_aborted_put_fails_naming_it(void **state)
 
 static void test_a_stream_of_a_final_or_unknown_ref_reads_it_whole_or_fails(void **state)
 {
-    shoal_t *sh = s_connect(h_state(state));
+    shoal_t *sh = h_connect(h_state(state));
     size_t size = 2 * MiB + 3;
-    uint8_t *data = s_pattern(5, size), *buf = malloc(size);
+    uint8_t *data = h_pattern(5, size), *buf = malloc(size);
     assert_non_null(buf);
     shoal_ref_t ref;
     assert_int_equal(shoal_put(sh, data, size, NULL, &ref), 0);
@@ -270,12 +261,12 @@ static void test_shoal_get_follow_fails_naming_the_ref_when_the_put_is_aborted(v
 }
 
 static char s_slowly[PATH_MAX + 32], s_crash[PATH_MAX + 32], s_copy[PATH_MAX + 32],
-    s_crash_once[PATH_MAX + 32], s_concat[PATH_MAX + 32];
+    s_crash_once[PATH_MAX + 32], s_concat[PATH_MAX + 32], s_read_pause[PATH_MAX + 32];
 
 static void test_a_stream_reads_a_task_output_as_its_executor_publishes_it(void **state)
 {
     h_cluster_t *c = h_state(state);
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     char *go = h_fmt(c, "%s/go", c->tmp);
     shoal_task_spec_t spec = {
         .kind = SHOAL_TASK_FN, .fn = s_slowly, .arg = go, .arg_size = strlen(go) + 1};
@@ -307,7 +298,7 @@ static void test_a_stream_reads_a_task_output_as_its_executor_publishes_it(void 
 static void test_a_stream_of_a_task_output_fails_at_once_when_its_executor_dies(void **state)
 {
     h_cluster_t *c = h_state(state);
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     shoal_task_spec_t spec = {.kind = SHOAL_TASK_FN, .fn = s_crash};
     shoal_ref_t id;
     assert_int_equal(shoal_submit(sh, &spec, &id), 0);
@@ -334,18 +325,13 @@ static void test_a_stream_of_a_task_output_fails_at_once_when_its_executor_dies(
 static void test_a_fn_task_reads_a_streaming_input_while_it_is_written(void **state)
 {
     h_cluster_t *c = h_state(state);
-    shoal_t *writer = s_connect(c), *sh = s_connect(c);
+    shoal_t *writer = h_connect(c), *sh = h_connect(c);
     size_t size = 2 * MiB;
-    uint8_t *data = s_pattern(11, size), *buf = malloc(size);
+    uint8_t *data = h_pattern(11, size), *buf = malloc(size);
     assert_non_null(buf);
     shoal_put_t *put = NULL;
     shoal_ref_t ref;
-    assert_int_equal(shoal_put_begin(writer, size, NULL, &ref, &put), 0);
-    uint8_t *mem = shoal_put_memory(put);
-    assert_non_null(mem);
-    memcpy(mem, data, MiB);
-    assert_int_equal(shoal_put_progress(put, MiB), 0);
-    assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
+    uint8_t *mem = s_put_started(writer, size, data, MiB, &ref, &put);
     shoal_task_spec_t spec = {
         .kind = SHOAL_TASK_FN, .fn = s_copy, .inputs = &ref, .n_inputs = 1, .stream_inputs = 1};
     shoal_ref_t id;
@@ -385,15 +371,12 @@ static void test_a_fn_task_reads_a_streaming_input_while_it_is_written(void **st
 static void test_a_fn_task_streaming_an_aborted_put_fails_naming_it(void **state)
 {
     h_cluster_t *c = h_state(state);
-    shoal_t *writer = s_connect(c), *sh = s_connect(c);
+    shoal_t *writer = h_connect(c), *sh = h_connect(c);
     shoal_put_t *put = NULL;
     shoal_ref_t ref;
-    assert_int_equal(shoal_put_begin(writer, 2 * MiB, NULL, &ref, &put), 0);
-    uint8_t *mem = shoal_put_memory(put);
-    assert_non_null(mem);
-    memset(mem, 7, 4096);
-    assert_int_equal(shoal_put_progress(put, 4096), 0);
-    assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
+    uint8_t first[4096];
+    memset(first, 7, sizeof first);
+    s_put_started(writer, 2 * MiB, first, sizeof first, &ref, &put);
     shoal_task_spec_t spec = {
         .kind = SHOAL_TASK_FN, .fn = s_copy, .inputs = &ref, .n_inputs = 1, .stream_inputs = 1};
     shoal_ref_t id;
@@ -475,18 +458,13 @@ static bool s_wait_ls_state(h_cluster_t *c, shoal_ref_t ref, const char *state)
 static void test_a_stream_reads_a_put_to_the_end_after_it_is_spilled_to_disk(void **state)
 {
     h_cluster_t *c = h_state(state);
-    shoal_t *writer = s_connect(c), *reader = s_connect(c);
+    shoal_t *writer = h_connect(c), *reader = h_connect(c);
     size_t size = 20 * MiB;
-    uint8_t *data = s_pattern(13, size), *buf = malloc(size);
+    uint8_t *data = h_pattern(13, size), *buf = malloc(size);
     assert_non_null(buf);
     shoal_put_t *put = NULL;
     shoal_ref_t ref;
-    assert_int_equal(shoal_put_begin(writer, size, NULL, &ref, &put), 0);
-    uint8_t *mem = shoal_put_memory(put);
-    assert_non_null(mem);
-    memcpy(mem, data, MiB);
-    assert_int_equal(shoal_put_progress(put, MiB), 0);
-    assert_int_equal(shoal_flush(writer, WAIT_MS), 0);
+    uint8_t *mem = s_put_started(writer, size, data, MiB, &ref, &put);
     shoal_stream_t *s = NULL;
     assert_int_equal(shoal_stream_open(reader, ref, &s), 0);
     size_t got = 0;
@@ -518,7 +496,7 @@ static void test_a_stream_reads_a_put_to_the_end_after_it_is_spilled_to_disk(voi
 static void test_a_command_whose_stdin_input_is_aborted_fails_naming_it_and_is_retried(void **state)
 {
     h_cluster_t *c = h_state(state);
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     for (unsigned retries = 0; retries < 2; retries++) {
         char *go = h_fmt(c, "%s/crash-go-%u", c->tmp, retries);
         shoal_task_spec_t producer = {.kind = SHOAL_TASK_FN,
@@ -573,7 +551,7 @@ static void test_a_command_that_exits_early_ends_its_task_while_its_stdin_is_wri
 {
     h_cluster_t *c = h_state(state);
     setenv("SHOAL_NO_LOCAL_STORE", "1", 1);
-    shoal_t *writer = s_connect(c), *sh = s_connect(c);
+    shoal_t *writer = h_connect(c), *sh = h_connect(c);
     shoal_put_t *put = NULL;
     shoal_ref_t ref;
     assert_int_equal(shoal_put_begin(writer, 2 * MiB, NULL, &ref, &put), 0);
@@ -606,7 +584,7 @@ static void test_a_command_that_exits_early_ends_its_task_while_its_stdin_is_wri
 static void test_a_stream_fails_rather_than_read_on_into_a_retried_output(void **state)
 {
     h_cluster_t *c = h_state(state);
-    shoal_t *sh = s_connect(c);
+    shoal_t *sh = h_connect(c);
     char *go = h_fmt(c, "%s/retry-go", c->tmp);
     shoal_task_spec_t spec = {.kind = SHOAL_TASK_FN,
                               .fn = s_crash_once,
@@ -645,6 +623,58 @@ static void test_a_stream_fails_rather_than_read_on_into_a_retried_output(void *
     shoal_disconnect(&sh);
 }
 
+/*  A fn task has read the first MiB of its streaming input (a task's output) and reads
+    nothing while the input's producer crashes and its retry writes the output anew under
+    the same ref: its next read must fail, naming the input and the new allocation, rather
+    than read the new allocation's bytes at the old one's place. */
+static void test_a_fn_task_fails_rather_than_read_on_into_a_retried_input(void **state)
+{
+    h_cluster_t *c = h_state(state);
+    shoal_t *sh = h_connect(c);
+    char *go = h_fmt(c, "%s/input-retry-go", c->tmp);
+    char *resume = h_fmt(c, "%s/input-retry-resume", c->tmp);
+    shoal_task_spec_t producer = {.kind = SHOAL_TASK_FN,
+                                  .fn = s_crash_once,
+                                  .arg = go,
+                                  .arg_size = strlen(go) + 1,
+                                  .retries = 1};
+    shoal_ref_t ids[2];
+    assert_int_equal(shoal_submit(sh, &producer, &ids[0]), 0);
+    size_t arg_size = strlen(go) + 1 + strlen(resume) + 1;
+    char *arg = malloc(arg_size); //  "GO\0RESUME\0"
+    assert_non_null(arg);
+    memcpy(arg, go, strlen(go) + 1);
+    memcpy(arg + strlen(go) + 1, resume, strlen(resume) + 1);
+    shoal_task_spec_t consumer = {.kind = SHOAL_TASK_FN,
+                                  .fn = s_read_pause,
+                                  .arg = arg,
+                                  .arg_size = arg_size,
+                                  .inputs = &ids[0],
+                                  .n_inputs = 1,
+                                  .stream_inputs = 1};
+    assert_int_equal(shoal_submit(sh, &consumer, &ids[1]), 0);
+    //  The consumer creates go after its first MiB; the producer then crashes and its
+    //  retry writes the output whole.
+    int rc = shoal_wait(sh, &ids[0], 1, false, WAIT_MS);
+    if (rc)
+        print_error("producer: %s\n", shoal_last_error(sh));
+    assert_int_equal(rc, 0);
+    assert_int_equal(h_write_file(resume, "", 0), 0);
+    assert_int_not_equal(shoal_wait(sh, &ids[1], 1, false, WAIT_MS), 0);
+    shoal_status_t st;
+    assert_int_equal(shoal_status(sh, ids[1], &st), 0);
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal_ref_format(ids[0], text);
+    if (!st.error || !strstr(st.error, text) || !strstr(st.error, "allocated anew"))
+        print_error("consumer: state %d, error: %s\n", (int)st.state,
+                    st.error ? st.error : "(none)");
+    assert_int_equal(st.state, SHOAL_STATUS_FAILED);
+    assert_true(st.error && strstr(st.error, text) && strstr(st.error, "allocated anew"));
+    assert_int_equal(shoal_remove(sh, ids, 2, WAIT_MS) >= 1, 1);
+    free(arg);
+    shoal_disconnect(&sh);
+}
+
 /*  A task with two streaming inputs written on different workers runs at once where the
     first is written and pulls the second from the other worker as it lands: its output
     (the two inputs one after the other) has the first bytes of input 1 before input 1 is
@@ -655,9 +685,9 @@ static void test_a_task_streams_inputs_written_on_two_workers_as_they_land(void 
     assert_int_equal(h_start_worker(c, 1), 0);
     assert_int_equal(h_wait_workers(c, 20000), 0);
     setenv("SHOAL_NO_LOCAL_STORE", "1", 1); //  the worker counts what arrives
-    shoal_t *writer = s_connect(c), *sh = s_connect(c);
+    shoal_t *writer = h_connect(c), *sh = h_connect(c);
     size_t size = MiB;
-    uint8_t *data = s_pattern(17, size), *buf = malloc(2 * size);
+    uint8_t *data = h_pattern(17, size), *buf = malloc(2 * size);
     assert_non_null(buf);
     shoal_put_t *put[2] = {NULL, NULL};
     shoal_ref_t refs[2];
@@ -707,6 +737,7 @@ int main(void)
     snprintf(s_crash, sizeof s_crash, "%s:crash_mid_write", SHOAL_TEST_PLUGIN);
     snprintf(s_crash_once, sizeof s_crash_once, "%s:stream_crash_once", SHOAL_TEST_PLUGIN);
     snprintf(s_concat, sizeof s_concat, "%s:stream_concat", SHOAL_TEST_PLUGIN);
+    snprintf(s_read_pause, sizeof s_read_pause, "%s:stream_read_pause", SHOAL_TEST_PLUGIN);
     if (getenv("SHOAL_TEST_FILTER"))
         cmocka_set_test_filter(getenv("SHOAL_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
@@ -726,6 +757,7 @@ int main(void)
             test_a_command_whose_stdin_input_is_aborted_fails_naming_it_and_is_retried),
         cmocka_unit_test(test_a_command_that_exits_early_ends_its_task_while_its_stdin_is_written),
         cmocka_unit_test(test_a_stream_fails_rather_than_read_on_into_a_retried_output),
+        cmocka_unit_test(test_a_fn_task_fails_rather_than_read_on_into_a_retried_input),
         cmocka_unit_test(test_a_task_streams_inputs_written_on_two_workers_as_they_land),
     };
     return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);

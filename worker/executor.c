@@ -735,9 +735,14 @@ static int s_await(s_exec_t *self, int type, shoal_wire_in_t *in);
 
 /*  One e_read round trip for input ref, which is being written: the worker answers once
     bytes lie beyond offset, at the seal, at an abort, or after wait_ms. Raises *ready
-    (at most size) and sets *final at the seal. 0, or a code with err saying why. */
-static int s_input_wait(s_exec_t *self, shoal_ref_t ref, uint64_t offset, uint64_t size,
-                        uint64_t wait_ms, uint64_t *ready, bool *final, char *err, size_t err_size)
+    (at most size) and sets *final at the seal. gen: the input's allocation generation
+    when the task got it; another one in the answer means the input was aborted and a
+    retry of its producer allocated it anew, maybe elsewhere in the arena, so reading on
+    at the old offset would splice two allocations: SHOAL_ECANCELED, as for an abort.
+    0, or a code with err saying why. */
+static int s_input_wait(s_exec_t *self, shoal_ref_t ref, uint64_t gen, uint64_t offset,
+                        uint64_t size, uint64_t wait_ms, uint64_t *ready, bool *final, char *err,
+                        size_t err_size)
 {
     shoal_wire_e_read_t req = {.ref = ref, .offset = offset, .wait_ms = wait_ms};
     shoal_wire_in_t m;
@@ -753,6 +758,13 @@ static int s_input_wait(s_exec_t *self, shoal_ref_t ref, uint64_t offset, uint64
     if (r->code < 0) {
         rc = r->code > -1000 ? (int)r->code : SHOAL_EIO;
         snprintf(err, err_size, "%s", r->error ? r->error : shoal_strerror(rc));
+    } else if (shoal_ref_equal(r->ref, ref) && r->gen != gen) {
+        char text[SHOAL_REF_TEXT_SIZE];
+        rc = SHOAL_ECANCELED;
+        snprintf(err, err_size,
+                 "object %s was aborted and allocated anew (generation %llu, read from "
+                 "generation %llu) while this task read it",
+                 shoal_ref_format(ref, text), (unsigned long long)r->gen, (unsigned long long)gen);
     } else if (shoal_ref_equal(r->ref, ref)) {
         *ready = SHOAL__MAX(*ready, SHOAL__MIN(r->ready, size));
         *final = *final || r->final;
@@ -920,7 +932,8 @@ static int s_feed(s_exec_t *self, shoal_ref_t ref, const shoal_wire_e_input_t *i
             return 0;
         //  At most a second a round: the worker answers at the latest then, and the
         //  writer's lease (or its executor's death) ends a silent input.
-        int rc = s_input_wait(self, ref, off, in->size, 1000, &ready, &final, err, err_size);
+        int rc =
+            s_input_wait(self, ref, in->gen, off, in->size, 1000, &ready, &final, err, err_size);
         if (rc)
             return rc;
     }
@@ -1270,7 +1283,7 @@ static int s_api_input_read(shoal_task_t *t, size_t i, uint64_t offset, void *bu
             return SHOAL_ETIMEDOUT;
         //  The worker holds the ask until bytes land beyond offset (at most wait_ms).
         bool sealed = false;
-        int rc = s_input_wait(f->exec, f->et->task.inputs.items[i], offset, in->size,
+        int rc = s_input_wait(f->exec, f->et->task.inputs.items[i], in->gen, offset, in->size,
                               (uint64_t)SHOAL__MIN(left, (int64_t)1000), &f->in_ready[i], &sealed,
                               f->alloc_error, sizeof f->alloc_error);
         if (sealed)

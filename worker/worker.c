@@ -131,6 +131,14 @@ extern char **environ;
 //  After a spill found nothing to move (the disk tier full, or every object in use), wait
 //  this long before trying again, so the loop does not spin on it.
 #define S_SPILL_RETRY_MS 100
+//  Persists are written in steps too: at most S_PERSIST_STEP bytes (one synced commit, as
+//  a spill step) and S_PERSIST_TURN_US of persisting a loop turn (many small persists
+//  cost an fdatasync each), so a 4 GiB persist (about 4 s here) never makes the broker,
+//  which counts 5 s of silence as death, lose the worker. $SHOAL_TEST_PERSIST_STEP (bytes)
+//  sets the step, so a test forces many steps with a few MiB.
+#define S_PERSIST_STEP     (8ull << 20)
+#define S_PERSIST_TURN_US  20000
+#define S_PERSIST_STEP_ENV "SHOAL_TEST_PERSIST_STEP"
 
 /*  ------------------------------------------------------------------------- types */
 
@@ -313,6 +321,21 @@ typedef struct {
     bool alloc; //  an ALLOC (else a SEAL)
 } s_sealed_t;
 
+/*  A persist in progress, written in steps across loop turns (s_persist_pump): a put's,
+    whose SEAL is answered, or a task's stored outputs, whose result goes to the broker,
+    once every copy is on disk and synced. */
+typedef struct {
+    shoal_ref_t *refs; //  the objects to persist, in order (malloc'd)
+    size_t n_refs, next;
+    uint64_t done; //  bytes of refs[next] committed (shoal_store_persist_step's cursor)
+    //  a put: its spec and its writer's SEAL
+    s_put_t *put;
+    shoal_wire_peer_t peer;
+    uint64_t seq;
+    //  a task: its result, held back (one shoal_wire_dup block)
+    shoal_wire_result_t *result;
+} s_persist_t;
+
 typedef struct {
     //  configuration, defaults applied
     char name[128], store_name[80], broker_ep[256], host[256];
@@ -394,6 +417,11 @@ typedef struct {
     s_parked_t *parked;
     size_t n_parked, cap_parked;
     s_sealed_t *sealed;
+    s_persist_t *persists; //  FIFO: persists written in steps (s_persist_pump)
+    size_t n_persists, cap_persists;
+    uint64_t persist_step; //  bytes a loop turn writes of them (S_PERSIST_STEP)
+    void **held;           //  shoal_wire_dup blocks results point to until the flush
+    size_t n_held, cap_held;
     size_t n_sealed, cap_sealed;
     int64_t puts_checked_us;
     s_near_t *nears; //  stores of the other workers on this host
@@ -687,6 +715,10 @@ static int s_store_put(s_worker_t *self, shoal_ref_t ref, const void *data, uint
 static void s_note(s_worker_t *self, shoal_ref_t ref, uint64_t state, uint64_t size,
                    const shoal_wire_put_t *spec, const char *error);
 static void s_gen_bump(s_worker_t *self, shoal_ref_t ref);
+static uint64_t s_gen(s_worker_t *self, shoal_ref_t ref);
+static void s_persist_add(s_worker_t *self, const s_persist_t *job, const shoal_ref_t *refs,
+                          size_t n);
+static bool s_persist_has(s_worker_t *self, shoal_ref_t ref);
 static void s_store_text(s_worker_t *self, char *buf, size_t size);
 
 //  A spilled object back into the arena, evicting input copies while it does not fit.
@@ -2145,14 +2177,18 @@ static void s_batch_send(s_worker_t *self, s_slot_t *slot, size_t share)
             const shoal_wire_input_t *in;
             bool here = shoal_store_lookup(self->store, task->inputs.items[i], &obj) == 0;
             if (here && obj.state == SHOAL_OBJ_SEALED)
-                self->eins[n_ins + i] = (shoal_wire_e_input_t){obj.offset, obj.size, {NULL, 0}, 0};
+                self->eins[n_ins + i] =
+                    (shoal_wire_e_input_t){obj.offset, obj.size, {NULL, 0}, 0, 0};
             else if (here && i < SHOAL_STREAM_INPUTS_MAX && (task->stream >> i & 1))
                 //  Still being written here: the executor reads it with e_read.
-                self->eins[n_ins + i] = (shoal_wire_e_input_t){obj.offset, obj.size, {NULL, 0}, 1};
+                //  gen: a read that finds another generation fails rather than read the
+                //  bytes of a new allocation at this one's offset.
+                self->eins[n_ins + i] = (shoal_wire_e_input_t){
+                    obj.offset, obj.size, {NULL, 0}, 1, s_gen(self, task->inputs.items[i])};
             else if ((in = s_input_record(t->d, i)) && (in->flags & SHOAL_OUT_INLINE) &&
                      in->data.size == in->size)
                 self->eins[n_ins + i] =
-                    (shoal_wire_e_input_t){SHOAL_EXEC_INLINE, in->size, in->data, 0};
+                    (shoal_wire_e_input_t){SHOAL_EXEC_INLINE, in->size, in->data, 0, 0};
             else
                 lost = i;
         }
@@ -2479,20 +2515,19 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
         }
     }
     //  Persisted: each output in the store gets its synced disk copy before the result goes
-    //  (the flush that sends it syncs the index too).
-    for (size_t i = 0;
-         status == 0 && i < stored && s_wants_persist(t->d->task.flags, t->d->task.name); i++) {
-        shoal_ref_t ref = shoal_ref_output(id, (uint16_t)i);
-        shoal_store_obj_t obj;
-        if (shoal_store_lookup(self->store, ref, &obj) != 0)
-            continue; //  inline: the broker keeps it
-        int rc = shoal_store_persist(self->store, ref);
-        if (rc) {
-            s_persist_text(self, rc, st, sizeof st);
-            snprintf(error, sizeof error, "cannot persist output %zu (%s): %s; %s", i,
-                     s_size_text(obj.size, sz, sizeof sz), shoal_strerror(rc), st);
-            status = rc;
-            reason = error;
+    //  (s_persist_pump, in steps across loop turns; the flush that sends it syncs the index
+    //  too).
+    shoal_ref_t *persist = NULL;
+    size_t n_persist = 0;
+    if (status == 0 && stored && s_wants_persist(t->d->task.flags, t->d->task.name)) {
+        persist = malloc(stored * sizeof *persist);
+        if (!persist)
+            s_oom();
+        for (size_t i = 0; i < stored; i++) {
+            shoal_ref_t ref = shoal_ref_output(id, (uint16_t)i);
+            shoal_store_obj_t obj;
+            if (shoal_store_lookup(self->store, ref, &obj) == 0) //  else inline: the broker has it
+                persist[n_persist++] = ref;
         }
     }
     if (status != 0)
@@ -2541,7 +2576,14 @@ static void s_on_e_done(s_worker_t *self, s_slot_t *slot, const shoal_wire_resul
         .log_size = log_whole ? r->log_size : r->log_tail.size,
         .log_tail = r->log_tail,
         .runtime_us = r->runtime_us};
-    s_result_add(self, &res);
+    if (n_persist) {
+        s_persist_t job = {.result = shoal_wire_dup(&shoal_wire_result_desc, &res)};
+        if (!job.result)
+            s_oom();
+        s_persist_add(self, &job, persist, n_persist);
+    } else
+        s_result_add(self, &res);
+    free(persist);
     s_task_free(self, t); //  aborts allocations the result did not name
     if (!slot->n_left) {
         slot->n_batch = 0;
@@ -2740,7 +2782,7 @@ static int s_serve_stream(s_worker_t *self, const shoal_wire_peer_t *peer,
     if (exec) {
         //  An executor reads the bytes in the arena itself: it needs only the watermark.
         shoal_store_obj_t obj;
-        shoal_wire_e_ready_t r = {.ref = req->ref};
+        shoal_wire_e_ready_t r = {.ref = req->ref, .gen = reply.gen};
         if (shoal_store_lookup(self->store, req->ref, &obj) != 0) {
             if (!last)
                 return S_HELD;
@@ -3103,6 +3145,8 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
     }
     s_put_t *p = shoal__refmap_get(self->puts, m->ref);
     shoal_store_obj_t obj;
+    if (m->op == SHOAL_PUT_OP_SEAL && !p && s_persist_has(self, m->ref))
+        return; //  a resend while its disk copy is written: answered when it is
     if (m->op == SHOAL_PUT_OP_SEAL && !p && shoal_store_lookup(self->store, m->ref, &obj) == 0 &&
         (obj.state == SHOAL_OBJ_SEALED || obj.state == SHOAL_OBJ_SPILLED)) {
         //  Sealed already (a resend): answered with the others, after the flush.
@@ -3176,17 +3220,10 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
             s_put_free(p);
             return;
         }
-        if (s_wants_persist(p->spec->flags, p->spec->name) &&
-            (rc = shoal_store_persist(self->store, m->ref)) != 0) {
-            //  Asked to be durable and cannot be: nothing half-kept.
-            char st[192];
-            s_persist_text(self, rc, st, sizeof st);
-            snprintf(error, sizeof error, "cannot persist %s (%llu bytes) on worker %s: %s; %s",
-                     text, (unsigned long long)p->spec->size, self->name, shoal_strerror(rc), st);
-            shoal_store_delete(self->store, m->ref);
-            s_note(self, m->ref, SHOAL_OBJ_NOTE_ABORTED, p->spec->size, p->spec, error);
-            s_put_reply(self, &in->peer, m, rc, error, 0);
-            s_put_free(p);
+        if (s_wants_persist(p->spec->flags, p->spec->name)) {
+            //  Answered once its disk copy is written and synced (s_persist_pump).
+            s_persist_t job = {.put = p, .peer = in->peer, .seq = m->seq};
+            s_persist_add(self, &job, &m->ref, 1);
             return;
         }
         s_note(self, m->ref, SHOAL_OBJ_NOTE_SEALED, p->spec->size, p->spec, NULL);
@@ -3568,6 +3605,9 @@ static void s_flush(s_worker_t *self)
     for (size_t i = 0; i < self->n_kept; i++)
         shoal_wire_in_clear(&self->kept[i]);
     self->n_kept = 0;
+    for (size_t i = 0; i < self->n_held; i++)
+        free(self->held[i]);
+    self->n_held = 0;
     s_bump_reset(self, false);
     //  Tasks running long enough to be reported started (worker.h: progress page).
     int64_t now = shoal__now_us(), when, start;
@@ -3604,6 +3644,109 @@ static void s_flush(s_worker_t *self)
     }
 }
 
+/*  ------------------------------------------------------------------------- persist */
+
+//  Queues job (its refs copied) for s_persist_pump.
+static void s_persist_add(s_worker_t *self, const s_persist_t *job, const shoal_ref_t *refs,
+                          size_t n)
+{
+    s_persist_t j = *job;
+    j.refs = malloc(n * sizeof *j.refs);
+    if (!j.refs)
+        s_oom();
+    memcpy(j.refs, refs, n * sizeof *refs);
+    j.n_refs = n;
+    S_PUSH(self->persists, self->n_persists, self->cap_persists, j);
+}
+
+//  Whether a put's persist of ref is in progress.
+static bool s_persist_has(s_worker_t *self, shoal_ref_t ref)
+{
+    for (size_t i = 0; i < self->n_persists; i++)
+        if (self->persists[i].put && shoal_ref_equal(self->persists[i].refs[0], ref))
+            return true;
+    return false;
+}
+
+/*  job is complete (rc 0) or failed on job->refs[job->next] (rc < 0): the put's SEAL is
+    answered (after the flush) and the broker told, or the task's result goes, failed
+    without outputs when a copy could not be made: nothing half-kept. Frees job's parts. */
+static void s_persist_end(s_worker_t *self, s_persist_t *job, int rc)
+{
+    char error[640], st[192], sz[32], text[SHOAL_REF_TEXT_SIZE];
+    if (rc) {
+        shoal_ref_t ref = job->refs[job->next];
+        shoal_store_obj_t obj;
+        uint64_t size = shoal_store_lookup(self->store, ref, &obj) == 0 ? obj.size : 0;
+        s_persist_text(self, rc, st, sizeof st);
+        if (job->put)
+            snprintf(error, sizeof error, "cannot persist %s (%llu bytes) on worker %s: %s; %s",
+                     s_ref_text(ref, text), (unsigned long long)job->put->spec->size, self->name,
+                     shoal_strerror(rc), st);
+        else
+            snprintf(error, sizeof error, "cannot persist output %u (%s): %s; %s",
+                     (unsigned)shoal_ref_index(ref), s_size_text(size, sz, sizeof sz),
+                     shoal_strerror(rc), st);
+    }
+    if (job->put) {
+        shoal_ref_t ref = job->refs[0];
+        if (rc == 0) {
+            s_note(self, ref, SHOAL_OBJ_NOTE_SEALED, job->put->spec->size, job->put->spec, NULL);
+            s_sealed_t done = {job->peer, job->seq, ref, false};
+            S_PUSH(self->sealed, self->n_sealed, self->cap_sealed, done);
+        } else {
+            shoal_wire_put_t m = {.seq = job->seq, .ref = ref};
+            shoal_store_delete(self->store, ref);
+            s_note(self, ref, SHOAL_OBJ_NOTE_ABORTED, job->put->spec->size, job->put->spec, error);
+            s_put_reply(self, &job->peer, &m, rc, error, 0);
+        }
+        s_put_free(job->put);
+    } else {
+        shoal_wire_result_t *res = job->result;
+        if (rc) {
+            shoal_ref_t id = shoal_ref_task(job->refs[0]);
+            for (uint32_t i = 0; i < res->outputs.count; i++) {
+                shoal_ref_t ref = shoal_ref_output(id, (uint16_t)i);
+                shoal_store_delete(self->store, ref);
+                s_gen_bump(self, ref); //  a stream may have read it
+            }
+            res->status = rc;
+            res->error = s_bump_strdup(self, error);
+            res->outputs.count = 0;
+        }
+        S_PUSH(self->held, self->n_held, self->cap_held, (void *)res);
+        s_result_add(self, res);
+    }
+    free(job->refs);
+}
+
+/*  Writes the persists in progress, oldest first, at most persist_step bytes and
+    S_PERSIST_TURN_US a loop turn (one synced commit per step), ending those complete. */
+static void s_persist_pump(s_worker_t *self)
+{
+    int64_t until = shoal__now_us() + S_PERSIST_TURN_US;
+    uint64_t budget = self->persist_step;
+    while (self->n_persists && budget > 0 && shoal__now_us() < until) {
+        s_persist_t *j = &self->persists[0];
+        int rc = 0;
+        while (j->next < j->n_refs && budget > 0) {
+            uint64_t before = j->done;
+            rc = shoal_store_persist_step(self->store, j->refs[j->next], budget, &j->done);
+            budget -= SHOAL__MIN(budget, j->done > before ? j->done - before : 0);
+            if (rc)
+                break;
+            j->next++;
+            j->done = 0;
+        }
+        if (rc == SHOAL_EAGAIN || (rc == 0 && j->next < j->n_refs))
+            return; //  this turn's share is written: more next turn
+        s_persist_t job = *j;
+        self->n_persists--;
+        memmove(self->persists, self->persists + 1, self->n_persists * sizeof *self->persists);
+        s_persist_end(self, &job, rc);
+    }
+}
+
 /*  ----------------------------------------------------------------------------- loop */
 
 static void s_deadline(int64_t *next, int64_t when)
@@ -3629,6 +3772,8 @@ static long s_poll_timeout(s_worker_t *self)
         s_deadline(&next, s_spill_may_free(self) ? now : self->spill_stuck_ms * 1000);
     if (self->n_notes)
         s_deadline(&next, retry);
+    if (self->n_persists)
+        s_deadline(&next, now); //  the next persist step at once
     if (!self->welcomed) {
         s_deadline(&next, self->hello_next_us);
     } else {
@@ -3842,6 +3987,7 @@ static void s_loop(s_worker_t *self)
             break;
         s_timers(self);
         s_spill_pump(self);
+        s_persist_pump(self);
         if (self->room.head && self->room_changed)
             s_room_retry(self);
         if (self->n_parked)
@@ -4002,6 +4148,9 @@ static int s_setup(s_worker_t *self, const shoal_worker_config_t *cfg)
     self->spill_size = cfg->spill_size;
     self->fixed_heartbeat_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms : 0;
     self->heartbeat_ms = self->fixed_heartbeat_ms ? self->fixed_heartbeat_ms : 1000;
+    const char *step = getenv(S_PERSIST_STEP_ENV);
+    self->persist_step =
+        step && strtoull(step, NULL, 10) ? strtoull(step, NULL, 10) : S_PERSIST_STEP;
     if (cfg->store_dir && cfg->store_dir[0]) {
         if (strlen(cfg->store_dir) >= sizeof self->store_dir) {
             shoal__error("store directory path too long: %s", cfg->store_dir);
@@ -4231,6 +4380,17 @@ static void s_teardown(s_worker_t *self)
         free(self->parked[i].msg);
     free(self->parked);
     free(self->sealed);
+    for (size_t i = 0; i < self->n_persists; i++) {
+        //  Unfinished: the writers and the broker hear nothing (the broker requeues the
+        //  tasks at w_bye); the pieces written so far are swept at the next open.
+        free(self->persists[i].refs);
+        s_put_free(self->persists[i].put);
+        free(self->persists[i].result);
+    }
+    free(self->persists);
+    for (size_t i = 0; i < self->n_held; i++)
+        free(self->held[i]);
+    free(self->held);
     for (size_t i = 0; i < self->n_nears; i++) {
         free(self->nears[i].arena);
         shoal_store_reader_close(&self->nears[i].reader);
