@@ -163,8 +163,9 @@ static const char s_worker_help[] =
     "                     a warning naming the file)\n"
     "  --spill-size SIZE  the disk tier: when the store memory is full, sealed objects\n"
     "                     nobody reads are spilled to disk, least recently used first, up\n"
-    "                     to SIZE bytes, e.g. 4G (default 0: no disk tier; a write that\n"
-    "                     finds no room then fails with 'store full' after 5 s)\n"
+    "                     to SIZE bytes, e.g. 4G (default: 4 x --shm-size, at most half\n"
+    "                     the disk space free at start; 0: no disk tier, and a write that\n"
+    "                     finds no room fails with 'store full' after 5 s)\n"
     "  --spill-dir DIR    where the disk tier lives (default STORE_DIR/spill)\n" S_HELP_HELP;
 
 int cli_cmd_worker(int argc, char **argv)
@@ -185,7 +186,8 @@ int cli_cmd_worker(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    shoal_worker_config_t config = {.broker = cli_default_broker()};
+    shoal_worker_config_t config = {.broker = cli_default_broker(),
+                                    .spill_size = SHOAL_WORKER_SPILL_AUTO};
     cli_getopt_reset();
     int c, rc;
     uint64_t v;
@@ -286,7 +288,8 @@ static const char s_up_help[] =
     "  --dir DIR          keep the workers' stores under DIR (kept on exit) instead of a\n"
     "                     temporary directory (removed on exit)\n"
     "  --spill-size SIZE  give each worker a disk tier of SIZE in its store (see `shoal\n"
-    "                     worker --help`; default 0: no spilling)\n" S_HELP_HELP;
+    "                     worker --help`; default: 4 x --shm-size, at most half the\n"
+    "                     free disk; 0: no spilling)\n" S_HELP_HELP;
 
 /*  Time for the broker to bind and print its line, for the workers to start (their arena
     is pre-faulted: ~0.1 s per 256 MiB here, more under memory pressure) and join, and for
@@ -613,7 +616,7 @@ int cli_cmd_up(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     uint64_t n_workers = 2, slots = 0, shm_size, spill_size;
-    const char *spill_text = "0";
+    const char *spill_text = NULL; //  the worker's default
     const char *listen_ep = CLI_DEFAULT_BROKER, *events_ep = CLI_DEFAULT_EVENTS;
     const char *shm_text = "256M", *dir = NULL;
     cli_getopt_reset();
@@ -750,6 +753,8 @@ int cli_cmd_up(int argc, char **argv)
                                "--name",       child->name,        "--store-dir", store_dir,
                                "--slots",      slots_text,         "--shm-size",  (char *)shm_text,
                                "--spill-size", (char *)spill_text, NULL};
+        if (!spill_text) //  the last pair: the worker's default
+            worker_argv[12] = NULL;
         //  Workers' stdout goes to our stderr: our stdout carries only our own lines.
         child->pid = s_spawn(&up, worker_argv, STDERR_FILENO);
         if (child->pid < 0) {

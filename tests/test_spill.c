@@ -108,6 +108,39 @@ static void test_puts_beyond_the_arena_spill_and_every_one_reads_back(void **sta
     shoal_disconnect(&sh);
 }
 
+/*  Without --spill-size a worker has a disk tier of 4 x its arena (at most half the free
+    disk), says so in its log, and a full arena spills rather than failing the writer. */
+static void test_a_worker_spills_by_default(void **state)
+{
+    h_cluster_t *c = h_cluster_start_with(1, 2, "16M", NULL);
+    assert_non_null(c);
+    *state = c;
+    shoal_t *sh = h_connect(c);
+    enum { N = 5 };
+    size_t size = 5 * MiB; //  25 MiB in a 16 MiB arena
+    shoal_ref_t refs[N];
+    shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
+    uint8_t *data = h_pattern(3, size);
+    for (int i = 0; i < N; i++) {
+        int rc = shoal_put(sh, data, size, &store, &refs[i]);
+        if (rc)
+            print_error("put %d: %s\n", i, shoal_last_error(sh));
+        assert_int_equal(rc, 0);
+    }
+    free(data);
+    assert_true(s_wait_ls_state(c, refs[0], "spilled"));
+    shoal_view_t v;
+    assert_int_equal(shoal_get(sh, refs[0], WAIT_MS, &v), 0);
+    h_assert_pattern(v.data, v.size, 3, size);
+    shoal_view_release(&v);
+    char *log = h_read_file(c, c->workers[0].log, NULL);
+    assert_non_null(log);
+    if (!strstr(log, "disk tier: up to"))
+        print_error("worker log:\n%s\n", log);
+    assert_non_null(strstr(log, "disk tier: up to"));
+    shoal_disconnect(&sh);
+}
+
 static void test_a_task_whose_input_was_spilled_gets_it_back(void **state)
 {
     h_cluster_t *c = s_start(state, "64M");
@@ -204,7 +237,8 @@ test_persisted_objects_survive_a_sigkill_of_their_worker_and_the_loss_of_its_mem
     //  Persists in steps of one 1 MiB piece a loop turn (worker.c: S_PERSIST_STEP): each
     //  3 MiB object below takes 4 turns, and its seal or its task's result waits for the last.
     setenv("SHOAL_TEST_PERSIST_STEP", "1048576", 1);
-    h_cluster_t *c = h_cluster_start_with(1, 2, "16M", NULL);
+    //  No spill tier: persisted copies do not need one.
+    h_cluster_t *c = h_cluster_start_with(1, 2, "16M", "--spill-size 0");
     unsetenv("SHOAL_TEST_PERSIST_STEP");
     assert_non_null(c);
     *state = c;
@@ -288,6 +322,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_puts_beyond_the_arena_spill_and_every_one_reads_back,
                                   s_teardown),
+        cmocka_unit_test_teardown(test_a_worker_spills_by_default, s_teardown),
         cmocka_unit_test_teardown(test_a_task_whose_input_was_spilled_gets_it_back, s_teardown),
         cmocka_unit_test_teardown(test_a_full_disk_tier_fails_the_writer_with_efull_in_bounded_time,
                                   s_teardown),

@@ -59,6 +59,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -4066,6 +4067,50 @@ static void s_local_addr(const char *broker_ep, char *out, size_t size)
     freeaddrinfo(res);
 }
 
+/*  The default disk tier: 4 x the arena (1 GiB for the default 256 MiB), but at most half
+    the space free on the spill directory's file system at start, so spilling never fills
+    a disk the machine needs. Below 64 MiB it is not worth a tier: none, and the log says
+    so. Ray and Dask spill by default too; without a tier, a full arena fails writers with
+    'store full' after 5 s. */
+#define S_SPILL_AUTO_FACTOR 4
+#define S_SPILL_AUTO_MIN    (64ull << 20)
+static uint64_t s_spill_auto(s_worker_t *self)
+{
+    char dir[PATH_MAX];
+    if (self->spill_dir && self->spill_dir[0])
+        shoal__strlcpy(dir, self->spill_dir, sizeof dir);
+    else
+        snprintf(dir, sizeof dir, "%s/spill", self->store_dir);
+    //  The directory may not exist yet: the nearest one that does is on the same disk.
+    struct statvfs vfs;
+    while (statvfs(dir, &vfs) != 0) {
+        char *slash = strrchr(dir, '/');
+        if (!slash || slash == dir) {
+            shoal__strlcpy(dir, "/", sizeof dir);
+            if (statvfs(dir, &vfs) != 0)
+                return 0;
+            break;
+        }
+        *slash = 0;
+    }
+    uint64_t free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    uint64_t size = self->shm_size * S_SPILL_AUTO_FACTOR;
+    if (size > free_bytes / 2)
+        size = free_bytes / 2 & ~((1ull << 20) - 1); //  whole MiB, for the log
+    double free_gib = (double)free_bytes / (1ull << 30);
+    if (size < S_SPILL_AUTO_MIN) {
+        shoal__warn("no disk tier: %s has %.1f GiB free (a default tier takes at most half); "
+                    "a full store fails writers after 5 s (--spill-size sets a tier)",
+                    dir, free_gib);
+        return 0;
+    }
+    char text[32];
+    shoal__info("disk tier: up to %s (default: %d x --shm-size, at most half of the %.1f GiB "
+                "free on %s; --spill-size 0 turns it off)",
+                s_size_text(size, text, sizeof text), S_SPILL_AUTO_FACTOR, free_gib, dir);
+    return size;
+}
+
 static char **s_make_envp(const char *scratch, int progress_fd)
 {
     size_t n = 0;
@@ -4190,6 +4235,8 @@ static int s_setup(s_worker_t *self, const shoal_worker_config_t *cfg)
     s_stop_wr = fds[1];
     s_stop_flag = 0;
 
+    if (self->spill_size == SHOAL_WORKER_SPILL_AUTO)
+        self->spill_size = s_spill_auto(self);
     shoal_store_config_t sc = {.dir = self->store_dir,
                                .name = self->store_name,
                                .capacity = self->shm_size,

@@ -27,8 +27,11 @@ typedef struct {
     bool reset_store;         /*  start with an empty store: what the store dir and arena held
                                   is removed (`shoal worker --reset-store`) */
     const char *spill_dir;    /*  the disk tier's directory; default STORE_DIR/spill */
-    uint64_t spill_size;      /*  the disk tier's cap in bytes; 0: no disk tier (no spilling) */
+    uint64_t spill_size;      /*  the disk tier's cap in bytes; 0: no disk tier (no spilling);
+                                  SHOAL_WORKER_SPILL_AUTO: 4 x shm_size, at most half the disk
+                                  space free at start */
 } shoal_worker_config_t;
+#define SHOAL_WORKER_SPILL_AUTO UINT64_MAX
 /*  Zero (or NULL) in any field means "the default" above; prefetch < 0 means no prefetch
     (capacity = slots). */
 
