@@ -3431,7 +3431,13 @@ static void s_query_task(s_broker_t *self, s_query_t *qs, s_task_t *t)
     }
     for (uint32_t i = 0; i < t->n_outputs; i++) {
         s_object_t *o = s_object(self, shoal_ref_output(t->id, (uint16_t)i));
-        if (o && (!q->worker || (o->worker && strcmp(o->worker->name, q->worker) == 0)))
+        if (!o)
+            continue;
+        //  A persisted object whose worker is away is listed under that worker's name.
+        const char *holder = o->worker ? o->worker->name
+                             : o->away ? shoal__refmap_get(self->away, o->ref)
+                                       : NULL;
+        if (!q->worker || (holder && strcmp(holder, q->worker) == 0))
             s_query_offer(qs, (s_hit_t){o->since_us, t, o});
     }
 }

@@ -2732,6 +2732,10 @@ static void test_a_persisted_put_stays_while_its_worker_is_away_and_comes_back_w
     assert_int_equal(r->objects.items[0].state, SHOAL_OBJECT_PERSISTED);
     assert_string_equal(r->objects.items[0].worker, "w1");
     shoal_wire_in_clear(&in);
+    //  Found by that name too (shoal ls --worker w1).
+    r = s_query(c, NULL, NULL, "w1", NULL, 0, &in);
+    s_assert_listed(r, &p.id, 1, 0);
+    shoal_wire_in_clear(&in);
     //  A task reading P waits (no worker could read it now) ...
     void *w2 = s_worker(f, "w2", 2);
     shoal_wire_task_t reader = s_task(3, &p.id, 1);
