@@ -1559,11 +1559,12 @@ static void s_peers_tick(s_worker_t *self, int64_t now)
         s_peer_t *p = self->peers[i];
         if (p->head && now - p->last_progress_us > (int64_t)S_FETCH_TIMEOUT_MS * 1000) {
             char text[SHOAL_REF_TEXT_SIZE];
-            //  A task streaming an input may have read some of it: failed as a failed
-            //  input is (its retries apply), not requeued as lost.
+            //  A live worker answers a held ask within a second: this one died, and its
+            //  objects with it. Lost, also for a task streaming an input it has read some
+            //  of: the broker requeues the input's producer, and the task reads its output
+            //  anew from 0 (it may have canceled and requeued the task already).
             while (p->head)
-                s_fetch_fail(self, p->head,
-                             p->head->stream && p->head->sized ? SHOAL_ETASK : SHOAL_ELOST,
+                s_fetch_fail(self, p->head, SHOAL_ELOST,
                              "input %s: no answer from worker %s at %s for %d s",
                              s_ref_text(p->head->ref, text), p->head->worker, p->endpoint,
                              S_FETCH_TIMEOUT_MS / 1000);
