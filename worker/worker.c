@@ -760,11 +760,26 @@ static void s_spill_pump(s_worker_t *self)
 
 //  Before storing a task output: an object of the same ref left by an earlier attempt
 //  (or by the same task before a re-hello) goes, unless a task still reads it.
+static void s_fetch_fail(s_worker_t *self, s_fetch_t *f, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 static int s_clear_for_output(s_worker_t *self, shoal_ref_t ref)
 {
     shoal_store_obj_t obj;
     if (shoal_store_lookup(self->store, ref, &obj) != 0)
         return 0;
+    s_fetch_t *f = shoal__refmap_get(self->fetches, ref);
+    if (f && f->stream) {
+        //  A copy of an earlier attempt's output, pulled from the worker that wrote it: that
+        //  attempt is over (its worker died, and this is the retry), and the copy will never
+        //  be whole. Its readers are lost, not failed: they read the retry's output anew.
+        char text[SHOAL_REF_TEXT_SIZE];
+        s_fetch_fail(self, f, SHOAL_ELOST,
+                     "streaming input %s: a new attempt of its producer writes it on worker %s",
+                     s_ref_text(ref, text), self->name);
+        if (shoal_store_lookup(self->store, ref, &obj) != 0)
+            return 0; //  the copy was aborted (and its generation bumped)
+    }
     if (s_uses(self, ref) || shoal__refmap_get(self->fetches, ref))
         return SHOAL_EEXIST;
     shoal__refmap_remove(self->copies, ref);
@@ -1067,7 +1082,10 @@ static void s_fetch_free(s_fetch_t *f)
 //  Drops a fetch: its allocation is aborted; replies still on their way are ignored.
 static void s_fetch_abandon(s_worker_t *self, s_fetch_t *f)
 {
-    shoal_store_abort(self->store, f->ref);
+    //  A streaming pull not sized yet has allocated nothing: an allocation of that ref is
+    //  someone else's (a new attempt of its producer, here).
+    if (!f->stream || f->sized)
+        shoal_store_abort(self->store, f->ref);
     s_peer_unlink(f->peer, f);
     shoal__refmap_remove(self->fetches, f->ref);
     shoal__refmap_remove(self->copies, f->ref);
@@ -1093,12 +1111,12 @@ static void s_fetch_fail(s_worker_t *self, s_fetch_t *f, int status, const char 
     for (size_t i = 0; i < f->n_readers; i++)
         S_PUSH(waiters, n, f->cap_waiters, f->readers[i]);
     f->n_readers = 0;
-    bool stream = f->stream;
+    bool copy = f->stream && f->sized;
     shoal_ref_t ref = f->ref;
     s_fetch_abandon(self, f);
     s_fail_waiters(self, waiters, n, status, error);
     free(waiters);
-    if (stream) //  executors' held e_reads of the copy, and its generation
+    if (copy) //  executors' held e_reads of the copy, and its generation
         s_stream_abort(self, ref, error);
 }
 
@@ -1389,6 +1407,15 @@ static void s_pull_reply(s_worker_t *self, s_fetch_t *f, const shoal_wire_data_t
     if (!f->sized) {
         shoal_store_obj_t obj;
         int rc = s_store_alloc(self, f->ref, d->size, &obj);
+        if (rc == SHOAL_EEXIST) {
+            //  A new attempt of its producer allocated it here meanwhile: what the holder
+            //  has is an attempt that is over. Lost: the broker places the readers again.
+            s_fetch_fail(self, f, SHOAL_ELOST,
+                         "streaming input %s: a new attempt of its producer writes it on "
+                         "worker %s",
+                         text, self->name);
+            return;
+        }
         if (rc) {
             s_store_text(self, st, sizeof st);
             s_fetch_fail(self, f, rc == SHOAL_EFULL ? SHOAL_EFULL : rc,
