@@ -424,24 +424,36 @@ static int s_fake_teardown(void **state)
 
 //  Dispatches task n (output ref shoal_ref_output(id, 0)) running fn with arg; input, when
 //  not NULL, streams and is being written by the fake peer.
-static shoal_ref_t s_fake_dispatch(s_fake_t *f, shoal_ref_t id, uint64_t attempt, const char *fn,
-                                   const char *arg, const shoal_ref_t *input)
+//  Dispatches task id running fn with arg and one input, when not NULL: one that streams,
+//  being written by the fake peer, or (sealed_size > 0) one sealed there, fetched whole.
+static shoal_ref_t s_fake_dispatch_of(s_fake_t *f, shoal_ref_t id, uint64_t attempt, const char *fn,
+                                      const char *arg, const shoal_ref_t *input,
+                                      uint64_t sealed_size)
 {
     shoal_ref_t in_ref = input ? *input : id;
-    shoal_wire_input_t in = {
-        .ref = in_ref, .flags = SHOAL_IN_WRITING, .endpoint = f->peer_ep, .worker = "fake"};
+    shoal_wire_input_t in = {.ref = in_ref,
+                             .size = sealed_size,
+                             .flags = sealed_size ? 0 : SHOAL_IN_WRITING,
+                             .endpoint = f->peer_ep,
+                             .worker = "fake"};
     shoal_wire_dispatch_t d = {.task = {.id = id,
                                         .kind = SHOAL_KIND_FN,
                                         .fn = (char *)fn,
                                         .arg = {(const uint8_t *)arg, arg ? strlen(arg) + 1 : 0},
                                         .inputs = {&in_ref, input ? 1 : 0},
                                         .n_outputs = 1,
-                                        .stream = input ? 1 : 0},
+                                        .stream = input && !sealed_size ? 1 : 0},
                                .attempt = attempt,
                                .inputs = {&in, input ? 1 : 0}};
     shoal_wire_w_dispatch_t msg = {.tasks = {&d, 1}};
     assert_int_equal(shoal_wire_send(f->broker, &f->w, SHOAL_MSG_w_dispatch, &msg, NULL, 0), 0);
     return id;
+}
+
+static shoal_ref_t s_fake_dispatch(s_fake_t *f, shoal_ref_t id, uint64_t attempt, const char *fn,
+                                   const char *arg, const shoal_ref_t *input)
+{
+    return s_fake_dispatch_of(f, id, attempt, fn, arg, input, 0);
 }
 
 //  Waits for the next ask the fake peer gets (its sender in *from), serving the broker.
@@ -482,6 +494,29 @@ static void s_fake_reply(s_fake_t *f, const shoal_wire_peer_t *to, const shoal_w
                            .gen = 1};
     assert_int_equal(shoal_wire_send(f->peer, to, SHOAL_MSG_data, &d, n ? chunk : NULL, (size_t)n),
                      0);
+}
+
+//  The next ask for ref (asks for other refs are dropped: they are asked again).
+static shoal_wire_fetch_t s_fake_ask_for(s_fake_t *f, shoal_ref_t ref, shoal_wire_peer_t *from,
+                                         int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + (int64_t)timeout_ms * h_scale();
+    for (;;) {
+        int64_t left = deadline - h_now_ms();
+        if (left <= 0)
+            fail_msg("the fake peer got no ask for its object within %d ms", timeout_ms);
+        shoal_wire_fetch_t req = s_fake_ask(f, from, (int)(left / h_scale()) + 1);
+        if (shoal_ref_equal(req.ref, ref))
+            return req;
+    }
+}
+
+static void s_fake_fail(s_fake_t *f, const shoal_wire_peer_t *to, const shoal_wire_fetch_t *req,
+                        int code)
+{
+    shoal_wire_data_t d = {
+        .seq = req->seq, .ref = req->ref, .code = code, .error = "aborted by the test"};
+    assert_int_equal(shoal_wire_send(f->peer, to, SHOAL_MSG_data, &d, NULL, 0), 0);
 }
 
 //  Waits for the result of task id (serving the broker); returns its status.
@@ -549,6 +584,98 @@ static void test_a_retry_of_the_producer_takes_the_place_of_a_pulled_copy(void *
     assert_int_equal(s_fake_result(f, p2, 10000, &error), 0); //  its output was left alone
 }
 
+/*  A copy finds no room: it waits for room as an ordinary input does (here the copy of
+    another pull goes when its writer aborts it), then pulls; a copy larger than the store
+    fails at once, naming the sizes. */
+static void test_a_pulled_copy_waits_for_room_and_one_too_big_fails_naming_sizes(void **state)
+{
+    s_fake_t *f = *state;
+    shoal_ref_t a = shoal_ref_make(98, 1, 0), b = shoal_ref_make(98, 2, 0),
+                big = shoal_ref_make(98, 3, 0);
+    shoal_ref_t c1 = shoal_ref_make(98, 11, 0), c2 = shoal_ref_make(98, 12, 0),
+                c3 = shoal_ref_make(98, 13, 0);
+    shoal_wire_peer_t from;
+    s_fake_dispatch(f, c1, 1, s_copy, NULL, &a);
+    shoal_wire_fetch_t req = s_fake_ask_for(f, a, &from, 5000);
+    s_fake_reply(f, &from, &req, 10 * MiB, 0, false);
+    shoal_wire_fetch_t held = s_fake_ask_for(f, a, &from, 5000); //  c1 runs
+    shoal_wire_peer_t held_from = from;
+    s_fake_dispatch(f, c2, 1, s_copy, NULL, &b);
+    req = s_fake_ask_for(f, b, &from, 5000);
+    s_fake_reply(f, &from, &req, 10 * MiB, 0, false); //  no room: 10 of 16 MiB are taken
+    const char *error;
+    for (int i = 0; i < 10; i++) { //  c2 waits rather than fail
+        zmq_pollitem_t item = {f->broker, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 20);
+        s_fake_broker(f);
+    }
+    for (int i = 0; i < f->n_results; i++)
+        if (shoal_ref_equal(f->results[i].id, c2))
+            fail_msg("c2 failed: %s", f->errors[i]);
+    s_fake_fail(f, &held_from, &held, SHOAL_ECANCELED);
+    assert_int_equal(s_fake_result(f, c1, 5000, &error), SHOAL_ETASK);
+    req = s_fake_ask_for(f, b, &from, 5000); //  c2's copy is allocated: it asks for bytes
+    assert_int_equal(req.offset, 0);
+    s_fake_dispatch(f, c3, 1, s_copy, NULL, &big);
+    req = s_fake_ask_for(f, big, &from, 5000);
+    s_fake_reply(f, &from, &req, 1024ull * MiB, 0, false);
+    int64_t st = s_fake_result(f, c3, 5000, &error);
+    if (st != SHOAL_ETOOBIG || !strstr(error, "1 GiB") || !strstr(error, "16 MiB"))
+        print_error("c3: %s: %s\n", shoal_strerror((int)st), error);
+    assert_int_equal(st, SHOAL_ETOOBIG);
+    assert_non_null(strstr(error, "1 GiB"));
+}
+
+/*  A pull keeps its asks in flight (the writer holds them): an ordinary fetch from the
+    same writer still gets its requests out. */
+static void test_a_pull_leaves_room_for_ordinary_fetches_from_the_same_peer(void **state)
+{
+    s_fake_t *f = *state;
+    shoal_ref_t a = shoal_ref_make(97, 1, 0), sealed = shoal_ref_make(97, 2, 0);
+    shoal_ref_t c1 = shoal_ref_make(97, 11, 0), d = shoal_ref_make(97, 12, 0);
+    shoal_wire_peer_t from;
+    s_fake_dispatch(f, c1, 1, s_copy, NULL, &a);
+    shoal_wire_fetch_t req = s_fake_ask_for(f, a, &from, 5000);
+    s_fake_reply(f, &from, &req, 12 * MiB, 12 * MiB, false); //  all there: 8 chunk asks
+    for (int i = 0; i < 8; i++)
+        assert_true(s_fake_ask_for(f, a, &from, 5000).flags & SHOAL_FETCH_STREAM);
+    s_fake_dispatch_of(f, d, 1, s_copy, NULL, &sealed, 100);
+    req = s_fake_ask_for(f, sealed, &from, 2000);
+    assert_false(req.flags & SHOAL_FETCH_STREAM);
+}
+
+/*  An ask the writer drops (its stash was full) is asked again after its hold and 2 s:
+    the watermark does not freeze while other asks are answered. */
+static void test_a_pull_asks_again_for_an_ask_its_writer_dropped(void **state)
+{
+    s_fake_t *f = *state;
+    shoal_ref_t a = shoal_ref_make(96, 1, 0), c1 = shoal_ref_make(96, 11, 0);
+    shoal_wire_peer_t from;
+    s_fake_dispatch(f, c1, 1, s_copy, NULL, &a);
+    shoal_wire_fetch_t req = s_fake_ask_for(f, a, &from, 5000);
+    s_fake_reply(f, &from, &req, 3 * MiB, 3 * MiB, false); //  with its first MiB
+    shoal_wire_fetch_t x = s_fake_ask_for(f, a, &from, 5000);
+    shoal_wire_fetch_t y = s_fake_ask_for(f, a, &from, 5000);
+    if (x.offset > y.offset) {
+        shoal_wire_fetch_t t = x;
+        x = y;
+        y = t;
+    }
+    assert_int_equal(x.offset, MiB); //  dropped
+    s_fake_reply(f, &from, &y, 3 * MiB, 3 * MiB, false);
+    req = s_fake_ask_for(f, a, &from, 6000); //  asked again
+    assert_int_equal(req.offset, MiB);
+    s_fake_reply(f, &from, &req, 3 * MiB, 3 * MiB, false);
+    req = s_fake_ask_for(f, a, &from, 5000); //  the seal
+    assert_int_equal(req.offset, 3 * MiB);
+    s_fake_reply(f, &from, &req, 3 * MiB, 3 * MiB, true);
+    const char *error;
+    int64_t st = s_fake_result(f, c1, 10000, &error);
+    if (st)
+        print_error("c1: %s\n", error);
+    assert_int_equal(st, 0);
+}
+
 int main(void)
 {
     snprintf(s_copy, sizeof s_copy, "%s:stream_copy", SHOAL_TEST_PLUGIN);
@@ -566,6 +693,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_retry_of_the_producer_takes_the_place_of_a_pulled_copy, s_fake_setup,
             s_fake_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_pulled_copy_waits_for_room_and_one_too_big_fails_naming_sizes, s_fake_setup,
+            s_fake_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_pull_leaves_room_for_ordinary_fetches_from_the_same_peer, s_fake_setup,
+            s_fake_teardown),
+        cmocka_unit_test_setup_teardown(test_a_pull_asks_again_for_an_ask_its_writer_dropped,
+                                        s_fake_setup, s_fake_teardown),
     };
     int failed = cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
     return failed + cmocka_run_group_tests(fakes, NULL, NULL);
