@@ -341,6 +341,8 @@ typedef struct {
     int n_results;
     shoal_ref_t allocated[16]; //  refs the worker noted ALLOCATED
     int n_allocated;
+    uint64_t store_bytes; //  as its last heartbeat said
+    int heartbeats;
 } s_fake_t;
 
 static void *s_fake_bind(s_fake_t *f, char *ep, size_t size)
@@ -372,6 +374,9 @@ static void s_fake_broker(s_fake_t *f)
             }
             shoal_wire_w_done_ack_t ack = {.seq = m->u.w_done.seq};
             shoal_wire_send(f->broker, &f->w, SHOAL_MSG_w_done_ack, &ack, NULL, 0);
+        } else if (m->type == SHOAL_MSG_heartbeat) {
+            f->store_bytes = m->u.heartbeat.store_bytes;
+            f->heartbeats++;
         } else if (m->type == SHOAL_MSG_w_objects) {
             for (size_t i = 0; i < m->u.w_objects.items.count && f->n_allocated < 16; i++)
                 if (m->u.w_objects.items.items[i].state == SHOAL_OBJ_NOTE_ALLOCATED)
@@ -389,7 +394,7 @@ static void s_fake_broker(s_fake_t *f)
 static int s_fake_setup(void **state)
 {
     s_fake_t *f = calloc(1, sizeof *f);
-    f->c = h_cluster_start_with(0, 2, "16M", "--prefetch 0 --spill-size 0");
+    f->c = h_cluster_start_with(0, 2, "32M", "--prefetch 0 --spill-size 0");
     assert_non_null(f->c);
     f->ctx = zmq_ctx_new();
     f->broker = s_fake_bind(f, f->broker_ep, sizeof f->broker_ep);
@@ -597,12 +602,12 @@ static void test_a_pulled_copy_waits_for_room_and_one_too_big_fails_naming_sizes
     shoal_wire_peer_t from;
     s_fake_dispatch(f, c1, 1, s_copy, NULL, &a);
     shoal_wire_fetch_t req = s_fake_ask_for(f, a, &from, 5000);
-    s_fake_reply(f, &from, &req, 10 * MiB, 0, false);
+    s_fake_reply(f, &from, &req, 20 * MiB, 0, false);
     shoal_wire_fetch_t held = s_fake_ask_for(f, a, &from, 5000); //  c1 runs
     shoal_wire_peer_t held_from = from;
     s_fake_dispatch(f, c2, 1, s_copy, NULL, &b);
     req = s_fake_ask_for(f, b, &from, 5000);
-    s_fake_reply(f, &from, &req, 10 * MiB, 0, false); //  no room: 10 of 16 MiB are taken
+    s_fake_reply(f, &from, &req, 20 * MiB, 0, false); //  no room: 20 of 32 MiB are taken
     const char *error;
     for (int i = 0; i < 10; i++) { //  c2 waits rather than fail
         zmq_pollitem_t item = {f->broker, 0, ZMQ_POLLIN, 0};
@@ -620,7 +625,7 @@ static void test_a_pulled_copy_waits_for_room_and_one_too_big_fails_naming_sizes
     req = s_fake_ask_for(f, big, &from, 5000);
     s_fake_reply(f, &from, &req, 1024ull * MiB, 0, false);
     int64_t st = s_fake_result(f, c3, 5000, &error);
-    if (st != SHOAL_ETOOBIG || !strstr(error, "1 GiB") || !strstr(error, "16 MiB"))
+    if (st != SHOAL_ETOOBIG || !strstr(error, "1 GiB") || !strstr(error, "32 MiB"))
         print_error("c3: %s: %s\n", shoal_strerror((int)st), error);
     assert_int_equal(st, SHOAL_ETOOBIG);
     assert_non_null(strstr(error, "1 GiB"));
@@ -676,6 +681,79 @@ static void test_a_pull_asks_again_for_an_ask_its_writer_dropped(void **state)
     assert_int_equal(st, 0);
 }
 
+//  Serves the broker side until the worker has sent two more heartbeats: the store_bytes of
+//  the last one is after what the test did before the call.
+static uint64_t s_fake_store_bytes(s_fake_t *f)
+{
+    int want = f->heartbeats + 2;
+    int64_t deadline = h_now_ms() + 5000 * h_scale();
+    while (f->heartbeats < want) {
+        assert_true(h_now_ms() < deadline);
+        zmq_pollitem_t item = {f->broker, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 20);
+        s_fake_broker(f);
+    }
+    return f->store_bytes;
+}
+
+/*  A consumer canceled while it pulls: its copy is aborted, the store's usage is back to
+    what it was. A zero-size input streams to its end; an input sealed already and larger
+    than 8 chunks is pulled whole, each chunk asked once it fits the window. */
+static void test_a_pull_ends_with_its_consumer_and_reads_empty_and_sealed_inputs(void **state)
+{
+    s_fake_t *f = *state;
+    shoal_ref_t a = shoal_ref_make(95, 1, 0), c1 = shoal_ref_make(95, 11, 0);
+    shoal_wire_peer_t from;
+    uint64_t before = s_fake_store_bytes(f);
+    s_fake_dispatch(f, c1, 1, s_copy, NULL, &a);
+    shoal_wire_fetch_t req = s_fake_ask_for(f, a, &from, 5000);
+    s_fake_reply(f, &from, &req, 10 * MiB, 0, false);
+    s_fake_ask_for(f, a, &from, 5000); //  it runs
+    assert_true(s_fake_store_bytes(f) >= before + 10 * MiB);
+    shoal_wire_attempt_ref_t at = {.id = c1, .attempt = 1};
+    shoal_wire_w_cancel_t cancel = {.tasks = {&at, 1}};
+    assert_int_equal(shoal_wire_send(f->broker, &f->w, SHOAL_MSG_w_cancel, &cancel, NULL, 0), 0);
+    const char *error;
+    assert_int_equal(s_fake_result(f, c1, 5000, &error), SHOAL_ECANCELED);
+    uint64_t after = s_fake_store_bytes(f);
+    if (after > before + 64 * 1024) //  its output's allocation at most (and the log's)
+        fail_msg("the store holds %llu bytes, %llu before", (unsigned long long)after,
+                 (unsigned long long)before);
+    //  Zero bytes: sized and final in the first reply.
+    shoal_ref_t empty = shoal_ref_make(95, 2, 0), c2 = shoal_ref_make(95, 12, 0);
+    s_fake_dispatch(f, c2, 1, s_copy, NULL, &empty);
+    req = s_fake_ask_for(f, empty, &from, 5000);
+    s_fake_reply(f, &from, &req, 0, 0, true);
+    int64_t st = s_fake_result(f, c2, 5000, &error);
+    if (st)
+        print_error("c2: %s\n", error);
+    assert_int_equal(st, 0);
+    //  Sealed, 12 chunks and a bit: every ask answered as it comes.
+    shoal_ref_t sealed = shoal_ref_make(95, 3, 0), c3 = shoal_ref_make(95, 13, 0);
+    uint64_t size = 12 * MiB + 77;
+    s_fake_dispatch(f, c3, 1, s_copy, NULL, &sealed);
+    int64_t deadline = h_now_ms() + 10000 * h_scale();
+    for (bool done = false; !done;) {
+        assert_true(h_now_ms() < deadline);
+        zmq_pollitem_t items[] = {{f->broker, 0, ZMQ_POLLIN, 0}, {f->peer, 0, ZMQ_POLLIN, 0}};
+        zmq_poll(items, 2, 20);
+        s_fake_broker(f);
+        shoal_wire_in_t in;
+        while (shoal_wire_recv(f->peer, true, &in, ZMQ_DONTWAIT) == 0) {
+            assert_int_equal(in.msg.type, SHOAL_MSG_fetch);
+            if (shoal_ref_equal(in.msg.u.fetch.ref, sealed))
+                s_fake_reply(f, &in.peer, &in.msg.u.fetch, size, size, true);
+            shoal_wire_in_clear(&in);
+        }
+        for (int i = 0; i < f->n_results; i++)
+            done |= shoal_ref_equal(f->results[i].id, c3);
+    }
+    st = s_fake_result(f, c3, 10000, &error);
+    if (st)
+        print_error("c3: %s\n", error);
+    assert_int_equal(st, 0);
+}
+
 int main(void)
 {
     snprintf(s_copy, sizeof s_copy, "%s:stream_copy", SHOAL_TEST_PLUGIN);
@@ -701,6 +779,9 @@ int main(void)
             s_fake_teardown),
         cmocka_unit_test_setup_teardown(test_a_pull_asks_again_for_an_ask_its_writer_dropped,
                                         s_fake_setup, s_fake_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_pull_ends_with_its_consumer_and_reads_empty_and_sealed_inputs, s_fake_setup,
+            s_fake_teardown),
     };
     int failed = cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
     return failed + cmocka_run_group_tests(fakes, NULL, NULL);

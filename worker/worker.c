@@ -1101,7 +1101,8 @@ static void s_fetch_abandon(s_worker_t *self, s_fetch_t *f)
     if (f->room_until_us)
         self->n_pull_room--;
     s_peer_unlink(f->peer, f);
-    shoal__refmap_remove(self->fetches, f->ref);
+    if (shoal__refmap_get(self->fetches, f->ref) == f)
+        shoal__refmap_remove(self->fetches, f->ref);
     shoal__refmap_remove(self->copies, f->ref);
     s_fetch_free(f);
 }
@@ -1127,9 +1128,14 @@ static void s_fetch_fail(s_worker_t *self, s_fetch_t *f, int status, const char 
     f->n_readers = 0;
     bool copy = f->stream && f->sized;
     shoal_ref_t ref = f->ref;
-    s_fetch_abandon(self, f);
+    //  Its tasks die before the copy's range is aborted (and maybe reused at once): an
+    //  executor still running never reads another object's bytes there. Unlinked first,
+    //  so freeing them does not drop it under us.
+    s_peer_unlink(f->peer, f);
+    shoal__refmap_remove(self->fetches, ref);
     s_fail_waiters(self, waiters, n, status, error);
     free(waiters);
+    s_fetch_abandon(self, f);
     if (copy) //  executors' held e_reads of the copy, and its generation
         s_stream_abort(self, ref, error);
 }
