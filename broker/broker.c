@@ -2100,6 +2100,49 @@ static void s_on_w_objects(s_broker_t *self, s_worker_t *w, const shoal_wire_w_o
 
 //  A worker is gone (silent, replaced, or shut down): its tasks go back to the queue and
 //  the outputs only it held are recomputed.
+/*  p, which was writing its outputs on worker w, goes back to the queue (w is gone): a
+    consumer dispatched to another worker that streams one of those outputs pulls it from w,
+    which will never answer again (its worker would wait 10 s for nothing, then fail it).
+    Stopped on its worker and requeued as lost, as a task of a dead worker is (bounded by
+    S_MAX_LOST, not by its retries): it reads the output anew, from 0, as p's next attempt
+    writes it. Before p ran on another worker, such a consumer ran on w and was lost with it:
+    the same outcome. */
+static void s_stream_readers_lost(s_broker_t *self, s_task_t *p, const s_worker_t *w)
+{
+    char text[SHOAL_REF_TEXT_SIZE], ptext[SHOAL_REF_TEXT_SIZE];
+    for (uint32_t i = 0; i < s_n_consumers(p); i++) {
+        s_task_t *c = s_consumer(self->tasks, p, i);
+        if (!c || c->state != SHOAL_STATE_RUNNING || !c->linked || !c->worker || c->worker == w ||
+            !s_stream_mask(c))
+            continue;
+        bool streams = false;
+        for (uint32_t k = 0; k < c->n_inputs && k < SHOAL_STREAM_INPUTS_MAX && !streams; k++)
+            streams = (s_stream_mask(c) >> k & 1) &&
+                      shoal_ref_equal(shoal_ref_task(s_inputs(c)[k]), p->id);
+        if (!streams)
+            continue;
+        shoal_wire_attempt_ref_t a = {.id = c->id, .attempt = c->attempt};
+        shoal_wire_w_cancel_t msg = {.tasks = {&a, 1}};
+        shoal_wire_send(self->router, &c->worker->peer, SHOAL_MSG_w_cancel, &msg, NULL, 0);
+        shoal__info("task %s on worker %s streams an output of %s, lost with worker %s: "
+                    "requeued",
+                    s_ref_text(c->id, text), c->worker->name, s_ref_text(p->id, ptext), w->name);
+        s_worker_detach(c);
+        c->worker = NULL;
+        c->lost++;
+        if (c->lost > S_MAX_LOST) {
+            s_set_error(c, SHOAL_ELOST, 0,
+                        "lost %d times (last: an input it streamed was lost with worker %s); "
+                        "giving up",
+                        c->lost, w->name);
+            s_finish(self, c, SHOAL_STATE_FAILED);
+            continue;
+        }
+        c->missing = s_count_missing(self, c); //  p is not running: c waits for it
+        s_make_ready(self, c, true);
+    }
+}
+
 static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
 {
     //  A clean stop is news, not trouble.
@@ -2139,8 +2182,10 @@ static void s_worker_remove(s_broker_t *self, s_worker_t *w, const char *reason)
                         "lost with its worker %d times (last: %s, %s); giving up", t->lost, w->name,
                         reason);
             s_finish(self, t, SHOAL_STATE_FAILED);
-        } else
+        } else {
             s_make_ready(self, t, true);
+            s_stream_readers_lost(self, t, w);
+        }
     }
     free(lost);
     //  Objects: drop this holder; DONE tasks whose outputs are gone run again.

@@ -150,14 +150,15 @@ static void s_expect(void *sock, int type, shoal_wire_in_t *in, int timeout_ms)
     }
 }
 
-static void *s_worker(fixture_t *f, const char *name, uint64_t pid)
+//  A worker of one slot that takes capacity tasks at once.
+static void *s_worker_of(fixture_t *f, const char *name, uint64_t pid, uint64_t capacity)
 {
     void *w = s_dealer(f);
     shoal_wire_w_hello_t hello = {.version = SHOAL_PROTO_VERSION,
                                   .name = (char *)name,
                                   .host = "testhost",
                                   .slots = 1,
-                                  .capacity = 4,
+                                  .capacity = capacity,
                                   .endpoint = "tcp://127.0.0.1:1",
                                   .pid = pid};
     assert_int_equal(shoal_wire_send(w, NULL, SHOAL_MSG_w_hello, &hello, NULL, 0), 0);
@@ -166,6 +167,11 @@ static void *s_worker(fixture_t *f, const char *name, uint64_t pid)
     assert_int_equal(in.msg.u.w_welcome.code, 0);
     shoal_wire_in_clear(&in);
     return w;
+}
+
+static void *s_worker(fixture_t *f, const char *name, uint64_t pid)
+{
+    return s_worker_of(f, name, pid, 4);
 }
 
 static void *s_client(fixture_t *f)
@@ -389,6 +395,83 @@ static void test_silent_worker_is_declared_dead_and_its_task_runs_elsewhere(void
     assert_int_equal(shoal_wire_send(w1, NULL, SHOAL_MSG_w_done, &done, NULL, 0), 0);
     s_expect(w1, SHOAL_MSG_error, &in, 5000);
     assert_int_equal(in.msg.u.error.code, SHOAL_ESTATE);
+    shoal_wire_in_clear(&in);
+    s_close(w1);
+    s_close(w2);
+    s_close(c);
+}
+
+static void s_output_note(void *w, shoal_ref_t ref, uint64_t size);
+static shoal_wire_status_t *s_watch(void *c, shoal_ref_t ref, shoal_wire_in_t *in);
+
+/*  A task on w2 streams an output that its producer writes on w1 (w1 is full): w2 pulls it
+    from w1. w1 goes silent: its producer is requeued, and the consumer is stopped on w2
+    (w_cancel) and requeued as lost, not failed (its worker would otherwise wait for a
+    reply from w1 that never comes, then fail it): it runs again once the producer's next
+    attempt has written its output, and reads it anew. */
+static void
+test_a_task_streaming_an_output_lost_with_its_worker_is_stopped_and_requeued(void **state)
+{
+    fixture_t *f = *state;
+    void *w1 = s_worker_of(f, "w1", 1, 1);
+    void *c = s_client(f);
+    shoal_wire_task_t p = s_task(1, NULL, 0);
+    s_submit(c, &p, 1, 0);
+    shoal_wire_in_t in;
+    s_expect(w1, SHOAL_MSG_w_dispatch, &in, 5000);
+    assert_true(shoal_ref_equal(in.msg.u.w_dispatch.tasks.items[0].task.id, p.id));
+    shoal_wire_in_clear(&in);
+    shoal_ref_t out = shoal_ref_output(p.id, 0);
+    s_output_note(w1, out, 0);
+    void *w2 = s_worker_of(f, "w2", 2, 1);
+    shoal_wire_task_t t = s_task(2, &out, 1);
+    t.stream = 1;
+    s_submit(c, &t, 1, 0);
+    s_expect(w2, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_dispatch_t *d = &in.msg.u.w_dispatch.tasks.items[0];
+    assert_true(shoal_ref_equal(d->task.id, t.id));
+    assert_int_equal(d->attempt, 1);
+    assert_int_equal(d->inputs.items[0].flags, SHOAL_IN_WRITING);
+    shoal_wire_in_clear(&in);
+    //  w1 stays silent; w2 keeps talking. It is told to stop the consumer, then gets the
+    //  producer's next attempt (the consumer no longer takes its only place).
+    int64_t deadline = shoal__now_ms() + 5000;
+    bool canceled = false, got = false;
+    while (!got && shoal__now_ms() < deadline) {
+        shoal_wire_heartbeat_t hb = {0};
+        shoal_wire_send(w2, NULL, SHOAL_MSG_heartbeat, &hb, NULL, 0);
+        zmq_pollitem_t item = {w2, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 50) < 1)
+            continue;
+        assert_int_equal(shoal_wire_recv(w2, false, &in, 0), 0);
+        if (in.msg.type == SHOAL_MSG_w_cancel) {
+            assert_int_equal(in.msg.u.w_cancel.tasks.count, 1);
+            assert_true(shoal_ref_equal(in.msg.u.w_cancel.tasks.items[0].id, t.id));
+            assert_int_equal(in.msg.u.w_cancel.tasks.items[0].attempt, 1);
+            canceled = true;
+        } else if (in.msg.type == SHOAL_MSG_w_dispatch) {
+            assert_true(canceled);
+            d = &in.msg.u.w_dispatch.tasks.items[0];
+            assert_true(shoal_ref_equal(d->task.id, p.id));
+            assert_int_equal(d->attempt, 2);
+            got = true;
+        }
+        shoal_wire_in_clear(&in);
+    }
+    assert_true(got);
+    //  The canceled attempt's result is fenced off; the consumer waits for the producer.
+    s_done(w2, t.id, 1, SHOAL_ECANCELED, NULL);
+    s_output_note(w2, out, 0);
+    s_done(w2, p.id, 2, 0, "bytes");
+    s_expect(w2, SHOAL_MSG_w_dispatch, &in, 5000);
+    d = &in.msg.u.w_dispatch.tasks.items[0];
+    assert_true(shoal_ref_equal(d->task.id, t.id));
+    assert_int_equal(d->attempt, 2);
+    assert_int_equal(d->inputs.items[0].flags, SHOAL_OUT_INLINE);
+    shoal_wire_in_clear(&in);
+    s_done(w2, t.id, 2, 0, "done");
+    shoal_wire_status_t *st = s_watch(c, t.id, &in);
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
     shoal_wire_in_clear(&in);
     s_close(w1);
     s_close(w2);
@@ -2988,6 +3071,9 @@ int main(void)
                                         s_teardown),
         cmocka_unit_test_setup_teardown(
             test_silent_worker_is_declared_dead_and_its_task_runs_elsewhere, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_task_streaming_an_output_lost_with_its_worker_is_stopped_and_requeued, s_setup,
+            s_teardown),
         cmocka_unit_test_setup_teardown(
             test_bad_batches_and_garbage_get_errors_and_the_broker_keeps_serving, s_setup,
             s_teardown),

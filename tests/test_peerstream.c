@@ -9,9 +9,11 @@
     an aborted put (the consumer fails naming it); consumers: a fn task and a command
     reading it on its stdin (--stdin-input). */
 #include "harness.h"
+#include "wire.h"
 
 #include <shoal.h>
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -323,6 +325,435 @@ static void test_a_command_reads_on_its_stdin_an_output_written_on_the_other_wor
     shoal_disconnect(&sh);
 }
 
+/*  ------------------------------------------------------------------------------------
+    One real worker driven by the test: the test is its broker (a ROUTER it dispatches
+    from) and the worker writing the input (a ROUTER that gets the streaming asks and
+    answers them as the test says), so the pull's corners come in a known order. */
+
+typedef struct {
+    h_cluster_t *c; //  its broker is not used; worker 0 talks to the test
+    void *ctx, *broker, *peer;
+    char broker_ep[256], peer_ep[256];
+    shoal_wire_peer_t w; //  the worker, on the broker ROUTER
+    int64_t next_hb;
+    shoal_wire_result_t results[16]; //  w_done results (id, attempt, status) in order
+    char errors[16][256];
+    int n_results;
+    shoal_ref_t allocated[16]; //  refs the worker noted ALLOCATED
+    int n_allocated;
+    uint64_t store_bytes; //  as its last heartbeat said
+    int heartbeats;
+} s_fake_t;
+
+static void *s_fake_bind(s_fake_t *f, char *ep, size_t size)
+{
+    void *s = zmq_socket(f->ctx, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_bind(s, "tcp://127.0.0.1:*"), 0);
+    assert_int_equal(zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, ep, &size), 0);
+    return s;
+}
+
+//  Handles what the worker sends the broker; heartbeats it.
+static void s_fake_broker(s_fake_t *f)
+{
+    shoal_wire_in_t in;
+    while (shoal_wire_recv(f->broker, true, &in, ZMQ_DONTWAIT) == 0) {
+        f->w = in.peer;
+        shoal_msg_t *m = &in.msg;
+        if (m->type == SHOAL_MSG_w_hello) {
+            shoal_wire_w_welcome_t wel = {.version = SHOAL_PROTO_VERSION, .heartbeat_ms = 500};
+            shoal_wire_send(f->broker, &f->w, SHOAL_MSG_w_welcome, &wel, NULL, 0);
+        } else if (m->type == SHOAL_MSG_w_done) {
+            for (size_t i = 0; i < m->u.w_done.results.count && f->n_results < 16; i++) {
+                const shoal_wire_result_t *r = &m->u.w_done.results.items[i];
+                f->results[f->n_results] =
+                    (shoal_wire_result_t){.id = r->id, .attempt = r->attempt, .status = r->status};
+                snprintf(f->errors[f->n_results++], 256, "%s", r->error ? r->error : "");
+            }
+            shoal_wire_w_done_ack_t ack = {.seq = m->u.w_done.seq};
+            shoal_wire_send(f->broker, &f->w, SHOAL_MSG_w_done_ack, &ack, NULL, 0);
+        } else if (m->type == SHOAL_MSG_heartbeat) {
+            f->store_bytes = m->u.heartbeat.store_bytes;
+            f->heartbeats++;
+        } else if (m->type == SHOAL_MSG_w_objects) {
+            for (size_t i = 0; i < m->u.w_objects.items.count && f->n_allocated < 16; i++)
+                if (m->u.w_objects.items.items[i].state == SHOAL_OBJ_NOTE_ALLOCATED)
+                    f->allocated[f->n_allocated++] = m->u.w_objects.items.items[i].ref;
+        }
+        shoal_wire_in_clear(&in);
+    }
+    if (h_now_ms() >= f->next_hb && f->w.size) {
+        shoal_wire_heartbeat_t hb = {0};
+        shoal_wire_send(f->broker, &f->w, SHOAL_MSG_heartbeat, &hb, NULL, 0);
+        f->next_hb = h_now_ms() + 200;
+    }
+}
+
+static int s_fake_setup(void **state)
+{
+    s_fake_t *f = calloc(1, sizeof *f);
+    f->c = h_cluster_start_with(0, 2, "32M", "--prefetch 0 --spill-size 0");
+    assert_non_null(f->c);
+    f->ctx = zmq_ctx_new();
+    f->broker = s_fake_bind(f, f->broker_ep, sizeof f->broker_ep);
+    f->peer = s_fake_bind(f, f->peer_ep, sizeof f->peer_ep);
+    char listen[sizeof f->c->listen];
+    memcpy(listen, f->c->listen, sizeof listen);
+    snprintf(f->c->listen, sizeof f->c->listen, "%s", f->broker_ep);
+    assert_int_equal(h_start_worker(f->c, 0), 0);
+    memcpy(f->c->listen, listen, sizeof listen);
+    int64_t deadline = h_now_ms() + 10000 * h_scale();
+    while (!f->w.size && h_now_ms() < deadline) {
+        zmq_pollitem_t item = {f->broker, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 20);
+        s_fake_broker(f);
+    }
+    assert_true(f->w.size > 0);
+    *state = f;
+    return 0;
+}
+
+static int s_fake_teardown(void **state)
+{
+    s_fake_t *f = *state;
+    h_kill_worker(f->c, 0, SIGKILL); //  its broker is the test: no clean goodbye
+    zmq_close(f->broker);
+    zmq_close(f->peer);
+    zmq_ctx_term(f->ctx);
+    int rc = h_cluster_stop(&f->c);
+    free(f);
+    return rc;
+}
+
+//  Dispatches task n (output ref shoal_ref_output(id, 0)) running fn with arg; input, when
+//  not NULL, streams and is being written by the fake peer.
+//  Dispatches task id running fn with arg and one input, when not NULL: one that streams,
+//  being written by the fake peer, or (sealed_size > 0) one sealed there, fetched whole.
+static shoal_ref_t s_fake_dispatch_of(s_fake_t *f, shoal_ref_t id, uint64_t attempt, const char *fn,
+                                      const char *arg, const shoal_ref_t *input,
+                                      uint64_t sealed_size)
+{
+    shoal_ref_t in_ref = input ? *input : id;
+    shoal_wire_input_t in = {.ref = in_ref,
+                             .size = sealed_size,
+                             .flags = sealed_size ? 0 : SHOAL_IN_WRITING,
+                             .endpoint = f->peer_ep,
+                             .worker = "fake"};
+    shoal_wire_dispatch_t d = {.task = {.id = id,
+                                        .kind = SHOAL_KIND_FN,
+                                        .fn = (char *)fn,
+                                        .arg = {(const uint8_t *)arg, arg ? strlen(arg) + 1 : 0},
+                                        .inputs = {&in_ref, input ? 1 : 0},
+                                        .n_outputs = 1,
+                                        .stream = input && !sealed_size ? 1 : 0},
+                               .attempt = attempt,
+                               .inputs = {&in, input ? 1 : 0}};
+    shoal_wire_w_dispatch_t msg = {.tasks = {&d, 1}};
+    assert_int_equal(shoal_wire_send(f->broker, &f->w, SHOAL_MSG_w_dispatch, &msg, NULL, 0), 0);
+    return id;
+}
+
+static shoal_ref_t s_fake_dispatch(s_fake_t *f, shoal_ref_t id, uint64_t attempt, const char *fn,
+                                   const char *arg, const shoal_ref_t *input)
+{
+    return s_fake_dispatch_of(f, id, attempt, fn, arg, input, 0);
+}
+
+//  Waits for the next ask the fake peer gets (its sender in *from), serving the broker.
+static shoal_wire_fetch_t s_fake_ask(s_fake_t *f, shoal_wire_peer_t *from, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + (int64_t)timeout_ms * h_scale();
+    while (h_now_ms() < deadline) {
+        zmq_pollitem_t items[] = {{f->broker, 0, ZMQ_POLLIN, 0}, {f->peer, 0, ZMQ_POLLIN, 0}};
+        zmq_poll(items, 2, 20);
+        s_fake_broker(f);
+        shoal_wire_in_t in;
+        if (shoal_wire_recv(f->peer, true, &in, ZMQ_DONTWAIT) == 0) {
+            assert_int_equal(in.msg.type, SHOAL_MSG_fetch);
+            shoal_wire_fetch_t req = in.msg.u.fetch;
+            *from = in.peer;
+            shoal_wire_in_clear(&in);
+            return req;
+        }
+    }
+    fail_msg("the fake peer got no ask within %d ms", timeout_ms * h_scale());
+    return (shoal_wire_fetch_t){0};
+}
+
+//  Answers req as a holder of an object of size bytes with ready of them, pattern 'p'.
+static void s_fake_reply(s_fake_t *f, const shoal_wire_peer_t *to, const shoal_wire_fetch_t *req,
+                         uint64_t size, uint64_t ready, bool final)
+{
+    static uint8_t chunk[SHOAL_CHUNK_SIZE];
+    memset(chunk, 'p', sizeof chunk);
+    uint64_t end = req->offset + req->length < ready ? req->offset + req->length : ready;
+    uint64_t n = end > req->offset ? end - req->offset : 0;
+    shoal_wire_data_t d = {.seq = req->seq,
+                           .ref = req->ref,
+                           .size = size,
+                           .offset = req->offset,
+                           .ready = ready,
+                           .final = final && ready == size,
+                           .gen = 1};
+    assert_int_equal(shoal_wire_send(f->peer, to, SHOAL_MSG_data, &d, n ? chunk : NULL, (size_t)n),
+                     0);
+}
+
+//  The next ask for ref (asks for other refs are dropped: they are asked again).
+static shoal_wire_fetch_t s_fake_ask_for(s_fake_t *f, shoal_ref_t ref, shoal_wire_peer_t *from,
+                                         int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + (int64_t)timeout_ms * h_scale();
+    for (;;) {
+        int64_t left = deadline - h_now_ms();
+        if (left <= 0)
+            fail_msg("the fake peer got no ask for its object within %d ms", timeout_ms);
+        shoal_wire_fetch_t req = s_fake_ask(f, from, (int)(left / h_scale()) + 1);
+        if (shoal_ref_equal(req.ref, ref))
+            return req;
+    }
+}
+
+static void s_fake_fail(s_fake_t *f, const shoal_wire_peer_t *to, const shoal_wire_fetch_t *req,
+                        int code)
+{
+    shoal_wire_data_t d = {
+        .seq = req->seq, .ref = req->ref, .code = code, .error = "aborted by the test"};
+    assert_int_equal(shoal_wire_send(f->peer, to, SHOAL_MSG_data, &d, NULL, 0), 0);
+}
+
+//  Waits for the result of task id (serving the broker); returns its status.
+static int64_t s_fake_result(s_fake_t *f, shoal_ref_t id, int timeout_ms, const char **error)
+{
+    int64_t deadline = h_now_ms() + (int64_t)timeout_ms * h_scale();
+    for (;;) {
+        for (int i = 0; i < f->n_results; i++)
+            if (shoal_ref_equal(f->results[i].id, id)) {
+                *error = f->errors[i];
+                return f->results[i].status;
+            }
+        if (h_now_ms() >= deadline)
+            fail_msg("no result within %d ms", timeout_ms * h_scale());
+        zmq_pollitem_t item = {f->broker, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 20);
+        s_fake_broker(f);
+    }
+}
+
+/*  A consumer pulls its input from the fake writer (its copy is allocated, nothing has
+    landed); its producer's next attempt comes to this worker (the writer died): the copy
+    gives way to the retry's output, the consumer is lost (requeued by the broker), the
+    producer runs. Reverse order: the retry allocates the output while the consumer's
+    first ask is on its way, and the consumer is lost when the answer comes, not failed. */
+static void test_a_retry_of_the_producer_takes_the_place_of_a_pulled_copy(void **state)
+{
+    s_fake_t *f = *state;
+    char *go = h_fmt(f->c, "%s/retry-go", f->c->tmp);
+    assert_int_equal(h_write_file(go, "", 0), 0);
+    shoal_ref_t p = shoal_ref_make(99, 1, 0), c1 = shoal_ref_make(99, 2, 0);
+    s_fake_dispatch(f, c1, 1, s_copy, NULL, &p);
+    shoal_wire_peer_t from;
+    shoal_wire_fetch_t probe = s_fake_ask(f, &from, 5000);
+    assert_true(probe.flags & SHOAL_FETCH_STREAM);
+    s_fake_reply(f, &from, &probe, 2 * MiB, 0, false);
+    s_fake_ask(f, &from, 5000); //  c1 runs: its worker asks for the first bytes
+    s_fake_dispatch(f, p, 2, s_slowly, go, NULL);
+    const char *error;
+    int64_t st = s_fake_result(f, p, 10000, &error);
+    if (st)
+        print_error("producer: %s\n", error);
+    assert_int_equal(st, 0);
+    st = s_fake_result(f, c1, 10000, &error);
+    assert_int_equal(st, SHOAL_ELOST);
+    //  Reverse: the probe is answered after the retry allocated the output.
+    shoal_ref_t p2 = shoal_ref_make(99, 3, 0), c2 = shoal_ref_make(99, 4, 0);
+    char *wait = h_fmt(f->c, "%s/retry-wait", f->c->tmp);
+    s_fake_dispatch(f, c2, 1, s_copy, NULL, &p2);
+    probe = s_fake_ask(f, &from, 5000);
+    s_fake_dispatch(f, p2, 2, s_slowly, wait, NULL);
+    int64_t deadline = h_now_ms() + 10000 * h_scale();
+    while (!f->n_allocated || !shoal_ref_equal(f->allocated[f->n_allocated - 1], p2)) {
+        assert_true(h_now_ms() < deadline);
+        zmq_pollitem_t item = {f->broker, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 20);
+        s_fake_broker(f);
+    }
+    s_fake_reply(f, &from, &probe, 2 * MiB, 0, false);
+    st = s_fake_result(f, c2, 10000, &error);
+    if (st != SHOAL_ELOST)
+        print_error("consumer: %s (%s)\n", shoal_strerror((int)st), error);
+    assert_int_equal(st, SHOAL_ELOST);
+    assert_int_equal(h_write_file(wait, "", 0), 0);
+    assert_int_equal(s_fake_result(f, p2, 10000, &error), 0); //  its output was left alone
+}
+
+/*  A copy finds no room: it waits for room as an ordinary input does (here the copy of
+    another pull goes when its writer aborts it), then pulls; a copy larger than the store
+    fails at once, naming the sizes. */
+static void test_a_pulled_copy_waits_for_room_and_one_too_big_fails_naming_sizes(void **state)
+{
+    s_fake_t *f = *state;
+    shoal_ref_t a = shoal_ref_make(98, 1, 0), b = shoal_ref_make(98, 2, 0),
+                big = shoal_ref_make(98, 3, 0);
+    shoal_ref_t c1 = shoal_ref_make(98, 11, 0), c2 = shoal_ref_make(98, 12, 0),
+                c3 = shoal_ref_make(98, 13, 0);
+    shoal_wire_peer_t from;
+    s_fake_dispatch(f, c1, 1, s_copy, NULL, &a);
+    shoal_wire_fetch_t req = s_fake_ask_for(f, a, &from, 5000);
+    s_fake_reply(f, &from, &req, 20 * MiB, 0, false);
+    shoal_wire_fetch_t held = s_fake_ask_for(f, a, &from, 5000); //  c1 runs
+    shoal_wire_peer_t held_from = from;
+    s_fake_dispatch(f, c2, 1, s_copy, NULL, &b);
+    req = s_fake_ask_for(f, b, &from, 5000);
+    s_fake_reply(f, &from, &req, 20 * MiB, 0, false); //  no room: 20 of 32 MiB are taken
+    const char *error;
+    for (int i = 0; i < 10; i++) { //  c2 waits rather than fail
+        zmq_pollitem_t item = {f->broker, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 20);
+        s_fake_broker(f);
+    }
+    for (int i = 0; i < f->n_results; i++)
+        if (shoal_ref_equal(f->results[i].id, c2))
+            fail_msg("c2 failed: %s", f->errors[i]);
+    s_fake_fail(f, &held_from, &held, SHOAL_ECANCELED);
+    assert_int_equal(s_fake_result(f, c1, 5000, &error), SHOAL_ETASK);
+    req = s_fake_ask_for(f, b, &from, 5000); //  c2's copy is allocated: it asks for bytes
+    assert_int_equal(req.offset, 0);
+    s_fake_dispatch(f, c3, 1, s_copy, NULL, &big);
+    req = s_fake_ask_for(f, big, &from, 5000);
+    s_fake_reply(f, &from, &req, 1024ull * MiB, 0, false);
+    int64_t st = s_fake_result(f, c3, 5000, &error);
+    if (st != SHOAL_ETOOBIG || !strstr(error, "1 GiB") || !strstr(error, "32 MiB"))
+        print_error("c3: %s: %s\n", shoal_strerror((int)st), error);
+    assert_int_equal(st, SHOAL_ETOOBIG);
+    assert_non_null(strstr(error, "1 GiB"));
+}
+
+/*  A pull keeps its asks in flight (the writer holds them): an ordinary fetch from the
+    same writer still gets its requests out. */
+static void test_a_pull_leaves_room_for_ordinary_fetches_from_the_same_peer(void **state)
+{
+    s_fake_t *f = *state;
+    shoal_ref_t a = shoal_ref_make(97, 1, 0), sealed = shoal_ref_make(97, 2, 0);
+    shoal_ref_t c1 = shoal_ref_make(97, 11, 0), d = shoal_ref_make(97, 12, 0);
+    shoal_wire_peer_t from;
+    s_fake_dispatch(f, c1, 1, s_copy, NULL, &a);
+    shoal_wire_fetch_t req = s_fake_ask_for(f, a, &from, 5000);
+    s_fake_reply(f, &from, &req, 12 * MiB, 12 * MiB, false); //  all there: 8 chunk asks
+    for (int i = 0; i < 8; i++)
+        assert_true(s_fake_ask_for(f, a, &from, 5000).flags & SHOAL_FETCH_STREAM);
+    s_fake_dispatch_of(f, d, 1, s_copy, NULL, &sealed, 100);
+    req = s_fake_ask_for(f, sealed, &from, 2000);
+    assert_false(req.flags & SHOAL_FETCH_STREAM);
+}
+
+/*  An ask the writer drops (its stash was full) is asked again after its hold and 2 s:
+    the watermark does not freeze while other asks are answered. */
+static void test_a_pull_asks_again_for_an_ask_its_writer_dropped(void **state)
+{
+    s_fake_t *f = *state;
+    shoal_ref_t a = shoal_ref_make(96, 1, 0), c1 = shoal_ref_make(96, 11, 0);
+    shoal_wire_peer_t from;
+    s_fake_dispatch(f, c1, 1, s_copy, NULL, &a);
+    shoal_wire_fetch_t req = s_fake_ask_for(f, a, &from, 5000);
+    s_fake_reply(f, &from, &req, 3 * MiB, 3 * MiB, false); //  with its first MiB
+    shoal_wire_fetch_t x = s_fake_ask_for(f, a, &from, 5000);
+    shoal_wire_fetch_t y = s_fake_ask_for(f, a, &from, 5000);
+    if (x.offset > y.offset) {
+        shoal_wire_fetch_t t = x;
+        x = y;
+        y = t;
+    }
+    assert_int_equal(x.offset, MiB); //  dropped
+    s_fake_reply(f, &from, &y, 3 * MiB, 3 * MiB, false);
+    req = s_fake_ask_for(f, a, &from, 6000); //  asked again
+    assert_int_equal(req.offset, MiB);
+    s_fake_reply(f, &from, &req, 3 * MiB, 3 * MiB, false);
+    req = s_fake_ask_for(f, a, &from, 5000); //  the seal
+    assert_int_equal(req.offset, 3 * MiB);
+    s_fake_reply(f, &from, &req, 3 * MiB, 3 * MiB, true);
+    const char *error;
+    int64_t st = s_fake_result(f, c1, 10000, &error);
+    if (st)
+        print_error("c1: %s\n", error);
+    assert_int_equal(st, 0);
+}
+
+//  Serves the broker side until the worker has sent two more heartbeats: the store_bytes of
+//  the last one is after what the test did before the call.
+static uint64_t s_fake_store_bytes(s_fake_t *f)
+{
+    int want = f->heartbeats + 2;
+    int64_t deadline = h_now_ms() + 5000 * h_scale();
+    while (f->heartbeats < want) {
+        assert_true(h_now_ms() < deadline);
+        zmq_pollitem_t item = {f->broker, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 20);
+        s_fake_broker(f);
+    }
+    return f->store_bytes;
+}
+
+/*  A consumer canceled while it pulls: its copy is aborted, the store's usage is back to
+    what it was. A zero-size input streams to its end; an input sealed already and larger
+    than 8 chunks is pulled whole, each chunk asked once it fits the window. */
+static void test_a_pull_ends_with_its_consumer_and_reads_empty_and_sealed_inputs(void **state)
+{
+    s_fake_t *f = *state;
+    shoal_ref_t a = shoal_ref_make(95, 1, 0), c1 = shoal_ref_make(95, 11, 0);
+    shoal_wire_peer_t from;
+    uint64_t before = s_fake_store_bytes(f);
+    s_fake_dispatch(f, c1, 1, s_copy, NULL, &a);
+    shoal_wire_fetch_t req = s_fake_ask_for(f, a, &from, 5000);
+    s_fake_reply(f, &from, &req, 10 * MiB, 0, false);
+    s_fake_ask_for(f, a, &from, 5000); //  it runs
+    assert_true(s_fake_store_bytes(f) >= before + 10 * MiB);
+    shoal_wire_attempt_ref_t at = {.id = c1, .attempt = 1};
+    shoal_wire_w_cancel_t cancel = {.tasks = {&at, 1}};
+    assert_int_equal(shoal_wire_send(f->broker, &f->w, SHOAL_MSG_w_cancel, &cancel, NULL, 0), 0);
+    const char *error;
+    assert_int_equal(s_fake_result(f, c1, 5000, &error), SHOAL_ECANCELED);
+    uint64_t after = s_fake_store_bytes(f);
+    if (after > before + 64 * 1024) //  its output's allocation at most (and the log's)
+        fail_msg("the store holds %llu bytes, %llu before", (unsigned long long)after,
+                 (unsigned long long)before);
+    //  Zero bytes: sized and final in the first reply.
+    shoal_ref_t empty = shoal_ref_make(95, 2, 0), c2 = shoal_ref_make(95, 12, 0);
+    s_fake_dispatch(f, c2, 1, s_copy, NULL, &empty);
+    req = s_fake_ask_for(f, empty, &from, 5000);
+    s_fake_reply(f, &from, &req, 0, 0, true);
+    int64_t st = s_fake_result(f, c2, 5000, &error);
+    if (st)
+        print_error("c2: %s\n", error);
+    assert_int_equal(st, 0);
+    //  Sealed, 12 chunks and a bit: every ask answered as it comes.
+    shoal_ref_t sealed = shoal_ref_make(95, 3, 0), c3 = shoal_ref_make(95, 13, 0);
+    uint64_t size = 12 * MiB + 77;
+    s_fake_dispatch(f, c3, 1, s_copy, NULL, &sealed);
+    int64_t deadline = h_now_ms() + 10000 * h_scale();
+    for (bool done = false; !done;) {
+        assert_true(h_now_ms() < deadline);
+        zmq_pollitem_t items[] = {{f->broker, 0, ZMQ_POLLIN, 0}, {f->peer, 0, ZMQ_POLLIN, 0}};
+        zmq_poll(items, 2, 20);
+        s_fake_broker(f);
+        shoal_wire_in_t in;
+        while (shoal_wire_recv(f->peer, true, &in, ZMQ_DONTWAIT) == 0) {
+            assert_int_equal(in.msg.type, SHOAL_MSG_fetch);
+            if (shoal_ref_equal(in.msg.u.fetch.ref, sealed))
+                s_fake_reply(f, &in.peer, &in.msg.u.fetch, size, size, true);
+            shoal_wire_in_clear(&in);
+        }
+        for (int i = 0; i < f->n_results; i++)
+            done |= shoal_ref_equal(f->results[i].id, c3);
+    }
+    st = s_fake_result(f, c3, 10000, &error);
+    if (st)
+        print_error("c3: %s\n", error);
+    assert_int_equal(st, 0);
+}
+
 int main(void)
 {
     snprintf(s_copy, sizeof s_copy, "%s:stream_copy", SHOAL_TEST_PLUGIN);
@@ -336,5 +767,22 @@ int main(void)
         cmocka_unit_test(test_a_task_streaming_from_another_worker_fails_naming_an_aborted_input),
         cmocka_unit_test(test_a_command_reads_on_its_stdin_an_output_written_on_the_other_worker),
     };
-    return cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
+    const struct CMUnitTest fakes[] = {
+        cmocka_unit_test_setup_teardown(
+            test_a_retry_of_the_producer_takes_the_place_of_a_pulled_copy, s_fake_setup,
+            s_fake_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_pulled_copy_waits_for_room_and_one_too_big_fails_naming_sizes, s_fake_setup,
+            s_fake_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_pull_leaves_room_for_ordinary_fetches_from_the_same_peer, s_fake_setup,
+            s_fake_teardown),
+        cmocka_unit_test_setup_teardown(test_a_pull_asks_again_for_an_ask_its_writer_dropped,
+                                        s_fake_setup, s_fake_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_pull_ends_with_its_consumer_and_reads_empty_and_sealed_inputs, s_fake_setup,
+            s_fake_teardown),
+    };
+    int failed = cmocka_run_group_tests(tests, s_setup, h_fixture_stop);
+    return failed + cmocka_run_group_tests(fakes, NULL, NULL);
 }

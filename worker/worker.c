@@ -180,10 +180,18 @@ struct s_task {
 
 //  A streaming pull's request in flight: [off, off + len) asked with seq; done once its
 //  reply came (got bytes) but lies beyond the watermark (replies may come out of order).
+//  deadline_us: when to ask again if no reply came (its hold plus S_PULL_RESEND_MS): the
+//  holder may have dropped it (its stash drops requests past S_STASH_MAX, "the reader asks
+//  again"), and the ask at the watermark must not be waited for in vain.
 typedef struct {
-    uint64_t seq, off, len, got;
+    uint64_t seq, off, len, got, wait_ms;
+    int64_t deadline_us;
     bool done;
 } s_ask_t;
+
+//  A pull keeps at most S_FETCH_WINDOW asks in flight; answered ones beyond the watermark
+//  are kept too, until it reaches them, up to this many in all.
+#define S_PULL_ASKS_MAX (4 * S_FETCH_WINDOW)
 
 //  One object being copied from a peer into the store. A streaming pull (stream: an input
 //  a task streams, still being written on the peer) asks with SHOAL_FETCH_STREAM, learns
@@ -208,7 +216,10 @@ struct s_fetch {
     uint64_t remote;   //  stream: the holder's watermark as last told
     uint64_t next_off; //  stream: the next byte to ask for
     uint64_t gen;      //  stream: the holder's allocation generation
-    s_ask_t asks[S_FETCH_WINDOW + 1];
+    //  stream: no room for the copy yet: its allocation is tried again as room frees, until
+    //  this deadline (S_ALLOC_WAIT_MS after the first try, as for ordinary inputs); else 0.
+    int64_t room_until_us;
+    s_ask_t asks[S_PULL_ASKS_MAX];
     size_t n_asks;
 };
 
@@ -378,6 +389,7 @@ typedef struct {
     shoal__refmap_t *fetches; //  ref -> s_fetch_t
     s_peer_t **peers;
     size_t n_peers, cap_peers;
+    size_t n_pull_room; //  streaming pulls waiting for room for their copy (room_until_us)
     uint64_t fetch_seq;
 
     s_slot_t *slots;
@@ -767,7 +779,7 @@ static void s_spill_pump(s_worker_t *self)
 {
     if (!self->spill_wanted)
         return;
-    if ((!self->n_parked && !self->room.head) || !s_spill_can(self)) {
+    if ((!self->n_parked && !self->room.head && !self->n_pull_room) || !s_spill_can(self)) {
         self->spill_wanted = false; //  nobody waits any more, or no disk tier
         return;
     }
@@ -793,11 +805,26 @@ static void s_spill_pump(s_worker_t *self)
 
 //  Before storing a task output: an object of the same ref left by an earlier attempt
 //  (or by the same task before a re-hello) goes, unless a task still reads it.
+static void s_fetch_fail(s_worker_t *self, s_fetch_t *f, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 static int s_clear_for_output(s_worker_t *self, shoal_ref_t ref)
 {
     shoal_store_obj_t obj;
     if (shoal_store_lookup(self->store, ref, &obj) != 0)
         return 0;
+    s_fetch_t *f = shoal__refmap_get(self->fetches, ref);
+    if (f && f->stream) {
+        //  A copy of an earlier attempt's output, pulled from the worker that wrote it: that
+        //  attempt is over (its worker died, and this is the retry), and the copy will never
+        //  be whole. Its readers are lost, not failed: they read the retry's output anew.
+        char text[SHOAL_REF_TEXT_SIZE];
+        s_fetch_fail(self, f, SHOAL_ELOST,
+                     "streaming input %s: a new attempt of its producer writes it on worker %s",
+                     s_ref_text(ref, text), self->name);
+        if (shoal_store_lookup(self->store, ref, &obj) != 0)
+            return 0; //  the copy was aborted (and its generation bumped)
+    }
     if (s_uses(self, ref) || shoal__refmap_get(self->fetches, ref))
         return SHOAL_EEXIST;
     shoal__refmap_remove(self->copies, ref);
@@ -1100,9 +1127,15 @@ static void s_fetch_free(s_fetch_t *f)
 //  Drops a fetch: its allocation is aborted; replies still on their way are ignored.
 static void s_fetch_abandon(s_worker_t *self, s_fetch_t *f)
 {
-    shoal_store_abort(self->store, f->ref);
+    //  A streaming pull not sized yet has allocated nothing: an allocation of that ref is
+    //  someone else's (a new attempt of its producer, here).
+    if (!f->stream || f->sized)
+        shoal_store_abort(self->store, f->ref);
+    if (f->room_until_us)
+        self->n_pull_room--;
     s_peer_unlink(f->peer, f);
-    shoal__refmap_remove(self->fetches, f->ref);
+    if (shoal__refmap_get(self->fetches, f->ref) == f)
+        shoal__refmap_remove(self->fetches, f->ref);
     shoal__refmap_remove(self->copies, f->ref);
     s_fetch_free(f);
 }
@@ -1126,12 +1159,17 @@ static void s_fetch_fail(s_worker_t *self, s_fetch_t *f, int status, const char 
     for (size_t i = 0; i < f->n_readers; i++)
         S_PUSH(waiters, n, f->cap_waiters, f->readers[i]);
     f->n_readers = 0;
-    bool stream = f->stream;
+    bool copy = f->stream && f->sized;
     shoal_ref_t ref = f->ref;
-    s_fetch_abandon(self, f);
+    //  Its tasks die before the copy's range is aborted (and maybe reused at once): an
+    //  executor still running never reads another object's bytes there. Unlinked first,
+    //  so freeing them does not drop it under us.
+    s_peer_unlink(f->peer, f);
+    shoal__refmap_remove(self->fetches, ref);
     s_fail_waiters(self, waiters, n, status, error);
     free(waiters);
-    if (stream) //  executors' held e_reads of the copy, and its generation
+    s_fetch_abandon(self, f);
+    if (copy) //  executors' held e_reads of the copy, and its generation
         s_stream_abort(self, ref, error);
 }
 
@@ -1291,6 +1329,9 @@ static int s_fetch_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_
 
 #define S_PULL_PROBE_MS 1    //  the first ask: the size at once, bytes or not
 #define S_PULL_HOLD_MS  1000 //  an ask beyond the holder's watermark (as libshoal's)
+//  An ask with no reply this long after its hold is asked again: a live holder answers at
+//  the hold's end; 2 s leaves room for a busy one and its pipes.
+#define S_PULL_RESEND_MS 2000
 
 //  Starts pulling input in, being written on another worker, for t, which streams it.
 static int s_pull_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_t *t, char *error,
@@ -1325,45 +1366,104 @@ static int s_pull_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_t
     return 0;
 }
 
-//  Sends one streaming ask of f. false: the pipe is full (next turn).
-static bool s_pull_ask(s_worker_t *self, s_fetch_t *f, uint64_t off, uint64_t len, uint64_t wait_ms)
+//  Sends ask a of f (anew: a new seq, a new deadline). false: the pipe is full (next turn).
+//  Pulls do not count in the peer's inflight, the window of ordinary fetches: a pull has a
+//  window of its own (S_FETCH_WINDOW asks in flight), so neither starves the other.
+static bool s_pull_send(s_worker_t *self, s_fetch_t *f, s_ask_t *a)
 {
     s_peer_t *p = f->peer;
     shoal_wire_fetch_t req = {.seq = self->fetch_seq + 1,
                               .ref = f->ref,
-                              .offset = off,
-                              .length = len,
+                              .offset = a->off,
+                              .length = a->len,
                               .flags = SHOAL_FETCH_STREAM,
-                              .wait_ms = wait_ms};
+                              .wait_ms = a->wait_ms};
     if (shoal_wire_send(p->sock, NULL, SHOAL_MSG_fetch, &req, NULL, 0) != 0)
         return false;
     self->fetch_seq++;
     int64_t now = shoal__now_us();
-    if (p->inflight++ == 0)
-        p->last_progress_us = now;
     p->last_used_us = now;
-    f->asks[f->n_asks++] = (s_ask_t){.seq = req.seq, .off = off, .len = len};
+    if (a->seq && f->frontier == a->seq)
+        f->frontier = req.seq; //  asked again
+    a->seq = req.seq;
+    a->deadline_us = now + (int64_t)(a->wait_ms + S_PULL_RESEND_MS) * 1000;
+    return true;
+}
+
+//  Sends a new ask of f for [off, off + len). false: the pipe is full, or no room to keep it.
+static bool s_pull_ask(s_worker_t *self, s_fetch_t *f, uint64_t off, uint64_t len, uint64_t wait_ms)
+{
+    if (f->n_asks == S_PULL_ASKS_MAX)
+        return false;
+    //  The silence of a peer counts from the first request it has to answer (a resent
+    //  ask does not count: a dead peer's pulls would never time out).
+    s_peer_t *p = f->peer;
+    bool idle = p->inflight == 0;
+    for (s_fetch_t *g = p->head; g && idle; g = g->next)
+        for (size_t i = 0; g->stream && i < g->n_asks && idle; i++)
+            idle = g->asks[i].done;
+    s_ask_t *a = &f->asks[f->n_asks];
+    *a = (s_ask_t){.off = off, .len = len, .wait_ms = wait_ms};
+    if (!s_pull_send(self, f, a))
+        return false;
+    if (idle)
+        p->last_progress_us = a->deadline_us - (int64_t)(wait_ms + S_PULL_RESEND_MS) * 1000;
+    f->n_asks++;
     return true;
 }
 
 //  Keeps f's asks in flight: the probe, then chunks below the holder's watermark, then one
-//  beyond it (also for the seal, at offset == size).
+//  beyond it (also for the seal, at offset == size). Asks past their deadline are sent
+//  again; only those in flight count against the window; an ask at the watermark always
+//  goes (answered asks beyond it give way when there is no room to keep it).
 static void s_pull_pump(s_worker_t *self, s_fetch_t *f)
 {
+    if (f->room_until_us)
+        return; //  no copy yet: nothing to ask
+    int64_t now = shoal__now_us();
+    size_t inflight = 0;
+    bool at_mark = false;
+    for (size_t i = 0; i < f->n_asks; i++) {
+        s_ask_t *a = &f->asks[i];
+        if (a->done)
+            continue;
+        if (now > a->deadline_us && !s_pull_send(self, f, a))
+            return;
+        inflight++;
+        at_mark |= a->off <= f->ready && f->ready < a->off + SHOAL__MAX(a->len, 1);
+    }
     if (!f->sized) {
         if (!f->n_asks)
             s_pull_ask(self, f, 0, SHOAL_CHUNK_SIZE, S_PULL_PROBE_MS);
         return;
     }
-    while (!f->frontier && f->n_asks < S_FETCH_WINDOW && f->next_off < f->remote) {
+    if (!at_mark && f->ready < f->remote && f->next_off > f->ready) {
+        //  Nothing in flight brings the bytes at the watermark (an ask came back short and
+        //  later ones went on): ask for them now, making room if need be.
+        if (f->n_asks == S_PULL_ASKS_MAX) {
+            size_t far = 0;
+            for (size_t i = 1; i < f->n_asks; i++)
+                if (f->asks[i].done && (!f->asks[far].done || f->asks[i].off > f->asks[far].off))
+                    far = i;
+            if (f->asks[far].done) {
+                f->next_off = SHOAL__MIN(f->next_off, f->asks[far].off); //  asked again
+                f->asks[far] = f->asks[--f->n_asks];
+            }
+        }
+        uint64_t len = SHOAL__MIN((uint64_t)SHOAL_CHUNK_SIZE, f->remote - f->ready);
+        if (s_pull_ask(self, f, f->ready, len, S_PULL_HOLD_MS))
+            inflight++;
+    }
+    while (!f->frontier && inflight < S_FETCH_WINDOW && f->next_off < f->remote) {
         uint64_t len = SHOAL__MIN((uint64_t)SHOAL_CHUNK_SIZE, f->remote - f->next_off);
         if (!s_pull_ask(self, f, f->next_off, len, S_PULL_HOLD_MS))
             return;
+        inflight++;
         f->next_off += len;
     }
     //  Beyond the holder's watermark: bytes not landed yet, or, once we have them all, the
     //  seal (an ask at offset == size, answered when it comes).
-    if (!f->frontier && f->n_asks <= S_FETCH_WINDOW && f->next_off >= f->remote &&
+    if (!f->frontier && inflight <= S_FETCH_WINDOW && f->next_off >= f->remote &&
         (f->next_off < f->size || (!f->final && f->ready >= f->size))) {
         uint64_t len = SHOAL__MIN((uint64_t)SHOAL_CHUNK_SIZE, f->size - f->next_off);
         uint64_t seq = self->fetch_seq + 1;
@@ -1396,6 +1496,54 @@ static void s_pull_done(s_worker_t *self, s_fetch_t *f)
     s_fetch_free(f);
 }
 
+//  f's copy of size bytes is allocated (obj): the tasks streaming it run now, reading what
+//  lands.
+static void s_pull_sized(s_worker_t *self, s_fetch_t *f, const shoal_store_obj_t *obj,
+                         uint64_t size)
+{
+    f->size = size;
+    f->data = obj->data;
+    f->sized = true;
+    for (size_t i = 0; i < f->n_readers; i++) {
+        s_task_t *t = f->readers[i];
+        if (--t->missing == 0 && t->state == S_TASK_FETCHING && !t->list &&
+            t->n_used == t->d->task.inputs.count)
+            s_ready_push(self, t, false);
+    }
+}
+
+//  Streaming pulls whose copy waits for room try to allocate it again; those past their
+//  deadline fail with SHOAL_EFULL, naming the sizes.
+static void s_pull_room_retry(s_worker_t *self)
+{
+    int64_t now = shoal__now_us();
+    for (size_t i = 0; i < self->n_peers && self->n_pull_room; i++) {
+        for (s_fetch_t *f = self->peers[i]->head, *next; f && self->n_pull_room; f = next) {
+            next = f->next;
+            if (!f->room_until_us)
+                continue;
+            shoal_store_obj_t obj;
+            int rc = s_store_alloc(self, f->ref, f->size, &obj);
+            if (rc == SHOAL_EFULL && now < f->room_until_us)
+                continue;
+            f->room_until_us = 0;
+            self->n_pull_room--;
+            if (rc == 0) {
+                self->peers[i]->last_progress_us = now; //  its asks start now
+                s_pull_sized(self, f, &obj, f->size);
+                continue;
+            }
+            char text[SHOAL_REF_TEXT_SIZE], sz[32], st[192];
+            s_store_text(self, st, sizeof st);
+            s_fetch_fail(self, f, rc == SHOAL_EEXIST ? SHOAL_ELOST : rc,
+                         "no room for streaming input %s (%s, on worker %s) within %d ms: %s; %s",
+                         s_ref_text(f->ref, text), s_size_text(f->size, sz, sizeof sz), f->worker,
+                         S_ALLOC_WAIT_MS, shoal_strerror(rc), st);
+            return; //  failing tasks may have dropped other fetches: the rest next turn
+        }
+    }
+}
+
 //  A reply to one of f's streaming asks (in: its raw frame).
 static void s_pull_reply(s_worker_t *self, s_fetch_t *f, const shoal_wire_data_t *d,
                          shoal_wire_in_t *in)
@@ -1422,24 +1570,37 @@ static void s_pull_reply(s_worker_t *self, s_fetch_t *f, const shoal_wire_data_t
     if (!f->sized) {
         shoal_store_obj_t obj;
         int rc = s_store_alloc(self, f->ref, d->size, &obj);
-        if (rc) {
-            s_store_text(self, st, sizeof st);
-            s_fetch_fail(self, f, rc == SHOAL_EFULL ? SHOAL_EFULL : rc,
-                         "no room for streaming input %s (%s, on worker %s): %s; %s", text,
-                         s_size_text(d->size, sz, sizeof sz), f->worker, shoal_strerror(rc), st);
+        if (rc == SHOAL_EFULL) {
+            //  As an ordinary input does, wait for room (running tasks end, the disk tier
+            //  takes sealed objects), S_ALLOC_WAIT_MS at most; the bytes of this reply are
+            //  asked again once the copy is allocated.
+            f->size = d->size;
+            f->gen = d->gen;
+            f->room_until_us = shoal__now_us() + (int64_t)S_ALLOC_WAIT_MS * 1000;
+            f->n_asks = 0;
+            self->n_pull_room++;
+            shoal__debug("input %s: waiting for room for its copy (%s)", text,
+                         s_size_text(d->size, sz, sizeof sz));
             return;
         }
-        f->size = d->size;
-        f->data = obj.data;
-        f->gen = d->gen;
-        f->sized = true;
-        //  The tasks streaming it run now, reading what lands.
-        for (size_t i = 0; i < f->n_readers; i++) {
-            s_task_t *t = f->readers[i];
-            if (--t->missing == 0 && t->state == S_TASK_FETCHING && !t->list &&
-                t->n_used == t->d->task.inputs.count)
-                s_ready_push(self, t, false);
+        if (rc == SHOAL_EEXIST) {
+            //  A new attempt of its producer allocated it here meanwhile: what the holder
+            //  has is an attempt that is over. Lost: the broker places the readers again.
+            s_fetch_fail(self, f, SHOAL_ELOST,
+                         "streaming input %s: a new attempt of its producer writes it on "
+                         "worker %s",
+                         text, self->name);
+            return;
         }
+        if (rc) {
+            s_store_text(self, st, sizeof st);
+            s_fetch_fail(self, f, rc, "no room for streaming input %s (%s, on worker %s): %s; %s",
+                         text, s_size_text(d->size, sz, sizeof sz), f->worker, shoal_strerror(rc),
+                         st);
+            return;
+        }
+        f->gen = d->gen;
+        s_pull_sized(self, f, &obj, d->size);
     } else if (d->gen != f->gen || d->size != f->size) {
         s_fetch_fail(self, f, SHOAL_ETASK,
                      "streaming input %s failed: it was aborted on worker %s and is written anew "
@@ -1534,11 +1695,13 @@ static void s_on_peer_msg(s_worker_t *self, s_peer_t *p, shoal_wire_in_t *in)
         s_malformed(self, "peer", SHOAL_EPROTO);
         return;
     }
-    if (p->inflight)
-        p->inflight--;
     p->last_progress_us = p->last_used_us = shoal__now_us();
     const shoal_wire_data_t *d = &m->u.data;
     s_fetch_t *f = shoal__refmap_get(self->fetches, d->ref);
+    //  A pull's asks are not counted in inflight (s_pull_send). The reply to an ask of a
+    //  pull dropped meanwhile is counted off: at worst a chunk more in flight for a while.
+    if (!(f && f->stream && f->peer == p) && p->inflight)
+        p->inflight--;
     if (!f || f->peer != p || d->seq < f->seq_base)
         return; //  for an abandoned fetch or an earlier try
     if (f->stream) {
@@ -1592,11 +1755,12 @@ static void s_peers_tick(s_worker_t *self, int64_t now)
         s_peer_t *p = self->peers[i];
         if (p->head && now - p->last_progress_us > (int64_t)S_FETCH_TIMEOUT_MS * 1000) {
             char text[SHOAL_REF_TEXT_SIZE];
-            //  A task streaming an input may have read some of it: failed as a failed
-            //  input is (its retries apply), not requeued as lost.
+            //  A live worker answers a held ask within a second: this one died, and its
+            //  objects with it. Lost, also for a task streaming an input it has read some
+            //  of: the broker requeues the input's producer, and the task reads its output
+            //  anew from 0 (it may have canceled and requeued the task already).
             while (p->head)
-                s_fetch_fail(self, p->head,
-                             p->head->stream && p->head->sized ? SHOAL_ETASK : SHOAL_ELOST,
+                s_fetch_fail(self, p->head, SHOAL_ELOST,
                              "input %s: no answer from worker %s at %s for %d s",
                              s_ref_text(p->head->ref, text), p->head->worker, p->endpoint,
                              S_FETCH_TIMEOUT_MS / 1000);
@@ -3765,9 +3929,10 @@ static long s_poll_timeout(s_worker_t *self)
     int64_t retry = now + S_RETRY_MS * 1000;
     if (self->n_stash)
         s_deadline(&next, now + 2000); //  2 ms: a reader's pipe drains quickly
-    if (self->n_parked)
+    if (self->n_parked || self->n_pull_room)
         s_deadline(&next, now + 50000); //  allocations waiting for room: look again
-    if (self->spill_wanted && (self->n_parked || self->room.head) && s_spill_can(self))
+    if (self->spill_wanted && (self->n_parked || self->room.head || self->n_pull_room) &&
+        s_spill_can(self))
         //  Spilling to make room: the next step at once; after a spill that found nothing
         //  to move, not before S_SPILL_RETRY_MS (no spinning while writers wait).
         s_deadline(&next, s_spill_may_free(self) ? now : self->spill_stuck_ms * 1000);
@@ -3993,6 +4158,8 @@ static void s_loop(s_worker_t *self)
             s_room_retry(self);
         if (self->n_parked)
             s_parked_retry(self);
+        if (self->n_pull_room)
+            s_pull_room_retry(self);
         if (self->n_waiters)
             s_stream_run(self);
         shoal_store_tick(self->store);
