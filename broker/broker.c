@@ -3074,6 +3074,16 @@ static bool s_drop_object(s_broker_t *self, shoal_ref_t ref, const char *reason)
     return true;
 }
 
+/*  Some of final task t's outputs were removed (rm, ttl, release): its journaled outcome is
+    written again, saying so, or a restarted broker would bring them back (away, for a
+    persisted one, then lost when its worker says hello without it: the task ran again).
+    The task itself is forgotten, and its journal entry with it, once no output lives. */
+static void s_journal_removed(s_broker_t *self, s_task_t *t)
+{
+    if (self->journal && t && s_is_final(t->state))
+        s_journal_outcome(self, t);
+}
+
 //  Forgets a final task once none of its outputs lives and nothing waits on it: its log
 //  and stdout tail go with it (reason: why, for object.deleted).
 static void s_maybe_forget(s_broker_t *self, s_task_t *t, const char *reason)
@@ -3135,8 +3145,10 @@ static void s_on_remove(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_w
         }
         bool dropped = s_drop_object(self, ref, "removed");
         count += dropped;
-        if (t && dropped && shoal_ref_index(ref) < t->n_outputs)
+        if (t && dropped && shoal_ref_index(ref) < t->n_outputs) {
             s_fail_readers(self, t, ref, "removed");
+            s_journal_removed(self, t);
+        }
         if (t)
             s_maybe_forget(self, t, "removed");
     }
@@ -3159,11 +3171,16 @@ static void s_ttl_expire(s_broker_t *self)
             continue;
         s_task_t *t = shoal__refmap_get(self->tasks, due.id);
         s_ttl_disarm(self, t);
+        bool dropped = false;
         for (uint16_t k = 0; k < t->n_outputs; k++) {
             shoal_ref_t ref = shoal_ref_output(t->id, k);
-            if (s_drop_object(self, ref, "expired"))
+            if (s_drop_object(self, ref, "expired")) {
                 s_fail_readers(self, t, ref, "removed (its ttl expired)");
+                dropped = true;
+            }
         }
+        if (dropped)
+            s_journal_removed(self, t);
         s_maybe_forget(self, t, "expired");
     }
 }
@@ -3229,11 +3246,16 @@ static void s_on_release(s_broker_t *self, const shoal_wire_peer_t *peer, shoal_
         s_cancel_task(self, mine[i]); //  no-op for final ones
     for (size_t i = 0; i < n; i++) {
         s_task_t *t = mine[i];
+        bool dropped = false;
         for (uint64_t k = 0; k < t->n_outputs; k++) {
             shoal_ref_t ref = shoal_ref_output(t->id, (uint16_t)k);
-            if (s_drop_object(self, ref, "released"))
+            if (s_drop_object(self, ref, "released")) {
                 s_fail_readers(self, t, ref, "removed"); //  other clients' tasks need it
+                dropped = true;
+            }
         }
+        if (dropped)
+            s_journal_removed(self, t);
     }
     //  A task is forgotten only once its consumers are final and its outputs gone, so
     //  forget consumers before producers: tasks of one client were submitted in counter
@@ -3779,7 +3801,10 @@ static void s_reload_final(void *arg, shoal_ref_t id, const shoal_wire_statuses_
         free(x->error);
         x->error = s_strdup(first->error);
         self->n_failed++;
-    } else if (first->state == SHOAL_STATE_DONE && t->state != SHOAL_STATE_DONE) {
+    } else if ((first->state == SHOAL_STATE_DONE ||
+                (first->state == SHOAL_STATE_UNKNOWN && t->n_outputs > 0)) &&
+               t->state != SHOAL_STATE_DONE) {
+        //  UNKNOWN: output 0 was removed (s_journal_removed); only a done task has that.
         s_set_state(t, SHOAL_STATE_DONE);
         self->n_done++;
     }

@@ -2369,6 +2369,7 @@ struct shoal_put {
     uint64_t arena_dev, arena_ino;
     int64_t last_msg_ms;
     uint64_t published; //  same host: the bytes the last WRITE without bytes said were written
+    uint64_t flags;     //  the ALLOC's (SHOAL_TASK_PERSIST), sent again with the SEAL
 };
 
 //  Waits for the put_reply to seq on put's socket (WRITE answers met on the way are
@@ -2650,6 +2651,8 @@ int shoal_put_begin(shoal_t *self, uint64_t size, const shoal_put_opts_t *opts, 
         if (opts->flags & SHOAL_PUT_PERSIST)
             m.flags = SHOAL_TASK_PERSIST;
     }
+    //  A named object is persisted too: its SEAL says so as well.
+    put->flags = m.flags | (m.name && m.name[0] ? SHOAL_TASK_PERSIST : 0);
     shoal_wire_in_t in;
     if ((rc = s_put_call(put, &m, NULL, 0, S_PUT_TIMEOUT_MS, &in)) != 0) {
         s_put_free(put);
@@ -2800,7 +2803,9 @@ int shoal_put_end(shoal_put_t **put_p)
         shoal_wire_put_t m = {.seq = ++self->seq,
                               .ref = put->ref,
                               .op = SHOAL_PUT_OP_SEAL,
-                              .offset = put->local ? put->size : 0};
+                              .offset = put->local ? put->size : 0,
+                              //  so a resent SEAL is answered only once the copy is synced
+                              .flags = put->flags};
         shoal_wire_in_t in;
         if ((rc = s_put_call(put, &m, NULL, 0, S_PUT_TIMEOUT_MS, &in)) == 0) {
             rc = s_put_check(put, &in);

@@ -135,6 +135,9 @@ typedef struct {
     bool persisted;  //  a complete copy is in the disk tier for good (until deleted)
     bool sums;       //  its pieces in the disk tier carry a checksum (S_DISK_SUMMED)
     bool persisting; //  shoal_store_persist_step has committed some of its pieces: no spill
+    //  Sealed, its persist not done yet (shoal_store_persist_pending): the index says
+    //  ALLOCATED, so a restart drops it instead of re-adopting what never reached the disk.
+    bool pending;
 } s_entry_t;
 
 typedef struct {
@@ -330,6 +333,7 @@ static void s_fill_obj(const shoal_store_t *self, shoal_ref_t ref, const s_entry
     obj->size = entry->size;
     obj->state = entry->state;
     obj->persisted = entry->persisted;
+    obj->pending = entry->pending;
     obj->data = entry->state == SHOAL_OBJ_SPILLED ? NULL : self->base + entry->offset;
 }
 
@@ -2104,6 +2108,7 @@ int shoal_store_alloc(shoal_store_t *self, shoal_ref_t ref, uint64_t size, shoal
     entry->published = false;
     entry->persisted = false;
     entry->persisting = false;
+    entry->pending = false;
     self->dirty[self->dirty_len++] = ref;
     if (span) {
         self->used += span;
@@ -2123,6 +2128,21 @@ int shoal_store_seal(shoal_store_t *self, shoal_ref_t ref)
         return SHOAL_ESTATE;
     entry->state = SHOAL_OBJ_SEALED;
     s_mark_dirty(self, ref, entry);
+    return 0;
+}
+
+int shoal_store_persist_pending(shoal_store_t *self, shoal_ref_t ref)
+{
+    assert(self);
+    s_entry_t *entry = shoal__refmap_get(self->map, ref);
+    if (!entry)
+        return SHOAL_ENOTFOUND;
+    if (entry->state != SHOAL_OBJ_SEALED)
+        return SHOAL_ESTATE;
+    if (!entry->persisted && !entry->pending) {
+        entry->pending = true;
+        s_mark_dirty(self, ref, entry);
+    }
     return 0;
 }
 
@@ -2265,7 +2285,9 @@ static int s_commit(shoal_store_t *self)
         s_key_encode(ref, k);
         MDB_val key = {sizeof k, k};
         if (entry) {
-            s_record_t rec = {entry->offset, entry->size, (uint32_t)entry->state,
+            //  A pending persist is not sealed for good (see s_entry_t.pending).
+            uint32_t state = entry->pending ? SHOAL_OBJ_ALLOCATED : (uint32_t)entry->state;
+            s_record_t rec = {entry->offset, entry->size, state,
                               entry->persisted ? S_REC_PERSISTED : 0, entry->created_us};
             MDB_val val = {sizeof rec, &rec};
             what = "write a record";
@@ -2506,7 +2528,7 @@ static bool s_victim(shoal_store_t *self, const shoal_store_spill_hooks_t *hooks
     //  the milliseconds it takes to write a 1 MiB piece.
     while (shoal__refmap_next(self->map, &cursor, &ref, &value)) {
         const s_entry_t *e = value;
-        if (e->state != SHOAL_OBJ_SEALED || e->size == 0 || e->persisting ||
+        if (e->state != SHOAL_OBJ_SEALED || e->size == 0 || e->persisting || e->pending ||
             (best && e->seq >= best->seq))
             continue;
         //  A persisted object is on disk already: spilling it costs no disk room.
@@ -2733,6 +2755,7 @@ int shoal_store_persist_step(shoal_store_t *self, shoal_ref_t ref, uint64_t budg
     if (!last)
         return SHOAL_EAGAIN;
     entry->persisting = false;
+    entry->pending = false;
     if (spilled)
         self->spill_used -= SHOAL__MIN(entry->size, self->spill_used);
     self->persist_used += entry->size;

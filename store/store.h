@@ -72,6 +72,7 @@ typedef struct {
     uint64_t size;   /*  the object's bytes (the reserved space is size rounded to a page) */
     int state;       /*  SHOAL_OBJ_* */
     bool persisted;  /*  a copy is in the disk tier for good (shoal_store_persist) */
+    bool pending;    /*  sealed, its persist not done (shoal_store_persist_pending) */
     uint8_t *data;   /*  base + offset: borrowed, valid until the object is deleted/aborted */
 } shoal_store_obj_t;
 
@@ -323,6 +324,12 @@ int shoal_store_persist(shoal_store_t *self, shoal_ref_t ref);
     written so far are dropped then). */
 int shoal_store_persist_step(shoal_store_t *self, shoal_ref_t ref, uint64_t budget,
                              uint64_t *done_p);
+/*  Marks a sealed object as waiting for its persist (shoal_store_persist_step): until the
+    persist completes, the index records it as ALLOCATED, so a restart (a kill mid-persist)
+    drops it rather than re-adopting as sealed an object whose copy never reached the disk;
+    it is not spilled meanwhile. A no-op when it is persisted already. 0, SHOAL_ENOTFOUND,
+    SHOAL_ESTATE (not SEALED). */
+int shoal_store_persist_pending(shoal_store_t *self, shoal_ref_t ref);
 /*  The largest object shoal_store_persist writes (config persist_max). */
 uint64_t shoal_store_persist_max(const shoal_store_t *self);
 /*  Bytes of spilled objects in the disk tier (including one being spilled), and its cap

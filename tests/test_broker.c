@@ -3037,6 +3037,55 @@ test_persisted_objects_stay_away_across_a_broker_restart_until_their_worker_is_b
     s_close(c);
 }
 
+/*  A removed output of a persisted task stays removed across a broker restart: the journal
+    records the removal (the task itself stays while its other output lives), so the reload
+    does not list it away, the worker's hello without it loses nothing, and the task does
+    not run again. */
+static void test_a_removed_persisted_output_stays_removed_across_a_broker_restart(void **state)
+{
+    fixture_t *f = *state;
+    s_use_state_dir(f);
+    void *w1 = s_worker_hello(f, "w1", 1, "tcp://127.0.0.1:1", NULL, 0, NULL, 0);
+    void *c = s_client(f);
+    //  T (persisted) done on w1: T.0 in w1's store, T.1 inline; T.0 is removed.
+    shoal_wire_task_t t = s_task(2, NULL, 0);
+    t.flags = SHOAL_TASK_PERSIST;
+    t.n_outputs = 2;
+    s_submit(c, &t, 1, 0);
+    shoal_wire_in_t in;
+    s_expect(w1, SHOAL_MSG_w_dispatch, &in, 5000);
+    shoal_wire_in_clear(&in);
+    shoal_wire_output_t outs[2] = {
+        {.size = 100000},
+        {.size = 1, .flags = SHOAL_OUT_INLINE, .data = {(const uint8_t *)"x", 1}}};
+    shoal_wire_result_t r = {.id = t.id, .attempt = 1, .outputs = {outs, 2}};
+    shoal_wire_w_done_t done = {.seq = 61, .results = {&r, 1}};
+    assert_int_equal(shoal_wire_send(w1, NULL, SHOAL_MSG_w_done, &done, NULL, 0), 0);
+    s_expect(w1, SHOAL_MSG_w_done_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    shoal_ref_t t0 = shoal_ref_output(t.id, 0);
+    shoal_wire_remove_t rm = {.seq = 5, .refs = {&t0, 1}};
+    assert_int_equal(shoal_wire_send(c, NULL, SHOAL_MSG_remove, &rm, NULL, 0), 0);
+    s_expect(c, SHOAL_MSG_ack, &in, 5000);
+    shoal_wire_in_clear(&in);
+    s_close(w1);
+    s_close(c);
+    s_restart(f);
+    //  w1 is back without T.0 (it dropped it): nothing is lost, T does not run again.
+    c = s_client(f);
+    w1 = s_worker_hello(f, "w1", 11, "tcp://127.0.0.1:3", NULL, 0, NULL, 0);
+    s_assert_nothing(w1, SHOAL_MSG_w_dispatch, 500);
+    shoal_wire_status_t *st = s_watch(c, t0, &in);
+    assert_int_not_equal(st->state, SHOAL_STATE_DONE);
+    assert_int_equal(st->code, SHOAL_ENOTFOUND);
+    shoal_wire_in_clear(&in);
+    st = s_watch(c, shoal_ref_output(t.id, 1), &in);
+    assert_int_equal(st->state, SHOAL_STATE_DONE);
+    shoal_wire_in_clear(&in);
+    s_close(w1);
+    s_close(c);
+}
+
 static void test_a_persisted_put_a_new_process_under_the_same_name_lacks_is_lost(void **state)
 {
     fixture_t *f = *state;
@@ -3138,6 +3187,9 @@ int main(void)
             s_teardown),
         cmocka_unit_test_setup_teardown(
             test_a_persisted_put_a_new_process_under_the_same_name_lacks_is_lost, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_removed_persisted_output_stays_removed_across_a_broker_restart, s_setup,
             s_teardown),
         cmocka_unit_test_setup_teardown(
             test_removing_or_canceling_a_put_in_a_store_tells_its_worker_to_drop_it, s_setup,

@@ -13,11 +13,13 @@
 #include "store.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #if !defined(SHOAL_EXAMPLES_PLUGIN)
@@ -315,6 +317,103 @@ test_persisted_objects_survive_a_sigkill_of_their_worker_and_the_loss_of_its_mem
     shoal_disconnect(&sh);
 }
 
+//  A put made in another thread (its connection is the thread's alone).
+typedef struct {
+    shoal_t *sh;
+    const void *data;
+    size_t size;
+    shoal_ref_t ref;
+    int rc;
+} s_put_arg_t;
+
+static void *s_put_thread(void *arg)
+{
+    s_put_arg_t *a = arg;
+    shoal_put_opts_t persist = {.flags = SHOAL_PUT_PERSIST};
+    a->rc = shoal_put(a->sh, a->data, a->size, &persist, &a->ref);
+    return NULL;
+}
+
+static bool s_log_has(h_cluster_t *c, int i, const char *what)
+{
+    char *log = h_read_file(c, c->workers[i].log, NULL);
+    return log && strstr(log, what);
+}
+
+static int s_log_count(h_cluster_t *c, int i, const char *what)
+{
+    char *log = h_read_file(c, c->workers[i].log, NULL);
+    int n = 0;
+    for (const char *at = log; at && (at = strstr(at, what)); at++)
+        n++;
+    return n;
+}
+
+static void test_a_persist_cut_short_by_a_kill_is_neither_acknowledged_nor_kept(void **state)
+{
+    //  Persists wait while the gate file exists: the worker is killed with the put sealed in
+    //  its store, its disk copy not written.
+    char gate[PATH_MAX];
+    snprintf(gate, sizeof gate, "/tmp/shoal-gate-%d", (int)getpid());
+    assert_int_equal(h_write_file(gate, "", 0), 0);
+    setenv("SHOAL_TEST_PERSIST_GATE", gate, 1);
+    //  A fixed data port: the writer's resent SEAL reaches the restarted worker.
+    char args[96];
+    snprintf(args, sizeof args, "--spill-size 0 --data tcp://127.0.0.1:%d", h_free_port());
+    h_cluster_t *c = h_cluster_start_with(1, 2, "16M", args);
+    unsetenv("SHOAL_TEST_PERSIST_GATE");
+    if (!c)
+        unlink(gate);
+    assert_non_null(c);
+    *state = c;
+    size_t size = 3 * MiB + 5;
+    uint8_t *data = h_pattern(31, size);
+    s_put_arg_t put = {.sh = h_connect(c), .data = data, .size = size};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, s_put_thread, &put), 0);
+    int64_t deadline = h_now_ms() + WAIT_MS;
+    while (!s_log_has(c, 0, "held back by") && h_now_ms() < deadline)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL); //  between polls
+    bool held = s_log_has(c, 0, "held back by");
+    //  Another put's seal is answered after an index flush: the index then says what it
+    //  says of the first one.
+    shoal_t *sh = h_connect(c);
+    shoal_put_opts_t store = {.flags = SHOAL_PUT_STORE};
+    shoal_ref_t other;
+    assert_int_equal(shoal_put(sh, data, 100, &store, &other), 0);
+    assert_int_equal(h_kill_worker(c, 0, SIGKILL), 0);
+    unlink(gate);
+    assert_true(held);
+    //  Back on the same store before the broker counts it dead (a new process may take
+    //  the name once the old one has been silent for two heartbeats: until then it is
+    //  refused and exits, and starts again). The object was never on disk, so it is not
+    //  re-adopted, its hello does not report it (the broker would mark the put done), and
+    //  the writer's resent SEAL is not answered OK.
+    int joined = s_log_count(c, 0, "joined the broker");
+    for (;;) {
+        assert_int_equal(h_start_worker(c, 0), 0);
+        pid_t pid = c->workers[0].pid;
+        while (h_pid_alive(pid) && s_log_count(c, 0, "joined the broker") == joined &&
+               h_now_ms() < deadline)
+            nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL); //  between polls
+        if (s_log_count(c, 0, "joined the broker") > joined)
+            break;
+        waitpid(pid, NULL, 0);
+        c->workers[0].pid = 0;
+        assert_true(h_now_ms() < deadline);
+    }
+    pthread_join(thread, NULL);
+    if (put.rc == 0)
+        print_error("the put was acknowledged though its copy was never written\n");
+    assert_int_not_equal(put.rc, 0);
+    shoal_view_t v;
+    assert_int_not_equal(shoal_get(sh, put.ref, 2000, &v), 0);
+    assert_false(s_log_has(c, 0, "re-adopted 2 objects")); //  the other put only
+    shoal_disconnect(&sh);
+    shoal_disconnect(&put.sh);
+    free(data);
+}
+
 int main(void)
 {
     if (getenv("SHOAL_TEST_FILTER"))
@@ -329,6 +428,8 @@ int main(void)
         cmocka_unit_test_teardown(
             test_persisted_objects_survive_a_sigkill_of_their_worker_and_the_loss_of_its_memory,
             s_teardown),
+        cmocka_unit_test_teardown(
+            test_a_persist_cut_short_by_a_kill_is_neither_acknowledged_nor_kept, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

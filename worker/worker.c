@@ -140,6 +140,9 @@ extern char **environ;
 #define S_PERSIST_STEP     (8ull << 20)
 #define S_PERSIST_TURN_US  20000
 #define S_PERSIST_STEP_ENV "SHOAL_TEST_PERSIST_STEP"
+//  Tests: while the file $SHOAL_TEST_PERSIST_GATE names exists, no persist step is written
+//  (looked at every 10 ms), so a test can kill a worker in the middle of a persist.
+#define S_PERSIST_GATE_ENV "SHOAL_TEST_PERSIST_GATE"
 
 /*  ------------------------------------------------------------------------- types */
 
@@ -340,7 +343,8 @@ typedef struct {
     shoal_ref_t *refs; //  the objects to persist, in order (malloc'd)
     size_t n_refs, next;
     uint64_t done; //  bytes of refs[next] committed (shoal_store_persist_step's cursor)
-    //  a put: its spec and its writer's SEAL
+    //  a put: its spec and its writer's SEAL (no spec: a resent SEAL that asked for a
+    //  persist found the object sealed, not persisted)
     s_put_t *put;
     shoal_wire_peer_t peer;
     uint64_t seq;
@@ -432,8 +436,10 @@ typedef struct {
     s_sealed_t *sealed;
     s_persist_t *persists; //  FIFO: persists written in steps (s_persist_pump)
     size_t n_persists, cap_persists;
-    uint64_t persist_step; //  bytes a loop turn writes of them (S_PERSIST_STEP)
-    void **held;           //  shoal_wire_dup blocks results point to until the flush
+    uint64_t persist_step;    //  bytes a loop turn writes of them (S_PERSIST_STEP)
+    const char *persist_gate; //  S_PERSIST_GATE_ENV, or NULL
+    bool persist_gated;       //  the gate held the persists back last turn (said in the log)
+    void **held;              //  shoal_wire_dup blocks results point to until the flush
     size_t n_held, cap_held;
     size_t n_sealed, cap_sealed;
     int64_t puts_checked_us;
@@ -3314,6 +3320,13 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
         return; //  a resend while its disk copy is written: answered when it is
     if (m->op == SHOAL_PUT_OP_SEAL && !p && shoal_store_lookup(self->store, m->ref, &obj) == 0 &&
         (obj.state == SHOAL_OBJ_SEALED || obj.state == SHOAL_OBJ_SPILLED)) {
+        if ((m->flags & SHOAL_TASK_PERSIST) && !obj.persisted) {
+            //  Sealed but not on disk, though its writer asked (the SEAL carries the
+            //  ALLOC's flags): answered once it is, never before.
+            s_persist_t job = {.peer = in->peer, .seq = m->seq};
+            s_persist_add(self, &job, &m->ref, 1);
+            return;
+        }
         //  Sealed already (a resend): answered with the others, after the flush.
         s_sealed_t done = {in->peer, m->seq, m->ref, false};
         S_PUSH(self->sealed, self->n_sealed, self->cap_sealed, done);
@@ -3491,18 +3504,23 @@ static void s_send_hello(s_worker_t *self)
     shoal_ref_t *held = s_alloc0(cap * sizeof *held);
     size_t n = 0, cursor = 0;
     shoal_store_obj_t obj;
+    //  Not those whose persist is still being written: they are not done yet.
     while (n < cap && shoal_store_next(self->store, &cursor, &obj))
-        if (!shoal__refmap_get(self->copies, obj.ref))
+        if (!shoal__refmap_get(self->copies, obj.ref) && !obj.pending)
             held[n++] = obj.ref;
-    //  writing: client puts still open here, so a restarted broker knows which of the puts
-    //  it left RUNNING on us are still coming.
+    //  writing: client puts still open here (or sealed, their persist under way), so a
+    //  restarted broker knows which of the puts it left RUNNING on us are still coming.
     size_t n_writing = 0;
-    shoal_ref_t *writing = s_alloc0((shoal__refmap_size(self->puts) + 1) * sizeof *writing);
+    shoal_ref_t *writing =
+        s_alloc0((shoal__refmap_size(self->puts) + self->n_persists + 1) * sizeof *writing);
     void *value;
     shoal_ref_t key;
     cursor = 0;
     while (shoal__refmap_next(self->puts, &cursor, &key, &value))
         writing[n_writing++] = key;
+    for (size_t i = 0; i < self->n_persists; i++)
+        if (self->persists[i].put)
+            writing[n_writing++] = self->persists[i].refs[0];
     shoal_wire_w_hello_t hello = {.version = SHOAL_PROTO_VERSION,
                                   .name = self->name,
                                   .host = self->host,
@@ -3821,6 +3839,10 @@ static void s_persist_add(s_worker_t *self, const s_persist_t *job, const shoal_
         s_oom();
     memcpy(j.refs, refs, n * sizeof *refs);
     j.n_refs = n;
+    //  Not sealed for good until the copy is synced: a kill before that must not leave an
+    //  index that re-adopts it as sealed (and a hello that reports it held).
+    for (size_t i = 0; i < n; i++)
+        shoal_store_persist_pending(self->store, refs[i]);
     S_PUSH(self->persists, self->n_persists, self->cap_persists, j);
 }
 
@@ -3828,7 +3850,7 @@ static void s_persist_add(s_worker_t *self, const s_persist_t *job, const shoal_
 static bool s_persist_has(s_worker_t *self, shoal_ref_t ref)
 {
     for (size_t i = 0; i < self->n_persists; i++)
-        if (self->persists[i].put && shoal_ref_equal(self->persists[i].refs[0], ref))
+        if (!self->persists[i].result && shoal_ref_equal(self->persists[i].refs[0], ref))
             return true;
     return false;
 }
@@ -3844,25 +3866,29 @@ static void s_persist_end(s_worker_t *self, s_persist_t *job, int rc)
         shoal_store_obj_t obj;
         uint64_t size = shoal_store_lookup(self->store, ref, &obj) == 0 ? obj.size : 0;
         s_persist_text(self, rc, st, sizeof st);
-        if (job->put)
+        if (!job->result)
             snprintf(error, sizeof error, "cannot persist %s (%llu bytes) on worker %s: %s; %s",
-                     s_ref_text(ref, text), (unsigned long long)job->put->spec->size, self->name,
+                     s_ref_text(ref, text), (unsigned long long)size, self->name,
                      shoal_strerror(rc), st);
         else
             snprintf(error, sizeof error, "cannot persist output %u (%s): %s; %s",
                      (unsigned)shoal_ref_index(ref), s_size_text(size, sz, sizeof sz),
                      shoal_strerror(rc), st);
     }
-    if (job->put) {
+    if (!job->result) {
         shoal_ref_t ref = job->refs[0];
+        const shoal_wire_put_t *spec = job->put ? job->put->spec : NULL;
         if (rc == 0) {
-            s_note(self, ref, SHOAL_OBJ_NOTE_SEALED, job->put->spec->size, job->put->spec, NULL);
+            if (spec)
+                s_note(self, ref, SHOAL_OBJ_NOTE_SEALED, spec->size, spec, NULL);
             s_sealed_t done = {job->peer, job->seq, ref, false};
             S_PUSH(self->sealed, self->n_sealed, self->cap_sealed, done);
         } else {
             shoal_wire_put_t m = {.seq = job->seq, .ref = ref};
+            shoal_store_obj_t obj;
+            uint64_t size = shoal_store_lookup(self->store, ref, &obj) == 0 ? obj.size : 0;
             shoal_store_delete(self->store, ref);
-            s_note(self, ref, SHOAL_OBJ_NOTE_ABORTED, job->put->spec->size, job->put->spec, error);
+            s_note(self, ref, SHOAL_OBJ_NOTE_ABORTED, spec ? spec->size : size, spec, error);
             s_put_reply(self, &job->peer, &m, rc, error, 0);
         }
         s_put_free(job->put);
@@ -3891,6 +3917,13 @@ static void s_persist_pump(s_worker_t *self)
 {
     int64_t until = shoal__now_us() + S_PERSIST_TURN_US;
     uint64_t budget = self->persist_step;
+    if (self->n_persists && self->persist_gate && access(self->persist_gate, F_OK) == 0) {
+        if (!self->persist_gated)
+            shoal__info("persist: %zu held back by %s", self->n_persists, self->persist_gate);
+        self->persist_gated = true;
+        return;
+    }
+    self->persist_gated = false;
     while (self->n_persists && budget > 0 && shoal__now_us() < until) {
         s_persist_t *j = &self->persists[0];
         int rc = 0;
@@ -3938,8 +3971,8 @@ static long s_poll_timeout(s_worker_t *self)
         s_deadline(&next, s_spill_may_free(self) ? now : self->spill_stuck_ms * 1000);
     if (self->n_notes)
         s_deadline(&next, retry);
-    if (self->n_persists)
-        s_deadline(&next, now); //  the next persist step at once
+    if (self->n_persists) //  the next persist step at once
+        s_deadline(&next, self->persist_gated ? now + 10000 : now);
     if (!self->welcomed) {
         s_deadline(&next, self->hello_next_us);
     } else {
@@ -4363,6 +4396,7 @@ static int s_setup(s_worker_t *self, const shoal_worker_config_t *cfg)
     const char *step = getenv(S_PERSIST_STEP_ENV);
     self->persist_step =
         step && strtoull(step, NULL, 10) ? strtoull(step, NULL, 10) : S_PERSIST_STEP;
+    self->persist_gate = getenv(S_PERSIST_GATE_ENV);
     if (cfg->store_dir && cfg->store_dir[0]) {
         if (strlen(cfg->store_dir) >= sizeof self->store_dir) {
             shoal__error("store directory path too long: %s", cfg->store_dir);
