@@ -414,6 +414,47 @@ static void test_a_persist_cut_short_by_a_kill_is_neither_acknowledged_nor_kept(
     free(data);
 }
 
+static void test_a_persist_of_many_small_outputs_is_spread_over_loop_turns(void **state)
+{
+    //  Steps of 1 MiB: each object costs at least 512 KiB of one (worker.c:
+    //  S_PERSIST_REF_COST), so two of them a turn, however small.
+    setenv("SHOAL_TEST_PERSIST_STEP", "1048576", 1);
+    h_cluster_t *c = h_cluster_start_with(1, 2, "16M", "--spill-size 0");
+    unsetenv("SHOAL_TEST_PERSIST_STEP");
+    assert_non_null(c);
+    *state = c;
+    shoal_t *sh = h_connect(c);
+    //  64 outputs of 64 KiB fill the result's 4 MiB inline budget: the 100 of 10 bytes
+    //  after them are stored, and persisted.
+    enum { n_big = 64, n_small = 100 };
+    char arg[n_big * 8 + n_small * 4];
+    size_t len = 0;
+    for (int i = 0; i < n_big + n_small; i++)
+        len += (size_t)snprintf(arg + len, sizeof arg - len, "%s ", i < n_big ? "65536" : "10");
+    static char fn[PATH_MAX + 16];
+    snprintf(fn, sizeof fn, "%s:outputs", SHOAL_TEST_PLUGIN);
+    shoal_task_spec_t spec = {.kind = SHOAL_TASK_FN,
+                              .fn = fn,
+                              .arg = arg,
+                              .arg_size = len + 1,
+                              .n_outputs = n_big + n_small,
+                              .flags = SHOAL_TASK_PERSIST};
+    shoal_ref_t task;
+    assert_int_equal(shoal_submit(sh, &spec, &task), 0);
+    assert_int_equal(shoal_wait(sh, &task, 1, false, WAIT_MS), 0);
+    shoal_ref_t last = shoal_ref_output(task, n_big + n_small - 1);
+    assert_true(s_wait_ls_state(c, last, "persisted"));
+    char *log = h_read_file(c, c->workers[0].log, NULL);
+    const char *at = log ? strstr(log, "persist: 100 objects (1000 bytes) written in ") : NULL;
+    unsigned turns = 0; //  no line: written in one turn
+    if (at)
+        assert_int_equal(sscanf(at, "persist: %*u objects (%*u bytes) written in %u", &turns), 1);
+    if (turns < n_small / 2)
+        print_error("the persist took %u turns:\n%s\n", turns, log ? log : "");
+    assert_true(turns >= n_small / 2);
+    shoal_disconnect(&sh);
+}
+
 int main(void)
 {
     if (getenv("SHOAL_TEST_FILTER"))
@@ -430,6 +471,8 @@ int main(void)
             s_teardown),
         cmocka_unit_test_teardown(
             test_a_persist_cut_short_by_a_kill_is_neither_acknowledged_nor_kept, s_teardown),
+        cmocka_unit_test_teardown(test_a_persist_of_many_small_outputs_is_spread_over_loop_turns,
+                                  s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -137,8 +137,13 @@ extern char **environ;
 //  cost an fdatasync each), so a 4 GiB persist (about 4 s here) never makes the broker,
 //  which counts 5 s of silence as death, lose the worker. $SHOAL_TEST_PERSIST_STEP (bytes)
 //  sets the step, so a test forces many steps with a few MiB.
-#define S_PERSIST_STEP     (8ull << 20)
-#define S_PERSIST_TURN_US  20000
+#define S_PERSIST_STEP    (8ull << 20)
+#define S_PERSIST_TURN_US 20000
+//  What each object of a persist costs of a turn's step at least: a small object's copy is
+//  two fdatasyncs (its commit and the meta page), about 1 ms here, the time 512 KiB of
+//  pieces take; an object already spilled costs nothing else. So a task with 1000 small
+//  stored outputs is written 16 a turn, not all in one turn of 2000 syncs (2 s).
+#define S_PERSIST_REF_COST (512ull << 10)
 #define S_PERSIST_STEP_ENV "SHOAL_TEST_PERSIST_STEP"
 //  Tests: while the file $SHOAL_TEST_PERSIST_GATE names exists, no persist step is written
 //  (looked at every 10 ms), so a test can kill a worker in the middle of a persist.
@@ -342,7 +347,9 @@ typedef struct {
 typedef struct {
     shoal_ref_t *refs; //  the objects to persist, in order (malloc'd)
     size_t n_refs, next;
-    uint64_t done; //  bytes of refs[next] committed (shoal_store_persist_step's cursor)
+    uint64_t done;  //  bytes of refs[next] committed (shoal_store_persist_step's cursor)
+    uint64_t bytes; //  committed of the objects before refs[next]
+    unsigned turns; //  loop turns that wrote some of it (logged at its end)
     //  a put: its spec and its writer's SEAL (no spec: a resent SEAL that asked for a
     //  persist found the object sealed, not persisted)
     s_put_t *put;
@@ -3912,7 +3919,9 @@ static void s_persist_end(s_worker_t *self, s_persist_t *job, int rc)
 }
 
 /*  Writes the persists in progress, oldest first, at most persist_step bytes and
-    S_PERSIST_TURN_US a loop turn (one synced commit per step), ending those complete. */
+    S_PERSIST_TURN_US a loop turn (one synced commit per step; each object costs at least
+    S_PERSIST_REF_COST, and the clock is read between objects, so a job of many small
+    objects is spread over turns too), ending those complete. */
 static void s_persist_pump(s_worker_t *self)
 {
     int64_t until = shoal__now_us() + S_PERSIST_TURN_US;
@@ -3927,18 +3936,26 @@ static void s_persist_pump(s_worker_t *self)
     while (self->n_persists && budget > 0 && shoal__now_us() < until) {
         s_persist_t *j = &self->persists[0];
         int rc = 0;
-        while (j->next < j->n_refs && budget > 0) {
+        j->turns++;
+        while (j->next < j->n_refs && budget > 0 && shoal__now_us() < until) {
             uint64_t before = j->done;
             rc = shoal_store_persist_step(self->store, j->refs[j->next], budget, &j->done);
-            budget -= SHOAL__MIN(budget, j->done > before ? j->done - before : 0);
+            uint64_t cost = j->done > before ? j->done - before : 0;
+            if (rc != SHOAL_EAGAIN)
+                cost = SHOAL__MAX(cost, S_PERSIST_REF_COST); //  its syncs, if nothing else
+            budget -= SHOAL__MIN(budget, cost);
             if (rc)
                 break;
+            j->bytes += j->done;
             j->next++;
             j->done = 0;
         }
         if (rc == SHOAL_EAGAIN || (rc == 0 && j->next < j->n_refs))
             return; //  this turn's share is written: more next turn
         s_persist_t job = *j;
+        if (job.turns > 1)
+            shoal__info("persist: %zu objects (%llu bytes) written in %u turns", job.next,
+                        (unsigned long long)job.bytes, job.turns);
         self->n_persists--;
         memmove(self->persists, self->persists + 1, self->n_persists * sizeof *self->persists);
         s_persist_end(self, &job, rc);
