@@ -455,6 +455,49 @@ static void test_a_persist_of_many_small_outputs_is_spread_over_loop_turns(void 
     shoal_disconnect(&sh);
 }
 
+static void test_a_persisted_put_held_longer_than_the_writers_silence_limit_succeeds(void **state)
+{
+    //  Persists wait while the gate file exists; the writer takes 2 s of silence for death
+    //  (client.c: S_PUT_SILENT_MS), and its resent SEALs are answered busy meanwhile.
+    char gate[PATH_MAX];
+    snprintf(gate, sizeof gate, "/tmp/shoal-gate-busy-%d", (int)getpid());
+    assert_int_equal(h_write_file(gate, "", 0), 0);
+    setenv("SHOAL_TEST_PERSIST_GATE", gate, 1);
+    setenv("SHOAL_TEST_PERSIST_STEP", "1048576", 1);
+    h_cluster_t *c = h_cluster_start_with(1, 2, "16M", "--spill-size 0");
+    unsetenv("SHOAL_TEST_PERSIST_GATE");
+    unsetenv("SHOAL_TEST_PERSIST_STEP");
+    if (!c)
+        unlink(gate);
+    assert_non_null(c);
+    *state = c;
+    setenv("SHOAL_TEST_PUT_SILENT_MS", "2000", 1);
+    size_t size = 3 * MiB + 7;
+    uint8_t *data = h_pattern(41, size);
+    s_put_arg_t put = {.sh = h_connect(c), .data = data, .size = size, .rc = 1};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, s_put_thread, &put), 0);
+    int64_t deadline = h_now_ms() + WAIT_MS;
+    while (!s_log_has(c, 0, "held back by") && h_now_ms() < deadline)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL); //  between polls
+    bool held = s_log_has(c, 0, "held back by");
+    //  Held for twice the writer's silence limit.
+    int64_t until = h_now_ms() + 4000;
+    while (h_now_ms() < until)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL); //  between polls
+    unlink(gate);
+    pthread_join(thread, NULL);
+    unsetenv("SHOAL_TEST_PUT_SILENT_MS");
+    assert_true(held);
+    if (put.rc)
+        print_error("put: %s\n", shoal_last_error(put.sh));
+    assert_int_equal(put.rc, 0);
+    s_assert_get(put.sh, put.ref, 41, size);
+    assert_true(s_wait_ls_state(c, put.ref, "persisted"));
+    shoal_disconnect(&put.sh);
+    free(data);
+}
+
 int main(void)
 {
     if (getenv("SHOAL_TEST_FILTER"))
@@ -473,6 +516,8 @@ int main(void)
             test_a_persist_cut_short_by_a_kill_is_neither_acknowledged_nor_kept, s_teardown),
         cmocka_unit_test_teardown(test_a_persist_of_many_small_outputs_is_spread_over_loop_turns,
                                   s_teardown),
+        cmocka_unit_test_teardown(
+            test_a_persisted_put_held_longer_than_the_writers_silence_limit_succeeds, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

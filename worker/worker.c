@@ -441,7 +441,8 @@ typedef struct {
     s_parked_t *parked;
     size_t n_parked, cap_parked;
     s_sealed_t *sealed;
-    s_persist_t *persists; //  FIFO: persists written in steps (s_persist_pump)
+    s_persist_t *persists; //  persists written in steps (s_persist_pump), in turn
+    size_t persist_next;   //  the one whose step comes next (round robin)
     size_t n_persists, cap_persists;
     uint64_t persist_step;    //  bytes a loop turn writes of them (S_PERSIST_STEP)
     const char *persist_gate; //  S_PERSIST_GATE_ENV, or NULL
@@ -3323,8 +3324,16 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
     }
     s_put_t *p = shoal__refmap_get(self->puts, m->ref);
     shoal_store_obj_t obj;
-    if (m->op == SHOAL_PUT_OP_SEAL && !p && s_persist_has(self, m->ref))
-        return; //  a resend while its disk copy is written: answered when it is
+    if (m->op == SHOAL_PUT_OP_SEAL && !p && s_persist_has(self, m->ref)) {
+        //  A resend while its disk copy is written: answered for good when it is, and
+        //  told busy now, so a writer that waits longer than its silence limit (a persist
+        //  of 10 GiB takes about 10 s, more behind others) does not take us for dead.
+        shoal_wire_put_reply_t busy = {.seq = m->seq, .ref = m->ref, .busy = 1};
+        int rc = shoal_wire_send(self->data, &in->peer, SHOAL_MSG_put_reply, &busy, NULL, 0);
+        if (rc && rc != SHOAL_EUNREACH)
+            shoal__debug("cannot answer a put: %s", shoal_strerror(rc)); //  it asks again
+        return;
+    }
     if (m->op == SHOAL_PUT_OP_SEAL && !p && shoal_store_lookup(self->store, m->ref, &obj) == 0 &&
         (obj.state == SHOAL_OBJ_SEALED || obj.state == SHOAL_OBJ_SPILLED)) {
         if ((m->flags & SHOAL_TASK_PERSIST) && !obj.persisted) {
@@ -3918,7 +3927,7 @@ static void s_persist_end(s_worker_t *self, s_persist_t *job, int rc)
     free(job->refs);
 }
 
-/*  Writes the persists in progress, oldest first, at most persist_step bytes and
+/*  Writes the persists in progress, a step each in turn, at most persist_step bytes and
     S_PERSIST_TURN_US a loop turn (one synced commit per step; each object costs at least
     S_PERSIST_REF_COST, and the clock is read between objects, so a job of many small
     objects is spread over turns too), ending those complete. */
@@ -3934,7 +3943,10 @@ static void s_persist_pump(s_worker_t *self)
     }
     self->persist_gated = false;
     while (self->n_persists && budget > 0 && shoal__now_us() < until) {
-        s_persist_t *j = &self->persists[0];
+        //  In turn, a step each, not one after the other: a small put behind a 10 GiB
+        //  persist is answered in a few turns, not after it.
+        size_t i = self->persist_next < self->n_persists ? self->persist_next : 0;
+        s_persist_t *j = &self->persists[i];
         int rc = 0;
         j->turns++;
         while (j->next < j->n_refs && budget > 0 && shoal__now_us() < until) {
@@ -3950,14 +3962,18 @@ static void s_persist_pump(s_worker_t *self)
             j->next++;
             j->done = 0;
         }
-        if (rc == SHOAL_EAGAIN || (rc == 0 && j->next < j->n_refs))
-            return; //  this turn's share is written: more next turn
+        if (rc == SHOAL_EAGAIN || (rc == 0 && j->next < j->n_refs)) {
+            self->persist_next = i + 1;
+            return; //  this turn's share is written: more next turn, after the others
+        }
         s_persist_t job = *j;
         if (job.turns > 1)
             shoal__info("persist: %zu objects (%llu bytes) written in %u turns", job.next,
                         (unsigned long long)job.bytes, job.turns);
         self->n_persists--;
-        memmove(self->persists, self->persists + 1, self->n_persists * sizeof *self->persists);
+        memmove(self->persists + i, self->persists + i + 1,
+                (self->n_persists - i) * sizeof *self->persists);
+        self->persist_next = i; //  the one after it, now at i
         s_persist_end(self, &job, rc);
     }
 }
