@@ -498,6 +498,92 @@ static void test_a_persisted_put_held_longer_than_the_writers_silence_limit_succ
     free(data);
 }
 
+static void test_a_retry_on_the_same_worker_keeps_its_outputs_from_an_older_persist(void **state)
+{
+    //  Attempt 1 seals its output at once (the go file exists) and its persist is held by
+    //  the gate; the worker is stopped until the broker counts it dead, so the task runs
+    //  again there once it is back: attempt 2 allocates the same output and waits for the
+    //  go file. Then the gate opens: attempt 1's persist must not take attempt 2's
+    //  allocation with it.
+    char gate[PATH_MAX], go[PATH_MAX];
+    snprintf(gate, sizeof gate, "/tmp/shoal-gate-retry-%d", (int)getpid());
+    snprintf(go, sizeof go, "/tmp/shoal-go-retry-%d", (int)getpid());
+    assert_int_equal(h_write_file(gate, "", 0), 0);
+    assert_int_equal(h_write_file(go, "", 0), 0);
+    setenv("SHOAL_TEST_PERSIST_GATE", gate, 1);
+    h_cluster_t *c = h_cluster_start_with(1, 2, "16M", "--spill-size 0");
+    unsetenv("SHOAL_TEST_PERSIST_GATE");
+    if (!c)
+        unlink(gate), unlink(go);
+    assert_non_null(c);
+    *state = c;
+    shoal_t *sh = h_connect(c);
+    static char fn[PATH_MAX + 16];
+    snprintf(fn, sizeof fn, "%s:stream_slowly", SHOAL_TEST_PLUGIN);
+    shoal_task_spec_t spec = {.kind = SHOAL_TASK_FN,
+                              .fn = fn,
+                              .arg = go,
+                              .arg_size = strlen(go) + 1,
+                              .retries = 0,
+                              .flags = SHOAL_TASK_PERSIST};
+    shoal_ref_t task;
+    assert_int_equal(shoal_submit(sh, &spec, &task), 0);
+    assert_int_equal(shoal_flush(sh, WAIT_MS), 0);
+    int64_t deadline = h_now_ms() + WAIT_MS;
+    while (!s_log_has(c, 0, "held back by") && h_now_ms() < deadline)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL); //  between polls
+    bool held = s_log_has(c, 0, "held back by");
+    unlink(go);
+    pid_t pid = c->workers[0].pid;
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    shoal_worker_info_t *list = NULL;
+    size_t n = 1;
+    while (n > 0 && h_now_ms() < deadline) {
+        assert_int_equal(shoal_workers(sh, &list, &n, WAIT_MS), 0);
+        shoal_workers_free(&list, n);
+        if (n)
+            nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL); //  between polls
+    }
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    if (!held || n)
+        unlink(gate);
+    assert_true(held);
+    assert_int_equal(n, 0);
+    //  Attempt 2 runs (the broker says so), and has its output allocated a moment later.
+    bool running = false;
+    while (!running && h_now_ms() < deadline) {
+        assert_int_equal(shoal_workers(sh, &list, &n, WAIT_MS), 0);
+        running = n == 1 && list[0].running == 1;
+        shoal_workers_free(&list, n);
+        if (!running)
+            nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL); //  between polls
+    }
+    //  Then the gate opens for a while (persists look at it every 10 ms) before attempt 2
+    //  may go on.
+    for (int k = 0; k < 2; k++) {
+        int64_t until = h_now_ms() + 500;
+        while (h_now_ms() < until)
+            nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL); //  between polls
+        unlink(gate);
+    }
+    assert_int_equal(h_write_file(go, "", 0), 0);
+    int rc = shoal_wait(sh, &task, 1, false, WAIT_MS);
+    if (rc)
+        print_error("wait: %s\n", shoal_last_error(sh));
+    unlink(go);
+    assert_true(running);
+    assert_int_equal(rc, 0);
+    shoal_view_t v;
+    assert_int_equal(shoal_get(sh, task, WAIT_MS, &v), 0);
+    assert_int_equal(v.size, 2 << 20);
+    const uint8_t *b = v.data;
+    assert_true(b[0] == 'a' && b[(1 << 20) - 1] == 'a' && b[1 << 20] == 'b' &&
+                b[(2 << 20) - 1] == 'b');
+    shoal_view_release(&v);
+    assert_true(s_wait_ls_state(c, task, "persisted"));
+    shoal_disconnect(&sh);
+}
+
 int main(void)
 {
     if (getenv("SHOAL_TEST_FILTER"))
@@ -518,6 +604,8 @@ int main(void)
                                   s_teardown),
         cmocka_unit_test_teardown(
             test_a_persisted_put_held_longer_than_the_writers_silence_limit_succeeds, s_teardown),
+        cmocka_unit_test_teardown(
+            test_a_retry_on_the_same_worker_keeps_its_outputs_from_an_older_persist, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

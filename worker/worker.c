@@ -346,6 +346,7 @@ typedef struct {
     once every copy is on disk and synced. */
 typedef struct {
     shoal_ref_t *refs; //  the objects to persist, in order (malloc'd)
+    uint64_t *gens;    //  s_gen of each when queued: a failed job deletes only its own
     size_t n_refs, next;
     uint64_t done;  //  bytes of refs[next] committed (shoal_store_persist_step's cursor)
     uint64_t bytes; //  committed of the objects before refs[next]
@@ -746,6 +747,7 @@ static uint64_t s_gen(s_worker_t *self, shoal_ref_t ref);
 static void s_persist_add(s_worker_t *self, const s_persist_t *job, const shoal_ref_t *refs,
                           size_t n);
 static bool s_persist_has(s_worker_t *self, shoal_ref_t ref);
+static void s_persist_cancel(s_worker_t *self, shoal_ref_t ref);
 static void s_store_text(s_worker_t *self, char *buf, size_t size);
 
 //  A spilled object back into the arena, evicting input copies while it does not fit.
@@ -841,6 +843,7 @@ static int s_clear_for_output(s_worker_t *self, shoal_ref_t ref)
     }
     if (s_uses(self, ref) || shoal__refmap_get(self->fetches, ref))
         return SHOAL_EEXIST;
+    s_persist_cancel(self, ref); //  an earlier attempt's, whose result waits for it
     shoal__refmap_remove(self->copies, ref);
     shoal__refmap_remove(self->drops, ref);
     shoal_store_delete(self->store, ref);
@@ -3851,9 +3854,12 @@ static void s_persist_add(s_worker_t *self, const s_persist_t *job, const shoal_
 {
     s_persist_t j = *job;
     j.refs = malloc(n * sizeof *j.refs);
-    if (!j.refs)
+    j.gens = malloc(n * sizeof *j.gens);
+    if (!j.refs || !j.gens)
         s_oom();
     memcpy(j.refs, refs, n * sizeof *refs);
+    for (size_t i = 0; i < n; i++)
+        j.gens[i] = s_gen(self, refs[i]);
     j.n_refs = n;
     //  Not sealed for good until the copy is synced: a kill before that must not leave an
     //  index that re-adopts it as sealed (and a hello that reports it held).
@@ -3869,6 +3875,35 @@ static bool s_persist_has(s_worker_t *self, shoal_ref_t ref)
         if (!self->persists[i].result && shoal_ref_equal(self->persists[i].refs[0], ref))
             return true;
     return false;
+}
+
+/*  A task's persist naming ref (an output of an earlier attempt, which a new attempt of
+    the same task on this worker writes anew) is dropped, with the result it held back:
+    that attempt is over (the broker sent the task again), and its failing on the
+    object the new attempt replaces must not take the new attempt's outputs with it. */
+static void s_persist_cancel(s_worker_t *self, shoal_ref_t ref)
+{
+    for (size_t i = 0; i < self->n_persists; i++) {
+        s_persist_t *j = &self->persists[i];
+        bool names = false;
+        for (size_t k = 0; j->result && !names && k < j->n_refs; k++)
+            names = shoal_ref_equal(j->refs[k], ref);
+        if (!names)
+            continue;
+        char text[SHOAL_REF_TEXT_SIZE];
+        shoal__info("persist: the outputs of an earlier attempt of task %s dropped: a new "
+                    "attempt writes them",
+                    s_ref_text(shoal_ref_task(ref), text));
+        free(j->refs);
+        free(j->gens);
+        free(j->result);
+        self->n_persists--;
+        memmove(self->persists + i, self->persists + i + 1,
+                (self->n_persists - i) * sizeof *self->persists);
+        if (self->persist_next > i)
+            self->persist_next--;
+        return;
+    }
 }
 
 /*  job is complete (rc 0) or failed on job->refs[job->next] (rc < 0): the put's SEAL is
@@ -3911,9 +3946,12 @@ static void s_persist_end(s_worker_t *self, s_persist_t *job, int rc)
     } else {
         shoal_wire_result_t *res = job->result;
         if (rc) {
-            shoal_ref_t id = shoal_ref_task(job->refs[0]);
-            for (uint32_t i = 0; i < res->outputs.count; i++) {
-                shoal_ref_t ref = shoal_ref_output(id, (uint16_t)i);
+            //  Its own objects only: one written anew since (s_clear_for_output bumped its
+            //  generation) belongs to another attempt.
+            for (size_t i = 0; i < job->n_refs; i++) {
+                shoal_ref_t ref = job->refs[i];
+                if (s_gen(self, ref) != job->gens[i])
+                    continue;
                 shoal_store_delete(self->store, ref);
                 s_gen_bump(self, ref); //  a stream may have read it
             }
@@ -3925,6 +3963,7 @@ static void s_persist_end(s_worker_t *self, s_persist_t *job, int rc)
         s_result_add(self, res);
     }
     free(job->refs);
+    free(job->gens);
 }
 
 /*  Writes the persists in progress, a step each in turn, at most persist_step bytes and
@@ -4665,6 +4704,7 @@ static void s_teardown(s_worker_t *self)
         //  Unfinished: the writers and the broker hear nothing (the broker requeues the
         //  tasks at w_bye); the pieces written so far are swept at the next open.
         free(self->persists[i].refs);
+        free(self->persists[i].gens);
         s_put_free(self->persists[i].put);
         free(self->persists[i].result);
     }
