@@ -84,9 +84,12 @@ S_SAME(SHOAL_STATUS_LOST, SHOAL_STATE_LOST);
 #define S_PUT_TIMEOUT_MS 60000
 #define S_PUT_RESEND_MS  1000
 /*  A worker that answers nothing for this long is unreachable: it answers even an
-    allocation that waits for room within 5 s. */
-#define S_PUT_SILENT_MS 15000
-#define S_PUT_CREDIT    8
+    allocation that waits for room within 5 s, and a resent SEAL whose persist is being
+    written with `busy`. Tests: $SHOAL_TEST_PUT_SILENT_MS sets it (ms), so a test need
+    not hold a persist for 15 s. */
+#define S_PUT_SILENT_MS     15000
+#define S_PUT_SILENT_MS_ENV "SHOAL_TEST_PUT_SILENT_MS"
+#define S_PUT_CREDIT        8
 /*  A same-host writer tells the worker it is alive this often (the lease is a minute). */
 #define S_PUT_KEEPALIVE_MS   10000
 #define S_PUT_PROGRESS_BYTES (64u << 10)
@@ -2386,8 +2389,10 @@ static int s_put_call(shoal_put_t *put, const shoal_wire_put_t *msg, const void 
     //  lease only asks for a word a minute).
     int64_t deadline = s_deadline(timeout_ms);
     int64_t sent = 0, asked = shoal__now_ms();
+    const char *env = getenv(S_PUT_SILENT_MS_ENV);
+    int64_t silent = env && atoll(env) > 0 ? atoll(env) : S_PUT_SILENT_MS;
     for (;;) {
-        if (shoal__now_ms() - asked >= S_PUT_SILENT_MS)
+        if (shoal__now_ms() - asked >= silent)
             return s_fail(self, SHOAL_EUNREACH, "put %s: worker %s at %s does not answer", text,
                           put->worker, put->endpoint);
         if (s_expired(deadline))
@@ -2430,6 +2435,13 @@ static int s_put_call(shoal_put_t *put, const shoal_wire_put_t *msg, const void 
                 continue;
             }
             asked = shoal__now_ms(); //  the worker is alive
+            if (r->seq == msg->seq && r->busy && r->code == 0) {
+                //  Our SEAL's persist is being written: however long that takes (about
+                //  1 s per GiB, more behind other persists), the answer comes.
+                deadline = s_deadline(timeout_ms);
+                shoal_wire_in_clear(&in);
+                continue;
+            }
             if (r->seq == msg->seq) {
                 *reply = in;
                 return 0;

@@ -462,7 +462,9 @@ typedef struct {
     F(R, U64, ttl_ms, _)                                                                           \
     F(R, U64, flags, _) /*  ALLOC: SHOAL_TASK_PERSIST (keep a synced disk copy at seal) */
 /*  ALLOC's answer names the arena and the offset, so a client on the worker's host that
-    opens that file and finds the same device and inode writes there directly. */
+    opens that file and finds the same device and inode writes there directly. busy
+    (appended; 0 from older workers): 1 answers a resent SEAL whose persist is still being
+    written (code 0), so the writer waits on; the real answer follows once it is synced. */
 #define SHOAL_WIRE_put_reply(F, R)                                                                 \
     F(R, U64, seq, _)                                                                              \
     F(R, REF, ref, _)                                                                              \
@@ -471,7 +473,8 @@ typedef struct {
     F(R, U64, offset, _)                                                                           \
     F(R, STR, arena, _)                                                                            \
     F(R, U64, arena_dev, _)                                                                        \
-    F(R, U64, arena_ino, _)
+    F(R, U64, arena_ino, _)                                                                        \
+    F(R, U64, busy, _)
 
 /*  executor <-> worker over a socketpair (proto/chan.h: length-prefixed frames) */
 #define SHOAL_WIRE_e_hello(F, R)                                                                   \

@@ -145,6 +145,13 @@ typedef struct {
     uint64_t length;
 } s_range_t;
 
+//  A delete from the disk tier waiting for its commit (s_disk_drops_commit).
+typedef struct {
+    shoal_ref_t ref;
+    uint64_t size;  //  given back to persist_used or spill_used once committed
+    bool persisted; //  which of them
+} s_drop_t;
+
 //  The pin table's header: 64 bytes, so the slots after it are cache-line aligned.
 typedef struct {
     char magic[8];
@@ -243,8 +250,9 @@ struct shoal_store {
     uint64_t persist_used; //  bytes of persisted objects' copies (not counted in spill_used)
     bool sync_index;       //  a persisted object's record awaits a synced index commit
     //  Deleted objects whose disk pieces and record go in one commit (s_disk_drops_commit)
-    //  before the next index commit or disk-tier write, not one synced commit each.
-    shoal_ref_t *disk_drops;
+    //  before the next index commit or disk-tier write, not one synced commit each; kept,
+    //  and their bytes still counted, until that commit succeeds.
+    s_drop_t *disk_drops;
     size_t n_disk_drops, cap_disk_drops;
     char spill_path[PATH_MAX];
     uint64_t spill_cap;
@@ -2149,7 +2157,7 @@ int shoal_store_persist_pending(shoal_store_t *self, shoal_ref_t ref)
 static void s_pieces_drop(shoal_store_t *self, shoal_ref_t ref, uint64_t size, bool persisted);
 static void s_pieces_drop_later(shoal_store_t *self, shoal_ref_t ref, uint64_t size,
                                 bool persisted);
-static void s_disk_drops_commit(shoal_store_t *self);
+static int s_disk_drops_commit(shoal_store_t *self);
 
 //  Gives up the arena range of entry, which stays in the map (spill) or leaves it (drop):
 //  to limbo if readers may view it, else to the free list. Never allocates.
@@ -2403,13 +2411,14 @@ static int s_pieces_del(shoal_store_t *self, MDB_txn *txn, shoal_ref_t ref)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-//  Deletes the records and pieces of refs in one synced commit. 0 or an LMDB code.
-static int s_disk_del(shoal_store_t *self, const shoal_ref_t *refs, size_t n)
+//  Deletes the records and pieces of refs (or of drops[i].ref) in one synced commit. 0 or
+//  an LMDB code.
+static int s_disk_del(shoal_store_t *self, const shoal_ref_t *refs, const s_drop_t *drops, size_t n)
 {
     MDB_txn *txn = NULL;
     int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
     for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = s_pieces_del(self, txn, refs[i]);
+        rc = s_pieces_del(self, txn, refs ? refs[i] : drops[i].ref);
     if (rc == 0) {
         rc = s_fault() ? EIO : mdb_txn_commit(txn);
         if (rc)
@@ -2425,7 +2434,7 @@ static void s_pieces_drop(shoal_store_t *self, shoal_ref_t ref, uint64_t size, b
 {
     uint64_t *used = persisted ? &self->persist_used : &self->spill_used;
     *used -= SHOAL__MIN(size, *used);
-    int rc = s_disk_del(self, &ref, 1);
+    int rc = s_disk_del(self, &ref, NULL, 1);
     if (rc) {
         char text[SHOAL_REF_TEXT_SIZE];
         shoal__error("store: cannot delete %s from the disk tier %s (the next open will): %s",
@@ -2437,18 +2446,27 @@ static void s_pieces_drop(shoal_store_t *self, shoal_ref_t ref, uint64_t size, b
     persisted objects was 500 synced commits, one fdatasync each (1.7 s in all here, 10 ms
     now). Called before every index commit (s_commit: the disk tier is never behind the
     index that forgets the objects) and before any disk-tier write (a deleted ref written
-    again must not lose its new pieces to the old delete). On failure the deletes are
-    logged and dropped, as a single delete's were. */
-static void s_disk_drops_commit(shoal_store_t *self)
+    again must not lose its new pieces to the old delete: that write fails instead). On
+    failure (logged) the deletes stay queued, their bytes counted, for the next call: a
+    batch dropped would come back, re-adopted by the next open. 0 or an LMDB code. */
+static int s_disk_drops_commit(shoal_store_t *self)
 {
     if (!self->n_disk_drops)
-        return;
-    int rc = s_disk_del(self, self->disk_drops, self->n_disk_drops);
-    if (rc)
-        shoal__error("store: cannot delete %zu objects from the disk tier %s (the next open "
-                     "will): %s",
+        return 0;
+    int rc = s_disk_del(self, NULL, self->disk_drops, self->n_disk_drops);
+    if (rc) {
+        shoal__error("store: cannot delete %zu objects from the disk tier %s (tried again at "
+                     "the next commit): %s",
                      self->n_disk_drops, self->spill_path, mdb_strerror(rc));
+        return rc;
+    }
+    for (size_t i = 0; i < self->n_disk_drops; i++) {
+        const s_drop_t *d = &self->disk_drops[i];
+        uint64_t *used = d->persisted ? &self->persist_used : &self->spill_used;
+        *used -= SHOAL__MIN(d->size, *used);
+    }
     self->n_disk_drops = 0;
+    return 0;
 }
 
 //  s_pieces_drop at the next s_disk_drops_commit; at once when the queue cannot grow.
@@ -2456,7 +2474,7 @@ static void s_pieces_drop_later(shoal_store_t *self, shoal_ref_t ref, uint64_t s
 {
     if (self->n_disk_drops == self->cap_disk_drops) {
         size_t cap = self->cap_disk_drops ? 2 * self->cap_disk_drops : 64;
-        shoal_ref_t *p = s_realloc(self->disk_drops, cap * sizeof *p);
+        s_drop_t *p = s_realloc(self->disk_drops, cap * sizeof *p);
         if (!p) {
             s_pieces_drop(self, ref, size, persisted);
             return;
@@ -2464,9 +2482,7 @@ static void s_pieces_drop_later(shoal_store_t *self, shoal_ref_t ref, uint64_t s
         self->disk_drops = p;
         self->cap_disk_drops = cap;
     }
-    uint64_t *used = persisted ? &self->persist_used : &self->spill_used;
-    *used -= SHOAL__MIN(size, *used);
-    self->disk_drops[self->n_disk_drops++] = ref;
+    self->disk_drops[self->n_disk_drops++] = (s_drop_t){ref, size, persisted};
 }
 
 //  Writes entry's record (flags) in txn.
@@ -2569,7 +2585,9 @@ int shoal_store_spill(shoal_store_t *self, uint64_t budget, const shoal_store_sp
         *freed_p = 0;
     if (!self->spill_env)
         return SHOAL_EFULL;
-    s_disk_drops_commit(self);
+    int drc = s_disk_drops_commit(self); //  logged
+    if (drc)
+        return s_disk_code(drc);
     budget = SHOAL__MAX(budget, 1);
     uint64_t written = 0;
     bool progress = false, done_one = false;
@@ -2685,7 +2703,6 @@ int shoal_store_persist_step(shoal_store_t *self, shoal_ref_t ref, uint64_t budg
         return 0;
     if (!self->spill_env)
         return SHOAL_EFULL;
-    s_disk_drops_commit(self);
     bool spilled = entry->state == SHOAL_OBJ_SPILLED;
     char text[SHOAL_REF_TEXT_SIZE];
     if (!spilled && entry->size > self->persist_max) {
@@ -2708,11 +2725,15 @@ int shoal_store_persist_step(shoal_store_t *self, shoal_ref_t ref, uint64_t budg
         never persisted in part. Between steps entry->persisting keeps the spill away from
         it (its pieces would collide), and a delete drops what was written. */
     MDB_txn *txn = NULL;
-    const char *what = "begin a transaction";
-    int rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+    const char *what = "commit the deletes queued";
+    int rc = s_disk_drops_commit(self);
     bool last = false;
-    if (rc)
-        txn = NULL;
+    if (rc == 0) {
+        what = "begin a transaction";
+        rc = S_MDB(mdb_txn_begin(self->spill_env, NULL, 0, &txn));
+        if (rc)
+            txn = NULL;
+    }
     if (rc == 0 && !spilled) {
         what = "write a piece";
         rc = s_pieces_put(self, txn, ref, entry, done_p, SHOAL__MAX(budget, 1));

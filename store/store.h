@@ -333,7 +333,9 @@ int shoal_store_persist_pending(shoal_store_t *self, shoal_ref_t ref);
 /*  The largest object shoal_store_persist writes (config persist_max). */
 uint64_t shoal_store_persist_max(const shoal_store_t *self);
 /*  Bytes of spilled objects in the disk tier (including one being spilled), and its cap
-    (spill_size); bytes of persisted copies. */
+    (spill_size); bytes of persisted copies. A deleted object's bytes count until its delete
+    from the disk tier is committed (before the next index commit or disk-tier write: the
+    next shoal_store_flush; a failed one is tried again at the next). */
 uint64_t shoal_store_spill_used(const shoal_store_t *self);
 uint64_t shoal_store_persist_used(const shoal_store_t *self);
 uint64_t shoal_store_spill_capacity(const shoal_store_t *self);

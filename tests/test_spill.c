@@ -414,6 +414,176 @@ static void test_a_persist_cut_short_by_a_kill_is_neither_acknowledged_nor_kept(
     free(data);
 }
 
+static void test_a_persist_of_many_small_outputs_is_spread_over_loop_turns(void **state)
+{
+    //  Steps of 1 MiB: each object costs at least 512 KiB of one (worker.c:
+    //  S_PERSIST_REF_COST), so two of them a turn, however small.
+    setenv("SHOAL_TEST_PERSIST_STEP", "1048576", 1);
+    h_cluster_t *c = h_cluster_start_with(1, 2, "16M", "--spill-size 0");
+    unsetenv("SHOAL_TEST_PERSIST_STEP");
+    assert_non_null(c);
+    *state = c;
+    shoal_t *sh = h_connect(c);
+    //  64 outputs of 64 KiB fill the result's 4 MiB inline budget: the 100 of 10 bytes
+    //  after them are stored, and persisted.
+    enum { n_big = 64, n_small = 100 };
+    char arg[n_big * 8 + n_small * 4];
+    size_t len = 0;
+    for (int i = 0; i < n_big + n_small; i++)
+        len += (size_t)snprintf(arg + len, sizeof arg - len, "%s ", i < n_big ? "65536" : "10");
+    static char fn[PATH_MAX + 16];
+    snprintf(fn, sizeof fn, "%s:outputs", SHOAL_TEST_PLUGIN);
+    shoal_task_spec_t spec = {.kind = SHOAL_TASK_FN,
+                              .fn = fn,
+                              .arg = arg,
+                              .arg_size = len + 1,
+                              .n_outputs = n_big + n_small,
+                              .flags = SHOAL_TASK_PERSIST};
+    shoal_ref_t task;
+    assert_int_equal(shoal_submit(sh, &spec, &task), 0);
+    assert_int_equal(shoal_wait(sh, &task, 1, false, WAIT_MS), 0);
+    shoal_ref_t last = shoal_ref_output(task, n_big + n_small - 1);
+    assert_true(s_wait_ls_state(c, last, "persisted"));
+    char *log = h_read_file(c, c->workers[0].log, NULL);
+    const char *at = log ? strstr(log, "persist: 100 objects (1000 bytes) written in ") : NULL;
+    unsigned turns = 0; //  no line: written in one turn
+    if (at)
+        assert_int_equal(sscanf(at, "persist: %*u objects (%*u bytes) written in %u", &turns), 1);
+    if (turns < n_small / 2)
+        print_error("the persist took %u turns:\n%s\n", turns, log ? log : "");
+    assert_true(turns >= n_small / 2);
+    shoal_disconnect(&sh);
+}
+
+static void test_a_persisted_put_held_longer_than_the_writers_silence_limit_succeeds(void **state)
+{
+    //  Persists wait while the gate file exists; the writer takes 2 s of silence for death
+    //  (client.c: S_PUT_SILENT_MS), and its resent SEALs are answered busy meanwhile.
+    char gate[PATH_MAX];
+    snprintf(gate, sizeof gate, "/tmp/shoal-gate-busy-%d", (int)getpid());
+    assert_int_equal(h_write_file(gate, "", 0), 0);
+    setenv("SHOAL_TEST_PERSIST_GATE", gate, 1);
+    setenv("SHOAL_TEST_PERSIST_STEP", "1048576", 1);
+    h_cluster_t *c = h_cluster_start_with(1, 2, "16M", "--spill-size 0");
+    unsetenv("SHOAL_TEST_PERSIST_GATE");
+    unsetenv("SHOAL_TEST_PERSIST_STEP");
+    if (!c)
+        unlink(gate);
+    assert_non_null(c);
+    *state = c;
+    setenv("SHOAL_TEST_PUT_SILENT_MS", "2000", 1);
+    size_t size = 3 * MiB + 7;
+    uint8_t *data = h_pattern(41, size);
+    s_put_arg_t put = {.sh = h_connect(c), .data = data, .size = size, .rc = 1};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, s_put_thread, &put), 0);
+    int64_t deadline = h_now_ms() + WAIT_MS;
+    while (!s_log_has(c, 0, "held back by") && h_now_ms() < deadline)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL); //  between polls
+    bool held = s_log_has(c, 0, "held back by");
+    //  Held for twice the writer's silence limit.
+    int64_t until = h_now_ms() + 4000;
+    while (h_now_ms() < until)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL); //  between polls
+    unlink(gate);
+    pthread_join(thread, NULL);
+    unsetenv("SHOAL_TEST_PUT_SILENT_MS");
+    assert_true(held);
+    if (put.rc)
+        print_error("put: %s\n", shoal_last_error(put.sh));
+    assert_int_equal(put.rc, 0);
+    s_assert_get(put.sh, put.ref, 41, size);
+    assert_true(s_wait_ls_state(c, put.ref, "persisted"));
+    shoal_disconnect(&put.sh);
+    free(data);
+}
+
+static void test_a_retry_on_the_same_worker_keeps_its_outputs_from_an_older_persist(void **state)
+{
+    //  Attempt 1 seals its output at once (the go file exists) and its persist is held by
+    //  the gate; the worker is stopped until the broker counts it dead, so the task runs
+    //  again there once it is back: attempt 2 allocates the same output and waits for the
+    //  go file. Then the gate opens: attempt 1's persist must not take attempt 2's
+    //  allocation with it.
+    char gate[PATH_MAX], go[PATH_MAX];
+    snprintf(gate, sizeof gate, "/tmp/shoal-gate-retry-%d", (int)getpid());
+    snprintf(go, sizeof go, "/tmp/shoal-go-retry-%d", (int)getpid());
+    assert_int_equal(h_write_file(gate, "", 0), 0);
+    assert_int_equal(h_write_file(go, "", 0), 0);
+    setenv("SHOAL_TEST_PERSIST_GATE", gate, 1);
+    h_cluster_t *c = h_cluster_start_with(1, 2, "16M", "--spill-size 0");
+    unsetenv("SHOAL_TEST_PERSIST_GATE");
+    if (!c)
+        unlink(gate), unlink(go);
+    assert_non_null(c);
+    *state = c;
+    shoal_t *sh = h_connect(c);
+    static char fn[PATH_MAX + 16];
+    snprintf(fn, sizeof fn, "%s:stream_slowly", SHOAL_TEST_PLUGIN);
+    shoal_task_spec_t spec = {.kind = SHOAL_TASK_FN,
+                              .fn = fn,
+                              .arg = go,
+                              .arg_size = strlen(go) + 1,
+                              .retries = 0,
+                              .flags = SHOAL_TASK_PERSIST};
+    shoal_ref_t task;
+    assert_int_equal(shoal_submit(sh, &spec, &task), 0);
+    assert_int_equal(shoal_flush(sh, WAIT_MS), 0);
+    int64_t deadline = h_now_ms() + WAIT_MS;
+    while (!s_log_has(c, 0, "held back by") && h_now_ms() < deadline)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL); //  between polls
+    bool held = s_log_has(c, 0, "held back by");
+    unlink(go);
+    pid_t pid = c->workers[0].pid;
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    shoal_worker_info_t *list = NULL;
+    size_t n = 1;
+    while (n > 0 && h_now_ms() < deadline) {
+        assert_int_equal(shoal_workers(sh, &list, &n, WAIT_MS), 0);
+        shoal_workers_free(&list, n);
+        if (n)
+            nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL); //  between polls
+    }
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    if (!held || n)
+        unlink(gate);
+    assert_true(held);
+    assert_int_equal(n, 0);
+    //  Attempt 2 runs (the broker says so), and has its output allocated a moment later.
+    bool running = false;
+    while (!running && h_now_ms() < deadline) {
+        assert_int_equal(shoal_workers(sh, &list, &n, WAIT_MS), 0);
+        running = n == 1 && list[0].running == 1;
+        shoal_workers_free(&list, n);
+        if (!running)
+            nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL); //  between polls
+    }
+    //  Then the gate opens for a while (persists look at it every 10 ms) before attempt 2
+    //  may go on.
+    for (int k = 0; k < 2; k++) {
+        int64_t until = h_now_ms() + 500;
+        while (h_now_ms() < until)
+            nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL); //  between polls
+        unlink(gate);
+    }
+    assert_int_equal(h_write_file(go, "", 0), 0);
+    int rc = shoal_wait(sh, &task, 1, false, WAIT_MS);
+    if (rc)
+        print_error("wait: %s\n", shoal_last_error(sh));
+    unlink(go);
+    assert_true(running);
+    assert_int_equal(rc, 0);
+    shoal_view_t v;
+    assert_int_equal(shoal_get(sh, task, WAIT_MS, &v), 0);
+    assert_int_equal(v.size, 2 << 20);
+    const uint8_t *b = v.data;
+    assert_true(b[0] == 'a' && b[(1 << 20) - 1] == 'a' && b[1 << 20] == 'b' &&
+                b[(2 << 20) - 1] == 'b');
+    shoal_view_release(&v);
+    assert_true(s_wait_ls_state(c, task, "persisted"));
+    shoal_disconnect(&sh);
+}
+
 int main(void)
 {
     if (getenv("SHOAL_TEST_FILTER"))
@@ -430,6 +600,12 @@ int main(void)
             s_teardown),
         cmocka_unit_test_teardown(
             test_a_persist_cut_short_by_a_kill_is_neither_acknowledged_nor_kept, s_teardown),
+        cmocka_unit_test_teardown(test_a_persist_of_many_small_outputs_is_spread_over_loop_turns,
+                                  s_teardown),
+        cmocka_unit_test_teardown(
+            test_a_persisted_put_held_longer_than_the_writers_silence_limit_succeeds, s_teardown),
+        cmocka_unit_test_teardown(
+            test_a_retry_on_the_same_worker_keeps_its_outputs_from_an_older_persist, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2224,6 +2224,9 @@ static void test_deleting_a_spilled_object_gives_its_disk_room_back(void **state
     assert_int_equal(shoal_store_spill(f->store, 1, NULL, &freed), 0); //  all of it
     assert_int_equal(shoal_store_spill_used(f->store), MiB);
     assert_int_equal(shoal_store_delete(f->store, s_ref(1)), 0);
+    //  Counted until its delete from the disk tier is committed, at the next flush.
+    assert_int_equal(shoal_store_spill_used(f->store), MiB);
+    assert_int_equal(shoal_store_flush(f->store), 0);
     assert_int_equal(shoal_store_spill_used(f->store), 0);
     //  Deleted half-way through a spill: the pieces written go too.
     s_put_pattern(f, 2, 3 * MiB);
@@ -2348,6 +2351,7 @@ static void test_a_persisted_object_survives_the_loss_of_its_arena(void **state)
     assert_int_equal(shoal_store_spill_used(f->store), 0);
     //  Deleted: its copy goes, for good.
     assert_int_equal(shoal_store_delete(f->store, s_ref(1)), 0);
+    assert_int_equal(shoal_store_flush(f->store), 0); //  commits its delete from the disk tier
     assert_int_equal(shoal_store_persist_used(f->store), 0);
     assert_int_equal(s_reopen(f, 4 * MiB), 0);
     assert_int_equal(shoal_store_lookup(f->store, s_ref(1), &obj), SHOAL_ENOTFOUND);
@@ -2421,6 +2425,49 @@ static void test_fault_sweep_on_persist_and_reopen_without_arena_never_loses_it(
     assert_true(n < 10000);
     printf("fault sweep, persist: %d fallible steps, each failed cleanly (%d errors)\n", n - 1,
            failures);
+}
+
+static void
+test_a_failed_commit_of_disk_deletes_is_tried_again_and_never_brings_them_back(void **state)
+{
+    fixture_t *f = *state;
+    int n, failures = 0;
+    for (n = 1; n < 10000; n++) {
+        assert_int_equal(s_open(f, 4 * MiB), 0);
+        for (int i = 1; i <= 3; i++) {
+            s_put_pattern(f, i, 70000);
+            assert_int_equal(shoal_store_persist(f->store, s_ref(i)), 0);
+        }
+        assert_int_equal(shoal_store_flush(f->store), 0);
+        assert_int_equal(shoal_store_persist_used(f->store), 3 * 70000);
+        for (int i = 1; i <= 2; i++)
+            assert_int_equal(shoal_store_delete(f->store, s_ref(i)), 0);
+        //  The deletes' one disk commit, or the index commit after it, fails: the next
+        //  flush commits what is left.
+        shoal__store_fail_at = n;
+        int rc = shoal_store_flush(f->store);
+        bool reached = shoal__store_fail_at == 0;
+        shoal__store_fail_at = 0;
+        if (rc) {
+            failures++;
+            assert_true(s_is_clean_error(rc));
+        }
+        assert_int_equal(shoal_store_flush(f->store), 0);
+        assert_int_equal(shoal_store_persist_used(f->store), 70000);
+        //  Reopened: deleted for good, the third kept, and counted once.
+        assert_int_equal(s_reopen(f, 4 * MiB), 0);
+        shoal_store_obj_t obj;
+        for (int i = 1; i <= 2; i++)
+            assert_int_equal(shoal_store_lookup(f->store, s_ref(i), &obj), SHOAL_ENOTFOUND);
+        assert_int_equal(shoal_store_lookup(f->store, s_ref(3), &obj), 0);
+        assert_true(obj.persisted);
+        assert_int_equal(shoal_store_persist_used(f->store), 70000);
+        shoal_store_destroy(&f->store);
+        if (!reached)
+            break;
+    }
+    assert_true(n > 1 && n < 10000);
+    printf("fault sweep, disk deletes: %d fallible steps (%d flushes failed)\n", n - 1, failures);
 }
 
 static void test_a_restore_killed_before_the_next_flush_keeps_the_object_on_disk(void **state)
@@ -2814,6 +2861,7 @@ int main(void)
         T(test_a_persisted_object_survives_the_loss_of_its_arena),
         T(test_a_corrupt_index_keeps_persisted_objects_and_a_corrupt_disk_tier_is_named),
         T(test_fault_sweep_on_persist_and_reopen_without_arena_never_loses_it),
+        T(test_a_failed_commit_of_disk_deletes_is_tried_again_and_never_brings_them_back),
         T(test_a_restore_killed_before_the_next_flush_keeps_the_object_on_disk),
         T(test_a_second_store_on_the_same_spill_dir_is_refused_naming_the_first),
         T(test_an_open_whose_disk_clean_up_cannot_commit_goes_on_with_a_warning),

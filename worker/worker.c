@@ -137,8 +137,13 @@ extern char **environ;
 //  cost an fdatasync each), so a 4 GiB persist (about 4 s here) never makes the broker,
 //  which counts 5 s of silence as death, lose the worker. $SHOAL_TEST_PERSIST_STEP (bytes)
 //  sets the step, so a test forces many steps with a few MiB.
-#define S_PERSIST_STEP     (8ull << 20)
-#define S_PERSIST_TURN_US  20000
+#define S_PERSIST_STEP    (8ull << 20)
+#define S_PERSIST_TURN_US 20000
+//  What each object of a persist costs of a turn's step at least: a small object's copy is
+//  two fdatasyncs (its commit and the meta page), about 1 ms here, the time 512 KiB of
+//  pieces take; an object already spilled costs nothing else. So a task with 1000 small
+//  stored outputs is written 16 a turn, not all in one turn of 2000 syncs (2 s).
+#define S_PERSIST_REF_COST (512ull << 10)
 #define S_PERSIST_STEP_ENV "SHOAL_TEST_PERSIST_STEP"
 //  Tests: while the file $SHOAL_TEST_PERSIST_GATE names exists, no persist step is written
 //  (looked at every 10 ms), so a test can kill a worker in the middle of a persist.
@@ -341,8 +346,11 @@ typedef struct {
     once every copy is on disk and synced. */
 typedef struct {
     shoal_ref_t *refs; //  the objects to persist, in order (malloc'd)
+    uint64_t *gens;    //  s_gen of each when queued: a failed job deletes only its own
     size_t n_refs, next;
-    uint64_t done; //  bytes of refs[next] committed (shoal_store_persist_step's cursor)
+    uint64_t done;  //  bytes of refs[next] committed (shoal_store_persist_step's cursor)
+    uint64_t bytes; //  committed of the objects before refs[next]
+    unsigned turns; //  loop turns that wrote some of it (logged at its end)
     //  a put: its spec and its writer's SEAL (no spec: a resent SEAL that asked for a
     //  persist found the object sealed, not persisted)
     s_put_t *put;
@@ -434,7 +442,8 @@ typedef struct {
     s_parked_t *parked;
     size_t n_parked, cap_parked;
     s_sealed_t *sealed;
-    s_persist_t *persists; //  FIFO: persists written in steps (s_persist_pump)
+    s_persist_t *persists; //  persists written in steps (s_persist_pump), in turn
+    size_t persist_next;   //  the one whose step comes next (round robin)
     size_t n_persists, cap_persists;
     uint64_t persist_step;    //  bytes a loop turn writes of them (S_PERSIST_STEP)
     const char *persist_gate; //  S_PERSIST_GATE_ENV, or NULL
@@ -738,6 +747,7 @@ static uint64_t s_gen(s_worker_t *self, shoal_ref_t ref);
 static void s_persist_add(s_worker_t *self, const s_persist_t *job, const shoal_ref_t *refs,
                           size_t n);
 static bool s_persist_has(s_worker_t *self, shoal_ref_t ref);
+static void s_persist_cancel(s_worker_t *self, shoal_ref_t ref);
 static void s_store_text(s_worker_t *self, char *buf, size_t size);
 
 //  A spilled object back into the arena, evicting input copies while it does not fit.
@@ -833,6 +843,7 @@ static int s_clear_for_output(s_worker_t *self, shoal_ref_t ref)
     }
     if (s_uses(self, ref) || shoal__refmap_get(self->fetches, ref))
         return SHOAL_EEXIST;
+    s_persist_cancel(self, ref); //  an earlier attempt's, whose result waits for it
     shoal__refmap_remove(self->copies, ref);
     shoal__refmap_remove(self->drops, ref);
     shoal_store_delete(self->store, ref);
@@ -3316,8 +3327,16 @@ static void s_on_put(s_worker_t *self, shoal_wire_in_t *in)
     }
     s_put_t *p = shoal__refmap_get(self->puts, m->ref);
     shoal_store_obj_t obj;
-    if (m->op == SHOAL_PUT_OP_SEAL && !p && s_persist_has(self, m->ref))
-        return; //  a resend while its disk copy is written: answered when it is
+    if (m->op == SHOAL_PUT_OP_SEAL && !p && s_persist_has(self, m->ref)) {
+        //  A resend while its disk copy is written: answered for good when it is, and
+        //  told busy now, so a writer that waits longer than its silence limit (a persist
+        //  of 10 GiB takes about 10 s, more behind others) does not take us for dead.
+        shoal_wire_put_reply_t busy = {.seq = m->seq, .ref = m->ref, .busy = 1};
+        int rc = shoal_wire_send(self->data, &in->peer, SHOAL_MSG_put_reply, &busy, NULL, 0);
+        if (rc && rc != SHOAL_EUNREACH)
+            shoal__debug("cannot answer a put: %s", shoal_strerror(rc)); //  it asks again
+        return;
+    }
     if (m->op == SHOAL_PUT_OP_SEAL && !p && shoal_store_lookup(self->store, m->ref, &obj) == 0 &&
         (obj.state == SHOAL_OBJ_SEALED || obj.state == SHOAL_OBJ_SPILLED)) {
         if ((m->flags & SHOAL_TASK_PERSIST) && !obj.persisted) {
@@ -3835,9 +3854,12 @@ static void s_persist_add(s_worker_t *self, const s_persist_t *job, const shoal_
 {
     s_persist_t j = *job;
     j.refs = malloc(n * sizeof *j.refs);
-    if (!j.refs)
+    j.gens = malloc(n * sizeof *j.gens);
+    if (!j.refs || !j.gens)
         s_oom();
     memcpy(j.refs, refs, n * sizeof *refs);
+    for (size_t i = 0; i < n; i++)
+        j.gens[i] = s_gen(self, refs[i]);
     j.n_refs = n;
     //  Not sealed for good until the copy is synced: a kill before that must not leave an
     //  index that re-adopts it as sealed (and a hello that reports it held).
@@ -3853,6 +3875,35 @@ static bool s_persist_has(s_worker_t *self, shoal_ref_t ref)
         if (!self->persists[i].result && shoal_ref_equal(self->persists[i].refs[0], ref))
             return true;
     return false;
+}
+
+/*  A task's persist naming ref (an output of an earlier attempt, which a new attempt of
+    the same task on this worker writes anew) is dropped, with the result it held back:
+    that attempt is over (the broker sent the task again), and its failing on the
+    object the new attempt replaces must not take the new attempt's outputs with it. */
+static void s_persist_cancel(s_worker_t *self, shoal_ref_t ref)
+{
+    for (size_t i = 0; i < self->n_persists; i++) {
+        s_persist_t *j = &self->persists[i];
+        bool names = false;
+        for (size_t k = 0; j->result && !names && k < j->n_refs; k++)
+            names = shoal_ref_equal(j->refs[k], ref);
+        if (!names)
+            continue;
+        char text[SHOAL_REF_TEXT_SIZE];
+        shoal__info("persist: the outputs of an earlier attempt of task %s dropped: a new "
+                    "attempt writes them",
+                    s_ref_text(shoal_ref_task(ref), text));
+        free(j->refs);
+        free(j->gens);
+        free(j->result);
+        self->n_persists--;
+        memmove(self->persists + i, self->persists + i + 1,
+                (self->n_persists - i) * sizeof *self->persists);
+        if (self->persist_next > i)
+            self->persist_next--;
+        return;
+    }
 }
 
 /*  job is complete (rc 0) or failed on job->refs[job->next] (rc < 0): the put's SEAL is
@@ -3895,9 +3946,12 @@ static void s_persist_end(s_worker_t *self, s_persist_t *job, int rc)
     } else {
         shoal_wire_result_t *res = job->result;
         if (rc) {
-            shoal_ref_t id = shoal_ref_task(job->refs[0]);
-            for (uint32_t i = 0; i < res->outputs.count; i++) {
-                shoal_ref_t ref = shoal_ref_output(id, (uint16_t)i);
+            //  Its own objects only: one written anew since (s_clear_for_output bumped its
+            //  generation) belongs to another attempt.
+            for (size_t i = 0; i < job->n_refs; i++) {
+                shoal_ref_t ref = job->refs[i];
+                if (s_gen(self, ref) != job->gens[i])
+                    continue;
                 shoal_store_delete(self->store, ref);
                 s_gen_bump(self, ref); //  a stream may have read it
             }
@@ -3909,10 +3963,13 @@ static void s_persist_end(s_worker_t *self, s_persist_t *job, int rc)
         s_result_add(self, res);
     }
     free(job->refs);
+    free(job->gens);
 }
 
-/*  Writes the persists in progress, oldest first, at most persist_step bytes and
-    S_PERSIST_TURN_US a loop turn (one synced commit per step), ending those complete. */
+/*  Writes the persists in progress, a step each in turn, at most persist_step bytes and
+    S_PERSIST_TURN_US a loop turn (one synced commit per step; each object costs at least
+    S_PERSIST_REF_COST, and the clock is read between objects, so a job of many small
+    objects is spread over turns too), ending those complete. */
 static void s_persist_pump(s_worker_t *self)
 {
     int64_t until = shoal__now_us() + S_PERSIST_TURN_US;
@@ -3925,22 +3982,37 @@ static void s_persist_pump(s_worker_t *self)
     }
     self->persist_gated = false;
     while (self->n_persists && budget > 0 && shoal__now_us() < until) {
-        s_persist_t *j = &self->persists[0];
+        //  In turn, a step each, not one after the other: a small put behind a 10 GiB
+        //  persist is answered in a few turns, not after it.
+        size_t i = self->persist_next < self->n_persists ? self->persist_next : 0;
+        s_persist_t *j = &self->persists[i];
         int rc = 0;
-        while (j->next < j->n_refs && budget > 0) {
+        j->turns++;
+        while (j->next < j->n_refs && budget > 0 && shoal__now_us() < until) {
             uint64_t before = j->done;
             rc = shoal_store_persist_step(self->store, j->refs[j->next], budget, &j->done);
-            budget -= SHOAL__MIN(budget, j->done > before ? j->done - before : 0);
+            uint64_t cost = j->done > before ? j->done - before : 0;
+            if (rc != SHOAL_EAGAIN)
+                cost = SHOAL__MAX(cost, S_PERSIST_REF_COST); //  its syncs, if nothing else
+            budget -= SHOAL__MIN(budget, cost);
             if (rc)
                 break;
+            j->bytes += j->done;
             j->next++;
             j->done = 0;
         }
-        if (rc == SHOAL_EAGAIN || (rc == 0 && j->next < j->n_refs))
-            return; //  this turn's share is written: more next turn
+        if (rc == SHOAL_EAGAIN || (rc == 0 && j->next < j->n_refs)) {
+            self->persist_next = i + 1;
+            return; //  this turn's share is written: more next turn, after the others
+        }
         s_persist_t job = *j;
+        if (job.turns > 1)
+            shoal__info("persist: %zu objects (%llu bytes) written in %u turns", job.next,
+                        (unsigned long long)job.bytes, job.turns);
         self->n_persists--;
-        memmove(self->persists, self->persists + 1, self->n_persists * sizeof *self->persists);
+        memmove(self->persists + i, self->persists + i + 1,
+                (self->n_persists - i) * sizeof *self->persists);
+        self->persist_next = i; //  the one after it, now at i
         s_persist_end(self, &job, rc);
     }
 }
@@ -4632,6 +4704,7 @@ static void s_teardown(s_worker_t *self)
         //  Unfinished: the writers and the broker hear nothing (the broker requeues the
         //  tasks at w_bye); the pieces written so far are swept at the next open.
         free(self->persists[i].refs);
+        free(self->persists[i].gens);
         s_put_free(self->persists[i].put);
         free(self->persists[i].result);
     }
