@@ -1190,7 +1190,9 @@ static void s_fetch_fail(s_worker_t *self, s_fetch_t *f, int status, const char 
         s_stream_abort(self, ref, error);
 }
 
-//  All bytes are in: seal, and the tasks waiting only for this input become runnable.
+//  All bytes are in (a streaming pull: and the holder sealed it): seal our copy, whose
+//  streaming readers see it final, and the tasks waiting only for this input become
+//  runnable.
 static void s_fetch_done(s_worker_t *self, s_fetch_t *f)
 {
     char text[SHOAL_REF_TEXT_SIZE];
@@ -1200,8 +1202,8 @@ static void s_fetch_done(s_worker_t *self, s_fetch_t *f)
                      s_ref_text(f->ref, text), shoal_strerror(rc));
         return;
     }
-    shoal__debug("fetched input %s (%llu bytes) from %s", s_ref_text(f->ref, text),
-                 (unsigned long long)f->size, f->peer->endpoint);
+    shoal__debug("%s input %s (%llu bytes) from %s", f->stream ? "streamed" : "fetched",
+                 s_ref_text(f->ref, text), (unsigned long long)f->size, f->peer->endpoint);
     s_peer_unlink(f->peer, f);
     shoal__refmap_remove(self->fetches, f->ref);
     for (size_t i = 0; i < f->n_waiters; i++) {
@@ -1489,30 +1491,6 @@ static void s_pull_pump(s_worker_t *self, s_fetch_t *f)
     }
 }
 
-//  Every byte is here and the holder sealed it: seal our copy (its readers see it final).
-static void s_pull_done(s_worker_t *self, s_fetch_t *f)
-{
-    char text[SHOAL_REF_TEXT_SIZE];
-    int rc = shoal_store_seal(self->store, f->ref);
-    if (rc) {
-        s_fetch_fail(self, f, SHOAL_EIO, "input %s: cannot seal its copy: %s",
-                     s_ref_text(f->ref, text), shoal_strerror(rc));
-        return;
-    }
-    shoal__debug("streamed input %s (%llu bytes) from %s", s_ref_text(f->ref, text),
-                 (unsigned long long)f->size, f->peer->endpoint);
-    s_peer_unlink(f->peer, f);
-    shoal__refmap_remove(self->fetches, f->ref);
-    //  Tasks that came for it whole meanwhile (they do not stream it) may run now.
-    for (size_t i = 0; i < f->n_waiters; i++) {
-        s_task_t *t = f->waiters[i];
-        if (--t->missing == 0 && t->state == S_TASK_FETCHING && !t->list &&
-            t->n_used == t->d->task.inputs.count)
-            s_ready_push(self, t, false);
-    }
-    s_fetch_free(f);
-}
-
 //  f's copy of size bytes is allocated (obj): the tasks streaming it run now, reading what
 //  lands.
 static void s_pull_sized(s_worker_t *self, s_fetch_t *f, const shoal_store_obj_t *obj,
@@ -1658,7 +1636,7 @@ static void s_pull_reply(s_worker_t *self, s_fetch_t *f, const shoal_wire_data_t
     if (f->final && f->ready >= f->size) {
         //  Asks still in flight can only repeat bytes we have.
         f->n_asks = 0;
-        s_pull_done(self, f);
+        s_fetch_done(self, f);
     }
 }
 
