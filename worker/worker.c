@@ -1297,8 +1297,10 @@ static int s_near_copy(s_worker_t *self, const shoal_wire_input_t *in, shoal_ref
     return rc;
 }
 
-static int s_fetch_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_t *t, char *error,
-                         size_t size)
+/*  A new fetch of in's object from the worker holding it (ref, peer, holder's name set);
+    NULL, with error filled, when that worker cannot be reached. */
+static s_fetch_t *s_fetch_new(s_worker_t *self, const shoal_wire_input_t *in, char *error,
+                              size_t size)
 {
     char text[SHOAL_REF_TEXT_SIZE];
     const char *holder = in->worker && in->worker[0] ? in->worker : "?";
@@ -1306,17 +1308,19 @@ static int s_fetch_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_
     if (s_peer_connect(self, p) != 0) {
         snprintf(error, size, "input %s: cannot connect to worker %s at %s",
                  s_ref_text(in->ref, text), holder, in->endpoint);
-        return SHOAL_ELOST;
+        return NULL;
     }
     s_fetch_t *f = s_alloc0(sizeof *f);
     f->ref = in->ref;
     f->peer = p;
-    int rc = s_fetch_reset(self, f, in->size);
-    if (rc) {
-        s_fetch_free(f);
-        return rc;
-    }
     f->worker = s_strdup(holder);
+    return f;
+}
+
+//  Makes f known (fetches, copies) and queues it on its peer, whose pump sends its asks.
+static void s_fetch_queue(s_worker_t *self, s_fetch_t *f)
+{
+    s_peer_t *p = f->peer;
     if (shoal__refmap_put(self->fetches, f->ref, f) ||
         shoal__refmap_put(self->copies, f->ref, (void *)(uintptr_t)(shoal__now_ms() + 1)))
         s_oom();
@@ -1327,6 +1331,20 @@ static int s_fetch_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_
     else
         p->head = f;
     p->tail = f;
+}
+
+static int s_fetch_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_t *t, char *error,
+                         size_t size)
+{
+    s_fetch_t *f = s_fetch_new(self, in, error, size);
+    if (!f)
+        return SHOAL_ELOST;
+    int rc = s_fetch_reset(self, f, in->size);
+    if (rc) {
+        s_fetch_free(f);
+        return rc;
+    }
+    s_fetch_queue(self, f);
     S_PUSH(f->waiters, f->n_waiters, f->cap_waiters, t);
     return 0;
 }
@@ -1342,9 +1360,10 @@ static int s_fetch_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_
     stream does, up to S_FETCH_WINDOW chunk asks below the holder's last watermark (they
     come back whole) and one beyond it (held until bytes land, at most 1 s), so a pull of
     bytes already there runs as fast as a fetch and one at the writer's heels pays a round
-    trip per batch of new bytes. The holder's abort (SHOAL_ECANCELED), another allocation
-    generation, or its silence (S_FETCH_TIMEOUT_MS) fail the tasks reading it, naming the
-    input, as a failed input fails them (SHOAL_ETASK: their retries apply). */
+    trip per batch of new bytes. The holder's abort (SHOAL_ECANCELED) or another allocation
+    generation fail the tasks reading it, naming the input, as a failed input fails them
+    (SHOAL_ETASK: their retries apply); its silence (S_FETCH_TIMEOUT_MS) loses them
+    (SHOAL_ELOST: placed again), as the broker does when the holder's worker dies. */
 
 #define S_PULL_PROBE_MS 1    //  the first ask: the size at once, bytes or not
 #define S_PULL_HOLD_MS  1000 //  an ask beyond the holder's watermark (as libshoal's)
@@ -1356,32 +1375,16 @@ static int s_fetch_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_
 static int s_pull_start(s_worker_t *self, const shoal_wire_input_t *in, s_task_t *t, char *error,
                         size_t size)
 {
-    char text[SHOAL_REF_TEXT_SIZE];
-    const char *holder = in->worker && in->worker[0] ? in->worker : "?";
-    s_peer_t *p = s_peer_get(self, in->endpoint);
-    if (s_peer_connect(self, p) != 0) {
-        snprintf(error, size, "input %s: cannot connect to worker %s at %s",
-                 s_ref_text(in->ref, text), holder, in->endpoint);
+    s_fetch_t *f = s_fetch_new(self, in, error, size);
+    if (!f)
         return SHOAL_ELOST;
-    }
-    s_fetch_t *f = s_alloc0(sizeof *f);
-    f->ref = in->ref;
-    f->peer = p;
     f->stream = true;
-    f->worker = s_strdup(holder);
     f->seq_base = self->fetch_seq + 1;
-    if (shoal__refmap_put(self->fetches, f->ref, f) ||
-        shoal__refmap_put(self->copies, f->ref, (void *)(uintptr_t)(shoal__now_ms() + 1)))
-        s_oom();
-    if (!p->head)
-        p->last_progress_us = shoal__now_us();
-    if (p->tail)
-        p->tail->next = f;
-    else
-        p->head = f;
-    p->tail = f;
+    s_fetch_queue(self, f);
     S_PUSH(f->readers, f->n_readers, f->cap_readers, t);
-    shoal__debug("input %s: streaming it from worker %s at %s", text, holder, in->endpoint);
+    char text[SHOAL_REF_TEXT_SIZE];
+    shoal__debug("input %s: streaming it from worker %s at %s", s_ref_text(in->ref, text),
+                 f->worker, in->endpoint);
     return 0;
 }
 
