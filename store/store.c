@@ -2071,6 +2071,20 @@ uint8_t *shoal_store_base(const shoal_store_t *self)
 
 static int s_commit(shoal_store_t *self);
 
+/*  Takes span bytes of arena into *offset. When no free range fits and deleted objects
+    wait in limbo, commits their deletes (a failure is logged, and what was committed
+    before can still be freed), gives back what no reader pins and tries again. */
+static bool s_room_take(shoal_store_t *self, uint64_t span, uint64_t *offset)
+{
+    if (s_free_take(self, span, offset))
+        return true;
+    if (self->limbo_len == 0)
+        return false;
+    s_commit(self);
+    s_reap(self);
+    return s_free_take(self, span, offset);
+}
+
 int shoal_store_alloc(shoal_store_t *self, shoal_ref_t ref, uint64_t size, shoal_store_obj_t *obj)
 {
     assert(self && obj);
@@ -2090,16 +2104,8 @@ int shoal_store_alloc(shoal_store_t *self, shoal_ref_t ref, uint64_t size, shoal
     if (rc)
         return rc;
     uint64_t offset = 0;
-    if (span && !s_free_take(self, span, &offset)) {
-        if (self->limbo_len == 0)
-            return SHOAL_EFULL;
-        //  Deleted objects wait in limbo: commit their deletes (a failure is logged, and
-        //  what was committed before can still be freed), give back what no reader pins.
-        s_commit(self);
-        s_reap(self);
-        if (!s_free_take(self, span, &offset))
-            return SHOAL_EFULL;
-    }
+    if (span && !s_room_take(self, span, &offset))
+        return SHOAL_EFULL;
     s_entry_t *entry = s_malloc(sizeof *entry);
     if (!entry || shoal__refmap_put(self->map, ref, entry) != 0) {
         free(entry);
@@ -2886,14 +2892,8 @@ int shoal_store_restore(shoal_store_t *self, shoal_ref_t ref, shoal_store_obj_t 
     if (rc)
         return rc;
     uint64_t offset = 0;
-    if (span && !s_free_take(self, span, &offset)) {
-        if (self->limbo_len == 0)
-            return SHOAL_EFULL;
-        s_commit(self);
-        s_reap(self);
-        if (!s_free_take(self, span, &offset))
-            return SHOAL_EFULL;
-    }
+    if (span && !s_room_take(self, span, &offset))
+        return SHOAL_EFULL;
     rc = s_pieces_read(self, ref, entry->sums, entry->size, 0, entry->size, self->base + offset);
     if (rc) {
         if (span)
